@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# hello-compare.sh: wasmcorn vs gunicorn (sync workers) serving a "Hello, World!" app.
+#
+# Usage: bench/hello-compare.sh [--workers "1 2"] [--rounds 2] [--duration 10]
+#                               [--hey-requests 20000] [--wasmcorn PATH]
+#
+#   --workers       worker counts to try (space separated)           default "1 2"
+#   --rounds        rounds per worker count                           default 2
+#   --duration      seconds of wrk load per measurement               default 10
+#   --hey-requests  requests hey sends per measurement                default 20000
+#   --wasmcorn      wasmcorn binary; default target/release/wasmcorn, else target/debug/wasmcorn
+#
+# For each worker count and round it runs both servers one after the other (order
+# alternating between rounds, so CPU drift hits both): start on 127.0.0.1, wait until it
+# answers, 1 s wrk warm-up, read per-worker PSS/USS/RSS (idle) from /proc/PID/smaps_rollup,
+# run `wrk -t2 -c8 -H 'Connection: close'` and `hey -c 8 -disable-keepalive`, read memory
+# again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
+# wasmcorn: `serve sample:hello`.  A missing wasmcorn binary is skipped with a message.
+#
+# Needs: python3 (venv), curl, pgrep; installs wrk/hey with apt-get if missing and a venv
+# with gunicorn + psycopg2-binary at $WASMCORN_BENCH_DIR/venv (created once, reused).
+# Output: $WASMCORN_BENCH_DIR/hello-compare.csv (default dir target/bench, memory columns
+# are the mean per worker, KiB), server logs in $WASMCORN_BENCH_DIR/logs/, and a Markdown
+# summary on stdout (progress goes to stderr).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN=""
+die() { echo "hello-compare: error: $*" >&2; exit 1; }
+say() { echo "hello-compare: $*" >&2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --workers) WORKERS=${2:?}; shift 2 ;;
+    --rounds) ROUNDS=${2:?}; shift 2 ;;
+    --duration) DURATION=${2:?}; shift 2 ;;
+    --hey-requests) HEY_REQUESTS=${2:?}; shift 2 ;;
+    --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+for n in $WORKERS "$ROUNDS" "$DURATION" "$HEY_REQUESTS"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
+done
+cd "$ROOT"
+BENCH_DIR=$(realpath -m -- "${WASMCORN_BENCH_DIR:-target/bench}")
+VENV=$BENCH_DIR/venv CSV=$BENCH_DIR/hello-compare.csv LOGS=$BENCH_DIR/logs
+mkdir -p "$LOGS"
+
+# --- tools ------------------------------------------------------------------------------
+missing=()
+for t in wrk hey; do command -v "$t" >/dev/null || missing+=("$t"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  say "installing ${missing[*]} with apt-get"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >&2; then
+    die "could not install ${missing[*]}"
+  fi
+fi
+for t in curl pgrep timeout python3; do command -v "$t" >/dev/null || die "$t is required"; done
+if [[ ! -x $VENV/bin/gunicorn ]]; then
+  say "creating venv $VENV (gunicorn, psycopg2-binary)"
+  if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn psycopg2-binary; } >&2; then
+    rm -rf "$VENV"; die "could not set up $VENV"
+  fi
+fi
+
+# recent gunicorn opens a control socket in ~/.gunicorn by default; the classic arbiter has none
+GUNICORN_EXTRA=()
+"$VENV/bin/gunicorn" --help 2>/dev/null | grep -q -- --no-control-socket && GUNICORN_EXTRA=(--no-control-socket)
+SERVERS=(gunicorn)
+if [[ -z $WASMCORN ]]; then
+  WASMCORN=$ROOT/target/release/wasmcorn
+  [[ -x $WASMCORN ]] || WASMCORN=$ROOT/target/debug/wasmcorn
+fi
+if [[ -x $WASMCORN ]]; then SERVERS+=(wasmcorn)
+else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, or --wasmcorn PATH)"; fi
+
+# --- process bookkeeping: everything started is stopped by pid on exit ------------------
+MASTER="" WORKER_PIDS=() LOADPID=""
+alive() { kill -0 "$1" 2>/dev/null; }
+wait_gone() { # pid tenths-of-a-second: returns 0 once pid is gone
+  local i; for ((i = 0; i < $2; i++)); do alive "$1" || return 0; sleep 0.1; done; ! alive "$1"
+}
+stop_server() {
+  [[ -n $MASTER ]] || return 0
+  local p
+  kill -TERM "$MASTER" 2>/dev/null || true
+  if ! wait_gone "$MASTER" 100; then say "pid $MASTER still alive after 10 s: SIGKILL"; kill -KILL "$MASTER" 2>/dev/null || true; fi
+  wait "$MASTER" 2>/dev/null || true
+  for p in "${WORKER_PIDS[@]}"; do
+    if ! wait_gone "$p" 20; then say "worker $p survived its master: SIGKILL"; kill -KILL "$p" 2>/dev/null || true; fi
+  done
+  MASTER="" WORKER_PIDS=()
+}
+# load generator in the background + wait, so a signal is handled at once (and stops it too)
+load() { # output-file timeout-seconds command...
+  local out=$1 t=$2; shift 2
+  timeout "$t" "$@" >"$out" 2>&1 & LOADPID=$!
+  wait "$LOADPID" || { LOADPID=""; die "$1 failed or timed out (output: $out)"; }
+  LOADPID=""
+}
+trap '[[ -z $LOADPID ]] || kill -TERM "$LOADPID" 2>/dev/null || true; stop_server' EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM
+
+# current worker pids: children of the master (for wasmcorn, those announced as booted)
+current_workers() {
+  local kids; kids=$(pgrep -P "$MASTER" || true)
+  if [[ $1 == gunicorn ]]; then echo "$kids" | xargs echo; return; fi
+  sed -n 's/.*Booting worker with pid: \([0-9][0-9]*\).*/\1/p' "$2" | grep -Fxf <(echo "$kids") | xargs echo || true
+}
+# mean Pss, USS (Private_Clean+Private_Dirty), Rss in KiB over the given pids
+mem_of() {
+  local files=() p; for p in "$@"; do [[ -r /proc/$p/smaps_rollup ]] && files+=("/proc/$p/smaps_rollup"); done
+  [[ ${#files[@]} -gt 0 ]] || { echo "NA NA NA"; return; }
+  awk '/^Pss:/{p+=$2} /^Private_(Clean|Dirty):/{u+=$2} /^Rss:/{r+=$2} FNR==1{n++}
+       END{if(n) printf "%d %d %d\n", p/n, u/n, r/n; else print "NA NA NA"}' "${files[@]}" 2>/dev/null || echo "NA NA NA"
+}
+
+start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
+  local server=$1 n=$2 log=$3 i pids=()
+  : >"$log"  # exists before the background child opens it, so the polling below can read it
+  if [[ $server == gunicorn ]]; then
+    "$VENV/bin/gunicorn" --chdir bench/gunicorn --bind 127.0.0.1:0 --workers "$n" --worker-class sync \
+      --access-logfile /dev/null "${GUNICORN_EXTRA[@]}" hello:application >"$log" 2>&1 &
+  else
+    "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" >"$log" 2>&1 &
+  fi
+  MASTER=$! PORT=""
+  for ((i = 0; i < 300; i++)); do  # up to 30 s for the listening line and all workers
+    alive "$MASTER" || { cat "$log" >&2; die "$server exited during start-up (log: $log)"; }
+    [[ -n $PORT ]] || PORT=$(sed -n 's|.*Listening at: http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" | head -n1)
+    read -ra pids <<<"$(current_workers "$server" "$log")"
+    [[ -n $PORT && ${#pids[@]} -ge $n ]] && break
+    sleep 0.1
+  done
+  WORKER_PIDS=("${pids[@]}")
+  [[ -n $PORT && ${#pids[@]} -ge $n ]] || die "$server: no port or only ${#pids[@]}/$n workers after 30 s (log: $log)"
+  local body=""
+  for ((i = 0; i < 100; i++)); do
+    body=$(curl -fsS --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null) && break
+    sleep 0.1
+  done
+  [[ $body == "Hello, World!" ]] || die "$server on port $PORT did not answer 'Hello, World!' (got '$body')"
+}
+
+run_one() { # server workers round -> appends a CSV row
+  local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps idle loaded cur
+  start_server "$server" "$n" "$log"
+  url="http://127.0.0.1:$PORT/"
+  say "$server workers=$n round=$round port=$PORT master=$MASTER workers=[${WORKER_PIDS[*]}]"
+  load "$LOGS/$server-w$n-r$round.warmup" 30 wrk -t2 -c8 -d1s -H 'Connection: close' "$url"
+  read -ra cur <<<"$(current_workers "$server" "$log")"; WORKER_PIDS+=("${cur[@]}")
+  idle=$(mem_of "${cur[@]}"); MIDLE=$(mem_of "$MASTER" | cut -d' ' -f1)
+  load "$LOGS/$server-w$n-r$round.wrk" $((DURATION + 60)) wrk -t2 -c8 -d"${DURATION}s" -H 'Connection: close' "$url"
+  load "$LOGS/$server-w$n-r$round.hey" $((HEY_REQUESTS / 20 + 60)) hey -n "$HEY_REQUESTS" -c 8 -disable-keepalive "$url"
+  wrk_rps=$(awk '/^Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.wrk")
+  hey_rps=$(awk '/Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.hey")
+  grep -E 'Socket errors|Non-2xx' "$LOGS/$server-w$n-r$round.wrk" >&2 || true
+  grep -A9 'Status code distribution' "$LOGS/$server-w$n-r$round.hey" | grep -E '^\s+\[[013-9]' >&2 || true
+  read -ra cur <<<"$(current_workers "$server" "$log")"; WORKER_PIDS+=("${cur[@]}")
+  loaded=$(mem_of "${cur[@]}"); MLOADED=$(mem_of "$MASTER" | cut -d' ' -f1)
+  stop_server
+  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,}" >>"$CSV"
+  printf '%s\t%s\t%s\t%s\n' "$server" "$n" "$MIDLE" "$MLOADED" >>"$LOGS/master-pss.tsv"
+  say "  wrk ${wrk_rps:-NA} rps, hey ${hey_rps:-NA} rps, PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB"
+}
+
+echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib" >"$CSV"
+: >"$LOGS/master-pss.tsv"
+for n in $WORKERS; do
+  for ((r = 1; r <= ROUNDS; r++)); do
+    order=("${SERVERS[@]}")
+    if ((r % 2 == 0 && ${#SERVERS[@]} == 2)); then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    for s in "${order[@]}"; do run_one "$s" "$n" "$r"; done
+  done
+done
+
+# --- summary ----------------------------------------------------------------------------
+agg() { # file server workers column median|mean
+  awk -F'[,\t]' -v s="$2" -v w="$3" -v c="$4" '$1==s && $2==w && $c!="NA" && $c!="" {print $c}' "$1" | sort -g \
+    | awk -v m="$5" '{a[NR]=$1; t+=$1} END{if(!NR){print "NA"; exit}
+        if(m=="mean") printf "%.0f\n", t/NR; else if(NR%2) printf "%.0f\n", a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a=="NA"||b=="NA"||b==0) print "NA"; else printf "%.2f\n", a/b}'; }
+cat <<EOF
+
+## hello-compare: wasmcorn vs gunicorn sync (${DURATION}s wrk, ${HEY_REQUESTS} hey requests, ${ROUNDS} round(s), $(nproc) CPUs)
+
+| workers | gunicorn wrk rps | wasmcorn wrk rps | wrk ratio | gunicorn hey rps | wasmcorn hey rps | hey ratio | gunicorn PSS/worker KiB | wasmcorn PSS/worker KiB | PSS ratio |
+|---|---|---|---|---|---|---|---|---|---|
+EOF
+for n in $WORKERS; do
+  gw=$(agg "$CSV" gunicorn "$n" 4 median) ww=$(agg "$CSV" wasmcorn "$n" 4 median)
+  gh=$(agg "$CSV" gunicorn "$n" 5 median) wh=$(agg "$CSV" wasmcorn "$n" 5 median)
+  gp=$(agg "$CSV" gunicorn "$n" 9 mean) wp=$(agg "$CSV" wasmcorn "$n" 9 mean)
+  echo "| $n | $gw | $ww | $(ratio "$ww" "$gw") | $gh | $wh | $(ratio "$wh" "$gh") | $gp | $wp | $(ratio "$wp" "$gp") |"
+done
+cat <<EOF
+
+Medians over rounds for rps; PSS is the mean per worker after load (idle values in the CSV).
+Ratios are wasmcorn/gunicorn.
+
+| workers | server | PSS/worker idle KiB | PSS/worker loaded KiB | arbiter/master PSS idle KiB | arbiter/master PSS loaded KiB |
+|---|---|---|---|---|---|
+EOF
+for n in $WORKERS; do
+  for s in "${SERVERS[@]}"; do
+    echo "| $n | $s | $(agg "$CSV" "$s" "$n" 6 mean) | $(agg "$CSV" "$s" "$n" 9 mean)" \
+      "| $(agg "$LOGS/master-pss.tsv" "$s" "$n" 3 mean) | $(agg "$LOGS/master-pss.tsv" "$s" "$n" 4 mean) |"
+  done
+done
+echo
+echo "CSV: $CSV"

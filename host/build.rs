@@ -1,0 +1,92 @@
+//! Builds the sample guests in `guest-apps/` for `wasm32-wasip2` (a nested cargo build into a target directory
+//! of its own, the way wasmtime builds its test programs), installing that target through rustup when it is
+//! missing, and tells the host crate where each component is: `WASMCORN_GUEST_<NAME>` holds its path. The
+//! binary embeds them as `sample:NAME`; the end-to-end tests use the same files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const GUESTS: &[&str] = &["hello", "echo", "workload"];
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() -> ExitCode {
+    match build_guests() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_guests() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.parent().ok_or("host/ has no parent folder")?;
+    let guest_workspace = root.join("guest-apps");
+    println!("cargo:rerun-if-changed={}", guest_workspace.display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+
+    ensure_target_installed()?;
+
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("guest-apps"),
+        None => root.join("target").join("guest-apps"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&guest_workspace)
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(&target_dir);
+    // The outer build's settings are for the host, not for wasm: the nested build starts clean.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_") && name != "CARGO_HOME" || name == "RUSTFLAGS" || name == "RUSTC_WRAPPER" {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run cargo to build the sample guests: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the sample guests in {} failed:\n{}",
+            guest_workspace.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for guest in GUESTS {
+        let path = target_dir.join(TARGET).join("release").join(format!("{guest}.wasm"));
+        if !path.is_file() {
+            return Err(format!("the guest build did not produce {}", path.display()));
+        }
+        println!("cargo:rustc-env=WASMCORN_GUEST_{}={}", guest.to_uppercase(), path.display());
+    }
+    Ok(())
+}
+
+/// Adds the wasm32-wasip2 standard library through rustup when the toolchain lacks it.
+fn ensure_target_installed() -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|err| format!("cannot run rustc: {err}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    if Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
+        return Ok(());
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(|err| format!("the {TARGET} target is missing and rustup cannot be run to add it: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {TARGET}` failed ({status})"))
+    }
+}
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("cargo did not set {name}"))
+}

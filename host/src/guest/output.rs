@@ -1,0 +1,159 @@
+//! Captures a guest's stdout and stderr for one request and hands them to the log line by line, within a byte
+//! budget so that a guest cannot flood the log.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Where complete lines of guest output go: (stream name, line).
+pub type GuestLine = fn(&str, &str);
+
+/// One of a request's output streams. Clones share the same buffer.
+#[derive(Clone)]
+pub struct GuestOutput {
+    inner: Arc<Mutex<LineBuffer>>,
+}
+
+struct LineBuffer {
+    stream: &'static str,
+    partial: Vec<u8>,
+    budget: usize,
+    dropped: usize,
+    log_line: GuestLine,
+}
+
+impl GuestOutput {
+    pub fn new(stream: &'static str, budget: usize, log_line: GuestLine) -> Self {
+        let buffer = LineBuffer { stream, partial: Vec::new(), budget, dropped: 0, log_line };
+        GuestOutput { inner: Arc::new(Mutex::new(buffer)) }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        if let Ok(mut buffer) = self.inner.lock() {
+            buffer.push(bytes);
+        }
+    }
+
+    /// Logs what is left of an unfinished line and how much was dropped. Call it when the request ends.
+    pub fn finish(&self) {
+        if let Ok(mut buffer) = self.inner.lock() {
+            buffer.finish();
+        }
+    }
+}
+
+impl LineBuffer {
+    fn push(&mut self, bytes: &[u8]) {
+        let kept = bytes.len().min(self.budget);
+        self.budget -= kept;
+        self.dropped += bytes.len() - kept;
+        let mut rest = &bytes[..kept];
+        while let Some(end) = rest.iter().position(|&byte| byte == b'\n') {
+            self.partial.extend_from_slice(&rest[..end]);
+            self.emit();
+            rest = &rest[end + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    fn emit(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial);
+        (self.log_line)(self.stream, line.trim_end_matches('\r'));
+        self.partial.clear();
+    }
+
+    fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            self.emit();
+        }
+        if self.dropped > 0 {
+            let note = format!("[{} more bytes dropped: the request's output budget is spent]", self.dropped);
+            (self.log_line)(self.stream, &note);
+            self.dropped = 0;
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    static LINES: StdMutex<Vec<String>> = StdMutex::new(Vec::new());
+
+    fn record(stream: &str, line: &str) {
+        LINES.lock().unwrap().push(format!("{stream}: {line}"));
+    }
+
+    #[test]
+    fn output_is_split_into_lines_within_the_budget() {
+        let output = GuestOutput::new("stdout", 16, record);
+        output.push(b"one\ntw");
+        output.push(b"o\r\nthree and more than the budget\n");
+        output.finish();
+        let lines = LINES.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            vec![
+                "stdout: one".to_string(),
+                "stdout: two".to_string(),
+                "stdout: three a".to_string(),
+                "stdout: [24 more bytes dropped: the request's output budget is spent]".to_string(),
+            ]
+        );
+    }
+}

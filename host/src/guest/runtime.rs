@@ -1,0 +1,151 @@
+//! The per-worker wasmtime runtime: one `Engine` (pooling allocator sized for one request at a time, epoch
+//! interruption), one `Linker`, the app's `InstancePre`, and a fresh `Store` and instance for every request.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::WasiCtx;
+
+use super::bindings::{App as AppWorld, AppPre};
+use super::output::{GuestLine, GuestOutput};
+use super::state::RequestState;
+use super::{App, Exchange, Limits};
+
+/// How often the epoch advances; the guest timeout is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
+const OUTPUT_BUDGET: usize = 64 * 1024;
+
+/// The engine configuration for an app's limits. The compile step and the workers must use the same one: the
+/// artefact records it and wasmtime refuses an artefact built for another.
+pub(crate) fn engine_config(limits: &Limits, parallel_compilation: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    // One request at a time: one component instance in use, one more while the previous is torn down.
+    pool.total_component_instances(2)
+        .total_core_instances(64)
+        .max_core_instances_per_component(32)
+        .total_memories(4)
+        .max_memories_per_component(2)
+        .total_tables(32)
+        .max_tables_per_component(16)
+        .total_stacks(0)
+        .max_memory_size(limits.max_memory_bytes)
+        // Reset a used memory by rewriting the pages the request dirtied instead of unmapping them: the next
+        // request then takes no page faults for them.
+        .linear_memory_keep_resident(limits.max_memory_bytes.min(16 << 20))
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(Enabled::Auto);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .parallel_compilation(parallel_compilation)
+        .memory_reservation(limits.max_memory_bytes as u64)
+        .memory_reservation_for_growth(0)
+        .memory_may_move(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// What became of one request inside the guest.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The handler returned `ok`.
+    Completed,
+    /// The handler returned `err(message)`.
+    Refused(String),
+    /// The guest ran past the guest timeout; the text holds the wasm backtrace.
+    TimedOut(String),
+    /// The guest trapped or could not be instantiated; the text holds the cause and the wasm backtrace.
+    Failed(String),
+}
+
+/// A worker's loaded app, ready to serve requests.
+pub struct Runtime<E: Exchange> {
+    engine: Engine,
+    pre: AppPre<RequestState<E>>,
+    env: Arc<Vec<(String, String)>>,
+    deadline_ticks: u64,
+    log_line: GuestLine,
+}
+
+impl<E: Exchange> Runtime<E> {
+    /// Builds the engine and linker, maps the precompiled artefact and pre-instantiates the app. `log_line` is
+    /// where the guest's stdout and stderr lines go.
+    pub fn load(app: &App, artefact: &Path, log_line: GuestLine) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(&app.limits, false)).map_err(anyhow::Error::from).context("cannot create the wasm engine")?;
+        // SAFETY: the artefact was written by `guest::prepare` (our compile step) with this same engine
+        // configuration, into a content-addressed file renamed into place only once complete and synced; wasmtime
+        // checks its header, version and configuration before using it.
+        let component = unsafe { Component::deserialize_file(&engine, artefact) }
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot load the compiled guest {}", artefact.display()))?;
+        let pre = instance_pre(&engine, &component)?;
+        let deadline_ticks = ticks(app.limits.guest_timeout);
+        Ok(Runtime { engine, pre, env: Arc::new(app.env.clone()), deadline_ticks, log_line })
+    }
+
+    /// Starts the thread that advances the engine's epoch, which is what interrupts a guest past its
+    /// deadline. Call it once, in the process that serves (threads do not survive `fork`).
+    pub fn start_epoch_ticker(&self) -> anyhow::Result<()> {
+        let engine = self.engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".to_string())
+            .spawn(move || {
+                while let Some(engine) = engine.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        Ok(())
+    }
+
+    /// Runs one request in a fresh instance and gives the exchange back with what became of it.
+    pub fn handle(&self, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
+        let stdout = GuestOutput::new("stdout", OUTPUT_BUDGET, self.log_line);
+        let stderr = GuestOutput::new("stderr", OUTPUT_BUDGET, self.log_line);
+        let wasi = WasiCtx::builder().envs(&self.env).stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = RequestState { wasi, table: ResourceTable::new(), exchange };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.pre.instantiate(&mut store).and_then(|app| app.call_handle(&mut store, environ));
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Completed,
+            Ok(Err(message)) => Outcome::Refused(message),
+            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Outcome::TimedOut(format!("{err:?}")),
+            Err(err) => Outcome::Failed(format!("{err:?}")),
+        };
+        let state = store.into_data();
+        stdout.finish();
+        stderr.finish();
+        (state.exchange, outcome)
+    }
+}
+
+/// Links WASI and the wasmcorn interfaces and checks that the component is a wasmcorn app.
+pub(crate) fn instance_pre<E: Exchange>(
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<AppPre<RequestState<E>>> {
+    let mut linker = Linker::<RequestState<E>>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the wasmcorn interfaces")?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .context("the component imports something wasmcorn does not provide (wasmcorn offers WASI 0.2 and the wasmcorn:app interfaces)")?;
+    AppPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the wasmcorn:app handler (`handle`)")
+}
+
+fn ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,21 @@
+//! HTTP/1.1 for one request per connection: bytes in, a parsed request out, a validated response back. No
+//! processes and no wasm here; the worker hands in a stream that is `Read + Write`.
+
+mod body;
+mod connection;
+mod error;
+mod request;
+mod response;
+
+pub use body::BodyReader;
+pub use connection::Connection;
+pub use error::HttpError;
+pub use request::{Framing, Request, Version};
+pub use response::{ResponseWriter, Sent, error_response, reason_phrase};
+pub use request::{HeadLimits, read_request};
+
+/// Parses a complete request head, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn request_for_tests(head: &[u8]) -> Request {
+    request::parse_head(head, &HeadLimits::default()).unwrap().unwrap().0
+}

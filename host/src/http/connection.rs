@@ -1,0 +1,85 @@
+//! A client connection with a read buffer: the request head is parsed from the buffer, and the body reader takes
+//! what the head left over before it reads more from the stream.
+
+use std::io::{self, Read, Write};
+
+use super::HttpError;
+
+const READ_SIZE: usize = 16 * 1024;
+
+pub struct Connection<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    /// Where unconsumed bytes start in `buffer`.
+    start: usize,
+}
+
+impl<S: Read + Write> Connection<S> {
+    pub fn new(stream: S) -> Self {
+        Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0 }
+    }
+
+    pub fn stream(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    /// The bytes read but not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// Marks `count` buffered bytes as consumed.
+    pub fn consume(&mut self, count: usize) {
+        self.start = (self.start + count).min(self.buffer.len());
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes from the stream into the buffer; returns how many (0 at the end of the stream).
+    pub fn fill(&mut self) -> Result<usize, HttpError> {
+        if self.start > 0 && self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+        let old_len = self.buffer.len();
+        self.buffer.resize(old_len + READ_SIZE, 0);
+        let result = loop {
+            match self.stream.read(&mut self.buffer[old_len..]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Ok(count) => {
+                self.buffer.truncate(old_len + count);
+                Ok(count)
+            }
+            Err(err) => {
+                self.buffer.truncate(old_len);
+                Err(HttpError::from_io(err))
+            }
+        }
+    }
+
+    /// Takes up to `max` bytes: buffered ones first, otherwise one read from the stream.
+    pub fn read_some(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+        if self.buffered().is_empty() && self.fill()? == 0 {
+            return Err(HttpError::BadRequest("the connection closed in the middle of the body".into()));
+        }
+        let count = self.buffered().len().min(max);
+        let bytes = self.buffered()[..count].to_vec();
+        self.consume(count);
+        Ok(bytes)
+    }
+
+    /// Writes all of `bytes` to the client.
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+}

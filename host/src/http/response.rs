@@ -1,0 +1,443 @@
+//! Writes the guest's response: validates its status and headers before any byte leaves, adds `Date`,
+//! `Server` and `Connection: close`, sends a small body with a `Content-Length`, and streams a larger one
+//! (chunked to HTTP/1.1 clients, delimited by the close for HTTP/1.0 ones).
+
+use std::io::{Read, Write};
+
+use super::request::{Version, is_token_byte};
+use super::{Connection, Request};
+
+/// Bodies up to this size are buffered and sent in one write with a `Content-Length`.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Headers only the host may send: hop-by-hop ones and those it adds itself.
+const RESERVED_HEADERS: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "date", "server"];
+
+/// What was sent, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub status: u16,
+    pub body_bytes: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    /// `start-response` has not been called.
+    Unstarted,
+    /// Status and headers accepted; the body is being buffered.
+    Buffering { status: u16, head: Vec<u8>, declared: Option<u64>, body: Vec<u8> },
+    /// The head has been sent; the body is being streamed.
+    Streaming { status: u16, chunked: bool, declared: Option<u64>, sent: u64 },
+    /// The guest broke the contract; the reason is logged and the client gets a 500 (or a cut connection).
+    Failed { reason: String, status_sent: Option<u16>, sent: u64 },
+}
+
+/// The response to one request, as the guest builds it.
+#[derive(Debug)]
+pub struct ResponseWriter {
+    state: State,
+    version: Version,
+    head_only: bool,
+}
+
+impl ResponseWriter {
+    pub fn new(request: &Request) -> Self {
+        ResponseWriter { state: State::Unstarted, version: request.version, head_only: request.method == "HEAD" }
+    }
+
+    /// Why the response failed, if the guest broke the contract.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.state {
+            State::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The guest's `start-response`.
+    pub fn start(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
+        if !matches!(self.state, State::Unstarted) {
+            return Err(self.fail("start-response was called more than once".into()));
+        }
+        match build_head(status, &headers) {
+            Ok((status, head, declared)) => {
+                self.state = State::Buffering { status, head, declared, body: Vec::new() };
+                Ok(())
+            }
+            Err(reason) => Err(self.fail(reason)),
+        }
+    }
+
+    /// The guest's `write-body`.
+    pub fn write<S: Read + Write>(&mut self, conn: &mut Connection<S>, chunk: &[u8]) -> Result<(), String> {
+        match &mut self.state {
+            State::Unstarted => Err(self.fail("write-body was called before start-response".into())),
+            State::Failed { reason, .. } => Err(format!("the response has already failed: {reason}")),
+            State::Buffering { status, declared, body, .. } => {
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                if !status_allows_body(*status) {
+                    return Err(format!("a {status} response has no body"));
+                }
+                let total = body.len() as u64 + chunk.len() as u64;
+                if declared.is_some_and(|declared| total > declared) {
+                    return Err(self.fail("the body is longer than its Content-Length".into()));
+                }
+                body.extend_from_slice(chunk);
+                if body.len() > BUFFER_LIMIT { self.begin_streaming(conn) } else { Ok(()) }
+            }
+            State::Streaming { declared, sent, .. } => {
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                if declared.is_some_and(|declared| *sent + chunk.len() as u64 > declared) {
+                    return Err(self.fail("the body is longer than its Content-Length".into()));
+                }
+                self.send_body(conn, chunk)
+            }
+        }
+    }
+
+    /// Ends the response once the guest is done. `guest_error` is set when the guest failed; then, or when it
+    /// broke the contract, the client gets a 500 if nothing was sent yet and a cut connection otherwise (the
+    /// returned `Err` says why the connection must not be reused). Returns what was sent.
+    pub fn finish<S: Read + Write>(&mut self, conn: &mut Connection<S>, guest_error: Option<(u16, String)>) -> Result<Sent, Sent> {
+        if let Some((status, reason)) = guest_error {
+            if !matches!(self.state, State::Failed { .. }) {
+                let (status_sent, sent) = self.progress();
+                self.state = State::Failed { reason, status_sent, sent };
+            }
+            return self.finish_failed(conn, status);
+        }
+        match std::mem::replace(&mut self.state, State::Unstarted) {
+            State::Unstarted => {
+                self.state = State::Failed { reason: "the guest returned without calling start-response".into(), status_sent: None, sent: 0 };
+                self.finish_failed(conn, 500)
+            }
+            State::Buffering { status, head, declared, body } => {
+                if declared.is_some_and(|declared| declared != body.len() as u64) {
+                    self.state = State::Failed { reason: "the body is shorter than its Content-Length".into(), status_sent: None, sent: 0 };
+                    return self.finish_failed(conn, 500);
+                }
+                let mut bytes = head;
+                if declared.is_none() && status_allows_body(status) {
+                    bytes.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                }
+                bytes.extend_from_slice(b"\r\n");
+                if !self.head_only {
+                    bytes.extend_from_slice(&body);
+                }
+                let sent = Sent { status, body_bytes: if self.head_only { 0 } else { body.len() as u64 } };
+                conn.write_all(&bytes).map_err(|_| sent)?;
+                Ok(sent)
+            }
+            State::Streaming { status, chunked, declared, sent } => {
+                let done = Sent { status, body_bytes: sent };
+                if declared.is_some_and(|declared| declared != sent) {
+                    return Err(done);
+                }
+                if chunked && !self.head_only {
+                    conn.write_all(b"0\r\n\r\n").map_err(|_| done)?;
+                }
+                Ok(done)
+            }
+            failed @ State::Failed { .. } => {
+                self.state = failed;
+                self.finish_failed(conn, 500)
+            }
+        }
+    }
+
+    fn finish_failed<S: Read + Write>(&mut self, conn: &mut Connection<S>, status: u16) -> Result<Sent, Sent> {
+        match self.progress() {
+            (None, _) => {
+                let sent = Sent { status, body_bytes: error_body(status).len() as u64 };
+                let _ = conn.write_all(&error_response(status));
+                Ok(sent)
+            }
+            (Some(status), sent) => Err(Sent { status, body_bytes: sent }),
+        }
+    }
+
+    /// The status already on the wire, if any, and the body bytes sent.
+    fn progress(&self) -> (Option<u16>, u64) {
+        match &self.state {
+            State::Streaming { status, sent, .. } => (Some(*status), *sent),
+            State::Failed { status_sent, sent, .. } => (*status_sent, *sent),
+            _ => (None, 0),
+        }
+    }
+
+    fn fail(&mut self, reason: String) -> String {
+        let (status_sent, sent) = self.progress();
+        self.state = State::Failed { reason: reason.clone(), status_sent, sent };
+        reason
+    }
+
+    fn begin_streaming<S: Read + Write>(&mut self, conn: &mut Connection<S>) -> Result<(), String> {
+        let State::Buffering { status, head, declared, body } = std::mem::replace(&mut self.state, State::Unstarted) else {
+            return Ok(());
+        };
+        let chunked = declared.is_none() && self.version == Version::Http11;
+        let mut bytes = head;
+        if chunked {
+            bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        self.state = State::Streaming { status, chunked, declared, sent: 0 };
+        if let Err(err) = conn.write_all(&bytes) {
+            return Err(self.fail(format!("the client went away: {err}")));
+        }
+        self.send_body(conn, &body)
+    }
+
+    fn send_body<S: Read + Write>(&mut self, conn: &mut Connection<S>, chunk: &[u8]) -> Result<(), String> {
+        let State::Streaming { chunked, sent, .. } = &mut self.state else {
+            return Ok(());
+        };
+        *sent += chunk.len() as u64;
+        if self.head_only {
+            return Ok(());
+        }
+        let result = if *chunked {
+            let mut framed = Vec::with_capacity(chunk.len() + 16);
+            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            framed.extend_from_slice(chunk);
+            framed.extend_from_slice(b"\r\n");
+            conn.write_all(&framed)
+        } else {
+            conn.write_all(chunk)
+        };
+        result.map_err(|err| self.fail(format!("the client went away: {err}")))
+    }
+}
+
+/// Checks the guest's status and headers and renders the head (without the blank line that ends it). Returns
+/// the status code, the head and the declared Content-Length.
+fn build_head(status: &str, headers: &[(String, String)]) -> Result<(u16, Vec<u8>, Option<u64>), String> {
+    let (code, reason) = parse_status(status)?;
+    let mut head = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
+    let mut declared = None;
+    for (name, value) in headers {
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(format!("invalid header name {name:?}"));
+        }
+        if value.bytes().any(|byte| byte == b'\r' || byte == b'\n' || byte == 0) {
+            return Err(format!("the value of header {name:?} contains CR, LF or NUL"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!("the guest may not set the {name:?} header: the host manages it"));
+        }
+        if lower == "content-length" {
+            let length = value.trim().parse::<u64>().ok().filter(|_| value.trim().bytes().all(|b| b.is_ascii_digit()));
+            match (length, declared) {
+                (Some(length), None) => declared = Some(length),
+                (Some(_), Some(_)) => return Err("more than one Content-Length header".into()),
+                (None, _) => return Err(format!("invalid Content-Length {value:?}")),
+            }
+            if !status_allows_body(code) && length != Some(0) {
+                return Err(format!("a {code} response cannot have a Content-Length"));
+            }
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(host_headers().as_bytes());
+    Ok((code, head, declared))
+}
+
+/// `NNN` or `NNN reason`, with a code from 200 to 599 and a reason of visible characters and spaces.
+fn parse_status(status: &str) -> Result<(u16, String), String> {
+    let invalid = || format!("invalid status {status:?}: it must be a code from 200 to 599 and an optional reason");
+    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
+    if code.len() != 3 || !code.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let code: u16 = code.parse().map_err(|_| invalid())?;
+    if !(200..=599).contains(&code) || reason.bytes().any(|byte| byte != b'\t' && !(0x20..0x7f).contains(&byte)) {
+        return Err(invalid());
+    }
+    let reason = if reason.is_empty() { reason_phrase(code) } else { reason };
+    Ok((code, reason.to_string()))
+}
+
+fn status_allows_body(status: u16) -> bool {
+    !matches!(status, 100..=199 | 204 | 304)
+}
+
+/// The headers the host adds to every response.
+fn host_headers() -> String {
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
+    format!("Date: {date}\r\nServer: wasmcorn\r\nConnection: close\r\n")
+}
+
+fn error_body(status: u16) -> String {
+    format!("{}\n", reason_phrase(status))
+}
+
+/// A complete response for a status the host answers by itself (a bad request, a failed guest).
+pub fn error_response(status: u16) -> Vec<u8> {
+    let body = error_body(status);
+    format!(
+        "HTTP/1.1 {status} {}\r\n{}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        reason_phrase(status),
+        host_headers(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The standard reason phrase of a status code (RFC 9110), or an empty one.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{HeadLimits, parse_head};
+    use std::io::Cursor;
+
+    struct Wire(Cursor<Vec<u8>>, Vec<u8>);
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn respond(head: &[u8], guest: impl FnOnce(&mut ResponseWriter, &mut Connection<Wire>)) -> String {
+        let (request, _) = parse_head(head, &HeadLimits::default()).unwrap().unwrap();
+        let mut conn = Connection::new(Wire(Cursor::new(Vec::new()), Vec::new()));
+        let mut writer = ResponseWriter::new(&request);
+        guest(&mut writer, &mut conn);
+        let _ = writer.finish(&mut conn, None);
+        String::from_utf8_lossy(&conn.into_stream().1).into_owned()
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    #[test]
+    fn small_body_is_sent_with_content_length() {
+        let wire = respond(GET, |writer, conn| {
+            writer.start("200 OK", vec![("Content-Type".into(), "text/plain".into())]).unwrap();
+            writer.write(conn, b"hi").unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: "), "{wire}");
+        assert!(wire.contains("\r\nServer: wasmcorn\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"), "{wire}");
+    }
+
+    #[test]
+    fn large_body_is_streamed_chunked() {
+        let wire = respond(GET, |writer, conn| {
+            writer.start("200", vec![]).unwrap();
+            writer.write(conn, &vec![b'a'; BUFFER_LIMIT + 1]).unwrap();
+            writer.write(conn, b"tail").unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(wire.contains("Transfer-Encoding: chunked\r\n\r\n10001\r\naaa"));
+        assert!(wire.ends_with("\r\n4\r\ntail\r\n0\r\n\r\n"));
+    }
+
+    #[test]
+    fn invalid_status_or_headers_answer_500_and_nothing_of_the_guest() {
+        let cases: Vec<(&str, Vec<(String, String)>)> = vec![
+            ("99 Low", vec![]),
+            ("700 High", vec![]),
+            ("200 OK\r\nX: y", vec![]),
+            ("200 OK", vec![("X-Evil".into(), "a\r\nSet-Cookie: b".into())]),
+            ("200 OK", vec![("Bad Name".into(), "v".into())]),
+            ("200 OK", vec![("Transfer-Encoding".into(), "chunked".into())]),
+            ("200 OK", vec![("Connection".into(), "keep-alive".into())]),
+        ];
+        for (status, headers) in cases {
+            let wire = respond(GET, |writer, conn| {
+                assert!(writer.start(status, headers.clone()).is_err());
+                let _ = writer.write(conn, b"secret");
+            });
+            assert!(wire.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{status:?}: {wire}");
+            assert!(!wire.contains("secret") && !wire.contains("Set-Cookie") && !wire.contains("X-Evil"), "{wire}");
+        }
+    }
+
+    #[test]
+    fn missing_start_response_is_500() {
+        let wire = respond(GET, |_, _| {});
+        assert!(wire.starts_with("HTTP/1.1 500 "), "{wire}");
+    }
+
+    #[test]
+    fn head_response_has_no_body_but_the_length() {
+        let wire = respond(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", |writer, conn| {
+            writer.start("200 OK", vec![]).unwrap();
+            writer.write(conn, b"hello").unwrap();
+        });
+        assert!(wire.ends_with("Content-Length: 5\r\n\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn wrong_content_length_is_500() {
+        let wire = respond(GET, |writer, conn| {
+            writer.start("200 OK", vec![("Content-Length".into(), "10".into())]).unwrap();
+            writer.write(conn, b"short").unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 500 "), "{wire}");
+    }
+
+    #[test]
+    fn http10_client_gets_a_close_delimited_stream() {
+        let wire = respond(b"GET / HTTP/1.0\r\n\r\n", |writer, conn| {
+            writer.start("200 OK", vec![]).unwrap();
+            writer.write(conn, &vec![b'a'; BUFFER_LIMIT + 1]).unwrap();
+        });
+        assert!(!wire.contains("Transfer-Encoding"));
+        assert!(wire.ends_with("aaaa"));
+    }
+}

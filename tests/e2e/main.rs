@@ -1,0 +1,11 @@
+//! End-to-end tests: each starts the real `wasmcorn` binary on 127.0.0.1:0, reads the bound port from its
+//! startup line, talks HTTP over real TCP sockets to real guest components built from `guest-apps/`, and
+//! stops every process it started, by pid.
+
+mod support;
+
+mod cli;
+mod guests;
+mod http;
+mod signals;
+mod workers;

@@ -1,0 +1,306 @@
+//! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a test waits for something the server should do promptly (start, answer, exit). Generous, so that
+/// a busy machine does not fail a test; a hang still ends.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_wasmcorn")
+}
+
+/// The compiled-guest cache shared by the tests (content-addressed, so sharing is safe).
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmcorn-cache")
+}
+
+/// A command running the binary with the test cache and a clean environment for the guest.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.args(args).env("WASMCORN_CACHE_DIR", cache_dir()).env_remove("WEB_CONCURRENCY");
+    command
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running `wasmcorn serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub pid: Pid,
+    pub port: u16,
+    log: Arc<(Mutex<Log>, Condvar)>,
+}
+
+impl Server {
+    /// Starts `wasmcorn serve APP --bind 127.0.0.1:0 ARGS...` and waits for `workers` workers to boot.
+    pub fn start(app: &str, workers: usize, args: &[&str]) -> Server {
+        let workers_text = workers.to_string();
+        let mut all = vec!["serve", app, "--bind", "127.0.0.1:0", "--workers", &workers_text];
+        all.extend_from_slice(args);
+        let server = Server::spawn(command(&all));
+        server.wait_for_count("Booting worker with pid", workers);
+        server
+    }
+
+    /// Runs the command and waits for its startup line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lines, changed) = &*writer;
+                lines.lock().unwrap().lines.push(line);
+                changed.notify_all();
+            }
+            let (lines, changed) = &*writer;
+            lines.lock().unwrap().closed = true;
+            changed.notify_all();
+        });
+        let pid = Pid::from_raw(child.id() as i32);
+        let mut server = Server { child: Some(child), pid, port: 0, log };
+        let line = server.wait_for_line("Listening at: http://");
+        let address = line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
+        server.port = address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in the startup line");
+        server
+    }
+
+    /// Waits until a log line contains `pattern` and returns it; panics after `PATIENCE`.
+    pub fn wait_for_line(&self, pattern: &str) -> String {
+        self.wait_for_count(pattern, 1).pop().expect("one line")
+    }
+
+    /// Waits until `count` log lines contain `pattern` and returns them.
+    pub fn wait_for_count(&self, pattern: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let (lines, changed) = &*self.log;
+        let mut log = lines.lock().unwrap();
+        loop {
+            let found: Vec<String> = log.lines.iter().filter(|line| line.contains(pattern)).cloned().collect();
+            if found.len() >= count {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline || log.closed {
+                drop(log);
+                panic!("waited for {count} log lines with {pattern:?}; log so far:\n{}", self.log_text());
+            }
+            log = changed.wait_timeout(log, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().lines.clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// The pids from `Booting worker with pid: N` lines, in order.
+    pub fn booted_worker_pids(&self) -> Vec<Pid> {
+        self.log_lines()
+            .iter()
+            .filter_map(|line| line.split("Booting worker with pid: ").nth(1))
+            .filter_map(|pid| pid.trim().parse().ok())
+            .map(Pid::from_raw)
+            .collect()
+    }
+
+    /// The arbiter's live workers, from the process table.
+    pub fn live_workers(&self) -> Vec<Pid> {
+        children_of(self.pid)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).expect("signal the arbiter");
+    }
+
+    /// Waits for the arbiter to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("the server is running");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for wasmcorn") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wasmcorn did not exit; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+    }
+
+    /// Sends raw bytes and reads the response until the server closes the connection.
+    pub fn request(&self, bytes: &[u8]) -> Response {
+        send(self.port, bytes)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let workers = self.booted_worker_pids();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in workers {
+            if is_alive(pid) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- wasmcorn log ---\n{}\n--- end of log ---", self.log_text());
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn is_alive(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// Live, non-zombie children of `parent`.
+pub fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut children: Vec<Pid> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .filter(|pid| parent_of(*pid) == Some(parent) && is_alive(*pid))
+        .collect();
+    children.sort();
+    children
+}
+
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(ppid))
+}
+
+/// Waits until `condition` holds, up to `PATIENCE`.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Everything the server sent.
+    pub raw: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.text()))
+    }
+}
+
+/// Connects, writes `bytes`, and reads until the server closes.
+pub fn send(port: u16, bytes: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(bytes).expect("send the request");
+    read_response(stream)
+}
+
+/// Reads a whole response from a connection the server will close.
+pub fn read_response(mut stream: TcpStream) -> Response {
+    let mut raw = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut raw) {
+        assert!(!raw.is_empty(), "reading the response failed: {err}");
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    parse_response(&raw)
+}
+
+/// Parses a response; `100 Continue` interim responses are skipped.
+pub fn parse_response(raw: &[u8]) -> Response {
+    let mut rest = raw;
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let length = match parsed.parse(rest) {
+            Ok(httparse::Status::Complete(length)) => length,
+            other => panic!("malformed response ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+        };
+        let status = parsed.code.expect("status");
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|field| (field.name.to_string(), String::from_utf8_lossy(field.value).into_owned()))
+            .collect();
+        if status == 100 {
+            rest = &rest[length..];
+            continue;
+        }
+        let payload = &rest[length..];
+        let chunked = headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value == "chunked");
+        let body = if chunked { decode_chunked(payload) } else { payload.to_vec() };
+        if let Some((_, length)) = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-length")) {
+            assert_eq!(length.parse::<usize>().ok(), Some(body.len()), "Content-Length matches the body");
+        }
+        return Response { status, headers, body, raw: raw.to_vec() };
+    }
+}
+
+fn decode_chunked(mut payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let end = payload.windows(2).position(|pair| pair == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&payload[..end]).unwrap(), 16).expect("chunk size");
+        payload = &payload[end + 2..];
+        if size == 0 {
+            assert_eq!(payload, b"\r\n", "the chunked body ends properly");
+            return body;
+        }
+        body.extend_from_slice(&payload[..size]);
+        assert_eq!(&payload[size..size + 2], b"\r\n", "chunk data ends with CRLF");
+        payload = &payload[size + 2..];
+    }
+}
+
+/// Runs `count` requests at once, each on its own thread; returns the responses in order.
+pub fn concurrently(count: usize, request: impl Fn(usize) -> Response + Send + Sync) -> Vec<Response> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count).map(|index| scope.spawn(|| request(index))).collect();
+        handles.into_iter().map(|handle| handle.join().expect("request thread")).collect()
+    })
+}
