@@ -45,9 +45,7 @@ fn build_guests() -> Result<(), String> {
             command.env_remove(name.as_ref());
         }
     }
-    let output = command
-        .output()
-        .map_err(|err| format!("cannot run cargo to build the sample guests: {err}"))?;
+    let output = command.output().map_err(|err| format!("cannot run cargo to build the sample guests: {err}"))?;
     if !output.status.success() {
         return Err(format!(
             "building the sample guests in {} failed:\n{}",
@@ -68,10 +66,8 @@ fn build_guests() -> Result<(), String> {
 /// Adds the wasm32-wasip2 standard library through rustup when the toolchain lacks it.
 fn ensure_target_installed() -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .map_err(|err| format!("cannot run rustc: {err}"))?;
+    let sysroot =
+        Command::new(rustc).args(["--print", "sysroot"]).output().map_err(|err| format!("cannot run rustc: {err}"))?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
     if Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
         return Ok(());
@@ -80,11 +76,7 @@ fn ensure_target_installed() -> Result<(), String> {
         .args(["target", "add", TARGET])
         .status()
         .map_err(|err| format!("the {TARGET} target is missing and rustup cannot be run to add it: {err}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`rustup target add {TARGET}` failed ({status})"))
-    }
+    if status.success() { Ok(()) } else { Err(format!("`rustup target add {TARGET}` failed ({status})")) }
 }
 
 fn env(name: &str) -> Result<String, String> {

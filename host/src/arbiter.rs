@@ -31,8 +31,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(1000);
 /// Runs the server until it is stopped. Returns the process's exit code.
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     let artefact = spawn::compile(&config.app, &config.cache_dir)?;
-    log::info(format_args!("Starting wasmcorn {}", env!("CARGO_PKG_VERSION")));
     let listeners = config.binds.iter().map(|spec| Listener::bind(spec)).collect::<anyhow::Result<Vec<_>>>()?;
+    log::info(format_args!("Starting wasmcorn {}", env!("CARGO_PKG_VERSION")));
     let pid = std::process::id();
     for listener in &listeners {
         log::info(format_args!("Listening at: {} ({pid})", listener.url()));
@@ -188,7 +188,9 @@ impl Arbiter {
             }
             WaitStatus::Exited(_, code) => log::error(format_args!("Worker (pid:{pid}) exited with code {code}")),
             WaitStatus::Signaled(_, Signal::SIGKILL, _) if record.killed_by_arbiter => {
-                log::error(format_args!("Worker (pid:{pid}) was sent SIGKILL by the arbiter after the graceful timeout"));
+                log::error(format_args!(
+                    "Worker (pid:{pid}) was sent SIGKILL by the arbiter after the graceful timeout"
+                ));
             }
             WaitStatus::Signaled(_, Signal::SIGKILL, _) => log::error(format_args!(
                 "Worker (pid:{pid}) was sent SIGKILL from outside wasmcorn (perhaps the kernel's out-of-memory killer)"

@@ -42,7 +42,7 @@ pub struct ServeArgs {
     /// How long one request may run inside the guest, in seconds (fractions allowed). A guest still
     /// computing after that is interrupted and the client gets `503 Service Unavailable`; the worker goes on
     /// serving.
-    #[arg(long = "guest-timeout", value_name = "SECONDS", default_value_t = 30.0)]
+    #[arg(long = "guest-timeout", value_name = "SECONDS", default_value_t = 30.0, allow_negative_numbers = true)]
     pub guest_timeout: f64,
 
     /// The most linear memory one guest instance may use, in MiB. Growing beyond it fails inside the guest.

@@ -11,8 +11,8 @@ pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
 pub use request::{Framing, Request, Version};
-pub use response::{ResponseWriter, Sent, error_response, reason_phrase};
 pub use request::{HeadLimits, read_request};
+pub use response::{ResponseWriter, Sent, error_response, reason_phrase};
 
 /// Parses a complete request head, for tests elsewhere in the crate.
 #[cfg(test)]

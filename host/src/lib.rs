@@ -20,7 +20,20 @@ use clap::Parser;
 
 /// Parses the command line and runs the chosen command. `Ok` carries the process's exit code.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: print and succeed.
+        Err(err) if !err.use_stderr() => {
+            err.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // A usage error: its first line says what is wrong; the usage text that follows is for --help.
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid command line");
+            anyhow::bail!("{} (see --help)", first.trim_start_matches("error: "));
+        }
+    };
     match cli.command {
         cli::Command::Serve(args) => {
             let config = config::Config::from_args(args)?;

@@ -23,10 +23,12 @@ impl Listener {
         let family = if address.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
         let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
             .with_context(|| format!("cannot create a socket for {spec}"))?;
-        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).with_context(|| format!("cannot set SO_REUSEADDR on {spec}"))?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
+            .with_context(|| format!("cannot set SO_REUSEADDR on {spec}"))?;
         socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(address))
             .with_context(|| format!("cannot bind {spec}"))?;
-        socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("cannot listen on {spec}"))?;
+        socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
+            .with_context(|| format!("cannot listen on {spec}"))?;
         let socket = TcpListener::from(fd);
         let address = socket.local_addr().with_context(|| format!("cannot read the address bound for {spec}"))?;
         Ok(Listener { socket, address })

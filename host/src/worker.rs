@@ -65,7 +65,15 @@ pub fn run(setup: Setup<'_>) -> i32 {
 /// ties its life to the arbiter's.
 fn prepare_process(arbiter: Pid) -> anyhow::Result<SignalFd> {
     let mut blocked = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGWINCH] {
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+    ] {
         blocked.add(signal);
     }
     blocked.thread_set_mask()?;
@@ -112,7 +120,11 @@ fn accept_waiting(runtime: &Runtime<HttpExchange>, listeners: &[Listener]) -> bo
                 served = true;
                 serve::connection(runtime, stream, peer, listener.address());
             }
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) => {}
             Err(err) => log::warning(format_args!("accept failed on {}: {err}", listener.url())),
         }
     }

@@ -57,7 +57,8 @@ impl Server {
 
     /// Runs the command and waits for its startup line.
     pub fn spawn(mut command: Command) -> Server {
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let writer = Arc::clone(&log);
@@ -75,7 +76,8 @@ impl Server {
         let pid = Pid::from_raw(child.id() as i32);
         let mut server = Server { child: Some(child), pid, port: 0, log };
         let line = server.wait_for_line("Listening at: http://");
-        let address = line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
+        let address =
+            line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
         server.port = address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in the startup line");
         server
     }
@@ -223,6 +225,13 @@ impl Response {
         self.headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
+    /// A response with a Content-Length carries exactly that many bytes (not so for HEAD).
+    pub fn assert_length_matches(&self) {
+        if let Some(length) = self.header("content-length") {
+            assert_eq!(length.parse::<usize>().ok(), Some(self.body.len()), "Content-Length matches the body");
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -238,7 +247,11 @@ pub fn send(port: u16, bytes: &[u8]) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to wasmcorn");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.write_all(bytes).expect("send the request");
-    read_response(stream)
+    let response = read_response(stream);
+    if !bytes.starts_with(b"HEAD ") {
+        response.assert_length_matches();
+    }
+    response
 }
 
 /// Reads a whole response from a connection the server will close.
@@ -272,11 +285,9 @@ pub fn parse_response(raw: &[u8]) -> Response {
             continue;
         }
         let payload = &rest[length..];
-        let chunked = headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value == "chunked");
+        let chunked =
+            headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value == "chunked");
         let body = if chunked { decode_chunked(payload) } else { payload.to_vec() };
-        if let Some((_, length)) = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-length")) {
-            assert_eq!(length.parse::<usize>().ok(), Some(body.len()), "Content-Length matches the body");
-        }
         return Response { status, headers, body, raw: raw.to_vec() };
     }
 }
@@ -300,7 +311,8 @@ fn decode_chunked(mut payload: &[u8]) -> Vec<u8> {
 /// Runs `count` requests at once, each on its own thread; returns the responses in order.
 pub fn concurrently(count: usize, request: impl Fn(usize) -> Response + Send + Sync) -> Vec<Response> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..count).map(|index| scope.spawn(|| request(index))).collect();
+        let request = &request;
+        let handles: Vec<_> = (0..count).map(|index| scope.spawn(move || request(index))).collect();
         handles.into_iter().map(|handle| handle.join().expect("request thread")).collect()
     })
 }

@@ -19,20 +19,15 @@ impl Guest for Echo {
             }
             body.extend_from_slice(&chunk);
         }
-        let environ: serde_json::Map<String, serde_json::Value> = environ
-            .into_iter()
-            .map(|(name, value)| (name, serde_json::Value::String(value)))
-            .collect();
+        let environ: serde_json::Map<String, serde_json::Value> =
+            environ.into_iter().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
         let answer = serde_json::json!({
             "environ": environ,
             "body": String::from_utf8_lossy(&body),
             "body_length": body.len(),
         });
         let answer = serde_json::to_vec(&answer).map_err(|err| err.to_string())?;
-        start_response(
-            "200 OK",
-            &[("Content-Type".to_string(), "application/json".to_string())],
-        )?;
+        start_response("200 OK", &[("Content-Type".to_string(), "application/json".to_string())])?;
         write_body(&answer)
     }
 }

@@ -32,9 +32,7 @@ impl Workload {
         let io_percent = percent("IO_BOUND")?;
         let cpu_percent = percent("CPU_BOUND")?;
         if io_percent + cpu_percent != 100 {
-            return Err(format!(
-                "IO_BOUND ({io_percent}) and CPU_BOUND ({cpu_percent}) must sum to 100"
-            ));
+            return Err(format!("IO_BOUND ({io_percent}) and CPU_BOUND ({cpu_percent}) must sum to 100"));
         }
         Ok(Workload {
             io_percent,
@@ -95,10 +93,7 @@ impl Guest for App {
             burn_cpu(workload.iterations * f64::from(workload.cpu_percent) / 100.0);
         }
         let duration = start.elapsed().as_secs_f64();
-        println!(
-            "IO work: {}, CPU work: {}, time: {duration:.1} seconds",
-            workload.io_percent, workload.cpu_percent
-        );
+        println!("IO work: {}, CPU work: {}, time: {duration:.1} seconds", workload.io_percent, workload.cpu_percent);
         start_response("204 No Content", &[])
     }
 }

@@ -24,7 +24,9 @@ pub struct Artefact {
 /// Compiles the app (or finds it in the cache), checks that it is a wasmcorn app, and returns the artefact.
 pub fn prepare(app: &App, cache_dir: &Path) -> anyhow::Result<Artefact> {
     let wasm = read_source(&app.source)?;
-    let engine = Engine::new(&engine_config(&app.limits, true)).map_err(anyhow::Error::from).context("cannot create the wasm engine")?;
+    let engine = Engine::new(&engine_config(&app.limits, true))
+        .map_err(anyhow::Error::from)
+        .context("cannot create the wasm engine")?;
     let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, &wasm)));
     let component = if path.is_file() {
         // SAFETY: files in the cache are written only by `store` below, complete and synced before they are
@@ -66,10 +68,16 @@ fn compile_and_store(engine: &Engine, wasm: &[u8], path: &Path, source: &AppSour
 fn store(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("the cache path has no folder")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
-    let temporary = dir.join(format!(".{}.{}.tmp", std::process::id(), path.file_name().map_or_else(Default::default, |n| n.to_string_lossy())));
-    let mut file = fs::File::create(&temporary)
-        .with_context(|| format!("cannot write to the cache folder {}", dir.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", temporary.display()))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        path.file_name().map_or_else(Default::default, |n| n.to_string_lossy())
+    ));
+    let mut file =
+        fs::File::create(&temporary).with_context(|| format!("cannot write to the cache folder {}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
     fs::rename(&temporary, path).with_context(|| format!("cannot rename {} into place", temporary.display()))?;
     if let Ok(folder) = fs::File::open(dir) {
         // Best effort: the rename is durable once the folder is synced.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{App as AppWorld, AppPre};
@@ -77,7 +77,9 @@ impl<E: Exchange> Runtime<E> {
     /// Builds the engine and linker, maps the precompiled artefact and pre-instantiates the app. `log_line` is
     /// where the guest's stdout and stderr lines go.
     pub fn load(app: &App, artefact: &Path, log_line: GuestLine) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(&app.limits, false)).map_err(anyhow::Error::from).context("cannot create the wasm engine")?;
+        let engine = Engine::new(&engine_config(&app.limits, false))
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasm engine")?;
         // SAFETY: the artefact was written by `guest::prepare` (our compile step) with this same engine
         // configuration, into a content-addressed file renamed into place only once complete and synced; wasmtime
         // checks its header, version and configuration before using it.
@@ -142,7 +144,9 @@ pub(crate) fn instance_pre<E: Exchange>(
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
         .context("the component imports something wasmcorn does not provide (wasmcorn offers WASI 0.2 and the wasmcorn:app interfaces)")?;
-    AppPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the wasmcorn:app handler (`handle`)")
+    AppPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("the component does not export the wasmcorn:app handler (`handle`)")
 }
 
 fn ticks(timeout: Duration) -> u64 {

@@ -61,7 +61,8 @@ impl BodyReader {
                 State::ChunkSize => {
                     let line = read_line(conn)?;
                     let size = parse_chunk_size(&line)?;
-                    self.state = if size == 0 { State::Trailers { count: 0 } } else { State::ChunkData { remaining: size } };
+                    self.state =
+                        if size == 0 { State::Trailers { count: 0 } } else { State::ChunkData { remaining: size } };
                 }
                 State::ChunkData { remaining } => {
                     let bytes = conn.read_some(clamp(max, remaining))?;
@@ -142,10 +143,13 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     let extension = rest.iter().position(|&byte| byte != b' ' && byte != b'\t').map(|start| &rest[start..]);
     match extension {
         None if rest.is_empty() => {}
-        Some(extension) if extension.starts_with(b";") && extension.iter().all(|&byte| byte == b'\t' || (0x20..0x7f).contains(&byte) || byte >= 0x80) => {}
+        Some(extension)
+            if extension.starts_with(b";")
+                && extension.iter().all(|&byte| byte == b'\t' || (0x20..0x7f).contains(&byte) || byte >= 0x80) => {}
         _ => return Err(HttpError::BadRequest("malformed chunk extension".into())),
     }
-    let digits = std::str::from_utf8(&line[..digits]).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
+    let digits =
+        std::str::from_utf8(&line[..digits]).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
     u64::from_str_radix(digits, 16).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))
 }
 
@@ -232,7 +236,12 @@ mod tests {
         for case in cases {
             let mut wire = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             wire.extend_from_slice(case);
-            assert_eq!(read_body(&wire, 4).0.err().and_then(|err| err.status()), Some(400), "{}", String::from_utf8_lossy(case));
+            assert_eq!(
+                read_body(&wire, 4).0.err().and_then(|err| err.status()),
+                Some(400),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 

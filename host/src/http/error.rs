@@ -47,7 +47,9 @@ impl HttpError {
     pub fn from_io(err: io::Error) -> HttpError {
         match err.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HttpError::Timeout,
-            io::ErrorKind::UnexpectedEof => HttpError::BadRequest("the connection closed in the middle of the request".into()),
+            io::ErrorKind::UnexpectedEof => {
+                HttpError::BadRequest("the connection closed in the middle of the request".into())
+            }
             _ => HttpError::Io(err),
         }
     }

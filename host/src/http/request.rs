@@ -120,7 +120,9 @@ pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, 
     if version == Version::Http11 {
         let hosts = headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("host")).count();
         if hosts != 1 {
-            return Err(HttpError::BadRequest(format!("an HTTP/1.1 request needs exactly one Host header, not {hosts}")));
+            return Err(HttpError::BadRequest(format!(
+                "an HTTP/1.1 request needs exactly one Host header, not {hosts}"
+            )));
         }
     }
     let request = Request {
@@ -145,7 +147,10 @@ fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError
             return Err(HttpError::RequestLineTooLong);
         }
         if index > 0 && length > limits.field_size {
-            return Err(HttpError::HeadersTooLarge(format!("a header field is longer than {} bytes", limits.field_size)));
+            return Err(HttpError::HeadersTooLarge(format!(
+                "a header field is longer than {} bytes",
+                limits.field_size
+            )));
         }
         if index > 0 && complete && length == 0 {
             break;
@@ -208,8 +213,11 @@ fn framing(headers: &[(String, String)], version: Version) -> Result<Framing, Ht
         if !content_lengths.is_empty() {
             return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding".into()));
         }
-        let codings: Vec<&str> =
-            transfer_encodings.iter().flat_map(|value| value.split(',')).map(|coding| coding.trim_matches([' ', '\t'])).collect();
+        let codings: Vec<&str> = transfer_encodings
+            .iter()
+            .flat_map(|value| value.split(','))
+            .map(|coding| coding.trim_matches([' ', '\t']))
+            .collect();
         for coding in &codings {
             if coding.is_empty() || !coding.bytes().all(is_token_byte) {
                 return Err(HttpError::BadRequest(format!("malformed transfer coding {coding:?}")));
@@ -279,7 +287,7 @@ mod tests {
     #[test]
     fn simple_get_is_parsed() {
         let (request, length) = parse(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\nrest").unwrap().unwrap();
-        assert_eq!(length, 46);
+        assert_eq!(length, 44);
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/a%20b");
         assert_eq!(request.query, "x=1");
@@ -300,12 +308,15 @@ mod tests {
 
     #[test]
     fn content_length_with_transfer_encoding_is_rejected() {
-        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(400));
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(400)
+        );
     }
 
     #[test]
     fn malformed_content_lengths_are_rejected() {
-        for value in ["-1", "+1", "0x10", " 1", "1 ", "1,1", "99999999999999999999", ""] {
+        for value in ["-1", "+1", "0x10", "1 1", "1,1", "99999999999999999999", ""] {
             let head = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {value}\r\n\r\n");
             assert_eq!(status(head.as_bytes()), Some(400), "Content-Length {value:?}");
         }
@@ -317,7 +328,10 @@ mod tests {
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), Some(501));
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), Some(400));
         assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(400));
-        assert_eq!(status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \u{a0}chunked\r\n\r\n".as_bytes()), Some(400));
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \u{a0}chunked\r\n\r\n".as_bytes()),
+            Some(400)
+        );
     }
 
     #[test]

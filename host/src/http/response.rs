@@ -11,8 +11,17 @@ use super::{Connection, Request};
 const BUFFER_LIMIT: usize = 64 * 1024;
 
 /// Headers only the host may send: hop-by-hop ones and those it adds itself.
-const RESERVED_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "date", "server"];
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "date",
+    "server",
+];
 
 /// What was sent, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +111,11 @@ impl ResponseWriter {
     /// Ends the response once the guest is done. `guest_error` is set when the guest failed; then, or when it
     /// broke the contract, the client gets a 500 if nothing was sent yet and a cut connection otherwise (the
     /// returned `Err` says why the connection must not be reused). Returns what was sent.
-    pub fn finish<S: Read + Write>(&mut self, conn: &mut Connection<S>, guest_error: Option<(u16, String)>) -> Result<Sent, Sent> {
+    pub fn finish<S: Read + Write>(
+        &mut self,
+        conn: &mut Connection<S>,
+        guest_error: Option<(u16, String)>,
+    ) -> Result<Sent, Sent> {
         if let Some((status, reason)) = guest_error {
             if !matches!(self.state, State::Failed { .. }) {
                 let (status_sent, sent) = self.progress();
@@ -112,12 +125,20 @@ impl ResponseWriter {
         }
         match std::mem::replace(&mut self.state, State::Unstarted) {
             State::Unstarted => {
-                self.state = State::Failed { reason: "the guest returned without calling start-response".into(), status_sent: None, sent: 0 };
+                self.state = State::Failed {
+                    reason: "the guest returned without calling start-response".into(),
+                    status_sent: None,
+                    sent: 0,
+                };
                 self.finish_failed(conn, 500)
             }
             State::Buffering { status, head, declared, body } => {
                 if declared.is_some_and(|declared| declared != body.len() as u64) {
-                    self.state = State::Failed { reason: "the body is shorter than its Content-Length".into(), status_sent: None, sent: 0 };
+                    self.state = State::Failed {
+                        reason: "the body is shorter than its Content-Length".into(),
+                        status_sent: None,
+                        sent: 0,
+                    };
                     return self.finish_failed(conn, 500);
                 }
                 let mut bytes = head;
@@ -176,7 +197,8 @@ impl ResponseWriter {
     }
 
     fn begin_streaming<S: Read + Write>(&mut self, conn: &mut Connection<S>) -> Result<(), String> {
-        let State::Buffering { status, head, declared, body } = std::mem::replace(&mut self.state, State::Unstarted) else {
+        let State::Buffering { status, head, declared, body } = std::mem::replace(&mut self.state, State::Unstarted)
+        else {
             return Ok(());
         };
         let chunked = declared.is_none() && self.version == Version::Http11;

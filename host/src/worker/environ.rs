@@ -27,7 +27,10 @@ pub fn build(request: &Request, peer: SocketAddr, local: SocketAddr) -> Vec<(Str
     let first_header = environ.len();
     for (name, value) in &request.headers {
         // A name with `_` could pose as another header once `-` becomes `_`: drop it, as Gunicorn does.
-        if name.contains('_') || name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("content-length") {
+        if name.contains('_')
+            || name.eq_ignore_ascii_case("content-type")
+            || name.eq_ignore_ascii_case("content-length")
+        {
             continue;
         }
         let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
@@ -48,7 +51,11 @@ fn server_address(request: &Request, local: SocketAddr) -> (String, String) {
         return (local.ip().to_string(), local.port().to_string());
     };
     let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) && !name.ends_with(':') => (name, port),
+        Some((name, port))
+            if !name.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) && !name.ends_with(':') =>
+        {
+            (name, port)
+        }
         _ => (host, "80"),
     };
     (name.trim_start_matches('[').trim_end_matches(']').to_string(), port.to_string())
@@ -82,7 +89,9 @@ mod tests {
 
     #[test]
     fn headers_become_http_variables_joined_and_underscores_dropped() {
-        let environ = environ("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: a\r\nx-forwarded-for: b\r\nX_Forwarded_For: evil\r\nContent-Type: text/plain\r\n\r\n");
+        let environ = environ(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: a\r\nx-forwarded-for: b\r\nX_Forwarded_For: evil\r\nContent-Type: text/plain\r\n\r\n",
+        );
         assert_eq!(get(&environ, "HTTP_X_FORWARDED_FOR"), Some("a,b"));
         assert_eq!(get(&environ, "CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get(&environ, "HTTP_CONTENT_TYPE"), None);

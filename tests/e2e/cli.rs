@@ -1,0 +1,117 @@
+//! The command line: bad apps, flags and addresses give one clear line and a non-zero exit, and bind nothing.
+
+use std::process::Output;
+
+use crate::support::{Server, command};
+
+fn run(args: &[&str]) -> Output {
+    command(args).output().expect("run wasmcorn")
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr).lines().map(str::to_string).collect()
+}
+
+/// Asserts a failed run that printed exactly one line, containing every one of `needles`, and bound nothing.
+fn assert_one_line_error(output: &Output, needles: &[&str]) {
+    let lines = stderr_lines(output);
+    assert!(!output.status.success(), "expected a failure, got {:?}", output.status);
+    assert_eq!(lines.len(), 1, "expected exactly one line, got {lines:#?}");
+    for needle in needles {
+        assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    }
+    assert!(!lines[0].contains("Listening at"));
+}
+
+#[test]
+fn file_that_is_not_a_component_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-component.wasm");
+    std::fs::write(&path, b"this is not wasm").unwrap();
+    let output = run(&["serve", path.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+    assert_one_line_error(&output, &["not-a-component.wasm", "not a WebAssembly component"]);
+}
+
+#[test]
+fn core_module_is_refused_as_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core-module.wasm");
+    // The smallest valid core WebAssembly module: magic and version 1.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let output = run(&["serve", path.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+    assert_one_line_error(&output, &["core-module.wasm", "component"]);
+}
+
+#[test]
+fn missing_file_is_a_one_line_error() {
+    let output = run(&["serve", "/nonexistent/app.wasm", "--bind", "127.0.0.1:0"]);
+    assert_one_line_error(&output, &["/nonexistent/app.wasm"]);
+}
+
+#[test]
+fn unknown_sample_names_the_samples() {
+    let output = run(&["serve", "sample:nope", "--bind", "127.0.0.1:0"]);
+    assert_one_line_error(&output, &["sample:nope", "sample:hello", "sample:echo", "sample:workload"]);
+}
+
+#[test]
+fn bad_flag_values_are_one_line_errors_naming_the_flag() {
+    assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--env", "NOEQUALS"]), &["--env"]);
+    assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "0"]), &["--workers"]);
+    assert_one_line_error(&run(&["serve", "--bind", "not an address"]), &["not an address"]);
+    assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--guest-timeout", "-1"]), &["--guest-timeout"]);
+    assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "many"]), &["--workers", "many"]);
+    assert_one_line_error(&run(&["serve", "--no-such-flag"]), &["--no-such-flag"]);
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = run(&["serve", "--bind", &address]);
+    let lines = stderr_lines(&output);
+    assert!(!output.status.success());
+    let errors: Vec<&String> = lines.iter().filter(|line| line.starts_with("Error:")).collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert!(errors[0].contains(&address) && errors[0].contains("in use"), "{lines:#?}");
+}
+
+#[test]
+fn help_explains_every_serve_flag() {
+    let output = run(&["serve", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--bind",
+        "--workers",
+        "--env",
+        "--guest-timeout",
+        "--max-memory",
+        "--cache-dir",
+        "WEB_CONCURRENCY",
+        "sample:hello",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn web_concurrency_sets_the_worker_count() {
+    let mut command = command(&["serve", "--bind", "127.0.0.1:0"]);
+    command.env("WEB_CONCURRENCY", "3");
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 3);
+    crate::support::eventually("three live workers", || server.live_workers().len() == 3);
+}
+
+#[test]
+fn startup_lines_follow_gunicorn() {
+    let server = Server::start("sample:hello", 1, &[]);
+    let log = server.log_text();
+    let pid = server.pid.to_string();
+    assert!(log.contains("[INFO] Starting wasmcorn "), "{log}");
+    assert!(log.contains(&format!("[INFO] Listening at: http://127.0.0.1:{} ({pid})", server.port)), "{log}");
+    assert!(log.contains("[INFO] Using worker: sync"), "{log}");
+    let worker = server.booted_worker_pids()[0];
+    assert!(log.contains(&format!("[{worker}] [INFO] Booting worker with pid: {worker}")), "{log}");
+}

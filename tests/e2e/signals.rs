@@ -1,0 +1,63 @@
+//! Stopping the server with signals.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::support::{Server, is_alive};
+
+fn assert_stops_cleanly(signal: Signal) {
+    let mut server = Server::start("sample:hello", 2, &[]);
+    let workers = server.booted_worker_pids();
+    assert_eq!(server.get("/").status, 200);
+    server.signal(signal);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", server.log_text());
+    for worker in workers {
+        assert!(!is_alive(worker), "worker {worker} outlived the arbiter");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err(), "nothing listens any more");
+}
+
+#[test]
+fn sigterm_stops_with_exit_zero_and_no_worker_left() {
+    assert_stops_cleanly(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_with_exit_zero_and_no_worker_left() {
+    assert_stops_cleanly(Signal::SIGINT);
+}
+
+#[test]
+fn sigquit_stops_with_exit_zero_and_no_worker_left() {
+    assert_stops_cleanly(Signal::SIGQUIT);
+}
+
+#[test]
+fn sigterm_finishes_the_inflight_request() {
+    let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=1"]);
+    let port = server.port;
+    let inflight = std::thread::spawn(move || crate::support::send(port, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"));
+    // The request is in the guest once the worker has accepted it; the access log line comes after.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGTERM);
+    let response = inflight.join().unwrap();
+    assert_eq!(response.status, 204);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn ttin_and_ttou_add_and_remove_a_worker() {
+    let server = Server::start("sample:hello", 1, &[]);
+    server.signal(Signal::SIGTTIN);
+    server.wait_for_count("Booting worker with pid", 2);
+    crate::support::eventually("two workers", || server.live_workers().len() == 2);
+    server.signal(Signal::SIGTTOU);
+    server.wait_for_line("Number of workers: 1");
+    crate::support::eventually("one worker", || server.live_workers().len() == 1);
+    assert_eq!(server.get("/").status, 200);
+    server.signal(Signal::SIGTTOU);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.live_workers().len(), 1, "never below one worker");
+}
