@@ -1,5 +1,7 @@
 //! The command line as clap sees it: raw flags, no logic. Doc comments here are the `--help` text.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 /// A pre-fork server for sandboxed WebAssembly apps, in the manner of Gunicorn's sync workers.
@@ -16,7 +18,7 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The guest app: a path to a WebAssembly component (`.wasm`) exporting the wasmcorn handler, or
     /// `sample:NAME` for a sample embedded in this binary (`sample:hello`, `sample:echo`,
@@ -52,5 +54,99 @@ pub struct ServeArgs {
     /// Where compiled guests are cached (content-addressed, so one folder serves every app and version).
     /// Defaults to $WASMCORN_CACHE_DIR, then $XDG_CACHE_HOME/wasmcorn, then ~/.cache/wasmcorn.
     #[arg(long = "cache-dir", value_name = "DIR", env = "WASMCORN_CACHE_DIR")]
-    pub cache_dir: Option<std::path::PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+
+    /// A TOML configuration file whose keys are the long flags (`workers = 4`, `bind = ["127.0.0.1:8000"]`,
+    /// `app = "sample:echo"`; `_` and `-` are interchangeable). The command line overrides
+    /// $WASMCORN_CMD_ARGS, which overrides the file, which overrides the defaults.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration and the app (it is compiled and its contract verified), then exit: 0 when all
+    /// is well, otherwise 1 with one line naming the problem.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Print the resolved settings, one `key = value` line each (TOML), then exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+
+    /// A worker silent for longer than this many seconds (stuck in a request, or hung) is killed with SIGABRT,
+    /// then SIGKILL a second later, and replaced. 0 turns the check off.
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+
+    /// On SIGTERM (and when a reload retires a generation), how many seconds workers get to finish their
+    /// requests before they are killed.
+    #[arg(long = "graceful-timeout", value_name = "SECONDS", default_value_t = 30)]
+    pub graceful_timeout: u64,
+
+    /// A worker is replaced after serving this many requests (0: never), to bound slow leaks.
+    #[arg(long = "max-requests", value_name = "INT", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// A random number from 0 to this is added to --max-requests for each worker, so that workers do not all
+    /// restart at once.
+    #[arg(long = "max-requests-jitter", value_name = "INT", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// A worker whose resident memory exceeds this many MiB after a request is replaced (0: never).
+    #[arg(long = "max-worker-memory", value_name = "MIB", default_value_t = 0)]
+    pub max_worker_memory: u64,
+
+    /// Write the arbiter's pid to this file at start and remove it at exit. During a SIGUSR2 upgrade the new
+    /// arbiter writes FILE.2 until the old one has exited.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Detach from the terminal and run in the background (stdio goes to /dev/null: use --error-logfile and
+    /// --access-logfile to keep the logs).
+    #[arg(short = 'D', long = "daemon")]
+    pub daemon: bool,
+
+    /// Run the workers as this user (a name or a numeric id), after the sockets are bound.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers as this group (a name or a numeric id), after the sockets are bound.
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Change to this folder before loading the app.
+    #[arg(long = "chdir", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// A name for this server, shown in process titles (`wasmcorn: arbiter [NAME]`, `wasmcorn: worker [NAME]`).
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The umask (octal, like 0o022 or 022) applied to the files wasmcorn creates, unix sockets included.
+    #[arg(short = 'm', long = "umask", value_name = "MASK", default_value = "0")]
+    pub umask: String,
+
+    /// The length of the listen queue: connections waiting for a free worker.
+    #[arg(long = "backlog", value_name = "INT", default_value_t = 2048)]
+    pub backlog: i32,
+
+    /// Set SO_REUSEPORT on the listening sockets, so that another server can bind the same address.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
+    /// Where the access log goes: a file, or `-` for stderr. Without this flag it goes to stderr.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<String>,
+
+    /// The access-log line, with Gunicorn's atoms (`%(h)s`, `%(r)s`, `%(s)s`, `%(b)s`, `%(f)s`, `%(a)s`,
+    /// `%(t)s`, `%(m)s`, `%(U)s`, `%(q)s`, `%(H)s`, `%(B)s`, `%(D)s`, `%(T)s`, `%(M)s`, `%(L)s`, `%(p)s`,
+    /// `%({header}i)s`, `%({header}o)s`...), or `json` for one JSON object per request.
+    #[arg(long = "access-logformat", value_name = "FORMAT")]
+    pub access_logformat: Option<String>,
+
+    /// Where the error log goes: a file, or `-` for stderr (the default).
+    #[arg(long = "error-logfile", alias = "log-file", value_name = "FILE", default_value = "-")]
+    pub error_logfile: String,
+
+    /// The least serious error-log level shown: debug, info, warning, error or critical.
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
 }

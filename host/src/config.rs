@@ -1,24 +1,69 @@
-//! Resolves the command line into one validated `Config`. Every bad value is a one-line error naming the flag.
+//! Resolves the command line, `$WASMCORN_CMD_ARGS` and the config file into one validated `Config`. Every bad
+//! value is a one-line error naming the flag (or the config key).
 
+mod layers;
+
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::cli::ServeArgs;
 use crate::guest::{App, AppSource, Limits};
+use crate::log;
+
+pub use layers::one_line;
+
+/// What the command line asks for.
+pub enum Invocation {
+    Serve(Box<Config>),
+    /// `--check-config`: validate, compile the app, exit.
+    CheckConfig(Box<Config>),
+    /// `--print-config`: the resolved settings as TOML.
+    PrintConfig(String),
+}
 
 /// Everything `wasmcorn serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The guest app every worker serves.
     pub app: App,
-    /// The addresses to listen on, as given (`HOST:PORT`).
+    /// The addresses to listen on, as given (`HOST:PORT`, `unix:PATH`, `fd://N`).
     pub binds: Vec<String>,
     /// How many workers the arbiter keeps alive.
     pub workers: u32,
     /// Where compiled guests are cached.
     pub cache_dir: PathBuf,
+    /// A worker silent for longer is killed; `None` turns the check off.
+    pub timeout: Option<Duration>,
+    pub graceful_timeout: Duration,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Resident memory in bytes past which a worker is recycled.
+    pub max_worker_memory: Option<u64>,
+    pub pidfile: Option<PathBuf>,
+    pub daemon: bool,
+    pub user: Option<Uid>,
+    pub group: Option<Gid>,
+    pub chdir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub umask: u32,
+    pub backlog: i32,
+    pub reuse_port: bool,
+    pub logging: log::Settings,
+}
+
+/// Reads the `serve` arguments (what follows `serve` on the command line) and the other layers.
+pub fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
+    let (args, merged) = layers::resolve(serve_args)?;
+    if args.print_config {
+        return Ok(Invocation::PrintConfig(layers::render(&merged)?));
+    }
+    let check = args.check_config;
+    let config = Box::new(Config::from_args(args)?);
+    Ok(if check { Invocation::CheckConfig(config) } else { Invocation::Serve(config) })
 }
 
 impl Config {
@@ -32,11 +77,23 @@ impl Config {
         if args.max_memory == 0 {
             bail!("--max-memory must be at least 1 MiB");
         }
+        if args.bind.is_empty() {
+            bail!("--bind needs at least one address");
+        }
+        if args.backlog < 1 {
+            bail!("--backlog must be at least 1, not {}", args.backlog);
+        }
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
         let cache_dir = match args.cache_dir {
             Some(dir) => dir,
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
         };
+        let logging = log::Settings::parse(
+            args.access_logfile.as_deref(),
+            args.access_logformat.as_deref(),
+            &args.error_logfile,
+            &args.log_level,
+        )?;
         Ok(Config {
             app: App {
                 source: AppSource::parse(&args.app)?,
@@ -49,6 +106,21 @@ impl Config {
             binds: args.bind,
             workers: args.workers,
             cache_dir,
+            timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+            graceful_timeout: Duration::from_secs(args.graceful_timeout),
+            max_requests: args.max_requests,
+            max_requests_jitter: args.max_requests_jitter,
+            max_worker_memory: (args.max_worker_memory > 0).then(|| args.max_worker_memory.saturating_mul(1 << 20)),
+            pidfile: args.pid,
+            daemon: args.daemon,
+            user: args.user.as_deref().map(parse_user).transpose()?,
+            group: args.group.as_deref().map(parse_group).transpose()?,
+            chdir: args.chdir,
+            name: args.name,
+            umask: parse_umask(&args.umask)?,
+            backlog: args.backlog,
+            reuse_port: args.reuse_port,
+            logging,
         })
     }
 }
@@ -60,6 +132,35 @@ fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
             Ok((key.to_string(), value.to_string()))
         }
         _ => bail!("--env takes KEY=VALUE with a non-empty KEY, not {pair:?}"),
+    }
+}
+
+/// `0o022`, `022` or `0`: an octal umask.
+fn parse_umask(text: &str) -> anyhow::Result<u32> {
+    let digits = text.trim_start_matches("0o");
+    match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
+        Ok(mask) if mask <= 0o777 => Ok(mask),
+        _ => bail!("--umask takes an octal mask such as 022, not {text:?}"),
+    }
+}
+
+fn parse_user(text: &str) -> anyhow::Result<Uid> {
+    if let Ok(id) = text.parse::<u32>() {
+        return Ok(Uid::from_raw(id));
+    }
+    match User::from_name(text) {
+        Ok(Some(user)) => Ok(user.uid),
+        _ => bail!("--user: no such user {text:?}"),
+    }
+}
+
+fn parse_group(text: &str) -> anyhow::Result<Gid> {
+    if let Ok(id) = text.parse::<u32>() {
+        return Ok(Gid::from_raw(id));
+    }
+    match Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid),
+        _ => bail!("--group: no such group {text:?}"),
     }
 }
 
@@ -85,5 +186,14 @@ mod tests {
     fn env_pair_without_key_or_equals_is_refused() {
         assert!(parse_env_pair("=value").is_err());
         assert!(parse_env_pair("NOVALUE").is_err());
+    }
+
+    #[test]
+    fn umask_is_octal() {
+        assert_eq!(parse_umask("022").unwrap(), 0o22);
+        assert_eq!(parse_umask("0o077").unwrap(), 0o77);
+        assert_eq!(parse_umask("0").unwrap(), 0);
+        assert!(parse_umask("9").is_err());
+        assert!(parse_umask("01777").is_err());
     }
 }

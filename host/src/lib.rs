@@ -12,15 +12,20 @@ pub mod guest;
 pub mod http;
 pub mod listener;
 pub mod log;
+pub mod process;
 pub mod worker;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use config::Invocation;
+
 /// Parses the command line and runs the chosen command. `Ok` carries the process's exit code.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = match cli::Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         // --help and --version: print and succeed.
         Err(err) if !err.use_stderr() => {
@@ -28,16 +33,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         // A usage error: its first line says what is wrong; the usage text that follows is for --help.
-        Err(err) => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid command line");
-            anyhow::bail!("{} (see --help)", first.trim_start_matches("error: "));
-        }
+        Err(err) => anyhow::bail!("{} (see --help)", config::one_line(&err.render())),
     };
     match cli.command {
-        cli::Command::Serve(args) => {
-            let config = config::Config::from_args(args)?;
-            arbiter::run(config)
+        cli::Command::Serve(_) => {
+            // The subcommand is the first argument: what follows it is resolved with the other layers.
+            let serve_args = argv.get(2..).unwrap_or_default().to_vec();
+            match config::load(&serve_args)? {
+                Invocation::PrintConfig(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Invocation::CheckConfig(config) => {
+                    arbiter::check(&config)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Invocation::Serve(config) => arbiter::run(*config, serve_args),
+            }
         }
     }
 }

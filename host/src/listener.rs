@@ -1,57 +1,229 @@
-//! The listening sockets: bound once by the arbiter before any worker is forked, inherited by every worker.
+//! The listening sockets: bound once by the arbiter before any worker is forked (TCP `HOST:PORT`,
+//! `unix:PATH`), or adopted from the parent (`fd://N`, systemd's `LISTEN_FDS`, and the sockets an old arbiter
+//! hands to its successor on SIGUSR2). Every worker inherits them. Connections come out as a `Stream`.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, sockopt};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, sockopt};
 
-/// Gunicorn's default listen backlog.
-const BACKLOG: i32 = 2048;
+/// How sockets are bound.
+#[derive(Debug, Clone, Copy)]
+pub struct BindOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+}
 
-/// A bound, listening, non-blocking TCP socket.
+/// A listening, non-blocking socket.
 #[derive(Debug)]
-pub struct Listener {
-    socket: TcpListener,
-    address: SocketAddr,
+pub enum Listener {
+    Tcp { socket: TcpListener, address: SocketAddr },
+    Unix { socket: UnixListener, path: PathBuf },
+}
+
+/// Where a listener listens, as the environ needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    Ip(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The client side of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Ip(SocketAddr),
+    /// A unix-socket client has no address.
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    /// The client's IP address, or `-` for a unix-socket client (as the access log's `%(h)s` shows it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Ip(address) => write!(f, "{}", address.ip()),
+            Peer::Unix => write!(f, "-"),
+        }
+    }
+}
+
+/// An accepted connection (blocking).
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
 impl Listener {
-    /// Binds `HOST:PORT` (`HOST` alone means port 8000, as in Gunicorn).
-    pub fn bind(spec: &str) -> anyhow::Result<Listener> {
+    /// Binds `HOST:PORT` (`HOST` alone means port 8000, as in Gunicorn) or `unix:PATH`; `fd://N` adopts an
+    /// inherited socket.
+    pub fn bind(spec: &str, options: BindOptions) -> anyhow::Result<Listener> {
+        if let Some(number) = spec.strip_prefix("fd://") {
+            let fd: RawFd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
+            return adopt(fd).with_context(|| format!("cannot use {spec}"));
+        }
+        if let Some(path) = spec.strip_prefix("unix:") {
+            return bind_unix(Path::new(path), options).with_context(|| format!("cannot bind {spec}"));
+        }
         let address = resolve(spec)?;
         let family = if address.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
-        let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-            .with_context(|| format!("cannot create a socket for {spec}"))?;
+        let fd = new_socket(family).with_context(|| format!("cannot create a socket for {spec}"))?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
             .with_context(|| format!("cannot set SO_REUSEADDR on {spec}"))?;
-        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(address))
-            .with_context(|| format!("cannot bind {spec}"))?;
-        socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
-            .with_context(|| format!("cannot listen on {spec}"))?;
-        let socket = TcpListener::from(fd);
-        let address = socket.local_addr().with_context(|| format!("cannot read the address bound for {spec}"))?;
-        Ok(Listener { socket, address })
+        if options.reuse_port {
+            socket::setsockopt(&fd, sockopt::ReusePort, &true)
+                .with_context(|| format!("cannot set SO_REUSEPORT on {spec}"))?;
+        }
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(address)).with_context(|| format!("cannot bind {spec}"))?;
+        listen(&fd, options.backlog).with_context(|| format!("cannot listen on {spec}"))?;
+        Listener::from_fd(fd)
     }
 
-    /// `http://HOST:PORT`, as the startup line shows it.
+    /// Wraps a listening socket of either family.
+    fn from_fd(fd: OwnedFd) -> anyhow::Result<Listener> {
+        let address: SockaddrStorage =
+            socket::getsockname(fd.as_raw_fd()).context("cannot read the socket's address")?;
+        match address.family() {
+            Some(AddressFamily::Unix) => {
+                let path =
+                    address.as_unix_addr().and_then(|unix| unix.path()).map(Path::to_path_buf).unwrap_or_default();
+                Ok(Listener::Unix { socket: UnixListener::from(fd), path })
+            }
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let socket = TcpListener::from(fd);
+                let address = socket.local_addr().context("cannot read the socket's address")?;
+                Ok(Listener::Tcp { socket, address })
+            }
+            other => bail!("the socket is neither TCP nor unix ({other:?})"),
+        }
+    }
+
+    /// `http://HOST:PORT` or `unix:PATH`, as the startup line shows it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        match self {
+            Listener::Tcp { address, .. } => format!("http://{address}"),
+            Listener::Unix { path, .. } => format!("unix:{}", path.display()),
+        }
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    pub fn local(&self) -> Local {
+        match self {
+            Listener::Tcp { address, .. } => Local::Ip(*address),
+            Listener::Unix { path, .. } => Local::Unix(path.clone()),
+        }
     }
 
-    /// Accepts one waiting connection, if there is one (the socket is non-blocking). The connection itself
-    /// is blocking.
-    pub fn accept(&self) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
-        self.socket.accept()
+    /// Accepts one waiting connection, if there is one (the listener is non-blocking; the connection is not).
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp { socket, .. } => socket.accept().map(|(stream, peer)| (Stream::Tcp(stream), Peer::Ip(peer))),
+            Listener::Unix { socket, .. } => socket.accept().map(|(stream, _)| (Stream::Unix(stream), Peer::Unix)),
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        match self {
+            Listener::Tcp { socket, .. } => socket.as_fd(),
+            Listener::Unix { socket, .. } => socket.as_fd(),
+        }
     }
+
+    /// Lets the socket survive `exec` (for the successor arbiter of a SIGUSR2 upgrade), or not.
+    pub fn set_inheritable(&self, inheritable: bool) -> anyhow::Result<()> {
+        let flags = if inheritable { FdFlag::empty() } else { FdFlag::FD_CLOEXEC };
+        fcntl(self.fd(), FcntlArg::F_SETFD(flags)).context("cannot change the socket's close-on-exec flag")?;
+        Ok(())
+    }
+
+    /// Removes a unix socket's file (at the end of the server's life).
+    pub fn remove_file(&self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The variable through which an old arbiter hands its sockets to its successor (SIGUSR2).
+pub const UPGRADE_FDS_VAR: &str = "WASMCORN_LISTEN_FDS";
+
+/// The sockets handed over by an old arbiter (`WASMCORN_LISTEN_FDS`) or by systemd (`LISTEN_FDS`, meant for
+/// this process when `LISTEN_PID` is its pid), if any.
+pub fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+    if let Ok(list) = std::env::var(UPGRADE_FDS_VAR) {
+        let fds: Vec<RawFd> = list
+            .split(',')
+            .filter(|text| !text.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("WASMCORN_LISTEN_FDS is not a list of numbers: {list:?}"))?;
+        return fds.into_iter().map(adopt).collect::<anyhow::Result<Vec<_>>>().map(Some);
+    }
+    let listen_pid = std::env::var("LISTEN_PID").ok();
+    let listen_fds = std::env::var("LISTEN_FDS").ok();
+    match (listen_pid, listen_fds) {
+        (Some(pid), Some(count)) if pid.parse::<u32>().ok() == Some(std::process::id()) => {
+            let count: RawFd = count.parse().with_context(|| format!("LISTEN_FDS is not a number: {count:?}"))?;
+            // systemd passes the sockets from descriptor 3 on.
+            (3..3 + count).map(adopt).collect::<anyhow::Result<Vec<_>>>().map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Takes ownership of an inherited descriptor and checks that it is a listening socket.
+fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
+    if fd < 3 {
+        bail!("descriptor {fd} is stdin, stdout or stderr, not a socket");
+    }
+    nix::fcntl::fcntl(unsafe_borrow(fd), FcntlArg::F_GETFD).with_context(|| format!("descriptor {fd} is not open"))?;
+    // SAFETY: the descriptor was handed to this process by its parent (systemd, an old arbiter, or the operator
+    // with fd://N) and nothing else in this process owns it; it was checked to be open above.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listening: bool =
+        socket::getsockopt(&owned, sockopt::AcceptConn).with_context(|| format!("descriptor {fd} is not a socket"))?;
+    if !listening {
+        bail!("descriptor {fd} is a socket that is not listening");
+    }
+    fcntl(&owned, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("cannot make the socket non-blocking")?;
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("cannot set close-on-exec")?;
+    Listener::from_fd(owned)
+}
+
+fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: only used for a flag query on a descriptor number; a closed one makes the query fail.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+fn new_socket(family: AddressFamily) -> nix::Result<OwnedFd> {
+    socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+}
+
+fn listen(fd: &OwnedFd, backlog: i32) -> nix::Result<()> {
+    socket::listen(fd, Backlog::new(backlog).unwrap_or(Backlog::MAXCONN))
+}
+
+/// Binds a unix socket, replacing a stale socket file that nothing listens on any more.
+fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !metadata.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
+        if UnixStream::connect(path).is_ok() {
+            bail!("{} is in use by another server", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let fd = new_socket(AddressFamily::Unix)?;
+    let address = socket::UnixAddr::new(path)?;
+    socket::bind(fd.as_raw_fd(), &address)?;
+    listen(&fd, options.backlog)?;
+    Listener::from_fd(fd)
 }
 
 fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
@@ -69,9 +241,56 @@ fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
     }
 }
 
+impl Stream {
+    pub fn set_timeouts(&self, timeout: Duration) {
+        // A socket that refuses options is still served; the defaults are only unbounded.
+        let _ = match self {
+            Stream::Tcp(stream) => stream
+                .set_read_timeout(Some(timeout))
+                .and(stream.set_write_timeout(Some(timeout)))
+                .and(stream.set_nodelay(true)),
+            Stream::Unix(stream) => stream.set_read_timeout(Some(timeout)).and(stream.set_write_timeout(Some(timeout))),
+        };
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        let _ = match self {
+            Stream::Tcp(stream) => stream.set_read_timeout(Some(timeout)),
+            Stream::Unix(stream) => stream.set_read_timeout(Some(timeout)),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write(buf),
+            Stream::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(stream) => stream.flush(),
+            Stream::Unix(stream) => stream.flush(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OPTIONS: BindOptions = BindOptions { backlog: 16, reuse_port: false };
 
     #[test]
     fn bare_host_gets_port_8000_and_ipv6_brackets_work() {
@@ -82,8 +301,19 @@ mod tests {
 
     #[test]
     fn port_zero_binds_a_free_port() {
-        let listener = Listener::bind("127.0.0.1:0").unwrap();
-        assert_ne!(listener.address().port(), 0);
+        let listener = Listener::bind("127.0.0.1:0", OPTIONS).unwrap();
         assert!(listener.url().starts_with("http://127.0.0.1:"));
+        assert!(!listener.url().ends_with(":0"));
+    }
+
+    #[test]
+    fn stale_unix_socket_is_replaced_but_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = Listener::bind(&format!("unix:{}", path.display()), OPTIONS).unwrap();
+        assert!(Listener::bind(&format!("unix:{}", path.display()), OPTIONS).is_err(), "in use");
+        drop(first);
+        let second = Listener::bind(&format!("unix:{}", path.display()), OPTIONS).unwrap();
+        assert_eq!(second.url(), format!("unix:{}", path.display()));
     }
 }

@@ -1,19 +1,27 @@
-//! The error log and the access log. Both go to stderr, each line written with a single `write` so that lines
-//! from the arbiter and every worker never interleave. The error log uses Gunicorn's line format
-//! `[2026-11-26 09:19:31 +0000] [PID] [LEVEL] message`; the access log Gunicorn's default format
-//! `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"`.
+//! The error log and the access log. Each goes to stderr or to a file (opened for appending, reopened on
+//! SIGUSR1), every line written with a single `write` so that lines from the arbiter and every worker never
+//! interleave. The error log uses Gunicorn's line format `[2026-11-26 09:19:31 +0000] [PID] [LEVEL] message`;
+//! the access log Gunicorn's atoms (`log::access`).
+
+mod access;
+mod sink;
 
 use std::fmt::Display;
-use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use anyhow::bail;
+
+pub use access::{AccessFormat, AccessRecord};
 
 /// How serious an error-log line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
+    Debug = 0,
+    Info = 1,
+    Warning = 2,
+    Error = 3,
+    Critical = 4,
 }
 
 impl Level {
@@ -26,13 +34,84 @@ impl Level {
             Level::Critical => "CRITICAL",
         }
     }
+
+    fn parse(text: &str) -> anyhow::Result<Level> {
+        Ok(match text.to_ascii_lowercase().as_str() {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "warning" | "warn" => Level::Warning,
+            "error" => Level::Error,
+            "critical" => Level::Critical,
+            _ => bail!("--log-level takes debug, info, warning, error or critical, not {text:?}"),
+        })
+    }
+}
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stderr,
+    File(PathBuf),
+}
+
+impl Target {
+    fn parse(text: &str) -> Target {
+        if text == "-" { Target::Stderr } else { Target::File(PathBuf::from(text)) }
+    }
+}
+
+/// The logging settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub error: Target,
+    pub access: Target,
+    pub access_format: AccessFormat,
+    pub level: Level,
+}
+
+impl Settings {
+    pub fn parse(
+        access: Option<&str>,
+        access_format: Option<&str>,
+        error: &str,
+        level: &str,
+    ) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            error: Target::parse(error),
+            access: access.map_or(Target::Stderr, Target::parse),
+            access_format: AccessFormat::parse(access_format.unwrap_or(access::GUNICORN_DEFAULT))?,
+            level: Level::parse(level)?,
+        })
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Opens the log files and applies the level. Until then everything goes to stderr at level info.
+pub fn init(settings: &Settings) -> anyhow::Result<()> {
+    LEVEL.store(settings.level as u8, Ordering::Relaxed);
+    sink::init(settings)
+}
+
+/// Reopens the log files (after a rotation moved them away).
+pub fn reopen() {
+    if let Err(err) = sink::reopen() {
+        error(format_args!("cannot reopen the log files: {err:#}"));
+    }
 }
 
 /// Writes one error-log line. A message of several lines (a backtrace) is written as one block.
 pub fn write(level: Level, message: impl Display) {
+    if (level as u8) < LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z");
     let line = format!("[{now}] [{}] [{}] {message}\n", std::process::id(), level.name());
-    emit(line.as_bytes());
+    sink::write_error(line.as_bytes());
+}
+
+pub fn debug(message: impl Display) {
+    write(Level::Debug, message);
 }
 
 pub fn info(message: impl Display) {
@@ -56,59 +135,8 @@ pub fn guest_line(stream: &str, line: &str) {
     write(Level::Info, format_args!("[guest {stream}] {line}"));
 }
 
-/// What the access log says about one request.
-pub struct AccessRecord<'a> {
-    pub remote_addr: &'a str,
-    /// The request line, as `GET /path?query HTTP/1.1`.
-    pub request_line: &'a str,
-    pub status: u16,
-    /// Body bytes sent.
-    pub body_bytes: u64,
-    pub referer: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
-}
-
-/// Writes one access-log line in Gunicorn's default format.
+/// Writes one access-log line.
 pub fn access(record: &AccessRecord<'_>) {
-    let now = chrono::Local::now().format("%d/%b/%Y:%H:%M:%S %z");
-    let bytes = if record.body_bytes == 0 { "-".to_string() } else { record.body_bytes.to_string() };
-    let line = format!(
-        "{} - - [{now}] \"{}\" {} {bytes} \"{}\" \"{}\"\n",
-        record.remote_addr,
-        escape(record.request_line),
-        record.status,
-        escape(record.referer.unwrap_or("-")),
-        escape(record.user_agent.unwrap_or("-")),
-    );
-    emit(line.as_bytes());
-}
-
-/// Keeps a client's text from forging log lines: quotes, backslashes and control bytes are escaped.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '"' => escaped.push_str("\\\""),
-            '\\' => escaped.push_str("\\\\"),
-            c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-fn emit(bytes: &[u8]) {
-    // Nothing sensible can be done when stderr itself fails; the server keeps serving.
-    let _ = std::io::stderr().write_all(bytes);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escape_neutralises_quotes_and_control_bytes() {
-        assert_eq!(escape("a\"b\\c\nd\u{7f}"), "a\\\"b\\\\c\\x0ad\\x7f");
-        assert_eq!(escape("curl/8.0 (é)"), "curl/8.0 (é)");
-    }
+    let line = sink::with_access_format(|format| format.render(record));
+    sink::write_access(line.as_bytes());
 }

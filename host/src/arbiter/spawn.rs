@@ -13,7 +13,6 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::guest::{self, App, Artefact};
-use crate::listener::Listener;
 use crate::worker;
 
 /// Compiles the app in a child process (compilation starts threads, which the arbiter must never have) and
@@ -50,10 +49,8 @@ pub fn compile(app: &App, cache_dir: &Path) -> anyhow::Result<Artefact> {
     }
 }
 
-/// Forks a worker that serves `app` on `listeners` until told to stop. `close_in_child` are the arbiter's own
-/// descriptors, which the worker must not keep.
-pub fn worker(app: &App, artefact: &Artefact, listeners: &[Listener], close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
-    let arbiter = nix::unistd::getpid();
+/// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.
+pub fn worker(setup: worker::Setup<'_>, close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
     // SAFETY: the arbiter is single-threaded (it never starts threads), so the child is a consistent copy of
     // it. The child never returns into the arbiter's loop: it runs the worker and exits.
     match unsafe { fork() }.context("cannot fork a worker")? {
@@ -64,8 +61,7 @@ pub fn worker(app: &App, artefact: &Artefact, listeners: &[Listener], close_in_c
             for fd in close_in_child {
                 let _ = nix::unistd::close(*fd);
             }
-            let code = worker::run(worker::Setup { app, artefact, listeners, arbiter });
-            std::process::exit(code);
+            std::process::exit(worker::run(setup));
         }
     }
 }

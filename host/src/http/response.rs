@@ -48,11 +48,23 @@ pub struct ResponseWriter {
     state: State,
     version: Version,
     head_only: bool,
+    /// The guest's headers, once accepted.
+    headers: Vec<(String, String)>,
 }
 
 impl ResponseWriter {
     pub fn new(request: &Request) -> Self {
-        ResponseWriter { state: State::Unstarted, version: request.version, head_only: request.method == "HEAD" }
+        ResponseWriter {
+            state: State::Unstarted,
+            version: request.version,
+            head_only: request.method == "HEAD",
+            headers: Vec::new(),
+        }
+    }
+
+    /// The headers the guest set, once `start-response` succeeded.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 
     /// Why the response failed, if the guest broke the contract.
@@ -70,6 +82,7 @@ impl ResponseWriter {
         }
         match build_head(status, &headers) {
             Ok((status, head, declared)) => {
+                self.headers = headers;
                 self.state = State::Buffering { status, head, declared, body: Vec::new() };
                 Ok(())
             }

@@ -1,13 +1,16 @@
 //! Builds the CGI/WSGI-style environ a guest receives for a request (see `wit/wasmcorn.wit`).
 
-use std::net::SocketAddr;
-
 use percent_encoding::percent_decode_str;
 
 use crate::http::Request;
+use crate::listener::{Local, Peer};
 
-pub fn build(request: &Request, peer: SocketAddr, local: SocketAddr) -> Vec<(String, String)> {
+pub fn build(request: &Request, peer: &Peer, local: &Local) -> Vec<(String, String)> {
     let (server_name, server_port) = server_address(request, local);
+    let (remote_addr, remote_port) = match peer {
+        Peer::Ip(address) => (address.ip().to_string(), address.port().to_string()),
+        Peer::Unix => (String::new(), String::new()),
+    };
     let mut environ: Vec<(String, String)> = vec![
         ("REQUEST_METHOD".into(), request.method.clone()),
         ("SCRIPT_NAME".into(), String::new()),
@@ -20,8 +23,8 @@ pub fn build(request: &Request, peer: SocketAddr, local: SocketAddr) -> Vec<(Str
         ("SERVER_PORT".into(), server_port),
         ("SERVER_PROTOCOL".into(), request.version.as_str().into()),
         ("SERVER_SOFTWARE".into(), concat!("wasmcorn/", env!("CARGO_PKG_VERSION")).into()),
-        ("REMOTE_ADDR".into(), peer.ip().to_string()),
-        ("REMOTE_PORT".into(), peer.port().to_string()),
+        ("REMOTE_ADDR".into(), remote_addr),
+        ("REMOTE_PORT".into(), remote_port),
         ("wsgi.url_scheme".into(), "http".into()),
     ];
     let first_header = environ.len();
@@ -45,10 +48,14 @@ pub fn build(request: &Request, peer: SocketAddr, local: SocketAddr) -> Vec<(Str
     environ
 }
 
-/// SERVER_NAME and SERVER_PORT: from the Host header when there is one, otherwise the listening address.
-fn server_address(request: &Request, local: SocketAddr) -> (String, String) {
+/// SERVER_NAME and SERVER_PORT: from the Host header when there is one, otherwise the listening address (a
+/// unix socket's path, with no port).
+fn server_address(request: &Request, local: &Local) -> (String, String) {
     let Some(host) = request.header("host").filter(|host| !host.is_empty()) else {
-        return (local.ip().to_string(), local.port().to_string());
+        return match local {
+            Local::Ip(address) => (address.ip().to_string(), address.port().to_string()),
+            Local::Unix(path) => (path.display().to_string(), String::new()),
+        };
     };
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port))
@@ -68,7 +75,7 @@ mod tests {
 
     fn environ(head: &str) -> Vec<(String, String)> {
         let request = request_for_tests(head.as_bytes());
-        build(&request, "10.0.0.9:5555".parse().unwrap(), "127.0.0.1:8000".parse().unwrap())
+        build(&request, &Peer::Ip("10.0.0.9:5555".parse().unwrap()), &Local::Ip("127.0.0.1:8000".parse().unwrap()))
     }
 
     fn get<'a>(environ: &'a [(String, String)], key: &str) -> Option<&'a str> {

@@ -1,13 +1,12 @@
 //! The bridge between one HTTP exchange and the guest: the guest's body reads and response calls land on the
 //! client's connection through the http module.
 
-use std::net::TcpStream;
-
 use crate::guest::Exchange;
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
+use crate::listener::Stream;
 
 pub struct HttpExchange {
-    pub conn: Connection<TcpStream>,
+    pub conn: Connection<Stream>,
     pub body: BodyReader,
     pub response: ResponseWriter,
     /// The request body turned out malformed (or the client went silent) while the guest read it.
@@ -15,7 +14,7 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(conn: Connection<TcpStream>, request: &Request) -> Self {
+    pub fn new(conn: Connection<Stream>, request: &Request) -> Self {
         HttpExchange { conn, body: BodyReader::new(request), response: ResponseWriter::new(request), body_error: None }
     }
 }

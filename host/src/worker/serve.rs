@@ -1,7 +1,7 @@
 //! Serves one connection: read the request, run the guest, finish the response, log it, close.
 
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use crate::listener::{Local, Peer, Stream};
+use std::time::{Duration, Instant};
 
 use crate::guest::{Outcome, Runtime};
 use crate::http::{self, Connection, HttpError, Request};
@@ -9,6 +9,7 @@ use crate::log;
 
 use super::environ;
 use super::exchange::HttpExchange;
+use super::heartbeat::Slot;
 
 /// How long a worker waits on a silent client, for the request head, each body read and each write.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -17,32 +18,36 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_BUDGET: u64 = 1 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub fn connection(runtime: &Runtime<HttpExchange>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
-    // A socket that refuses options is still served; the defaults are only slower or unbounded.
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_nodelay(true);
+pub fn connection(runtime: &Runtime<HttpExchange>, stream: Stream, peer: Peer, local: Local, slot: &Slot) {
+    stream.set_timeouts(CLIENT_TIMEOUT);
     let mut conn = Connection::new(stream);
     let request = match http::read_request(&mut conn, &Default::default()) {
         Ok(request) => request,
         Err(err) => return reject(&mut conn, &err, peer),
     };
-    let environ = environ::build(&request, peer, local);
+    let started = Instant::now();
+    slot.begin_request(&request.request_line());
+    let environ = environ::build(&request, &peer, &local);
     let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request));
     let guest_error = describe_failure(&request, &exchange, outcome);
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) | Err(sent) => sent,
     };
     log::access(&log::AccessRecord {
-        remote_addr: &peer.ip().to_string(),
-        request_line: &request.request_line(),
+        remote_addr: &peer.to_string(),
+        method: &request.method,
+        target: &request.target,
+        path: &request.path,
+        query: &request.query,
+        protocol: request.version.as_str(),
         status: sent.status,
         body_bytes: sent.body_bytes,
-        referer: request.header("referer"),
-        user_agent: request.header("user-agent"),
+        request_headers: &request.headers,
+        response_headers: exchange.response.headers(),
+        duration: started.elapsed(),
     });
     if !exchange.body.is_done() && exchange.body_error.is_none() {
-        let _ = exchange.conn.stream().set_read_timeout(Some(DRAIN_TIMEOUT));
+        exchange.conn.stream().set_read_timeout(DRAIN_TIMEOUT);
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
 }
@@ -77,7 +82,7 @@ fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome
 }
 
 /// Answers a request that could not be read, when there is anyone to answer.
-fn reject(conn: &mut Connection<TcpStream>, err: &HttpError, peer: SocketAddr) {
+fn reject(conn: &mut Connection<Stream>, err: &HttpError, peer: Peer) {
     let Some(status) = err.status() else { return };
     log::info(format_args!("Invalid request from {peer}: {err}"));
     let _ = conn.write_all(&http::error_response(status));

@@ -1,0 +1,59 @@
+//! The pid file (`--pid FILE`): written at start (atomically), removed at exit if it still names this process.
+//! A pid file naming a live process stops the start, as in Gunicorn. During a SIGUSR2 upgrade the new arbiter
+//! writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+#[derive(Debug)]
+pub struct Pidfile {
+    path: PathBuf,
+}
+
+impl Pidfile {
+    /// Writes this process's pid to `path`, refusing a pid file that names another live process.
+    pub fn create(path: &Path) -> anyhow::Result<Pidfile> {
+        if let Some(pid) = read(path).filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok()) {
+            bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
+        }
+        write(path)?;
+        Ok(Pidfile { path: path.to_path_buf() })
+    }
+
+    /// The upgrade's pid file: `FILE.2`.
+    pub fn upgrade_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(".2");
+        PathBuf::from(name)
+    }
+
+    /// Moves the pid file to `path` (the new arbiter of an upgrade taking the main name over).
+    pub fn move_to(&mut self, path: &Path) -> anyhow::Result<()> {
+        write(path)?;
+        let _ = std::fs::remove_file(&self.path);
+        self.path = path.to_path_buf();
+        Ok(())
+    }
+
+    /// Removes the file if it still names this process.
+    pub fn remove(&self) {
+        if read(&self.path) == Some(Pid::this()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn read(path: &Path) -> Option<Pid> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().map(Pid::from_raw)
+}
+
+fn write(path: &Path) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_os_string();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot write the pid file {}", path.display()))
+}

@@ -1,0 +1,264 @@
+//! The access-log line: Gunicorn's `%(atom)s` format language, or one JSON object per request. Client-controlled
+//! text is escaped so that nobody can forge a log line.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+/// Gunicorn's default `access_log_format`.
+pub const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+/// What the access log says about one request.
+pub struct AccessRecord<'a> {
+    pub remote_addr: &'a str,
+    pub method: &'a str,
+    /// The request target exactly as sent.
+    pub target: &'a str,
+    /// The path of the target, as sent.
+    pub path: &'a str,
+    pub query: &'a str,
+    pub protocol: &'a str,
+    pub status: u16,
+    /// Body bytes sent.
+    pub body_bytes: u64,
+    pub request_headers: &'a [(String, String)],
+    pub response_headers: &'a [(String, String)],
+    /// From the end of the request head to the end of the response.
+    pub duration: Duration,
+}
+
+impl AccessRecord<'_> {
+    fn request_line(&self) -> String {
+        format!("{} {} {}", self.method, self.target, self.protocol)
+    }
+
+    fn request_header(&self, name: &str) -> Option<&str> {
+        find(self.request_headers, name)
+    }
+}
+
+fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+}
+
+/// A parsed access-log format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessFormat {
+    Atoms(Vec<Piece>),
+    Json,
+}
+
+/// A piece of an atom format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    Atom(Atom),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Atom {
+    /// A one-letter atom such as `h` or `s`.
+    Letter(char),
+    RequestHeader(String),
+    ResponseHeader(String),
+    Environment(String),
+}
+
+impl Default for AccessFormat {
+    fn default() -> Self {
+        AccessFormat::parse(GUNICORN_DEFAULT).unwrap_or(AccessFormat::Json)
+    }
+}
+
+/// The one-letter atoms Gunicorn documents.
+const LETTERS: &str = "hlutrmUqHsBbfaTMDLp";
+
+impl AccessFormat {
+    pub fn parse(format: &str) -> anyhow::Result<AccessFormat> {
+        if format == "json" {
+            return Ok(AccessFormat::Json);
+        }
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut rest = format;
+        while let Some(start) = rest.find('%') {
+            text.push_str(&rest[..start]);
+            rest = &rest[start..];
+            if let Some(after) = rest.strip_prefix("%%") {
+                text.push('%');
+                rest = after;
+                continue;
+            }
+            let Some(end) = rest.find(")s").filter(|_| rest.starts_with("%(")) else {
+                bail!("--access-logformat: expected %(atom)s at {rest:?}");
+            };
+            let name = &rest[2..end];
+            let atom = parse_atom(name)?;
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(Piece::Atom(atom));
+            rest = &rest[end + 2..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(AccessFormat::Atoms(pieces))
+    }
+
+    /// The line for `record`, newline included.
+    pub fn render(&self, record: &AccessRecord<'_>) -> String {
+        match self {
+            AccessFormat::Json => {
+                let object = serde_json::json!({
+                    "remote_addr": record.remote_addr,
+                    "time": chrono::Local::now().to_rfc3339(),
+                    "request": record.request_line(),
+                    "method": record.method,
+                    "path": record.path,
+                    "query": record.query,
+                    "protocol": record.protocol,
+                    "status": record.status,
+                    "bytes": record.body_bytes,
+                    "referer": record.request_header("referer"),
+                    "user_agent": record.request_header("user-agent"),
+                    "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+                    "pid": std::process::id(),
+                });
+                format!("{object}\n")
+            }
+            AccessFormat::Atoms(pieces) => {
+                let mut line = String::new();
+                for piece in pieces {
+                    match piece {
+                        Piece::Text(text) => line.push_str(text),
+                        Piece::Atom(atom) => line.push_str(&value(atom, record)),
+                    }
+                }
+                line.push('\n');
+                line
+            }
+        }
+    }
+}
+
+fn parse_atom(name: &str) -> anyhow::Result<Atom> {
+    if let Some(inner) = name.strip_prefix('{') {
+        if let Some((header, kind)) = inner.rsplit_once('}') {
+            return match kind {
+                "i" => Ok(Atom::RequestHeader(header.to_string())),
+                "o" => Ok(Atom::ResponseHeader(header.to_string())),
+                "e" => Ok(Atom::Environment(header.to_string())),
+                _ => bail!("--access-logformat: unknown atom %({name})s"),
+            };
+        }
+    }
+    let mut characters = name.chars();
+    match (characters.next(), characters.next()) {
+        (Some(letter), None) if LETTERS.contains(letter) => Ok(Atom::Letter(letter)),
+        _ => bail!("--access-logformat: unknown atom %({name})s"),
+    }
+}
+
+fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
+    let or_dash = |text: Option<&str>| escape(text.unwrap_or("-"));
+    match atom {
+        Atom::RequestHeader(name) => or_dash(record.request_header(name)),
+        Atom::ResponseHeader(name) => or_dash(find(record.response_headers, name)),
+        Atom::Environment(name) => or_dash(std::env::var(name).ok().as_deref()),
+        Atom::Letter(letter) => match letter {
+            'h' => record.remote_addr.to_string(),
+            'l' | 'u' => "-".to_string(),
+            't' => chrono::Local::now().format("[%d/%b/%Y:%H:%M:%S %z]").to_string(),
+            'r' => escape(&record.request_line()),
+            'm' => escape(record.method),
+            'U' => escape(record.path),
+            'q' => escape(record.query),
+            'H' => record.protocol.to_string(),
+            's' => record.status.to_string(),
+            'B' => record.body_bytes.to_string(),
+            'b' if record.body_bytes == 0 => "-".to_string(),
+            'b' => record.body_bytes.to_string(),
+            'f' => or_dash(record.request_header("referer")),
+            'a' => or_dash(record.request_header("user-agent")),
+            'T' => record.duration.as_secs().to_string(),
+            'M' => record.duration.as_millis().to_string(),
+            'D' => record.duration.as_micros().to_string(),
+            'L' => format!("{:.6}", record.duration.as_secs_f64()),
+            'p' => format!("<{}>", std::process::id()),
+            _ => "-".to_string(),
+        },
+    }
+}
+
+/// Keeps a client's text from forging log lines: quotes, backslashes and control bytes are escaped.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(headers: &'a [(String, String)], response: &'a [(String, String)]) -> AccessRecord<'a> {
+        AccessRecord {
+            remote_addr: "10.1.2.3",
+            method: "GET",
+            target: "/p?a=1",
+            path: "/p",
+            query: "a=1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            body_bytes: 0,
+            request_headers: headers,
+            response_headers: response,
+            duration: Duration::from_micros(1500),
+        }
+    }
+
+    #[test]
+    fn default_format_matches_gunicorn() {
+        let headers = vec![("User-Agent".to_string(), "ua \"x\"\n".to_string())];
+        let line = AccessFormat::default().render(&record(&headers, &[]));
+        let (start, rest) = line.split_once(" [").unwrap();
+        assert_eq!(start, "10.1.2.3 - -");
+        assert!(rest.ends_with("] \"GET /p?a=1 HTTP/1.1\" 200 - \"-\" \"ua \\\"x\\\"\\x0a\"\n"), "{rest}");
+    }
+
+    #[test]
+    fn every_atom_renders() {
+        let headers = vec![("X-Id".to_string(), "42".to_string())];
+        let response = vec![("Content-Type".to_string(), "text/plain".to_string())];
+        let format =
+            AccessFormat::parse("%(m)s %(U)s %(q)s %(H)s %(B)s %(D)s %(M)s %({x-id}i)s %({content-type}o)s 100%%")
+                .unwrap();
+        assert_eq!(format.render(&record(&headers, &response)), "GET /p a=1 HTTP/1.1 0 1500 1 42 text/plain 100%\n");
+    }
+
+    #[test]
+    fn unknown_atoms_are_errors() {
+        assert!(AccessFormat::parse("%(z)s").is_err());
+        assert!(AccessFormat::parse("%(h)").is_err());
+        assert!(AccessFormat::parse("%({x}z)s").is_err());
+    }
+
+    #[test]
+    fn json_format_escapes_values() {
+        let headers = vec![("Referer".to_string(), "a\"b\u{1}".to_string())];
+        let line = AccessFormat::Json.render(&record(&headers, &[]));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["referer"], "a\"b\u{1}");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["duration_us"], 1500);
+    }
+}

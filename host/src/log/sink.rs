@@ -1,0 +1,97 @@
+//! Where log lines are written: stderr or an append-mode file, one `write` per line; files are reopened on
+//! demand (SIGUSR1) so that log rotation works.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+
+use super::{AccessFormat, Settings, Target};
+
+struct Sinks {
+    error: Sink,
+    access: Sink,
+    access_format: AccessFormat,
+}
+
+struct Sink {
+    target: Target,
+    file: Option<File>,
+}
+
+impl Sink {
+    fn open(target: &Target) -> anyhow::Result<Sink> {
+        let file = match target {
+            Target::Stderr => None,
+            Target::File(path) => Some(open_append(path)?),
+        };
+        Ok(Sink { target: target.clone(), file })
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Nothing sensible can be done when the log itself fails; the server keeps serving.
+        let _ = match &mut self.file {
+            Some(file) => file.write_all(bytes),
+            None => std::io::stderr().write_all(bytes),
+        };
+    }
+}
+
+static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
+
+fn open_append(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))
+}
+
+pub fn init(settings: &Settings) -> anyhow::Result<()> {
+    let sinks = Sinks {
+        error: Sink::open(&settings.error)?,
+        access: Sink::open(&settings.access)?,
+        access_format: settings.access_format.clone(),
+    };
+    if let Ok(mut slot) = SINKS.lock() {
+        *slot = Some(sinks);
+    }
+    Ok(())
+}
+
+pub fn reopen() -> anyhow::Result<()> {
+    let Ok(mut slot) = SINKS.lock() else { return Ok(()) };
+    if let Some(sinks) = slot.as_mut() {
+        sinks.error = Sink::open(&sinks.error.target)?;
+        sinks.access = Sink::open(&sinks.access.target)?;
+    }
+    Ok(())
+}
+
+pub fn write_error(bytes: &[u8]) {
+    match SINKS.lock().as_deref_mut() {
+        Ok(Some(sinks)) => sinks.error.write(bytes),
+        _ => {
+            let _ = std::io::stderr().write_all(bytes);
+        }
+    }
+}
+
+pub fn write_access(bytes: &[u8]) {
+    match SINKS.lock().as_deref_mut() {
+        Ok(Some(sinks)) => sinks.access.write(bytes),
+        _ => {
+            let _ = std::io::stderr().write_all(bytes);
+        }
+    }
+}
+
+/// Runs `render` with the configured access format (Gunicorn's default before `init`).
+pub fn with_access_format(render: impl FnOnce(&AccessFormat) -> String) -> String {
+    match SINKS.lock().as_deref() {
+        Ok(Some(sinks)) => render(&sinks.access_format),
+        _ => render(&AccessFormat::default()),
+    }
+}

@@ -1,0 +1,79 @@
+//! Process-wide settings that Gunicorn users expect: the process title, daemonizing, dropping privileges,
+//! the umask and the working folder. Only the arbiter and the workers call these.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use anyhow::Context;
+use nix::unistd::{ForkResult, Gid, Uid, fork, setsid};
+
+/// Sets the process title: the kernel's 15-byte name (`ps -o comm`, `top`) and, as far as the original
+/// argument area allows, the full command line (`ps -f`), the way setproctitle does, by writing the area
+/// through /proc/self/mem. Failure is harmless and ignored.
+pub fn set_title(title: &str) {
+    let short: String = title.chars().take(15).collect();
+    if let Ok(name) = std::ffi::CString::new(short) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
+    let _ = rewrite_command_line(title);
+}
+
+fn rewrite_command_line(title: &str) -> std::io::Result<()> {
+    let mut stat = String::new();
+    std::fs::File::open("/proc/self/stat")?.read_to_string(&mut stat)?;
+    // Fields after the parenthesised name; arg_start and arg_end are fields 48 and 49 of the whole line.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let (Some(start), Some(end)) = (fields.get(45), fields.get(46)) else { return Ok(()) };
+    let (Ok(start), Ok(end)) = (start.parse::<u64>(), end.parse::<u64>()) else { return Ok(()) };
+    let capacity = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+    if capacity < 2 {
+        return Ok(());
+    }
+    let mut area = vec![0u8; capacity];
+    let bytes = title.as_bytes();
+    let length = bytes.len().min(capacity - 1);
+    area[..length].copy_from_slice(&bytes[..length]);
+    let mut memory = OpenOptions::new().write(true).open("/proc/self/mem")?;
+    memory.seek(SeekFrom::Start(start))?;
+    memory.write_all(&area)
+}
+
+/// Detaches from the terminal: forks twice (the first parent exits at once), starts a new session and points
+/// stdin, stdout and stderr at /dev/null. Call it while the process is single-threaded.
+pub fn daemonize() -> anyhow::Result<()> {
+    for step in 0..2 {
+        // SAFETY: the arbiter is single-threaded when it daemonizes; the parent exits at once and the child
+        // continues as the only copy.
+        match unsafe { fork() }.context("cannot fork to daemonize")? {
+            ForkResult::Parent { .. } => std::process::exit(0),
+            ForkResult::Child => {
+                if step == 0 {
+                    setsid().context("cannot start a new session")?;
+                }
+            }
+        }
+    }
+    let null = OpenOptions::new().read(true).write(true).open("/dev/null").context("cannot open /dev/null")?;
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|()| nix::unistd::dup2_stdout(&null))
+        .and_then(|()| nix::unistd::dup2_stderr(&null))
+        .context("cannot redirect stdio to /dev/null")
+}
+
+/// Switches to `group` and `user`, in that order (a process that gave up root can no longer change group).
+pub fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> anyhow::Result<()> {
+    if let Some(group) = group {
+        nix::unistd::setgroups(&[group]).context("cannot set the supplementary groups")?;
+        nix::unistd::setgid(group).with_context(|| format!("cannot switch to group {group}"))?;
+    }
+    if let Some(user) = user {
+        nix::unistd::setuid(user).with_context(|| format!("cannot switch to user {user}"))?;
+    }
+    Ok(())
+}
+
+/// A worker that is killed with SIGABRT after a timeout must not write a core file as large as its guest.
+pub fn disable_core_dumps() {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+}

@@ -1,0 +1,156 @@
+//! The heartbeat table: one shared anonymous memory mapping, created by the arbiter before it forks, with a
+//! slot per worker. A worker stores the time of its last sign of life, whether it has loaded its app, and what
+//! request it is serving, with plain atomic stores: no system call, nothing that can block on a disk. The
+//! arbiter reads the slots to find workers silent for longer than `--timeout`, and new workers that are ready.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::time::{ClockId, clock_gettime};
+
+/// How many workers the table can follow at once (all generations together).
+pub const CAPACITY: usize = 1024;
+const TEXT: usize = 112;
+
+/// One worker's slot.
+#[repr(C)]
+pub struct Slot {
+    heartbeat_ms: AtomicU64,
+    /// When the current request started; 0 when idle.
+    busy_since_ms: AtomicU64,
+    ready: AtomicU32,
+    text_len: AtomicU32,
+    text: [AtomicU8; TEXT],
+}
+
+/// The shared table. It lives as long as the process and is inherited by every fork.
+pub struct Heartbeats {
+    slots: NonNull<Slot>,
+}
+
+// SAFETY: the table holds only atomics, which are safe to share between threads (and processes).
+unsafe impl Send for Heartbeats {}
+// SAFETY: as above.
+unsafe impl Sync for Heartbeats {}
+
+impl Heartbeats {
+    /// Maps the table (zeroed). Call it in the arbiter, before forking any worker.
+    pub fn new() -> anyhow::Result<Heartbeats> {
+        let length = NonZeroUsize::new(CAPACITY * size_of::<Slot>()).context("the heartbeat table has no size")?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; MAP_SHARED makes it the same memory in
+        // every forked worker, which is the point. Zeroed memory is a valid table of idle slots.
+        let memory =
+            unsafe { mmap_anonymous(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }
+                .context("cannot map the heartbeat table")?;
+        Ok(Heartbeats { slots: memory.cast() })
+    }
+
+    pub fn slot(&self, index: usize) -> &Slot {
+        let index = index.min(CAPACITY - 1);
+        // SAFETY: `index` is within the mapping, which is never unmapped, and holds only atomics.
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+}
+
+/// Milliseconds on the monotonic clock, which every process of the machine shares.
+pub fn now_ms() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |time| {
+        u64::try_from(time.tv_sec()).unwrap_or(0) * 1000 + u64::try_from(time.tv_nsec()).unwrap_or(0) / 1_000_000
+    })
+}
+
+impl Slot {
+    /// Prepares the slot for a new worker (the arbiter, before forking it): alive now, not ready, idle.
+    pub fn reset(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.text_len.store(0, Ordering::Relaxed);
+        self.ready.store(0, Ordering::Release);
+    }
+
+    /// A sign of life.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The worker has loaded its app and accepts connections.
+    pub fn mark_ready(&self) {
+        self.beat();
+        self.ready.store(1, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) == 1
+    }
+
+    /// The worker starts serving `what` (a request line); it is cut to the slot's size.
+    pub fn begin_request(&self, what: &str) {
+        let mut length = what.len().min(TEXT);
+        while !what.is_char_boundary(length) {
+            length -= 1;
+        }
+        for (cell, byte) in self.text.iter().zip(&what.as_bytes()[..length]) {
+            cell.store(*byte, Ordering::Relaxed);
+        }
+        self.text_len.store(length as u32, Ordering::Relaxed);
+        let now = now_ms();
+        self.busy_since_ms.store(now, Ordering::Relaxed);
+        self.heartbeat_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub fn end_request(&self) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// How long the worker has given no sign of life.
+    pub fn silence(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
+    }
+
+    /// What the worker is serving and for how long, if it is serving something.
+    pub fn current_request(&self) -> Option<(String, Duration)> {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let length = (self.text_len.load(Ordering::Relaxed) as usize).min(TEXT);
+        let bytes: Vec<u8> = self.text[..length].iter().map(|cell| cell.load(Ordering::Relaxed)).collect();
+        Some((String::from_utf8_lossy(&bytes).into_owned(), Duration::from_millis(now_ms().saturating_sub(since))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_tracks_readiness_and_the_current_request() {
+        let table = Heartbeats::new().unwrap();
+        let slot = table.slot(3);
+        slot.reset();
+        assert!(!slot.is_ready());
+        slot.mark_ready();
+        assert!(slot.is_ready());
+        assert!(slot.current_request().is_none());
+        slot.begin_request("GET /é HTTP/1.1");
+        assert_eq!(slot.current_request().unwrap().0, "GET /é HTTP/1.1");
+        slot.end_request();
+        assert!(slot.current_request().is_none());
+        assert!(slot.silence() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn long_request_text_is_cut_on_a_character_boundary() {
+        let table = Heartbeats::new().unwrap();
+        let slot = table.slot(0);
+        let long = "é".repeat(100);
+        slot.begin_request(&long);
+        let (text, _) = slot.current_request().unwrap();
+        assert!(text.len() <= TEXT && long.starts_with(&text));
+    }
+}
