@@ -190,12 +190,10 @@ impl Arbiter {
                 self.target += 1;
                 log::info(format_args!("Number of workers: {}", self.target));
             }
-            Signal::SIGTTOU => {
-                if self.target > 1 {
-                    self.target -= 1;
-                    log::info(format_args!("Number of workers: {}", self.target));
-                    self.workers.retire_oldest(self.generation, self.target as usize, self.config.graceful_timeout);
-                }
+            Signal::SIGTTOU if self.target > 1 => {
+                self.target -= 1;
+                log::info(format_args!("Number of workers: {}", self.target));
+                self.workers.retire_oldest(self.generation, self.target as usize, self.config.graceful_timeout);
             }
             Signal::SIGUSR1 => {
                 log::reopen();
@@ -381,10 +379,10 @@ impl Arbiter {
         }
         self.predecessor = None;
         log::info(format_args!("The old arbiter (pid:{old}) has exited: the upgrade is complete"));
-        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref()) {
-            if let Err(err) = pidfile.move_to(path) {
-                log::error(format_args!("{err:#}"));
-            }
+        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
+            && let Err(err) = pidfile.move_to(path)
+        {
+            log::error(format_args!("{err:#}"));
         }
     }
 }

@@ -144,15 +144,13 @@ impl AccessFormat {
 }
 
 fn parse_atom(name: &str) -> anyhow::Result<Atom> {
-    if let Some(inner) = name.strip_prefix('{') {
-        if let Some((header, kind)) = inner.rsplit_once('}') {
-            return match kind {
-                "i" => Ok(Atom::RequestHeader(header.to_string())),
-                "o" => Ok(Atom::ResponseHeader(header.to_string())),
-                "e" => Ok(Atom::Environment(header.to_string())),
-                _ => bail!("--access-logformat: unknown atom %({name})s"),
-            };
-        }
+    if let Some((header, kind)) = name.strip_prefix('{').and_then(|inner| inner.rsplit_once('}')) {
+        return match kind {
+            "i" => Ok(Atom::RequestHeader(header.to_string())),
+            "o" => Ok(Atom::ResponseHeader(header.to_string())),
+            "e" => Ok(Atom::Environment(header.to_string())),
+            _ => bail!("--access-logformat: unknown atom %({name})s"),
+        };
     }
     let mut characters = name.chars();
     match (characters.next(), characters.next()) {
