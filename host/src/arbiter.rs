@@ -360,7 +360,7 @@ impl Arbiter {
             log::warning("An upgrade is already in progress: this SIGUSR2 is ignored");
             return;
         }
-        match upgrade::start_successor(&self.listeners) {
+        match upgrade::start_successor(&self.listeners, &self.serve_args) {
             Ok(pid) => {
                 log::info(format_args!(
                     "Started a new arbiter (pid:{pid}); send TERM to this one to complete the upgrade"

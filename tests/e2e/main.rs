@@ -4,8 +4,13 @@
 
 mod support;
 
+mod arbiter;
 mod cli;
+mod config;
 mod guests;
 mod http;
+mod logs;
+mod process;
 mod signals;
+mod sockets;
 mod workers;

@@ -42,23 +42,37 @@ pub struct Server {
     pub pid: Pid,
     pub port: u16,
     log: Arc<(Mutex<Log>, Condvar)>,
+    /// Other processes this test started through the server (a successor arbiter), stopped on drop.
+    also_stop: Vec<Pid>,
 }
 
 impl Server {
     /// Starts `wasmcorn serve APP --bind 127.0.0.1:0 ARGS...` and waits for `workers` workers to boot.
     pub fn start(app: &str, workers: usize, args: &[&str]) -> Server {
+        Server::start_with_env(app, workers, args, &[])
+    }
+
+    /// As `start`, with extra environment variables for the server.
+    pub fn start_with_env(app: &str, workers: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
         let workers_text = workers.to_string();
         let mut all = vec!["serve", app, "--bind", "127.0.0.1:0", "--workers", &workers_text];
         all.extend_from_slice(args);
-        let server = Server::spawn(command(&all));
+        let mut command = command(&all);
+        command.envs(env.iter().copied());
+        let server = Server::spawn(command);
         server.wait_for_count("Booting worker with pid", workers);
         server
     }
 
     /// Runs the command and waits for its startup line.
-    pub fn spawn(mut command: Command) -> Server {
+    pub fn spawn(command: Command) -> Server {
+        Server::spawn_with_stdin(command, Stdio::null())
+    }
+
+    /// As `spawn`, with `stdin` as the server's standard input (a socket to hand over, say).
+    pub fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Server {
         let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
+            command.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let writer = Arc::clone(&log);
@@ -74,7 +88,7 @@ impl Server {
             changed.notify_all();
         });
         let pid = Pid::from_raw(child.id() as i32);
-        let mut server = Server { child: Some(child), pid, port: 0, log };
+        let mut server = Server { child: Some(child), pid, port: 0, log, also_stop: Vec::new() };
         let line = server.wait_for_line("Listening at: http://");
         let address =
             line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
@@ -104,6 +118,11 @@ impl Server {
             }
             log = changed.wait_timeout(log, deadline - now).unwrap().0;
         }
+    }
+
+    /// Makes the test stop `pid` (and its workers) when the server is dropped.
+    pub fn also_stop(&mut self, pid: Pid) {
+        self.also_stop.push(pid);
     }
 
     /// Every log line so far.
@@ -160,6 +179,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let workers = self.booted_worker_pids();
+        for pid in &self.also_stop {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -173,6 +195,34 @@ impl Drop for Server {
             eprintln!("--- wasmcorn log ---\n{}\n--- end of log ---", self.log_text());
         }
     }
+}
+
+/// Waits until the file at `path` holds a line containing `pattern` and returns the file's text.
+pub fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
+    let mut text = String::new();
+    eventually(&format!("{} to contain {pattern:?}", path.display()), || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines().any(|line| line.contains(pattern))
+    });
+    text
+}
+
+/// How many established TCP connections have `port` as their local port (the server's side of each, accepted
+/// or still queued), from /proc/net/tcp.
+pub fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            local_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
 }
 
 /// Whether a process exists and is not a zombie.

@@ -2,6 +2,7 @@
 //! the same arguments, handing it the listening sockets through `WASMCORN_LISTEN_FDS`. Both serve until the old
 //! one gets SIGTERM; no connection is refused meanwhile.
 
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
@@ -13,15 +14,17 @@ use crate::listener::{Listener, UPGRADE_FDS_VAR};
 /// The variable that tells the new arbiter which pid it succeeds.
 pub const PREDECESSOR_VAR: &str = "WASMCORN_PREDECESSOR_PID";
 
-/// Starts the successor arbiter; returns its pid.
-pub fn start_successor(listeners: &[Listener]) -> anyhow::Result<Pid> {
+/// Starts the successor arbiter with `serve SERVE_ARGS` (captured at start: the process title has since
+/// overwritten the original argument area); returns its pid.
+pub fn start_successor(listeners: &[Listener], serve_args: &[OsString]) -> anyhow::Result<Pid> {
     let binary = std::env::current_exe().context("cannot find the wasmcorn binary")?;
     let fds: Vec<String> = listeners.iter().map(|listener| listener.fd().as_raw_fd().to_string()).collect();
     for listener in listeners {
         listener.set_inheritable(true)?;
     }
     let started = Command::new(&binary)
-        .args(std::env::args_os().skip(1))
+        .arg("serve")
+        .args(serve_args)
         .env(UPGRADE_FDS_VAR, fds.join(","))
         .env(PREDECESSOR_VAR, std::process::id().to_string())
         .env_remove("LISTEN_FDS")

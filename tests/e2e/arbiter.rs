@@ -1,0 +1,273 @@
+//! Supervision: timeouts, graceful stops with requests in flight, reloads and upgrades under load, recycling,
+//! boot errors. Every assertion reads real processes, signals and log lines.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::support::{PATIENCE, Server, concurrently, eventually, is_alive, send};
+
+/// Sets the flag when dropped, so that a load loop ends even when the test panics meanwhile.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Requests `GET /` in a loop on two threads until `stop` is set and at least `minimum` were sent; returns the
+/// statuses that were not 200 (a refused or cut connection counts as status 0).
+fn load_loop(port: u16, minimum: usize, stop: &AtomicBool, sent: &AtomicUsize) -> Vec<u16> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failures = Vec::new();
+                    while !(stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) >= minimum) {
+                        let status =
+                            std::panic::catch_unwind(|| send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status)
+                                .unwrap_or(0);
+                        if status != 200 {
+                            failures.push(status);
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn worker_stuck_past_timeout_is_killed_reported_and_replaced() {
+    let server = Server::start("sample:echo", 1, &["--timeout", "1"]);
+    let stuck = server.booted_worker_pids()[0];
+    // The guest blocks reading a body that never comes: a host call, which only the heartbeat timeout ends.
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    silent.write_all(b"POST /stuck HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n").unwrap();
+    let line = server.wait_for_line("WORKER TIMEOUT");
+    assert!(line.contains(&format!("WORKER TIMEOUT (pid:{stuck}) serving POST /stuck HTTP/1.1 for ")), "{line}");
+    server.wait_for_line(&format!("Worker (pid:{stuck}) was killed with SIGABRT after WORKER TIMEOUT"));
+    server.wait_for_count("Booting worker with pid", 2);
+    for _ in 0..5 {
+        assert_eq!(server.get("/next").status, 200);
+    }
+    assert!(!server.log_text().contains("out-of-memory"), "a timeout kill is not reported as an OOM kill");
+    assert!(!is_alive(stuck));
+}
+
+#[test]
+fn graceful_sigterm_lets_twenty_inflight_slow_requests_finish() {
+    let mut server = Server::start("sample:workload", 5, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=1"]);
+    let port = server.port;
+    let pid = server.pid;
+    let responses = std::thread::scope(|scope| {
+        let requests = scope.spawn(move || concurrently(20, |_| send(port, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")));
+        // SIGTERM once the kernel holds all 20 connections (five being served, fifteen queued).
+        eventually("20 connections established", || crate::support::established_to(port) >= 20);
+        nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+        requests.join().unwrap()
+    });
+    let statuses: Vec<u16> = responses.iter().map(|response| response.status).collect();
+    assert_eq!(statuses, vec![204; 20]);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn sighup_reload_under_load_fails_no_request_and_replaces_the_workers() {
+    let server = Server::start("sample:hello", 2, &[]);
+    let old = server.booted_worker_pids();
+    let (stop, sent) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let failures = std::thread::scope(|scope| {
+        let load = scope.spawn(|| load_loop(server.port, 2000, &stop, &sent));
+        let _stop = StopOnDrop(&stop);
+        eventually("some load before the reload", || sent.load(Ordering::SeqCst) > 300);
+        server.signal(Signal::SIGHUP);
+        server.wait_for_line("Reload complete");
+        eventually("the old workers gone", || old.iter().all(|pid| !is_alive(*pid)));
+        stop.store(true, Ordering::SeqCst);
+        load.join().unwrap()
+    });
+    assert!(sent.load(Ordering::SeqCst) >= 2000);
+    assert_eq!(failures, Vec::<u16>::new(), "no request failed across the reload");
+    let live = server.live_workers();
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|pid| !old.contains(pid)), "a new generation serves: {live:?} vs {old:?}");
+}
+
+#[test]
+fn sighup_rereads_the_config_file_and_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmcorn.toml");
+    std::fs::write(&config, "app = \"sample:hello\"\nworkers = 1\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut command = crate::support::command(&["serve", "--bind", "127.0.0.1:0", "--config", config_arg]);
+    command.env_remove("WASMCORN_CMD_ARGS");
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 1);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+    std::fs::write(&config, "app = \"sample:echo\"\nworkers = 3\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    eventually("three workers", || server.live_workers().len() == 3);
+    assert_eq!(server.get("/after").json()["environ"]["PATH_INFO"], "/after");
+}
+
+#[test]
+fn sighup_with_a_broken_new_app_keeps_the_old_workers_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.wasm");
+    std::fs::copy(env!("WASMCORN_GUEST_HELLO"), &app).unwrap();
+    let server = Server::start(app.to_str().unwrap(), 2, &[]);
+    let before = server.live_workers();
+    std::fs::write(&app, b"not wasm any more").unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for_line("Reload failed");
+    assert!(line.contains("not a WebAssembly component") && line.contains("app.wasm"), "{line}");
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.live_workers(), before, "the old generation keeps serving");
+}
+
+#[test]
+fn sigusr2_then_term_upgrades_under_load_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("wasmcorn.pid");
+    let mut server = Server::start("sample:hello", 2, &["--pid", pidfile.to_str().unwrap()]);
+    let old_pid = server.pid;
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), old_pid.to_string());
+    let (stop, sent) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let upgrade_pidfile = dir.path().join("wasmcorn.pid.2");
+    let mut new_pid = None;
+    let failures = std::thread::scope(|scope| {
+        let load = scope.spawn(|| load_loop(server.port, 2000, &stop, &sent));
+        let _stop = StopOnDrop(&stop);
+        eventually("some load before the upgrade", || sent.load(Ordering::SeqCst) > 300);
+        server.signal(Signal::SIGUSR2);
+        let text = crate::support::wait_for_file_line(&upgrade_pidfile, "");
+        let pid = Pid::from_raw(text.trim().parse().unwrap());
+        new_pid = Some(pid);
+        // The new arbiter's workers are up once it has logged four boots in all.
+        server.wait_for_count("Booting worker with pid", 4);
+        server.signal(Signal::SIGTERM);
+        eventually("the old arbiter gone", || !is_alive(old_pid));
+        eventually("the new arbiter owns the pid file", || {
+            std::fs::read_to_string(&pidfile).map(|text| text.trim() == pid.to_string()).unwrap_or(false)
+        });
+        stop.store(true, Ordering::SeqCst);
+        load.join().unwrap()
+    });
+    let new_pid = new_pid.unwrap();
+    server.also_stop(new_pid);
+    assert_eq!(server.wait_exit().code(), Some(0), "the old arbiter exits 0");
+    assert!(sent.load(Ordering::SeqCst) >= 2000);
+    assert_eq!(failures, Vec::<u16>::new(), "no request failed across the upgrade");
+    assert!(!upgrade_pidfile.exists(), "the .2 pid file was moved to the main name");
+    assert!(is_alive(new_pid));
+    assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    nix::sys::signal::kill(new_pid, Signal::SIGTERM).unwrap();
+    eventually("the new arbiter stops", || !is_alive(new_pid));
+    eventually("its pid file removed", || !pidfile.exists());
+}
+
+/// Worker pids from access-log lines that start with `<pid>` (format `%(p)s %(r)s`).
+fn pids_per_request(server: &Server) -> Vec<String> {
+    server
+        .log_lines()
+        .iter()
+        .filter_map(|line| line.strip_prefix('<').and_then(|rest| rest.split_once('>')).map(|(pid, _)| pid.to_string()))
+        .collect()
+}
+
+fn counts(pids: &[String]) -> Vec<usize> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for pid in pids {
+        match counts.iter_mut().find(|(seen, _)| seen == pid) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((pid.clone(), 1)),
+        }
+    }
+    counts.into_iter().map(|(_, count)| count).collect()
+}
+
+#[test]
+fn max_requests_replaces_each_worker_after_ten_requests() {
+    let server = Server::start("sample:hello", 1, &["--max-requests", "10", "--access-logformat", "%(p)s %(r)s"]);
+    for _ in 0..35 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    server.wait_for_count("Autorestarting worker after 10 requests", 3);
+    assert_eq!(counts(&pids_per_request(&server)), vec![10, 10, 10, 5]);
+    assert_eq!(server.booted_worker_pids().len(), 4);
+}
+
+#[test]
+fn max_requests_jitter_keeps_each_worker_within_its_range() {
+    let server = Server::start(
+        "sample:hello",
+        1,
+        &["--max-requests", "4", "--max-requests-jitter", "3", "--access-logformat", "%(p)s %(r)s"],
+    );
+    for _ in 0..40 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    let counts = counts(&pids_per_request(&server));
+    let finished = &counts[..counts.len() - 1];
+    assert!(finished.len() >= 5, "{counts:?}");
+    assert!(finished.iter().all(|count| (4..=7).contains(count)), "{counts:?}");
+}
+
+#[test]
+fn max_worker_memory_recycles_a_worker_after_its_request() {
+    let server = Server::start("sample:hello", 1, &["--max-worker-memory", "1"]);
+    let first = server.booted_worker_pids()[0];
+    assert_eq!(server.get("/").status, 200);
+    server.wait_for_line("exceeds --max-worker-memory 1 MiB");
+    server.wait_for_count("Booting worker with pid", 2);
+    eventually("the first worker gone", || !is_alive(first));
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn worker_that_cannot_load_the_app_stops_the_server_with_exit_code_3() {
+    // The workers run as nobody and cannot read the compiled app in a cache only root may enter.
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut command = crate::support::command(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--user",
+        "nobody",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    command.stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let output = wait_output(child);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{log}");
+    assert!(log.contains("Worker failed to boot: cannot load the compiled guest"), "{log}");
+    assert!(log.lines().filter(|line| line.contains("Booting worker")).count() == 0, "{log}");
+    assert!(log.lines().filter(|line| line.contains("failed to boot")).count() <= 6, "no respawn storm: {log}");
+}
+
+fn wait_output(mut child: std::process::Child) -> std::process::Output {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wasmcorn did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -1,0 +1,110 @@
+//! Configuration: the TOML file, `$WASMCORN_CMD_ARGS`, their precedence, `--print-config` and
+//! `--check-config`, and one-line errors naming the key.
+
+use std::process::Output;
+
+use crate::support::{Server, command};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = command(args);
+    command.env_remove("WASMCORN_CMD_ARGS").envs(env.iter().copied());
+    command.output().expect("run wasmcorn")
+}
+
+fn printed(output: &Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasmcorn.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+#[test]
+fn command_line_beats_environment_beats_file_beats_defaults() {
+    let (_dir, file) = config_file("workers = 3\ntimeout = 11\nmax_requests = 7\n");
+    let env = [("WASMCORN_CMD_ARGS", "--workers 2 --timeout 12")];
+    let all = printed(&run(&["serve", "--config", &file, "--print-config", "--workers", "1"], &env));
+    assert!(all.contains("\nworkers = 1\n"), "{all}");
+    assert!(all.contains("\ntimeout = 12\n"), "{all}");
+    assert!(all.contains("\nmax-requests = 7\n"), "{all}");
+    assert!(all.contains("\ngraceful-timeout = 30\n"), "a default: {all}");
+    let no_cli = printed(&run(&["serve", "--config", &file, "--print-config"], &env));
+    assert!(no_cli.contains("\nworkers = 2\n"), "{no_cli}");
+    let file_only = printed(&run(&["serve", "--config", &file, "--print-config"], &[]));
+    assert!(file_only.contains("\nworkers = 3\n") && file_only.contains("\ntimeout = 11\n"), "{file_only}");
+}
+
+#[test]
+fn print_config_is_toml_the_file_format_accepts_back() {
+    let (_dir, file) = config_file(
+        "bind = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nenv = [\"A=1\"]\napp = \"sample:echo\"\nreuse-port = true\n",
+    );
+    let text = printed(&run(&["serve", "--config", &file, "--print-config"], &[]));
+    assert!(text.starts_with("app = \"sample:echo\"\n"), "{text}");
+    assert!(text.contains("\nbind = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n"), "{text}");
+    assert!(text.contains("\nenv = [\"A=1\"]\n") && text.contains("\nreuse-port = true\n"), "{text}");
+    let (_again, printed_file) = config_file(&text);
+    let again = printed(&run(&["serve", "--config", &printed_file, "--print-config"], &[]));
+    assert_eq!(again, text);
+}
+
+#[test]
+fn config_file_settings_are_served() {
+    let (_dir, file) =
+        config_file("app = \"sample:echo\"\nbind = \"127.0.0.1:0\"\nworkers = 2\nenv = [\"COLOR=blue\"]\n");
+    let mut command = command(&["serve", "-c", &file]);
+    command.env_remove("WASMCORN_CMD_ARGS");
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/cfg").json()["environ"]["PATH_INFO"], "/cfg");
+}
+
+/// Asserts a failure with exactly one line on stderr containing all of `needles`.
+fn assert_one_line_error(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected a failure: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{stderr:?} does not mention {needle:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
+    let (_dir, file) = config_file("wrokers = 3\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["wasmcorn.toml", "unknown key \"wrokers\""]);
+    let (_dir, file) = config_file("workers = \"many\"\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["wasmcorn.toml", "many", "--workers"]);
+    let (_dir, file) = config_file("workers = [\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["wasmcorn.toml", "invalid TOML"]);
+    let (_dir, file) = config_file("daemon = \"yes\"\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["\"daemon\"", "true or false"]);
+    let (_dir, file) = config_file("config = \"other.toml\"\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["\"config\"", "command line"]);
+    assert_one_line_error(&run(&["serve", "--config", "/nonexistent.toml"], &[]), &["/nonexistent.toml"]);
+    assert_one_line_error(&run(&["serve"], &[("WASMCORN_CMD_ARGS", "--workers zero")]), &["WASMCORN_CMD_ARGS", "zero"]);
+    assert_one_line_error(&run(&["serve", "--log-level", "loud"], &[]), &["--log-level", "loud"]);
+    assert_one_line_error(&run(&["serve", "--umask", "999"], &[]), &["--umask"]);
+    assert_one_line_error(&run(&["serve", "--user", "no-such-user-here"], &[]), &["--user", "no-such-user-here"]);
+    assert_one_line_error(&run(&["serve", "--access-logformat", "%(zz)s"], &[]), &["--access-logformat", "%(zz)s"]);
+}
+
+#[test]
+fn check_config_validates_the_app_and_exits() {
+    let (_dir, file) = config_file("app = \"sample:echo\"\nworkers = 4\n");
+    let ok = run(&["serve", "--config", &file, "--check-config"], &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(!String::from_utf8_lossy(&ok.stderr).contains("Listening"), "nothing is served");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"junk").unwrap();
+    assert_one_line_error(
+        &run(&["serve", bad.to_str().unwrap(), "--check-config"], &[]),
+        &["bad.wasm", "not a WebAssembly component"],
+    );
+}

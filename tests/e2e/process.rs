@@ -1,0 +1,123 @@
+//! Process settings: pid file, daemon mode, privileges, working folder, process titles.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::{Server, command, eventually, is_alive, wait_for_file_line};
+
+fn status_field(pid: Pid, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn pid_file_is_written_at_start_and_removed_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("server.pid");
+    let mut server = Server::start("sample:hello", 1, &["--pid", pidfile.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), format!("{}\n", server.pid));
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn pid_file_of_a_live_server_refuses_a_second_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("server.pid");
+    let server = Server::start("sample:hello", 1, &["--pid", pidfile.to_str().unwrap()]);
+    let output = command(&["serve", "--bind", "127.0.0.1:0", "--pid", pidfile.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("already running on pid {}", server.pid)), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), server.pid.to_string());
+}
+
+#[test]
+fn daemon_mode_detaches_and_serves_until_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("d.pid");
+    let logfile = dir.path().join("error.log");
+    let status = command(&[
+        "serve",
+        "--daemon",
+        "--bind",
+        "127.0.0.1:0",
+        "--pid",
+        pidfile.to_str().unwrap(),
+        "--error-logfile",
+        logfile.to_str().unwrap(),
+        "--access-logfile",
+        logfile.to_str().unwrap(),
+    ])
+    .status()
+    .unwrap();
+    assert!(status.success(), "the launching process exits 0 at once");
+    let log = wait_for_file_line(&logfile, "Booting worker with pid");
+    let pid = Pid::from_raw(wait_for_file_line(&pidfile, "").trim().parse().unwrap());
+    let guard = KillOnDrop(pid);
+    assert!(log.contains(&format!("[{pid}] [INFO] Starting wasmcorn")), "{log}");
+    let port: u16 = log
+        .split("Listening at: http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(crate::support::send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    assert_ne!(status_field(pid, "PPid:"), std::process::id().to_string(), "the daemon is detached from its launcher");
+    kill(pid, Signal::SIGTERM).unwrap();
+    eventually("the daemon stops", || !is_alive(pid));
+    eventually("the pid file is removed", || !pidfile.exists());
+    drop(guard);
+}
+
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if is_alive(self.0) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn workers_run_as_the_given_user_and_group_while_the_arbiter_stays() {
+    let server = Server::start("sample:hello", 2, &["--user", "nobody", "--group", "nogroup"]);
+    for worker in server.live_workers() {
+        assert_eq!(status_field(worker, "Uid:"), "65534");
+        assert_eq!(status_field(worker, "Gid:"), "65534");
+    }
+    assert_eq!(status_field(server.pid, "Uid:"), nix::unistd::getuid().to_string());
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn chdir_applies_before_the_app_path_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(env!("WASMCORN_GUEST_ECHO"), dir.path().join("app.wasm")).unwrap();
+    let server = Server::start("app.wasm", 1, &["--chdir", dir.path().to_str().unwrap()]);
+    assert_eq!(server.get("/here").json()["environ"]["PATH_INFO"], "/here");
+}
+
+#[test]
+fn name_shows_in_the_process_titles() {
+    let server = Server::start("sample:hello", 1, &["--name", "shop"]);
+    let cmdline = |pid: Pid| {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ")
+    };
+    let comm = |pid: Pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    eventually("the arbiter's title", || cmdline(server.pid).starts_with("wasmcorn: arbiter [shop]"));
+    let worker = server.live_workers()[0];
+    eventually("the worker's title", || cmdline(worker).starts_with("wasmcorn: worker [shop]"));
+    assert_eq!(comm(server.pid).trim(), "wasmcorn: arbit");
+    assert_eq!(comm(worker).trim(), "wasmcorn: worke");
+}

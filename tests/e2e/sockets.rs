@@ -1,0 +1,147 @@
+//! Listening sockets: several binds, unix sockets and the umask, inherited descriptors (fd://N and systemd
+//! socket activation), readiness notification, backlog and SO_REUSEPORT.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::process::{Command, Stdio};
+
+use crate::support::{PATIENCE, Server, command, parse_response, send};
+
+fn get_over_unix(path: &std::path::Path) -> crate::support::Response {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"GET /unix HTTP/1.1\r\nHost: local\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+#[test]
+fn several_binds_all_answer() {
+    let server = Server::start("sample:hello", 1, &["--bind", "127.0.0.1:0"]);
+    let lines = server.wait_for_count("Listening at: http://127.0.0.1:", 2);
+    for line in lines {
+        let port: u16 =
+            line.split("127.0.0.1:").nth(1).and_then(|rest| rest.split(' ').next()).unwrap().parse().unwrap();
+        assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+}
+
+#[test]
+fn unix_socket_replaces_a_stale_file_and_applies_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasmcorn.sock");
+    // A stale socket file: bound once, nobody listens on it any more.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let spec = format!("unix:{}", path.display());
+    let server = Server::start("sample:echo", 1, &["--bind", &spec, "--umask", "077"]);
+    server.wait_for_line(&format!("Listening at: {spec} ("));
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o700);
+    let response = get_over_unix(&path);
+    assert_eq!(response.status, 200);
+    let environ = &response.json()["environ"];
+    assert_eq!(environ["PATH_INFO"], "/unix");
+    assert_eq!(environ["REMOTE_ADDR"], "");
+}
+
+#[test]
+fn unix_socket_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let _busy = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let output = command(&["serve", "--bind", &format!("unix:{}", path.display())]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another server"));
+}
+
+/// A listening socket whose descriptor a child process inherits.
+fn inheritable_listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn fd_bind_adopts_an_inherited_socket() {
+    let (listener, port) = inheritable_listener();
+    let fd: OwnedFd = listener.into();
+    // Handed over as stdin, then duplicated to descriptor 3 by the shell, as a supervisor would.
+    let mut command = Command::new("bash");
+    command
+        .args([
+            "-c",
+            "exec 3<&0 0</dev/null; exec \"$0\" \"$@\"",
+            crate::support::binary(),
+            "serve",
+            "--bind",
+            "fd://3",
+        ])
+        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
+    let server = Server::spawn_with_stdin(command, Stdio::from(fd));
+    assert_eq!(server.port, port);
+    server.wait_for_line("Booting worker");
+    assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+}
+
+#[test]
+fn systemd_socket_activation_is_used_instead_of_bind() {
+    let (listener, port) = inheritable_listener();
+    let fd: OwnedFd = listener.into();
+    let mut command = Command::new("bash");
+    command
+        .args([
+            "-c",
+            "exec 3<&0 0</dev/null; export LISTEN_FDS=1 LISTEN_PID=$$; exec \"$0\" \"$@\"",
+            crate::support::binary(),
+            "serve",
+            "--bind",
+            "127.0.0.1:1",
+        ])
+        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
+    let server = Server::spawn_with_stdin(command, Stdio::from(fd));
+    assert_eq!(server.port, port, "the activated socket, not --bind");
+    server.wait_for_line("Booting worker");
+    assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+}
+
+#[test]
+fn notify_socket_gets_ready_once_the_workers_are_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let server = Server::start_with_env("sample:hello", 2, &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut message = [0u8; 256];
+    let length = socket.recv(&mut message).unwrap();
+    let message = String::from_utf8_lossy(&message[..length]).into_owned();
+    assert_eq!(message, format!("READY=1\nMAINPID={}", server.pid));
+    assert_eq!(server.booted_worker_pids().len(), 2, "ready only after both workers booted");
+}
+
+#[test]
+fn backlog_sets_the_listen_queue_length() {
+    let server = Server::start("sample:hello", 1, &["--backlog", "7"]);
+    let output = Command::new("ss").args(["-ltnH", &format!("sport = :{}", server.port)]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    // For a listening socket, ss shows the backlog as Send-Q (the third column).
+    let send_q = text.split_whitespace().nth(2).unwrap_or_default();
+    assert_eq!(send_q, "7", "{text}");
+}
+
+#[test]
+fn reuse_port_lets_two_servers_share_an_address() {
+    let first = Server::start("sample:hello", 1, &["--reuse-port"]);
+    let address = format!("127.0.0.1:{}", first.port);
+    let mut second_command = command(&["serve", "--bind", &address, "--reuse-port"]);
+    second_command.env_remove("WEB_CONCURRENCY");
+    let second = Server::spawn(second_command);
+    assert_eq!(second.port, first.port);
+    second.wait_for_line("Booting worker");
+    let without = command(&["serve", "--bind", &address]).output().unwrap();
+    assert!(!without.status.success(), "without --reuse-port the address is taken");
+}
