@@ -27,6 +27,9 @@ use pidfile::Pidfile;
 use signals::{Signals, short_name};
 use workers::Workers;
 
+/// A worker serving a request is not killed before its guest's deadline plus this margin.
+const GUEST_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
 /// How long the main loop sleeps when nothing happens.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
@@ -168,7 +171,8 @@ impl Arbiter {
                 Some(_) => {}
             }
             if let Some(timeout) = self.config.timeout {
-                self.workers.murder_silent(&self.heartbeats, timeout);
+                let busy_minimum = self.config.app.limits.guest_timeout + GUEST_DEADLINE_MARGIN;
+                self.workers.murder_silent(&self.heartbeats, timeout, busy_minimum);
             }
             self.workers.kill_overdue_retirees();
             for signal in self.signals.wait(IDLE_WAIT) {

@@ -47,7 +47,8 @@ fn load_loop(port: u16, minimum: usize, stop: &AtomicBool, sent: &AtomicUsize) -
 
 #[test]
 fn worker_stuck_past_timeout_is_killed_reported_and_replaced() {
-    let server = Server::start("sample:echo", 1, &["--timeout", "1"]);
+    // A busy worker is given at least the guest timeout plus 2 s: 3 s here.
+    let server = Server::start("sample:echo", 1, &["--timeout", "1", "--guest-timeout", "1"]);
     let stuck = server.booted_worker_pids()[0];
     // The guest blocks reading a body that never comes: a host call, which only the heartbeat timeout ends.
     let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();

@@ -135,8 +135,10 @@ impl Workers {
         }
     }
 
-    /// Sends SIGABRT to workers silent for longer than `timeout` (and SIGKILL a second later).
-    pub fn murder_silent(&mut self, heartbeats: &Heartbeats, timeout: Duration) {
+    /// Sends SIGABRT to workers silent for longer than `timeout` (and SIGKILL a second later). A worker serving
+    /// a request gets at least `busy_minimum`: the guest's own deadline, which answers 503 and keeps the
+    /// worker, must fire first.
+    pub fn murder_silent(&mut self, heartbeats: &Heartbeats, timeout: Duration, busy_minimum: Duration) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {
             let Some(record) = self.records.get_mut(&pid) else { continue };
@@ -148,7 +150,8 @@ impl Workers {
             }
             let slot = heartbeats.slot(record.slot);
             let silence = slot.silence();
-            if silence <= timeout {
+            let limit = if slot.current_request().is_some() { timeout.max(busy_minimum) } else { timeout };
+            if silence <= limit {
                 continue;
             }
             let doing = match slot.current_request() {
