@@ -21,8 +21,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const OUTPUT_BUDGET: usize = 64 * 1024;
 
 /// The engine configuration for an app's limits. The compile step and the workers must use the same one: the
-/// artefact records it and wasmtime refuses an artefact built for another.
-pub(crate) fn engine_config(limits: &Limits, parallel_compilation: bool) -> Config {
+/// artefact records it and wasmtime refuses an artefact built for another. Only the compile step compiles: a
+/// worker's engine has no compiler, so none of cranelift's code is ever paged into a worker.
+pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // One request at a time: one component instance in use, one more while the previous is torn down.
     pool.total_component_instances(2)
@@ -43,7 +44,8 @@ pub(crate) fn engine_config(limits: &Limits, parallel_compilation: bool) -> Conf
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .parallel_compilation(parallel_compilation)
+        .enable_compiler(compiles)
+        .parallel_compilation(compiles)
         .memory_reservation(limits.max_memory_bytes as u64)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
