@@ -204,6 +204,8 @@ fn max_requests_replaces_each_worker_after_ten_requests() {
         assert_eq!(server.get("/").status, 200);
     }
     server.wait_for_count("Autorestarting worker after 10 requests", 3);
+    // A worker logs a request after answering it: wait for every line before counting.
+    server.wait_for_count("> GET / HTTP/1.1", 35);
     assert_eq!(counts(&pids_per_request(&server)), vec![10, 10, 10, 5]);
     assert_eq!(server.booted_worker_pids().len(), 4);
 }
@@ -218,6 +220,7 @@ fn max_requests_jitter_keeps_each_worker_within_its_range() {
     for _ in 0..40 {
         assert_eq!(server.get("/").status, 200);
     }
+    server.wait_for_count("> GET / HTTP/1.1", 40);
     let counts = counts(&pids_per_request(&server));
     let finished = &counts[..counts.len() - 1];
     assert!(finished.len() >= 5, "{counts:?}");
