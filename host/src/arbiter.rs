@@ -27,11 +27,13 @@ use pidfile::Pidfile;
 use signals::{Signals, short_name};
 use workers::Workers;
 
+/// How often the arbiter looks at its workers when no signal comes.
+const LOOP_WAIT: Duration = Duration::from_millis(500);
 /// A worker serving a request is not killed before its guest's deadline plus this margin.
 const GUEST_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
-/// How long the main loop sleeps when nothing happens.
-const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// How long the main loop, and an idle worker, sleep when nothing happens.
+const IDLE_WAIT: Duration = Duration::from_millis(1000);
 
 /// `--check-config`: the configuration is valid (it was parsed) and the app compiles and is a wasmcorn app.
 pub fn check(config: &Config) -> anyhow::Result<()> {
@@ -175,7 +177,7 @@ impl Arbiter {
                 self.workers.murder_silent(&self.heartbeats, timeout, busy_minimum);
             }
             self.workers.kill_overdue_retirees();
-            for signal in self.signals.wait(IDLE_WAIT) {
+            for signal in self.signals.wait(LOOP_WAIT) {
                 self.handle(signal);
             }
         }
@@ -248,6 +250,7 @@ impl Arbiter {
                 listeners: &self.listeners,
                 arbiter: Pid::this(),
                 slot: self.heartbeats.slot(slot),
+                heartbeat_interval: self.config.timeout.map_or(IDLE_WAIT, |timeout| (timeout / 2).min(IDLE_WAIT)),
                 max_requests: if self.config.max_requests > 0 { self.config.max_requests + jitter } else { 0 },
                 max_memory: self.config.max_worker_memory,
                 user: self.config.user,

@@ -7,6 +7,7 @@
 
 pub mod arbiter;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod guest;
 pub mod http;

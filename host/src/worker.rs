@@ -9,6 +9,7 @@ pub mod heartbeat;
 mod serve;
 
 use std::io::ErrorKind;
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -36,6 +37,8 @@ pub struct Setup<'a> {
     pub arbiter: Pid,
     /// This worker's slot in the heartbeat table.
     pub slot: &'a Slot,
+    /// The longest an idle worker waits between two heartbeats (half the arbiter's timeout, at most a second).
+    pub heartbeat_interval: Duration,
     /// Leave after this many requests (jitter included); 0 means never.
     pub max_requests: u64,
     /// Leave when resident memory passes this many bytes.
@@ -143,7 +146,8 @@ fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &Sig
             }
         }
         if accepted == 0 {
-            match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+            let wait = u16::try_from(setup.heartbeat_interval.as_millis()).unwrap_or(1000).max(10);
+            match epoll.wait(&mut events, EpollTimeout::from(wait)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(err) => return Err(err.into()),
             }

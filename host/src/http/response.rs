@@ -306,8 +306,7 @@ fn status_allows_body(status: u16) -> bool {
 
 /// The headers the host adds to every response.
 fn host_headers() -> String {
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
-    format!("Date: {date}\r\nServer: wasmcorn\r\nConnection: close\r\n")
+    format!("Date: {}\r\nServer: wasmcorn\r\nConnection: close\r\n", crate::clock::http_date())
 }
 
 fn error_body(status: u16) -> String {

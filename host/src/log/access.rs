@@ -168,7 +168,7 @@ fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
         Atom::Letter(letter) => match letter {
             'h' => record.remote_addr.to_string(),
             'l' | 'u' => "-".to_string(),
-            't' => chrono::Local::now().format("[%d/%b/%Y:%H:%M:%S %z]").to_string(),
+            't' => crate::clock::log_time(),
             'r' => escape(&record.request_line()),
             'm' => escape(record.method),
             'U' => escape(record.path),
