@@ -128,8 +128,9 @@ impl Arbiter {
     fn spawn_missing(&mut self) -> anyhow::Result<()> {
         while self.workers.len() < self.target as usize {
             let close_in_child = [self.signals.raw_fd()];
-            let pid = spawn::worker(&self.config.app, &self.artefact, &self.listeners, &close_in_child)
-                .context("cannot start a worker")?;
+            let pid =
+                spawn::worker(&self.config.app, &self.config.http, &self.artefact, &self.listeners, &close_in_child)
+                    .context("cannot start a worker")?;
             self.workers.insert(pid, WorkerRecord { killed_by_arbiter: false });
         }
         Ok(())

@@ -4,9 +4,13 @@
 
 mod environ;
 mod exchange;
+mod forwarded;
+mod heads;
 mod serve;
+mod settings;
 
 use std::io::ErrorKind;
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -17,18 +21,26 @@ use crate::guest::{App, Artefact, Runtime};
 use crate::listener::Listener;
 use crate::log;
 use exchange::HttpExchange;
+pub use forwarded::TrustedProxies;
+use heads::Heads;
+pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
 
-/// The epoll key of the stop signal's descriptor; listeners use their index.
+/// The epoll key of the stop signal's descriptor; listeners use their index, and connections whose head is
+/// still arriving use keys from `FIRST_CONNECTION_KEY` up.
 const STOP_KEY: u64 = u64::MAX;
+const FIRST_CONNECTION_KEY: u64 = 1 << 32;
+/// The longest the worker sleeps in epoll when nothing happens.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// What a worker is given by the arbiter.
 pub struct Setup<'a> {
     pub app: &'a App,
     pub artefact: &'a Artefact,
     pub listeners: &'a [Listener],
+    pub http: &'a HttpSettings,
     /// The arbiter's pid: the worker stops when its parent is no longer the arbiter.
     pub arbiter: Pid,
 }
@@ -52,7 +64,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }
     };
     log::info(format_args!("Booting worker with pid: {}", std::process::id()));
-    match accept_loop(&runtime, setup.listeners, &stop) {
+    match accept_loop(&runtime, setup.listeners, setup.http, &stop) {
         Ok(()) => 0,
         Err(err) => {
             log::error(format_args!("Worker stopped on an error: {err:#}"));
@@ -87,48 +99,92 @@ fn prepare_process(arbiter: Pid) -> anyhow::Result<SignalFd> {
     Ok(stop)
 }
 
-fn accept_loop(runtime: &Runtime<HttpExchange>, listeners: &[Listener], stop: &SignalFd) -> anyhow::Result<()> {
+/// Accepts connections, reads their heads side by side, and serves the requests one at a time, in the order
+/// their heads completed. On SIGTERM: take what the kernel already queued, finish those, leave.
+fn accept_loop(
+    runtime: &Runtime<HttpExchange>,
+    listeners: &[Listener],
+    settings: &HttpSettings,
+    stop: &SignalFd,
+) -> anyhow::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     for (index, listener) in listeners.iter().enumerate() {
         // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
         epoll.add(listener.fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, index as u64))?;
     }
     epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP_KEY))?;
-    let mut events = [EpollEvent::empty(); 8];
+    let mut heads = Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout);
+    let mut events = [EpollEvent::empty(); 64];
+    let mut stopping = false;
     loop {
-        let served = accept_waiting(runtime, listeners);
-        if stop_requested(stop) {
-            // Serve what the kernel already accepted for us, then leave.
-            while accept_waiting(runtime, listeners) {}
+        if !stopping && stop_requested(stop) {
+            stopping = true;
+            // Take everything the kernel already accepted for us, then no more.
+            while accept_waiting(&epoll, listeners, &mut heads, true) {}
+        }
+        if !stopping {
+            accept_waiting(&epoll, listeners, &mut heads, false);
+        }
+        if let Some(arrived) = heads.pop_ready() {
+            serve::request(runtime, settings, arrived);
+            // Heads that arrived meanwhile are read before the next request is served.
+            continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
+            continue;
+        }
+        if stopping && heads.is_empty() {
             return Ok(());
         }
-        if !served {
-            match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let wait = heads.next_deadline(Instant::now()).map_or(IDLE_WAIT, |deadline| deadline.min(IDLE_WAIT));
+        continue_reading(&epoll, &mut heads, &mut events, wait)?;
     }
 }
 
-/// Serves one waiting connection from each listener that has one; returns whether any was served.
-fn accept_waiting(runtime: &Runtime<HttpExchange>, listeners: &[Listener]) -> bool {
-    let mut served = false;
-    for listener in listeners {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                served = true;
-                serve::connection(runtime, stream, peer, listener.address());
-            }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
-            Err(err) => log::warning(format_args!("accept failed on {}: {err}", listener.url())),
+/// Waits up to `wait` for sockets to become readable, reads the heads that progressed, and answers the heads
+/// that are late.
+fn continue_reading(epoll: &Epoll, heads: &mut Heads, events: &mut [EpollEvent], wait: Duration) -> anyhow::Result<()> {
+    // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
+    let millis = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    let count = match epoll.wait(events, EpollTimeout::from(millis)) {
+        Ok(count) => count,
+        Err(nix::errno::Errno::EINTR) => 0,
+        Err(err) => return Err(err.into()),
+    };
+    for event in &events[..count] {
+        if heads.owns(event.data()) {
+            heads.on_readable(epoll, event.data());
         }
     }
-    served
+    heads.expire(epoll, Instant::now());
+    Ok(())
+}
+
+/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
+/// any was accepted.
+fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
+    let mut accepted = false;
+    for listener in listeners {
+        while all || heads.wants_more() {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    accepted = true;
+                    heads.admit(epoll, stream, peer, listener.address());
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    break;
+                }
+                Err(err) => {
+                    log::warning(format_args!("accept failed on {}: {err}", listener.url()));
+                    break;
+                }
+            }
+        }
+    }
+    accepted
 }
 
 fn stop_requested(stop: &SignalFd) -> bool {

@@ -135,7 +135,8 @@ fn malformed_requests_get_their_status_and_the_worker_goes_on() {
         (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
         (b"GET\0 / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: tea\r\n\r\n", 417),
     ];

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod corpus;
 mod guests;
 mod http;
 mod signals;

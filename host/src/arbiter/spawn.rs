@@ -14,7 +14,7 @@ use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::guest::{self, App, Artefact};
 use crate::listener::Listener;
-use crate::worker;
+use crate::worker::{self, HttpSettings};
 
 /// Compiles the app in a child process (compilation starts threads, which the arbiter must never have) and
 /// returns the artefact, or the child's error as one line.
@@ -50,9 +50,15 @@ pub fn compile(app: &App, cache_dir: &Path) -> anyhow::Result<Artefact> {
     }
 }
 
-/// Forks a worker that serves `app` on `listeners` until told to stop. `close_in_child` are the arbiter's own
-/// descriptors, which the worker must not keep.
-pub fn worker(app: &App, artefact: &Artefact, listeners: &[Listener], close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
+/// Forks a worker that serves `app` on `listeners`, with the HTTP settings `http`, until told to stop.
+/// `close_in_child` are the arbiter's own descriptors, which the worker must not keep.
+pub fn worker(
+    app: &App,
+    http: &HttpSettings,
+    artefact: &Artefact,
+    listeners: &[Listener],
+    close_in_child: &[RawFd],
+) -> anyhow::Result<Pid> {
     let arbiter = nix::unistd::getpid();
     // SAFETY: the arbiter is single-threaded (it never starts threads), so the child is a consistent copy of
     // it. The child never returns into the arbiter's loop: it runs the worker and exits.
@@ -64,7 +70,7 @@ pub fn worker(app: &App, artefact: &Artefact, listeners: &[Listener], close_in_c
             for fd in close_in_child {
                 let _ = nix::unistd::close(*fd);
             }
-            let code = worker::run(worker::Setup { app, artefact, listeners, arbiter });
+            let code = worker::run(worker::Setup { app, artefact, listeners, http, arbiter });
             std::process::exit(code);
         }
     }

@@ -15,8 +15,8 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(conn: Connection<TcpStream>, request: &Request) -> Self {
-        HttpExchange { conn, body: BodyReader::new(request), response: ResponseWriter::new(request), body_error: None }
+    pub fn new(conn: Connection<TcpStream>, request: &Request, body: BodyReader) -> Self {
+        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None }
     }
 }
 
