@@ -5,8 +5,10 @@
 mod support;
 
 mod cli;
+mod clients;
 mod corpus;
 mod guests;
 mod http;
+mod rfc9112;
 mod signals;
 mod workers;
