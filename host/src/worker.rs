@@ -108,14 +108,11 @@ fn accept_loop(
     stop: &SignalFd,
 ) -> anyhow::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    for (index, listener) in listeners.iter().enumerate() {
-        // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
-        epoll.add(listener.fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, index as u64))?;
-    }
     epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP_KEY))?;
     let mut heads = Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout);
     let mut events = [EpollEvent::empty(); 64];
     let mut stopping = false;
+    let mut listening = false;
     loop {
         if !stopping && stop_requested(stop) {
             stopping = true;
@@ -124,6 +121,13 @@ fn accept_loop(
         }
         if !stopping {
             accept_waiting(&epoll, listeners, &mut heads, false);
+        }
+        // Watch the listeners only while the worker would accept: a listener with a queue it leaves alone would
+        // otherwise wake it again and again.
+        let wants_more = !stopping && heads.wants_more();
+        if wants_more != listening {
+            watch_listeners(&epoll, listeners, wants_more)?;
+            listening = wants_more;
         }
         if let Some(arrived) = heads.pop_ready() {
             serve::request(runtime, settings, arrived);
@@ -137,6 +141,20 @@ fn accept_loop(
         let wait = heads.next_deadline(Instant::now()).map_or(IDLE_WAIT, |deadline| deadline.min(IDLE_WAIT));
         continue_reading(&epoll, &mut heads, &mut events, wait)?;
     }
+}
+
+/// Adds the listeners to the worker's epoll, or removes them.
+fn watch_listeners(epoll: &Epoll, listeners: &[Listener], watch: bool) -> anyhow::Result<()> {
+    for (index, listener) in listeners.iter().enumerate() {
+        if watch {
+            // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+            epoll.add(listener.fd(), EpollEvent::new(flags, index as u64))?;
+        } else {
+            epoll.delete(listener.fd())?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits up to `wait` for sockets to become readable, reads the heads that progressed, and answers the heads

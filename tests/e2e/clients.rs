@@ -86,13 +86,13 @@ fn fifty_trickling_clients_do_not_hold_two_workers() {
         let start = Instant::now();
         let response = server.get("/");
         let elapsed = start.elapsed();
-        // Every trickling client, still trickling, gets its 408 at its deadline.
-        let timeouts = server.wait_for_count("within the client timeout", 50).len();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "Hello, World!");
         // Generous: the 50 trickles would hold the workers for 25 s if each held one for its timeout.
         assert!(elapsed < Duration::from_secs(10), "a normal client waited {elapsed:?}");
+        // Every trickling client, still trickling, gets its 408 at its deadline.
+        let timeouts = server.wait_for_count("within the client timeout", 50).len();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(timeouts, 50);
     });
 }
