@@ -145,3 +145,27 @@ fn response_arrives_whole_when_the_guest_ignores_a_large_body() {
         assert_eq!((response.status, response.text().as_str()), (200, "Hello, World!"), "attempt {attempt}");
     }
 }
+
+/// The CPU time a process has used, in clock ticks (user and system).
+fn cpu_ticks(pid: nix::unistd::Pid) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read the worker's stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    // After the command: state is field 3, utime field 14 and stime field 15 (1-based, see proc(5)).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// More silent clients than a worker reads heads from at once: the worker leaves the rest in the listen queue
+/// and sleeps until a head moves or a deadline passes, rather than spinning on a listener it will not accept from.
+#[test]
+fn worker_full_of_silent_clients_sleeps() {
+    let server = Server::start("sample:hello", 1, &["--client-timeout", "5"]);
+    let worker = server.booted_worker_pids()[0];
+    let silent: Vec<TcpStream> = (0..140).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(worker);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(worker) - before;
+    // Generous: a worker spinning for those 2 s would use most of them (100 ticks a second).
+    assert!(used < 30, "the waiting worker used {used} ticks of CPU in 2 s");
+    drop(silent);
+}

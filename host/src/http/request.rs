@@ -112,9 +112,10 @@ pub fn read_request_part<S: Read + Write>(
         });
     }
     let buffered = conn.buffered();
-    // A head ends with a LF: until one arrives, only the line still arriving needs checking.
+    // A head ends with a LF: until one arrives, only the line still arriving needs checking, which keeps a
+    // head that trickles in from costing a parse of everything buffered at each read.
     if !buffered[buffered.len() - fresh..].contains(&b'\n') {
-        check_line_lengths(buffered, limits)?;
+        check_last_line_length(buffered, limits)?;
         return Ok(None);
     }
     match parse_head(buffered, limits)? {
@@ -176,10 +177,7 @@ pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, 
 /// Enforces the request-line and field-size limits, on complete lines and on a line still arriving. Empty lines
 /// before the request line (which RFC 9112 lets a server skip) count toward the request line.
 fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
-    let mut leading = 0;
-    while bytes[leading..].starts_with(b"\r\n") {
-        leading += 2;
-    }
+    let leading = leading_empty_lines(bytes);
     for (index, line) in bytes[leading..].split(|&byte| byte == b'\n').enumerate() {
         let complete = line.len() < bytes.len() - leading || bytes.ends_with(b"\n");
         let length = line.strip_suffix(b"\r").unwrap_or(line).len();
@@ -198,6 +196,30 @@ fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError
         }
     }
     Ok(())
+}
+
+/// `check_line_lengths` for the last, incomplete line only.
+fn check_last_line_length(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
+    let leading = leading_empty_lines(bytes);
+    let last_start = bytes.iter().rposition(|&byte| byte == b'\n').map_or(0, |end| end + 1);
+    if last_start <= leading {
+        let length = bytes.len() - usize::from(bytes.ends_with(b"\r"));
+        if limits.request_line_exceeded(length) {
+            return Err(HttpError::RequestLineTooLong);
+        }
+    } else if limits.field_size_exceeded(bytes.len() - last_start - usize::from(bytes.ends_with(b"\r")) + 2) {
+        return Err(HttpError::HeadersTooLarge(format!("a header field is longer than {} bytes", limits.field_size)));
+    }
+    Ok(())
+}
+
+/// The length of the empty lines (CRLF) before the request line.
+fn leading_empty_lines(bytes: &[u8]) -> usize {
+    let mut leading = 0;
+    while bytes[leading..].starts_with(b"\r\n") {
+        leading += 2;
+    }
+    leading
 }
 
 /// Every line of a head ends in CRLF (RFC 9112 section 2.2): a bare LF or a bare CR is an error, never a line end.
@@ -534,6 +556,19 @@ mod tests {
         assert_eq!(read_request(&mut conn, &HeadLimits::default()).err().and_then(|e| e.status()), Some(400));
         let mut conn = Connection::new(OneByte(Cursor::new(Vec::new())));
         assert!(matches!(read_request(&mut conn, &HeadLimits::default()), Err(HttpError::Closed)));
+    }
+
+    #[test]
+    fn line_still_arriving_is_held_to_its_limit() {
+        let limits = HeadLimits { request_line: 10, fields: 10, field_size: 10 };
+        assert_eq!(check_last_line_length(b"GET /12345", &limits).err().and_then(|e| e.status()), None);
+        assert_eq!(check_last_line_length(b"GET /123456", &limits).err().and_then(|e| e.status()), Some(414));
+        assert_eq!(check_last_line_length(b"\r\nGET /12345", &limits).err().and_then(|e| e.status()), Some(414));
+        assert_eq!(check_last_line_length(b"GET / HTTP/1.1\r\nX: 12345", &limits).err().and_then(|e| e.status()), None);
+        assert_eq!(
+            check_last_line_length(b"GET / HTTP/1.1\r\nX: 123456", &limits).err().and_then(|e| e.status()),
+            Some(431)
+        );
     }
 
     #[test]

@@ -111,14 +111,18 @@ impl Heads {
         }
     }
 
-    /// Answers `408 Request Timeout` to every connection whose head is late.
+    /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
+    /// head may have arrived while the worker was busy with a guest.
     pub fn expire(&mut self, epoll: &Epoll, now: Instant) {
         let late: Vec<u64> =
             self.pending.iter().filter(|(_, pending)| pending.deadline <= now).map(|(key, _)| *key).collect();
         for key in late {
             if let Some(mut pending) = self.pending.remove(&key) {
                 let _ = epoll.delete(pending.conn.stream());
-                serve::reject(pending.conn, &HttpError::Timeout, pending.peer);
+                match read_available(&mut pending.conn, &self.limits) {
+                    Progress::Waiting => serve::reject(pending.conn, &HttpError::Timeout, pending.peer),
+                    progress => self.settle(pending, progress),
+                }
             }
         }
     }
