@@ -5,6 +5,7 @@ mod body;
 mod connection;
 mod error;
 mod framing;
+mod lines;
 mod request;
 mod response;
 mod target;
