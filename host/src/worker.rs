@@ -122,13 +122,6 @@ fn accept_loop(
         if !stopping {
             accept_waiting(&epoll, listeners, &mut heads, false);
         }
-        // Watch the listeners only while the worker would accept: a listener with a queue it leaves alone would
-        // otherwise wake it again and again.
-        let wants_more = !stopping && heads.wants_more();
-        if wants_more != listening {
-            watch_listeners(&epoll, listeners, wants_more)?;
-            listening = wants_more;
-        }
         if let Some(arrived) = heads.pop_ready() {
             serve::request(runtime, settings, arrived);
             // Heads that arrived meanwhile are read before the next request is served.
@@ -137,6 +130,13 @@ fn accept_loop(
         }
         if stopping && heads.is_empty() {
             return Ok(());
+        }
+        // Before sleeping, watch the listeners only if the worker would accept: a listener whose queue it leaves
+        // alone would otherwise wake it again and again.
+        let wants_more = !stopping && heads.wants_more(Instant::now());
+        if wants_more != listening {
+            watch_listeners(&epoll, listeners, wants_more)?;
+            listening = wants_more;
         }
         let wait = heads.next_deadline(Instant::now()).map_or(IDLE_WAIT, |deadline| deadline.min(IDLE_WAIT));
         continue_reading(&epoll, &mut heads, &mut events, wait)?;
@@ -181,7 +181,7 @@ fn continue_reading(epoll: &Epoll, heads: &mut Heads, events: &mut [EpollEvent],
 fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
     let mut accepted = false;
     for listener in listeners {
-        while all || heads.wants_more() {
+        while all || heads.wants_more(Instant::now()) {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     accepted = true;

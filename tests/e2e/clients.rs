@@ -154,10 +154,10 @@ fn cpu_ticks(pid: nix::unistd::Pid) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// More silent clients than a worker reads heads from at once: the worker leaves the rest in the listen queue
-/// and sleeps until a head moves or a deadline passes, rather than spinning on a listener it will not accept from.
+/// Silent clients, more than the worker takes at once: it leaves the rest in the listen queue and sleeps until
+/// a head moves, a grace ends or a deadline passes, rather than spinning on a listener it will not accept from.
 #[test]
-fn worker_full_of_silent_clients_sleeps() {
+fn worker_with_silent_clients_queued_sleeps() {
     let server = Server::start("sample:hello", 1, &["--client-timeout", "5"]);
     let worker = server.booted_worker_pids()[0];
     let silent: Vec<TcpStream> = (0..140).map(|_| connect(&server)).collect();

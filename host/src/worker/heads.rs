@@ -15,6 +15,10 @@ use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 /// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
 /// another.
 pub const MAX_PENDING: usize = 128;
+/// How long a worker waits for a new connection's head before it takes another connection. A fast client sends
+/// its head at once, and a worker that took many connections at once would keep them from idle workers; a
+/// client still silent after this is slow, and the worker goes on accepting beside it.
+const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
 
 /// A connection whose request head has arrived whole.
 pub struct Arrived {
@@ -28,6 +32,7 @@ struct Pending {
     conn: Connection<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
+    accepted: Instant,
     deadline: Instant,
 }
 
@@ -53,9 +58,12 @@ impl Heads {
         Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout }
     }
 
-    /// Whether the worker may take another connection: nothing is waiting to be served and there is room.
-    pub fn wants_more(&self) -> bool {
-        self.ready.is_empty() && self.pending.len() < MAX_PENDING
+    /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
+    /// head still arriving has had its grace (see `FAST_CLIENT_GRACE`).
+    pub fn wants_more(&self, now: Instant) -> bool {
+        self.ready.is_empty()
+            && self.pending.len() < MAX_PENDING
+            && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,9 +75,12 @@ impl Heads {
         self.ready.pop_front()
     }
 
-    /// How long until the next head deadline, if any head is pending.
+    /// How long until the next head deadline or end of a grace, if any head is pending.
     pub fn next_deadline(&self, now: Instant) -> Option<Duration> {
-        self.pending.values().map(|pending| pending.deadline.saturating_duration_since(now)).min()
+        let grace_ends =
+            self.pending.values().map(|pending| pending.accepted + FAST_CLIENT_GRACE).filter(|end| *end > now);
+        let deadlines = self.pending.values().map(|pending| pending.deadline);
+        deadlines.chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
     }
 
     /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
@@ -78,8 +89,9 @@ impl Heads {
         // only after it returns, which a silent client can delay.
         let _ = stream.set_nodelay(true);
         let _ = stream.set_nonblocking(true);
+        let accepted = Instant::now();
         let mut pending =
-            Pending { conn: Connection::new(stream), peer, local, deadline: Instant::now() + self.timeout };
+            Pending { conn: Connection::new(stream), peer, local, accepted, deadline: accepted + self.timeout };
         match read_available(&mut pending.conn, &self.limits) {
             Progress::Waiting => {
                 let key = self.next_key;
