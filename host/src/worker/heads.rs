@@ -85,10 +85,12 @@ impl Heads {
 
     /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
     pub fn admit(&mut self, epoll: &Epoll, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
-        // A socket that refuses an option is still served: a blocking read is then bounded by the deadline check
-        // only after it returns, which a silent client can delay.
+        // Reads must never block here, or one silent client would hold the worker: a socket that cannot be made
+        // non-blocking (or watched, below) is dropped. Without TCP_NODELAY it is only slower.
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_nonblocking(true);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
         let accepted = Instant::now();
         let mut pending =
             Pending { conn: Connection::new(stream), peer, local, accepted, deadline: accepted + self.timeout };
@@ -97,7 +99,7 @@ impl Heads {
                 let key = self.next_key;
                 self.next_key += 1;
                 if epoll.add(pending.conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_err() {
-                    return serve::reject(pending.conn, &HttpError::Closed, peer);
+                    return;
                 }
                 self.pending.insert(key, pending);
             }
