@@ -79,7 +79,9 @@ fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<H
         Some(path) if path.starts_with('/') && !path.bytes().any(|byte| byte.is_ascii_control()) => {
             path.trim_end_matches('/').to_string()
         }
-        Some(path) => bail!("--script-name must be a path starting with '/', not {path:?}"),
+        Some(path) => {
+            bail!("--script-name (or SCRIPT_NAME given with --env) must be a path starting with '/', not {path:?}")
+        }
     };
     Ok(HttpSettings {
         head_limits: HeadLimits {
