@@ -256,6 +256,7 @@ impl Arbiter {
                 user: self.config.user,
                 group: self.config.group,
                 name: self.config.name.as_deref(),
+                http: &self.config.http,
             };
             let pid = spawn::worker(setup, &[self.signals.raw_fd()]).context("cannot start a worker")?;
             self.workers.add(pid, slot, self.generation);

@@ -149,4 +149,55 @@ pub struct ServeArgs {
     /// The least serious error-log level shown: debug, info, warning, error or critical.
     #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// The longest request line accepted, in bytes, from 0 to 8190; 0 means no limit. A longer request line
+    /// is answered with `414 URI Too Long`.
+    #[arg(long = "limit-request-line", value_name = "INT", default_value_t = 4094)]
+    pub limit_request_line: usize,
+
+    /// The most header fields accepted in a request, up to 32768. A request with more is answered with
+    /// `431 Request Header Fields Too Large`.
+    #[arg(long = "limit-request-fields", value_name = "INT", default_value_t = 100)]
+    pub limit_request_fields: usize,
+
+    /// The longest header field accepted (name, colon, value and CRLF), in bytes; 0 means no limit. A longer field
+    /// is answered with `431 Request Header Fields Too Large`. The spelling with an underscore is Gunicorn's;
+    /// `--limit-request-field-size` is accepted too.
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "INT",
+        default_value_t = 8190
+    )]
+    pub limit_request_field_size: usize,
+
+    /// The largest request body accepted, in bytes; 0 means no limit. A Content-Length over it is answered
+    /// with `413 Content Too Large` before the guest runs; a chunked body that grows past it fails the guest's
+    /// read, and the client gets the same 413.
+    #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 0)]
+    pub limit_request_body: u64,
+
+    /// How long a worker waits for a client, in seconds (fractions allowed): the whole request head must arrive
+    /// within it, and so must each read of the body and each write of the response. A client too slow for it
+    /// gets `408 Request Timeout`, or a closed connection once the response has started.
+    #[arg(long = "client-timeout", value_name = "SECONDS", default_value_t = 30.0, allow_negative_numbers = true)]
+    pub client_timeout: f64,
+
+    /// The proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` (also `X-Forwarded-Protocol: ssl` and
+    /// `X-Forwarded-Ssl: on`) are believed, as a comma-separated list of IP addresses and networks, or `*`
+    /// for every peer. From these peers, the last address of `X-Forwarded-For` becomes REMOTE_ADDR and the
+    /// scheme headers set `wsgi.url_scheme`. Defaults to $FORWARDED_ALLOW_IPS when it is set, as in Gunicorn.
+    #[arg(
+        long = "forwarded-allow-ips",
+        value_name = "LIST",
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1,::1"
+    )]
+    pub forwarded_allow_ips: String,
+
+    /// The path the app is mounted at, such as `/app`: the guest gets it as SCRIPT_NAME, and a request path
+    /// that starts with it has it removed from PATH_INFO. Defaults to the SCRIPT_NAME given with `--env`, as
+    /// Gunicorn takes it from its environment, and to none.
+    #[arg(long = "script-name", value_name = "PATH")]
+    pub script_name: Option<String>,
 }

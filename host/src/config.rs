@@ -12,7 +12,9 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::cli::ServeArgs;
 use crate::guest::{App, AppSource, Limits};
+use crate::http::HeadLimits;
 use crate::log;
+use crate::worker::{HttpSettings, TrustedProxies};
 
 pub use layers::one_line;
 
@@ -53,6 +55,8 @@ pub struct Config {
     pub backlog: i32,
     pub reuse_port: bool,
     pub logging: log::Settings,
+    /// How workers read requests.
+    pub http: HttpSettings,
 }
 
 /// Reads the `serve` arguments (what follows `serve` on the command line) and the other layers.
@@ -84,6 +88,7 @@ impl Config {
             bail!("--backlog must be at least 1, not {}", args.backlog);
         }
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
+        let http = http_settings(&args, &env)?;
         let cache_dir = match args.cache_dir {
             Some(dir) => dir,
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
@@ -121,8 +126,46 @@ impl Config {
             backlog: args.backlog,
             reuse_port: args.reuse_port,
             logging,
+            http,
         })
     }
+}
+
+/// The HTTP flags, checked against Gunicorn's ranges. The mount point comes from `--script-name`, else from a
+/// SCRIPT_NAME given with `--env`.
+fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<HttpSettings> {
+    if args.limit_request_line > 8190 {
+        bail!("--limit-request-line must be from 0 (no limit) to 8190, not {}", args.limit_request_line);
+    }
+    if !(1..=32768).contains(&args.limit_request_fields) {
+        bail!("--limit-request-fields must be from 1 to 32768, not {}", args.limit_request_fields);
+    }
+    if !(args.client_timeout.is_finite() && args.client_timeout > 0.0) {
+        bail!("--client-timeout must be a positive number of seconds, not {}", args.client_timeout);
+    }
+    let trusted_proxies: TrustedProxies =
+        args.forwarded_allow_ips.parse().map_err(|err| anyhow::anyhow!("--forwarded-allow-ips: {err}"))?;
+    let from_env = env.iter().rev().find(|(key, _)| key == "SCRIPT_NAME").map(|(_, value)| value.as_str());
+    let script_name = match args.script_name.as_deref().or(from_env) {
+        None | Some("") | Some("/") => String::new(),
+        Some(path) if path.starts_with('/') && !path.bytes().any(|byte| byte.is_ascii_control()) => {
+            path.trim_end_matches('/').to_string()
+        }
+        Some(path) => {
+            bail!("--script-name (or SCRIPT_NAME given with --env) must be a path starting with '/', not {path:?}")
+        }
+    };
+    Ok(HttpSettings {
+        head_limits: HeadLimits {
+            request_line: args.limit_request_line,
+            fields: args.limit_request_fields,
+            field_size: args.limit_request_field_size,
+        },
+        body_limit: (args.limit_request_body > 0).then_some(args.limit_request_body),
+        client_timeout: Duration::from_secs_f64(args.client_timeout),
+        trusted_proxies,
+        script_name,
+    })
 }
 
 /// Splits `KEY=VALUE` (the value may hold `=`; the key may not be empty).
@@ -180,6 +223,53 @@ mod tests {
     fn env_pair_keeps_equals_signs_in_the_value() {
         assert_eq!(parse_env_pair("A=b=c").unwrap(), ("A".to_string(), "b=c".to_string()));
         assert_eq!(parse_env_pair("EMPTY=").unwrap(), ("EMPTY".to_string(), String::new()));
+    }
+
+    fn serve_args(extra: &[&str]) -> anyhow::Result<HttpSettings> {
+        use clap::Parser;
+        let mut argv = vec!["wasmcorn", "serve"];
+        argv.extend_from_slice(extra);
+        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv)?.command;
+        let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
+        http_settings(&args, &env)
+    }
+
+    #[test]
+    fn http_flags_default_to_gunicorn_values() {
+        let settings = serve_args(&[]).unwrap();
+        assert_eq!(settings.head_limits, HeadLimits { request_line: 4094, fields: 100, field_size: 8190 });
+        assert_eq!(settings.body_limit, None);
+        assert_eq!(settings.client_timeout, Duration::from_secs(30));
+        assert!(settings.trusted_proxies.trusts("::1".parse().unwrap()));
+        assert!(!settings.trusted_proxies.trusts("10.0.0.1".parse().unwrap()));
+        assert_eq!(settings.script_name, "");
+    }
+
+    #[test]
+    fn field_size_flag_takes_both_spellings() {
+        for flag in ["--limit-request-field_size", "--limit-request-field-size"] {
+            assert_eq!(serve_args(&[flag, "10"]).unwrap().head_limits.field_size, 10, "{flag}");
+        }
+    }
+
+    #[test]
+    fn http_flags_out_of_range_are_refused() {
+        assert!(serve_args(&["--limit-request-line", "8191"]).is_err());
+        assert!(serve_args(&["--limit-request-fields", "32769"]).is_err());
+        assert!(serve_args(&["--limit-request-fields", "0"]).is_err());
+        assert!(serve_args(&["--client-timeout", "0"]).is_err());
+        assert!(serve_args(&["--client-timeout", "-1"]).is_err());
+        assert!(serve_args(&["--forwarded-allow-ips", "not-an-ip"]).is_err());
+        assert!(serve_args(&["--script-name", "app"]).is_err());
+    }
+
+    #[test]
+    fn script_name_comes_from_the_flag_or_the_guest_env() {
+        assert_eq!(serve_args(&["--script-name", "/app/"]).unwrap().script_name, "/app");
+        assert_eq!(serve_args(&["-e", "SCRIPT_NAME=/mounted"]).unwrap().script_name, "/mounted");
+        assert_eq!(serve_args(&["-e", "SCRIPT_NAME=/env", "--script-name", "/flag"]).unwrap().script_name, "/flag");
+        assert_eq!(serve_args(&["--limit-request-body", "5"]).unwrap().body_limit, Some(5));
+        assert_eq!(serve_args(&["--client-timeout", "0.25"]).unwrap().client_timeout, Duration::from_millis(250));
     }
 
     #[test]

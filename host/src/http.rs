@@ -4,14 +4,17 @@
 mod body;
 mod connection;
 mod error;
+mod framing;
+mod lines;
 mod request;
 mod response;
+mod target;
 
 pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
 pub use request::{Framing, Request, Version};
-pub use request::{HeadLimits, read_request};
+pub use request::{HeadLimits, read_request, read_request_part};
 pub use response::{ResponseWriter, Sent, error_response, reason_phrase};
 
 /// Parses a complete request head, for tests elsewhere in the crate.

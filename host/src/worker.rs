@@ -1,15 +1,18 @@
 //! A worker process: after the fork it drops privileges, loads the app (its own engine, linker and
-//! instance-pre), marks itself ready in the heartbeat table, then accepts one connection at a time and serves
-//! it. It stops on SIGTERM (after its current request and the connections already queued), after
-//! `--max-requests`, when its memory passes `--max-worker-memory`, or when the arbiter dies.
+//! instance-pre) and marks itself ready in the heartbeat table. Then it reads request heads side by side and
+//! serves the requests one at a time. It stops on SIGTERM (after its current request and the connections already
+//! queued), after `--max-requests`, when its memory passes `--max-worker-memory`, or when the arbiter dies.
 
 mod environ;
 mod exchange;
+mod forwarded;
+mod heads;
 pub mod heartbeat;
 mod serve;
+mod settings;
 
 use std::io::ErrorKind;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -20,19 +23,25 @@ use crate::guest::{App, Artefact, Runtime};
 use crate::listener::Listener;
 use crate::{log, process};
 use exchange::HttpExchange;
+pub use forwarded::TrustedProxies;
+use heads::Heads;
 use heartbeat::Slot;
+pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
 
-/// The epoll key of the signal descriptor; listeners use their index.
+/// The epoll key of the signal descriptor; listeners use their index, and connections whose head is still
+/// arriving use keys from `FIRST_CONNECTION_KEY` up.
 const SIGNAL_KEY: u64 = u64::MAX;
+const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
 /// What a worker is given by the arbiter.
 pub struct Setup<'a> {
     pub app: &'a App,
     pub artefact: &'a Artefact,
     pub listeners: &'a [Listener],
+    pub http: &'a HttpSettings,
     /// The arbiter's pid: the worker stops when its parent is no longer the arbiter.
     pub arbiter: Pid,
     /// This worker's slot in the heartbeat table.
@@ -112,69 +121,115 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
     Ok(signals)
 }
 
+/// Accepts connections, reads their heads side by side, and serves the requests one at a time, in the order
+/// their heads completed. On SIGTERM: take what the kernel already queued, finish those, leave.
 fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &SignalFd) -> anyhow::Result<()> {
+    let (listeners, settings) = (setup.listeners, setup.http);
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    for (index, listener) in setup.listeners.iter().enumerate() {
-        // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
-        epoll.add(listener.fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, index as u64))?;
-    }
     epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
-    let mut events = [EpollEvent::empty(); 8];
+    let mut heads = Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout);
+    let mut events = [EpollEvent::empty(); 64];
+    let mut stopping = false;
+    let mut listening = false;
     let mut served = 0u64;
     loop {
         setup.slot.beat();
-        let accepted = accept_waiting(runtime, setup);
-        served += accepted;
-        if stop_requested(signals) {
-            // Serve what the kernel already accepted for us, then leave.
-            while accept_waiting(runtime, setup) > 0 {}
+        if !stopping && stop_requested(signals) {
+            stopping = true;
+            // Take everything the kernel already accepted for us, then no more.
+            while accept_waiting(&epoll, listeners, &mut heads, true) {}
+        }
+        if !stopping {
+            accept_waiting(&epoll, listeners, &mut heads, false);
+        }
+        if let Some(arrived) = heads.pop_ready() {
+            serve::request(runtime, settings, arrived, setup.slot);
+            setup.slot.end_request();
+            served += 1;
+            if !stopping && recycle_now(setup, served) {
+                // Leave like a graceful stop: what was already accepted is still served.
+                stopping = true;
+            }
+            // Heads that arrived meanwhile are read before the next request is served.
+            continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
+            continue;
+        }
+        if stopping && heads.is_empty() {
             return Ok(());
         }
-        if setup.max_requests > 0 && served >= setup.max_requests {
-            log::info(format_args!("Autorestarting worker after {served} requests (--max-requests)"));
-            return Ok(());
+        // Before sleeping, watch the listeners only if the worker would accept: a listener whose queue it leaves
+        // alone would otherwise wake it again and again.
+        let wants_more = !stopping && heads.wants_more(Instant::now());
+        if wants_more != listening {
+            watch_listeners(&epoll, listeners, wants_more)?;
+            listening = wants_more;
         }
-        if let Some(limit) = setup.max_memory.filter(|_| accepted > 0) {
-            let resident = resident_memory();
-            if resident > limit {
-                log::info(format_args!(
-                    "Autorestarting worker: resident memory {} MiB exceeds --max-worker-memory {} MiB",
-                    resident >> 20,
-                    limit >> 20
-                ));
-                return Ok(());
-            }
-        }
-        if accepted == 0 {
-            let wait = u16::try_from(setup.heartbeat_interval.as_millis()).unwrap_or(1000).max(10);
-            match epoll.wait(&mut events, EpollTimeout::from(wait)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let idle = setup.heartbeat_interval;
+        let wait = heads.next_deadline(Instant::now()).map_or(idle, |deadline| deadline.min(idle));
+        continue_reading(&epoll, &mut heads, &mut events, wait)?;
     }
 }
 
-/// Serves one waiting connection from each listener that has one; returns how many were served.
-fn accept_waiting(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>) -> u64 {
-    let mut served = 0;
-    for listener in setup.listeners {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                served += 1;
-                setup.slot.begin_request("(reading the request)");
-                serve::connection(runtime, stream, peer, listener.local(), setup.slot);
-                setup.slot.end_request();
-            }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
-            Err(err) => log::warning(format_args!("accept failed on {}: {err}", listener.url())),
+/// Adds the listeners to the worker's epoll, or removes them.
+fn watch_listeners(epoll: &Epoll, listeners: &[Listener], watch: bool) -> anyhow::Result<()> {
+    for (index, listener) in listeners.iter().enumerate() {
+        if watch {
+            // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+            epoll.add(listener.fd(), EpollEvent::new(flags, index as u64))?;
+        } else {
+            epoll.delete(listener.fd())?;
         }
     }
-    served
+    Ok(())
+}
+
+/// Waits up to `wait` for sockets to become readable, reads the heads that progressed, and answers the heads
+/// that are late.
+fn continue_reading(epoll: &Epoll, heads: &mut Heads, events: &mut [EpollEvent], wait: Duration) -> anyhow::Result<()> {
+    // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
+    let millis = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    let count = match epoll.wait(events, EpollTimeout::from(millis)) {
+        Ok(count) => count,
+        Err(nix::errno::Errno::EINTR) => 0,
+        Err(err) => return Err(err.into()),
+    };
+    for event in &events[..count] {
+        if heads.owns(event.data()) {
+            heads.on_readable(epoll, event.data());
+        }
+    }
+    heads.expire(epoll, Instant::now());
+    Ok(())
+}
+
+/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
+/// any was accepted.
+fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
+    let mut accepted = false;
+    for listener in listeners {
+        while all || heads.wants_more(Instant::now()) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    accepted = true;
+                    heads.admit(epoll, stream, peer, listener.local());
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    break;
+                }
+                Err(err) => {
+                    log::warning(format_args!("accept failed on {}: {err}", listener.url()));
+                    break;
+                }
+            }
+        }
+    }
+    accepted
 }
 
 /// Reads pending signals: SIGUSR1 reopens the log files; SIGTERM asks the worker to stop.
@@ -188,6 +243,26 @@ fn stop_requested(signals: &SignalFd) -> bool {
         }
     }
     stop
+}
+
+/// Whether the worker has served its `--max-requests` or outgrown `--max-worker-memory`, and should be replaced.
+fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
+    if setup.max_requests > 0 && served >= setup.max_requests {
+        log::info(format_args!("Autorestarting worker after {served} requests (--max-requests)"));
+        return true;
+    }
+    if let Some(limit) = setup.max_memory {
+        let resident = resident_memory();
+        if resident > limit {
+            log::info(format_args!(
+                "Autorestarting worker: resident memory {} MiB exceeds --max-worker-memory {} MiB",
+                resident >> 20,
+                limit >> 20
+            ));
+            return true;
+        }
+    }
+    false
 }
 
 /// The worker's resident memory in bytes, from /proc/self/statm (0 if it cannot be read).

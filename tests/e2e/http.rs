@@ -135,7 +135,8 @@ fn malformed_requests_get_their_status_and_the_worker_goes_on() {
         (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
         (b"GET\0 / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: tea\r\n\r\n", 417),
     ];
@@ -158,4 +159,61 @@ fn bytes_after_the_request_are_never_executed() {
     server.get("/later");
     server.wait_for_line("GET /later");
     assert!(!server.log_text().contains("/second"));
+}
+
+#[test]
+fn trusted_proxy_sets_remote_addr_and_scheme() {
+    let server = Server::start("sample:echo", 1, &[]);
+    let response = server.request(
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 6.6.6.6, 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n",
+    );
+    let environ = &response.json()["environ"];
+    assert_eq!(environ["REMOTE_ADDR"], "203.0.113.9", "the last address, the one the proxy added");
+    assert_eq!(environ["wsgi.url_scheme"], "https");
+    assert_eq!(environ["SERVER_PORT"], "443");
+    let contradiction =
+        server.request(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n\r\n");
+    assert_eq!(contradiction.status, 400);
+}
+
+#[test]
+fn untrusted_peer_cannot_set_remote_addr_or_scheme() {
+    let server = Server::start("sample:echo", 1, &["--forwarded-allow-ips", "10.0.0.1, 192.168.0.0/16"]);
+    let response = server
+        .request(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n");
+    let environ = &response.json()["environ"];
+    assert_eq!(environ["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(environ["wsgi.url_scheme"], "http");
+    assert_eq!(environ["HTTP_X_FORWARDED_FOR"], "203.0.113.9", "the header itself still reaches the guest");
+}
+
+#[test]
+fn script_name_flag_mounts_the_app() {
+    let server = Server::start("sample:echo", 1, &["--script-name", "/app"]);
+    let environ = server.get("/app/some%20where?x=1").json()["environ"].clone();
+    assert_eq!((environ["SCRIPT_NAME"].as_str(), environ["PATH_INFO"].as_str()), (Some("/app"), Some("/some where")));
+    assert_eq!(environ["RAW_URI"], "/app/some%20where?x=1");
+    let outside = server.get("/application").json()["environ"].clone();
+    assert_eq!(outside["PATH_INFO"], "/application", "the prefix must end at a segment");
+}
+
+#[test]
+fn script_name_from_the_guest_env_mounts_the_app() {
+    let server = Server::start("sample:echo", 1, &["--env", "SCRIPT_NAME=/mounted"]);
+    let environ = server.get("/mounted/x").json()["environ"].clone();
+    assert_eq!((environ["SCRIPT_NAME"].as_str(), environ["PATH_INFO"].as_str()), (Some("/mounted"), Some("/x")));
+}
+
+#[test]
+fn absolute_form_target_and_header_mapping() {
+    let server = Server::start("sample:echo", 1, &[]);
+    let response = server.request(
+        b"GET http://example.com:81/a%2Fb?q=1 HTTP/1.1\r\nHost: other\r\nX-Dup: 1\r\nX-Dup: 2\r\nX_Dup: evil\r\n\r\n",
+    );
+    let environ = &response.json()["environ"];
+    assert_eq!(environ["PATH_INFO"], "/a/b");
+    assert_eq!(environ["QUERY_STRING"], "q=1");
+    assert_eq!(environ["RAW_URI"], "http://example.com:81/a%2Fb?q=1");
+    assert_eq!((environ["SERVER_NAME"].as_str(), environ["SERVER_PORT"].as_str()), (Some("example.com"), Some("81")));
+    assert_eq!(environ["HTTP_X_DUP"], "1,2", "repeated fields joined, the underscore one dropped");
 }

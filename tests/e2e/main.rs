@@ -6,11 +6,14 @@ mod support;
 
 mod arbiter;
 mod cli;
+mod clients;
 mod config;
+mod corpus;
 mod guests;
 mod http;
 mod logs;
 mod process;
+mod rfc9112;
 mod signals;
 mod sockets;
 mod workers;

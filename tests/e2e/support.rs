@@ -27,6 +27,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(binary());
     command.args(args).env("WASMCORN_CACHE_DIR", cache_dir()).env_remove("WEB_CONCURRENCY");
+    command.env_remove("FORWARDED_ALLOW_IPS");
     command
 }
 

@@ -1,6 +1,6 @@
 //! Reads a request body as the guest asks for it: Content-Length bytes, or a chunked body decoded (RFC 9112
-//! section 7.1) with bounded chunk-size lines, extensions and trailers. Sends `100 Continue` before the first read
-//! when the client asked for it.
+//! section 7.1) with bounded chunk-size lines, extensions and trailers, all within the body size limit. Sends
+//! `100 Continue` before the first read when the client asked for it.
 
 use std::io::{Read, Write};
 
@@ -11,6 +11,11 @@ use super::{Connection, HttpError};
 const MAX_LINE: usize = 8190;
 /// The most trailer fields accepted.
 const MAX_TRAILERS: usize = 100;
+/// The most bytes of chunk extensions accepted over a whole body, so that extensions cannot be a body of their own.
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
+/// Fields that must not come in a trailer (RFC 9110 section 6.5.1): framing, routing and request modifiers.
+const FORBIDDEN_TRAILERS: &[&str] =
+    &["content-length", "transfer-encoding", "trailer", "host", "te", "expect", "max-forwards"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -26,16 +31,33 @@ enum State {
 pub struct BodyReader {
     state: State,
     send_continue: bool,
+    /// The most body bytes accepted (`--limit-request-body`), if limited.
+    limit: Option<u64>,
+    /// Decoded body bytes read so far.
+    received: u64,
+    /// Chunk-extension bytes seen so far.
+    extension_bytes: usize,
 }
 
 impl BodyReader {
-    pub fn new(request: &Request) -> Self {
+    /// A reader for the body of `request`, which may be at most `limit` bytes. A Content-Length over the limit
+    /// is refused here, before anything reads the body or sends `100 Continue`.
+    pub fn new(request: &Request, limit: Option<u64>) -> Result<Self, HttpError> {
         let state = match request.framing {
+            Framing::Length(length) if limit.is_some_and(|limit| length > limit) => {
+                return Err(HttpError::BodyTooLarge);
+            }
             Framing::Length(0) => State::Done,
             Framing::Length(remaining) => State::Length { remaining },
             Framing::Chunked => State::ChunkSize,
         };
-        BodyReader { state, send_continue: request.expects_continue && state != State::Done }
+        Ok(BodyReader {
+            state,
+            send_continue: request.expects_continue && state != State::Done,
+            limit,
+            received: 0,
+            extension_bytes: 0,
+        })
     }
 
     /// The whole body has been read.
@@ -60,7 +82,15 @@ impl BodyReader {
                 }
                 State::ChunkSize => {
                     let line = read_line(conn)?;
-                    let size = parse_chunk_size(&line)?;
+                    let (size, extension) = parse_chunk_size(&line)?;
+                    self.extension_bytes += extension;
+                    if self.extension_bytes > MAX_EXTENSION_BYTES {
+                        return Err(HttpError::BadRequest("too many bytes of chunk extensions".into()));
+                    }
+                    if self.limit.is_some_and(|limit| self.received.saturating_add(size) > limit) {
+                        return Err(HttpError::BodyTooLarge);
+                    }
+                    self.received += size;
                     self.state =
                         if size == 0 { State::Trailers { count: 0 } } else { State::ChunkData { remaining: size } };
                 }
@@ -84,6 +114,8 @@ impl BodyReader {
                         return Err(HttpError::HeadersTooLarge("too many trailer fields".into()));
                     } else if !is_field_line(&line) {
                         return Err(HttpError::BadRequest("malformed trailer field".into()));
+                    } else if is_forbidden_trailer(&line) {
+                        return Err(HttpError::BadRequest("a trailer field that may only be in the head".into()));
                     } else {
                         self.state = State::Trailers { count: count + 1 };
                     }
@@ -133,8 +165,9 @@ fn read_line<S: Read + Write>(conn: &mut Connection<S>) -> Result<Vec<u8>, HttpE
     }
 }
 
-/// `1*HEXDIG [ BWS ";" chunk-ext ]`, with at most 15 hex digits so that the size cannot overflow.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+/// `1*HEXDIG [ BWS ";" chunk-ext ]`, with at most 15 hex digits so that the size cannot overflow. Returns the
+/// size and the length of the extensions.
+fn parse_chunk_size(line: &[u8]) -> Result<(u64, usize), HttpError> {
     let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 15 {
         return Err(HttpError::BadRequest("malformed chunk size".into()));
@@ -150,7 +183,8 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     }
     let digits =
         std::str::from_utf8(&line[..digits]).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
-    u64::from_str_radix(digits, 16).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))
+    let size = u64::from_str_radix(digits, 16).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
+    Ok((size, line.len() - digits.len()))
 }
 
 /// `field-name ":" OWS field-value OWS` with a token name and no control bytes in the value.
@@ -160,6 +194,11 @@ fn is_field_line(line: &[u8]) -> bool {
     !name.is_empty()
         && name.iter().all(|&byte| super::request::is_token_byte(byte))
         && value.iter().all(|&byte| byte == b'\t' || byte >= 0x20 && byte != 0x7f)
+}
+
+fn is_forbidden_trailer(line: &[u8]) -> bool {
+    let name = line.split(|&byte| byte == b':').next().unwrap_or_default();
+    FORBIDDEN_TRAILERS.iter().any(|forbidden| name.eq_ignore_ascii_case(forbidden.as_bytes()))
 }
 
 #[cfg(test)]
@@ -193,10 +232,17 @@ mod tests {
     }
 
     fn read_body(wire: &[u8], step: usize) -> (Result<Vec<u8>, HttpError>, Vec<u8>) {
+        read_body_within(wire, step, None)
+    }
+
+    fn read_body_within(wire: &[u8], step: usize, limit: Option<u64>) -> (Result<Vec<u8>, HttpError>, Vec<u8>) {
         let (request, length) = parse_head(wire, &HeadLimits::default()).unwrap().unwrap();
         let stream = Trickle { input: Cursor::new(wire[length..].to_vec()), step, written: Vec::new() };
         let mut conn = Connection::new(stream);
-        let mut reader = BodyReader::new(&request);
+        let mut reader = match BodyReader::new(&request, limit) {
+            Ok(reader) => reader,
+            Err(err) => return (Err(err), Vec::new()),
+        };
         let mut body = Vec::new();
         let result = loop {
             match reader.read(&mut conn, 7) {
@@ -208,7 +254,7 @@ mod tests {
         (result, conn.into_stream().written)
     }
 
-    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
+    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nChecksum: x\r\n\r\n";
 
     #[test]
     fn chunked_body_is_decoded_whatever_the_read_sizes() {
@@ -223,26 +269,93 @@ mod tests {
         assert_eq!(read_body(wire, 1).0.unwrap(), b"hello");
     }
 
+    fn chunked_status(chunks: &[u8]) -> Option<u16> {
+        let mut wire = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        wire.extend_from_slice(chunks);
+        read_body(&wire, 4).0.err().and_then(|err| err.status())
+    }
+
     #[test]
-    fn malformed_chunks_are_rejected() {
-        let cases: &[&[u8]] = &[
-            b"zz\r\nhello\r\n0\r\n\r\n",
-            b"5\r\nhelloXX0\r\n\r\n",
-            b"5\nhello\r\n0\r\n\r\n",
-            b"10000000000000000\r\n",
-            b"5 x\r\nhello\r\n0\r\n\r\n",
-            b"5\r\nhel",
-        ];
-        for case in cases {
-            let mut wire = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-            wire.extend_from_slice(case);
-            assert_eq!(
-                read_body(&wire, 4).0.err().and_then(|err| err.status()),
-                Some(400),
-                "{}",
-                String::from_utf8_lossy(case)
-            );
+    fn malformed_chunk_sizes_are_400() {
+        for case in [
+            "zz\r\nhello\r\n0\r\n\r\n",
+            "-5\r\nhello\r\n0\r\n\r\n",
+            "+5\r\nhello\r\n0\r\n\r\n",
+            "6_0\r\n",
+            "0x5\r\nhello\r\n0\r\n\r\n",
+            " 5\r\nhello\r\n0\r\n\r\n",
+            "5 x\r\nhello\r\n0\r\n\r\n",
+            "0 \r\n\r\n",
+            "\r\n",
+            " ;foo=bar\r\n",
+        ] {
+            assert_eq!(chunked_status(case.as_bytes()), Some(400), "{case:?}");
         }
+    }
+
+    #[test]
+    fn overflowing_chunk_size_is_400() {
+        assert_eq!(chunked_status(b"10000000000000000\r\n"), Some(400));
+        assert_eq!(chunked_status(b"ffffffffffffffffff\r\n"), Some(400));
+    }
+
+    #[test]
+    fn chunk_data_without_crlf_is_400() {
+        assert_eq!(chunked_status(b"5\r\nhelloXX0\r\n\r\n"), Some(400));
+        assert_eq!(chunked_status(b"5\r\nhello\n0\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn chunk_lines_with_bare_lf_or_bare_cr_are_400() {
+        assert_eq!(chunked_status(b"5\nhello\r\n0\r\n\r\n"), Some(400));
+        assert_eq!(chunked_status(b"5;a=\rb\r\nhello\r\n0\r\n\r\n"), Some(400));
+        assert_eq!(chunked_status(b"5\r\nhello\r\n0\r\nX: y\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn body_ending_early_is_400() {
+        assert_eq!(chunked_status(b"5\r\nhel"), Some(400));
+        assert_eq!(chunked_status(b"5\r\nhello\r\n0\r\n"), Some(400));
+    }
+
+    #[test]
+    fn unbounded_chunk_extensions_are_400() {
+        let long_line = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(9000));
+        assert_eq!(chunked_status(long_line.as_bytes()), Some(400));
+        let extension = format!(";{}", "x".repeat(4000));
+        let many: String = (0..5).map(|_| format!("1{extension}\r\na\r\n")).collect();
+        assert_eq!(chunked_status(format!("{many}0\r\n\r\n").as_bytes()), Some(400));
+    }
+
+    #[test]
+    fn quoted_chunk_extensions_are_accepted() {
+        let wire =
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"a b\";x\r\nhello\r\n000\r\n\r\n";
+        assert_eq!(read_body(wire, 3).0.unwrap(), b"hello");
+    }
+
+    #[test]
+    fn framing_fields_in_trailers_are_400() {
+        for name in ["Content-Length", "Transfer-Encoding", "Host", "trailer"] {
+            assert_eq!(chunked_status(format!("0\r\n{name}: 1\r\n\r\n").as_bytes()), Some(400), "{name}");
+        }
+        assert_eq!(chunked_status(b"0\r\nVary: *\r\nContent-Type: text/plain\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn content_length_over_the_body_limit_is_413_before_any_read() {
+        let wire = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\nhello world";
+        let (result, written) = read_body_within(wire, 4, Some(10));
+        assert_eq!(result.err().and_then(|err| err.status()), Some(413));
+        assert!(written.is_empty(), "no 100 Continue for a body that is refused");
+        assert_eq!(read_body_within(wire, 4, Some(11)).0.unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn chunked_body_growing_past_the_limit_is_413() {
+        let (result, _) = read_body_within(CHUNKED, 4, Some(10));
+        assert_eq!(result.err().and_then(|err| err.status()), Some(413));
+        assert_eq!(read_body_within(CHUNKED, 4, Some(11)).0.unwrap(), b"hello world");
     }
 
     #[test]

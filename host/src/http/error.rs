@@ -66,7 +66,7 @@ impl fmt::Display for HttpError {
             HttpError::NotImplemented(what) => write!(f, "not implemented: {what}"),
             HttpError::VersionNotSupported => write!(f, "HTTP version not supported"),
             HttpError::ExpectationFailed => write!(f, "unsupported expectation"),
-            HttpError::Timeout => write!(f, "the client was silent for longer than the client timeout"),
+            HttpError::Timeout => write!(f, "the client sent too little within the client timeout"),
             HttpError::Io(err) => write!(f, "connection error: {err}"),
         }
     }

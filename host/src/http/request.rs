@@ -2,17 +2,28 @@
 
 use std::io::{Read, Write};
 
-use super::{Connection, HttpError};
+use super::lines::{check_last_line_length, check_line_endings, check_line_lengths};
+use super::{Connection, HttpError, framing, target};
 
-/// Gunicorn's limits on a request head.
-#[derive(Debug, Clone, Copy)]
+/// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
-    /// The longest request line, in bytes.
+    /// The longest request line, in bytes (without its CRLF); 0 for no limit.
     pub request_line: usize,
     /// The most header fields.
     pub fields: usize,
-    /// The longest header field (name, colon and value), in bytes.
+    /// The longest header field line (name, colon, value and CRLF), in bytes; 0 for no limit.
     pub field_size: usize,
+}
+
+impl HeadLimits {
+    pub(super) fn request_line_exceeded(&self, length: usize) -> bool {
+        self.request_line > 0 && length > self.request_line
+    }
+
+    pub(super) fn field_size_exceeded(&self, length: usize) -> bool {
+        self.field_size > 0 && length > self.field_size
+    }
 }
 
 impl Default for HeadLimits {
@@ -55,6 +66,8 @@ pub struct Request {
     pub path: String,
     /// What follows `?` in the target, as sent.
     pub query: String,
+    /// The host (and port) of an absolute-form target, which takes the place of the Host header.
+    pub authority: Option<String>,
     pub version: Version,
     /// Header fields in order: names as sent, values decoded as Latin-1 (as WSGI does).
     pub headers: Vec<(String, String)>,
@@ -78,18 +91,40 @@ impl Request {
 /// Reads from the connection until a whole request head has arrived, and parses it.
 pub fn read_request<S: Read + Write>(conn: &mut Connection<S>, limits: &HeadLimits) -> Result<Request, HttpError> {
     loop {
-        if let Some((request, length)) = parse_head(conn.buffered(), limits)? {
-            conn.consume(length);
+        if let Some(request) = read_request_part(conn, limits)? {
             return Ok(request);
         }
-        let was_empty = conn.buffered().is_empty();
-        if conn.fill()? == 0 {
-            return Err(if was_empty {
-                HttpError::Closed
-            } else {
-                HttpError::BadRequest("the connection closed in the middle of the request head".into())
-            });
+    }
+}
+
+/// Reads once from the connection and parses the head if it is complete: `Ok(None)` while more must arrive. A
+/// worker calls it each time the socket is readable, so that a slow client costs it a buffer, not its time.
+pub fn read_request_part<S: Read + Write>(
+    conn: &mut Connection<S>,
+    limits: &HeadLimits,
+) -> Result<Option<Request>, HttpError> {
+    let was_empty = conn.buffered().is_empty();
+    let fresh = conn.fill()?;
+    if fresh == 0 {
+        return Err(if was_empty {
+            HttpError::Closed
+        } else {
+            HttpError::BadRequest("the connection closed in the middle of the request head".into())
+        });
+    }
+    let buffered = conn.buffered();
+    // A head ends with a LF: until one arrives, only the line still arriving needs checking, which keeps a
+    // head that trickles in from costing a parse of everything buffered at each read.
+    if !buffered[buffered.len() - fresh..].contains(&b'\n') {
+        check_last_line_length(buffered, limits)?;
+        return Ok(None);
+    }
+    match parse_head(buffered, limits)? {
+        Some((request, length)) => {
+            conn.consume(length);
+            Ok(Some(request))
         }
+        None => Ok(None),
     }
 }
 
@@ -97,39 +132,41 @@ pub fn read_request<S: Read + Write>(conn: &mut Connection<S>, limits: &HeadLimi
 /// and the length of its head.
 pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, usize)>, HttpError> {
     check_line_lengths(bytes, limits)?;
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.fields];
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.fields.max(1)];
     let mut parsed = httparse::Request::new(&mut fields);
-    let length = match parsed.parse(bytes) {
+    let status = parsed.parse(bytes);
+    // httparse takes a bare LF for a line end: check the bytes it looked at before trusting its verdict.
+    let looked_at = match status {
+        Ok(httparse::Status::Complete(length)) => &bytes[..length],
+        _ => bytes,
+    };
+    check_line_endings(looked_at)?;
+    let length = match status {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::HeadersTooLarge(format!("more than {} header fields", limits.fields)));
         }
         Err(httparse::Error::Version) => return Err(version_error(bytes)),
-        Err(err) => return Err(HttpError::BadRequest(format!("malformed request head ({err})"))),
+        Err(err) => return Err(HttpError::BadRequest(describe_parse_error(bytes, err))),
     };
     let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(HttpError::BadRequest("incomplete request line".into()));
     };
+    check_method(method)?;
     let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
     let headers: Vec<(String, String)> =
         parsed.headers.iter().map(|field| (field.name.to_string(), latin1(field.value))).collect();
-    let (path, query) = split_target(target)?;
-    let framing = framing(&headers, version)?;
+    let target_parts = target::parse(method, target)?;
+    let framing = framing::decide(&headers, version)?;
     let expects_continue = expectation(&headers, version)?;
-    if version == Version::Http11 {
-        let hosts = headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("host")).count();
-        if hosts != 1 {
-            return Err(HttpError::BadRequest(format!(
-                "an HTTP/1.1 request needs exactly one Host header, not {hosts}"
-            )));
-        }
-    }
+    check_singletons(&headers, version)?;
     let request = Request {
         method: method.to_string(),
         target: target.to_string(),
-        path,
-        query,
+        path: target_parts.path,
+        query: target_parts.query,
+        authority: target_parts.authority,
         version,
         headers,
         framing,
@@ -138,117 +175,60 @@ pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, 
     Ok(Some((request, length)))
 }
 
-/// Enforces the request-line and field-size limits, on complete lines and on a line still arriving.
-fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
-    for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
-        let complete = line.len() < bytes.len() || bytes.ends_with(b"\n");
-        let length = line.strip_suffix(b"\r").unwrap_or(line).len();
-        if index == 0 && length > limits.request_line {
-            return Err(HttpError::RequestLineTooLong);
-        }
-        if index > 0 && length > limits.field_size {
-            return Err(HttpError::HeadersTooLarge(format!(
-                "a header field is longer than {} bytes",
-                limits.field_size
+/// Names what httparse refused: obs-fold and whitespace before a colon are the cases worth telling apart.
+fn describe_parse_error(bytes: &[u8], err: httparse::Error) -> String {
+    if bytes.windows(3).any(|window| window == b"\r\n " || window == b"\r\n\t") {
+        return "obsolete line folding (RFC 9112 section 5.2)".into();
+    }
+    format!("malformed request head ({err})")
+}
+
+/// A method is a token (httparse checks that) and, as Gunicorn's conventions have it, 3 to 20 characters with no
+/// lower-case letter and no `#`.
+fn check_method(method: &str) -> Result<(), HttpError> {
+    if !(3..=20).contains(&method.len()) || method.bytes().any(|byte| byte.is_ascii_lowercase() || byte == b'#') {
+        return Err(HttpError::BadRequest(format!("unconventional method {method:?}")));
+    }
+    Ok(())
+}
+
+/// `Host` (RFC 9112 section 3.2) and `Content-Type` (RFC 9110 section 8.3) are singletons; an HTTP/1.1 request
+/// must have exactly one `Host`, with a valid value.
+fn check_singletons(headers: &[(String, String)], version: Version) -> Result<(), HttpError> {
+    let values = |name: &'static str| headers.iter().filter(move |(field, _)| field.eq_ignore_ascii_case(name));
+    let hosts: Vec<&str> = values("host").map(|(_, value)| value.as_str()).collect();
+    match (hosts.as_slice(), version) {
+        ([], Version::Http10) => {}
+        ([host], _) if target::is_valid_host(host) => {}
+        ([host], _) => return Err(HttpError::BadRequest(format!("invalid Host {host:?}"))),
+        (hosts, _) => {
+            return Err(HttpError::BadRequest(format!(
+                "an HTTP/1.1 request needs exactly one Host header, not {}",
+                hosts.len()
             )));
         }
-        if index > 0 && complete && length == 0 {
-            break;
-        }
+    }
+    if values("content-type").count() > 1 {
+        return Err(HttpError::BadRequest("more than one Content-Type header".into()));
     }
     Ok(())
 }
 
 /// httparse refuses any version but 1.0 and 1.1: a well-formed other version is 505, anything else 400.
+/// Only a request line of exactly three parts whose last is `HTTP/DIGIT.DIGIT` has a version worth a 505.
 fn version_error(bytes: &[u8]) -> HttpError {
-    let line = bytes.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    let start = bytes.iter().position(|&byte| byte != b'\r' && byte != b'\n').unwrap_or(bytes.len());
+    let line = bytes[start..].split(|&byte| byte == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&byte| byte == b' ').next().unwrap_or_default();
-    match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+    let parts: Vec<&[u8]> = line.split(|&byte| byte == b' ').collect();
+    match parts.as_slice() {
+        [_, _, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
             HttpError::VersionNotSupported
         }
         _ => HttpError::BadRequest("malformed HTTP version".into()),
     }
-}
-
-/// Splits the target into its path and query; accepts origin-form, absolute-form and `*`.
-fn split_target(target: &str) -> Result<(String, String), HttpError> {
-    let without_fragment = target.split('#').next().unwrap_or_default();
-    let path_and_query = if without_fragment.starts_with('/') || without_fragment == "*" {
-        without_fragment
-    } else if let Some(rest) = strip_scheme(without_fragment) {
-        match rest.find(['/', '?']) {
-            Some(start) => &rest[start..],
-            None => "",
-        }
-    } else {
-        return Err(HttpError::BadRequest(format!("unsupported request target {target:?}")));
-    };
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-    let path = if path.is_empty() { "/" } else { path };
-    Ok((path.to_string(), query.to_string()))
-}
-
-fn strip_scheme(target: &str) -> Option<&str> {
-    for scheme in ["http://", "https://"] {
-        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Some(&target[scheme.len()..]);
-        }
-    }
-    None
-}
-
-/// Decides the body framing from Content-Length and Transfer-Encoding (RFC 9112 section 6).
-fn framing(headers: &[(String, String)], version: Version) -> Result<Framing, HttpError> {
-    let values = |name: &str| -> Vec<&str> {
-        headers.iter().filter(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str()).collect()
-    };
-    let transfer_encodings = values("transfer-encoding");
-    let content_lengths = values("content-length");
-    if !transfer_encodings.is_empty() {
-        if version == Version::Http10 {
-            return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request".into()));
-        }
-        if !content_lengths.is_empty() {
-            return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding".into()));
-        }
-        let codings: Vec<&str> = transfer_encodings
-            .iter()
-            .flat_map(|value| value.split(','))
-            .map(|coding| coding.trim_matches([' ', '\t']))
-            .collect();
-        for coding in &codings {
-            if coding.is_empty() || !coding.bytes().all(is_token_byte) {
-                return Err(HttpError::BadRequest(format!("malformed transfer coding {coding:?}")));
-            }
-        }
-        let chunked = codings.iter().filter(|coding| coding.eq_ignore_ascii_case("chunked")).count();
-        if let Some(unknown) = codings.iter().find(|coding| !coding.eq_ignore_ascii_case("chunked")) {
-            return Err(HttpError::NotImplemented(format!("transfer coding {unknown:?}")));
-        }
-        if chunked != 1 {
-            return Err(HttpError::BadRequest("chunked is applied more than once".into()));
-        }
-        return Ok(Framing::Chunked);
-    }
-    let mut length = None;
-    for value in content_lengths {
-        let parsed = parse_content_length(value)?;
-        if length.is_some_and(|known| known != parsed) {
-            return Err(HttpError::BadRequest("differing Content-Length headers".into()));
-        }
-        length = Some(parsed);
-    }
-    Ok(Framing::Length(length.unwrap_or(0)))
-}
-
-/// A Content-Length is 1 to 19 ASCII digits and nothing else: no sign, space, hex or list.
-fn parse_content_length(value: &str) -> Result<u64, HttpError> {
-    if value.is_empty() || value.len() > 19 || !value.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(HttpError::BadRequest(format!("malformed Content-Length {value:?}")));
-    }
-    value.parse().map_err(|_| HttpError::BadRequest(format!("malformed Content-Length {value:?}")))
 }
 
 fn expectation(headers: &[(String, String)], version: Version) -> Result<bool, HttpError> {
@@ -351,6 +331,169 @@ mod tests {
     fn overlong_request_line_is_414_even_before_it_ends() {
         let line = format!("GET /{} HTTP/1.1", "a".repeat(5000));
         assert_eq!(status(line.as_bytes()), Some(414));
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: h\n\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\n\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nGET /smuggled HTTP/1.1\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET\n/ HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
+        // Even before the head is complete.
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\nX: y"), Some(400));
+    }
+
+    #[test]
+    fn line_ending_in_a_bare_cr_is_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\rHost: h\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n"), Some(400));
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: h\r").unwrap().is_none(), "a CR at the end may get its LF");
+    }
+
+    #[test]
+    fn obs_fold_is_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nLong: one\r\n two\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nLong: one\r\n\ttwo\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn whitespace_between_field_name_and_colon_is_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 3\r\n\r\nabc"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length\t: 3\r\n\r\nabc"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\n Host: h\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn invalid_bytes_in_the_request_line_are_400() {
+        for head in [
+            &b"G\0ET / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET\0 / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a\0b HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\0\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1\0.1\r\nHost: h\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / FTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/111\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/0.99\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(status(head), Some(400), "{}", String::from_utf8_lossy(head).escape_debug());
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_in_field_names_or_values_are_400() {
+        for field in
+            [&b"X\0: y"[..], b"X\xc3\x9f: y", b"X-Y\x7f: z", b"X: a\0b", b"X: a\x07b", b"X: a\x7fb", b": empty-name"]
+        {
+            let mut head = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+            head.extend_from_slice(field);
+            head.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(status(&head), Some(400), "{}", String::from_utf8_lossy(field).escape_debug());
+        }
+    }
+
+    #[test]
+    fn obs_text_and_tabs_in_field_values_are_kept() {
+        let (request, _) = parse(b"GET / HTTP/1.1\r\nHost: h\r\nX: \tcaf\xc3\xa9\t\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.header("x"), Some("caf\u{c3}\u{a9}"), "values are Latin-1, trimmed of SP and HTAB");
+    }
+
+    #[test]
+    fn unconventional_methods_are_400() {
+        for method in ["get", "-bl", "GE", "bla:rgh", "A#B", "ABCDEFGHIJKLMNOPQRSTU"] {
+            let head = format!("{method} / HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status(head.as_bytes()), Some(400), "{method}");
+        }
+        assert!(parse(b"-BLARGH /foo HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
+    fn target_forms_follow_the_method() {
+        assert_eq!(status(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
+        assert!(parse(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().is_some());
+        let (request, _) =
+            parse(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.authority.as_deref(), Some("example.com:443"));
+    }
+
+    #[test]
+    fn invalid_host_value_is_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn several_content_types_are_400() {
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_skipped() {
+        let (request, length) = parse(b"\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap();
+        assert_eq!((request.path.as_str(), length), ("/x", 30));
+        assert_eq!(status(b"\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn too_many_fields_or_one_too_long_is_431() {
+        let many: String = (0..101).map(|index| format!("X-{index}: v\r\n")).collect();
+        assert_eq!(status(format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n").as_bytes()), Some(431));
+        let long = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(8190));
+        assert_eq!(status(long.as_bytes()), Some(431));
+        let partial = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "a".repeat(8190));
+        assert_eq!(status(partial.as_bytes()), Some(431), "refused before the field ends");
+    }
+
+    #[test]
+    fn limits_of_zero_mean_no_limit() {
+        let unlimited = HeadLimits { request_line: 0, fields: 100, field_size: 0 };
+        let head = format!("GET /{} HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(10_000), "b".repeat(10_000));
+        assert!(parse_head(head.as_bytes(), &unlimited).unwrap().is_some());
+        let small = HeadLimits { request_line: 20, fields: 2, field_size: 10 };
+        assert_eq!(parse_head(b"GET /0123456789012345 HTTP/1.1\r\n", &small).err().and_then(|e| e.status()), Some(414));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n", &small).err().and_then(|e| e.status()),
+            Some(431)
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n", &small).err().and_then(|e| e.status()),
+            Some(431)
+        );
+    }
+
+    #[test]
+    fn head_read_a_byte_at_a_time_is_the_same_request() {
+        use std::io::Cursor;
+        struct OneByte(Cursor<Vec<u8>>);
+        impl Read for OneByte {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let one = buf.len().min(1);
+                self.0.read(&mut buf[..one])
+            }
+        }
+        impl Write for OneByte {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let wire = b"POST /p?q HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody";
+        let mut conn = Connection::new(OneByte(Cursor::new(wire.to_vec())));
+        let request = read_request(&mut conn, &HeadLimits::default()).unwrap();
+        assert_eq!((request.path.as_str(), request.framing), ("/p", Framing::Length(4)));
+        let mut conn = Connection::new(OneByte(Cursor::new(b"GET / HTTP/1.1\r\nHo".to_vec())));
+        assert_eq!(read_request(&mut conn, &HeadLimits::default()).err().and_then(|e| e.status()), Some(400));
+        let mut conn = Connection::new(OneByte(Cursor::new(Vec::new())));
+        assert!(matches!(read_request(&mut conn, &HeadLimits::default()), Err(HttpError::Closed)));
     }
 
     #[test]

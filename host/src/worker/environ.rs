@@ -2,19 +2,19 @@
 
 use percent_encoding::percent_decode_str;
 
+use super::forwarded::Client;
 use crate::http::Request;
-use crate::listener::{Local, Peer};
+use crate::listener::Local;
 
-pub fn build(request: &Request, peer: &Peer, local: &Local) -> Vec<(String, String)> {
-    let (server_name, server_port) = server_address(request, local);
-    let (remote_addr, remote_port) = match peer {
-        Peer::Ip(address) => (address.ip().to_string(), address.port().to_string()),
-        Peer::Unix => (String::new(), String::new()),
-    };
+/// The environ of `request` from `client`, received on `local`, for an app mounted at `script_name` (empty, or
+/// a path starting with `/` and not ending with one).
+pub fn build(request: &Request, client: &Client, local: &Local, script_name: &str) -> Vec<(String, String)> {
+    let (server_name, server_port) = server_address(request, local, client.url_scheme);
+    let path_info = percent_decode_str(&request.path).decode_utf8_lossy().into_owned();
     let mut environ: Vec<(String, String)> = vec![
         ("REQUEST_METHOD".into(), request.method.clone()),
-        ("SCRIPT_NAME".into(), String::new()),
-        ("PATH_INFO".into(), percent_decode_str(&request.path).decode_utf8_lossy().into_owned()),
+        ("SCRIPT_NAME".into(), script_name.into()),
+        ("PATH_INFO".into(), strip_script_name(path_info, script_name)),
         ("QUERY_STRING".into(), request.query.clone()),
         ("RAW_URI".into(), request.target.clone()),
         ("CONTENT_TYPE".into(), request.header("content-type").unwrap_or_default().to_string()),
@@ -23,9 +23,9 @@ pub fn build(request: &Request, peer: &Peer, local: &Local) -> Vec<(String, Stri
         ("SERVER_PORT".into(), server_port),
         ("SERVER_PROTOCOL".into(), request.version.as_str().into()),
         ("SERVER_SOFTWARE".into(), concat!("wasmcorn/", env!("CARGO_PKG_VERSION")).into()),
-        ("REMOTE_ADDR".into(), remote_addr),
-        ("REMOTE_PORT".into(), remote_port),
-        ("wsgi.url_scheme".into(), "http".into()),
+        ("REMOTE_ADDR".into(), client.remote_addr.clone()),
+        ("REMOTE_PORT".into(), client.remote_port.clone()),
+        ("wsgi.url_scheme".into(), client.url_scheme.into()),
     ];
     let first_header = environ.len();
     for (name, value) in &request.headers {
@@ -48,22 +48,40 @@ pub fn build(request: &Request, peer: &Peer, local: &Local) -> Vec<(String, Stri
     environ
 }
 
-/// SERVER_NAME and SERVER_PORT: from the Host header when there is one, otherwise the listening address (a
-/// unix socket's path, with no port).
-fn server_address(request: &Request, local: &Local) -> (String, String) {
-    let Some(host) = request.header("host").filter(|host| !host.is_empty()) else {
+/// PATH_INFO without the mount point: `/app/x` under `/app` is `/x`, `/app` is empty, and `/application` is
+/// left alone (the prefix must end at a segment).
+fn strip_script_name(path_info: String, script_name: &str) -> String {
+    if script_name.is_empty() {
+        return path_info;
+    }
+    match path_info.strip_prefix(script_name) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+        _ => path_info,
+    }
+}
+
+/// SERVER_NAME and SERVER_PORT: from an absolute-form target's authority, else the Host header, else the
+/// listening address. Without a port, the scheme's default.
+fn server_address(request: &Request, local: &Local, scheme: &str) -> (String, String) {
+    let authority = request.authority.as_deref().or(request.header("host")).filter(|host| !host.is_empty());
+    let Some(host) = authority else {
         return match local {
             Local::Ip(address) => (address.ip().to_string(), address.port().to_string()),
             Local::Unix(path) => (path.display().to_string(), String::new()),
         };
     };
+    let default_port = if scheme == "https" { "443" } else { "80" };
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port))
-            if !name.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) && !name.ends_with(':') =>
+            if !name.is_empty()
+                && !port.is_empty()
+                && port.bytes().all(|byte| byte.is_ascii_digit())
+                && !name.ends_with(':') =>
         {
             (name, port)
         }
-        _ => (host, "80"),
+        Some((name, "")) => (name, default_port),
+        _ => (host, default_port),
     };
     (name.trim_start_matches('[').trim_end_matches(']').to_string(), port.to_string())
 }
@@ -73,9 +91,14 @@ mod tests {
     use super::*;
     use crate::http::request_for_tests;
 
-    fn environ(head: &str) -> Vec<(String, String)> {
+    fn environ_mounted(head: &str, script_name: &str) -> Vec<(String, String)> {
         let request = request_for_tests(head.as_bytes());
-        build(&request, &Peer::Ip("10.0.0.9:5555".parse().unwrap()), &Local::Ip("127.0.0.1:8000".parse().unwrap()))
+        let client = Client { remote_addr: "10.0.0.9".into(), remote_port: "5555".into(), url_scheme: "http" };
+        build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name)
+    }
+
+    fn environ(head: &str) -> Vec<(String, String)> {
+        environ_mounted(head, "")
     }
 
     fn get<'a>(environ: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -110,5 +133,33 @@ mod tests {
         let environ = environ("GET / HTTP/1.0\r\n\r\n");
         assert_eq!(get(&environ, "SERVER_NAME"), Some("127.0.0.1"));
         assert_eq!(get(&environ, "SERVER_PORT"), Some("8000"));
+    }
+
+    #[test]
+    fn script_name_is_stripped_from_path_info_at_a_segment() {
+        let mounted = |path: &str| {
+            let environ = environ_mounted(&format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n"), "/app");
+            (get(&environ, "SCRIPT_NAME").unwrap().to_string(), get(&environ, "PATH_INFO").unwrap().to_string())
+        };
+        assert_eq!(mounted("/app/x%20y"), ("/app".into(), "/x y".into()));
+        assert_eq!(mounted("/app"), ("/app".into(), "".into()));
+        assert_eq!(mounted("/application"), ("/app".into(), "/application".into()));
+        assert_eq!(mounted("/other"), ("/app".into(), "/other".into()));
+    }
+
+    #[test]
+    fn absolute_form_authority_names_the_server() {
+        let environ = environ("GET http://example.com:81/p HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(get(&environ, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&environ, "SERVER_PORT"), Some("81"));
+        assert_eq!(get(&environ, "PATH_INFO"), Some("/p"));
+        assert_eq!(get(&environ, "RAW_URI"), Some("http://example.com:81/p"));
+    }
+
+    #[test]
+    fn ipv6_host_and_default_port() {
+        let environ = environ("GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+        assert_eq!(get(&environ, "SERVER_NAME"), Some("::1"));
+        assert_eq!(get(&environ, "SERVER_PORT"), Some("80"));
     }
 }

@@ -14,8 +14,8 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(conn: Connection<Stream>, request: &Request) -> Self {
-        HttpExchange { conn, body: BodyReader::new(request), response: ResponseWriter::new(request), body_error: None }
+    pub fn new(conn: Connection<Stream>, request: &Request, body: BodyReader) -> Self {
+        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None }
     }
 }
 

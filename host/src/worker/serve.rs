@@ -1,40 +1,52 @@
-//! Serves one connection: read the request, run the guest, finish the response, log it, close.
+//! Serves one request whose head has arrived: check its body size and forwarding headers, run the guest,
+//! finish the response, log it, close. Also answers the requests that could not be read.
 
-use crate::listener::{Local, Peer, Stream};
+use std::io::Read;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::guest::{Outcome, Runtime};
-use crate::http::{self, Connection, HttpError, Request};
+use crate::http::{self, BodyReader, Connection, HttpError, Request};
+use crate::listener::{Peer, Stream};
 use crate::log;
 
 use super::environ;
 use super::exchange::HttpExchange;
+use super::forwarded;
+use super::heads::Arrived;
 use super::heartbeat::Slot;
+use super::settings::HttpSettings;
 
-/// How long a worker waits on a silent client, for the request head, each body read and each write.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
 /// response rather than a reset; and how long that may take.
 const DRAIN_BUDGET: u64 = 1 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of what a rejected client still sends is discarded, without waiting, before closing.
+const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
 
-pub fn connection(runtime: &Runtime<HttpExchange>, stream: Stream, peer: Peer, local: Local, slot: &Slot) {
-    stream.set_timeouts(CLIENT_TIMEOUT);
-    let mut conn = Connection::new(stream);
-    let request = match http::read_request(&mut conn, &Default::default()) {
-        Ok(request) => request,
-        Err(err) => return reject(&mut conn, &err, peer),
+pub fn request(runtime: &Runtime<HttpExchange>, settings: &HttpSettings, arrived: Arrived, slot: &Slot) {
+    let Arrived { mut conn, request, peer, local } = arrived;
+    // From here on the worker waits on this client alone, each read and write bounded by the client timeout.
+    let stream = conn.stream();
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(settings.client_timeout));
+    let _ = stream.set_write_timeout(Some(settings.client_timeout));
+    let checked = BodyReader::new(&request, settings.body_limit)
+        .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
+    let (body, client) = match checked {
+        Ok(checked) => checked,
+        Err(err) => return reject(conn, &err, peer),
     };
     let started = Instant::now();
     slot.begin_request(&request.request_line());
-    let environ = environ::build(&request, &peer, &local);
-    let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request));
+    let environ = environ::build(&request, &client, &local, &settings.script_name);
+    let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request, body));
     let guest_error = describe_failure(&request, &exchange, outcome);
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) | Err(sent) => sent,
     };
     log::access(&log::AccessRecord {
-        remote_addr: &peer.to_string(),
+        remote_addr: if client.remote_addr.is_empty() { "-" } else { &client.remote_addr },
         method: &request.method,
         target: &request.target,
         path: &request.path,
@@ -47,7 +59,7 @@ pub fn connection(runtime: &Runtime<HttpExchange>, stream: Stream, peer: Peer, l
         duration: started.elapsed(),
     });
     if !exchange.body.is_done() && exchange.body_error.is_none() {
-        exchange.conn.stream().set_read_timeout(DRAIN_TIMEOUT);
+        let _ = exchange.conn.stream().set_read_timeout(Some(DRAIN_TIMEOUT));
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
 }
@@ -81,9 +93,26 @@ fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome
     }
 }
 
-/// Answers a request that could not be read, when there is anyone to answer.
-fn reject(conn: &mut Connection<Stream>, err: &HttpError, peer: Peer) {
+/// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The
+/// answer is followed by a FIN, and what the client already sent is discarded first, so that closing with unread
+/// bytes does not reset the connection before the client reads the answer.
+pub fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
     let Some(status) = err.status() else { return };
     log::info(format_args!("Invalid request from {peer}: {err}"));
-    let _ = conn.write_all(&http::error_response(status));
+    let _ = conn.stream().set_nonblocking(false);
+    let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
+    if conn.write_all(&http::error_response(status)).is_err() {
+        return;
+    }
+    let stream = conn.stream();
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_nonblocking(true);
+    let mut discarded = 0;
+    let mut scratch = [0u8; 16 * 1024];
+    while discarded < REJECT_DRAIN_BUDGET {
+        match stream.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => discarded += count,
+        }
+    }
 }

@@ -1,0 +1,166 @@
+//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once, without
+//! blocking, so that a client that trickles its head, or sends nothing, costs the worker a buffer and not its
+//! time. A head must arrive whole within the client timeout of its connection's accept (a deadline for the whole
+//! head, not for each read); a complete head makes its request ready to serve, in arrival order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+
+use super::serve;
+use crate::http::{self, Connection, HeadLimits, HttpError, Request};
+use crate::listener::{Local, Peer, Stream};
+
+/// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
+/// another.
+pub const MAX_PENDING: usize = 128;
+/// How long a worker waits for a new connection's head before it takes another connection. A fast client sends
+/// its head at once, and a worker that took many connections at once would keep them from idle workers; a
+/// client still silent after this is slow, and the worker goes on accepting beside it.
+const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
+
+/// A connection whose request head has arrived whole.
+pub struct Arrived {
+    pub conn: Connection<Stream>,
+    pub request: Request,
+    pub peer: Peer,
+    pub local: Local,
+}
+
+struct Pending {
+    conn: Connection<Stream>,
+    peer: Peer,
+    local: Local,
+    accepted: Instant,
+    deadline: Instant,
+}
+
+/// What one round of reading did to a head.
+enum Progress {
+    Waiting,
+    Complete(Request),
+    Failed(HttpError),
+}
+
+/// The connections of one worker between accept and a complete head. Their sockets are registered in the
+/// worker's epoll under keys from `first_key` up.
+pub struct Heads {
+    pending: BTreeMap<u64, Pending>,
+    ready: VecDeque<Arrived>,
+    next_key: u64,
+    limits: HeadLimits,
+    timeout: Duration,
+}
+
+impl Heads {
+    pub fn new(first_key: u64, limits: HeadLimits, timeout: Duration) -> Self {
+        Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout }
+    }
+
+    /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
+    /// head still arriving has had its grace (see `FAST_CLIENT_GRACE`).
+    pub fn wants_more(&self, now: Instant) -> bool {
+        self.ready.is_empty()
+            && self.pending.len() < MAX_PENDING
+            && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.ready.is_empty()
+    }
+
+    /// The oldest request whose head is complete.
+    pub fn pop_ready(&mut self) -> Option<Arrived> {
+        self.ready.pop_front()
+    }
+
+    /// How long until the next head deadline or end of a grace, if any head is pending.
+    pub fn next_deadline(&self, now: Instant) -> Option<Duration> {
+        let grace_ends =
+            self.pending.values().map(|pending| pending.accepted + FAST_CLIENT_GRACE).filter(|end| *end > now);
+        let deadlines = self.pending.values().map(|pending| pending.deadline);
+        deadlines.chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
+    }
+
+    /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
+    pub fn admit(&mut self, epoll: &Epoll, stream: Stream, peer: Peer, local: Local) {
+        // Reads must never block here, or one silent client would hold the worker: a socket that cannot be made
+        // non-blocking (or watched, below) is dropped. Without TCP_NODELAY it is only slower.
+        let _ = stream.set_nodelay(true);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let accepted = Instant::now();
+        let mut pending =
+            Pending { conn: Connection::new(stream), peer, local, accepted, deadline: accepted + self.timeout };
+        match read_available(&mut pending.conn, &self.limits) {
+            Progress::Waiting => {
+                let key = self.next_key;
+                self.next_key += 1;
+                if epoll.add(pending.conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_err() {
+                    return;
+                }
+                self.pending.insert(key, pending);
+            }
+            progress => self.settle(pending, progress),
+        }
+    }
+
+    /// Whether `key` is one of the pending connections' keys.
+    pub fn owns(&self, key: u64) -> bool {
+        self.pending.contains_key(&key)
+    }
+
+    /// Reads what arrived on the connection under `key`.
+    pub fn on_readable(&mut self, epoll: &Epoll, key: u64) {
+        let Some(pending) = self.pending.get_mut(&key) else { return };
+        let progress = read_available(&mut pending.conn, &self.limits);
+        if matches!(progress, Progress::Waiting) {
+            return;
+        }
+        if let Some(mut pending) = self.pending.remove(&key) {
+            let _ = epoll.delete(pending.conn.stream());
+            self.settle(pending, progress);
+        }
+    }
+
+    /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
+    /// head may have arrived while the worker was busy with a guest.
+    pub fn expire(&mut self, epoll: &Epoll, now: Instant) {
+        let late: Vec<u64> =
+            self.pending.iter().filter(|(_, pending)| pending.deadline <= now).map(|(key, _)| *key).collect();
+        for key in late {
+            if let Some(mut pending) = self.pending.remove(&key) {
+                let _ = epoll.delete(pending.conn.stream());
+                match read_available(&mut pending.conn, &self.limits) {
+                    Progress::Waiting => serve::reject(pending.conn, &HttpError::Timeout, pending.peer),
+                    progress => self.settle(pending, progress),
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, pending: Pending, progress: Progress) {
+        match progress {
+            Progress::Waiting => {}
+            Progress::Complete(request) => {
+                self.ready.push_back(Arrived { conn: pending.conn, request, peer: pending.peer, local: pending.local })
+            }
+            Progress::Failed(err) => serve::reject(pending.conn, &err, pending.peer),
+        }
+    }
+}
+
+/// Reads everything the non-blocking socket has, until the head is complete or fails.
+fn read_available(conn: &mut Connection<Stream>, limits: &HeadLimits) -> Progress {
+    loop {
+        match http::read_request_part(conn, limits) {
+            Ok(Some(request)) => return Progress::Complete(request),
+            Ok(None) => continue,
+            // The socket is non-blocking: "would block" means nothing more has arrived yet, not a timeout.
+            Err(HttpError::Timeout) => return Progress::Waiting,
+            Err(err) => return Progress::Failed(err),
+        }
+    }
+}
