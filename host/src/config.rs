@@ -1,12 +1,14 @@
 //! Resolves the command line into one validated `Config`. Every bad value is a one-line error naming the flag.
 
+mod grants;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::cli::ServeArgs;
-use crate::guest::{App, AppSource, Limits};
+use crate::guest::{App, AppSource, Capabilities, Limits};
 
 /// Everything `wasmcorn serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ impl Config {
             app: App {
                 source: AppSource::parse(&args.app)?,
                 env,
+                capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
                 limits: Limits {
                     guest_timeout: Duration::from_secs_f64(args.guest_timeout),
                     max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),

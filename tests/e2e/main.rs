@@ -7,5 +7,6 @@ mod support;
 mod cli;
 mod guests;
 mod http;
+mod sandbox;
 mod signals;
 mod workers;

@@ -30,9 +30,13 @@ pub fn connection(runtime: &Runtime<HttpExchange>, stream: TcpStream, peer: Sock
     let environ = environ::build(&request, peer, local);
     let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request));
     let guest_error = describe_failure(&request, &exchange, outcome);
+    let contract_checked = guest_error.is_none();
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) | Err(sent) => sent,
     };
+    if contract_checked && let Some(reason) = exchange.response.failure() {
+        log::error(format_args!("Invalid response from the guest for {}: {reason}", request.request_line()));
+    }
     log::access(&log::AccessRecord {
         remote_addr: &peer.ip().to_string(),
         request_line: &request.request_line(),
@@ -55,12 +59,8 @@ fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome
         return Some((err.status().unwrap_or(400), err.to_string()));
     }
     match outcome {
-        Outcome::Completed => {
-            if let Some(reason) = exchange.response.failure() {
-                log::error(format_args!("Invalid response from the guest for {what}: {reason}"));
-            }
-            None
-        }
+        // Whether the response kept the contract is known once it is finished.
+        Outcome::Completed => None,
         Outcome::Refused(message) => {
             log::error(format_args!("Error handling request {what}: {message}"));
             Some((500, message))
