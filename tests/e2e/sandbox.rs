@@ -109,6 +109,24 @@ fn memory_growth_stops_at_max_memory() {
 }
 
 #[test]
+fn resources_a_guest_holds_are_bounded() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/handles").status, 500);
+    server
+        .wait_for_line("[ERROR] Guest failure handling request GET /handles HTTP/1.1: resource table has no free keys");
+    let held: Vec<u32> = server
+        .log_lines()
+        .iter()
+        .filter_map(|line| line.split("[guest stdout] holding ").nth(1)?.strip_suffix(" pollables")?.parse().ok())
+        .collect();
+    let most = held.iter().copied().max().unwrap_or(0);
+    // Each pollable takes a host table entry or two; the table holds 10,000 (wasmtime's default is 1,000,000).
+    assert!((1000..10_000).contains(&most), "the guest held {most} pollables");
+    assert_worker_survived(&server, worker, "/handles");
+}
+
+#[test]
 fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
     let server = misbehave(&[]);
     let worker = the_worker(&server);

@@ -7,6 +7,7 @@
 //!   `/trap`: executes `unreachable`. `/stack`: recurses without end. `/panic`: panics. `/exit`: calls `std::process::exit(3)`.
 //! - `/read?path=P`, `/write?path=P`: reads or writes a file; `/connect?addr=HOST:PORT`: connects over TCP, sends
 //!   `ping\n` and reads the reply. Each answers `200` with `ok: ...` or `error: ...` in the body.
+//! - `/handles`: creates pollables without ever dropping them, printing `holding N pollables` every thousand.
 //! - `/env`: the guest's environment, one `KEY=VALUE` a line. `/count`: increments a global and answers it.
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
 //! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
@@ -46,6 +47,7 @@ impl Guest for Misbehave {
             "/write" => answer(&write(&parameter(query, "path"))),
             "/connect" => answer(&connect(&parameter(query, "addr"))),
             "/env" => answer(&std::env::vars().map(|(key, value)| format!("{key}={value}\n")).collect::<String>()),
+            "/handles" => answer(&format!("held {} pollables", hoard_handles())),
             "/count" => answer(&(COUNT.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "/spew" => spew(),
             "/big" => big(&parameter(query, "bytes")),
@@ -110,6 +112,18 @@ fn hoard_memory() -> ! {
     loop {
         hoard.push(vec![1u8; 1 << 20]);
         println!("hoarded {} MiB", black_box(&hoard).len());
+    }
+}
+
+/// Creates pollables and never drops them, until the host refuses one (which traps).
+fn hoard_handles() -> usize {
+    let mut held = 0;
+    loop {
+        std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+        held += 1;
+        if held % 1000 == 0 {
+            println!("holding {held} pollables");
+        }
     }
 }
 
