@@ -337,6 +337,10 @@ fn workload_sleeps_on_a_real_postgres_through_wasi_sockets() {
         ("postgres://md5user:wrong@ADDRESS/postgres", "password authentication failed for user \"md5user\""),
         ("postgres://md5user@ADDRESS/postgres", "asks for a password (md5) and DATABASE_URL has none"),
         ("postgres://postgres@ADDRESS/nosuchdb", "database \"nosuchdb\" does not exist"),
+        (
+            "postgres://scramuser:scramsecret@ADDRESS/postgres",
+            "asks for SASL (SCRAM-SHA-256) authentication, which this client does not support",
+        ),
     ];
     for (url, reason) in refused {
         let url = format!("DATABASE_URL={}", url.replace("ADDRESS", &address));

@@ -58,25 +58,26 @@ impl NetGrant {
 /// and addresses.
 pub(crate) fn wasi_ctx(
     env: &[(String, String)],
-    capabilities: &Capabilities,
+    dirs: &[DirGrant],
+    net: &NetGrant,
     stdout: GuestOutput,
     stderr: GuestOutput,
 ) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtx::builder();
     builder.envs(env).stdout(stdout).stderr(stderr);
-    for dir in &capabilities.dirs {
+    for dir in dirs {
         let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
         builder
             .preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot open the granted folder {}", dir.host.display()))?;
     }
-    let allowed: Arc<[SocketAddr]> = capabilities.net.addresses.clone().into();
+    let allowed: Arc<[SocketAddr]> = net.addresses.clone().into();
     builder
         .allow_udp(false)
-        .allow_tcp(!capabilities.net.is_empty())
+        .allow_tcp(!net.is_empty())
         // Lookups go through `name_lookup`, which lets only IP literals and listed names reach this resolver.
-        .allow_ip_name_lookup(!capabilities.net.is_empty())
+        .allow_ip_name_lookup(!net.is_empty())
         .socket_addr_check(move |address, used_for| {
             let permitted = permits(&allowed, address, used_for);
             Box::pin(async move { permitted })

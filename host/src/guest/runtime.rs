@@ -14,7 +14,7 @@ use wasmtime::{
 };
 
 use super::bindings::{App as AppWorld, AppPre};
-use super::capabilities::{Capabilities, NetGrant, wasi_ctx};
+use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
 use super::{App, Exchange, Limits, name_lookup};
@@ -85,7 +85,7 @@ pub struct Runtime<E: Exchange> {
     engine: Engine,
     pre: AppPre<RequestState<E>>,
     env: Arc<Vec<(String, String)>>,
-    capabilities: Capabilities,
+    dirs: Vec<DirGrant>,
     net: Arc<NetGrant>,
     max_memory_bytes: usize,
     deadline_ticks: u64,
@@ -111,7 +111,7 @@ impl<E: Exchange> Runtime<E> {
             engine,
             pre,
             env: Arc::new(app.env.clone()),
-            capabilities: app.capabilities.clone(),
+            dirs: app.capabilities.dirs.clone(),
             net: Arc::new(app.capabilities.net.clone()),
             max_memory_bytes: app.limits.max_memory_bytes,
             deadline_ticks,
@@ -140,7 +140,7 @@ impl<E: Exchange> Runtime<E> {
     pub fn handle(&self, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
         let stdout = GuestOutput::new("stdout", OUTPUT_BUDGET, self.log_line);
         let stderr = GuestOutput::new("stderr", OUTPUT_BUDGET, self.log_line);
-        let wasi = match wasi_ctx(&self.env, &self.capabilities, stdout.clone(), stderr.clone()) {
+        let wasi = match wasi_ctx(&self.env, &self.dirs, &self.net, stdout.clone(), stderr.clone()) {
             Ok(wasi) => wasi,
             Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
         };

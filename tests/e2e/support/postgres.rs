@@ -2,8 +2,8 @@
 //! in a temporary folder, run as the `postgres` user (PostgreSQL refuses root) on a free loopback port, and
 //! stopped by pid when the value is dropped.
 //!
-//! Authentication: `trust` for every user but two, `md5user` (MD5, password `md5secret`) and `pwuser`
-//! (cleartext, password `pwsecret`), created by `start`. Every statement is logged, so a test can see what the
+//! Authentication: `trust` for every user but three, created by `start`: `md5user` (MD5, password `md5secret`),
+//! `pwuser` (cleartext, password `pwsecret`) and `scramuser` (SCRAM-SHA-256, password `scramsecret`). Every statement is logged, so a test can see what the
 //! server ran.
 
 use std::fs;
@@ -23,6 +23,7 @@ const HBA: &str = "\
 local all all trust
 host all md5user 127.0.0.1/32 md5
 host all pwuser 127.0.0.1/32 password
+host all scramuser 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 trust
 ";
 
@@ -68,6 +69,7 @@ impl Postgres {
         server.wait_until_ready();
         server.psql(&bin, "SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5secret';");
         server.psql(&bin, "CREATE ROLE pwuser LOGIN PASSWORD 'pwsecret';");
+        server.psql(&bin, "CREATE ROLE scramuser LOGIN PASSWORD 'scramsecret';");
         server
     }
 
