@@ -298,6 +298,16 @@ fn allow_net_grants_exactly_the_listed_addresses_and_names() {
 }
 
 #[test]
+fn help_explains_the_sandbox_flags() {
+    let output = command(&["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--dir <HOST[::GUEST][:ro]>", "--allow-net <HOST:PORT>", "--guest-timeout", "--max-memory"] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
 fn bad_dir_or_allow_net_is_a_one_line_error_at_start() {
     let cases: [(&[&str], &str); 4] = [
         (&["--dir", "/no/such/folder"], "Error: --dir /no/such/folder: cannot open the folder"),
