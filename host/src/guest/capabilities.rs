@@ -59,7 +59,7 @@ impl NetGrant {
 pub(crate) fn wasi_ctx(
     env: &[(String, String)],
     dirs: &[DirGrant],
-    net: &NetGrant,
+    net: &Arc<NetGrant>,
     stdout: GuestOutput,
     stderr: GuestOutput,
 ) -> anyhow::Result<WasiCtx> {
@@ -72,14 +72,14 @@ pub(crate) fn wasi_ctx(
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot open the granted folder {}", dir.host.display()))?;
     }
-    let allowed: Arc<[SocketAddr]> = net.addresses.clone().into();
+    let allowed = Arc::clone(net);
     builder
         .allow_udp(false)
         .allow_tcp(!net.is_empty())
         // Lookups go through `name_lookup`, which lets only IP literals and listed names reach this resolver.
         .allow_ip_name_lookup(!net.is_empty())
         .socket_addr_check(move |address, used_for| {
-            let permitted = permits(&allowed, address, used_for);
+            let permitted = permits(&allowed.addresses, address, used_for);
             Box::pin(async move { permitted })
         });
     Ok(builder.build())
