@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const GUESTS: &[&str] = &["hello", "echo", "workload"];
+const GUESTS: &[&str] = &["hello", "echo", "workload", "misbehave"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {

@@ -51,6 +51,18 @@ pub struct ServeArgs {
     #[arg(long = "max-memory", value_name = "MIB", default_value_t = 128)]
     pub max_memory: u32,
 
+    /// A host folder the guest may use, as HOST[::GUEST][:ro]: HOST appears in the guest as GUEST (by default
+    /// the same path); with `:ro` the guest may read but not change anything. Repeat for several. Without it the
+    /// guest sees no files at all.
+    #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
+    pub dir: Vec<String>,
+
+    /// An address the guest may open TCP connections to, as HOST:PORT. A host name is resolved when the server
+    /// starts, and the guest may look up that name (and no other). Repeat for several. Without it the guest has
+    /// no network at all.
+    #[arg(long = "allow-net", value_name = "HOST:PORT")]
+    pub allow_net: Vec<String>,
+
     /// Where compiled guests are cached (content-addressed, so one folder serves every app and version).
     /// Defaults to $WASMCORN_CACHE_DIR, then $XDG_CACHE_HOME/wasmcorn, then ~/.cache/wasmcorn.
     #[arg(long = "cache-dir", value_name = "DIR", env = "WASMCORN_CACHE_DIR")]

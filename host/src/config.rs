@@ -1,6 +1,7 @@
 //! Resolves the command line, `$WASMCORN_CMD_ARGS` and the config file into one validated `Config`. Every bad
 //! value is a one-line error naming the flag (or the config key).
 
+mod grants;
 mod layers;
 
 use std::ffi::OsString;
@@ -11,7 +12,7 @@ use anyhow::{Context, bail};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::cli::ServeArgs;
-use crate::guest::{App, AppSource, Limits};
+use crate::guest::{App, AppSource, Capabilities, Limits};
 use crate::http::HeadLimits;
 use crate::log;
 use crate::worker::{HttpSettings, TrustedProxies};
@@ -103,6 +104,7 @@ impl Config {
             app: App {
                 source: AppSource::parse(&args.app)?,
                 env,
+                capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
                 limits: Limits {
                     guest_timeout: Duration::from_secs_f64(args.guest_timeout),
                     max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),

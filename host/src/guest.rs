@@ -3,6 +3,8 @@
 
 mod artefact;
 mod bindings;
+mod capabilities;
+mod name_lookup;
 mod output;
 mod runtime;
 mod samples;
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use artefact::{Artefact, prepare};
+pub use capabilities::{Capabilities, DirGrant, NetGrant};
 pub use output::GuestLine;
 pub use runtime::{Outcome, Runtime};
 pub use samples::SAMPLES;
@@ -23,6 +26,8 @@ pub struct App {
     pub source: AppSource,
     /// The guest's whole WASI environment.
     pub env: Vec<(String, String)>,
+    /// The folders and addresses the guest may reach; nothing else.
+    pub capabilities: Capabilities,
     pub limits: Limits,
 }
 

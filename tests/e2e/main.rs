@@ -14,6 +14,7 @@ mod http;
 mod logs;
 mod process;
 mod rfc9112;
+mod sandbox;
 mod signals;
 mod sockets;
 mod workers;

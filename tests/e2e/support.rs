@@ -1,5 +1,7 @@
 //! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;

@@ -6,6 +6,9 @@
 //!   as the study's app refuses to load.
 //! - `IO_SECONDS` (default 1.0): the IO part waits, without using CPU, for `IO_BOUND`% of this many seconds
 //!   through a WASI clock sleep.
+//! - `DATABASE_URL` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`): when set, the IO part is a
+//!   `SELECT pg_sleep(seconds)` on that PostgreSQL server instead, over `wasi:sockets` (grant the address with
+//!   `--allow-net HOST:PORT`). Authentication: trust, cleartext password or MD5.
 //! - `ITERATIONS` (default 5,000,000): the CPU part runs `CPU_BOUND`% of this many rounds of the study's loop
 //!   `work = (work + 7 + work/2) % 1000` on f64.
 //!
@@ -13,6 +16,8 @@
 //! `204 No Content`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
+
+mod postgres;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -25,6 +30,8 @@ struct Workload {
     cpu_percent: u32,
     io_seconds: f64,
     iterations: f64,
+    /// Where the IO part waits, when not on a local clock.
+    database_url: Option<String>,
 }
 
 impl Workload {
@@ -39,6 +46,7 @@ impl Workload {
             cpu_percent,
             io_seconds: number("IO_SECONDS", 1.0)?,
             iterations: number("ITERATIONS", 5_000_000.0)?,
+            database_url: std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()),
         })
     }
 }
@@ -87,7 +95,10 @@ impl Guest for App {
         let start = Instant::now();
         if workload.io_percent > 0 {
             let seconds = workload.io_seconds * f64::from(workload.io_percent) / 100.0;
-            std::thread::sleep(Duration::from_secs_f64(seconds));
+            match &workload.database_url {
+                Some(url) => postgres::sleep(url, seconds)?,
+                None => std::thread::sleep(Duration::from_secs_f64(seconds)),
+            }
         }
         if workload.cpu_percent > 0 {
             burn_cpu(workload.iterations * f64::from(workload.cpu_percent) / 100.0);

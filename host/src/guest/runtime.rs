@@ -1,5 +1,6 @@
 //! The per-worker wasmtime runtime: one `Engine` (pooling allocator sized for one request at a time, epoch
-//! interruption), one `Linker`, the app's `InstancePre`, and a fresh `Store` and instance for every request.
+//! interruption, a bounded wasm stack), one `Linker`, the app's `InstancePre`, and a fresh `Store` and instance
+//! for every request, with limits on what the instance may create.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,18 +8,32 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
-use wasmtime_wasi::WasiCtx;
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, WasmBacktrace,
+};
 
 use super::bindings::{App as AppWorld, AppPre};
+use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
-use super::{App, Exchange, Limits};
+use super::{App, Exchange, Limits, name_lookup};
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
 const OUTPUT_BUDGET: usize = 64 * 1024;
+/// The most native stack the guest's wasm code may use; deeper recursion traps.
+const MAX_WASM_STACK: usize = 512 * 1024;
+/// What one request's instance may create: core instances, tables and memories (the same bounds as the pool's
+/// slots for one component), and elements per table.
+const MAX_CORE_INSTANCES: usize = 32;
+const MAX_TABLES: usize = 16;
+const MAX_MEMORIES: usize = 2;
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// The most host resources (streams, sockets, pollables, files) and component handles one request may hold at
+/// once; past it the host call fails and the guest traps.
+const MAX_RESOURCES: usize = 10_000;
 
 /// The engine configuration for an app's limits. The compile step and the workers must use the same one: the
 /// artefact records it and wasmtime refuses an artefact built for another. Only the compile step compiles: a
@@ -28,11 +43,11 @@ pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
     // One request at a time: one component instance in use, one more while the previous is torn down.
     pool.total_component_instances(2)
         .total_core_instances(64)
-        .max_core_instances_per_component(32)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
         .total_memories(4)
-        .max_memories_per_component(2)
+        .max_memories_per_component(MAX_MEMORIES as u32)
         .total_tables(32)
-        .max_tables_per_component(16)
+        .max_tables_per_component(MAX_TABLES as u32)
         .total_stacks(0)
         .max_memory_size(limits.max_memory_bytes)
         // Reset a used memory by rewriting the pages the request dirtied instead of unmapping them: the next
@@ -46,6 +61,7 @@ pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
         .epoch_interruption(true)
         .enable_compiler(compiles)
         .parallel_compilation(compiles)
+        .max_wasm_stack(MAX_WASM_STACK)
         .memory_reservation(limits.max_memory_bytes as u64)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
@@ -71,6 +87,9 @@ pub struct Runtime<E: Exchange> {
     engine: Engine,
     pre: AppPre<RequestState<E>>,
     env: Arc<Vec<(String, String)>>,
+    dirs: Vec<DirGrant>,
+    net: Arc<NetGrant>,
+    max_memory_bytes: usize,
     deadline_ticks: u64,
     log_line: GuestLine,
 }
@@ -90,7 +109,16 @@ impl<E: Exchange> Runtime<E> {
             .with_context(|| format!("cannot load the compiled guest {}", artefact.display()))?;
         let pre = instance_pre(&engine, &component)?;
         let deadline_ticks = ticks(app.limits.guest_timeout);
-        Ok(Runtime { engine, pre, env: Arc::new(app.env.clone()), deadline_ticks, log_line })
+        Ok(Runtime {
+            engine,
+            pre,
+            env: Arc::new(app.env.clone()),
+            dirs: app.capabilities.dirs.clone(),
+            net: Arc::new(app.capabilities.net.clone()),
+            max_memory_bytes: app.limits.max_memory_bytes,
+            deadline_ticks,
+            log_line,
+        })
     }
 
     /// Starts the thread that advances the engine's epoch, which is what interrupts a guest past its
@@ -114,21 +142,38 @@ impl<E: Exchange> Runtime<E> {
     pub fn handle(&self, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
         let stdout = GuestOutput::new("stdout", OUTPUT_BUDGET, self.log_line);
         let stderr = GuestOutput::new("stderr", OUTPUT_BUDGET, self.log_line);
-        let wasi = WasiCtx::builder().envs(&self.env).stdout(stdout.clone()).stderr(stderr.clone()).build();
-        let state = RequestState { wasi, table: ResourceTable::new(), exchange };
+        let wasi = match wasi_ctx(&self.env, &self.dirs, &self.net, stdout.clone(), stderr.clone()) {
+            Ok(wasi) => wasi,
+            Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
+        };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = RequestState { wasi, table, limits: self.store_limits(), net: Arc::clone(&self.net), exchange };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_max_component_handles(MAX_RESOURCES);
         store.set_epoch_deadline(self.deadline_ticks);
         let result = self.pre.instantiate(&mut store).and_then(|app| app.call_handle(&mut store, environ));
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,
             Ok(Err(message)) => Outcome::Refused(message),
-            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Outcome::TimedOut(format!("{err:?}")),
-            Err(err) => Outcome::Failed(format!("{err:?}")),
+            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Outcome::TimedOut(describe(&err)),
+            Err(err) => Outcome::Failed(describe(&err)),
         };
         let state = store.into_data();
         stdout.finish();
         stderr.finish();
         (state.exchange, outcome)
+    }
+
+    fn store_limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(self.max_memory_bytes)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(MAX_CORE_INSTANCES)
+            .tables(MAX_TABLES)
+            .memories(MAX_MEMORIES)
+            .build()
     }
 }
 
@@ -138,7 +183,10 @@ pub(crate) fn instance_pre<E: Exchange>(
     component: &Component,
 ) -> anyhow::Result<AppPre<RequestState<E>>> {
     let mut linker = Linker::<RequestState<E>>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .and_then(|()| name_lookup::add_to_linker(&mut linker))
+        .map_err(anyhow::Error::from)
+        .context("cannot link WASI")?;
     AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
         .map_err(anyhow::Error::from)
         .context("cannot link the wasmcorn interfaces")?;
@@ -149,6 +197,15 @@ pub(crate) fn instance_pre<E: Exchange>(
     AppPre::new(pre)
         .map_err(anyhow::Error::from)
         .context("the component does not export the wasmcorn:app handler (`handle`)")
+}
+
+/// The cause of a guest's failure and its wasm backtrace (function names from the name section), without the
+/// host's own stack, which says nothing about the guest.
+fn describe(err: &wasmtime::Error) -> String {
+    match err.downcast_ref::<WasmBacktrace>() {
+        Some(backtrace) => format!("{}\n{backtrace}", err.root_cause()),
+        None => format!("{err:#}"),
+    }
 }
 
 fn ticks(timeout: Duration) -> u64 {

@@ -1,10 +1,16 @@
-//! The state of one request's `Store`: the guest's WASI context and the exchange its imports read and write.
+//! The state of one request's `Store`: the guest's WASI context, its limits, and the exchange its imports read
+//! and write.
 
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Exchange;
 use super::bindings::wasmcorn::app::{request, response};
+use super::capabilities::NetGrant;
+use super::name_lookup::LookupView;
 
 /// The most bytes one `read-body` call returns, whatever the guest asks for.
 const MAX_READ: usize = 1 << 20;
@@ -12,12 +18,22 @@ const MAX_READ: usize = 1 << 20;
 pub struct RequestState<E> {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
+    /// What the instance may create: memory, tables, instances.
+    pub limits: StoreLimits,
+    /// The addresses and names the guest was granted, for its name lookups.
+    pub net: Arc<NetGrant>,
     pub exchange: E,
 }
 
 impl<E: Exchange> WasiView for RequestState<E> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl<E: Exchange> LookupView for RequestState<E> {
+    fn net_grant(&self) -> Arc<NetGrant> {
+        Arc::clone(&self.net)
     }
 }
 

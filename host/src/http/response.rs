@@ -77,6 +77,9 @@ impl ResponseWriter {
 
     /// The guest's `start-response`.
     pub fn start(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
+        if let State::Failed { reason, .. } = &self.state {
+            return Err(format!("the response has already failed: {reason}"));
+        }
         if !matches!(self.state, State::Unstarted) {
             return Err(self.fail("start-response was called more than once".into()));
         }

@@ -42,9 +42,13 @@ pub fn request(runtime: &Runtime<HttpExchange>, settings: &HttpSettings, arrived
     let environ = environ::build(&request, &client, &local, &settings.script_name);
     let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request, body));
     let guest_error = describe_failure(&request, &exchange, outcome);
+    let contract_checked = guest_error.is_none();
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) | Err(sent) => sent,
     };
+    if contract_checked && let Some(reason) = exchange.response.failure() {
+        log::error(format_args!("Invalid response from the guest for {}: {reason}", request.request_line()));
+    }
     log::access(&log::AccessRecord {
         remote_addr: if client.remote_addr.is_empty() { "-" } else { &client.remote_addr },
         method: &request.method,
@@ -72,12 +76,8 @@ fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome
         return Some((err.status().unwrap_or(400), err.to_string()));
     }
     match outcome {
-        Outcome::Completed => {
-            if let Some(reason) = exchange.response.failure() {
-                log::error(format_args!("Invalid response from the guest for {what}: {reason}"));
-            }
-            None
-        }
+        // Whether the response kept the contract is known once it is finished.
+        Outcome::Completed => None,
         Outcome::Refused(message) => {
             log::error(format_args!("Error handling request {what}: {message}"));
             Some((500, message))

@@ -1,0 +1,197 @@
+//! The `misbehave` guest: a test app that breaks every rule a guest can break, one route at a time, so that the
+//! end-to-end tests can show that a misbehaving guest costs one request and never a worker. It is built with the
+//! samples but not embedded; tests serve it by path (`WASMCORN_GUEST_MISBEHAVE`).
+//!
+//! Routes (query values are percent-decoded):
+//! - `/loop`: spins forever. `/alloc`: grows its memory a MiB at a time without end, printing `hoarded N MiB`.
+//!   `/trap`: executes `unreachable`. `/stack`: recurses without end. `/panic`: panics. `/exit`: calls `std::process::exit(3)`.
+//! - `/read?path=P`, `/write?path=P`: reads or writes a file; `/connect?addr=HOST:PORT`: connects over TCP, sends
+//!   `ping\n` and reads the reply. Each answers `200` with `ok: ...` or `error: ...` in the body.
+//! - `/handles`: creates pollables without ever dropping them, printing `holding N pollables` every thousand.
+//! - `/env`: the guest's environment, one `KEY=VALUE` a line. `/count`: increments a global and answers it.
+//! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
+//! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
+//!   `/body-before-start`.
+
+wit_bindgen::generate!({ path: "../../wit", world: "app" });
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use wasmcorn::app::response::{start_response, write_body};
+
+/// The global that `/count` increments: a fresh instance per request starts it at zero again.
+static COUNT: AtomicU64 = AtomicU64::new(0);
+
+const SPEW_BYTES: usize = 100 << 20;
+const CHUNK: usize = 64 * 1024;
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn handle(environ: Vec<(String, String)>) -> Result<(), String> {
+        let path = variable(&environ, "PATH_INFO");
+        let query = variable(&environ, "QUERY_STRING");
+        match path {
+            "/loop" => spin(),
+            "/alloc" => hoard_memory(),
+            "/trap" => core::arch::wasm32::unreachable(),
+            "/stack" => answer(&format!("{}", recurse(0))),
+            "/panic" => panic!("the misbehave guest panics on purpose"),
+            "/exit" => std::process::exit(3),
+            "/read" => answer(&read(&parameter(query, "path"))),
+            "/write" => answer(&write(&parameter(query, "path"))),
+            "/connect" => answer(&connect(&parameter(query, "addr"))),
+            "/env" => answer(&std::env::vars().map(|(key, value)| format!("{key}={value}\n")).collect::<String>()),
+            "/handles" => answer(&format!("held {} pollables", hoard_handles())),
+            "/count" => answer(&(COUNT.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
+            "/spew" => spew(),
+            "/big" => big(&parameter(query, "bytes")),
+            "/bad-header" => broken_response("200 OK", &[("X-Evil", "yes\r\nX-Injected: 1")]),
+            "/bad-status" => broken_response("200 OK\r\nX-Injected: 1", &[]),
+            "/hop-by-hop" => broken_response("200 OK", &[("Connection", "keep-alive")]),
+            "/no-start" => Ok(()),
+            "/body-before-start" => {
+                let _ = write_body(b"a body before any status\n");
+                let _ = start_response("200 OK", &[]);
+                let _ = write_body(b"too late\n");
+                Ok(())
+            }
+            _ => {
+                start_response("404 Not Found", &[])?;
+                write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
+            }
+        }
+    }
+}
+
+fn variable<'a>(environ: &'a [(String, String)], name: &str) -> &'a str {
+    environ.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
+}
+
+/// The percent-decoded value of `name` in a query string; empty when absent.
+fn parameter(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode_str(value).decode_utf8_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn answer(text: &str) -> Result<(), String> {
+    start_response("200 OK", &[("Content-Type".into(), "text/plain".into())])?;
+    write_body(text.as_bytes())
+}
+
+/// Sends a response the host must refuse, then carries on as if nothing happened.
+fn broken_response(status: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+    let headers: Vec<(String, String)> =
+        headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    let refused = start_response(status, &headers).err().unwrap_or_default();
+    let _ = write_body(format!("the host said: {refused}\n").as_bytes());
+    Ok(())
+}
+
+#[inline(never)]
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Grows the heap a mebibyte at a time, touching every page, until the allocator fails (which aborts).
+#[inline(never)]
+fn hoard_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        println!("hoarded {} MiB", black_box(&hoard).len());
+    }
+}
+
+/// Creates pollables and never drops them, until the host refuses one (which traps).
+fn hoard_handles() -> usize {
+    let mut held = 0;
+    loop {
+        std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+        held += 1;
+        if held % 1000 == 0 {
+            println!("holding {held} pollables");
+        }
+    }
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    black_box(recurse(depth + 1)).wrapping_add(depth)
+}
+
+fn read(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("ok: {}", String::from_utf8_lossy(&bytes)),
+        Err(err) => format!("error: cannot read {path:?}: {err}"),
+    }
+}
+
+fn write(path: &str) -> String {
+    match std::fs::write(path, b"written by the misbehave guest\n") {
+        Ok(()) => format!("ok: wrote {path:?}"),
+        Err(err) => format!("error: cannot write {path:?}: {err}"),
+    }
+}
+
+fn connect(address: &str) -> String {
+    let mut stream = match TcpStream::connect(address) {
+        Ok(stream) => stream,
+        Err(err) => return format!("error: cannot connect to {address:?}: {err}"),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reply = [0u8; 64];
+    match stream.write_all(b"ping\n").and_then(|()| stream.read(&mut reply)) {
+        Ok(length) => format!("ok: connected to {address}, read: {}", String::from_utf8_lossy(&reply[..length])),
+        Err(err) => format!("error: connected to {address} but the exchange failed: {err}"),
+    }
+}
+
+/// Writes `SPEW_BYTES` to stdout in lines of 1 KiB.
+fn spew() -> Result<(), String> {
+    let mut block = Vec::with_capacity(CHUNK);
+    while block.len() < CHUNK {
+        block.extend_from_slice(&[b'x'; 1023]);
+        block.push(b'\n');
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut written = 0;
+    while written < SPEW_BYTES {
+        stdout.write_all(&block).map_err(|err| format!("stdout failed: {err}"))?;
+        written += block.len();
+    }
+    drop(stdout);
+    answer(&format!("wrote {written} bytes to stdout"))
+}
+
+fn big(bytes: &str) -> Result<(), String> {
+    let total: usize = bytes.parse().map_err(|_| format!("bytes must be a number, not {bytes:?}"))?;
+    start_response("200 OK", &[("Content-Type".into(), "application/octet-stream".into())])?;
+    // Byte i of the body is `b'a' + i % 26`, whatever the chunking.
+    let pattern: Vec<u8> = (0..CHUNK + 26).map(|index| b'a' + (index % 26) as u8).collect();
+    let mut sent = 0;
+    while sent < total {
+        let length = CHUNK.min(total - sent);
+        let offset = sent % 26;
+        write_body(&pattern[offset..offset + length])?;
+        sent += length;
+    }
+    Ok(())
+}
+
+export!(Misbehave);

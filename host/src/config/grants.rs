@@ -1,0 +1,119 @@
+//! Turns `--dir` and `--allow-net` into the capabilities an app is granted. Each is checked here, before any
+//! worker is forked: a folder that is missing or unreadable, or a name that does not resolve, is a one-line
+//! error at start rather than a failure in every request.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::guest::{DirGrant, NetGrant};
+
+/// Reads every `--dir HOST[::GUEST][:ro]` and checks that each HOST is a folder the server can open.
+pub fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
+    specs.iter().map(|spec| dir(spec)).collect()
+}
+
+fn dir(spec: &str) -> anyhow::Result<DirGrant> {
+    let grant = parse_dir(spec)?;
+    let entries = fs::read_dir(&grant.host).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
+    drop(entries);
+    Ok(grant)
+}
+
+fn parse_dir(spec: &str) -> anyhow::Result<DirGrant> {
+    let (paths, read_only) = match spec.strip_suffix(":ro") {
+        Some(paths) => (paths, true),
+        None => (spec, false),
+    };
+    let (host, guest) = paths.split_once("::").unwrap_or((paths, paths));
+    if host.is_empty() || guest.is_empty() || host.contains('\0') || guest.contains('\0') {
+        bail!("--dir takes HOST[::GUEST][:ro], not {spec:?}");
+    }
+    Ok(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), read_only })
+}
+
+/// Reads every `--allow-net HOST:PORT`, resolving host names now: the guest may connect to the addresses found
+/// and look up the names listed.
+pub fn net(specs: &[String]) -> anyhow::Result<NetGrant> {
+    let mut grant = NetGrant::default();
+    for spec in specs {
+        let (host, port) = parse_net(spec)?;
+        match host.parse::<IpAddr>() {
+            Ok(ip) => grant.addresses.push(SocketAddr::new(ip, port)),
+            Err(_) => {
+                let found: Vec<SocketAddr> = (host, port)
+                    .to_socket_addrs()
+                    .with_context(|| format!("--allow-net {spec}: cannot resolve {host}"))?
+                    .collect();
+                if found.is_empty() {
+                    bail!("--allow-net {spec}: {host} has no address");
+                }
+                grant.addresses.extend(found);
+                grant.names.push(host.to_ascii_lowercase());
+            }
+        }
+    }
+    grant.addresses.sort();
+    grant.addresses.dedup();
+    grant.names.sort();
+    grant.names.dedup();
+    Ok(grant)
+}
+
+/// Splits `HOST:PORT` (`[::1]:PORT` for an IPv6 literal).
+fn parse_net(spec: &str) -> anyhow::Result<(&str, u16)> {
+    let usage = || format!("--allow-net takes HOST:PORT with a port from 1 to 65535, not {spec:?}");
+    let (host, port) = spec.rsplit_once(':').with_context(usage)?;
+    let host = host.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().ok().filter(|port| *port != 0).with_context(usage)?;
+    if host.is_empty() || host.contains([':', '/', ' ']) && host.parse::<IpAddr>().is_err() {
+        bail!(usage());
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_takes_a_guest_name_and_a_read_only_suffix() {
+        let plain = parse_dir("/srv/data").unwrap();
+        assert_eq!(
+            (plain.host, plain.guest.as_str(), plain.read_only),
+            (PathBuf::from("/srv/data"), "/srv/data", false)
+        );
+        let renamed = parse_dir("/srv/data::/data:ro").unwrap();
+        assert_eq!(
+            (renamed.host, renamed.guest.as_str(), renamed.read_only),
+            (PathBuf::from("/srv/data"), "/data", true)
+        );
+        assert!(parse_dir("/srv/data:ro").unwrap().read_only);
+        assert!(parse_dir("::/data").is_err());
+        assert!(parse_dir("/srv::").is_err());
+    }
+
+    #[test]
+    fn missing_dir_is_an_error_naming_the_flag() {
+        let err = dirs(&["/no/such/folder".into()]).unwrap_err();
+        assert!(format!("{err:#}").starts_with("--dir /no/such/folder: cannot open the folder"), "{err:#}");
+    }
+
+    #[test]
+    fn allow_net_takes_ip_literals_and_names() {
+        let grant = net(&["127.0.0.1:5432".into(), "[::1]:80".into(), "localhost:8080".into()]).unwrap();
+        assert!(grant.addresses.contains(&"127.0.0.1:5432".parse().unwrap()));
+        assert!(grant.addresses.contains(&"[::1]:80".parse().unwrap()));
+        assert!(grant.addresses.iter().any(|address| address.port() == 8080 && address.ip().is_loopback()));
+        assert_eq!(grant.names, vec!["localhost".to_string()]);
+    }
+
+    #[test]
+    fn allow_net_without_a_valid_port_is_refused() {
+        for spec in ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:http", ":80", "a b:80", "127.0.0.1:70000"] {
+            assert!(parse_net(spec).is_err(), "{spec}");
+        }
+    }
+}

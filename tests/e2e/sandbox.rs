@@ -1,0 +1,368 @@
+//! The guest sandbox and its limits, shown with the `misbehave` guest: whatever a guest does, it costs its own
+//! request and never the worker (same pid before and after, no new `Booting worker` line, the next request
+//! answered), and it reaches only what the operator granted.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+use nix::unistd::Pid;
+
+use crate::support::postgres::Postgres;
+use crate::support::{Server, command};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+/// The misbehave guest on one worker, with small limits so that the tests run fast.
+fn misbehave(args: &[&str]) -> Server {
+    let mut all = vec!["--guest-timeout", "0.5", "--max-memory", "16"];
+    all.extend_from_slice(args);
+    Server::start(MISBEHAVE, 1, &all)
+}
+
+/// The worker's pid, checked to be the only one.
+fn the_worker(server: &Server) -> Pid {
+    let booted = server.booted_worker_pids();
+    assert_eq!(booted.len(), 1, "one worker booted: {booted:?}");
+    assert_eq!(server.live_workers(), booted);
+    booted[0]
+}
+
+/// The same worker is alive, no other booted, and it answers the next request normally (from a fresh instance).
+fn assert_worker_survived(server: &Server, worker: Pid, after: &str) {
+    let next = server.get("/count");
+    assert_eq!((next.status, next.text().as_str()), (200, "1"), "the request after {after}");
+    assert_eq!(server.live_workers(), vec![worker], "the worker survives {after}");
+    assert_eq!(server.booted_worker_pids(), vec![worker], "no worker was booted after {after}");
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    for _ in 0..5 {
+        let response = server.get("/count");
+        assert_eq!((response.status, response.text().as_str()), (200, "1"), "the global starts at zero again");
+    }
+    assert_worker_survived(&server, worker, "five requests");
+}
+
+#[test]
+fn guest_past_its_timeout_gets_503_and_a_logged_backtrace_and_the_worker_goes_on() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    for _ in 0..2 {
+        let response = server.get("/loop");
+        assert_eq!(response.status, 503);
+        assert_eq!(response.text(), "Service Unavailable\n");
+    }
+    let lines =
+        server.wait_for_count("[ERROR] Guest timeout handling request GET /loop HTTP/1.1: wasm trap: interrupt", 2);
+    assert!(lines[0].contains(&format!("] [{worker}] [ERROR]")), "the worker logs it: {}", lines[0]);
+    let log = server.log_text();
+    assert!(log.contains("misbehave.wasm!misbehave::spin"), "the wasm backtrace names the function:\n{log}");
+    assert!(!log.contains("Stack backtrace"), "the host's own stack is not logged:\n{log}");
+    assert_worker_survived(&server, worker, "/loop");
+}
+
+#[test]
+fn traps_get_500_and_a_logged_wasm_backtrace_and_the_worker_goes_on() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    let cases = [
+        ("/trap", "wasm trap: wasm `unreachable` instruction executed", "misbehave.wasm!handle"),
+        ("/stack", "wasm trap: call stack exhausted", "misbehave.wasm!misbehave::recurse"),
+        ("/panic", "wasm trap: wasm `unreachable` instruction executed", "::process::abort"),
+        ("/alloc", "wasm trap: wasm `unreachable` instruction executed", "misbehave::hoard_memory"),
+        // WASI 0.2 has no exit codes: `exit(3)` is a failed exit, status 1.
+        ("/exit", "Exited with i32 exit status 1", "::process::exit"),
+    ];
+    for (route, cause, frame) in cases {
+        let response = server.get(route);
+        assert_eq!(response.status, 500, "{route}");
+        assert_eq!(response.text(), "Internal Server Error\n", "{route}");
+        let line =
+            server.wait_for_line(&format!("[ERROR] Guest failure handling request GET {route} HTTP/1.1: {cause}"));
+        assert!(line.contains(&format!("] [{worker}] [ERROR]")), "{line}");
+        assert!(server.log_text().contains(frame), "the backtrace of {route} shows {frame}:\n{}", server.log_text());
+        assert_worker_survived(&server, worker, route);
+    }
+    server.wait_for_line("[guest stderr] the misbehave guest panics on purpose");
+    server.wait_for_line("[guest stderr] memory allocation of 1048576 bytes failed");
+}
+
+#[test]
+fn memory_growth_stops_at_max_memory() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/alloc").status, 500);
+    server.wait_for_line("[guest stderr] memory allocation of 1048576 bytes failed");
+    let hoarded: Vec<u32> = server
+        .log_lines()
+        .iter()
+        .filter_map(|line| line.split("[guest stdout] hoarded ").nth(1)?.strip_suffix(" MiB")?.parse().ok())
+        .collect();
+    let most = hoarded.iter().copied().max().unwrap_or(0);
+    // The guest's stack and data take a little of the 16 MiB; its heap gets the rest, and not one MiB more.
+    assert!((8..16).contains(&most), "the guest hoarded {most} MiB under a 16 MiB cap");
+    assert_worker_survived(&server, worker, "/alloc");
+}
+
+#[test]
+fn resources_a_guest_holds_are_bounded() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/handles").status, 500);
+    server
+        .wait_for_line("[ERROR] Guest failure handling request GET /handles HTTP/1.1: resource table has no free keys");
+    let held: Vec<u32> = server
+        .log_lines()
+        .iter()
+        .filter_map(|line| line.split("[guest stdout] holding ").nth(1)?.strip_suffix(" pollables")?.parse().ok())
+        .collect();
+    let most = held.iter().copied().max().unwrap_or(0);
+    // Each pollable takes a host table entry or two; the table holds 10,000 (wasmtime's default is 1,000,000).
+    assert!((1000..10_000).contains(&most), "the guest held {most} pollables");
+    assert_worker_survived(&server, worker, "/handles");
+}
+
+#[test]
+fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    let cases = [
+        ("/bad-header", "the value of header \"X-Evil\" contains CR, LF or NUL"),
+        ("/bad-status", "invalid status \"200 OK\\r\\nX-Injected: 1\""),
+        ("/hop-by-hop", "the guest may not set the \"Connection\" header"),
+        ("/no-start", "the guest returned without calling start-response"),
+        ("/body-before-start", "write-body was called before start-response"),
+    ];
+    for (route, reason) in cases {
+        let response = server.get(route);
+        assert_eq!(response.status, 500, "{route}");
+        let raw = String::from_utf8_lossy(&response.raw);
+        assert!(raw.ends_with("\r\n\r\nInternal Server Error\n"), "{route}: {raw:?}");
+        for guest_text in ["X-Injected", "X-Evil", "keep-alive", "the host said", "a body before", "too late"] {
+            assert!(!raw.contains(guest_text), "{route} leaked {guest_text:?}: {raw:?}");
+        }
+        let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["Date", "Server", "Connection", "Content-Type", "Content-Length"], "{route}");
+        let line = server.wait_for_line(&format!("[ERROR] Invalid response from the guest for GET {route} HTTP/1.1: "));
+        assert!(line.contains(reason), "{route}: {line}");
+        assert_worker_survived(&server, worker, route);
+    }
+}
+
+#[test]
+fn guest_output_is_logged_within_its_budget() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    let response = server.get("/spew");
+    assert_eq!((response.status, response.text().as_str()), (200, "wrote 104857600 bytes to stdout"));
+    // 64 KiB of 1 KiB lines are logged, the other 100 MiB - 64 KiB are counted and dropped.
+    server.wait_for_line("[guest stdout] [104792064 more bytes dropped: the request's output budget is spent]");
+    let logged = server
+        .log_lines()
+        .iter()
+        .filter(|line| line.contains(&format!("[{worker}] [INFO] [guest stdout] xxx")))
+        .count();
+    assert_eq!(logged, 64);
+    assert_worker_survived(&server, worker, "/spew");
+}
+
+#[test]
+fn big_bodies_stream_whole() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    for bytes in [10usize, 1_000_000] {
+        let response = server.get(&format!("/big?bytes={bytes}"));
+        assert_eq!(response.status, 200);
+        let expected: Vec<u8> = (0..bytes).map(|index| b'a' + (index % 26) as u8).collect();
+        assert!(response.body == expected, "{bytes} bytes of the alphabet, got {} bytes", response.body.len());
+    }
+    assert_worker_survived(&server, worker, "/big");
+}
+
+#[test]
+fn guest_environment_holds_only_what_env_gave() {
+    let server = misbehave(&["--env", "GREETING=hello", "--env", "EMPTY=", "--env", "EQUATION=a=b"]);
+    let worker = the_worker(&server);
+    let response = server.get("/env");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "GREETING=hello\nEMPTY=\nEQUATION=a=b\n");
+    assert_worker_survived(&server, worker, "/env");
+}
+
+#[test]
+fn without_dir_the_guest_sees_no_files() {
+    let folder = tempfile::tempdir().unwrap();
+    let secret = folder.path().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    let secret = secret.to_str().unwrap();
+    for route in [format!("/read?path={secret}"), "/read?path=/etc/passwd".into(), "/read?path=secret.txt".into()] {
+        let response = server.get(&route);
+        assert_eq!(response.status, 200);
+        assert!(response.text().starts_with("error: cannot read"), "{route}: {}", response.text());
+    }
+    let written = folder.path().join("written.txt");
+    let response = server.get(&format!("/write?path={}", written.display()));
+    assert!(response.text().starts_with("error: cannot write"), "{}", response.text());
+    assert!(!written.exists());
+    assert_worker_survived(&server, worker, "reads and writes");
+}
+
+#[test]
+fn dir_grants_one_folder_read_only_or_read_write() {
+    let root = tempfile::tempdir().unwrap();
+    let granted = root.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("in.txt"), "inside").unwrap();
+    std::fs::write(root.path().join("outside.txt"), "outside").unwrap();
+    let read_only = format!("{}::/data:ro", granted.display());
+    let server = misbehave(&["--dir", &read_only]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/read?path=/data/in.txt").text(), "ok: inside");
+    for escape in ["/data/../outside.txt", &format!("{}/outside.txt", root.path().display()), "/outside.txt"] {
+        let text = server.get(&format!("/read?path={escape}")).text();
+        assert!(text.starts_with("error: cannot read"), "{escape}: {text}");
+    }
+    let text = server.get("/write?path=/data/new.txt").text();
+    assert!(text.starts_with("error: cannot write"), "read-only: {text}");
+    assert!(!granted.join("new.txt").exists());
+    assert_worker_survived(&server, worker, "read-only access");
+    drop(server);
+
+    let read_write = format!("{}::/data", granted.display());
+    let server = misbehave(&["--dir", &read_write]);
+    assert_eq!(server.get("/write?path=/data/new.txt").text(), "ok: wrote \"/data/new.txt\"");
+    assert_eq!(std::fs::read_to_string(granted.join("new.txt")).unwrap(), "written by the misbehave guest\n");
+}
+
+/// A TCP server that answers `pong` to whoever connects, and reports each connection.
+fn pong_listener() -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connected, connections) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = connected.send(());
+            let mut ping = [0u8; 5];
+            if stream.read_exact(&mut ping).is_ok() {
+                let _ = stream.write_all(b"pong\n");
+            }
+        }
+    });
+    (port, connections)
+}
+
+#[test]
+fn without_allow_net_the_guest_connects_nowhere() {
+    let (port, connections) = pong_listener();
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    for address in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let text = server.get(&format!("/connect?addr={address}")).text();
+        assert!(text.starts_with(&format!("error: cannot connect to {address:?}")), "{text}");
+    }
+    assert_eq!(connections.try_recv(), Err(mpsc::TryRecvError::Empty), "no connection reached the listener");
+    assert_worker_survived(&server, worker, "refused connections");
+}
+
+#[test]
+fn allow_net_grants_exactly_the_listed_addresses_and_names() {
+    let (allowed, connections) = pong_listener();
+    let (other, other_connections) = pong_listener();
+    let by_address = format!("127.0.0.1:{allowed}");
+    let server = misbehave(&["--allow-net", &by_address]);
+    let worker = the_worker(&server);
+    let text = server.get(&format!("/connect?addr={by_address}")).text();
+    assert_eq!(text, format!("ok: connected to {by_address}, read: pong\n"));
+    assert_eq!(connections.try_recv(), Ok(()));
+    let text = server.get(&format!("/connect?addr=127.0.0.1:{other}")).text();
+    assert!(text.starts_with("error: cannot connect"), "another port: {text}");
+    // localhost resolves to the allowed address, but the name is not listed: the lookup itself is refused.
+    let text = server.get(&format!("/connect?addr=localhost:{allowed}")).text();
+    assert!(text.starts_with("error: cannot connect"), "an unlisted name: {text}");
+    assert_eq!(connections.try_recv(), Err(mpsc::TryRecvError::Empty));
+    assert_eq!(other_connections.try_recv(), Err(mpsc::TryRecvError::Empty));
+    assert_worker_survived(&server, worker, "granted connections");
+    drop(server);
+
+    let by_name = format!("localhost:{allowed}");
+    let server = misbehave(&["--allow-net", &by_name]);
+    let text = server.get(&format!("/connect?addr={by_name}")).text();
+    assert_eq!(text, format!("ok: connected to {by_name}, read: pong\n"));
+}
+
+#[test]
+fn help_explains_the_sandbox_flags() {
+    let output = command(&["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--dir <HOST[::GUEST][:ro]>", "--allow-net <HOST:PORT>", "--guest-timeout", "--max-memory"] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_dir_or_allow_net_is_a_one_line_error_at_start() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--dir", "/no/such/folder"], "Error: --dir /no/such/folder: cannot open the folder"),
+        (&["--dir", "::/data"], "Error: --dir takes HOST[::GUEST][:ro]"),
+        (&["--allow-net", "127.0.0.1"], "Error: --allow-net takes HOST:PORT"),
+        (&["--allow-net", "no-such-host.invalid:80"], "Error: --allow-net no-such-host.invalid:80: cannot resolve"),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["serve", "sample:hello", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let output = command(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?}");
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
+        assert!(stderr.starts_with(message), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
+fn workload_sleeps_on_a_real_postgres_through_wasi_sockets() {
+    let postgres = Postgres::start();
+    let address = format!("127.0.0.1:{}", postgres.port);
+    for (user, seconds) in [("postgres", "0.11"), ("md5user:md5secret", "0.12"), ("pwuser:pwsecret", "0.13")] {
+        let url = format!("DATABASE_URL=postgres://{user}@{address}/postgres");
+        let io_seconds = format!("IO_SECONDS={seconds}");
+        let server = Server::start(
+            "sample:workload",
+            1,
+            &["--env", "IO_BOUND=100", "--env", &io_seconds, "--env", &url, "--allow-net", &address],
+        );
+        assert_eq!(server.get("/").status, 204, "{user}");
+        server.wait_for_line("[guest stdout] IO work: 100, CPU work: 0, time: ");
+        assert!(postgres.log().contains(&format!("statement: SELECT pg_sleep({seconds})")), "{user} ran pg_sleep");
+    }
+
+    let refused = [
+        ("postgres://md5user:wrong@ADDRESS/postgres", "password authentication failed for user \"md5user\""),
+        ("postgres://md5user@ADDRESS/postgres", "asks for a password (md5) and DATABASE_URL has none"),
+        ("postgres://postgres@ADDRESS/nosuchdb", "database \"nosuchdb\" does not exist"),
+        (
+            "postgres://scramuser:scramsecret@ADDRESS/postgres",
+            "asks for SASL (SCRAM-SHA-256) authentication, which this client does not support",
+        ),
+    ];
+    for (url, reason) in refused {
+        let url = format!("DATABASE_URL={}", url.replace("ADDRESS", &address));
+        let server =
+            Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", &url, "--allow-net", &address]);
+        assert_eq!(server.get("/").status, 500, "{url}");
+        let line = server.wait_for_line(&format!("Error handling request GET / HTTP/1.1: PostgreSQL at {address} "));
+        assert!(line.contains(reason), "{url}: {line}");
+    }
+
+    let url = format!("DATABASE_URL=postgres://postgres@{address}/postgres");
+    let server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", &url]);
+    assert_eq!(server.get("/").status, 500, "without --allow-net");
+    server.wait_for_line(&format!("Error handling request GET / HTTP/1.1: cannot connect to PostgreSQL at {address}"));
+}
