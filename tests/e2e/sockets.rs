@@ -59,53 +59,34 @@ fn unix_socket_in_use_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another server"));
 }
 
-/// A listening socket whose descriptor a child process inherits.
-fn inheritable_listener() -> (TcpListener, u16) {
+/// Starts `wasmcorn serve --bind BIND` with a fresh listening socket as its descriptor 3: handed over as stdin
+/// and moved by the shell, which runs `setup` first, as a supervisor would. Returns the server and the port of
+/// the handed-over socket.
+fn serve_with_descriptor_3(setup: &str, bind: &str) -> (Server, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    (listener, port)
+    let fd: OwnedFd = listener.into();
+    let script = format!("exec 3<&0 0</dev/null; {setup} exec \"$0\" \"$@\"");
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &script, crate::support::binary(), "serve", "--bind", bind])
+        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
+    let server = Server::spawn_with_stdin(command, Stdio::from(fd));
+    server.wait_for_line("Booting worker");
+    (server, port)
 }
 
 #[test]
 fn fd_bind_adopts_an_inherited_socket() {
-    let (listener, port) = inheritable_listener();
-    let fd: OwnedFd = listener.into();
-    // Handed over as stdin, then duplicated to descriptor 3 by the shell, as a supervisor would.
-    let mut command = Command::new("bash");
-    command
-        .args([
-            "-c",
-            "exec 3<&0 0</dev/null; exec \"$0\" \"$@\"",
-            crate::support::binary(),
-            "serve",
-            "--bind",
-            "fd://3",
-        ])
-        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
-    let server = Server::spawn_with_stdin(command, Stdio::from(fd));
+    let (server, port) = serve_with_descriptor_3("", "fd://3");
     assert_eq!(server.port, port);
-    server.wait_for_line("Booting worker");
     assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
 }
 
 #[test]
 fn systemd_socket_activation_is_used_instead_of_bind() {
-    let (listener, port) = inheritable_listener();
-    let fd: OwnedFd = listener.into();
-    let mut command = Command::new("bash");
-    command
-        .args([
-            "-c",
-            "exec 3<&0 0</dev/null; export LISTEN_FDS=1 LISTEN_PID=$$; exec \"$0\" \"$@\"",
-            crate::support::binary(),
-            "serve",
-            "--bind",
-            "127.0.0.1:1",
-        ])
-        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
-    let server = Server::spawn_with_stdin(command, Stdio::from(fd));
+    let (server, port) = serve_with_descriptor_3("export LISTEN_FDS=1 LISTEN_PID=$$;", "127.0.0.1:1");
     assert_eq!(server.port, port, "the activated socket, not --bind");
-    server.wait_for_line("Booting worker");
     assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
 }
 
