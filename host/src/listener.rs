@@ -180,7 +180,7 @@ fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
     if fd < 3 {
         bail!("descriptor {fd} is stdin, stdout or stderr, not a socket");
     }
-    nix::fcntl::fcntl(unsafe_borrow(fd), FcntlArg::F_GETFD).with_context(|| format!("descriptor {fd} is not open"))?;
+    std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).with_context(|| format!("descriptor {fd} is not open"))?;
     // SAFETY: the descriptor was handed to this process by its parent (systemd, an old arbiter, or the operator
     // with fd://N) and nothing else in this process owns it; it was checked to be open above.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -192,11 +192,6 @@ fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
     fcntl(&owned, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("cannot make the socket non-blocking")?;
     fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("cannot set close-on-exec")?;
     Listener::from_fd(owned)
-}
-
-fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: only used for a flag query on a descriptor number; a closed one makes the query fail.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 fn new_socket(family: AddressFamily) -> nix::Result<OwnedFd> {
