@@ -42,10 +42,10 @@ pub struct Options {
     /// [default: 1; with --quick: 0.1].
     #[arg(long)]
     pub calibrate: Option<f64>,
-    /// Output folder [default: target/study].
+    /// Output folder, relative to the workspace root [default: target/study].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The wasmcorn binary [default: the one cargo built for this bench].
+    /// The wasmcorn binary, relative to the workspace root [default: the one cargo built for this bench].
     #[arg(long)]
     pub wasmcorn: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
@@ -114,8 +114,10 @@ impl Options {
             concurrency: self.concurrency.min(requests),
             io_seconds,
             cpu_size,
-            out: self.out.unwrap_or_else(|| workspace.join("target").join("study")),
-            wasmcorn: self.wasmcorn,
+            // cargo runs a bench in its package's folder, not where it was called: relative paths are taken from
+            // the workspace root.
+            out: workspace.join(self.out.unwrap_or_else(|| PathBuf::from("target/study"))),
+            wasmcorn: self.wasmcorn.map(|path| workspace.join(path)),
         })
     }
 }
