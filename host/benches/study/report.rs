@@ -55,7 +55,7 @@ fn file_name(path: &Path) -> String {
 
 fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
     let settings = context.settings;
-    let mode = if settings.quick { "quick" } else { "full" };
+    let mode = if settings.quick { "A quick" } else { "A full" };
     let _ = writeln!(text, "# Sync workers under IO-bound, CPU-bound and blended load\n");
     let _ = writeln!(
         text,
@@ -84,9 +84,9 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
         text,
         "| server | {} |",
         cell(&|contender| match contender.kind {
-            ServerKind::Wasmcorn => format!("`{}` (sync workers)", context.wasmcorn.display()),
+            ServerKind::Wasmcorn => format!("`{}`", context.wasmcorn.display()),
             ServerKind::Gunicorn => format!(
-                "{} (`--worker-class sync`)",
+                "{}, `--worker-class sync`",
                 context.gunicorn_version.clone().unwrap_or_else(|| "gunicorn".into())
             ),
         })
@@ -187,7 +187,9 @@ fn memory_tables(text: &mut String, context: &Context, points: &[Point], memory:
         text,
         "From `/proc/PID/smaps_rollup`, as `smem -k` shows it: USS (private pages), PSS (private plus a fair \
          share of shared pages: the best measure of what a process costs) and RSS. Idle is half a second after \
-         the workers booted; loaded is right after the load.\n"
+         the workers booted; loaded is right after the load. A file page that one process alone maps counts in \
+         its USS: with a single worker, the engine's code and the compiled guest are private to it; with more \
+         workers they are shared and move from USS to PSS.\n"
     );
     for contender in context.contenders {
         // The seed's table: the largest pool of the IO workload (or of the first workload measured).
