@@ -26,7 +26,7 @@ pub struct Options {
     /// Workloads, comma-separated [default: io,cpu,blend].
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<Workload>>,
-    /// Requests per point [default: 60; with --quick: 60].
+    /// Requests per point [default: 60].
     #[arg(long)]
     pub requests: Option<usize>,
     /// Concurrent clients (hey -c); at most the number of requests.

@@ -2,6 +2,7 @@
 //! on an error or after ctrl-C), in a process group of its own so that a ctrl-C on the terminal reaches only the
 //! harness, which then stops everything in order. `interrupted()` tells the loops that the user asked to stop.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
@@ -10,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::Pid;
-use std::os::unix::process::CommandExt;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
