@@ -14,7 +14,7 @@ pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
 pub use request::{Framing, Request, Version};
-pub use request::{HeadLimits, read_request, read_request_part};
+pub use request::{HeadLimits, parse_head, read_request, read_request_part};
 pub use response::{ResponseWriter, Sent, error_response, reason_phrase};
 
 /// Parses a complete request head, for tests elsewhere in the crate.

@@ -1,0 +1,125 @@
+//! `cargo bench --bench micro`: criterion micro-benchmarks of the two costs every request pays inside a worker:
+//! parsing the request head (`wasmcorn::http::parse_head`), and a fresh instance of the guest (instantiate the
+//! `hello` sample, call its handler, drop the store) through `wasmcorn::guest::Runtime::handle`, with the
+//! request's bytes kept in memory instead of a socket.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wasmcorn::guest::{App, AppSource, Capabilities, Exchange, Limits, Outcome, Runtime, prepare};
+use wasmcorn::http::{HeadLimits, parse_head};
+
+/// What `hey` sends.
+const HEY_HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: hey/0.0.1\r\n\
+Content-Type: text/html\r\nAccept-Encoding: gzip\r\n\r\n";
+
+/// What a browser sends: more and longer fields.
+const BROWSER_HEAD: &[u8] = b"GET /articles/2026/sync-workers?page=2&sort=new HTTP/1.1\r\n\
+Host: example.test\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-GB,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Referer: https://example.test/articles/2026/\r\n\
+Cookie: session=0123456789abcdef0123456789abcdef; theme=dark; consent=yes\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+Sec-Fetch-Dest: document\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+Sec-Fetch-Site: same-origin\r\n\
+Priority: u=0, i\r\n\r\n";
+
+fn request_head(c: &mut Criterion) {
+    let limits = HeadLimits::default();
+    let mut group = c.benchmark_group("parse_head");
+    for (name, head) in [("hey", HEY_HEAD), ("browser", BROWSER_HEAD)] {
+        group.bench_function(name, |b| b.iter(|| parse_head(black_box(head), &limits)));
+    }
+    group.finish();
+}
+
+/// The request's side of a guest call, in memory: an empty body, and the response kept in a buffer.
+#[derive(Default)]
+struct MemoryExchange {
+    status: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Exchange for MemoryExchange {
+    fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+
+    fn start_response(&mut self, status: &str, _headers: Vec<(String, String)>) -> Result<(), String> {
+        self.status = Some(status.to_string());
+        Ok(())
+    }
+
+    fn write_body(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.body.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+fn discard_guest_line(_stream: &str, _line: &str) {}
+
+/// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it.
+fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchange>> {
+    let app = App {
+        source: AppSource::Sample("hello"),
+        env: Vec::new(),
+        limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
+        capabilities: Capabilities::default(),
+    };
+    let artefact = prepare(&app, cache)?;
+    Runtime::load(&app, &artefact.path, discard_guest_line)
+}
+
+/// The environ a worker builds for hey's request.
+fn environ() -> Vec<(String, String)> {
+    [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", ""),
+        ("PATH_INFO", "/"),
+        ("QUERY_STRING", ""),
+        ("RAW_URI", "/"),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "8000"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_SOFTWARE", "wasmcorn"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "40000"),
+        ("wsgi.url_scheme", "http"),
+        ("HTTP_HOST", "127.0.0.1:8000"),
+        ("HTTP_USER_AGENT", "hey/0.0.1"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect()
+}
+
+fn guest_call(c: &mut Criterion) {
+    let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
+        let runtime = hello_runtime(cache.path())?;
+        Ok((runtime, cache))
+    });
+    let (runtime, _cache) = match runtime {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("micro: skipping the guest benchmark: cannot load sample:hello: {err:#}");
+            return;
+        }
+    };
+    let environ = environ();
+    let (exchange, outcome) = runtime.handle(&environ, MemoryExchange::default());
+    if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
+        eprintln!("micro: skipping the guest benchmark: sample:hello answered {outcome:?}, {:?}", exchange.status);
+        return;
+    }
+    c.bench_function("guest/hello: instantiate + call + drop", |b| {
+        b.iter(|| runtime.handle(black_box(&environ), MemoryExchange::default()))
+    });
+}
+
+criterion_group!(benches, request_head, guest_call);
+criterion_main!(benches);

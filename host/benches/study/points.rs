@@ -1,0 +1,198 @@
+//! One point of the study: a server with N workers under one workload, started fresh, measured idle, loaded by
+//! `hey`, measured again, stopped. Also the server set-ups ("contenders") the points are run for.
+
+use std::fmt;
+use std::thread::sleep;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::load::{LoadSpec, run_hey};
+use crate::memory::{Memory, Role, Snapshot};
+use crate::server::{Launchers, Server, ServerKind, ServerSpec};
+use crate::workload::{RequestCosts, Workload};
+
+/// How long a freshly started server is left alone before its idle memory is read.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// How a server does the IO part of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// `SELECT pg_sleep(x)` on the study's PostgreSQL, a connection per request.
+    PgSleep,
+    /// A sleep on the clock (wasmcorn: a WASI clock sleep; Gunicorn: `time.sleep`).
+    ClockSleep,
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IoMode::PgSleep => "pg_sleep",
+            IoMode::ClockSleep => "clock sleep",
+        })
+    }
+}
+
+/// A server as the study runs it: what its requests cost and how it does IO.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    pub kind: ServerKind,
+    pub costs: RequestCosts,
+    pub io_mode: IoMode,
+    /// Added to the app's environment (DATABASE_URL).
+    pub env: Vec<(String, String)>,
+    /// Added to the server's flags (wasmcorn's --allow-net).
+    pub extra_args: Vec<String>,
+}
+
+impl Contender {
+    pub fn spec(&self, workload: Workload, workers: usize, label: String) -> ServerSpec {
+        let mut env = vec![
+            ("IO_BOUND".to_string(), workload.io_percent().to_string()),
+            ("CPU_BOUND".to_string(), workload.cpu_percent().to_string()),
+            ("IO_SECONDS".to_string(), self.costs.io_seconds.to_string()),
+            ("ITERATIONS".to_string(), self.costs.iterations.to_string()),
+        ];
+        if workload.io_percent() > 0 {
+            env.extend(self.env.iter().cloned());
+        }
+        let (io, cpu) = workload.parts(&self.costs);
+        ServerSpec {
+            kind: self.kind,
+            workers,
+            env,
+            extra_args: if workload.io_percent() > 0 { self.extra_args.clone() } else { Vec::new() },
+            request_seconds: io + cpu,
+            label,
+        }
+    }
+}
+
+/// One row of `points.csv`. Memory in KiB; worker memory is the mean over the workers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub server: ServerKind,
+    pub workload: Workload,
+    pub workers: usize,
+    pub io_mode: String,
+    pub io_seconds: f64,
+    pub cpu_seconds: f64,
+    pub iterations: u64,
+    pub requests: usize,
+    pub concurrency: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub elapsed_s: f64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub ideal_requests_per_second: f64,
+    pub ratio_to_ideal: f64,
+    pub arbiter_pss_idle_kib: u64,
+    pub arbiter_pss_loaded_kib: u64,
+    pub worker_uss_idle_kib: u64,
+    pub worker_pss_idle_kib: u64,
+    pub worker_rss_idle_kib: u64,
+    pub worker_uss_loaded_kib: u64,
+    pub worker_pss_loaded_kib: u64,
+    pub worker_rss_loaded_kib: u64,
+}
+
+/// One row of `memory.csv`: one process at one moment, as `smem` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRow {
+    pub server: ServerKind,
+    pub workload: Workload,
+    pub workers: usize,
+    pub phase: &'static str,
+    pub role: Role,
+    pub pid: i32,
+    pub uss_kib: u64,
+    pub pss_kib: u64,
+    pub rss_kib: u64,
+}
+
+/// The load settings shared by every point.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadShape {
+    pub requests: usize,
+    pub concurrency: usize,
+    pub cores: usize,
+}
+
+/// Runs one point and returns its row and the memory of each process.
+pub fn run_point(
+    contender: &Contender,
+    workload: Workload,
+    workers: usize,
+    shape: LoadShape,
+    launchers: &Launchers,
+) -> anyhow::Result<(Point, Vec<MemoryRow>)> {
+    let label = format!("{workload:?}-w{workers}").to_lowercase();
+    let spec = contender.spec(workload, workers, label.clone());
+    let ideal = workload.ideal_throughput(workers, shape.cores, &contender.costs);
+    let mut server = Server::start(&spec, launchers)?;
+    sleep(SETTLE);
+    let idle = Snapshot::take(server.arbiter_pid(), &server.workers());
+    // Generous bounds: five times the ideal duration, plus a minute.
+    let limit = Duration::from_secs_f64(shape.requests as f64 / ideal * 5.0 + 60.0);
+    let load = LoadSpec {
+        url: server.url(),
+        requests: shape.requests,
+        concurrency: shape.concurrency,
+        request_timeout: limit,
+        limit,
+        output: launchers.log_dir.join(format!("{}-{label}.hey.csv", contender.kind)),
+    };
+    let result = run_hey(&load)?;
+    let loaded = Snapshot::take(server.arbiter_pid(), &server.workers());
+    server.stop();
+
+    let mut rows = Vec::new();
+    for (phase, snapshot) in [("idle", &idle), ("loaded", &loaded)] {
+        let row = |role, pid, memory: Memory| MemoryRow {
+            server: contender.kind,
+            workload,
+            workers,
+            phase,
+            role,
+            pid,
+            uss_kib: memory.uss_kib,
+            pss_kib: memory.pss_kib,
+            rss_kib: memory.rss_kib,
+        };
+        rows.push(row(Role::Arbiter, snapshot.arbiter_pid, snapshot.arbiter));
+        rows.extend(snapshot.workers.iter().map(|&(pid, memory)| row(Role::Worker, pid, memory)));
+    }
+    let (idle_workers, loaded_workers) = (idle.worker_mean(), loaded.worker_mean());
+    let point = Point {
+        server: contender.kind,
+        workload,
+        workers,
+        io_mode: contender.io_mode.to_string(),
+        io_seconds: contender.costs.io_seconds,
+        cpu_seconds: contender.costs.cpu_seconds,
+        iterations: contender.costs.iterations,
+        requests: shape.requests,
+        concurrency: shape.concurrency,
+        succeeded: result.succeeded,
+        failed: result.failed,
+        elapsed_s: result.elapsed_seconds,
+        requests_per_second: result.requests_per_second,
+        p50_ms: result.p50_ms,
+        p90_ms: result.p90_ms,
+        p99_ms: result.p99_ms,
+        ideal_requests_per_second: ideal,
+        ratio_to_ideal: result.requests_per_second / ideal,
+        arbiter_pss_idle_kib: idle.arbiter.pss_kib,
+        arbiter_pss_loaded_kib: loaded.arbiter.pss_kib,
+        worker_uss_idle_kib: idle_workers.uss_kib,
+        worker_pss_idle_kib: idle_workers.pss_kib,
+        worker_rss_idle_kib: idle_workers.rss_kib,
+        worker_uss_loaded_kib: loaded_workers.uss_kib,
+        worker_pss_loaded_kib: loaded_workers.pss_kib,
+        worker_rss_loaded_kib: loaded_workers.rss_kib,
+    };
+    Ok((point, rows))
+}
