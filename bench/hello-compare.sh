@@ -9,6 +9,7 @@
 #   --duration      seconds of wrk load per measurement               default 10
 #   --hey-requests  requests hey sends per measurement                default 20000
 #   --wasmcorn      wasmcorn binary; default target/release/wasmcorn, else target/debug/wasmcorn
+#   --with-nginx    also measure Debian's nginx answering `return 204` with the same worker count
 #
 # For each worker count and round it runs both servers one after the other (order
 # alternating between rounds, so CPU drift hits both): start on 127.0.0.1, wait until it
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN=""
+WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX=""
 die() { echo "hello-compare: error: $*" >&2; exit 1; }
 say() { echo "hello-compare: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -35,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=${2:?}; shift 2 ;;
     --hey-requests) HEY_REQUESTS=${2:?}; shift 2 ;;
     --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
+    --with-nginx) WITH_NGINX=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -50,6 +52,7 @@ mkdir -p "$LOGS"
 # --- tools ------------------------------------------------------------------------------
 missing=()
 for t in wrk hey; do command -v "$t" >/dev/null || missing+=("$t"); done
+[[ -z $WITH_NGINX ]] || command -v nginx >/dev/null || missing+=(nginx)
 if [[ ${#missing[@]} -gt 0 ]]; then
   say "installing ${missing[*]} with apt-get"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >&2; then
@@ -74,6 +77,7 @@ if [[ -z $WASMCORN ]]; then
 fi
 if [[ -x $WASMCORN ]]; then SERVERS+=(wasmcorn)
 else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, or --wasmcorn PATH)"; fi
+[[ -z $WITH_NGINX ]] || SERVERS+=(nginx)
 
 # --- process bookkeeping: everything started is stopped by pid on exit ------------------
 MASTER="" WORKER_PIDS=() LOADPID=""
@@ -105,7 +109,7 @@ trap 'exit 130' INT; trap 'exit 143' TERM
 # current worker pids: children of the master (for wasmcorn, those announced as booted)
 current_workers() {
   local kids; kids=$(pgrep -P "$MASTER" || true)
-  if [[ $1 == gunicorn ]]; then echo "$kids" | xargs echo; return; fi
+  if [[ $1 != wasmcorn ]]; then echo "$kids" | xargs echo; return; fi
   sed -n 's/.*Booting worker with pid: \([0-9][0-9]*\).*/\1/p' "$2" | grep -Fxf <(echo "$kids") | xargs echo || true
 }
 # mean Pss, USS (Private_Clean+Private_Dirty), Rss in KiB over the given pids
@@ -122,8 +126,16 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
   if [[ $server == gunicorn ]]; then
     "$VENV/bin/gunicorn" --chdir bench/gunicorn --bind 127.0.0.1:0 --workers "$n" --worker-class sync \
       --access-logfile /dev/null "${GUNICORN_EXTRA[@]}" hello:application >"$log" 2>&1 &
+  elif [[ $server == nginx ]]; then
+    local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$BENCH_DIR/nginx"
+    printf '%s\n' "daemon off; master_process on; worker_processes $n; pid $BENCH_DIR/nginx/nginx.pid; error_log stderr;" \
+      "events { worker_connections 1024; }" \
+      "http { access_log off; server { listen 127.0.0.1:$port; location / { return 204; } } }" >"$BENCH_DIR/nginx/nginx.conf"
+    nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" >"$log" 2>&1 &
+    echo "Listening at: http://127.0.0.1:$port (nginx)" >>"$log"
   else
-    "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" >"$log" 2>&1 &
+    "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null >"$log" 2>&1 &
   fi
   MASTER=$! PORT=""
   for ((i = 0; i < 300; i++)); do  # up to 30 s for the listening line and all workers
@@ -135,12 +147,18 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
   done
   WORKER_PIDS=("${pids[@]}")
   [[ -n $PORT && ${#pids[@]} -ge $n ]] || die "$server: no port or only ${#pids[@]}/$n workers after 30 s (log: $log)"
-  local body=""
+  local body="" expected="Hello, World!"
+  [[ $server != nginx ]] || expected=204
   for ((i = 0; i < 100; i++)); do
-    body=$(curl -fsS --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null) && break
+    if [[ $server == nginx ]]; then
+      body=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null)
+    else
+      body=$(curl -fsS --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null)
+    fi
+    [[ $body == "$expected" ]] && break
     sleep 0.1
   done
-  [[ $body == "Hello, World!" ]] || die "$server on port $PORT did not answer 'Hello, World!' (got '$body')"
+  [[ $body == "$expected" ]] || die "$server on port $PORT did not answer '$expected' (got '$body')"
 }
 
 run_one() { # server workers round -> appends a CSV row
@@ -169,8 +187,9 @@ echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_ki
 : >"$LOGS/master-pss.tsv"
 for n in $WORKERS; do
   for ((r = 1; r <= ROUNDS; r++)); do
-    order=("${SERVERS[@]}")
-    if ((r % 2 == 0 && ${#SERVERS[@]} == 2)); then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    # Rotate the order each round, so that drift hits every server.
+    shift_by=$(((r - 1) % ${#SERVERS[@]}))
+    order=("${SERVERS[@]:$shift_by}" "${SERVERS[@]:0:$shift_by}")
     for s in "${order[@]}"; do run_one "$s" "$n" "$r"; done
   done
 done
@@ -209,5 +228,15 @@ for n in $WORKERS; do
       "| $(agg "$LOGS/master-pss.tsv" "$s" "$n" 3 mean) | $(agg "$LOGS/master-pss.tsv" "$s" "$n" 4 mean) |"
   done
 done
+if [[ -n $WITH_NGINX ]]; then
+  echo
+  echo "| workers | nginx return-204 wrk rps | wasmcorn wrk rps | wasmcorn/nginx | nginx hey rps | wasmcorn hey rps | wasmcorn/nginx |"
+  echo "|---|---|---|---|---|---|---|"
+  for n in $WORKERS; do
+    nw=$(agg "$CSV" nginx "$n" 4 median) ww=$(agg "$CSV" wasmcorn "$n" 4 median)
+    nh=$(agg "$CSV" nginx "$n" 5 median) wh=$(agg "$CSV" wasmcorn "$n" 5 median)
+    echo "| $n | $nw | $ww | $(ratio "$ww" "$nw") | $nh | $wh | $(ratio "$wh" "$nh") |"
+  done
+fi
 echo
 echo "CSV: $CSV"
