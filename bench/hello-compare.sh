@@ -132,8 +132,8 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
     printf '%s\n' "daemon off; master_process on; worker_processes $n; pid $BENCH_DIR/nginx/nginx.pid; error_log stderr;" \
       "events { worker_connections 1024; }" \
       "http { access_log off; server { listen 127.0.0.1:$port; location / { return 204; } } }" >"$BENCH_DIR/nginx/nginx.conf"
-    nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" >"$log" 2>&1 &
-    echo "Listening at: http://127.0.0.1:$port (nginx)" >>"$log"
+    echo "Listening at: http://127.0.0.1:$port (nginx)" >"$log"
+    nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" >"$log.nginx" 2>&1 &
   else
     "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null >"$log" 2>&1 &
   fi

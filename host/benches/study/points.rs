@@ -135,12 +135,17 @@ pub fn run_point(
     let mut server = Server::start(&spec, launchers)?;
     sleep(SETTLE);
     let idle = Snapshot::take(server.arbiter_pid(), &server.workers());
+    // Whole rounds: a last round that only some workers serve would leave the others idle and measure the batch,
+    // not the server; and hey sends requests/concurrency per client, so the count is a multiple of both.
+    let concurrency = shape.concurrency.min(shape.requests).max(1);
+    let round = lcm(workers, concurrency);
+    let requests = shape.requests.div_ceil(round) * round;
     // Generous bounds: five times the ideal duration, plus a minute.
-    let limit = Duration::from_secs_f64(shape.requests as f64 / ideal * 5.0 + 60.0);
+    let limit = Duration::from_secs_f64(requests as f64 / ideal * 5.0 + 60.0);
     let load = LoadSpec {
         url: server.url(),
-        requests: shape.requests,
-        concurrency: shape.concurrency,
+        requests,
+        concurrency,
         request_timeout: limit,
         limit,
         output: launchers.log_dir.join(format!("{}-{label}.hey.csv", contender.kind)),
@@ -195,4 +200,12 @@ pub fn run_point(
         worker_rss_loaded_kib: loaded_workers.rss_kib,
     };
     Ok((point, rows))
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
 }
