@@ -91,7 +91,12 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn workers_run_as_the_given_user_and_group_while_the_arbiter_stays() {
-    let server = Server::start("sample:hello", 2, &["--user", "nobody", "--group", "nogroup"]);
+    // The workers read the compiled app as nobody: a cache in a folder anyone may enter, wherever the checkout is.
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let args = ["--user", "nobody", "--group", "nogroup", "--cache-dir", cache_dir];
+    let server = Server::start("sample:hello", 2, &args);
     for worker in server.live_workers() {
         assert_eq!(status_field(worker, "Uid:"), "65534");
         assert_eq!(status_field(worker, "Gid:"), "65534");
