@@ -137,6 +137,5 @@ pub fn guest_line(stream: &str, line: &str) {
 
 /// Writes one access-log line.
 pub fn access(record: &AccessRecord<'_>) {
-    let line = sink::with_access_format(|format| format.render(record));
-    sink::write_access(line.as_bytes());
+    sink::write_access(|format| format.render(record));
 }

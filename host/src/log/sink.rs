@@ -31,11 +31,13 @@ impl Sink {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Nothing sensible can be done when the log itself fails; the server keeps serving.
-        let _ = match &mut self.file {
-            Some(file) => file.write_all(bytes),
-            None => std::io::stderr().write_all(bytes),
-        };
+        match &mut self.file {
+            // Nothing sensible can be done when the log itself fails; the server keeps serving.
+            Some(file) => {
+                let _ = file.write_all(bytes);
+            }
+            None => write_stderr(bytes),
+        }
     }
 }
 
@@ -73,25 +75,23 @@ pub fn reopen() -> anyhow::Result<()> {
 pub fn write_error(bytes: &[u8]) {
     match SINKS.lock().as_deref_mut() {
         Ok(Some(sinks)) => sinks.error.write(bytes),
-        _ => {
-            let _ = std::io::stderr().write_all(bytes);
-        }
+        _ => write_stderr(bytes),
     }
 }
 
-pub fn write_access(bytes: &[u8]) {
+/// Renders an access-log line with the configured format (Gunicorn's default before `init`) and writes it, under
+/// one lock.
+pub fn write_access(render: impl FnOnce(&AccessFormat) -> String) {
     match SINKS.lock().as_deref_mut() {
-        Ok(Some(sinks)) => sinks.access.write(bytes),
-        _ => {
-            let _ = std::io::stderr().write_all(bytes);
+        Ok(Some(sinks)) => {
+            let line = render(&sinks.access_format);
+            sinks.access.write(line.as_bytes());
         }
+        _ => write_stderr(render(&AccessFormat::default()).as_bytes()),
     }
 }
 
-/// Runs `render` with the configured access format (Gunicorn's default before `init`).
-pub fn with_access_format(render: impl FnOnce(&AccessFormat) -> String) -> String {
-    match SINKS.lock().as_deref() {
-        Ok(Some(sinks)) => render(&sinks.access_format),
-        _ => render(&AccessFormat::default()),
-    }
+fn write_stderr(bytes: &[u8]) {
+    // Nothing sensible can be done when stderr itself fails; the server keeps serving.
+    let _ = std::io::stderr().write_all(bytes);
 }
