@@ -66,13 +66,14 @@ fn discard_guest_line(_stream: &str, _line: &str) {}
 /// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it.
 fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchange>> {
     let app = App {
+        name: String::new(),
         source: AppSource::Sample("hello"),
         env: Vec::new(),
         limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
         capabilities: Capabilities::default(),
     };
-    let artefact = prepare(&app, cache)?;
-    Runtime::load(&app, &artefact.path, discard_guest_line)
+    let artefact = prepare(&app, app.limits.max_memory_bytes, cache)?;
+    Runtime::load(&[(&app, artefact.path.as_path())], app.limits.max_memory_bytes, discard_guest_line)
 }
 
 /// The environ a worker builds for hey's request.
@@ -111,13 +112,13 @@ fn guest_call(c: &mut Criterion) {
         }
     };
     let environ = environ();
-    let (exchange, outcome) = runtime.handle(&environ, MemoryExchange::default());
+    let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
     if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
         eprintln!("micro: skipping the guest benchmark: sample:hello answered {outcome:?}, {:?}", exchange.status);
         return;
     }
     c.bench_function("guest/hello: instantiate + call + drop", |b| {
-        b.iter(|| runtime.handle(black_box(&environ), MemoryExchange::default()))
+        b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default()))
     });
 }
 

@@ -4,12 +4,14 @@
 //! why each worker left, and stops the server when workers cannot boot instead of respawning them in a storm.
 
 mod pidfile;
+mod pools;
 mod signals;
 mod spawn;
 mod systemd;
 mod upgrade;
 mod workers;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,9 +23,12 @@ use nix::unistd::Pid;
 use crate::config::{self, Config, Invocation};
 use crate::guest::Artefact;
 use crate::listener::{BindOptions, Listener};
+use crate::site::PoolKey;
+use crate::worker::Channel;
 use crate::worker::heartbeat::Heartbeats;
 use crate::{listener, log, process};
 use pidfile::Pidfile;
+use pools::Pools;
 use signals::{Signals, short_name};
 use workers::Workers;
 
@@ -38,7 +43,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(1000);
 /// `--check-config`: the configuration is valid (it was parsed) and the app compiles and is a wasmcorn app.
 pub fn check(config: &Config) -> anyhow::Result<()> {
     apply_process_settings(config)?;
-    spawn::compile(&config.app, &config.cache_dir)?;
+    spawn::compile(&config.site, &config.cache_dir)?;
     Ok(())
 }
 
@@ -47,7 +52,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     apply_process_settings(&config)?;
     log::init(&config.logging)?;
-    let artefact = spawn::compile(&config.app, &config.cache_dir)?;
+    let artefacts = spawn::compile(&config.site, &config.cache_dir)?;
     let listeners = match listener::inherited()? {
         Some(inherited) => inherited,
         None => bind_all(&config)?,
@@ -55,7 +60,7 @@ pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode
     if config.daemon {
         process::daemonize()?;
     }
-    let result = Arbiter::start(config, serve_args, artefact, listeners).and_then(|mut arbiter| arbiter.run());
+    let result = Arbiter::start(config, serve_args, artefacts, listeners).and_then(|mut arbiter| arbiter.run());
     if let Err(err) = &result {
         log::critical(format_args!("{err:#}"));
     }
@@ -75,6 +80,28 @@ fn bind_all(config: &Config) -> anyhow::Result<Vec<Listener>> {
     config.binds.iter().map(|spec| Listener::bind(spec, options)).collect()
 }
 
+/// Logs the apps of a manifest: name, routes, pool.
+fn log_apps(config: &Config) {
+    let site = &config.site;
+    if !site.hosted {
+        return;
+    }
+    for (index, tenant) in site.tenants.iter().enumerate() {
+        let routes: Vec<String> =
+            site.router.routes().iter().filter(|route| route.app == index).map(ToString::to_string).collect();
+        let pool = match tenant.pool {
+            Some(pool) => format!("its own pool of {}", pool.workers),
+            None => "the shared pool".to_string(),
+        };
+        log::info(format_args!(
+            "App {}: {} at {} on {pool}",
+            tenant.app.name,
+            tenant.app.source.describe(),
+            if routes.is_empty() { "no route".to_string() } else { routes.join(" ") }
+        ));
+    }
+}
+
 /// A stop in progress.
 struct Stop {
     graceful: bool,
@@ -82,24 +109,29 @@ struct Stop {
     exit_code: u8,
 }
 
-/// The generation a reload replaces, kept until the new one is ready (or restored if it fails to boot).
+/// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).
 struct Previous {
     config: Config,
-    artefact: Artefact,
-    generation: u64,
+    artefacts: Vec<Artefact>,
+    pools: Pools,
+    /// The generations the reload started.
+    fresh: Vec<u64>,
 }
 
 struct Arbiter {
     serve_args: Vec<OsString>,
     config: Config,
-    artefact: Artefact,
+    /// Each app's artefact, in the order of `config.site.tenants`.
+    artefacts: Vec<Artefact>,
     listeners: Vec<Listener>,
     signals: Signals,
     heartbeats: Heartbeats,
     workers: Workers,
-    /// How many workers of the current generation to keep alive.
-    target: u32,
-    generation: u64,
+    /// Each pool's current generation and size.
+    pools: Pools,
+    /// The dedicated pools' channels, by app name.
+    channels: BTreeMap<String, Channel>,
+    next_generation: u64,
     previous: Option<Previous>,
     stop: Option<Stop>,
     pidfile: Option<Pidfile>,
@@ -114,7 +146,7 @@ impl Arbiter {
     fn start(
         config: Config,
         serve_args: Vec<OsString>,
-        artefact: Artefact,
+        artefacts: Vec<Artefact>,
         listeners: Vec<Listener>,
     ) -> anyhow::Result<Arbiter> {
         let title =
@@ -132,19 +164,24 @@ impl Arbiter {
             log::info(format_args!("Listening at: {} ({pid})", listener.url()));
         }
         log::info("Using worker: sync");
+        log_apps(&config);
         let signals = Signals::install()?;
         let heartbeats = Heartbeats::new()?;
-        let target = config.workers;
+        let mut channels = BTreeMap::new();
+        pools::open_channels(&config.site, &mut channels)?;
+        let mut next_generation = 0;
+        let (pools, _) = pools::plan(&config, &artefacts, &Pools::new(), false, &mut next_generation);
         Ok(Arbiter {
             serve_args,
             config,
-            artefact,
+            artefacts,
             listeners,
             signals,
             heartbeats,
             workers: Workers::default(),
-            target,
-            generation: 0,
+            pools,
+            channels,
+            next_generation,
             previous: None,
             stop: None,
             pidfile,
@@ -173,7 +210,7 @@ impl Arbiter {
                 Some(_) => {}
             }
             if let Some(timeout) = self.config.timeout {
-                let busy_minimum = self.config.app.limits.guest_timeout + GUEST_DEADLINE_MARGIN;
+                let busy_minimum = self.config.site.longest_guest_timeout() + GUEST_DEADLINE_MARGIN;
                 self.workers.murder_silent(&self.heartbeats, timeout, busy_minimum);
             }
             self.workers.kill_overdue_retirees();
@@ -192,15 +229,8 @@ impl Arbiter {
             Signal::SIGTERM => self.begin_stop(true, 0),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(false, 0),
             Signal::SIGHUP => self.reload(),
-            Signal::SIGTTIN => {
-                self.target += 1;
-                log::info(format_args!("Number of workers: {}", self.target));
-            }
-            Signal::SIGTTOU if self.target > 1 => {
-                self.target -= 1;
-                log::info(format_args!("Number of workers: {}", self.target));
-                self.workers.retire_oldest(self.generation, self.target as usize, self.config.graceful_timeout);
-            }
+            Signal::SIGTTIN => self.resize_shared_pool(1),
+            Signal::SIGTTOU => self.resize_shared_pool(-1),
             Signal::SIGUSR1 => {
                 log::reopen();
                 self.workers.kill_all(Signal::SIGUSR1);
@@ -232,35 +262,67 @@ impl Arbiter {
         log::info("Shutting down: wasmcorn");
     }
 
-    fn spawn_missing(&mut self) -> anyhow::Result<()> {
-        while self.workers.count_current(self.generation) < self.target as usize {
-            let Some(slot) = self.workers.free_slot() else {
-                log::error("Cannot start more workers: the heartbeat table is full");
-                return Ok(());
-            };
-            self.heartbeats.slot(slot).reset();
-            let jitter = if self.config.max_requests_jitter > 0 {
-                fastrand::u64(0..=self.config.max_requests_jitter)
-            } else {
-                0
-            };
-            let setup = crate::worker::Setup {
-                app: &self.config.app,
-                artefact: &self.artefact,
-                listeners: &self.listeners,
-                arbiter: Pid::this(),
-                slot: self.heartbeats.slot(slot),
-                heartbeat_interval: self.config.timeout.map_or(IDLE_WAIT, |timeout| (timeout / 2).min(IDLE_WAIT)),
-                max_requests: if self.config.max_requests > 0 { self.config.max_requests + jitter } else { 0 },
-                max_memory: self.config.max_worker_memory,
-                user: self.config.user,
-                group: self.config.group,
-                name: self.config.name.as_deref(),
-                http: &self.config.http,
-            };
-            let pid = spawn::worker(setup, &[self.signals.raw_fd()]).context("cannot start a worker")?;
-            self.workers.add(pid, slot, self.generation);
+    /// TTIN and TTOU: one worker more or less in the shared pool (never fewer than one).
+    fn resize_shared_pool(&mut self, change: i32) {
+        let Some(run) = self.pools.get_mut(&PoolKey::Shared) else { return };
+        let target = run.target.saturating_add_signed(change).max(1);
+        if target == run.target {
+            return;
         }
+        run.target = target;
+        log::info(format_args!("Number of workers: {target}"));
+        let generation = run.generation;
+        self.workers.retire_oldest(generation, target as usize, self.config.graceful_timeout);
+    }
+
+    fn spawn_missing(&mut self) -> anyhow::Result<()> {
+        let pools: Vec<(PoolKey, u64, u32)> =
+            self.pools.iter().map(|(key, run)| (key.clone(), run.generation, run.target)).collect();
+        for (pool, generation, target) in pools {
+            while self.workers.count_current(generation) < target as usize {
+                let Some(slot) = self.workers.free_slot() else {
+                    log::error("Cannot start more workers: the heartbeat table is full");
+                    return Ok(());
+                };
+                self.spawn(&pool, generation, slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, pool: &PoolKey, generation: u64, slot: usize) -> anyhow::Result<()> {
+        self.heartbeats.slot(slot).reset();
+        let dedicated = match pool {
+            PoolKey::Dedicated(name) => self.config.site.find(name).map(|index| &self.config.site.tenants[index]),
+            PoolKey::Shared => None,
+        };
+        let max_requests = match dedicated {
+            Some(tenant) if tenant.max_requests > 0 => tenant.max_requests,
+            _ => self.config.max_requests,
+        };
+        let jitter =
+            if self.config.max_requests_jitter > 0 { fastrand::u64(0..=self.config.max_requests_jitter) } else { 0 };
+        let credentials = dedicated.and_then(|tenant| tenant.pool);
+        let setup = crate::worker::Setup {
+            site: &self.config.site,
+            pool,
+            artefacts: &self.artefacts,
+            listeners: &self.listeners,
+            channels: &self.channels,
+            arbiter: Pid::this(),
+            slot: self.heartbeats.slot(slot),
+            heartbeat_interval: self.config.timeout.map_or(IDLE_WAIT, |timeout| (timeout / 2).min(IDLE_WAIT)),
+            max_requests: if max_requests > 0 { max_requests + jitter } else { 0 },
+            max_memory: self.config.max_worker_memory,
+            user: credentials.and_then(|pool| pool.user).or(self.config.user),
+            group: credentials.and_then(|pool| pool.group).or(self.config.group),
+            name: self.config.name.as_deref(),
+            http: &self.config.http,
+        };
+        let mut close_in_child = pools::unused_in(pool, &self.channels);
+        close_in_child.push(self.signals.raw_fd());
+        let pid = spawn::worker(setup, &close_in_child).context("cannot start a worker")?;
+        self.workers.add(pid, slot, generation);
         Ok(())
     }
 
@@ -280,17 +342,19 @@ impl Arbiter {
         }
     }
 
-    /// A worker could not load the app: during a reload, go back to the previous generation; otherwise stop the
-    /// server (a respawn storm would not help).
+    /// A worker could not load its apps: during a reload, go back to the previous generations; otherwise stop
+    /// the server (a respawn storm would not help).
     fn handle_boot_failure(&mut self, generation: u64) {
         match self.previous.take() {
-            Some(previous) if generation == self.generation => {
-                log::error("The new generation of workers failed to boot: the previous one keeps serving");
-                self.workers.retire_generation(self.generation, self.config.graceful_timeout);
+            Some(previous) if previous.fresh.contains(&generation) => {
+                log::error("A new generation of workers failed to boot: the previous ones keep serving");
+                for fresh in &previous.fresh {
+                    self.workers.retire_generation(*fresh, self.config.graceful_timeout);
+                }
                 self.config = previous.config;
-                self.artefact = previous.artefact;
-                self.generation = previous.generation;
-                self.target = self.config.workers;
+                self.artefacts = previous.artefacts;
+                self.pools = previous.pools;
+                pools::close_unused_channels(&self.config.site, &mut self.channels);
             }
             Some(previous) => self.previous = Some(previous),
             None => {
@@ -300,8 +364,9 @@ impl Arbiter {
         }
     }
 
-    /// SIGHUP: re-read the configuration and the app, start a new generation of workers; the old one is retired
-    /// once the new one is ready. If anything fails, the current workers keep serving.
+    /// SIGHUP: re-read the configuration, the manifest and the apps; start a new generation for each pool whose
+    /// workers would be started differently, and retire the old ones once the new ones are ready. Pools that did
+    /// not change keep their workers. If anything fails, the current workers keep serving.
     fn reload(&mut self) {
         if self.stop.is_some() || self.previous.is_some() {
             log::warning("A reload or a stop is already in progress: this SIGHUP is ignored");
@@ -320,41 +385,74 @@ impl Arbiter {
                 "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
             );
         }
-        let artefact = match spawn::compile(&config.app, &config.cache_dir) {
-            Ok(artefact) => artefact,
+        let artefacts = match spawn::compile(&config.site, &config.cache_dir) {
+            Ok(artefacts) => artefacts,
             Err(err) => {
                 log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
                 return;
             }
         };
+        if let Err(err) = pools::open_channels(&config.site, &mut self.channels) {
+            log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
+            return;
+        }
         if let Err(err) = log::init(&config.logging) {
             log::error(format_args!("Reload: cannot open the new log files, keeping the old ones: {err:#}"));
         }
+        let (mut pools, mut fresh) = pools::plan(&config, &artefacts, &self.pools, false, &mut self.next_generation);
+        let removed: Vec<String> =
+            self.pools.keys().filter(|key| !pools.contains_key(*key)).map(ToString::to_string).collect();
+        if fresh.is_empty() && removed.is_empty() {
+            // Nothing changed: as in Gunicorn, a HUP still replaces every worker (fresh processes, same settings).
+            (pools, fresh) = pools::plan(&config, &artefacts, &self.pools, true, &mut self.next_generation);
+        }
+        // Pools that only changed size: retire their extra workers now (new ones are started by the main loop).
+        for (key, run) in &pools {
+            if !fresh.contains(&run.generation) && self.pools.get(key).is_some_and(|old| old.target > run.target) {
+                self.workers.retire_oldest(run.generation, run.target as usize, config.graceful_timeout);
+            }
+        }
+        let changed: Vec<String> =
+            pools.iter().filter(|(_, run)| fresh.contains(&run.generation)).map(|(key, _)| key.to_string()).collect();
         let old_config = std::mem::replace(&mut self.config, config);
-        let old_artefact = std::mem::replace(&mut self.artefact, artefact);
-        self.previous = Some(Previous { config: old_config, artefact: old_artefact, generation: self.generation });
-        self.generation += 1;
-        self.target = self.config.workers;
-        log::info(format_args!("Reloading: starting generation {} of {} workers", self.generation, self.target));
+        let old_artefacts = std::mem::replace(&mut self.artefacts, artefacts);
+        let old_pools = std::mem::replace(&mut self.pools, pools);
+        log_apps(&self.config);
+        log::info(format_args!(
+            "Reloading: new workers for {}{}",
+            if changed.is_empty() { "no pool".to_string() } else { changed.join(", ") },
+            if removed.is_empty() { String::new() } else { format!("; retiring {}", removed.join(", ")) }
+        ));
+        self.previous = Some(Previous { config: old_config, artefacts: old_artefacts, pools: old_pools, fresh });
     }
 
-    /// Retires the previous generation once every worker of the new one has loaded the app.
+    /// Retires the generations a reload replaced once every new one has loaded its apps.
     fn finish_reload(&mut self) {
-        if self.previous.is_none()
-            || !self.workers.generation_ready(self.generation, self.target as usize, &self.heartbeats)
-        {
+        let Some(previous) = &self.previous else { return };
+        let ready = self
+            .pools
+            .values()
+            .filter(|run| previous.fresh.contains(&run.generation))
+            .all(|run| self.workers.generation_ready(run.generation, run.target as usize, &self.heartbeats));
+        if !ready {
             return;
         }
-        self.previous = None;
-        for generation in 0..self.generation {
-            self.workers.retire_generation(generation, self.config.graceful_timeout);
+        let current: Vec<u64> = self.pools.values().map(|run| run.generation).collect();
+        for run in previous.pools.values().filter(|run| !current.contains(&run.generation)) {
+            self.workers.retire_generation(run.generation, self.config.graceful_timeout);
         }
-        log::info(format_args!("Reload complete: generation {} serves", self.generation));
+        self.previous = None;
+        pools::close_unused_channels(&self.config.site, &mut self.channels);
+        log::info("Reload complete: the new workers serve");
     }
 
     /// Tells the service manager once that the server is ready.
     fn tell_ready(&mut self) {
-        if !self.told_ready && self.workers.generation_ready(self.generation, self.target as usize, &self.heartbeats) {
+        let all_ready = self
+            .pools
+            .values()
+            .all(|run| self.workers.generation_ready(run.generation, run.target as usize, &self.heartbeats));
+        if !self.told_ready && all_ready {
             self.told_ready = true;
             if systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
                 log::info("Told the service manager: READY=1");

@@ -23,8 +23,15 @@ pub struct ServeArgs {
     /// The guest app: a path to a WebAssembly component (`.wasm`) exporting the wasmcorn handler, or
     /// `sample:NAME` for a sample embedded in this binary (`sample:hello`, `sample:echo`,
     /// `sample:workload`).
-    #[arg(value_name = "APP", default_value = "sample:hello")]
-    pub app: String,
+    /// Defaults to `sample:hello`; not with `--apps`.
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Host many apps: a TOML manifest of `[[app]]` tables, each with a name, a component, its routes (`hosts`,
+    /// `prefix`), its environment, grants and limits, and optionally a pool of its own (`workers`). See "Hosting
+    /// many apps" in the README. `[[app]]` tables in the `--config` file do the same.
+    #[arg(long = "apps", value_name = "FILE")]
+    pub apps: Option<PathBuf>,
 
     /// The socket to bind, as HOST:PORT (`[::1]:8000` for IPv6). Repeat the flag to listen on several
     /// addresses. Port 0 picks a free port; the startup line `Listening at: http://HOST:PORT` names it.

@@ -3,6 +3,7 @@
 
 mod grants;
 mod layers;
+mod manifest;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ use crate::cli::ServeArgs;
 use crate::guest::{App, AppSource, Capabilities, Limits};
 use crate::http::HeadLimits;
 use crate::log;
+use crate::routing::Router;
+use crate::site::{Site, Tenant};
 use crate::worker::{HttpSettings, TrustedProxies};
 
 pub use layers::one_line;
@@ -31,11 +34,11 @@ pub enum Invocation {
 /// Everything `wasmcorn serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The guest app every worker serves.
-    pub app: App,
+    /// The apps this server hosts and how requests reach them.
+    pub site: Site,
     /// The addresses to listen on, as given (`HOST:PORT`, `unix:PATH`, `fd://N`).
     pub binds: Vec<String>,
-    /// How many workers the arbiter keeps alive.
+    /// How many workers the arbiter keeps alive in the shared pool.
     pub workers: u32,
     /// Where compiled guests are cached.
     pub cache_dir: PathBuf,
@@ -91,7 +94,7 @@ impl Config {
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
         let http = http_settings(&args, &env)?;
         let cache_dir = match args.cache_dir {
-            Some(dir) => dir,
+            Some(ref dir) => dir.clone(),
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
         };
         let logging = log::Settings::parse(
@@ -99,17 +102,18 @@ impl Config {
             args.access_logformat.as_deref(),
             &args.error_logfile,
             &args.log_level,
+            args.apps.is_some(),
         )?;
+        let limits = Limits {
+            guest_timeout: Duration::from_secs_f64(args.guest_timeout),
+            max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),
+        };
+        let site = match &args.apps {
+            Some(path) => hosted_site(&args, path, limits, http.body_limit)?,
+            None => single_site(&args, env, limits, &http)?,
+        };
         Ok(Config {
-            app: App {
-                source: AppSource::parse(&args.app)?,
-                env,
-                capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
-                limits: Limits {
-                    guest_timeout: Duration::from_secs_f64(args.guest_timeout),
-                    max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),
-                },
-            },
+            site,
             binds: args.bind,
             workers: args.workers,
             cache_dir,
@@ -131,6 +135,52 @@ impl Config {
             http,
         })
     }
+}
+
+/// The site of `--apps FILE`. The app-specific flags belong to each app in the manifest; the limits are the
+/// defaults of the apps that do not set them.
+fn hosted_site(
+    args: &ServeArgs,
+    path: &std::path::Path,
+    limits: Limits,
+    body_limit: Option<u64>,
+) -> anyhow::Result<Site> {
+    for (given, flag) in [
+        (args.app.is_some(), "APP"),
+        (!args.env.is_empty(), "--env"),
+        (!args.dir.is_empty(), "--dir"),
+        (!args.allow_net.is_empty(), "--allow-net"),
+        (args.script_name.is_some(), "--script-name"),
+    ] {
+        if given {
+            bail!("{flag} cannot be used with --apps: each app in the manifest has its own");
+        }
+    }
+    let defaults = manifest::Defaults {
+        guest_timeout: limits.guest_timeout,
+        max_memory_bytes: limits.max_memory_bytes,
+        body_limit,
+    };
+    let in_config = args.config.as_deref() == Some(path);
+    manifest::load(path, in_config, &defaults)
+}
+
+/// One app on the shared pool, for every request: the server without a manifest.
+fn single_site(
+    args: &ServeArgs,
+    env: Vec<(String, String)>,
+    limits: Limits,
+    http: &HttpSettings,
+) -> anyhow::Result<Site> {
+    let app = App {
+        name: String::new(),
+        source: AppSource::parse(args.app.as_deref().unwrap_or("sample:hello"))?,
+        env,
+        capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
+        limits,
+    };
+    let tenant = Tenant { app, body_limit: http.body_limit, max_requests: 0, pool: None };
+    Ok(Site { tenants: vec![tenant], router: Router::single(&http.script_name), hosted: false })
 }
 
 /// The HTTP flags, checked against Gunicorn's ranges. The mount point comes from `--script-name`, else from a

@@ -21,8 +21,10 @@ pub use samples::SAMPLES;
 
 /// One guest app: the component and the settings it runs with. Workers are given this value; nothing about the
 /// app is global.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct App {
+    /// The app's name in a manifest, which logs show; empty for the one app of a server without a manifest.
+    pub name: String,
     pub source: AppSource,
     /// The guest's whole WASI environment.
     pub env: Vec<(String, String)>,
@@ -32,7 +34,7 @@ pub struct App {
 }
 
 /// Where the component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AppSource {
     /// A sample embedded in the binary, by name.
     Sample(&'static str),

@@ -14,6 +14,8 @@ pub mod http;
 pub mod listener;
 pub mod log;
 pub mod process;
+pub mod routing;
+pub mod site;
 pub mod worker;
 
 use std::ffi::OsString;

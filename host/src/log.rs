@@ -75,11 +75,13 @@ impl Settings {
         access_format: Option<&str>,
         error: &str,
         level: &str,
+        hosted: bool,
     ) -> anyhow::Result<Settings> {
+        let default_format = if hosted { access::HOSTED_DEFAULT } else { access::GUNICORN_DEFAULT };
         Ok(Settings {
             error: Target::parse(error),
             access: access.map_or(Target::Stderr, Target::parse),
-            access_format: AccessFormat::parse(access_format.unwrap_or(access::GUNICORN_DEFAULT))?,
+            access_format: AccessFormat::parse(access_format.unwrap_or(default_format))?,
             level: Level::parse(level)?,
         })
     }

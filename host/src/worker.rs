@@ -1,16 +1,21 @@
-//! A worker process: after the fork it drops privileges, loads the app (its own engine, linker and
-//! instance-pre) and marks itself ready in the heartbeat table. Then it reads request heads side by side and
-//! serves the requests one at a time. It stops on SIGTERM (after its current request and the connections already
-//! queued), after `--max-requests`, when its memory passes `--max-worker-memory`, or when the arbiter dies.
+//! A worker process: after the fork it drops privileges, loads its pool's apps (its own engine, linker and
+//! instance-pres) and marks itself ready in the heartbeat table. Then it reads request heads side by side and
+//! serves the requests one at a time. A shared-pool worker accepts from the listeners and routes every request;
+//! a dedicated pool's worker takes the connections handed to its pool. It stops on SIGTERM (after its current
+//! request and the connections already queued), after `--max-requests`, when its memory passes
+//! `--max-worker-memory`, or when the arbiter dies.
 
+mod dispatch;
 mod environ;
 mod exchange;
 mod forwarded;
+mod handoff;
 mod heads;
 pub mod heartbeat;
 mod serve;
 mod settings;
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
@@ -19,11 +24,15 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::guest::{App, Artefact, Runtime};
+use crate::guest::{Artefact, Runtime};
 use crate::listener::Listener;
+use crate::site::{PoolKey, Site};
 use crate::{log, process};
+use dispatch::{Dispatch, Handled};
 use exchange::HttpExchange;
 pub use forwarded::TrustedProxies;
+pub use handoff::Channel;
+use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
 pub use settings::HttpSettings;
@@ -38,9 +47,14 @@ const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
 /// What a worker is given by the arbiter.
 pub struct Setup<'a> {
-    pub app: &'a App,
-    pub artefact: &'a Artefact,
+    pub site: &'a Site,
+    /// The pool this worker belongs to.
+    pub pool: &'a PoolKey,
+    /// Each app's compiled component, in the order of `site.tenants`.
+    pub artefacts: &'a [Artefact],
     pub listeners: &'a [Listener],
+    /// The channels of the dedicated pools, by app name.
+    pub channels: &'a BTreeMap<String, Channel>,
     pub http: &'a HttpSettings,
     /// The arbiter's pid: the worker stops when its parent is no longer the arbiter.
     pub arbiter: Pid,
@@ -59,9 +73,11 @@ pub struct Setup<'a> {
 
 /// Runs the worker until it stops; returns its exit code.
 pub fn run(setup: Setup<'_>) -> i32 {
-    let title = match setup.name {
-        Some(name) => format!("wasmcorn: worker [{name}]"),
-        None => "wasmcorn: worker".to_string(),
+    let title = match (setup.name, setup.pool) {
+        (Some(name), PoolKey::Dedicated(app)) => format!("wasmcorn: worker [{name}] (app {app})"),
+        (None, PoolKey::Dedicated(app)) => format!("wasmcorn: worker (app {app})"),
+        (Some(name), PoolKey::Shared) => format!("wasmcorn: worker [{name}]"),
+        (None, PoolKey::Shared) => "wasmcorn: worker".to_string(),
     };
     process::set_title(&title);
     let signals = match prepare_process(&setup) {
@@ -71,7 +87,10 @@ pub fn run(setup: Setup<'_>) -> i32 {
             return BOOT_ERROR;
         }
     };
-    let runtime = match Runtime::<HttpExchange>::load(setup.app, &setup.artefact.path, log::guest_line)
+    let runs = setup.site.apps_of(setup.pool);
+    let apps: Vec<_> =
+        runs.iter().map(|index| (&setup.site.tenants[*index].app, setup.artefacts[*index].path.as_path())).collect();
+    let runtime = match Runtime::<HttpExchange>::load(&apps, setup.site.max_memory_of(setup.pool), log::guest_line)
         .and_then(|runtime| runtime.start_epoch_ticker().map(|()| runtime))
     {
         Ok(runtime) => runtime,
@@ -80,15 +99,37 @@ pub fn run(setup: Setup<'_>) -> i32 {
             return BOOT_ERROR;
         }
     };
+    let inlet = match setup.pool {
+        PoolKey::Shared => Inlet::Listeners(setup.listeners),
+        PoolKey::Dedicated(name) => match setup.channels.get(name) {
+            Some(channel) => Inlet::Inbox(Inbox::new(channel.receiver())),
+            None => {
+                log::error(format_args!("Worker failed to boot: the pool of app {name} has no channel"));
+                return BOOT_ERROR;
+            }
+        },
+    };
+    let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels);
     setup.slot.mark_ready();
-    log::info(format_args!("Booting worker with pid: {}", std::process::id()));
-    match accept_loop(&runtime, &setup, &signals) {
+    match setup.pool {
+        PoolKey::Shared => log::info(format_args!("Booting worker with pid: {}", std::process::id())),
+        PoolKey::Dedicated(app) => {
+            log::info(format_args!("Booting worker with pid: {} (app {app})", std::process::id()))
+        }
+    }
+    match accept_loop(&runtime, &mut dispatch, inlet, &setup, &signals) {
         Ok(()) => 0,
         Err(err) => {
             log::error(format_args!("Worker stopped on an error: {err:#}"));
             1
         }
     }
+}
+
+/// Where a worker's connections come from: the listeners (the shared pool), or its pool's channel.
+enum Inlet<'a> {
+    Listeners(&'a [Listener]),
+    Inbox(Inbox<'a>),
 }
 
 /// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor, SIGINT and SIGQUIT left to end it at
@@ -123,8 +164,14 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
 
 /// Accepts connections, reads their heads side by side, and serves the requests one at a time, in the order
 /// their heads completed. On SIGTERM: take what the kernel already queued, finish those, leave.
-fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &SignalFd) -> anyhow::Result<()> {
-    let (listeners, settings) = (setup.listeners, setup.http);
+fn accept_loop(
+    runtime: &Runtime<HttpExchange>,
+    dispatch: &mut Dispatch<'_>,
+    mut inlet: Inlet<'_>,
+    setup: &Setup<'_>,
+    signals: &SignalFd,
+) -> anyhow::Result<()> {
+    let settings = setup.http;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
     let mut heads = Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout);
@@ -137,16 +184,35 @@ fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &Sig
         if !stopping && stop_requested(signals) {
             stopping = true;
             // Take everything the kernel already accepted for us, then no more.
-            while accept_waiting(&epoll, listeners, &mut heads, true) {}
+            // (A pool's channel is left to the pool's other workers.)
+            if let Inlet::Listeners(listeners) = &inlet {
+                while accept_waiting(&epoll, listeners, &mut heads, true) {}
+            }
         }
         if !stopping {
-            accept_waiting(&epoll, listeners, &mut heads, false);
+            match &mut inlet {
+                Inlet::Listeners(listeners) => {
+                    accept_waiting(&epoll, listeners, &mut heads, false);
+                }
+                Inlet::Inbox(inbox) => receive_waiting(inbox, &mut heads),
+            }
         }
         if let Some(arrived) = heads.pop_ready() {
-            serve::request(runtime, settings, arrived, setup.slot);
+            let handled = dispatch.handle(runtime, settings, arrived, setup.slot);
             setup.slot.end_request();
+            let Handled::Served { app } = handled else {
+                continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
+                continue;
+            };
             served += 1;
-            if !stopping && recycle_now(setup, served) {
+            let app_limit = matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
+            if app_limit {
+                log::info(format_args!(
+                    "Autorestarting worker after {} requests of app {} (its max_requests)",
+                    setup.site.tenants[app].max_requests, setup.site.tenants[app].app.name
+                ));
+            }
+            if !stopping && (app_limit || recycle_now(setup, served)) {
                 // Leave like a graceful stop: what was already accepted is still served.
                 stopping = true;
             }
@@ -161,7 +227,7 @@ fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &Sig
         // alone would otherwise wake it again and again.
         let wants_more = !stopping && heads.wants_more(Instant::now());
         if wants_more != listening {
-            watch_listeners(&epoll, listeners, wants_more)?;
+            watch_inlet(&epoll, &inlet, wants_more)?;
             listening = wants_more;
         }
         let idle = setup.heartbeat_interval;
@@ -170,18 +236,36 @@ fn accept_loop(runtime: &Runtime<HttpExchange>, setup: &Setup<'_>, signals: &Sig
     }
 }
 
-/// Adds the listeners to the worker's epoll, or removes them.
-fn watch_listeners(epoll: &Epoll, listeners: &[Listener], watch: bool) -> anyhow::Result<()> {
-    for (index, listener) in listeners.iter().enumerate() {
+/// Adds the listeners (or the pool's channel) to the worker's epoll, or removes them.
+fn watch_inlet(epoll: &Epoll, inlet: &Inlet<'_>, watch: bool) -> anyhow::Result<()> {
+    let fds: Vec<_> = match inlet {
+        Inlet::Listeners(listeners) => listeners.iter().map(Listener::fd).collect(),
+        Inlet::Inbox(inbox) => vec![inbox.fd()],
+    };
+    for (index, fd) in fds.into_iter().enumerate() {
         if watch {
             // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
             let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-            epoll.add(listener.fd(), EpollEvent::new(flags, index as u64))?;
+            epoll.add(fd, EpollEvent::new(flags, index as u64))?;
         } else {
-            epoll.delete(listener.fd())?;
+            epoll.delete(fd)?;
         }
     }
     Ok(())
+}
+
+/// Takes the connections handed to this worker's pool while the worker wants more.
+fn receive_waiting(inbox: &mut Inbox<'_>, heads: &mut Heads) {
+    while heads.wants_more(Instant::now()) {
+        match inbox.receive() {
+            Ok(Some(handed)) => heads.admit_handed(handed),
+            Ok(None) => break,
+            Err(err) => {
+                log::warning(format_args!("cannot receive from the pool's channel: {err}"));
+                break;
+            }
+        }
+    }
 }
 
 /// Waits up to `wait` for sockets to become readable, reads the heads that progressed, and answers the heads

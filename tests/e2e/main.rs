@@ -17,4 +17,5 @@ mod rfc9112;
 mod sandbox;
 mod signals;
 mod sockets;
+mod tenants;
 mod workers;

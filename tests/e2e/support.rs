@@ -142,7 +142,7 @@ impl Server {
         self.log_lines()
             .iter()
             .filter_map(|line| line.split("Booting worker with pid: ").nth(1))
-            .filter_map(|pid| pid.trim().parse().ok())
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
             .map(Pid::from_raw)
             .collect()
     }
@@ -171,6 +171,11 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Response {
         self.request(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+    }
+
+    /// `GET path` with `Host: host`.
+    pub fn get_from(&self, host: &str, path: &str) -> Response {
+        self.request(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
     }
 
     /// Sends raw bytes and reads the response until the server closes the connection.

@@ -1,5 +1,6 @@
 //! The `echo` sample: answers with what it received, as JSON:
-//! `{"environ": {NAME: value, ...}, "body": "<body, lossy UTF-8>", "body_length": N}`.
+//! `{"environ": {NAME: value, ...}, "env": {NAME: value, ...}, "body": "<body, lossy UTF-8>", "body_length": N}`,
+//! where `env` is the guest's own environment (what the operator gave it with `--env` or a manifest's `env`).
 //! It is how guest authors (and the tests) see exactly what a guest is given.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
@@ -21,8 +22,11 @@ impl Guest for Echo {
         }
         let environ: serde_json::Map<String, serde_json::Value> =
             environ.into_iter().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
+        let env: serde_json::Map<String, serde_json::Value> =
+            std::env::vars().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
         let answer = serde_json::json!({
             "environ": environ,
+            "env": env,
             "body": String::from_utf8_lossy(&body),
             "body_length": body.len(),
         });

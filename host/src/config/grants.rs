@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
@@ -12,11 +12,19 @@ use crate::guest::{DirGrant, NetGrant};
 
 /// Reads every `--dir HOST[::GUEST][:ro]` and checks that each HOST is a folder the server can open.
 pub fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
-    specs.iter().map(|spec| dir(spec)).collect()
+    specs.iter().map(|spec| dir(spec, None)).collect()
 }
 
-fn dir(spec: &str) -> anyhow::Result<DirGrant> {
-    let grant = parse_dir(spec)?;
+/// As `dirs`, with a relative HOST taken from `base` (a manifest's folder).
+pub fn dirs_under(specs: &[String], base: &Path) -> anyhow::Result<Vec<DirGrant>> {
+    specs.iter().map(|spec| dir(spec, Some(base))).collect()
+}
+
+fn dir(spec: &str, base: Option<&Path>) -> anyhow::Result<DirGrant> {
+    let mut grant = parse_dir(spec)?;
+    if let Some(base) = base {
+        grant.host = base.join(&grant.host);
+    }
     let entries = fs::read_dir(&grant.host).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
     drop(entries);
     Ok(grant)

@@ -105,6 +105,16 @@ fn file_args(command: &Command, path: &Path) -> anyhow::Result<Vec<OsString>> {
     let mut options = Vec::new();
     let mut positionals = Vec::new();
     for (key, value) in &table {
+        // `[[app]]` tables (and `default_app`) make the file an app manifest as well: see `manifest`.
+        if key == "default_app" {
+            continue;
+        }
+        if key == "app" && value.as_array().is_some_and(|items| items.iter().all(toml::Value::is_table)) {
+            let mut option = OsString::from("--apps=");
+            option.push(path.as_os_str());
+            options.push(option);
+            continue;
+        }
         let Some(arg) = find_arg(command, key) else {
             bail!("{where_}: unknown key {key:?}");
         };

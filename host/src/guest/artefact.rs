@@ -21,10 +21,11 @@ pub struct Artefact {
     pub path: PathBuf,
 }
 
-/// Compiles the app (or finds it in the cache), checks that it is a wasmcorn app, and returns the artefact.
-pub fn prepare(app: &App, cache_dir: &Path) -> anyhow::Result<Artefact> {
+/// Compiles the app for a pool whose apps use at most `max_memory_bytes` (or finds it in the cache), checks
+/// that it is a wasmcorn app, and returns the artefact.
+pub fn prepare(app: &App, max_memory_bytes: usize, cache_dir: &Path) -> anyhow::Result<Artefact> {
     let wasm = read_source(&app.source)?;
-    let engine = Engine::new(&engine_config(&app.limits, true))
+    let engine = Engine::new(&engine_config(max_memory_bytes, true))
         .map_err(anyhow::Error::from)
         .context("cannot create the wasm engine")?;
     let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, &wasm)));

@@ -18,7 +18,7 @@ pub struct GuestOutput {
 }
 
 struct LineBuffer {
-    stream: &'static str,
+    stream: Arc<str>,
     partial: Vec<u8>,
     budget: usize,
     dropped: usize,
@@ -26,7 +26,7 @@ struct LineBuffer {
 }
 
 impl GuestOutput {
-    pub fn new(stream: &'static str, budget: usize, log_line: GuestLine) -> Self {
+    pub fn new(stream: Arc<str>, budget: usize, log_line: GuestLine) -> Self {
         let buffer = LineBuffer { stream, partial: Vec::new(), budget, dropped: 0, log_line };
         GuestOutput { inner: Arc::new(Mutex::new(buffer)) }
     }
@@ -61,7 +61,7 @@ impl LineBuffer {
 
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.partial);
-        (self.log_line)(self.stream, line.trim_end_matches('\r'));
+        (self.log_line)(&self.stream, line.trim_end_matches('\r'));
         self.partial.clear();
     }
 
@@ -71,7 +71,7 @@ impl LineBuffer {
         }
         if self.dropped > 0 {
             let note = format!("[{} more bytes dropped: the request's output budget is spent]", self.dropped);
-            (self.log_line)(self.stream, &note);
+            (self.log_line)(&self.stream, &note);
             self.dropped = 0;
         }
     }
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn output_is_split_into_lines_within_the_budget() {
-        let output = GuestOutput::new("stdout", 16, record);
+        let output = GuestOutput::new("stdout".into(), 16, record);
         output.push(b"one\ntw");
         output.push(b"o\r\nthree and more than the budget\n");
         output.finish();

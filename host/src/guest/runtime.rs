@@ -1,8 +1,10 @@
 //! The per-worker wasmtime runtime: one `Engine` (pooling allocator sized for one request at a time, epoch
-//! interruption, a bounded wasm stack), one `Linker`, the app's `InstancePre`, and a fresh `Store` and instance
-//! for every request, with limits on what the instance may create.
+//! interruption, a bounded wasm stack), one `Linker`, an `InstancePre` for each app the worker hosts (apps built
+//! from the same artefact share one mapped component), and a fresh `Store` and instance for every request, with
+//! the app's own environment, grants and limits.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use super::bindings::{App as AppWorld, AppPre};
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
-use super::{App, Exchange, Limits, name_lookup};
+use super::{App, Exchange, name_lookup};
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -35,10 +37,11 @@ const MAX_TABLE_ELEMENTS: usize = 20_000;
 /// once; past it the host call fails and the guest traps.
 const MAX_RESOURCES: usize = 10_000;
 
-/// The engine configuration for an app's limits. The compile step and the workers must use the same one: the
-/// artefact records it and wasmtime refuses an artefact built for another. Only the compile step compiles: a
-/// worker's engine has no compiler, so none of cranelift's code is ever paged into a worker.
-pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
+/// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory. The compile
+/// step and the workers must use the same one: the artefact records it and wasmtime refuses an artefact built
+/// for another. Only the compile step compiles: a worker's engine has no compiler, so none of cranelift's code
+/// is ever paged into a worker.
+pub(crate) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // One request at a time: one component instance in use, one more while the previous is torn down.
     pool.total_component_instances(2)
@@ -49,10 +52,10 @@ pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
         .total_tables(32)
         .max_tables_per_component(MAX_TABLES as u32)
         .total_stacks(0)
-        .max_memory_size(limits.max_memory_bytes)
+        .max_memory_size(max_memory_bytes)
         // Reset a used memory by rewriting the pages the request dirtied instead of unmapping them: the next
         // request then takes no page faults for them.
-        .linear_memory_keep_resident(limits.max_memory_bytes.min(16 << 20))
+        .linear_memory_keep_resident(max_memory_bytes.min(16 << 20))
         .table_keep_resident(1 << 20)
         .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
@@ -62,7 +65,7 @@ pub(crate) fn engine_config(limits: &Limits, compiles: bool) -> Config {
         .enable_compiler(compiles)
         .parallel_compilation(compiles)
         .max_wasm_stack(MAX_WASM_STACK)
-        .memory_reservation(limits.max_memory_bytes as u64)
+        .memory_reservation(max_memory_bytes as u64)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -82,43 +85,66 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// A worker's loaded app, ready to serve requests.
+/// A worker's loaded apps, ready to serve requests.
 pub struct Runtime<E: Exchange> {
     engine: Engine,
+    apps: Vec<Loaded<E>>,
+    log_line: GuestLine,
+}
+
+/// One app in a worker: its pre-instantiated component and everything its requests run with.
+struct Loaded<E: Exchange> {
     pre: AppPre<RequestState<E>>,
     env: Arc<Vec<(String, String)>>,
     dirs: Vec<DirGrant>,
     net: Arc<NetGrant>,
     max_memory_bytes: usize,
     deadline_ticks: u64,
-    log_line: GuestLine,
+    /// How the log names the app's output streams.
+    stdout: Arc<str>,
+    stderr: Arc<str>,
 }
 
 impl<E: Exchange> Runtime<E> {
-    /// Builds the engine and linker, maps the precompiled artefact and pre-instantiates the app. `log_line` is
-    /// where the guest's stdout and stderr lines go.
-    pub fn load(app: &App, artefact: &Path, log_line: GuestLine) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(&app.limits, false))
+    /// Builds the engine (sized for `max_memory_bytes`, the most any of the apps may use) and the linker, maps
+    /// each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests' stdout
+    /// and stderr lines go.
+    pub fn load(apps: &[(&App, &Path)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(max_memory_bytes, false))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
-        // SAFETY: the artefact was written by `guest::prepare` (our compile step) with this same engine
-        // configuration, into a content-addressed file renamed into place only once complete and synced; wasmtime
-        // checks its header, version and configuration before using it.
-        let component = unsafe { Component::deserialize_file(&engine, artefact) }
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot load the compiled guest {}", artefact.display()))?;
-        let pre = instance_pre(&engine, &component)?;
-        let deadline_ticks = ticks(app.limits.guest_timeout);
-        Ok(Runtime {
-            engine,
-            pre,
-            env: Arc::new(app.env.clone()),
-            dirs: app.capabilities.dirs.clone(),
-            net: Arc::new(app.capabilities.net.clone()),
-            max_memory_bytes: app.limits.max_memory_bytes,
-            deadline_ticks,
-            log_line,
-        })
+        let linker = linker::<E>(&engine)?;
+        let mut components: HashMap<PathBuf, Component> = HashMap::new();
+        let mut loaded = Vec::with_capacity(apps.len());
+        for (app, artefact) in apps {
+            let component = match components.get(*artefact) {
+                Some(component) => component.clone(),
+                None => {
+                    // SAFETY: the artefact was written by `guest::prepare` (our compile step) with this same
+                    // engine configuration, into a content-addressed file renamed into place only once complete
+                    // and synced; wasmtime checks its header, version and configuration before using it.
+                    let component = unsafe { Component::deserialize_file(&engine, artefact) }
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("cannot load the compiled guest {}", artefact.display()))?;
+                    components.insert(artefact.to_path_buf(), component.clone());
+                    component
+                }
+            };
+            let labels = |stream: &str| -> Arc<str> {
+                if app.name.is_empty() { stream.into() } else { format!("{stream} app={}", app.name).into() }
+            };
+            loaded.push(Loaded {
+                pre: instance_pre_with(&linker, &component)?,
+                env: Arc::new(app.env.clone()),
+                dirs: app.capabilities.dirs.clone(),
+                net: Arc::new(app.capabilities.net.clone()),
+                max_memory_bytes: app.limits.max_memory_bytes,
+                deadline_ticks: ticks(app.limits.guest_timeout),
+                stdout: labels("stdout"),
+                stderr: labels("stderr"),
+            });
+        }
+        Ok(Runtime { engine, apps: loaded, log_line })
     }
 
     /// Starts the thread that advances the engine's epoch, which is what interrupts a guest past its
@@ -138,22 +164,27 @@ impl<E: Exchange> Runtime<E> {
         Ok(())
     }
 
-    /// Runs one request in a fresh instance and gives the exchange back with what became of it.
-    pub fn handle(&self, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
-        let stdout = GuestOutput::new("stdout", OUTPUT_BUDGET, self.log_line);
-        let stderr = GuestOutput::new("stderr", OUTPUT_BUDGET, self.log_line);
-        let wasi = match wasi_ctx(&self.env, &self.dirs, &self.net, stdout.clone(), stderr.clone()) {
+    /// Runs one request in a fresh instance of app `index` (its position in `load`'s list) and gives the
+    /// exchange back with what became of it.
+    pub fn handle(&self, index: usize, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
+        let Some(app) = self.apps.get(index) else {
+            return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
+        };
+        let stdout = GuestOutput::new(Arc::clone(&app.stdout), OUTPUT_BUDGET, self.log_line);
+        let stderr = GuestOutput::new(Arc::clone(&app.stderr), OUTPUT_BUDGET, self.log_line);
+        let wasi = match wasi_ctx(&app.env, &app.dirs, &app.net, stdout.clone(), stderr.clone()) {
             Ok(wasi) => wasi,
             Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
         };
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        let state = RequestState { wasi, table, limits: self.store_limits(), net: Arc::clone(&self.net), exchange };
+        let limits = store_limits(app.max_memory_bytes);
+        let state = RequestState { wasi, table, limits, net: Arc::clone(&app.net), exchange };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_max_component_handles(MAX_RESOURCES);
-        store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.pre.instantiate(&mut store).and_then(|app| app.call_handle(&mut store, environ));
+        store.set_epoch_deadline(app.deadline_ticks);
+        let result = app.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,
             Ok(Err(message)) => Outcome::Refused(message),
@@ -165,23 +196,20 @@ impl<E: Exchange> Runtime<E> {
         stderr.finish();
         (state.exchange, outcome)
     }
-
-    fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(self.max_memory_bytes)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .instances(MAX_CORE_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .build()
-    }
 }
 
-/// Links WASI and the wasmcorn interfaces and checks that the component is a wasmcorn app.
-pub(crate) fn instance_pre<E: Exchange>(
-    engine: &Engine,
-    component: &Component,
-) -> anyhow::Result<AppPre<RequestState<E>>> {
+fn store_limits(max_memory_bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(max_memory_bytes)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .instances(MAX_CORE_INSTANCES)
+        .tables(MAX_TABLES)
+        .memories(MAX_MEMORIES)
+        .build()
+}
+
+/// A linker with WASI and the wasmcorn interfaces.
+fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<RequestState<E>>> {
     let mut linker = Linker::<RequestState<E>>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .and_then(|()| name_lookup::add_to_linker(&mut linker))
@@ -190,6 +218,21 @@ pub(crate) fn instance_pre<E: Exchange>(
     AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
         .map_err(anyhow::Error::from)
         .context("cannot link the wasmcorn interfaces")?;
+    Ok(linker)
+}
+
+/// Checks that the component is a wasmcorn app and pre-instantiates it.
+pub(crate) fn instance_pre<E: Exchange>(
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<AppPre<RequestState<E>>> {
+    instance_pre_with(&linker(engine)?, component)
+}
+
+fn instance_pre_with<E: Exchange>(
+    linker: &Linker<RequestState<E>>,
+    component: &Component,
+) -> anyhow::Result<AppPre<RequestState<E>>> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)

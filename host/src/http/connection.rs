@@ -19,6 +19,17 @@ impl<S: Read + Write> Connection<S> {
         Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0 }
     }
 
+    /// A connection whose first bytes were already read (by another process, which handed it over).
+    pub fn with_bytes(stream: S, bytes: Vec<u8>) -> Self {
+        Connection { stream, buffer: bytes, start: 0 }
+    }
+
+    /// The stream and every byte read from it so far, consumed or not: a request head just parsed is still at
+    /// the start, until the next read from the stream.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.stream, self.buffer)
+    }
+
     pub fn stream(&mut self) -> &mut S {
         &mut self.stream
     }
@@ -32,13 +43,9 @@ impl<S: Read + Write> Connection<S> {
         &self.buffer[self.start..]
     }
 
-    /// Marks `count` buffered bytes as consumed.
+    /// Marks `count` buffered bytes as consumed. They stay in the buffer until the next read (see `into_parts`).
     pub fn consume(&mut self, count: usize) {
         self.start = (self.start + count).min(self.buffer.len());
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
     }
 
     /// Reads more bytes from the stream into the buffer; returns how many (0 at the end of the stream).

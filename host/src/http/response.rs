@@ -316,6 +316,11 @@ fn error_body(status: u16) -> String {
     format!("{}\n", reason_phrase(status))
 }
 
+/// The length of the body of `error_response(status)`.
+pub fn error_body_length(status: u16) -> u64 {
+    error_body(status).len() as u64
+}
+
 /// A complete response for a status the host answers by itself (a bad request, a failed guest).
 pub fn error_response(status: u16) -> Vec<u8> {
     let body = error_body(status);

@@ -7,9 +7,14 @@ use anyhow::bail;
 
 /// Gunicorn's default `access_log_format`.
 pub const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+/// The default when the server hosts many apps (`--apps`): Gunicorn's, led by the app's name, as Apache's
+/// `vhost_combined` leads with the virtual host.
+pub const HOSTED_DEFAULT: &str = r#"%(app)s %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
 /// What the access log says about one request.
 pub struct AccessRecord<'a> {
+    /// The app that answered (empty without a manifest; `-` when no app did).
+    pub app: &'a str,
     pub remote_addr: &'a str,
     pub method: &'a str,
     /// The request target exactly as sent.
@@ -62,6 +67,8 @@ pub enum Atom {
     RequestHeader(String),
     ResponseHeader(String),
     Environment(String),
+    /// `%(app)s`: the name of the hosted app that answered.
+    App,
 }
 
 impl Default for AccessFormat {
@@ -112,6 +119,7 @@ impl AccessFormat {
         match self {
             AccessFormat::Json => {
                 let object = serde_json::json!({
+                    "app": record.app,
                     "remote_addr": record.remote_addr,
                     "time": chrono::Local::now().to_rfc3339(),
                     "request": record.request_line(),
@@ -144,6 +152,9 @@ impl AccessFormat {
 }
 
 fn parse_atom(name: &str) -> anyhow::Result<Atom> {
+    if name == "app" {
+        return Ok(Atom::App);
+    }
     if let Some((header, kind)) = name.strip_prefix('{').and_then(|inner| inner.rsplit_once('}')) {
         return match kind {
             "i" => Ok(Atom::RequestHeader(header.to_string())),
@@ -165,6 +176,7 @@ fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
         Atom::RequestHeader(name) => or_dash(record.request_header(name)),
         Atom::ResponseHeader(name) => or_dash(find(record.response_headers, name)),
         Atom::Environment(name) => or_dash(std::env::var(name).ok().as_deref()),
+        Atom::App => or_dash(Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {
             'h' => record.remote_addr.to_string(),
             'l' | 'u' => "-".to_string(),
@@ -210,6 +222,7 @@ mod tests {
 
     fn record<'a>(headers: &'a [(String, String)], response: &'a [(String, String)]) -> AccessRecord<'a> {
         AccessRecord {
+            app: "shop",
             remote_addr: "10.1.2.3",
             method: "GET",
             target: "/p?a=1",
@@ -234,13 +247,23 @@ mod tests {
     }
 
     #[test]
+    fn hosted_default_leads_with_the_app() {
+        let line = AccessFormat::parse(HOSTED_DEFAULT).unwrap().render(&record(&[], &[]));
+        assert!(line.starts_with("shop 10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
     fn every_atom_renders() {
         let headers = vec![("X-Id".to_string(), "42".to_string())];
         let response = vec![("Content-Type".to_string(), "text/plain".to_string())];
-        let format =
-            AccessFormat::parse("%(m)s %(U)s %(q)s %(H)s %(B)s %(D)s %(M)s %({x-id}i)s %({content-type}o)s 100%%")
-                .unwrap();
-        assert_eq!(format.render(&record(&headers, &response)), "GET /p a=1 HTTP/1.1 0 1500 1 42 text/plain 100%\n");
+        let format = AccessFormat::parse(
+            "%(m)s %(U)s %(q)s %(H)s %(B)s %(D)s %(M)s %({x-id}i)s %({content-type}o)s %(app)s 100%%",
+        )
+        .unwrap();
+        assert_eq!(
+            format.render(&record(&headers, &response)),
+            "GET /p a=1 HTTP/1.1 0 1500 1 42 text/plain shop 100%\n"
+        );
     }
 
     #[test]
@@ -258,5 +281,6 @@ mod tests {
         assert_eq!(value["referer"], "a\"b\u{1}");
         assert_eq!(value["status"], 200);
         assert_eq!(value["duration_us"], 1500);
+        assert_eq!(value["app"], "shop");
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use super::handoff::Handed;
 use super::serve;
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
@@ -26,6 +27,8 @@ pub struct Arrived {
     pub request: Request,
     pub peer: Peer,
     pub local: Local,
+    /// Set when the shared pool routed the request and handed it to this worker's pool: the app's mount point.
+    pub script_name: Option<String>,
 }
 
 struct Pending {
@@ -107,6 +110,23 @@ impl Heads {
         }
     }
 
+    /// Takes a connection handed over by the shared pool, whose head it already read and routed.
+    pub fn admit_handed(&mut self, handed: Handed) {
+        let Handed { stream, peer, local, script_name, bytes } = handed;
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut conn = Connection::with_bytes(stream, bytes);
+        match http::parse_head(conn.buffered(), &self.limits) {
+            Ok(Some((request, length))) => {
+                conn.consume(length);
+                self.ready.push_back(Arrived { conn, request, peer, local, script_name: Some(script_name) });
+            }
+            Ok(None) => serve::reject(conn, &HttpError::BadRequest("an incomplete head was handed over".into()), peer),
+            Err(err) => serve::reject(conn, &err, peer),
+        }
+    }
+
     /// Whether `key` is one of the pending connections' keys.
     pub fn owns(&self, key: u64) -> bool {
         self.pending.contains_key(&key)
@@ -144,9 +164,13 @@ impl Heads {
     fn settle(&mut self, pending: Pending, progress: Progress) {
         match progress {
             Progress::Waiting => {}
-            Progress::Complete(request) => {
-                self.ready.push_back(Arrived { conn: pending.conn, request, peer: pending.peer, local: pending.local })
-            }
+            Progress::Complete(request) => self.ready.push_back(Arrived {
+                conn: pending.conn,
+                request,
+                peer: pending.peer,
+                local: pending.local,
+                script_name: None,
+            }),
             Progress::Failed(err) => serve::reject(pending.conn, &err, pending.peer),
         }
     }

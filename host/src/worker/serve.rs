@@ -24,14 +24,31 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much of what a rejected client still sends is discarded, without waiting, before closing.
 const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
 
-pub fn request(runtime: &Runtime<HttpExchange>, settings: &HttpSettings, arrived: Arrived, slot: &Slot) {
-    let Arrived { mut conn, request, peer, local } = arrived;
+/// The app a request goes to, in this worker.
+pub struct Target<'a> {
+    /// The app's position in the worker's runtime.
+    pub index: usize,
+    /// Its name, for the logs (empty without a manifest).
+    pub name: &'a str,
+    /// Its mount point: the request's SCRIPT_NAME.
+    pub script_name: &'a str,
+    pub body_limit: Option<u64>,
+}
+
+pub fn request(
+    runtime: &Runtime<HttpExchange>,
+    target: &Target<'_>,
+    settings: &HttpSettings,
+    arrived: Arrived,
+    slot: &Slot,
+) {
+    let Arrived { mut conn, request, peer, local, .. } = arrived;
     // From here on the worker waits on this client alone, each read and write bounded by the client timeout.
     let stream = conn.stream();
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(settings.client_timeout));
     let _ = stream.set_write_timeout(Some(settings.client_timeout));
-    let checked = BodyReader::new(&request, settings.body_limit)
+    let checked = BodyReader::new(&request, target.body_limit)
         .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
     let (body, client) = match checked {
         Ok(checked) => checked,
@@ -39,17 +56,22 @@ pub fn request(runtime: &Runtime<HttpExchange>, settings: &HttpSettings, arrived
     };
     let started = Instant::now();
     slot.begin_request(&request.request_line());
-    let environ = environ::build(&request, &client, &local, &settings.script_name);
-    let (mut exchange, outcome) = runtime.handle(&environ, HttpExchange::new(conn, &request, body));
-    let guest_error = describe_failure(&request, &exchange, outcome);
+    let environ = environ::build(&request, &client, &local, target.script_name);
+    let (mut exchange, outcome) = runtime.handle(target.index, &environ, HttpExchange::new(conn, &request, body));
+    let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) | Err(sent) => sent,
     };
     if contract_checked && let Some(reason) = exchange.response.failure() {
-        log::error(format_args!("Invalid response from the guest for {}: {reason}", request.request_line()));
+        log::error(format_args!(
+            "Invalid response from the guest for {}{}: {reason}",
+            request.request_line(),
+            of_app(target.name)
+        ));
     }
     log::access(&log::AccessRecord {
+        app: target.name,
         remote_addr: if client.remote_addr.is_empty() { "-" } else { &client.remote_addr },
         method: &request.method,
         target: &request.target,
@@ -69,8 +91,8 @@ pub fn request(runtime: &Runtime<HttpExchange>, settings: &HttpSettings, arrived
 }
 
 /// Logs what went wrong in the guest and picks the status the client gets if nothing was sent yet.
-fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome) -> Option<(u16, String)> {
-    let what = request.request_line();
+fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outcome: Outcome) -> Option<(u16, String)> {
+    let what = format!("{}{}", request.request_line(), of_app(app));
     if let Some(err) = &exchange.body_error {
         log::info(format_args!("Bad request body for {what}: {err}"));
         return Some((err.status().unwrap_or(400), err.to_string()));
@@ -89,6 +111,52 @@ fn describe_failure(request: &Request, exchange: &HttpExchange, outcome: Outcome
         Outcome::Failed(trace) => {
             log::error(format_args!("Guest failure handling request {what}: {trace}"));
             Some((500, "the guest failed".into()))
+        }
+    }
+}
+
+/// ` (app NAME)` for a named app, for log lines.
+fn of_app(name: &str) -> String {
+    if name.is_empty() { String::new() } else { format!(" (app {name})") }
+}
+
+/// Answers a complete request with `status` from the host itself (no app has it, or its pool is full), logs it
+/// in the access log under `app` (`-` when none), and closes.
+pub fn answer(arrived: Arrived, status: u16, app: &str) {
+    let Arrived { mut conn, request, peer, .. } = arrived;
+    let started = Instant::now();
+    let _ = conn.stream().set_nonblocking(false);
+    let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
+    let response = http::error_response(status);
+    let body_bytes = http::error_body_length(status);
+    let sent = conn.write_all(&response).is_ok();
+    let remote_addr = peer.to_string();
+    log::access(&log::AccessRecord {
+        app,
+        remote_addr: &remote_addr,
+        method: &request.method,
+        target: &request.target,
+        path: &request.path,
+        query: &request.query,
+        protocol: request.version.as_str(),
+        status,
+        body_bytes: if sent { body_bytes } else { 0 },
+        request_headers: &request.headers,
+        response_headers: &[],
+        duration: started.elapsed(),
+    });
+    if sent {
+        let stream = conn.stream();
+        let _ = stream.shutdown(Shutdown::Write);
+        // Whatever the client already sent is discarded without waiting: the worker must not wait on it.
+        let _ = stream.set_nonblocking(true);
+        let mut scratch = [0u8; 16 * 1024];
+        let mut discarded = 0;
+        while discarded < REJECT_DRAIN_BUDGET {
+            match stream.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(count) => discarded += count,
+            }
         }
     }
 }

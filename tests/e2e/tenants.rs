@@ -1,0 +1,342 @@
+//! Hosting many apps from one manifest (`--apps`): routing by host and prefix, each app's own environment,
+//! a dedicated pool that a tenant can saturate without slowing the others, per-app log lines, reloads that
+//! replace only the pool that changed, and one-line errors for bad manifests.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::support::{Server, command, concurrently, eventually, is_alive};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+/// The issue's three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
+/// on evil.test with a pool of its own (one worker, one-second guest timeout).
+fn manifest(echo_value: &str, evil_value: &str) -> String {
+    format!(
+        r#"
+[[app]]
+name = "hello"
+component = "sample:hello"
+hosts = ["a.test"]
+
+[[app]]
+name = "echo"
+component = "sample:echo"
+prefix = "/echo"
+env = {{ ECHO_ONLY = "{echo_value}" }}
+
+[[app]]
+name = "evil"
+component = "misbehave.wasm"
+hosts = ["evil.test"]
+workers = 1
+guest_timeout = 1
+env = {{ EVIL_SECRET = "{evil_value}" }}
+"#
+    )
+}
+
+/// A folder with the manifest and the misbehave component beside it (the manifest names it relatively).
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(text: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(MISBEHAVE, dir.path().join("misbehave.wasm")).unwrap();
+        let site = Site { dir };
+        site.write(text);
+        site
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("apps.toml")
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(self.path(), text).unwrap();
+    }
+
+    /// `serve --apps` with two shared workers; waits for all three workers.
+    fn serve(&self, extra: &[&str]) -> Server {
+        let path = self.path();
+        let mut args = vec!["serve", "--apps", path.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
+        args.extend_from_slice(extra);
+        let server = Server::spawn(command(&args));
+        server.wait_for_count("Booting worker with pid", 3);
+        server
+    }
+}
+
+/// The pids of the workers booted for the dedicated pool of `app`, and of the shared pool.
+fn pool_pids(server: &Server, app: &str) -> (Vec<Pid>, Vec<Pid>) {
+    let suffix = format!("(app {app})");
+    let parse = |line: &String| -> Option<Pid> {
+        let pid = line.split("Booting worker with pid: ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+        Some(Pid::from_raw(pid))
+    };
+    let lines: Vec<String> =
+        server.log_lines().into_iter().filter(|line| line.contains("Booting worker with pid")).collect();
+    let dedicated = lines.iter().filter(|line| line.ends_with(&suffix)).filter_map(parse).collect();
+    let shared = lines.iter().filter(|line| !line.contains("(app ")).filter_map(parse).collect();
+    (dedicated, shared)
+}
+
+#[test]
+fn each_request_reaches_its_app_with_its_mount_and_environment() {
+    let site = Site::new(&manifest("echo-value", "evil-value"));
+    let server = site.serve(&[]);
+
+    let hello = server.get_from("a.test", "/anything");
+    assert_eq!((hello.status, hello.text().as_str()), (200, "Hello, World!"));
+    // A named host comes before a prefix that holds for every host.
+    assert_eq!(server.get_from("A.Test:8000", "/echo/x").text(), "Hello, World!");
+
+    let echo = server.get_from("b.test", "/echo/x/y?q=1").json();
+    assert_eq!(echo["environ"]["SCRIPT_NAME"], "/echo");
+    assert_eq!(echo["environ"]["PATH_INFO"], "/x/y");
+    assert_eq!(echo["environ"]["QUERY_STRING"], "q=1");
+    assert_eq!(echo["env"]["ECHO_ONLY"], "echo-value");
+    assert!(echo["env"].get("EVIL_SECRET").is_none(), "echo sees only its own environment: {echo}");
+    let mount = server.get_from("b.test", "/echo").json();
+    assert_eq!(
+        (mount["environ"]["SCRIPT_NAME"].as_str(), mount["environ"]["PATH_INFO"].as_str()),
+        (Some("/echo"), Some(""))
+    );
+    assert_eq!(server.get_from("b.test", "/echoes").status, 404, "a prefix holds whole segments only");
+
+    let evil = server.get_from("evil.test", "/env");
+    assert_eq!(evil.status, 200);
+    assert_eq!(evil.text(), "EVIL_SECRET=evil-value\n", "the misbehave guest sees only its own environment");
+
+    let nowhere = server.get_from("b.test", "/");
+    assert_eq!((nowhere.status, nowhere.text().as_str()), (404, "Not Found\n"));
+
+    // Access-log lines lead with the app's name; the 404 has none.
+    server.wait_for_line("hello 127.0.0.1 - - [");
+    server.wait_for_line(r#"echo 127.0.0.1 - - ["#);
+    server.wait_for_line(r#"evil 127.0.0.1 - - ["#);
+    eventually("the 404's access-log line, under no app", || {
+        server
+            .log_lines()
+            .iter()
+            .any(|line| line.starts_with("- 127.0.0.1 - - [") && line.contains(r#""GET / HTTP/1.1" 404 10"#))
+    });
+
+    // evil runs in its own process: its guest output is logged by its dedicated worker, under its name.
+    let (dedicated, shared) = pool_pids(&server, "evil");
+    assert_eq!((dedicated.len(), shared.len()), (1, 2), "{}", server.log_text());
+    assert_eq!(server.get_from("evil.test", "/trap").status, 500);
+    let trap = server.wait_for_line("Guest failure handling request GET /trap HTTP/1.1 (app evil)");
+    assert!(trap.contains(&format!("[{}]", dedicated[0])), "logged by the evil pool's worker: {trap}");
+    let title = std::fs::read(format!("/proc/{}/cmdline", dedicated[0])).unwrap_or_default();
+    assert!(String::from_utf8_lossy(&title).starts_with("wasmcorn: worker (app evil)"));
+}
+
+#[test]
+fn guest_output_lines_carry_the_app_name() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(&[]);
+    assert_eq!(server.get_from("evil.test", "/panic").status, 500);
+    server.wait_for_line("[guest stderr app=evil] the misbehave guest panics on purpose");
+    assert!(!server.log_text().contains("[guest stderr] "), "every guest line names its app");
+}
+
+#[test]
+fn a_tenant_that_saturates_its_pool_does_not_slow_the_others() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(&[]);
+    let loops_done = AtomicBool::new(false);
+    let (loops, others) = std::thread::scope(|scope| {
+        let loops = scope.spawn(|| {
+            let responses = concurrently(20, |_| server.get_from("evil.test", "/loop"));
+            loops_done.store(true, Ordering::SeqCst);
+            responses
+        });
+        // Wait until evil's worker has timed one loop out (19 more are queued), then ask the other app 200 times.
+        eventually("evil's pool to be busy", || {
+            server.log_text().contains("Guest timeout handling request GET /loop HTTP/1.1 (app evil)")
+        });
+        let others: Vec<u16> = (0..200).map(|_| server.get_from("a.test", "/").status).collect();
+        let still_looping = !loops_done.load(Ordering::SeqCst);
+        (loops.join().unwrap(), (others, still_looping))
+    });
+    let (others, still_looping) = others;
+    assert!(others.iter().all(|status| *status == 200), "every request to a.test succeeded: {others:?}");
+    assert!(still_looping, "the 200 requests were answered while evil's pool was still saturated");
+    assert!(
+        loops.iter().all(|response| response.status == 503),
+        "{:?}",
+        loops.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn reload_after_editing_one_app_replaces_only_its_pool_and_fails_no_request() {
+    let site = Site::new(&manifest("echo-1", "evil-1"));
+    let server = site.serve(&["--graceful-timeout", "5"]);
+    let (evil_before, shared_before) = pool_pids(&server, "evil");
+
+    // Edit evil's environment while a.test (the shared pool) is under a load loop.
+    let failures = load_loop_during(&server, "a.test", "/", "Hello, World!", || {
+        site.write(&manifest("echo-1", "evil-2"));
+        server.signal(Signal::SIGHUP);
+        server.wait_for_line("Reloading: new workers for the pool of app evil");
+        server.wait_for_line("Reload complete");
+    });
+    assert_eq!(failures, 0, "{}", server.log_text());
+    assert_eq!(server.get_from("evil.test", "/env").text(), "EVIL_SECRET=evil-2\n");
+    let (evil_after, _) = pool_pids(&server, "evil");
+    assert_eq!(evil_after.len(), 2, "one new worker for evil: {evil_after:?}");
+    eventually("evil's old worker to leave", || !is_alive(evil_before[0]));
+    for pid in &shared_before {
+        assert!(is_alive(*pid), "the shared pool kept its workers");
+    }
+    assert_eq!(pool_pids(&server, "evil").1, shared_before, "no shared worker was booted");
+
+    // Edit echo's environment (the shared pool) while evil.test is under a load loop.
+    let failures = load_loop_during(&server, "evil.test", "/count", "1", || {
+        site.write(&manifest("echo-2", "evil-2"));
+        server.signal(Signal::SIGHUP);
+        server.wait_for_line("Reloading: new workers for the shared pool");
+        server.wait_for_count("Reload complete", 2);
+    });
+    assert_eq!(failures, 0, "{}", server.log_text());
+    assert_eq!(server.get_from("b.test", "/echo").json()["env"]["ECHO_ONLY"], "echo-2");
+    assert!(is_alive(evil_after[1]), "evil's pool kept its worker");
+    assert_eq!(pool_pids(&server, "evil").0, evil_after, "no evil worker was booted");
+    for pid in &shared_before {
+        eventually("the old shared workers to leave", || !is_alive(*pid));
+    }
+}
+
+/// Sends requests to `host` `path` in a loop while `during` runs (and a few after); returns how many did not
+/// answer 200 with `body`.
+fn load_loop_during(server: &Server, host: &str, path: &str, body: &str, during: impl FnOnce()) -> usize {
+    let stop = AtomicBool::new(false);
+    let failures = AtomicUsize::new(0);
+    let sent = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let response = server.get_from(host, path);
+                if response.status != 200 || response.text() != body {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        during();
+        let after = sent.load(Ordering::SeqCst) + 20;
+        eventually("20 more requests after the reload", || sent.load(Ordering::SeqCst) >= after);
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(sent.load(Ordering::SeqCst) > 20);
+    failures.load(Ordering::SeqCst)
+}
+
+#[test]
+fn default_app_takes_what_no_route_matches() {
+    let site = Site::new(&format!("default_app = \"echo\"\n{}", manifest("e", "v")));
+    let server = site.serve(&[]);
+    let echo = server.get_from("unknown.test", "/elsewhere").json();
+    assert_eq!(
+        (echo["environ"]["SCRIPT_NAME"].as_str(), echo["environ"]["PATH_INFO"].as_str()),
+        (Some(""), Some("/elsewhere"))
+    );
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+}
+
+#[test]
+fn apps_may_be_listed_in_the_config_file() {
+    let site = Site::new("");
+    let config = site.dir.path().join("wasmcorn.toml");
+    std::fs::write(
+        &config,
+        format!("workers = 2\naccess_logformat = \"%(app)s %(s)s\"\n{}", manifest("from-config", "v")),
+    )
+    .unwrap();
+    let server = Server::spawn(command(&["serve", "-c", config.to_str().unwrap(), "--bind", "127.0.0.1:0"]));
+    server.wait_for_count("Booting worker with pid", 3);
+    assert_eq!(server.get_from("x.test", "/echo").json()["env"]["ECHO_ONLY"], "from-config");
+    server.wait_for_line("echo 200");
+}
+
+#[test]
+fn a_dedicated_pool_runs_under_its_own_user() {
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = manifest("e", "v").replace("workers = 1\n", "workers = 1\nuser = \"nobody\"\ngroup = \"nogroup\"\n");
+    let site = Site::new(&text);
+    let server = site.serve(&["--cache-dir", cache.path().to_str().unwrap()]);
+    let (dedicated, shared) = pool_pids(&server, "evil");
+    let uid = |pid: Pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(uid(dedicated[0]), "65534");
+    assert_eq!(uid(shared[0]), nix::unistd::getuid().to_string());
+    assert_eq!(server.get_from("evil.test", "/count").text(), "1");
+}
+
+/// `serve --apps FILE --check-config`: its exit status and its stderr.
+fn check(dir: &Path, text: &str) -> (Option<i32>, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = command(&["serve", "--apps", path.to_str().unwrap(), "--check-config"]).output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn check_config_reports_manifest_mistakes_in_one_line_naming_the_app_and_the_key() {
+    let site = Site::new(&manifest("e", "v"));
+    let dir = site.dir.path();
+    assert_eq!(check(dir, &manifest("e", "v")), (Some(0), String::new()));
+    let app = |name: &str, extra: &str| format!("[[app]]\nname = \"{name}\"\ncomponent = \"sample:hello\"\n{extra}\n");
+    let cases = [
+        (app("shop", "wrokers = 2"), r#"app "shop": unknown key "wrokers""#),
+        (
+            app("shop", "prefix = \"/a\"") + &app("shop", "prefix = \"/b\""),
+            r#"app "shop": key "name": another app has the same name"#,
+        ),
+        (
+            app("one", "hosts = \"x.test\"") + &app("two", "hosts = [\"X.test\"]"),
+            r#"app "two": keys "hosts"/"prefix": the route x.test/ is already app "one"'s"#,
+        ),
+        ("[[app]]\nname = \"gone\"\ncomponent = \"nowhere.wasm\"\n".to_string(), r#"app "gone": key "component": "#),
+        (app("shop", "workers = 0"), r#"app "shop": key "workers" must be at least 1"#),
+        ("[[app]]\nname = \"bad\"\ncomponent = \"check.toml\"\n".to_string(), r#"app "bad": "#),
+    ];
+    for (text, expected) in cases {
+        let (code, stderr) = check(dir, &text);
+        assert_eq!(code, Some(1), "{text}\n{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expected), "{stderr:?} should contain {expected:?}");
+        assert!(stderr.contains("check.toml"), "names the file: {stderr}");
+    }
+}
+
+#[test]
+fn flags_that_belong_to_each_app_are_refused_with_apps() {
+    let site = Site::new(&manifest("e", "v"));
+    let path = site.path();
+    for extra in [&["sample:echo"][..], &["--env", "A=1"], &["--dir", "/tmp"], &["--allow-net", "127.0.0.1:1"]] {
+        let mut args = vec!["serve", "--apps", path.to_str().unwrap(), "--check-config"];
+        args.extend_from_slice(extra);
+        let output = command(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        assert!(stderr.contains("cannot be used with --apps"), "{stderr}");
+    }
+}
