@@ -340,3 +340,82 @@ fn flags_that_belong_to_each_app_are_refused_with_apps() {
         assert!(stderr.contains("cannot be used with --apps"), "{stderr}");
     }
 }
+
+#[test]
+fn each_app_has_its_own_limits_and_folders() {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("note.txt"), "for echo only").unwrap();
+    let text = format!(
+        r#"
+[[app]]
+name = "small"
+component = "sample:echo"
+prefix = "/small"
+limit_request_body = 10
+
+[[app]]
+name = "reader"
+component = "misbehave.wasm"
+hosts = "reader.test"
+dirs = ["{}::/data:ro"]
+
+[[app]]
+name = "blind"
+component = "misbehave.wasm"
+hosts = "blind.test"
+workers = 1
+max_requests = 2
+"#,
+        shared.path().display()
+    );
+    let site = Site::new(&text);
+    let server = site.serve(&[]);
+    let post = |path: &str, body: &str| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x.test\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        server.request(head.as_bytes())
+    };
+    assert_eq!(post("/small/x", "0123456789").status, 200);
+    assert_eq!(post("/small/x", "0123456789!").status, 413, "small's own body limit");
+
+    let read = server.get_from("reader.test", "/read?path=/data/note.txt");
+    assert_eq!((read.status, read.text().as_str()), (200, "ok: for echo only"));
+    let blind = server.get_from("blind.test", "/read?path=/data/note.txt");
+    assert!(!blind.text().contains("for echo only"), "another app's folder is not granted to blind: {}", blind.text());
+
+    // blind's pool replaces its worker after two of its requests.
+    let (before, _) = pool_pids(&server, "blind");
+    assert_eq!(server.get_from("blind.test", "/count").text(), "1");
+    server.wait_for_line("Autorestarting worker after 2 requests");
+    eventually("a new worker for blind", || pool_pids(&server, "blind").0.len() == 2);
+    eventually("blind's first worker to leave", || !is_alive(before[0]));
+    assert_eq!(server.get_from("blind.test", "/count").text(), "1");
+}
+
+#[test]
+fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(&[]);
+    // A broken manifest: the reload fails in one line and every app keeps serving.
+    site.write(&format!("{}\n[[app]]\nname = \"hello\"\ncomponent = \"sample:echo\"\n", manifest("e", "v")));
+    server.signal(Signal::SIGHUP);
+    let failed = server.wait_for_line("Reload failed, the current workers keep serving");
+    assert!(failed.contains(r#"app "hello": key "name": another app has the same name"#), "{failed}");
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+
+    // Remove evil, add a pool for a new app on its host.
+    let (evil, _) = pool_pids(&server, "evil");
+    let without_evil = manifest("e", "v").split("[[app]]\nname = \"evil\"").next().unwrap().to_string();
+    site.write(&format!(
+        "{without_evil}[[app]]\nname = \"fresh\"\ncomponent = \"sample:echo\"\nhosts = \"fresh.test\"\nworkers = 1\n"
+    ));
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line(
+        "Reloading: new workers for the shared pool, the pool of app fresh; retiring the pool of app evil",
+    );
+    server.wait_for_line("Reload complete");
+    eventually("evil's worker to leave", || !is_alive(evil[0]));
+    assert_eq!(server.get_from("evil.test", "/env").status, 404);
+    let fresh = server.get_from("fresh.test", "/x").json();
+    assert_eq!(fresh["environ"]["PATH_INFO"], "/x");
+    assert_eq!(pool_pids(&server, "fresh").0.len(), 1);
+}
