@@ -100,6 +100,10 @@ fn log_apps(config: &Config) {
             if routes.is_empty() { "no route".to_string() } else { routes.join(" ") }
         ));
     }
+    match site.router.fallback() {
+        Some(index) => log::info(format_args!("Requests no route matches go to app {}", site.tenants[index].app.name)),
+        None => log::info("Requests no route matches get 404"),
+    }
 }
 
 /// A stop in progress.

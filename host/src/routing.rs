@@ -126,6 +126,11 @@ impl Router {
         &self.routes
     }
 
+    /// The app that takes what no route matches, if any.
+    pub fn fallback(&self) -> Option<usize> {
+        self.fallback
+    }
+
     /// The app for a request to `host` (the Host header or the absolute-form authority, port allowed) and
     /// `path` (percent-decoded).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed> {

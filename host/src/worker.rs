@@ -148,6 +148,12 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
         blocked.add(signal);
     }
     blocked.thread_set_mask()?;
+    // SIGINT and SIGQUIT must end the worker even when the server was started with them ignored (a shell starts
+    // background jobs so), since the arbiter's quick stop sends SIGINT.
+    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: restoring the default disposition installs no handler, so no code runs in signal context.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
+    }
     let mut handled = SigSet::empty();
     handled.add(Signal::SIGTERM);
     handled.add(Signal::SIGUSR1);

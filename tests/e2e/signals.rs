@@ -61,3 +61,22 @@ fn ttin_and_ttou_add_and_remove_a_worker() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(server.live_workers().len(), 1, "never below one worker");
 }
+
+#[test]
+fn sigint_stops_the_workers_even_when_the_server_was_started_with_it_ignored() {
+    // A non-interactive shell starts background jobs with SIGINT and SIGQUIT ignored; the workers inherit that.
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "trap '' INT QUIT; exec \"$0\" \"$@\""]).arg(crate::support::binary());
+    command.args(["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "600"]);
+    command.env("WASMCORN_CACHE_DIR", crate::support::cache_dir()).env_remove("WEB_CONCURRENCY");
+    let mut server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 2);
+    let workers = server.booted_worker_pids();
+    server.signal(Signal::SIGINT);
+    // Were the workers deaf to SIGINT, the arbiter would kill them only after the 600 s graceful timeout.
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    assert!(!server.log_text().contains("SIGKILL"), "{}", server.log_text());
+    for worker in workers {
+        assert!(!is_alive(worker));
+    }
+}
