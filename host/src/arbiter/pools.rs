@@ -125,3 +125,74 @@ pub fn unused_in(pool: &PoolKey, channels: &BTreeMap<String, Channel>) -> Vec<st
     }
     unused
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const APPS: &str = r#"
+[[app]]
+name = "hello"
+component = "sample:hello"
+hosts = "a.test"
+[[app]]
+name = "echo"
+component = "sample:echo"
+prefix = "/echo"
+env = { VALUE = "ECHO" }
+[[app]]
+name = "evil"
+component = "sample:hello"
+hosts = "evil.test"
+workers = 1
+env = { VALUE = "EVIL" }
+"#;
+
+    /// The pools of a manifest, planned against `current`; returns them and which pools are new.
+    fn plan_for(text: &str, current: &Pools, next: &mut u64) -> (Pools, Vec<PoolKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apps.toml");
+        std::fs::write(&path, text).unwrap();
+        let argv = ["wasmcorn", "serve", "--apps", path.to_str().unwrap(), "--cache-dir", "/nonexistent"];
+        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv).unwrap().command;
+        let config = Config::from_args(args).unwrap();
+        let artefacts: Vec<Artefact> = config
+            .site
+            .tenants
+            .iter()
+            .map(|tenant| Artefact { path: format!("{}.cwasm", tenant.app.source.describe()).into() })
+            .collect();
+        let (pools, fresh) = plan(&config, &artefacts, current, false, next);
+        let fresh_keys = pools.iter().filter(|(_, run)| fresh.contains(&run.generation)).map(|(key, _)| key.clone());
+        (pools.clone(), fresh_keys.collect())
+    }
+
+    #[test]
+    fn a_reload_replaces_only_the_pools_that_changed() {
+        let mut next = 0;
+        let evil = PoolKey::Dedicated("evil".into());
+        let (start, fresh) = plan_for(APPS, &Pools::new(), &mut next);
+        assert_eq!(fresh, vec![PoolKey::Shared, evil.clone()]);
+        assert_eq!(start[&evil].target, 1);
+
+        let (same, fresh) = plan_for(APPS, &start, &mut next);
+        assert!(fresh.is_empty());
+        assert_eq!(same, start);
+
+        let (_, fresh) = plan_for(&APPS.replace("\"EVIL\"", "\"EVIL2\""), &start, &mut next);
+        assert_eq!(fresh, vec![evil.clone()], "an edit to evil replaces only evil's pool");
+
+        let (_, fresh) = plan_for(&APPS.replace("\"ECHO\"", "\"ECHO2\""), &start, &mut next);
+        assert_eq!(fresh, vec![PoolKey::Shared], "an edit to a shared app replaces only the shared pool");
+
+        let (resized, fresh) = plan_for(&APPS.replace("workers = 1", "workers = 3"), &start, &mut next);
+        assert!(fresh.is_empty(), "a new size keeps the workers");
+        assert_eq!(resized[&evil].target, 3);
+
+        let added =
+            format!("{APPS}[[app]]\nname = \"new\"\ncomponent = \"sample:echo\"\nhosts = \"new.test\"\nworkers = 2\n");
+        let (_, fresh) = plan_for(&added, &start, &mut next);
+        assert_eq!(fresh, vec![PoolKey::Shared, PoolKey::Dedicated("new".into())], "new routes: the shared pool too");
+    }
+}
