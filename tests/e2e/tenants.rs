@@ -419,3 +419,26 @@ fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     assert_eq!(fresh["environ"]["PATH_INFO"], "/x");
     assert_eq!(pool_pids(&server, "fresh").0.len(), 1);
 }
+
+#[test]
+fn a_connection_on_a_unix_socket_reaches_a_dedicated_pool() {
+    let site = Site::new(
+        "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\n\n[[app]]\nname = \"local\"\ncomponent = \"sample:echo\"\nhosts = \"local\"\nworkers = 1\n",
+    );
+    let socket = site.dir.path().join("wasmcorn.sock");
+    let bind = format!("unix:{}", socket.display());
+    let server = site.serve(&["--bind", &bind]);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    std::io::Write::write_all(&mut stream, b"POST /unix HTTP/1.1\r\nHost: local\r\nContent-Length: 4\r\n\r\nbody")
+        .unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut raw).unwrap();
+    let response = crate::support::parse_response(&raw);
+    assert_eq!(response.status, 200);
+    let echo = response.json();
+    assert_eq!((echo["environ"]["PATH_INFO"].as_str(), echo["body"].as_str()), (Some("/unix"), Some("body")));
+    let (dedicated, _) = pool_pids(&server, "local");
+    let line = server.wait_for_line("local - - - [");
+    assert!(line.contains(r#""POST /unix HTTP/1.1" 200"#), "{line}");
+    assert_eq!(dedicated.len(), 1);
+}
