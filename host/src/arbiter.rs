@@ -5,6 +5,7 @@
 
 mod pidfile;
 mod pools;
+mod reload;
 mod signals;
 mod spawn;
 mod systemd;
@@ -20,7 +21,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::config::{self, Config, Invocation};
+use crate::config::Config;
 use crate::guest::Artefact;
 use crate::listener::{BindOptions, Listener};
 use crate::site::PoolKey;
@@ -29,6 +30,7 @@ use crate::worker::heartbeat::Heartbeats;
 use crate::{listener, log, process};
 use pidfile::Pidfile;
 use pools::Pools;
+use reload::{Previous, log_apps};
 use signals::{Signals, short_name};
 use workers::Workers;
 
@@ -80,46 +82,11 @@ fn bind_all(config: &Config) -> anyhow::Result<Vec<Listener>> {
     config.binds.iter().map(|spec| Listener::bind(spec, options)).collect()
 }
 
-/// Logs the apps of a manifest: name, routes, pool.
-fn log_apps(config: &Config) {
-    let site = &config.site;
-    if !site.hosted {
-        return;
-    }
-    for (index, tenant) in site.tenants.iter().enumerate() {
-        let routes: Vec<String> =
-            site.router.routes().iter().filter(|route| route.app == index).map(ToString::to_string).collect();
-        let pool = match tenant.pool {
-            Some(pool) => format!("its own pool of {}", pool.workers),
-            None => "the shared pool".to_string(),
-        };
-        log::info(format_args!(
-            "App {}: {} at {} on {pool}",
-            tenant.app.name,
-            tenant.app.source.describe(),
-            if routes.is_empty() { "no route".to_string() } else { routes.join(" ") }
-        ));
-    }
-    match site.router.fallback() {
-        Some(index) => log::info(format_args!("Requests no route matches go to app {}", site.tenants[index].app.name)),
-        None => log::info("Requests no route matches get 404"),
-    }
-}
-
 /// A stop in progress.
 struct Stop {
     graceful: bool,
     deadline: Instant,
     exit_code: u8,
-}
-
-/// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).
-struct Previous {
-    config: Config,
-    artefacts: Vec<Artefact>,
-    pools: Pools,
-    /// The generations the reload started.
-    fresh: Vec<u64>,
 }
 
 struct Arbiter {
@@ -344,110 +311,6 @@ impl Arbiter {
                 self.handle_boot_failure(record.generation);
             }
         }
-    }
-
-    /// A worker could not load its apps: during a reload, go back to the previous generations; otherwise stop
-    /// the server (a respawn storm would not help).
-    fn handle_boot_failure(&mut self, generation: u64) {
-        match self.previous.take() {
-            Some(previous) if previous.fresh.contains(&generation) => {
-                log::error("A new generation of workers failed to boot: the previous ones keep serving");
-                for fresh in &previous.fresh {
-                    self.workers.retire_generation(*fresh, self.config.graceful_timeout);
-                }
-                self.config = previous.config;
-                self.artefacts = previous.artefacts;
-                self.pools = previous.pools;
-                pools::close_unused_channels(&self.config.site, &mut self.channels);
-            }
-            Some(previous) => self.previous = Some(previous),
-            None => {
-                log::critical("Worker failed to boot: shutting down");
-                self.begin_stop(false, crate::worker::BOOT_ERROR as u8);
-            }
-        }
-    }
-
-    /// SIGHUP: re-read the configuration, the manifest and the apps; start a new generation for each pool whose
-    /// workers would be started differently, and retire the old ones once the new ones are ready. Pools that did
-    /// not change keep their workers. If anything fails, the current workers keep serving.
-    fn reload(&mut self) {
-        if self.stop.is_some() || self.previous.is_some() {
-            log::warning("A reload or a stop is already in progress: this SIGHUP is ignored");
-            return;
-        }
-        let config = match config::load(&self.serve_args) {
-            Ok(Invocation::Serve(config)) => *config,
-            Ok(_) => return,
-            Err(err) => {
-                log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
-                return;
-            }
-        };
-        if config.binds != self.config.binds {
-            log::warning(
-                "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
-            );
-        }
-        let artefacts = match spawn::compile(&config.site, &config.cache_dir) {
-            Ok(artefacts) => artefacts,
-            Err(err) => {
-                log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
-                return;
-            }
-        };
-        if let Err(err) = pools::open_channels(&config.site, &mut self.channels) {
-            log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
-            return;
-        }
-        if let Err(err) = log::init(&config.logging) {
-            log::error(format_args!("Reload: cannot open the new log files, keeping the old ones: {err:#}"));
-        }
-        let (mut pools, mut fresh) = pools::plan(&config, &artefacts, &self.pools, false, &mut self.next_generation);
-        let removed: Vec<String> =
-            self.pools.keys().filter(|key| !pools.contains_key(*key)).map(ToString::to_string).collect();
-        if fresh.is_empty() && removed.is_empty() {
-            // Nothing changed: as in Gunicorn, a HUP still replaces every worker (fresh processes, same settings).
-            (pools, fresh) = pools::plan(&config, &artefacts, &self.pools, true, &mut self.next_generation);
-        }
-        // Pools that only changed size: retire their extra workers now (new ones are started by the main loop).
-        for (key, run) in &pools {
-            if !fresh.contains(&run.generation) && self.pools.get(key).is_some_and(|old| old.target > run.target) {
-                self.workers.retire_oldest(run.generation, run.target as usize, config.graceful_timeout);
-            }
-        }
-        let changed: Vec<String> =
-            pools.iter().filter(|(_, run)| fresh.contains(&run.generation)).map(|(key, _)| key.to_string()).collect();
-        let old_config = std::mem::replace(&mut self.config, config);
-        let old_artefacts = std::mem::replace(&mut self.artefacts, artefacts);
-        let old_pools = std::mem::replace(&mut self.pools, pools);
-        log_apps(&self.config);
-        log::info(format_args!(
-            "Reloading: new workers for {}{}",
-            if changed.is_empty() { "no pool".to_string() } else { changed.join(", ") },
-            if removed.is_empty() { String::new() } else { format!("; retiring {}", removed.join(", ")) }
-        ));
-        self.previous = Some(Previous { config: old_config, artefacts: old_artefacts, pools: old_pools, fresh });
-    }
-
-    /// Retires the generations a reload replaced once every new one has loaded its apps.
-    fn finish_reload(&mut self) {
-        let Some(previous) = &self.previous else { return };
-        let ready = self
-            .pools
-            .values()
-            .filter(|run| previous.fresh.contains(&run.generation))
-            .all(|run| self.workers.generation_ready(run.generation, run.target as usize, &self.heartbeats));
-        if !ready {
-            return;
-        }
-        let current: Vec<u64> = self.pools.values().map(|run| run.generation).collect();
-        for run in previous.pools.values().filter(|run| !current.contains(&run.generation)) {
-            self.workers.retire_generation(run.generation, self.config.graceful_timeout);
-        }
-        self.previous = None;
-        pools::close_unused_channels(&self.config.site, &mut self.channels);
-        log::info("Reload complete: the new workers serve");
     }
 
     /// Tells the service manager once that the server is ready.
