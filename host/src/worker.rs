@@ -211,7 +211,7 @@ fn accept_loop(
                 continue;
             };
             served += 1;
-            let app_limit = matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
+            let app_limit = !stopping && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
             if app_limit {
                 log::info(format_args!(
                     "Autorestarting worker after {} requests of app {} (its max_requests)",

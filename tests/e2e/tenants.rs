@@ -442,3 +442,24 @@ fn a_connection_on_a_unix_socket_reaches_a_dedicated_pool() {
     assert!(line.contains(r#""POST /unix HTTP/1.1" 200"#), "{line}");
     assert_eq!(dedicated.len(), 1);
 }
+
+#[test]
+fn an_app_max_requests_recycles_a_shared_worker() {
+    let site = Site::new(
+        "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\nhosts = \"a.test\"\nmax_requests = 3\n\n[[app]]\nname = \"echo\"\ncomponent = \"sample:echo\"\n",
+    );
+    let path = site.path();
+    let server = Server::spawn(command(&["serve", "--apps", path.to_str().unwrap(), "--bind", "127.0.0.1:0"]));
+    server.wait_for_count("Booting worker with pid", 1);
+    // echo's requests do not count towards hello's limit.
+    for _ in 0..4 {
+        assert_eq!(server.get_from("b.test", "/").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+    }
+    server.wait_for_line("Autorestarting worker after 3 requests of app hello (its max_requests)");
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+    assert_eq!(server.log_text().matches("Autorestarting").count(), 1, "{}", server.log_text());
+}
