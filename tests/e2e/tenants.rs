@@ -463,3 +463,18 @@ fn an_app_max_requests_recycles_a_shared_worker() {
     assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
     assert_eq!(server.log_text().matches("Autorestarting").count(), 1, "{}", server.log_text());
 }
+
+#[test]
+fn reload_that_only_resizes_a_pool_keeps_every_worker() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(&[]);
+    let (evil, shared) = pool_pids(&server, "evil");
+    site.write(&manifest("e", "v").replace("workers = 1", "workers = 2"));
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reloading: resizing pools");
+    server.wait_for_line("Reload complete");
+    eventually("a second worker for evil", || pool_pids(&server, "evil").0.len() == 2);
+    assert!(is_alive(evil[0]), "evil's first worker stays");
+    assert_eq!(pool_pids(&server, "evil").1, shared, "no shared worker was booted");
+    assert!(shared.iter().all(|pid| is_alive(*pid)));
+}

@@ -79,7 +79,8 @@ impl Arbiter {
         let (mut pools, mut fresh) = pools::plan(&config, &artefacts, &self.pools, false, &mut self.next_generation);
         let removed: Vec<String> =
             self.pools.keys().filter(|key| !pools.contains_key(*key)).map(ToString::to_string).collect();
-        if fresh.is_empty() && removed.is_empty() {
+        let resized = pools.iter().any(|(key, run)| self.pools.get(key).is_some_and(|old| old.target != run.target));
+        if fresh.is_empty() && removed.is_empty() && !resized {
             // Nothing changed: as in Gunicorn, a HUP still replaces every worker (fresh processes, same settings).
             (pools, fresh) = pools::plan(&config, &artefacts, &self.pools, true, &mut self.next_generation);
         }
@@ -95,11 +96,17 @@ impl Arbiter {
         let old_artefacts = std::mem::replace(&mut self.artefacts, artefacts);
         let old_pools = std::mem::replace(&mut self.pools, pools);
         log_apps(&self.config);
-        log::info(format_args!(
-            "Reloading: new workers for {}{}",
-            if changed.is_empty() { "no pool".to_string() } else { changed.join(", ") },
-            if removed.is_empty() { String::new() } else { format!("; retiring {}", removed.join(", ")) }
-        ));
+        let mut what = Vec::new();
+        if !changed.is_empty() {
+            what.push(format!("new workers for {}", changed.join(", ")));
+        }
+        if !removed.is_empty() {
+            what.push(format!("retiring {}", removed.join(", ")));
+        }
+        if resized {
+            what.push("resizing pools".to_string());
+        }
+        log::info(format_args!("Reloading: {}", what.join("; ")));
         self.previous = Some(Previous { config: old_config, artefacts: old_artefacts, pools: old_pools, fresh });
     }
 
