@@ -1,5 +1,5 @@
 //! What one CPU request costs on each server when it is alone: the CPU time the worker spends on a request at
-//! `CPU_BOUND=100` (the median of a few, read from the worker's threads as the load points read it), and
+//! `CPU_BOUND=100` (the median of a few, read from the worker's request thread as the load points read it), and
 //! `--calibrate SECONDS`, which searches the `ITERATIONS` that make that time the target, as the original study
 //! tuned its loop "to burn up 1 second on my machine". The ideal of a CPU point uses the CPU time measured in
 //! that point's own load (see `points`): this machine's CPU speed drifts by several percent from minute to

@@ -3,10 +3,10 @@
 //! requests a point sends.
 //!
 //! The ideal of a point that computes (CPU, blend) takes the CPU time per request measured inside the workers
-//! during that very load (their threads' CPU time over the requests served): what a request costs on this
-//! machine at that minute, under hey's connections. The ratio to the ideal then says how much of the cores the
-//! sync workers turned into requests, and not how far the CPU's speed drifted since the calibration. An IO
-//! point's ideal is workers / IO seconds, as the study defines it.
+//! during that very load (the CPU time of their request threads over the requests served): what a request
+//! costs on this machine at that minute, under hey's connections. The ratio to the ideal then says how much of
+//! the cores the sync workers turned into requests, and not how far the CPU's speed drifted since the
+//! calibration. An IO point's ideal is workers / IO seconds, as the study defines it.
 
 use std::fmt;
 use std::thread::sleep;

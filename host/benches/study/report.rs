@@ -131,9 +131,9 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
         "The ideal is what the workers and cores allow if nothing else cost anything: a request takes its IO \
          plus its CPU seconds, each worker serves one at a time, and at most {} CPU parts run at once: \
          min(workers / (io + cpu), cores / cpu). The CPU seconds of a request are those measured inside the \
-         workers during the point's own load (their threads' CPU time over the requests served, the column CPU \
-         ms/req): what a request cost at that minute, whose speed drifts on this machine. An IO request counts \
-         no CPU: its ideal is workers / IO seconds.\n",
+         workers during the point's own load (the CPU time of their request threads over the requests served, \
+         the column CPU ms/req): what a request cost at that minute, whose speed drifts on this machine. An IO \
+         request counts no CPU: its ideal is workers / IO seconds.\n",
         context.cores
     );
 }
