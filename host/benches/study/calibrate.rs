@@ -1,23 +1,27 @@
-//! What one CPU request costs on each server: the time a lone request at `CPU_BOUND=100` takes (the ideal
-//! throughput is computed from it), and `--calibrate SECONDS`, which searches the `ITERATIONS` that make that
-//! time the target, as the original study tuned its loop "to burn up 1 second on my machine".
+//! What one CPU request costs on each server when it is alone: the CPU time the worker spends on a request at
+//! `CPU_BOUND=100` (the median of a few, read from the worker's request thread as the load points read it), and
+//! `--calibrate SECONDS`, which searches the `ITERATIONS` that make that time the target, as the original study
+//! tuned its loop "to burn up 1 second on my machine". The ideal of a CPU point uses the CPU time measured in
+//! that point's own load (see `points`): this machine's CPU speed drifts by several percent from minute to
+//! minute, so a cost measured minutes earlier would make the ratio to the ideal measure the drift.
 
 use std::time::Duration;
 
 use anyhow::bail;
 
+use crate::cputime;
 use crate::server::{Launchers, Server, ServerKind, ServerSpec, timed_request};
 
 /// The study's loop count, where a calibration starts.
 pub const STUDY_ITERATIONS: u64 = 5_000_000;
-/// Timed requests per measurement, after one warm-up request. The fastest counts: on a busy machine the others
-/// include time the worker waited for a core, which is not what the request costs.
+/// Timed requests per measurement, after one warm-up request; the median counts.
 const SAMPLES: usize = 5;
 /// A calibration is done once within this fraction of the target.
 const TOLERANCE: f64 = 0.05;
 const MAX_ROUNDS: usize = 5;
 
-/// The fastest time of a lone CPU request with `iterations` rounds, on one worker of `kind`.
+/// The median CPU time the worker spends on a lone CPU request with `iterations` rounds, on one worker of `kind`
+/// (the request's wall time where the worker's CPU time cannot be read).
 pub fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> anyhow::Result<f64> {
     let spec = ServerSpec {
         kind,
@@ -31,20 +35,27 @@ pub fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> 
         request_seconds: 60.0,
         label: format!("calibrate-{iterations}"),
     };
-    let server = Server::start(&spec, launchers)?;
+    let mut server = Server::start(&spec, launchers)?;
+    let workers = server.workers();
     let limit = Duration::from_secs(120);
     let mut times = Vec::with_capacity(SAMPLES);
     for sample in 0..=SAMPLES {
+        let before = cputime::total(&workers);
         let (status, elapsed) = timed_request(server.port, limit)?;
         if !(200..300).contains(&status) {
             bail!("{kind} answered {status} to a CPU request (log: {})", server.log_path().display());
         }
+        let spent = match (before, cputime::total(&workers)) {
+            (Some(before), Some(after)) if after > before => after - before,
+            _ => elapsed,
+        };
         if sample > 0 {
-            times.push(elapsed.as_secs_f64());
+            times.push(spent.as_secs_f64());
         }
     }
     server.stop();
-    Ok(times.into_iter().fold(f64::INFINITY, f64::min))
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// The iterations that make a lone CPU request on `kind` take about `target` seconds, and the time measured

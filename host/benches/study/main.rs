@@ -4,11 +4,12 @@
 //!
 //! Modules: `options` (command line), `tools` (hey, fonts, PostgreSQL, the Gunicorn venv), `postgres` (a private
 //! cluster), `server` (start, inspect, stop a server), `calibrate` (CPU request cost), `points` (one
-//! measurement), `load` (hey), `memory` (smaps_rollup), `workload` (the ideal), `report` and `chart` (output),
-//! `process` (pid-owned child processes and ctrl-C).
+//! measurement), `load` (hey), `memory` (smaps_rollup), `cputime` (the workers' CPU time), `workload` (the
+//! ideal), `report` and `chart` (output), `process` (pid-owned child processes and ctrl-C).
 
 mod calibrate;
 mod chart;
+mod cputime;
 mod load;
 mod memory;
 mod options;
@@ -97,12 +98,13 @@ fn run() -> anyhow::Result<()> {
                 check_interrupt()?;
                 let (point, rows) = run_point(contender, workload, workers, shape, &launchers)?;
                 eprintln!(
-                    "study: {:<8} {:<14} {workers:>2} workers: {:>8.2} req/s (ideal {:.2}, {:.0} %), p50 {:.0} ms, p99 {:.0} ms{}",
+                    "study: {:<8} {:<14} {workers:>2} workers: {:>8.2} req/s (ideal {:.2}, {:.1} %), {:.1} ms CPU per request, p50 {:.0} ms, p99 {:.0} ms{}",
                     point.server.to_string(),
                     workload.label(),
                     point.requests_per_second,
                     point.ideal_requests_per_second,
                     point.ratio_to_ideal * 100.0,
+                    point.worker_cpu_ms_per_request,
                     point.p50_ms,
                     point.p99_ms,
                     if point.failed > 0 { format!(", {} FAILED", point.failed) } else { String::new() },
@@ -149,7 +151,7 @@ fn contenders(
             CpuSize::Iterations(iterations) => (iterations, calibrate::cpu_seconds(kind, iterations, launchers)?),
             CpuSize::Calibrate(target) => calibrate::calibrate(kind, target, launchers)?,
         };
-        eprintln!("study: {kind}: a lone CPU request ({iterations} iterations) takes {cpu_seconds:.3} s");
+        eprintln!("study: {kind}: a lone CPU request ({iterations} iterations) takes {cpu_seconds:.3} s of CPU");
         let costs = RequestCosts { io_seconds: settings.io_seconds, cpu_seconds, iterations };
         let mut contender =
             Contender { kind, costs, io_mode: IoMode::ClockSleep, env: Vec::new(), extra_args: Vec::new() };
@@ -192,7 +194,8 @@ fn expected_load_seconds(settings: &Settings, contenders: &[Contender], shape: L
     for contender in contenders {
         for &workload in &settings.workloads {
             for &workers in &settings.workers {
-                seconds += shape.requests as f64 / workload.ideal_throughput(workers, shape.cores, &contender.costs);
+                let ideal = workload.ideal_throughput(workers, shape.cores, &contender.costs);
+                seconds += shape.requests_for(workers, ideal).0 as f64 / ideal;
             }
         }
     }

@@ -1,5 +1,12 @@
 //! One point of the study: a server with N workers under one workload, started fresh, measured idle, loaded by
-//! `hey`, measured again, stopped. Also the server set-ups ("contenders") the points are run for.
+//! `hey`, measured again, stopped. Also the server set-ups ("contenders") the points are run for, and how many
+//! requests a point sends.
+//!
+//! The ideal of a point that computes (CPU, blend) takes the CPU time per request measured inside the workers
+//! during that very load (the CPU time of their request threads over the requests served): what a request
+//! costs on this machine at that minute, under hey's connections. The ratio to the ideal then says how much of
+//! the cores the sync workers turned into requests, and not how far the CPU's speed drifted since the
+//! calibration. An IO point's ideal is workers / IO seconds, as the study defines it.
 
 use std::fmt;
 use std::thread::sleep;
@@ -7,13 +14,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cputime;
 use crate::load::{LoadSpec, run_hey};
 use crate::memory::{Memory, Role, Snapshot};
 use crate::server::{Launchers, Server, ServerKind, ServerSpec};
-use crate::workload::{RequestCosts, Workload};
+use crate::workload::{self, RequestCosts, Workload};
 
 /// How long a freshly started server is left alone before its idle memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
+/// Every worker serves at least this many requests in a point. All workers start together, so the first round
+/// is the costliest of an IO point (every worker opens its PostgreSQL connection in the same millisecond, and
+/// the postmaster forks their backends one after the other); ten rounds keep it from weighing on the result.
+const MIN_ROUNDS: usize = 10;
+/// A point lasts at least this long at its ideal: a short CPU point ends unevenly (one worker finishes its last
+/// request while the other core is already idle) and that tail would weigh on it.
+const MIN_SECONDS: f64 = 3.0;
 
 /// How a server does the IO part of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +91,10 @@ pub struct Point {
     pub workers: usize,
     pub io_mode: String,
     pub io_seconds: f64,
+    /// The CPU time of a lone request at `CPU_BOUND=100`, from the calibration.
     pub cpu_seconds: f64,
     pub iterations: u64,
+    /// The requests hey sent, and its clients.
     pub requests: usize,
     pub concurrency: usize,
     pub succeeded: usize,
@@ -87,6 +104,12 @@ pub struct Point {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    /// The workers' CPU time over the load divided by the requests served (0 if it could not be read).
+    pub worker_cpu_ms_per_request: f64,
+    /// The parts of one request of this workload the ideal is computed from: IO seconds, and CPU seconds (measured
+    /// in this load when the workload computes, the calibrated share otherwise).
+    pub io_part_s: f64,
+    pub cpu_part_s: f64,
     pub ideal_requests_per_second: f64,
     pub ratio_to_ideal: f64,
     pub arbiter_pss_idle_kib: u64,
@@ -116,9 +139,25 @@ pub struct MemoryRow {
 /// The load settings shared by every point.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadShape {
+    /// At least this many requests per point.
     pub requests: usize,
+    /// hey's clients, at most `requests`.
     pub concurrency: usize,
     pub cores: usize,
+}
+
+impl LoadShape {
+    /// The requests and hey clients of a point with `workers` workers whose ideal throughput is about `ideal`:
+    /// at least `requests`, `MIN_ROUNDS` per worker and `MIN_SECONDS` of load, in whole rounds. A last round that
+    /// only some workers serve would leave the others idle and measure the batch, not the server; and hey sends
+    /// requests/concurrency per client, so the count is a multiple of both.
+    pub fn requests_for(&self, workers: usize, ideal: f64) -> (usize, usize) {
+        let concurrency = self.concurrency.min(self.requests).max(1);
+        let round = lcm(workers, concurrency);
+        let by_time = if ideal.is_finite() { (ideal * MIN_SECONDS).ceil() as usize } else { 0 };
+        let wanted = self.requests.max(MIN_ROUNDS * workers).max(by_time);
+        (wanted.div_ceil(round) * round, concurrency)
+    }
 }
 
 /// Runs one point and returns its row and the memory of each process.
@@ -131,17 +170,15 @@ pub fn run_point(
 ) -> anyhow::Result<(Point, Vec<MemoryRow>)> {
     let label = format!("{workload:?}-w{workers}").to_lowercase();
     let spec = contender.spec(workload, workers, label.clone());
-    let ideal = workload.ideal_throughput(workers, shape.cores, &contender.costs);
+    let expected = workload.ideal_throughput(workers, shape.cores, &contender.costs);
+    let (requests, concurrency) = shape.requests_for(workers, expected);
     let mut server = Server::start(&spec, launchers)?;
     sleep(SETTLE);
-    let idle = Snapshot::take(server.arbiter_pid(), &server.workers());
-    // Whole rounds: a last round that only some workers serve would leave the others idle and measure the batch,
-    // not the server; and hey sends requests/concurrency per client, so the count is a multiple of both.
-    let concurrency = shape.concurrency.min(shape.requests).max(1);
-    let round = lcm(workers, concurrency);
-    let requests = shape.requests.div_ceil(round) * round;
+    let worker_pids = server.workers();
+    let idle = Snapshot::take(server.arbiter_pid(), &worker_pids);
+    let cpu_before = cputime::total(&worker_pids);
     // Generous bounds: five times the ideal duration, plus a minute.
-    let limit = Duration::from_secs_f64(requests as f64 / ideal * 5.0 + 60.0);
+    let limit = Duration::from_secs_f64(requests as f64 / expected * 5.0 + 60.0);
     let load = LoadSpec {
         url: server.url(),
         requests,
@@ -151,8 +188,19 @@ pub fn run_point(
         output: launchers.log_dir.join(format!("{}-{label}.hey.csv", contender.kind)),
     };
     let result = run_hey(&load)?;
-    let loaded = Snapshot::take(server.arbiter_pid(), &server.workers());
+    // A worker replaced during the load would take its CPU time with it: then the time is not known.
+    let cpu_after = if server.workers() == worker_pids { cputime::total(&worker_pids) } else { None };
+    let loaded = Snapshot::take(server.arbiter_pid(), &worker_pids);
     server.stop();
+    let cpu_per_request = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if result.succeeded > 0 && after > before => {
+            Some((after - before).as_secs_f64() / result.succeeded as f64)
+        }
+        _ => None,
+    };
+    let (io_part, lone_cpu_part) = workload.parts(&contender.costs);
+    let cpu_part = if lone_cpu_part > 0.0 { cpu_per_request.unwrap_or(lone_cpu_part) } else { 0.0 };
+    let ideal = workload::ideal(workers, shape.cores, io_part, cpu_part);
 
     let mut rows = Vec::new();
     for (phase, snapshot) in [("idle", &idle), ("loaded", &loaded)] {
@@ -179,8 +227,8 @@ pub fn run_point(
         io_seconds: contender.costs.io_seconds,
         cpu_seconds: contender.costs.cpu_seconds,
         iterations: contender.costs.iterations,
-        requests: shape.requests,
-        concurrency: shape.concurrency,
+        requests,
+        concurrency,
         succeeded: result.succeeded,
         failed: result.failed,
         elapsed_s: result.elapsed_seconds,
@@ -188,6 +236,9 @@ pub fn run_point(
         p50_ms: result.p50_ms,
         p90_ms: result.p90_ms,
         p99_ms: result.p99_ms,
+        worker_cpu_ms_per_request: cpu_per_request.map_or(0.0, |seconds| seconds * 1000.0),
+        io_part_s: io_part,
+        cpu_part_s: cpu_part,
         ideal_requests_per_second: ideal,
         ratio_to_ideal: result.requests_per_second / ideal,
         arbiter_pss_idle_kib: idle.arbiter.pss_kib,

@@ -108,7 +108,7 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
         text,
         "| CPU part at `CPU_BOUND=100` | {} |",
         cell(&|contender| format!(
-            "`ITERATIONS={}`: {:.3} s for a lone request (fastest of 5)",
+            "`ITERATIONS={}`: {:.3} s of worker CPU time for a lone request (median of 5)",
             contender.costs.iterations, contender.costs.cpu_seconds
         ))
     );
@@ -120,15 +120,20 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
     };
     let _ = writeln!(
         text,
-        "\nLoad: `hey -n {} -c {} -disable-keepalive` per point (one connection per request, as both servers \
-         close it), a fresh server for every point, the servers alternating from point to point. CPU part: {}.\n",
-        settings.requests, settings.concurrency, sizing
+        "\nLoad: `hey -n N -c {} -disable-keepalive` per point (one connection per request, as both servers \
+         close it), N at least {}, whole rounds (a multiple of the workers and of hey's clients), at least 10 \
+         requests per worker and 3 s of load; a fresh server for every point, the servers alternating from point \
+         to point. CPU part: {}.\n",
+        settings.concurrency, settings.requests, sizing
     );
     let _ = writeln!(
         text,
         "The ideal is what the workers and cores allow if nothing else cost anything: a request takes its IO \
          plus its CPU seconds, each worker serves one at a time, and at most {} CPU parts run at once: \
-         min(workers / (io + cpu), cores / cpu).\n",
+         min(workers / (io + cpu), cores / cpu). The CPU seconds of a request are those measured inside the \
+         workers during the point's own load (the CPU time of their request threads over the requests served, \
+         the column CPU ms/req): what a request cost at that minute, whose speed drifts on this machine. An IO \
+         request counts no CPU: its ideal is workers / IO seconds.\n",
         context.cores
     );
 }
@@ -142,8 +147,8 @@ fn throughput(text: &mut String, context: &Context, points: &[Point]) {
     let mut header = String::from("| workload | workers |");
     let mut rule = String::from("|---|---:|");
     for name in names(context.contenders) {
-        let _ = write!(header, " {name} req/s | ideal | % of ideal | p50 / p90 / p99 ms |");
-        rule.push_str("---:|---:|---:|---:|");
+        let _ = write!(header, " {name} req/s | ideal | % of ideal | CPU ms/req | p50 / p90 / p99 ms |");
+        rule.push_str("---:|---:|---:|---:|---:|");
     }
     let _ = writeln!(text, "{header}\n{rule}");
     for &workload in &context.settings.workloads {
@@ -159,16 +164,17 @@ fn throughput(text: &mut String, context: &Context, points: &[Point]) {
                             if point.failed > 0 { format!(" ({} failed)", point.failed) } else { String::new() };
                         let _ = write!(
                             row,
-                            " {:.2}{failed} | {:.2} | {:.0} % | {:.0} / {:.0} / {:.0} |",
+                            " {:.2}{failed} | {:.2} | {:.1} % | {:.1} | {:.0} / {:.0} / {:.0} |",
                             point.requests_per_second,
                             point.ideal_requests_per_second,
                             point.ratio_to_ideal * 100.0,
+                            point.worker_cpu_ms_per_request,
                             point.p50_ms,
                             point.p90_ms,
                             point.p99_ms
                         );
                     }
-                    None => row.push_str(" - | - | - | - |"),
+                    None => row.push_str(" - | - | - | - | - |"),
                 }
             }
             let _ = writeln!(text, "{row}");

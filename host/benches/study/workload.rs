@@ -49,14 +49,21 @@ impl Workload {
     /// worker serves one request of io + cpu seconds at a time, and at most `cores` CPU parts run at once.
     pub fn ideal_throughput(self, workers: usize, cores: usize, costs: &RequestCosts) -> f64 {
         let (io, cpu) = self.parts(costs);
-        let by_workers = workers as f64 / (io + cpu);
-        let by_cores = if cpu > 0.0 { cores as f64 / cpu } else { f64::INFINITY };
-        by_workers.min(by_cores)
+        ideal(workers, cores, io, cpu)
     }
 }
 
-/// What a full-size request costs on one server: `IO_SECONDS` of waiting, and the time one request at
-/// `CPU_BOUND=100` takes alone (measured, or calibrated to a target).
+/// The ideal throughput of sync workers whose requests each wait `io` seconds and compute `cpu` seconds:
+/// min(workers / (io + cpu), cores / cpu).
+pub fn ideal(workers: usize, cores: usize, io: f64, cpu: f64) -> f64 {
+    let by_workers = workers as f64 / (io + cpu);
+    let by_cores = if cpu > 0.0 { cores as f64 / cpu } else { f64::INFINITY };
+    by_workers.min(by_cores)
+}
+
+/// What a full-size request costs on one server: `IO_SECONDS` of waiting, and the CPU time one request at
+/// `CPU_BOUND=100` takes alone (measured, or calibrated to a target). The ideal of a point that computes uses
+/// the CPU time measured in its own load instead; this one sizes the loads.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestCosts {
     pub io_seconds: f64,
