@@ -125,11 +125,7 @@ fn of_app(name: &str) -> String {
 pub fn answer(arrived: Arrived, status: u16, app: &str) {
     let Arrived { mut conn, request, peer, .. } = arrived;
     let started = Instant::now();
-    let _ = conn.stream().set_nonblocking(false);
-    let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
-    let response = http::error_response(status);
-    let body_bytes = http::error_body_length(status);
-    let sent = conn.write_all(&response).is_ok();
+    let sent = write_host_answer(&mut conn, status);
     let remote_addr = peer.to_string();
     log::access(&log::AccessRecord {
         app,
@@ -140,24 +136,13 @@ pub fn answer(arrived: Arrived, status: u16, app: &str) {
         query: &request.query,
         protocol: request.version.as_str(),
         status,
-        body_bytes: if sent { body_bytes } else { 0 },
+        body_bytes: if sent { http::error_body_length(status) } else { 0 },
         request_headers: &request.headers,
         response_headers: &[],
         duration: started.elapsed(),
     });
     if sent {
-        let stream = conn.stream();
-        let _ = stream.shutdown(Shutdown::Write);
-        // Whatever the client already sent is discarded without waiting: the worker must not wait on it.
-        let _ = stream.set_nonblocking(true);
-        let mut scratch = [0u8; 16 * 1024];
-        let mut discarded = 0;
-        while discarded < REJECT_DRAIN_BUDGET {
-            match stream.read(&mut scratch) {
-                Ok(0) | Err(_) => break,
-                Ok(count) => discarded += count,
-            }
-        }
+        close_discarding(conn.stream());
     }
 }
 
@@ -167,12 +152,21 @@ pub fn answer(arrived: Arrived, status: u16, app: &str) {
 pub fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
     let Some(status) = err.status() else { return };
     log::info(format_args!("Invalid request from {peer}: {err}"));
+    if write_host_answer(&mut conn, status) {
+        close_discarding(conn.stream());
+    }
+}
+
+/// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.
+fn write_host_answer(conn: &mut Connection<Stream>, status: u16) -> bool {
     let _ = conn.stream().set_nonblocking(false);
     let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
-    if conn.write_all(&http::error_response(status)).is_err() {
-        return;
-    }
-    let stream = conn.stream();
+    conn.write_all(&http::error_response(status)).is_ok()
+}
+
+/// Ends the response with a FIN and discards, without waiting, what the client already sent, so that closing
+/// with unread bytes does not reset the connection before the client reads the answer.
+fn close_discarding(stream: &mut Stream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_nonblocking(true);
     let mut discarded = 0;
