@@ -73,13 +73,13 @@ pub struct Setup<'a> {
 
 /// Runs the worker until it stops; returns its exit code.
 pub fn run(setup: Setup<'_>) -> i32 {
-    let title = match (setup.name, setup.pool) {
-        (Some(name), PoolKey::Dedicated(app)) => format!("wasmcorn: worker [{name}] (app {app})"),
-        (None, PoolKey::Dedicated(app)) => format!("wasmcorn: worker (app {app})"),
-        (Some(name), PoolKey::Shared) => format!("wasmcorn: worker [{name}]"),
-        (None, PoolKey::Shared) => "wasmcorn: worker".to_string(),
+    // A dedicated pool's workers say whose they are, in their title and their boot line.
+    let of_pool = match setup.pool {
+        PoolKey::Dedicated(app) => format!(" (app {app})"),
+        PoolKey::Shared => String::new(),
     };
-    process::set_title(&title);
+    let name = setup.name.map(|name| format!(" [{name}]")).unwrap_or_default();
+    process::set_title(&format!("wasmcorn: worker{name}{of_pool}"));
     let signals = match prepare_process(&setup) {
         Ok(signals) => signals,
         Err(err) => {
@@ -111,12 +111,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
     };
     let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels);
     setup.slot.mark_ready();
-    match setup.pool {
-        PoolKey::Shared => log::info(format_args!("Booting worker with pid: {}", std::process::id())),
-        PoolKey::Dedicated(app) => {
-            log::info(format_args!("Booting worker with pid: {} (app {app})", std::process::id()))
-        }
-    }
+    log::info(format_args!("Booting worker with pid: {}{of_pool}", std::process::id()));
     match accept_loop(&runtime, &mut dispatch, inlet, &setup, &signals) {
         Ok(()) => 0,
         Err(err) => {
