@@ -3,19 +3,7 @@
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{Server, command, eventually, is_alive, wait_for_file_line};
-
-fn status_field(pid: Pid, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
+use crate::support::{Server, command, eventually, is_alive, status_field, wait_for_file_line};
 
 #[test]
 fn pid_file_is_written_at_start_and_removed_at_exit() {

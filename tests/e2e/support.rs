@@ -139,8 +139,14 @@ impl Server {
 
     /// The pids from `Booting worker with pid: N` lines, in order.
     pub fn booted_worker_pids(&self) -> Vec<Pid> {
+        self.booted_worker_pids_where(|_| true)
+    }
+
+    /// The pids from the `Booting worker with pid: N ...` lines for which `keep` holds, in order.
+    pub fn booted_worker_pids_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Pid> {
         self.log_lines()
             .iter()
+            .filter(|line| keep(line))
             .filter_map(|line| line.split("Booting worker with pid: ").nth(1))
             .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
             .map(Pid::from_raw)
@@ -257,6 +263,19 @@ fn parent_of(pid: Pid) -> Option<Pid> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
     Some(Pid::from_raw(ppid))
+}
+
+/// The first word of a field of `/proc/PID/status` (`Uid:`, `PPid:`, ...), or an empty string.
+pub fn status_field(pid: Pid, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Waits until `condition` holds, up to `PATIENCE`.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, command, concurrently, eventually, is_alive};
+use crate::support::{Server, command, concurrently, eventually, is_alive, status_field};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -75,14 +75,8 @@ impl Site {
 /// The pids of the workers booted for the dedicated pool of `app`, and of the shared pool.
 fn pool_pids(server: &Server, app: &str) -> (Vec<Pid>, Vec<Pid>) {
     let suffix = format!("(app {app})");
-    let parse = |line: &String| -> Option<Pid> {
-        let pid = line.split("Booting worker with pid: ").nth(1)?.split_whitespace().next()?.parse().ok()?;
-        Some(Pid::from_raw(pid))
-    };
-    let lines: Vec<String> =
-        server.log_lines().into_iter().filter(|line| line.contains("Booting worker with pid")).collect();
-    let dedicated = lines.iter().filter(|line| line.ends_with(&suffix)).filter_map(parse).collect();
-    let shared = lines.iter().filter(|line| !line.contains("(app ")).filter_map(parse).collect();
+    let dedicated = server.booted_worker_pids_where(|line| line.ends_with(&suffix));
+    let shared = server.booted_worker_pids_where(|line| !line.contains("(app "));
     (dedicated, shared)
 }
 
@@ -274,19 +268,8 @@ fn a_dedicated_pool_runs_under_its_own_user() {
     let site = Site::new(&text);
     let server = site.serve(&["--cache-dir", cache.path().to_str().unwrap()]);
     let (dedicated, shared) = pool_pids(&server, "evil");
-    let uid = |pid: Pid| {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert_eq!(uid(dedicated[0]), "65534");
-    assert_eq!(uid(shared[0]), nix::unistd::getuid().to_string());
+    assert_eq!(status_field(dedicated[0], "Uid:"), "65534");
+    assert_eq!(status_field(shared[0], "Uid:"), nix::unistd::getuid().to_string());
     assert_eq!(server.get_from("evil.test", "/count").text(), "1");
 }
 
