@@ -36,6 +36,16 @@ fn assert_worker_survived(server: &Server, worker: Pid, after: &str) {
     assert_eq!(server.booted_worker_pids(), vec![worker], "no worker was booted after {after}");
 }
 
+/// The largest number the log shows between `before` and `after` (0 if none).
+fn largest_logged(server: &Server, before: &str, after: &str) -> u32 {
+    server
+        .log_lines()
+        .iter()
+        .filter_map(|line| line.split(before).nth(1)?.strip_suffix(after)?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
 fn every_request_gets_a_fresh_instance() {
     let server = misbehave(&[]);
@@ -97,12 +107,7 @@ fn memory_growth_stops_at_max_memory() {
     let worker = the_worker(&server);
     assert_eq!(server.get("/alloc").status, 500);
     server.wait_for_line("[guest stderr] memory allocation of 1048576 bytes failed");
-    let hoarded: Vec<u32> = server
-        .log_lines()
-        .iter()
-        .filter_map(|line| line.split("[guest stdout] hoarded ").nth(1)?.strip_suffix(" MiB")?.parse().ok())
-        .collect();
-    let most = hoarded.iter().copied().max().unwrap_or(0);
+    let most = largest_logged(&server, "[guest stdout] hoarded ", " MiB");
     // The guest's stack and data take a little of the 16 MiB; its heap gets the rest, and not one MiB more.
     assert!((8..16).contains(&most), "the guest hoarded {most} MiB under a 16 MiB cap");
     assert_worker_survived(&server, worker, "/alloc");
@@ -115,12 +120,7 @@ fn resources_a_guest_holds_are_bounded() {
     assert_eq!(server.get("/handles").status, 500);
     server
         .wait_for_line("[ERROR] Guest failure handling request GET /handles HTTP/1.1: resource table has no free keys");
-    let held: Vec<u32> = server
-        .log_lines()
-        .iter()
-        .filter_map(|line| line.split("[guest stdout] holding ").nth(1)?.strip_suffix(" pollables")?.parse().ok())
-        .collect();
-    let most = held.iter().copied().max().unwrap_or(0);
+    let most = largest_logged(&server, "[guest stdout] holding ", " pollables");
     // Each pollable takes a host table entry or two; the table holds 10,000 (wasmtime's default is 1,000,000).
     assert!((1000..10_000).contains(&most), "the guest held {most} pollables");
     assert_worker_survived(&server, worker, "/handles");
