@@ -10,6 +10,7 @@ const GUESTS: &[&str] = &["hello", "echo", "workload", "misbehave"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {
+    order_hot_functions();
     match build_guests() {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -61,6 +62,25 @@ fn build_guests() -> Result<(), String> {
         println!("cargo:rustc-env=WASMCORN_GUEST_{}={}", guest.to_uppercase(), path.display());
     }
     Ok(())
+}
+
+/// In optimised builds, asks the linker to lay out side by side the functions a worker runs, listed in
+/// `hot-symbols.txt` (written by `bench/hot-symbols.sh`). The kernel maps a program's code 64 KiB around each page
+/// a process touches, so hot code scattered over the 13 MB text costs every worker several MiB; gathered, it costs
+/// about its own size. Only with LLVM's lld; symbols missing
+/// from the build are skipped, so a stale list degrades to the linker's own layout, never to a failed link.
+fn order_hot_functions() {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("hot-symbols.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    let optimised = std::env::var("PROFILE").as_deref() == Ok("release");
+    // The workspace's rust-version (1.95) links x86_64 Linux with lld unless a linker is configured.
+    let default_lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu")
+        && std::env::var_os("RUSTC_LINKER").is_none()
+        && !std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default().contains("link");
+    if optimised && default_lld && list.is_file() {
+        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", list.display());
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 /// Adds the wasm32-wasip2 standard library through rustup when the toolchain lacks it.

@@ -68,15 +68,15 @@ impl Contender {
             ("IO_SECONDS".to_string(), self.costs.io_seconds.to_string()),
             ("ITERATIONS".to_string(), self.costs.iterations.to_string()),
         ];
-        if workload.io_percent() > 0 {
-            env.extend(self.env.iter().cloned());
-        }
+        // Every workload gets the database settings, CPU 100 % too: the seed's app imports psycopg2 and holds its
+        // connection settings whatever the mix, and a worker's memory should be measured with them.
+        env.extend(self.env.iter().cloned());
         let (io, cpu) = workload.parts(&self.costs);
         ServerSpec {
             kind: self.kind,
             workers,
             env,
-            extra_args: if workload.io_percent() > 0 { self.extra_args.clone() } else { Vec::new() },
+            extra_args: self.extra_args.clone(),
             request_seconds: io + cpu,
             label,
         }
