@@ -5,11 +5,13 @@
 //! Modules: `options` (command line), `tools` (hey, fonts, PostgreSQL, the Gunicorn venv), `postgres` (a private
 //! cluster), `server` (start, inspect, stop a server), `calibrate` (CPU request cost), `points` (one
 //! measurement), `load` (hey), `memory` (smaps_rollup), `cputime` (the workers' CPU time), `workload` (the
-//! ideal), `report` and `chart` (output), `process` (pid-owned child processes and ctrl-C).
+//! ideal), `layout` (the binary's code layout), `report` and `chart` (output), `process` (pid-owned child processes
+//! and ctrl-C).
 
 mod calibrate;
 mod chart;
 mod cputime;
+mod layout;
 mod load;
 mod memory;
 mod options;
@@ -62,6 +64,18 @@ fn run() -> anyhow::Result<()> {
         cache_dir: settings.out.join("cache"),
         log_dir,
     };
+    let hot_layout = layout::HotLayout::of(&launchers.wasmcorn, &workspace.join("host").join("hot-symbols.txt"));
+    match hot_layout {
+        Some(layout) if !layout.holds() => eprintln!(
+            "study: warning: {} has only {} of the {} functions of host/hot-symbols.txt: its workers map more code \
+             than a release build should (regenerate the list with bench/hot-symbols.sh)",
+            launchers.wasmcorn.display(),
+            layout.found,
+            layout.listed
+        ),
+        Some(_) => {}
+        None => eprintln!("study: warning: cannot compare {} with host/hot-symbols.txt", launchers.wasmcorn.display()),
+    }
     let mut gunicorn_version = None;
     let postgres = if settings.with_gunicorn {
         let gunicorn = tools::ensure_gunicorn(&workspace.join("target").join("bench").join("venv"))?;
@@ -125,6 +139,7 @@ fn run() -> anyhow::Result<()> {
         cores: shape.cores,
         gunicorn_version,
         wasmcorn: &launchers.wasmcorn,
+        hot_layout,
         duration: started.elapsed(),
     };
     let report = report::write(&settings.out, &context, &points, &memory, &chart)?;

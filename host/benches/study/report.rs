@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::chart::ChartFiles;
+use crate::layout::HotLayout;
 use crate::memory::Role;
 use crate::options::{CpuSize, Settings};
 use crate::points::{Contender, MemoryRow, Point};
@@ -21,6 +22,7 @@ pub struct Context<'a> {
     pub cores: usize,
     pub gunicorn_version: Option<String>,
     pub wasmcorn: &'a Path,
+    pub hot_layout: Option<HotLayout>,
     pub duration: Duration,
 }
 
@@ -51,6 +53,20 @@ pub fn write(
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(String::new, |name| name.to_string_lossy().to_string())
+}
+
+/// What the report says of the binary's code layout (see `layout`).
+fn layout_note(layout: Option<HotLayout>) -> String {
+    match layout {
+        Some(layout) if layout.holds() => {
+            format!(", hot code laid out side by side ({} of {} listed functions)", layout.found, layout.listed)
+        }
+        Some(layout) => format!(
+            ", **without the hot-code layout** (only {} of {} listed functions: host/hot-symbols.txt is stale)",
+            layout.found, layout.listed
+        ),
+        None => ", code layout unknown".to_string(),
+    }
 }
 
 fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
@@ -84,7 +100,7 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
         text,
         "| server | {} |",
         cell(&|contender| match contender.kind {
-            ServerKind::Wasmcorn => format!("`{}`", context.wasmcorn.display()),
+            ServerKind::Wasmcorn => format!("`{}`{}", context.wasmcorn.display(), layout_note(context.hot_layout)),
             ServerKind::Gunicorn => format!(
                 "{}, `--worker-class sync`",
                 context.gunicorn_version.clone().unwrap_or_else(|| "gunicorn".into())
