@@ -14,7 +14,8 @@
 #
 # How: each set-up below runs under valgrind's callgrind (Debian's package, installed when missing), with
 # 1 worker, answers a few requests of every kind, and stops. Every function of the binary that a worker ran
-# is listed first, then those only the arbiter ran. The compile step's child is left out: it runs once.
+# after the fork is listed first, then those only the arbiter ran (its start-up, which the workers inherit but
+# do not run again). The compile step's child is left out: it runs once.
 #   1. `serve sample:workload` as the study runs it, IO 90 / CPU 10, the IO part as `pg_sleep` on a private
 #      PostgreSQL (Debian's package) on 127.0.0.1;
 #   2. `serve sample:hello`, as the hello benchmarks run it;
@@ -85,6 +86,11 @@ for sample in hello echo workload; do
   "$WASMCORN" serve "sample:$sample" --check-config >/dev/null || die "sample:$sample does not load"
 done
 
+# Where a forked worker starts: `wasmcorn::worker::run`, as a mangled name without its hash.
+WORKER_ENTRY=_ZN8wasmcorn6worker3run17h
+nm --defined-only "$WASMCORN" | grep " $WORKER_ENTRY" >/dev/null ||
+  die "$WASMCORN has no wasmcorn::worker::run (a stripped binary? or was it renamed? then update WORKER_ENTRY)"
+
 WORKERS="" ARBITERS="" BASE=""
 # traced NAME ARGS...: starts `wasmcorn ARGS` under callgrind and waits for its worker(s) to boot.
 traced() {
@@ -94,8 +100,10 @@ traced() {
   # Profiles go to callgrind.out.PID in the current folder. (--callgrind-out-file is lost in the workers:
   # valgrind reads it again after the fork, from memory that the worker's process title has overwritten.)
   mkdir "$WORK/$name"
-  (cd "$WORK/$name" && exec valgrind --tool=callgrind --demangle=no --dump-instr=no --compress-strings=no \
-    --compress-pos=no "$WASMCORN" "$@" --bind 127.0.0.1:0 --workers 1 --timeout 0 >"$log" 2>&1) &
+  # A worker's profile starts empty at worker::run: what it ran before is the arbiter's start-up, inherited.
+  (cd "$WORK/$name" && exec valgrind --tool=callgrind --zero-before="$WORKER_ENTRY*" --demangle=no --dump-instr=no \
+    --compress-strings=no --compress-pos=no "$WASMCORN" "$@" --bind 127.0.0.1:0 --workers 1 --timeout 0 \
+    >"$log" 2>&1) &
   SERVER_PID=$!
   ARBITERS+=" $WORK/$name/callgrind.out.$SERVER_PID"
   for _ in $(seq 1200); do grep -q "Booting worker" "$log" && break; sleep 0.1; done
