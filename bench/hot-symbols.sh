@@ -7,9 +7,9 @@
 #   --wasmcorn   an optimised build to trace; default target/release/wasmcorn (cargo build --release)
 #   --out        where to write the list; default host/hot-symbols.txt
 #
-# Why: the kernel maps a program's code 64 KiB around every page a process touches. A worker runs about
-# 1.3 MB of functions spread over 13 MB of text, so without this list it maps about 5 MiB of code; with
-# them side by side it maps little more than what it runs. The list is names, so it survives edits to our
+# Why: the kernel maps a program's code 64 KiB around every page a process touches. After the fork a worker
+# runs about 1.1 MB of functions spread over 13 MB of text, so without this list it maps about 5 MiB of code;
+# with them side by side it maps little more than what it runs. The list is names, so it survives edits to our
 # own code; regenerate it after upgrading Rust, wasmtime or other dependencies (their symbols change).
 #
 # How: each set-up below runs under valgrind's callgrind (Debian's package, installed when missing), with
@@ -21,7 +21,7 @@
 #   2. `serve sample:hello`, as the hello benchmarks run it;
 #   3. `serve --apps` with hello and echo on the shared pool and workload in a pool of its own, access log
 #      on: GET, HEAD, POST with a length and chunked, an unrouted 404 and a hand-over.
-# Every process it starts is stopped by pid. Progress on stderr.
+# Every process it starts is stopped by pid. Progress on stderr. KEEP=1 keeps the work folder (profiles, logs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,12 +37,12 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -x $WASMCORN ]] || die "no executable at $WASMCORN (cargo build --release -p wasmcorn, or --wasmcorn PATH)"
-install() {
+apt_install() {
   say "installing $* with apt-get"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >&2 || die "could not install $*"
 }
-command -v valgrind >/dev/null || install valgrind
-compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || install postgresql
+command -v valgrind >/dev/null || apt_install valgrind
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_install postgresql
 PG_BIN=$(dirname "$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -1)")
 for t in curl setpriv awk nm; do command -v "$t" >/dev/null || die "$t is required"; done
 
