@@ -2,10 +2,14 @@
 # hot-symbols.sh: writes host/hot-symbols.txt, the functions wasmcorn's workers run, which host/build.rs hands to
 # the linker so that it lays them out side by side in optimised builds.
 #
-# Usage: bench/hot-symbols.sh [--wasmcorn PATH] [--out FILE]
+# Usage: bench/hot-symbols.sh [--wasmcorn PATH]... [--out FILE]
 #
-#   --wasmcorn   an optimised build to trace; default target/release/wasmcorn (cargo build --release)
+#   --wasmcorn   an optimised build to trace; repeat for several. Default: both binaries a release layout must
+#                serve, built here: `cargo build --release` and the one `cargo bench` links (their functions
+#                have other names: the dev-dependencies change the hashes in the symbols), 10 to 20 minutes
 #   --out        where to write the list; default host/hot-symbols.txt
+#
+# Then build again (cargo build --release, cargo bench) to link with the new list.
 #
 # Why: the kernel maps a program's code 64 KiB around every page a process touches. After the fork a worker
 # runs about 1.1 MB of functions spread over 13 MB of text, so without this list it maps about 5 MiB of code;
@@ -25,18 +29,18 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WASMCORN=$ROOT/target/release/wasmcorn OUT=$ROOT/host/hot-symbols.txt
+BINARIES=() OUT=$ROOT/host/hot-symbols.txt
 die() { echo "hot-symbols: error: $*" >&2; exit 1; }
 say() { echo "hot-symbols: $*" >&2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
+    --wasmcorn) BINARIES+=("$(realpath -m -- "${2:?}")"); shift 2 ;;
     --out) OUT=$(realpath -m -- "${2:?}"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
-[[ -x $WASMCORN ]] || die "no executable at $WASMCORN (cargo build --release -p wasmcorn, or --wasmcorn PATH)"
+for binary in "${BINARIES[@]}"; do [[ -x $binary ]] || die "no executable at $binary"; done
 apt_install() {
   say "installing $* with apt-get"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >&2 || die "could not install $*"
@@ -61,6 +65,16 @@ stop() { # PID SIGNAL: signal a child of this script, give it 60 s to exit, then
 trap 'stop "$SERVER_PID" TERM; stop "$PG_PID" INT; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 export WASMCORN_CACHE_DIR=$WORK/cache
 
+if ((${#BINARIES[@]} == 0)); then
+  say "building the release binary (cargo build --release)"
+  (cd "$ROOT" && cargo build --release -p wasmcorn --bin wasmcorn) >&2 || die "cargo build --release failed"
+  cp "$ROOT/target/release/wasmcorn" "$WORK/wasmcorn-release"
+  say "building the binary cargo bench runs (cargo bench --bench study --no-run)"
+  (cd "$ROOT" && cargo bench -p wasmcorn --bench study --no-run) >&2 || die "cargo bench --no-run failed"
+  cp "$ROOT/target/release/wasmcorn" "$WORK/wasmcorn-bench"
+  BINARIES=("$WORK/wasmcorn-release" "$WORK/wasmcorn-bench")
+fi
+
 free_port() {
   local port
   for port in $(shuf -i 20000-60000 -n 50); do
@@ -83,18 +97,16 @@ grep -q "ready to accept connections" "$WORK/pg/log" || die "PostgreSQL did not 
 
 # Compile the samples outside valgrind, so that no traced run compiles.
 for sample in hello echo workload; do
-  "$WASMCORN" serve "sample:$sample" --check-config >/dev/null || die "sample:$sample does not load"
+  "${BINARIES[0]}" serve "sample:$sample" --check-config >/dev/null || die "sample:$sample does not load"
 done
 
 # Where a forked worker starts: `wasmcorn::worker::run`, as a mangled name without its hash.
 WORKER_ENTRY=_ZN8wasmcorn6worker3run17h
-nm --defined-only "$WASMCORN" | grep " $WORKER_ENTRY" >/dev/null ||
-  die "$WASMCORN has no wasmcorn::worker::run (a stripped binary? or was it renamed? then update WORKER_ENTRY)"
 
-WORKERS="" ARBITERS="" BASE=""
+WASMCORN="" WORKERS="" ARBITERS="" BASE=""
 # traced NAME ARGS...: starts `wasmcorn ARGS` under callgrind and waits for its worker(s) to boot.
 traced() {
-  local name=$1; shift
+  local name=$TAG-$1; shift
   local log=$WORK/$name.log
   say "tracing: wasmcorn $*"
   # Profiles go to callgrind.out.PID in the current folder. (--callgrind-out-file is lost in the workers:
@@ -112,7 +124,7 @@ traced() {
 }
 # finish NAME: stops the traced server and keeps its workers' profiles.
 finish() {
-  local name=$1
+  local name=$TAG-$1
   stop "$SERVER_PID" TERM
   SERVER_PID=""
   local pid
@@ -123,17 +135,19 @@ finish() {
 }
 get() { curl -sS -o /dev/null --max-time 300 -w '%{http_code}\n' "$@" >&2; }
 
-traced study serve sample:workload --guest-timeout 600 --env IO_BOUND=90 --env CPU_BOUND=10 \
-  --env IO_SECONDS=0.05 --env ITERATIONS=20000 --env "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-  --allow-net "127.0.0.1:$PG_PORT"
-for _ in 1 2 3; do get "$BASE/"; done
-finish study
+# trace_all: the three set-ups, on $WASMCORN.
+trace_all() {
+  traced study serve sample:workload --guest-timeout 600 --env IO_BOUND=90 --env CPU_BOUND=10 \
+    --env IO_SECONDS=0.05 --env ITERATIONS=20000 --env "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
+    --allow-net "127.0.0.1:$PG_PORT"
+  for _ in 1 2 3; do get "$BASE/"; done
+  finish study
 
-traced hello serve sample:hello
-for _ in 1 2 3; do get "$BASE/"; done
-finish hello
+  traced hello serve sample:hello
+  for _ in 1 2 3; do get "$BASE/"; done
+  finish hello
 
-cat >"$WORK/apps.toml" <<EOF
+  cat >"$WORK/apps.toml" <<EOF
 [[app]]
 name = "hello"
 component = "sample:hello"
@@ -151,16 +165,17 @@ hosts = ["work.test"]
 workers = 1
 env = { IO_BOUND = "0", CPU_BOUND = "100", ITERATIONS = "1000" }
 EOF
-traced apps serve --apps "$WORK/apps.toml" --access-logfile -
-for _ in 1 2; do
-  get -H 'Host: hello.test' "$BASE/"
-  get -I -H 'Host: hello.test' "$BASE/"
-  get -d 'a=1&b=2' "$BASE/echo/form?x=1"
-  get -H 'Transfer-Encoding: chunked' --data-binary @"$WORK/apps.toml" "$BASE/echo/upload"
-  get -H 'Host: nowhere.test' "$BASE/nothing"
-  get -H 'Host: work.test' "$BASE/"
-done
-finish apps
+  traced apps serve --apps "$WORK/apps.toml" --access-logfile -
+  for _ in 1 2; do
+    get -H 'Host: hello.test' "$BASE/"
+    get -I -H 'Host: hello.test' "$BASE/"
+    get -d 'a=1&b=2' "$BASE/echo/form?x=1"
+    get -H 'Transfer-Encoding: chunked' --data-binary @"$WORK/apps.toml" "$BASE/echo/upload"
+    get -H 'Host: nowhere.test' "$BASE/nothing"
+    get -H 'Host: work.test' "$BASE/"
+  done
+  finish apps
+}
 
 # Every function of the binary that a profile ran: `fn=` lines under the binary's `ob=`, without the `'N`
 # callgrind adds to recursive calls, and without unnamed addresses.
@@ -168,18 +183,32 @@ functions() {
   awk -v bin="$WASMCORN" '/^ob=/ { ob = substr($0, 4) } /^fn=/ && ob == bin { print substr($0, 4) }' "$@" |
     sed "s/'[0-9]*\$//" | grep -v '^0x\|^(' | sort -u
 }
-functions $WORKERS >"$WORK/workers.txt"
-functions $ARBITERS | comm -23 - "$WORK/workers.txt" >"$WORK/arbiter.txt"
+# Trace every binary; each one's functions are named by its own path in the profiles.
+: >"$WORK/workers.txt"
+: >"$WORK/all.txt"
+TAG=0
+for WASMCORN in "${BINARIES[@]}"; do
+  TAG=$((TAG + 1)) WORKERS="" ARBITERS=""
+  nm --defined-only "$WASMCORN" | grep " $WORKER_ENTRY" >/dev/null ||
+    die "$WASMCORN has no wasmcorn::worker::run (a stripped binary? or was it renamed? then update WORKER_ENTRY)"
+  trace_all
+  functions $WORKERS >>"$WORK/workers.txt"
+  functions $WORKERS $ARBITERS >>"$WORK/all.txt"
+done
+sort -u -o "$WORK/workers.txt" "$WORK/workers.txt"
+sort -u "$WORK/all.txt" | comm -23 - "$WORK/workers.txt" >"$WORK/arbiter.txt"
 {
   echo "# Functions a worker runs, then those only the arbiter runs: host/build.rs asks the linker to place them"
-  echo "# side by side. Written by bench/hot-symbols.sh from $("$WASMCORN" --version 2>/dev/null || echo wasmcorn),"
+  echo "# side by side. Written by bench/hot-symbols.sh from $("${BINARIES[0]}" --version 2>/dev/null || echo wasmcorn),"
   echo "# $(rustc --version); regenerate it after upgrading Rust or a dependency."
   cat "$WORK/workers.txt" "$WORK/arbiter.txt"
 } >"$OUT"
 
-# How much of the text they are, in the traced binary's layout.
-nm -S -t d --defined-only "$WASMCORN" | awk -v list="$WORK/workers.txt" '
-  BEGIN { while ((getline name < list) > 0) hot[name] = 1 }
-  NF == 4 && ($4 in hot) && !seen[$4]++ { bytes += $2; found++ }
-  END { printf "hot-symbols: %d worker functions (%d found in the binary, %.0f KiB)\n", length(hot), found, bytes / 1024 > "/dev/stderr" }'
+# How much of each binary's text they are.
+for binary in "${BINARIES[@]}"; do
+  nm -S -t d --defined-only "$binary" | awk -v list="$WORK/workers.txt" -v binary="$binary" '
+    BEGIN { while ((getline name < list) > 0) hot[name] = 1 }
+    NF == 4 && ($4 in hot) && !seen[$4]++ { bytes += $2; found++ }
+    END { printf "hot-symbols: %s: %d of the %d worker functions, %.0f KiB\n", binary, found, length(hot), bytes / 1024 > "/dev/stderr" }'
+done
 say "wrote $OUT: $(wc -l <"$WORK/workers.txt") worker and $(wc -l <"$WORK/arbiter.txt") arbiter-only functions"
