@@ -58,11 +58,12 @@ fn file_name(path: &Path) -> String {
 /// What the report says of the binary's code layout (see `layout`).
 fn layout_note(layout: Option<HotLayout>) -> String {
     match layout {
-        Some(layout) if layout.holds() => {
-            format!(", hot code laid out side by side ({} of {} listed functions)", layout.found, layout.listed)
+        Some(layout) if layout.for_this_build => {
+            format!(", hot code laid out side by side (host/hot-symbols.txt names {} of its functions)", layout.found)
         }
         Some(layout) => format!(
-            ", **without the hot-code layout** (only {} of {} listed functions: host/hot-symbols.txt is stale)",
+            ", **without the hot-code layout** (host/hot-symbols.txt was written for another build: {} of its \
+             {} names are in this one)",
             layout.found, layout.listed
         ),
         None => ", code layout unknown".to_string(),
