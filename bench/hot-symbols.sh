@@ -85,12 +85,12 @@ free_port() {
 
 # A private PostgreSQL cluster, as the study's.
 mkdir "$WORK/pg" && chown postgres: "$WORK/pg"
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
-as_postgres "$PG_BIN/initdb" --auth=trust --username=postgres --no-sync --no-locale -E UTF8 -D "$WORK/pg/data" \
+# A command array, not a function: a function sent to the background runs in a subshell, and $! would name it.
+AS_POSTGRES=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+"${AS_POSTGRES[@]}" "$PG_BIN/initdb" --auth=trust --username=postgres --no-sync --no-locale -E UTF8 -D "$WORK/pg/data" \
   >/dev/null || die "initdb failed"
 PG_PORT=$(free_port)
-# Not through as_postgres: a function sent to the background runs in a subshell, and $! would name it.
-setpriv --reuid=postgres --regid=postgres --init-groups -- "$PG_BIN/postgres" -D "$WORK/pg/data" -p "$PG_PORT" \
+"${AS_POSTGRES[@]}" "$PG_BIN/postgres" -D "$WORK/pg/data" -p "$PG_PORT" \
   -k "$WORK/pg" -c listen_addresses=127.0.0.1 -c fsync=off >"$WORK/pg/log" 2>&1 &
 PG_PID=$!
 for _ in $(seq 300); do grep -q "ready to accept connections" "$WORK/pg/log" && break; sleep 0.1; done

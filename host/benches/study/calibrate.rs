@@ -45,10 +45,7 @@ pub fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> 
         if !(200..300).contains(&status) {
             bail!("{kind} answered {status} to a CPU request (log: {})", server.log_path().display());
         }
-        let spent = match (before, cputime::total(&workers)) {
-            (Some(before), Some(after)) if after > before => after - before,
-            _ => elapsed,
-        };
+        let spent = cputime::spent(before, cputime::total(&workers)).unwrap_or(elapsed);
         if sample > 0 {
             times.push(spent.as_secs_f64());
         }

@@ -17,3 +17,11 @@ pub fn of(pid: i32) -> Option<Duration> {
 pub fn total(pids: &[i32]) -> Option<Duration> {
     pids.iter().map(|&pid| of(pid)).sum()
 }
+
+/// The CPU time spent between two readings of `total`; `None` if either failed or no time passed.
+pub fn spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+    match (before, after) {
+        (Some(before), Some(after)) if after > before => Some(after - before),
+        _ => None,
+    }
+}

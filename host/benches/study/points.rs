@@ -192,12 +192,9 @@ pub fn run_point(
     let cpu_after = if server.workers() == worker_pids { cputime::total(&worker_pids) } else { None };
     let loaded = Snapshot::take(server.arbiter_pid(), &worker_pids);
     server.stop();
-    let cpu_per_request = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) if result.succeeded > 0 && after > before => {
-            Some((after - before).as_secs_f64() / result.succeeded as f64)
-        }
-        _ => None,
-    };
+    let cpu_per_request = cputime::spent(cpu_before, cpu_after)
+        .filter(|_| result.succeeded > 0)
+        .map(|spent| spent.as_secs_f64() / result.succeeded as f64);
     let (io_part, lone_cpu_part) = workload.parts(&contender.costs);
     let cpu_part = if lone_cpu_part > 0.0 { cpu_per_request.unwrap_or(lone_cpu_part) } else { 0.0 };
     let ideal = workload::ideal(workers, shape.cores, io_part, cpu_part);
