@@ -29,7 +29,7 @@ pub struct ServeArgs {
 
     /// Host many apps: a TOML manifest of `[[app]]` tables, each with a name, a component, its routes (`hosts`,
     /// `prefix`), its environment, grants and limits, and optionally a pool of its own (`workers`). See "Hosting
-    /// many apps" in the README. `[[app]]` tables in the `--config` file do the same.
+    /// many apps" in docs/hosting.md. `[[app]]` tables in the `--config` file do the same.
     #[arg(long = "apps", value_name = "FILE")]
     pub apps: Option<PathBuf>,
 
