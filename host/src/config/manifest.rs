@@ -3,34 +3,95 @@
 //! folder. Every mistake is one line naming the file, the app and the key: unknown keys, wrong types, duplicate
 //! names, two apps with the same route, a component that is not there.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use serde::Deserialize;
 
 use super::grants;
 use crate::guest::{App, AppSource, Capabilities, Limits};
 use crate::routing::{HostPattern, Route, Router, normalise_prefix};
 use crate::site::{DedicatedPool, Site, Tenant};
 
-/// The keys of one `[[app]]` table (`-` may stand for `_`).
-const APP_KEYS: &[&str] = &[
-    "name",
-    "component",
-    "hosts",
-    "prefix",
-    "env",
-    "dirs",
-    "allow_net",
-    "guest_timeout",
-    "max_memory",
-    "limit_request_body",
-    "max_requests",
-    "workers",
-    "user",
-    "group",
-];
+/// One `[[app]]` table as written (`-` may stand for `_` in a key). The values are checked and resolved by
+/// `tenant`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppTable {
+    name: String,
+    component: String,
+    #[serde(default)]
+    hosts: OneOrMany,
+    prefix: Option<String>,
+    env: Option<toml::Table>,
+    #[serde(default)]
+    dirs: OneOrMany,
+    #[serde(default, alias = "allow-net")]
+    allow_net: OneOrMany,
+    #[serde(alias = "guest-timeout")]
+    guest_timeout: Option<f64>,
+    #[serde(alias = "max-memory")]
+    max_memory: Option<u64>,
+    #[serde(alias = "limit-request-body")]
+    limit_request_body: Option<u64>,
+    #[serde(alias = "max-requests")]
+    max_requests: Option<u64>,
+    workers: Option<u64>,
+    user: Option<String>,
+    group: Option<String>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(text) => vec![text],
+            OneOrMany::Many(texts) => texts,
+        }
+    }
+}
+
+/// What a key of an `[[app]]` table must hold, for the error that names it.
+fn expected(key: &str) -> &'static str {
+    match key {
+        "hosts" | "dirs" | "allow_net" | "allow-net" => "a string or a list of strings",
+        "env" => "a table of strings",
+        "guest_timeout" | "guest-timeout" => "a number",
+        "max_memory" | "max-memory" | "limit_request_body" | "limit-request-body" | "max_requests" | "max-requests"
+        | "workers" => "a whole number, 0 or more",
+        _ => "a string",
+    }
+}
+
+/// Reads one `[[app]]` table, turning serde's errors into the manifest's own: `unknown key "K"`, `key "K" is
+/// missing`, `key "K" must be ...`.
+fn app_table(entry: &toml::Table) -> anyhow::Result<AppTable> {
+    serde_path_to_error::deserialize(toml::Value::Table(entry.clone())).map_err(|err| {
+        let key = err.path().iter().next().map(ToString::to_string).unwrap_or_default();
+        let message = err.inner().to_string();
+        let quoted = |message: &str| message.split('`').nth(1).unwrap_or_default().to_string();
+        if message.starts_with("unknown field") {
+            anyhow::anyhow!("unknown key {:?}", quoted(&message))
+        } else if message.starts_with("missing field") {
+            anyhow::anyhow!("key {:?} is missing", quoted(&message))
+        } else if message.starts_with("duplicate field") {
+            anyhow::anyhow!("key {:?} is given twice", quoted(&message))
+        } else {
+            anyhow::anyhow!("key {key:?} must be {}", expected(&key))
+        }
+    })
+}
 
 /// What an app gets for the settings its table leaves out: the server's own flags.
 #[derive(Debug, Clone, Copy)]
@@ -65,18 +126,19 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
     let mut routes = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
         let Some(entry) = entry.as_table() else { bail!("app #{}: must be a table", position + 1) };
-        let name = match entry.get("name") {
-            Some(toml::Value::String(name)) => name.clone(),
-            Some(_) => bail!("app #{}: key \"name\" must be a string", position + 1),
-            None => bail!("app #{}: key \"name\" is missing", position + 1),
+        let label = match entry.get("name") {
+            Some(toml::Value::String(name)) => format!("app {name:?}"),
+            _ => format!("app #{}", position + 1),
         };
+        let table = app_table(entry).context(label.clone())?;
+        let name = table.name.clone();
+        check_name(&name).context(label)?;
         let context = || format!("app {name:?}");
-        check_name(&name).with_context(context)?;
         if tenants.iter().any(|tenant: &Tenant| tenant.app.name == name) {
             bail!("app {name:?}: key \"name\": another app has the same name");
         }
         let index = tenants.len();
-        let (tenant, app_routes) = tenant(&name, entry, base, defaults, index).with_context(context)?;
+        let (tenant, app_routes) = tenant(table, base, defaults, index).with_context(context)?;
         for route in app_routes {
             if let Some(existing) =
                 routes.iter().find(|existing: &&Route| existing.host == route.host && existing.prefix == route.prefix)
@@ -113,27 +175,8 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// One `[[app]]` table: the tenant and its routes.
-fn tenant(
-    name: &str,
-    entry: &toml::Table,
-    base: &Path,
-    defaults: &Defaults,
-    index: usize,
-) -> anyhow::Result<(Tenant, Vec<Route>)> {
-    let mut keys = BTreeMap::new();
-    for (key, value) in entry {
-        let normal = key.replace('-', "_");
-        if !APP_KEYS.contains(&normal.as_str()) {
-            bail!("unknown key {key:?}");
-        }
-        keys.insert(normal, value);
-    }
-    let get = |key: &str| keys.get(key).copied();
-    let component = match get("component") {
-        Some(value) => string(value, "component")?,
-        None => bail!("key \"component\" is missing"),
-    };
-    let source = match AppSource::parse(&component).context("key \"component\"")? {
+fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> anyhow::Result<(Tenant, Vec<Route>)> {
+    let source = match AppSource::parse(&table.component).context("key \"component\"")? {
         AppSource::File(path) => {
             let path = base.join(path);
             if !path.is_file() {
@@ -143,123 +186,68 @@ fn tenant(
         }
         sample => sample,
     };
-    let hosts = match get("hosts") {
-        Some(value) => strings(value, "hosts")?
-            .iter()
-            .map(|host| HostPattern::parse(host).map_err(|err| anyhow::anyhow!("key \"hosts\": {err}")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        None => Vec::new(),
-    };
-    let prefix = match get("prefix") {
-        Some(value) => {
-            normalise_prefix(&string(value, "prefix")?).map_err(|err| anyhow::anyhow!("key \"prefix\": {err}"))?
-        }
+    let hosts = table
+        .hosts
+        .into_vec()
+        .iter()
+        .map(|host| HostPattern::parse(host).map_err(|err| anyhow::anyhow!("key \"hosts\": {err}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let prefix = match &table.prefix {
+        Some(prefix) => normalise_prefix(prefix).map_err(|err| anyhow::anyhow!("key \"prefix\": {err}"))?,
         None => String::new(),
     };
     let hosts = if hosts.is_empty() { vec![HostPattern::Any] } else { hosts };
     let routes = hosts.into_iter().map(|host| Route { host, prefix: prefix.clone(), app: index }).collect();
-    let env = match get("env") {
-        Some(toml::Value::Table(table)) => table
-            .iter()
-            .map(|(key, value)| match value {
-                toml::Value::String(text) if !key.is_empty() && !key.contains(['=', '\0']) && !text.contains('\0') => {
-                    Ok((key.clone(), text.clone()))
-                }
-                toml::Value::String(_) => bail!("key \"env\": {key:?} is not a valid variable name"),
-                _ => bail!("key \"env\": the value of {key:?} must be a string"),
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        Some(_) => bail!("key \"env\" must be a table of strings"),
-        None => Vec::new(),
-    };
-    let dirs = match get("dirs") {
-        Some(value) => grants::dirs_under(&strings(value, "dirs")?, base).context("key \"dirs\"")?,
-        None => Vec::new(),
-    };
-    let net = match get("allow_net") {
-        Some(value) => grants::net(&strings(value, "allow_net")?).context("key \"allow_net\"")?,
-        None => Default::default(),
-    };
-    let guest_timeout = match get("guest_timeout") {
-        Some(value) => match number(value, "guest_timeout")? {
-            seconds if seconds.is_finite() && seconds > 0.0 => Duration::from_secs_f64(seconds),
-            seconds => bail!("key \"guest_timeout\" must be a positive number of seconds, not {seconds}"),
-        },
+    let env = table
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| match value {
+            toml::Value::String(text) if !key.is_empty() && !key.contains(['=', '\0']) && !text.contains('\0') => {
+                Ok((key, text))
+            }
+            toml::Value::String(_) => bail!("key \"env\": {key:?} is not a valid variable name"),
+            _ => bail!("key \"env\": the value of {key:?} must be a string"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dirs = grants::dirs_under(&table.dirs.into_vec(), base).context("key \"dirs\"")?;
+    let net = grants::net(&table.allow_net.into_vec()).context("key \"allow_net\"")?;
+    let guest_timeout = match table.guest_timeout {
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Duration::from_secs_f64(seconds),
+        Some(seconds) => bail!("key \"guest_timeout\" must be a positive number of seconds, not {seconds}"),
         None => defaults.guest_timeout,
     };
-    let max_memory_bytes = match get("max_memory") {
-        Some(value) => match integer(value, "max_memory")? {
-            mib @ 1..=65536 => usize::try_from(mib)?.saturating_mul(1 << 20),
-            mib => bail!("key \"max_memory\" must be from 1 to 65536 MiB, not {mib}"),
-        },
+    let max_memory_bytes = match table.max_memory {
+        Some(mib @ 1..=65536) => usize::try_from(mib)?.saturating_mul(1 << 20),
+        Some(mib) => bail!("key \"max_memory\" must be from 1 to 65536 MiB, not {mib}"),
         None => defaults.max_memory_bytes,
     };
-    let body_limit = match get("limit_request_body") {
-        Some(value) => match integer(value, "limit_request_body")? {
-            0 => None,
-            bytes => Some(bytes),
-        },
+    let body_limit = match table.limit_request_body {
+        Some(0) => None,
+        Some(bytes) => Some(bytes),
         None => defaults.body_limit,
     };
-    let max_requests = match get("max_requests") {
-        Some(value) => integer(value, "max_requests")?,
-        None => 0,
-    };
-    let user = get("user").map(|value| string(value, "user")).transpose()?;
-    let group = get("group").map(|value| string(value, "group")).transpose()?;
-    let pool = match get("workers") {
-        Some(value) => match integer(value, "workers")? {
-            0 => bail!("key \"workers\" must be at least 1"),
-            workers => Some(DedicatedPool {
-                workers: u32::try_from(workers).context("key \"workers\" is too large")?,
-                user: user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?,
-                group: group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?,
-            }),
-        },
+    let (user, group) = (table.user, table.group);
+    let pool = match table.workers {
+        Some(0) => bail!("key \"workers\" must be at least 1"),
+        Some(workers) => Some(DedicatedPool {
+            workers: u32::try_from(workers).context("key \"workers\" is too large")?,
+            user: user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?,
+            group: group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?,
+        }),
         None if user.is_some() || group.is_some() => {
             bail!("keys \"user\"/\"group\" need \"workers\": only a dedicated pool runs under its own user")
         }
         None => None,
     };
     let app = App {
-        name: name.to_string(),
+        name: table.name,
         source,
         env,
         capabilities: Capabilities { dirs, net },
         limits: Limits { guest_timeout, max_memory_bytes },
     };
-    Ok((Tenant { app, body_limit, max_requests, pool }, routes))
-}
-
-fn string(value: &toml::Value, key: &str) -> anyhow::Result<String> {
-    match value {
-        toml::Value::String(text) => Ok(text.clone()),
-        _ => bail!("key {key:?} must be a string"),
-    }
-}
-
-/// A string or a list of strings.
-fn strings(value: &toml::Value, key: &str) -> anyhow::Result<Vec<String>> {
-    match value {
-        toml::Value::String(text) => Ok(vec![text.clone()]),
-        toml::Value::Array(items) => items.iter().map(|item| string(item, key)).collect(),
-        _ => bail!("key {key:?} must be a string or a list of strings"),
-    }
-}
-
-fn integer(value: &toml::Value, key: &str) -> anyhow::Result<u64> {
-    match value {
-        toml::Value::Integer(number) if *number >= 0 => Ok(*number as u64),
-        _ => bail!("key {key:?} must be a whole number, 0 or more"),
-    }
-}
-
-fn number(value: &toml::Value, key: &str) -> anyhow::Result<f64> {
-    match value {
-        toml::Value::Integer(number) => Ok(*number as f64),
-        toml::Value::Float(number) => Ok(*number),
-        _ => bail!("key {key:?} must be a number"),
-    }
+    Ok((Tenant { app, body_limit, max_requests: table.max_requests.unwrap_or(0), pool }, routes))
 }
 
 #[cfg(test)]
@@ -349,6 +337,18 @@ mod tests {
         assert!(error(&format!("{app}user = \"root\"")).contains("need \"workers\""));
         assert!(error(&format!("default_app = \"z\"\n{app}")).contains("key \"default_app\": no app is named \"z\""));
         assert!(error("workers = 3").contains("unknown key \"workers\""));
+        assert!(error("[[app]]\nname = 1").contains("app #1: key \"name\" must be a string"));
+        assert!(
+            error(&format!("{app}max-memory = \"x\"")).contains("app \"a\": key \"max-memory\" must be a whole number")
+        );
+        assert!(
+            error(&format!("{app}max_requests = -1"))
+                .contains("key \"max_requests\" must be a whole number, 0 or more")
+        );
+        assert!(error(&format!("{app}hosts = 1")).contains("key \"hosts\" must be a string or a list of strings"));
+        assert!(error(&format!("{app}guest_timeout = \"x\"")).contains("key \"guest_timeout\" must be a number"));
+        assert!(error(&format!("{app}env = 1")).contains("key \"env\" must be a table of strings"));
+        assert!(error(&format!("{app}guest_timeout = 1\nguest-timeout = 2")).contains("is given twice"));
         assert!(error("").contains("no [[app]] table"));
     }
 
