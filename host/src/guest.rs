@@ -3,7 +3,9 @@
 
 mod artefact;
 mod bindings;
+mod bounded_io;
 mod capabilities;
+mod deadline;
 mod name_lookup;
 mod output;
 mod runtime;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 pub use artefact::{Artefact, prepare};
 pub use capabilities::{Capabilities, DirGrant, NetGrant};
+pub use deadline::Deadline;
 pub use output::GuestLine;
 pub use runtime::{Outcome, Runtime};
 pub use samples::SAMPLES;
@@ -66,7 +69,8 @@ impl AppSource {
 /// The bounds every instance of the app runs within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// How long one request may compute inside the guest.
+    /// How long one request's guest may run: compute, and wait in host calls (sleeps, polls, sockets, the request
+    /// body). Time the host spends moving bytes the client sends or takes is given back to it.
     pub guest_timeout: Duration,
     /// The most linear memory one instance may have.
     pub max_memory_bytes: usize,
@@ -75,6 +79,10 @@ pub struct Limits {
 /// What a request's guest instance uses to read the request body and answer. The worker implements it over
 /// the client's connection; benchmarks implement it in memory.
 pub trait Exchange: Send + 'static {
+    /// The guest starts, with `Some(deadline)`, or has finished (`None`). While it runs, a wait for the client
+    /// should end at the deadline, and the time spent moving the client's bytes should be given back to it
+    /// (`Deadline::extend`). A read or write cut short by the deadline makes the guest's call a guest timeout.
+    fn guest_deadline(&mut self, _deadline: Option<Deadline>) {}
     /// Up to `max` bytes of the request body; empty at its end.
     fn read_body(&mut self, max: usize) -> Result<Vec<u8>, String>;
     /// The guest's `start-response`.

@@ -14,6 +14,7 @@ mod heads;
 pub mod heartbeat;
 mod serve;
 mod settings;
+mod watched;
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -58,8 +59,8 @@ pub struct Setup<'a> {
     pub http: &'a HttpSettings,
     /// The arbiter's pid: the worker stops when its parent is no longer the arbiter.
     pub arbiter: Pid,
-    /// This worker's slot in the heartbeat table.
-    pub slot: &'a Slot,
+    /// This worker's slot in the heartbeat table (which lives as long as the process).
+    pub slot: &'static Slot,
     /// The longest an idle worker waits between two heartbeats (half the arbiter's timeout, at most a second).
     pub heartbeat_interval: Duration,
     /// Leave after this many requests (jitter included); 0 means never.

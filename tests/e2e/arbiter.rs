@@ -47,18 +47,24 @@ fn load_loop(port: u16, minimum: usize, stop: &AtomicBool, sent: &AtomicUsize) -
 
 #[test]
 fn worker_stuck_past_timeout_is_killed_reported_and_replaced() {
-    // A busy worker is given at least the guest timeout plus 2 s: 3 s here.
-    let server = Server::start("sample:echo", 1, &["--timeout", "1", "--guest-timeout", "1"]);
+    // A guest opening a FIFO that no one writes blocks in a host call that no deadline bounds (a file open runs
+    // on a blocking thread): only the heartbeat timeout ends it. A busy worker is given at least the guest
+    // timeout plus 2 s: 3 s here.
+    let granted = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&granted.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let dir = format!("{}::/data", granted.path().display());
+    let misbehave = env!("WASMCORN_GUEST_MISBEHAVE");
+    let server = Server::start(misbehave, 1, &["--timeout", "1", "--guest-timeout", "1", "--dir", &dir]);
     let stuck = server.booted_worker_pids()[0];
-    // The guest blocks reading a body that never comes: a host call, which only the heartbeat timeout ends.
     let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    silent.write_all(b"POST /stuck HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n").unwrap();
+    silent.write_all(b"GET /read?path=/data/fifo HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
     let line = server.wait_for_line("WORKER TIMEOUT");
-    assert!(line.contains(&format!("WORKER TIMEOUT (pid:{stuck}) serving POST /stuck HTTP/1.1 for ")), "{line}");
+    let serving = format!("WORKER TIMEOUT (pid:{stuck}) serving GET /read?path=/data/fifo HTTP/1.1 for ");
+    assert!(line.contains(&serving), "{line}");
     server.wait_for_line(&format!("Worker (pid:{stuck}) was killed with SIGABRT after WORKER TIMEOUT"));
     server.wait_for_count("Booting worker with pid", 2);
     for _ in 0..5 {
-        assert_eq!(server.get("/next").status, 200);
+        assert_eq!(server.get("/count").status, 200);
     }
     assert!(!server.log_text().contains("out-of-memory"), "a timeout kill is not reported as an OOM kill");
     assert!(!is_alive(stuck));

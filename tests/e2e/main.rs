@@ -18,4 +18,5 @@ mod sandbox;
 mod signals;
 mod sockets;
 mod tenants;
+mod watchdog;
 mod workers;

@@ -12,6 +12,8 @@
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
 //! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
 //!   `/body-before-start`.
+//! - `/sleep?seconds=N`: sleeps N seconds (`std::thread::sleep`: a WASI clock and a blocking poll, a host call
+//!   that epochs do not interrupt), then answers `slept N s`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -61,6 +63,7 @@ impl Guest for Misbehave {
                 let _ = write_body(b"too late\n");
                 Ok(())
             }
+            "/sleep" => sleep(&parameter(query, "seconds")),
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
@@ -192,6 +195,13 @@ fn big(bytes: &str) -> Result<(), String> {
         sent += length;
     }
     Ok(())
+}
+
+fn sleep(seconds: &str) -> Result<(), String> {
+    let seconds: f64 = seconds.parse().map_err(|_| format!("seconds must be a number, not {seconds:?}"))?;
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|err| format!("cannot sleep {seconds} s: {err}"))?;
+    std::thread::sleep(duration);
+    answer(&format!("slept {seconds} s"))
 }
 
 export!(Misbehave);

@@ -1,7 +1,8 @@
 //! The per-worker wasmtime runtime: one `Engine` (pooling allocator sized for one request at a time, epoch
 //! interruption, a bounded wasm stack), one `Linker`, an `InstancePre` for each app the worker hosts (apps built
 //! from the same artefact share one mapped component), and a fresh `Store` and instance for every request, with
-//! the app's own environment, grants and limits.
+//! the app's own environment, grants and limits. The guest's time is a wall-clock deadline (see `deadline`): the
+//! epoch interrupts a guest that computes past it, and the host calls that wait are bounded by it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +13,15 @@ use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, WasmBacktrace,
+    StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace,
 };
 
 use super::bindings::{App as AppWorld, AppPre};
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
+use super::deadline::{Deadline, GuestTimeout};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
-use super::{App, Exchange, name_lookup};
+use super::{App, Exchange, bounded_io, name_lookup};
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -79,7 +81,8 @@ pub enum Outcome {
     Completed,
     /// The handler returned `err(message)`.
     Refused(String),
-    /// The guest ran past the guest timeout; the text holds the wasm backtrace.
+    /// The guest ran past the guest timeout, computing or waiting in a host call; the text holds the cause and
+    /// the wasm backtrace.
     TimedOut(String),
     /// The guest trapped or could not be instantiated; the text holds the cause and the wasm backtrace.
     Failed(String),
@@ -99,7 +102,7 @@ struct Loaded<E: Exchange> {
     dirs: Vec<DirGrant>,
     net: Arc<NetGrant>,
     max_memory_bytes: usize,
-    deadline_ticks: u64,
+    guest_timeout: Duration,
     /// How the log names the app's output streams.
     stdout: Arc<str>,
     stderr: Arc<str>,
@@ -139,7 +142,7 @@ impl<E: Exchange> Runtime<E> {
                 dirs: app.capabilities.dirs.clone(),
                 net: Arc::new(app.capabilities.net.clone()),
                 max_memory_bytes: app.limits.max_memory_bytes,
-                deadline_ticks: ticks(app.limits.guest_timeout),
+                guest_timeout: app.limits.guest_timeout,
                 stdout: labels("stdout"),
                 stderr: labels("stderr"),
             });
@@ -166,7 +169,7 @@ impl<E: Exchange> Runtime<E> {
 
     /// Runs one request in a fresh instance of app `index` (its position in `load`'s list) and gives the
     /// exchange back with what became of it.
-    pub fn handle(&self, index: usize, environ: &[(String, String)], exchange: E) -> (E, Outcome) {
+    pub fn handle(&self, index: usize, environ: &[(String, String)], mut exchange: E) -> (E, Outcome) {
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
@@ -179,19 +182,28 @@ impl<E: Exchange> Runtime<E> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let limits = store_limits(app.max_memory_bytes);
-        let state = RequestState { wasi, table, limits, net: Arc::clone(&app.net), exchange };
+        let deadline = Deadline::after(app.guest_timeout);
+        exchange.guest_deadline(Some(deadline.clone()));
+        let state = RequestState { wasi, table, limits, net: Arc::clone(&app.net), deadline, exchange };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_max_component_handles(MAX_RESOURCES);
-        store.set_epoch_deadline(app.deadline_ticks);
+        store.set_epoch_deadline(ticks(app.guest_timeout));
+        // The epoch deadline is a first guess: the guest's real deadline moves when the host gives it back the
+        // time it spent on the client, so it is checked when the epoch deadline comes.
+        store.epoch_deadline_callback(|store| {
+            let remaining = store.data().deadline.remaining();
+            Ok(if remaining.is_zero() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(ticks(remaining)) })
+        });
         let result = app.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,
             Ok(Err(message)) => Outcome::Refused(message),
-            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Outcome::TimedOut(describe(&err)),
+            Err(err) if is_timeout(&err) => Outcome::TimedOut(describe(&err)),
             Err(err) => Outcome::Failed(describe(&err)),
         };
-        let state = store.into_data();
+        let mut state = store.into_data();
+        state.exchange.guest_deadline(None);
         stdout.finish();
         stderr.finish();
         (state.exchange, outcome)
@@ -213,6 +225,7 @@ fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<RequestState<E>
     let mut linker = Linker::<RequestState<E>>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .and_then(|()| name_lookup::add_to_linker(&mut linker))
+        .and_then(|()| bounded_io::add_to_linker(&mut linker))
         .map_err(anyhow::Error::from)
         .context("cannot link WASI")?;
     AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
@@ -240,6 +253,12 @@ fn instance_pre_with<E: Exchange>(
     AppPre::new(pre)
         .map_err(anyhow::Error::from)
         .context("the component does not export the wasmcorn:app handler (`handle`)")
+}
+
+/// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in
+/// a host call.
+fn is_timeout(err: &wasmtime::Error) -> bool {
+    err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
 }
 
 /// The cause of a guest's failure and its wasm backtrace (function names from the name section), without the

@@ -1,5 +1,5 @@
-//! The state of one request's `Store`: the guest's WASI context, its limits, and the exchange its imports read
-//! and write.
+//! The state of one request's `Store`: the guest's WASI context, its limits, its deadline, and the exchange its
+//! imports read and write.
 
 use std::sync::Arc;
 
@@ -9,7 +9,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Exchange;
 use super::bindings::wasmcorn::app::{request, response};
+use super::bounded_io::{BoundedIo, DeadlineView};
 use super::capabilities::NetGrant;
+use super::deadline::{Deadline, GuestTimeout};
 use super::name_lookup::LookupView;
 
 /// The most bytes one `read-body` call returns, whatever the guest asks for.
@@ -22,7 +24,20 @@ pub struct RequestState<E> {
     pub limits: StoreLimits,
     /// The addresses and names the guest was granted, for its name lookups.
     pub net: Arc<NetGrant>,
+    /// When the guest's time runs out.
+    pub deadline: Deadline,
     pub exchange: E,
+}
+
+impl<E> RequestState<E> {
+    /// The guest's answer from a call on the client, unless the call failed because the guest's time ran out
+    /// while it waited: then the call traps, as a guest timeout.
+    fn unless_late<R>(&self, result: Result<R, String>, call: &'static str) -> wasmtime::Result<Result<R, String>> {
+        if result.is_err() && self.deadline.has_passed() {
+            return Err(wasmtime::Error::new(GuestTimeout { call }));
+        }
+        Ok(result)
+    }
 }
 
 impl<E: Exchange> WasiView for RequestState<E> {
@@ -37,10 +52,17 @@ impl<E: Exchange> LookupView for RequestState<E> {
     }
 }
 
+impl<E: Exchange> DeadlineView for RequestState<E> {
+    fn bounded_io(&mut self) -> BoundedIo<'_> {
+        BoundedIo { table: &mut self.table, deadline: &self.deadline }
+    }
+}
+
 impl<E: Exchange> request::Host for RequestState<E> {
-    fn read_body(&mut self, max: u32) -> Result<Vec<u8>, String> {
+    fn read_body(&mut self, max: u32) -> wasmtime::Result<Result<Vec<u8>, String>> {
         let max = usize::try_from(max).unwrap_or(MAX_READ).clamp(1, MAX_READ);
-        self.exchange.read_body(max)
+        let result = self.exchange.read_body(max);
+        self.unless_late(result, "wasmcorn:app/request.read-body")
     }
 }
 
@@ -49,7 +71,8 @@ impl<E: Exchange> response::Host for RequestState<E> {
         self.exchange.start_response(&status, headers)
     }
 
-    fn write_body(&mut self, chunk: Vec<u8>) -> Result<(), String> {
-        self.exchange.write_body(&chunk)
+    fn write_body(&mut self, chunk: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let result = self.exchange.write_body(&chunk);
+        self.unless_late(result, "wasmcorn:app/response.write-body")
     }
 }

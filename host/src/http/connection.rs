@@ -14,6 +14,13 @@ pub struct Connection<S> {
     start: usize,
 }
 
+impl<S> Connection<S> {
+    /// The same connection, with what it has buffered, over the stream `wrap` makes of its stream.
+    pub fn map_stream<T>(self, wrap: impl FnOnce(S) -> T) -> Connection<T> {
+        Connection { stream: wrap(self.stream), buffer: self.buffer, start: self.start }
+    }
+}
+
 impl<S: Read + Write> Connection<S> {
     pub fn new(stream: S) -> Self {
         Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0 }

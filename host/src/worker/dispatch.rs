@@ -49,7 +49,7 @@ impl<'a> Dispatch<'a> {
         runtime: &Runtime<HttpExchange>,
         settings: &HttpSettings,
         arrived: Arrived,
-        slot: &Slot,
+        slot: &'static Slot,
     ) -> Handled {
         let (app, script_name) = match &arrived.script_name {
             // Handed over: the shared pool routed it to this worker's pool, which runs one app.

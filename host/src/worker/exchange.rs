@@ -1,32 +1,47 @@
 //! The bridge between one HTTP exchange and the guest: the guest's body reads and response calls land on the
-//! client's connection through the http module.
+//! client's connection through the http module. While the guest runs, its deadline bounds the waits for the
+//! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
-use crate::guest::Exchange;
+use super::watched::WatchedStream;
+use crate::guest::{Deadline, Exchange};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
-use crate::listener::Stream;
 
 pub struct HttpExchange {
-    pub conn: Connection<Stream>,
+    pub conn: Connection<WatchedStream>,
     pub body: BodyReader,
     pub response: ResponseWriter,
     /// The request body turned out malformed (or the client went silent) while the guest read it.
     pub body_error: Option<HttpError>,
+    /// The guest's deadline while it runs.
+    deadline: Option<Deadline>,
 }
 
 impl HttpExchange {
-    pub fn new(conn: Connection<Stream>, request: &Request, body: BodyReader) -> Self {
-        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None }
+    pub fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
+        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None }
+    }
+
+    fn guest_is_late(&self) -> bool {
+        self.deadline.as_ref().is_some_and(Deadline::has_passed)
     }
 }
 
 impl Exchange for HttpExchange {
+    fn guest_deadline(&mut self, deadline: Option<Deadline>) {
+        self.conn.stream().set_deadline(deadline.clone());
+        self.deadline = deadline;
+    }
+
     fn read_body(&mut self, max: usize) -> Result<Vec<u8>, String> {
         if let Some(err) = &self.body_error {
             return Err(err.to_string());
         }
         self.body.read(&mut self.conn, max).map_err(|err| {
             let message = err.to_string();
-            self.body_error = Some(err);
+            // A wait the guest's deadline cut short says nothing against the body: the guest timed out.
+            if !self.guest_is_late() {
+                self.body_error = Some(err);
+            }
             message
         })
     }

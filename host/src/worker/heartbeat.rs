@@ -49,9 +49,12 @@ impl Heartbeats {
         Ok(Heartbeats { slots: memory.cast() })
     }
 
-    pub fn slot(&self, index: usize) -> &Slot {
+    /// Slot `index`. It lives as long as the process: the mapping is never unmapped, even when the table is
+    /// dropped, so a worker's socket can keep a reference to its slot.
+    pub fn slot(&self, index: usize) -> &'static Slot {
         let index = index.min(CAPACITY - 1);
-        // SAFETY: `index` is within the mapping, which is never unmapped, and holds only atomics.
+        // SAFETY: `index` is within the mapping, which is never unmapped (`Heartbeats` has no `Drop`), and holds
+        // only atomics.
         unsafe { &*self.slots.as_ptr().add(index) }
     }
 }

@@ -16,6 +16,7 @@ use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
 use super::settings::HttpSettings;
+use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
 /// response rather than a reset; and how long that may take.
@@ -40,20 +41,22 @@ pub fn request(
     target: &Target<'_>,
     settings: &HttpSettings,
     arrived: Arrived,
-    slot: &Slot,
+    slot: &'static Slot,
 ) {
     let Arrived { mut conn, request, peer, local, .. } = arrived;
-    // From here on the worker waits on this client alone, each read and write bounded by the client timeout.
-    let stream = conn.stream();
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(settings.client_timeout));
-    let _ = stream.set_write_timeout(Some(settings.client_timeout));
     let checked = BodyReader::new(&request, target.body_limit)
         .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
     let (body, client) = match checked {
         Ok(checked) => checked,
         Err(err) => return reject(conn, &err, peer),
     };
+    // From here on the worker waits on this client alone: each read and write gives up when the client moves no
+    // byte for the client timeout, and each one that moves bytes is a sign of life.
+    if let Err(err) = conn.stream().set_nonblocking(true) {
+        log::warning(format_args!("cannot serve {}: {err}", request.request_line()));
+        return;
+    }
+    let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
     let environ = environ::build(&request, &client, &local, target.script_name);
@@ -85,7 +88,7 @@ pub fn request(
         duration: started.elapsed(),
     });
     if !exchange.body.is_done() && exchange.body_error.is_none() {
-        let _ = exchange.conn.stream().set_read_timeout(Some(DRAIN_TIMEOUT));
+        exchange.conn.stream().set_patience(DRAIN_TIMEOUT);
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
 }

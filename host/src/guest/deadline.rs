@@ -1,0 +1,73 @@
+//! A request's guest deadline: the wall-clock instant when the guest's time runs out, and the error a host call
+//! returns when the guest reaches it while waiting. The epoch interrupts a guest that computes past it; host calls
+//! that wait (sleeps, polls, socket and body reads) wait at most until it. The time the host spends moving the
+//! client's bytes (a body read that brings bytes, a response write the client takes) is the client's, not the
+//! guest's: whoever moves them gives it back with `extend`, so a slow but live client does not use up the
+//! guest's time, while a client that stops does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// When the guest's time runs out. Clones share it: the runtime, the host calls and the exchange see the same one.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    origin: Instant,
+    /// Nanoseconds from `origin` to the deadline.
+    nanos: Arc<AtomicU64>,
+}
+
+impl Deadline {
+    /// A deadline `limit` from now.
+    pub fn after(limit: Duration) -> Deadline {
+        let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        Deadline { origin: Instant::now(), nanos: Arc::new(AtomicU64::new(nanos)) }
+    }
+
+    /// How much of the guest's time is left; zero once it has run out.
+    pub fn remaining(&self) -> Duration {
+        let until = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
+        until.saturating_sub(self.origin.elapsed())
+    }
+
+    pub fn has_passed(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// Gives the guest `time` back: time the host spent on the client's behalf.
+    pub fn extend(&self, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self.nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| Some(at.saturating_add(nanos)));
+    }
+}
+
+/// The guest's time ran out while it waited in a host call; the call traps, and the request is a guest timeout.
+#[derive(Debug)]
+pub struct GuestTimeout {
+    /// The host call it was waiting in.
+    pub call: &'static str,
+}
+
+impl std::fmt::Display for GuestTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the guest's time ran out while it waited in {}", self.call)
+    }
+}
+
+impl std::error::Error for GuestTimeout {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_time_shrinks_and_comes_back_when_extended() {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        assert!(deadline.remaining() <= Duration::from_secs(10) && !deadline.has_passed());
+        let shared = deadline.clone();
+        shared.extend(Duration::from_secs(5));
+        assert!(deadline.remaining() > Duration::from_secs(10));
+        let gone = Deadline::after(Duration::ZERO);
+        assert!(gone.has_passed() && gone.remaining().is_zero());
+    }
+}

@@ -1,0 +1,101 @@
+//! The client's socket while a worker serves its request: every read or write that moves bytes is a sign of
+//! life in the worker's heartbeat slot, so the arbiter never takes a worker that is busy with a slow client for
+//! a stuck one. Each read and write gives up when the client moves nothing for the client timeout (its
+//! `patience`); while the guest runs, also when the guest's deadline comes, and the time spent waiting for bytes
+//! that did move is given back to the guest. The socket is non-blocking underneath and every wait is a `poll`,
+//! so progress is seen per partial read or write, not per `write_all`.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::heartbeat::Slot;
+use crate::guest::Deadline;
+use crate::listener::Stream;
+
+pub struct WatchedStream {
+    stream: Stream,
+    slot: &'static Slot,
+    /// The longest a read or write waits for the client to move a byte.
+    patience: Duration,
+    /// The guest's deadline while the guest runs.
+    deadline: Option<Deadline>,
+}
+
+impl WatchedStream {
+    /// Watches `stream`, which must be non-blocking.
+    pub fn new(stream: Stream, slot: &'static Slot, patience: Duration) -> Self {
+        WatchedStream { stream, slot, patience, deadline: None }
+    }
+
+    pub fn set_patience(&mut self, patience: Duration) {
+        self.patience = patience;
+    }
+
+    pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// Runs `operation` until it moves bytes, fails, or the wait for the client runs out.
+    fn transfer(
+        &mut self,
+        interest: PollFlags,
+        mut operation: impl FnMut(&mut Stream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let started = Instant::now();
+        loop {
+            match operation(&mut self.stream) {
+                Ok(count) => {
+                    if count > 0 {
+                        self.slot.beat();
+                        if let Some(deadline) = &self.deadline {
+                            deadline.extend(started.elapsed());
+                        }
+                    }
+                    return Ok(count);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.wait(interest, started)?,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Waits until the socket is ready for `interest`, at most until the patience (counted from `started`) or the
+    /// guest's deadline runs out.
+    fn wait(&self, interest: PollFlags, started: Instant) -> io::Result<()> {
+        let mut limit = self.patience.saturating_sub(started.elapsed());
+        if let Some(deadline) = &self.deadline {
+            limit = limit.min(deadline.remaining());
+        }
+        if limit.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the client moved no byte in time"));
+        }
+        // Rounded up, so that a fraction of a millisecond left is not a busy loop.
+        let millis = u64::try_from(limit.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.stream.as_fd(), interest)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl Read for WatchedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.transfer(PollFlags::POLLIN, |stream| stream.read(buf))
+    }
+}
+
+impl Write for WatchedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.transfer(PollFlags::POLLOUT, |stream| stream.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
