@@ -9,6 +9,7 @@ mod output;
 mod runtime;
 mod samples;
 mod state;
+mod trace;
 
 use std::path::PathBuf;
 use std::time::Duration;
