@@ -1,11 +1,13 @@
 //! The arbiter: compiles the app, binds the sockets, forks the workers and keeps the right number of them
 //! alive. It reacts to signals (TERM graceful stop, INT/QUIT quick stop, HUP reload, TTIN/TTOU one worker more
 //! or less, USR1 reopen the logs, USR2 binary upgrade), kills workers silent past `--timeout`, says truthfully
-//! why each worker left, and stops the server when workers cannot boot instead of respawning them in a storm.
+//! why each worker left, and stops the server when workers cannot boot instead of respawning them in a storm (a
+//! dedicated pool that cannot boot stops its app alone). A failed `fork` is logged and tried again later.
 
 mod pidfile;
 mod pools;
 mod reload;
+mod retry;
 mod signals;
 mod spawn;
 mod systemd;
@@ -31,6 +33,7 @@ use crate::{listener, log, process};
 use pidfile::Pidfile;
 use pools::Pools;
 use reload::{Previous, log_apps};
+use retry::Retry;
 use signals::{Signals, short_name};
 use workers::Workers;
 
@@ -111,6 +114,8 @@ struct Arbiter {
     /// The old arbiter this one replaces (started by its SIGUSR2), while it runs.
     predecessor: Option<Pid>,
     told_ready: bool,
+    /// When to try again to start the workers a failed fork left missing.
+    spawn_retry: Retry,
 }
 
 impl Arbiter {
@@ -159,6 +164,7 @@ impl Arbiter {
             successor: None,
             predecessor,
             told_ready: false,
+            spawn_retry: Retry::default(),
         })
     }
 
@@ -167,7 +173,7 @@ impl Arbiter {
             self.reap();
             match &self.stop {
                 None => {
-                    self.spawn_missing()?;
+                    self.spawn_missing();
                     self.finish_reload();
                     self.tell_ready();
                     self.watch_predecessor();
@@ -246,19 +252,31 @@ impl Arbiter {
         self.workers.retire_oldest(generation, target as usize, self.config.graceful_timeout);
     }
 
-    fn spawn_missing(&mut self) -> anyhow::Result<()> {
+    /// Starts the workers each pool lacks. A fork that fails (too many processes, no memory) is logged and tried
+    /// again on a later turn of the loop, after a growing wait: it never ends the arbiter.
+    fn spawn_missing(&mut self) {
+        if !self.spawn_retry.may_try(Instant::now()) {
+            return;
+        }
         let pools: Vec<(PoolKey, u64, u32)> =
             self.pools.iter().map(|(key, run)| (key.clone(), run.generation, run.target)).collect();
         for (pool, generation, target) in pools {
             while self.workers.count_current(generation) < target as usize {
                 let Some(slot) = self.workers.free_slot() else {
                     log::error("Cannot start more workers: the heartbeat table is full");
-                    return Ok(());
+                    return;
                 };
-                self.spawn(&pool, generation, slot)?;
+                if let Err(err) = self.spawn(&pool, generation, slot) {
+                    let wait = self.spawn_retry.failed(Instant::now());
+                    log::error(format_args!(
+                        "Cannot start a worker for {pool} (trying again in {:.1} s): {err:#}",
+                        wait.as_secs_f64()
+                    ));
+                    return;
+                }
+                self.spawn_retry.succeeded();
             }
         }
-        Ok(())
     }
 
     fn spawn(&mut self, pool: &PoolKey, generation: u64, slot: usize) -> anyhow::Result<()> {
@@ -273,12 +291,16 @@ impl Arbiter {
         };
         let jitter =
             if self.config.max_requests_jitter > 0 { fastrand::u64(0..=self.config.max_requests_jitter) } else { 0 };
-        let credentials = dedicated.and_then(|tenant| tenant.pool);
+        // A stopped app's stand-in worker loads nothing and runs with the shared pool's credentials.
+        let stopped = self.pools.get(pool).is_some_and(|run| run.stopped);
+        let credentials = if stopped { None } else { dedicated.and_then(|tenant| tenant.pool) };
         let setup = crate::worker::Setup {
             site: &self.config.site,
             pool,
+            stopped,
             artefacts: &self.artefacts,
-            listeners: &self.listeners,
+            // Only the shared pool accepts; a dedicated pool's workers get their connections from its channel.
+            listeners: if dedicated.is_some() { &[] } else { &self.listeners },
             channels: &self.channels,
             arbiter: Pid::this(),
             slot: self.heartbeats.slot(slot),
@@ -290,9 +312,9 @@ impl Arbiter {
             name: self.config.name.as_deref(),
             http: &self.config.http,
         };
-        let mut close_in_child = pools::unused_in(pool, &self.channels);
+        let mut close_in_child = pools::unused_in(pool, &self.listeners, &self.channels);
         close_in_child.push(self.signals.raw_fd());
-        let pid = spawn::worker(setup, &close_in_child).context("cannot start a worker")?;
+        let pid = spawn::worker(setup, &close_in_child)?;
         self.workers.add(pid, slot, generation);
         Ok(())
     }

@@ -11,6 +11,7 @@ mod output;
 mod runtime;
 mod samples;
 mod state;
+mod trace;
 
 use std::path::PathBuf;
 use std::time::Duration;

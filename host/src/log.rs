@@ -1,12 +1,14 @@
 //! The error log and the access log. Each goes to stderr or to a file (opened for appending, reopened on
 //! SIGUSR1), every line written with a single `write` so that lines from the arbiter and every worker never
 //! interleave. The error log uses Gunicorn's line format `[2026-11-26 09:19:31 +0000] [PID] [LEVEL] message`;
-//! the access log Gunicorn's atoms (`log::access`).
+//! the access log Gunicorn's atoms (`log::access`). Text a guest chose (its error messages, its function names,
+//! its output) is logged through `escape`, so that it never starts a line of its own.
 
 mod access;
 mod sink;
 
-use std::fmt::Display;
+use std::borrow::Cow;
+use std::fmt::{Display, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -134,7 +136,45 @@ pub fn critical(message: impl Display) {
 
 /// A line the guest wrote to its stdout or stderr.
 pub fn guest_line(stream: &str, line: &str) {
-    write(Level::Info, format_args!("[guest {stream}] {line}"));
+    write(Level::Info, format_args!("[guest {stream}] {}", escape(line)));
+}
+
+/// `text` with every control character (CR, LF, tab and the rest of C0, DEL, C1) and the Unicode line and
+/// paragraph separators written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that text from a guest stays on
+/// the line it is logged on and cannot forge one.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    let breaks_out = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.contains(breaks_out) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if breaks_out(c) => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_cannot_break_a_line() {
+        assert_eq!(escape("plain text, with \"quotes\" and ü"), "plain text, with \"quotes\" and ü");
+        assert_eq!(
+            escape("oops\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged\r\t\u{1b}[2J\u{7f}\u{85}\u{2028}"),
+            "oops\\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged\\r\\t\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}"
+        );
+        assert!(matches!(escape("nothing to do"), Cow::Borrowed(_)));
+    }
 }
 
 /// Writes one access-log line.

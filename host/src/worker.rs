@@ -41,6 +41,9 @@ pub use settings::HttpSettings;
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
 
+/// The memory a stopped app's stand-in worker sizes its (empty) engine for: one wasm page.
+const STOPPED_MEMORY: usize = 64 * 1024;
+
 /// The epoll key of the signal descriptor; listeners use their index, and connections whose head is still
 /// arriving use keys from `FIRST_CONNECTION_KEY` up.
 const SIGNAL_KEY: u64 = u64::MAX;
@@ -51,6 +54,9 @@ pub struct Setup<'a> {
     pub site: &'a Site,
     /// The pool this worker belongs to.
     pub pool: &'a PoolKey,
+    /// The pool's app is stopped (its workers failed to boot): this worker loads no app and answers every
+    /// request handed to the pool with `503`.
+    pub stopped: bool,
     /// Each app's compiled component, in the order of `site.tenants`.
     pub artefacts: &'a [Artefact],
     pub listeners: &'a [Listener],
@@ -76,6 +82,7 @@ pub struct Setup<'a> {
 pub fn run(setup: Setup<'_>) -> i32 {
     // A dedicated pool's workers say whose they are, in their title and their boot line.
     let of_pool = match setup.pool {
+        PoolKey::Dedicated(app) if setup.stopped => format!(" (app {app}, stopped)"),
         PoolKey::Dedicated(app) => format!(" (app {app})"),
         PoolKey::Shared => String::new(),
     };
@@ -88,10 +95,11 @@ pub fn run(setup: Setup<'_>) -> i32 {
             return BOOT_ERROR;
         }
     };
-    let runs = setup.site.apps_of(setup.pool);
+    let runs = if setup.stopped { Vec::new() } else { setup.site.apps_of(setup.pool) };
     let apps: Vec<_> =
         runs.iter().map(|index| (&setup.site.tenants[*index].app, setup.artefacts[*index].path.as_path())).collect();
-    let runtime = match Runtime::<HttpExchange>::load(&apps, setup.site.max_memory_of(setup.pool), log::guest_line)
+    let max_memory = if setup.stopped { STOPPED_MEMORY } else { setup.site.max_memory_of(setup.pool) };
+    let runtime = match Runtime::<HttpExchange>::load(&apps, max_memory, log::guest_line)
         .and_then(|runtime| runtime.start_epoch_ticker().map(|()| runtime))
     {
         Ok(runtime) => runtime,

@@ -11,6 +11,7 @@ mod config;
 mod corpus;
 mod guests;
 mod http;
+mod isolation;
 mod logs;
 mod process;
 mod rfc9112;

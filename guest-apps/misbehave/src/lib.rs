@@ -14,20 +14,31 @@
 //!   `/body-before-start`.
 //! - `/sleep?seconds=N`: sleeps N seconds (`std::thread::sleep`: a WASI clock and a blocking poll, a host call
 //!   that epochs do not interrupt), then answers `slept N s`.
+//! - `/refuse?message=M`: prints M and returns `err(M)`. `/trap-in-named`: traps inside a function whose name (in the name
+//!   section) holds a newline and a forged log line.
+//! - `/stash?secret=S`: writes S into a page of its own in linear memory, prints `stashed`, then reads the
+//!   request body to its end before answering `stashed`: the test decides when the request ends. `/peek`: answers
+//!   what that page holds (up to its first zero byte): a fresh instance must find it empty.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+use wasmcorn::app::request::read_body;
 use wasmcorn::app::response::{start_response, write_body};
 
 /// The global that `/count` increments: a fresh instance per request starts it at zero again.
 static COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// The page (a wasm page, 64 KiB, aligned: nothing else shares it) that `/stash` writes and `/peek` reads.
+#[repr(align(65536))]
+struct Stash([AtomicU8; 65536]);
+static STASH: Stash = Stash([const { AtomicU8::new(0) }; 65536]);
 
 const SPEW_BYTES: usize = 100 << 20;
 const CHUNK: usize = 64 * 1024;
@@ -64,6 +75,14 @@ impl Guest for Misbehave {
                 Ok(())
             }
             "/sleep" => sleep(&parameter(query, "seconds")),
+            "/refuse" => {
+                let message = parameter(query, "message");
+                println!("{message}");
+                Err(message)
+            }
+            "/trap-in-named" => trap_in_named(),
+            "/stash" => stash(&parameter(query, "secret")),
+            "/peek" => answer(&peek()),
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
@@ -202,6 +221,28 @@ fn sleep(seconds: &str) -> Result<(), String> {
     let duration = Duration::try_from_secs_f64(seconds).map_err(|err| format!("cannot sleep {seconds} s: {err}"))?;
     std::thread::sleep(duration);
     answer(&format!("slept {seconds} s"))
+}
+
+/// Traps, with a name section entry for this function that holds a newline and what looks like a log line.
+#[inline(never)]
+#[unsafe(export_name = "trap_in_named\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged by a function name")]
+extern "C" fn trap_in_named() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+/// Writes `secret` into `STASH`, says so on stdout, and holds the request until its body has been read whole.
+fn stash(secret: &str) -> Result<(), String> {
+    for (cell, byte) in STASH.0.iter().zip(secret.bytes()) {
+        cell.store(byte, Ordering::SeqCst);
+    }
+    println!("stashed");
+    while !read_body(64 * 1024)?.is_empty() {}
+    answer("stashed")
+}
+
+fn peek() -> String {
+    let bytes: Vec<u8> = STASH.0.iter().map(|cell| cell.load(Ordering::SeqCst)).take_while(|byte| *byte != 0).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 export!(Misbehave);

@@ -4,9 +4,11 @@
 //! routes) changed; the channels of the dedicated pools outlive their generations.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 
 use crate::config::Config;
 use crate::guest::Artefact;
+use crate::listener::Listener;
 use crate::site::{PoolKey, Site};
 use crate::worker::Channel;
 
@@ -18,6 +20,9 @@ pub struct PoolRun {
     pub target: u32,
     /// What its workers were started with (see `fingerprint`).
     pub fingerprint: String,
+    /// The pool's app is stopped: its workers failed to boot. One stand-in worker that loads nothing answers its
+    /// requests `503` until a reload starts the pool again.
+    pub stopped: bool,
 }
 
 /// Every pool's current generation.
@@ -39,7 +44,8 @@ pub fn plan(
         let fingerprint = fingerprint(config, artefacts, &key);
         let target = target(config, &key);
         let generation = match current.get(&key) {
-            Some(run) if run.fingerprint == fingerprint && !replace_all => run.generation,
+            // A stopped pool gets a new generation from every reload: the reload tries its app again.
+            Some(run) if run.fingerprint == fingerprint && !replace_all && !run.stopped => run.generation,
             _ => {
                 let generation = *next_generation;
                 *next_generation += 1;
@@ -47,7 +53,7 @@ pub fn plan(
                 generation
             }
         };
-        pools.insert(key, PoolRun { generation, target, fingerprint });
+        pools.insert(key, PoolRun { generation, target, fingerprint, stopped: false });
     }
     (pools, fresh)
 }
@@ -112,9 +118,17 @@ pub fn close_unused_channels(site: &Site, channels: &mut BTreeMap<String, Channe
     channels.retain(|name, _| keys.contains(&PoolKey::Dedicated(name.clone())));
 }
 
-/// The descriptors a worker of `pool` must close after the fork: the channel ends it does not use.
-pub fn unused_in(pool: &PoolKey, channels: &BTreeMap<String, Channel>) -> Vec<std::os::fd::RawFd> {
+/// The descriptors a worker of `pool` must close after the fork: the channel ends it does not use, and for a
+/// dedicated pool, whose connections come through its channel, the listening sockets.
+pub fn unused_in(
+    pool: &PoolKey,
+    listeners: &[Listener],
+    channels: &BTreeMap<String, Channel>,
+) -> Vec<std::os::fd::RawFd> {
     let mut unused = Vec::new();
+    if let PoolKey::Dedicated(_) = pool {
+        unused.extend(listeners.iter().map(|listener| listener.fd().as_raw_fd()));
+    }
     for (name, channel) in channels {
         let [sender, receiver] = channel.raw_fds();
         match pool {

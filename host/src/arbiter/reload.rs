@@ -1,10 +1,12 @@
 //! Reloading (SIGHUP): re-read the configuration and the apps, start new generations for the pools that changed,
 //! retire the ones they replace once the new workers are ready, and go back to the previous generations if a new
-//! one cannot boot.
+//! one cannot boot. Outside a reload, a dedicated pool that cannot boot stops its app alone; the shared pool
+//! stops the server.
 
 use crate::config::{self, Config, Invocation};
 use crate::guest::Artefact;
 use crate::log;
+use crate::site::PoolKey;
 
 use super::pools::{self, Pools};
 use super::{Arbiter, spawn};
@@ -19,8 +21,9 @@ pub(super) struct Previous {
 }
 
 impl Arbiter {
-    /// A worker could not load its apps: during a reload, go back to the previous generations; otherwise stop
-    /// the server (a respawn storm would not help).
+    /// A worker could not load its apps: if a reload started its generation, go back to the previous
+    /// generations; otherwise stop what cannot boot (a respawn storm would not help): a dedicated pool's app
+    /// alone, or the whole server when it is the shared pool (or a stopped app's stand-in, which loads nothing).
     pub(super) fn handle_boot_failure(&mut self, generation: u64) {
         match self.previous.take() {
             Some(previous) if previous.fresh.contains(&generation) => {
@@ -33,11 +36,36 @@ impl Arbiter {
                 self.pools = previous.pools;
                 pools::close_unused_channels(&self.config.site, &mut self.channels);
             }
-            Some(previous) => self.previous = Some(previous),
-            None => {
-                log::critical("Worker failed to boot: shutting down");
-                self.begin_stop(false, crate::worker::BOOT_ERROR as u8);
+            previous => {
+                self.previous = previous;
+                let failed = self.pools.iter().find(|(_, run)| run.generation == generation);
+                match failed.map(|(key, run)| (key.clone(), run.stopped)) {
+                    Some((PoolKey::Dedicated(name), false)) => self.stop_app(&name, generation),
+                    Some(_) => {
+                        log::critical("Worker failed to boot: shutting down");
+                        self.begin_stop(false, crate::worker::BOOT_ERROR as u8);
+                    }
+                    // A generation already replaced (the rest of a stopped pool, a retired one): nothing to do.
+                    None => {}
+                }
             }
+        }
+    }
+
+    /// Stops app `name`, whose dedicated pool's `generation` cannot boot: its other workers are retired and one
+    /// stand-in worker answers the requests handed to the pool with `503` (the shared workers keep the pool's
+    /// channel), until a reload starts the app again.
+    fn stop_app(&mut self, name: &str, generation: u64) {
+        log::error(format_args!(
+            "App {name} stopped: its pool's workers fail to boot; its requests get 503 until a reload (SIGHUP)"
+        ));
+        self.workers.retire_generation(generation, self.config.graceful_timeout);
+        let stand_in = self.next_generation;
+        self.next_generation += 1;
+        if let Some(run) = self.pools.get_mut(&PoolKey::Dedicated(name.to_string())) {
+            run.generation = stand_in;
+            run.target = 1;
+            run.stopped = true;
         }
     }
 

@@ -13,7 +13,7 @@ use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 
 use super::bindings::{App as AppWorld, AppPre};
@@ -21,6 +21,7 @@ use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
+use super::trace::describe;
 use super::{App, Exchange, bounded_io, name_lookup};
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
@@ -55,11 +56,14 @@ pub(crate) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
         .max_tables_per_component(MAX_TABLES as u32)
         .total_stacks(0)
         .max_memory_size(max_memory_bytes)
-        // Reset a used memory by rewriting the pages the request dirtied instead of unmapping them: the next
-        // request then takes no page faults for them.
+        // Reset a used memory by rewriting its first pages instead of unmapping them: the next request then
+        // takes no page faults for them. Never with PAGEMAP_SCAN: wasmtime 48 then rewrites only the dirty pages
+        // present in RAM, so a page swapped out during a request would keep that request's data for the next
+        // one (wasmtime PR 14357). Without it, every byte up to the limit is rewritten and the rest unmapped,
+        // swapped or not.
         .linear_memory_keep_resident(max_memory_bytes.min(16 << 20))
         .table_keep_resident(1 << 20)
-        .pagemap_scan(Enabled::Auto);
+        .pagemap_scan(Enabled::No);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -259,15 +263,6 @@ fn instance_pre_with<E: Exchange>(
 /// a host call.
 fn is_timeout(err: &wasmtime::Error) -> bool {
     err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
-}
-
-/// The cause of a guest's failure and its wasm backtrace (function names from the name section), without the
-/// host's own stack, which says nothing about the guest.
-fn describe(err: &wasmtime::Error) -> String {
-    match err.downcast_ref::<WasmBacktrace>() {
-        Some(backtrace) => format!("{}\n{backtrace}", err.root_cause()),
-        None => format!("{err:#}"),
-    }
 }
 
 fn ticks(timeout: Duration) -> u64 {

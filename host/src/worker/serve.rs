@@ -104,7 +104,8 @@ fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outco
         // Whether the response kept the contract is known once it is finished.
         Outcome::Completed => None,
         Outcome::Refused(message) => {
-            log::error(format_args!("Error handling request {what}: {message}"));
+            // The guest's message is logged on its line, its control characters escaped.
+            log::error(format_args!("Error handling request {what}: {}", log::escape(&message)));
             Some((500, message))
         }
         Outcome::TimedOut(trace) => {
