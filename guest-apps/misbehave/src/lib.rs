@@ -12,6 +12,8 @@
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
 //! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
 //!   `/body-before-start`.
+//! - `/discard`: reads the request body to its end, keeping none of it, and answers its length in bytes.
+//! - `/declared?length=N`: declares `Content-Length: N` and writes N bytes (`x`), or none for a HEAD request.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+use wasmcorn::app::request::read_body;
 use wasmcorn::app::response::{start_response, write_body};
 
 /// The global that `/count` increments: a fresh instance per request starts it at zero again.
@@ -61,6 +64,8 @@ impl Guest for Misbehave {
                 let _ = write_body(b"too late\n");
                 Ok(())
             }
+            "/discard" => discard(),
+            "/declared" => declared(&parameter(query, "length"), variable(&environ, "REQUEST_METHOD") == "HEAD"),
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
@@ -190,6 +195,28 @@ fn big(bytes: &str) -> Result<(), String> {
         let offset = sent % 26;
         write_body(&pattern[offset..offset + length])?;
         sent += length;
+    }
+    Ok(())
+}
+
+/// Reads the whole request body in pieces, dropping each, and answers how many bytes there were.
+fn discard() -> Result<(), String> {
+    let mut total = 0u64;
+    loop {
+        let piece = read_body(CHUNK as u32)?;
+        if piece.is_empty() {
+            return answer(&total.to_string());
+        }
+        total += piece.len() as u64;
+    }
+}
+
+/// Declares a Content-Length of `length` and writes that many bytes, or nothing at all for HEAD.
+fn declared(length: &str, head: bool) -> Result<(), String> {
+    let total: usize = length.parse().map_err(|_| format!("length must be a number, not {length:?}"))?;
+    start_response("200 OK", &[("Content-Length".into(), total.to_string())])?;
+    if !head {
+        write_body(&vec![b'x'; total])?;
     }
     Ok(())
 }

@@ -85,7 +85,13 @@ pub fn request(
         duration: started.elapsed(),
     });
     if !exchange.body.is_done() && exchange.body_error.is_none() {
-        let _ = exchange.conn.stream().set_read_timeout(Some(DRAIN_TIMEOUT));
+        // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
+        // discarded, without waiting for more.
+        if exchange.body.continue_pending() {
+            let _ = exchange.conn.stream().set_nonblocking(true);
+        } else {
+            let _ = exchange.conn.stream().set_read_timeout(Some(DRAIN_TIMEOUT));
+        }
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
 }
