@@ -190,6 +190,12 @@ pub struct ServeArgs {
     )]
     pub limit_request_field_size: usize,
 
+    /// The most bytes of memory one worker gives to request heads still arriving, all connections together
+    /// (at least 65536). Past it, the largest pending head is answered with `431 Request Header Fields Too Large`
+    /// and closed, so that clients sending big heads slowly cannot grow a worker or keep it from others.
+    #[arg(long = "limit-pending-heads", value_name = "BYTES", default_value_t = 16 << 20)]
+    pub limit_pending_heads: usize,
+
     /// The largest request body accepted, in bytes; 0 means no limit. A Content-Length over it is answered
     /// with `413 Content Too Large` before the guest runs; a chunked body that grows past it fails the guest's
     /// read, and the client gets the same 413.

@@ -183,6 +183,9 @@ fn single_site(
     Ok(Site { tenants: vec![tenant], router: Router::single(&http.script_name), hosted: false })
 }
 
+/// The least `--limit-pending-heads`: a few connections' read buffers.
+const MIN_PENDING_HEADS: usize = 64 * 1024;
+
 /// The HTTP flags, checked against Gunicorn's ranges. The mount point comes from `--script-name`, else from a
 /// SCRIPT_NAME given with `--env`.
 fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<HttpSettings> {
@@ -191,6 +194,9 @@ fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<H
     }
     if !(1..=32768).contains(&args.limit_request_fields) {
         bail!("--limit-request-fields must be from 1 to 32768, not {}", args.limit_request_fields);
+    }
+    if args.limit_pending_heads < MIN_PENDING_HEADS {
+        bail!("--limit-pending-heads must be at least {MIN_PENDING_HEADS} bytes, not {}", args.limit_pending_heads);
     }
     if !(args.client_timeout.is_finite() && args.client_timeout > 0.0) {
         bail!("--client-timeout must be a positive number of seconds, not {}", args.client_timeout);
@@ -214,6 +220,7 @@ fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<H
             field_size: args.limit_request_field_size,
         },
         body_limit: (args.limit_request_body > 0).then_some(args.limit_request_body),
+        pending_heads_limit: args.limit_pending_heads,
         client_timeout: Duration::from_secs_f64(args.client_timeout),
         trusted_proxies,
         script_name,
@@ -291,6 +298,7 @@ mod tests {
         let settings = serve_args(&[]).unwrap();
         assert_eq!(settings.head_limits, HeadLimits { request_line: 4094, fields: 100, field_size: 8190 });
         assert_eq!(settings.body_limit, None);
+        assert_eq!(settings.pending_heads_limit, 16 << 20);
         assert_eq!(settings.client_timeout, Duration::from_secs(30));
         assert!(settings.trusted_proxies.trusts("::1".parse().unwrap()));
         assert!(!settings.trusted_proxies.trusts("10.0.0.1".parse().unwrap()));
@@ -310,6 +318,8 @@ mod tests {
         assert!(serve_args(&["--limit-request-fields", "32769"]).is_err());
         assert!(serve_args(&["--limit-request-fields", "0"]).is_err());
         assert!(serve_args(&["--client-timeout", "0"]).is_err());
+        assert!(serve_args(&["--limit-pending-heads", "65535"]).is_err());
+        assert_eq!(serve_args(&["--limit-pending-heads", "65536"]).unwrap().pending_heads_limit, 65536);
         assert!(serve_args(&["--client-timeout", "-1"]).is_err());
         assert!(serve_args(&["--forwarded-allow-ips", "not-an-ip"]).is_err());
         assert!(serve_args(&["--script-name", "app"]).is_err());

@@ -2,6 +2,7 @@
 //! processes and no wasm here; the worker hands in a stream that is `Read + Write`.
 
 mod body;
+mod chunk_size;
 mod connection;
 mod error;
 mod framing;

@@ -184,7 +184,8 @@ fn accept_loop(
     let settings = setup.http;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
-    let mut heads = Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout);
+    let mut heads =
+        Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout, settings.pending_heads_limit);
     let mut events = [EpollEvent::empty(); 64];
     let mut stopping = false;
     let mut listening = false;

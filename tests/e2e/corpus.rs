@@ -94,6 +94,13 @@ const DEVIATIONS: &[(&str, Deviation, &str)] = &[
         "userinfo in the target: RFC 9110 section 4.2.4 says to treat it as an error",
     ),
     (
+        "valid/027.http",
+        Refused(400),
+        "raw UTF-8 in the target (`/\\xc3\\xa0%20k`): RFC 9112's request-target is visible ASCII only, llhttp \
+         refuses it, and a proxy in front may encode or decode it otherwise; percent-encoded (`/%C3%A0%20k`) it is \
+         served",
+    ),
+    (
         "valid/rfc9112_target_authority_connect_01.http",
         PathInfo(""),
         "an authority-form target has no path; Gunicorn's urlsplit reads `example.com:443` as scheme and path `443`",

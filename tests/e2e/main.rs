@@ -5,6 +5,7 @@
 mod support;
 
 mod arbiter;
+mod bounds;
 mod cli;
 mod clients;
 mod config;

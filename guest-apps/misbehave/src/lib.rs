@@ -19,6 +19,8 @@
 //! - `/stash?secret=S`: writes S into a page of its own in linear memory, prints `stashed`, then reads the
 //!   request body to its end before answering `stashed`: the test decides when the request ends. `/peek`: answers
 //!   what that page holds (up to its first zero byte): a fresh instance must find it empty.
+//! - `/discard`: reads the request body to its end, keeping none of it, and answers its length in bytes.
+//! - `/declared?length=N`: declares `Content-Length: N` and writes N bytes (`x`), or none for a HEAD request.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -83,6 +85,8 @@ impl Guest for Misbehave {
             "/trap-in-named" => trap_in_named(),
             "/stash" => stash(&parameter(query, "secret")),
             "/peek" => answer(&peek()),
+            "/discard" => discard(),
+            "/declared" => declared(&parameter(query, "length"), variable(&environ, "REQUEST_METHOD") == "HEAD"),
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
@@ -243,6 +247,28 @@ fn stash(secret: &str) -> Result<(), String> {
 fn peek() -> String {
     let bytes: Vec<u8> = STASH.0.iter().map(|cell| cell.load(Ordering::SeqCst)).take_while(|byte| *byte != 0).collect();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Reads the whole request body in pieces, dropping each, and answers how many bytes there were.
+fn discard() -> Result<(), String> {
+    let mut total = 0u64;
+    loop {
+        let piece = read_body(CHUNK as u32)?;
+        if piece.is_empty() {
+            return answer(&total.to_string());
+        }
+        total += piece.len() as u64;
+    }
+}
+
+/// Declares a Content-Length of `length` and writes that many bytes, or nothing at all for HEAD.
+fn declared(length: &str, head: bool) -> Result<(), String> {
+    let total: usize = length.parse().map_err(|_| format!("length must be a number, not {length:?}"))?;
+    start_response("200 OK", &[("Content-Length".into(), total.to_string())])?;
+    if !head {
+        write_body(&vec![b'x'; total])?;
+    }
+    Ok(())
 }
 
 export!(Misbehave);

@@ -1,9 +1,11 @@
 //! Reads a request body as the guest asks for it: Content-Length bytes, or a chunked body decoded (RFC 9112
-//! section 7.1) with bounded chunk-size lines, extensions and trailers, all within the body size limit. Sends
-//! `100 Continue` before the first read when the client asked for it.
+//! section 7.1) with bounded chunk-size lines, extensions (checked against RFC 9112's grammar) and trailers, all
+//! within the body size limit. Sends `100 Continue` before the first read when the client asked for it, and never
+//! once the response has started.
 
 use std::io::{Read, Write};
 
+use super::chunk_size::parse_chunk_size;
 use super::request::{Framing, Request};
 use super::{Connection, HttpError};
 
@@ -124,9 +126,16 @@ impl BodyReader {
         }
     }
 
+    /// The client asked for `100 Continue` and has not been sent it: nobody read the body yet.
+    pub fn continue_pending(&self) -> bool {
+        self.send_continue
+    }
+
     /// Reads and discards what is left of the body, up to `budget` bytes, so that the client sees the response
-    /// rather than a reset. Returns whether the body was read to its end.
+    /// rather than a reset. Returns whether the body was read to its end. It runs after the final response has
+    /// started, so it never sends `100 Continue`: a client still waiting for one is not asked for its body.
     pub fn drain<S: Read + Write>(&mut self, conn: &mut Connection<S>, budget: u64) -> bool {
+        self.send_continue = false;
         let mut drained = 0u64;
         while !self.is_done() && drained <= budget {
             match self.read(conn, 64 * 1024) {
@@ -163,28 +172,6 @@ fn read_line<S: Read + Write>(conn: &mut Connection<S>) -> Result<Vec<u8>, HttpE
             return Err(HttpError::BadRequest("the connection closed in the middle of a chunked body".into()));
         }
     }
-}
-
-/// `1*HEXDIG [ BWS ";" chunk-ext ]`, with at most 15 hex digits so that the size cannot overflow. Returns the
-/// size and the length of the extensions.
-fn parse_chunk_size(line: &[u8]) -> Result<(u64, usize), HttpError> {
-    let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
-        return Err(HttpError::BadRequest("malformed chunk size".into()));
-    }
-    let rest = &line[digits..];
-    let extension = rest.iter().position(|&byte| byte != b' ' && byte != b'\t').map(|start| &rest[start..]);
-    match extension {
-        None if rest.is_empty() => {}
-        Some(extension)
-            if extension.starts_with(b";")
-                && extension.iter().all(|&byte| byte == b'\t' || (0x20..0x7f).contains(&byte) || byte >= 0x80) => {}
-        _ => return Err(HttpError::BadRequest("malformed chunk extension".into())),
-    }
-    let digits =
-        std::str::from_utf8(&line[..digits]).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
-    let size = u64::from_str_radix(digits, 16).map_err(|_| HttpError::BadRequest("malformed chunk size".into()))?;
-    Ok((size, line.len() - digits.len()))
 }
 
 /// `field-name ":" OWS field-value OWS` with a token name and no control bytes in the value.
@@ -332,6 +319,75 @@ mod tests {
         let wire =
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"a b\";x\r\nhello\r\n000\r\n\r\n";
         assert_eq!(read_body(wire, 3).0.unwrap(), b"hello");
+    }
+
+    /// A stream that yields one packet per read.
+    struct Packets {
+        packets: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Read for Packets {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some(packet) = self.packets.front_mut() else { return Ok(0) };
+            let count = packet.len().min(buf.len());
+            buf[..count].copy_from_slice(&packet[..count]);
+            packet.drain(..count);
+            if packet.is_empty() {
+                self.packets.pop_front();
+            }
+            Ok(count)
+        }
+    }
+
+    impl Write for Packets {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn chunked_body_whose_packets_end_inside_size_lines_keeps_the_buffer_small() {
+        // Chunks of 4000 bytes (`fa0`), each packet ending after the `f` of the next size line.
+        let chunks = 2048;
+        let mut packets = std::collections::VecDeque::from([b"f".to_vec()]);
+        for index in 0..chunks {
+            let mut packet = b"a0\r\n".to_vec();
+            packet.extend(std::iter::repeat_n(b'x', 4000));
+            packet.extend_from_slice(if index + 1 == chunks { b"\r\n0\r\n\r\n" } else { b"\r\nf" });
+            packets.push_back(packet);
+        }
+        let (request, _) =
+            parse_head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", &HeadLimits::default())
+                .unwrap()
+                .unwrap();
+        let mut conn = Connection::new(Packets { packets });
+        let mut reader = BodyReader::new(&request, None).unwrap();
+        let (mut total, mut most_held) = (0, 0);
+        loop {
+            let bytes = reader.read(&mut conn, 64 * 1024).unwrap();
+            if bytes.is_empty() {
+                break;
+            }
+            total += bytes.len();
+            most_held = most_held.max(conn.held());
+        }
+        assert_eq!(total, chunks * 4000);
+        assert!(most_held < 64 * 1024, "the buffer grew to {most_held} bytes for a {total}-byte body");
+    }
+
+    #[test]
+    fn drain_never_sends_continue() {
+        let wire = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok";
+        let (request, length) = parse_head(wire, &HeadLimits::default()).unwrap().unwrap();
+        let stream = Trickle { input: Cursor::new(wire[length..].to_vec()), step: 1, written: Vec::new() };
+        let mut conn = Connection::new(stream);
+        let mut reader = BodyReader::new(&request, None).unwrap();
+        assert!(reader.continue_pending());
+        assert!(reader.drain(&mut conn, 1024));
+        assert!(conn.into_stream().written.is_empty(), "no 100 Continue after the response");
     }
 
     #[test]

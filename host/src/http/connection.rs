@@ -1,5 +1,6 @@
 //! A client connection with a read buffer: the request head is parsed from the buffer, and the body reader takes
-//! what the head left over before it reads more from the stream.
+//! what the head left over before it reads more from the stream. Each read first moves the unconsumed bytes to
+//! the front, so the buffer holds at most what is unconsumed plus one read, however long the connection lasts.
 
 use std::io::{self, Read, Write};
 
@@ -55,10 +56,16 @@ impl<S: Read + Write> Connection<S> {
         self.start = (self.start + count).min(self.buffer.len());
     }
 
-    /// Reads more bytes from the stream into the buffer; returns how many (0 at the end of the stream).
+    /// The bytes of memory the buffer holds (its capacity), consumed or not.
+    pub fn held(&self) -> usize {
+        self.buffer.capacity()
+    }
+
+    /// Reads more bytes from the stream into the buffer; returns how many (0 at the end of the stream). The
+    /// consumed bytes are dropped first: what is left unconsumed (a line still arriving) moves to the front.
     pub fn fill(&mut self) -> Result<usize, HttpError> {
-        if self.start > 0 && self.start == self.buffer.len() {
-            self.buffer.clear();
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
             self.start = 0;
         }
         let old_len = self.buffer.len();

@@ -28,6 +28,34 @@ pub fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpE
     Ok(())
 }
 
+/// `check_line_lengths` and `check_line_endings` for the lines that the bytes from `from` on complete or start,
+/// in a head that does not end in them: the lines before were checked when they arrived, so a head that trickles
+/// in costs its length once, not once per read.
+pub fn check_new_lines(bytes: &[u8], from: usize, limits: &HeadLimits) -> Result<(), HttpError> {
+    let leading = leading_empty_lines(bytes);
+    if from <= leading {
+        // Nothing before `from` but empty lines: the request line is new.
+        check_line_endings(bytes)?;
+        return check_line_lengths(bytes, limits);
+    }
+    let line_start = bytes[..from].iter().rposition(|&byte| byte == b'\n').map_or(0, |end| end + 1);
+    check_line_endings(&bytes[line_start..])?;
+    for (index, line) in bytes[line_start..].split(|&byte| byte == b'\n').enumerate() {
+        let length = line.strip_suffix(b"\r").unwrap_or(line).len();
+        if index == 0 && line_start <= leading {
+            if limits.request_line_exceeded(leading + length) {
+                return Err(HttpError::RequestLineTooLong);
+            }
+        } else if limits.field_size_exceeded(length + 2) {
+            return Err(HttpError::HeadersTooLarge(format!(
+                "a header field is longer than {} bytes",
+                limits.field_size
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `check_line_lengths` for the last, incomplete line only.
 pub fn check_last_line_length(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
     let leading = leading_empty_lines(bytes);
@@ -70,6 +98,21 @@ pub fn check_line_endings(head: &[u8]) -> Result<(), HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_lines_are_held_to_their_limits_and_endings() {
+        let limits = HeadLimits { request_line: 10, fields: 10, field_size: 10 };
+        let status = |bytes: &[u8], from| check_new_lines(bytes, from, &limits).err().and_then(|e| e.status());
+        assert_eq!(status(b"GET /12345\r\nX: 1", 3), None);
+        assert_eq!(status(b"GET /123456\r\nX: 1", 3), Some(414));
+        assert_eq!(status(b"\r\n\r\nGET /1234\r\n", 2), Some(414), "empty lines before count");
+        assert_eq!(status(b"GET /\r\nX: 12345\r\nY: 123456\r\n", 20), Some(431));
+        assert_eq!(status(b"GET /\r\nX: 12345\r\nY: 12345\r\n", 20), None);
+        assert_eq!(status(b"GET /\r\nX: 1\nY: 2\r\n", 10), Some(400), "a bare LF");
+        assert_eq!(status(b"GET /\r\nX: 1\r\nY: 2\rZ", 16), Some(400), "a bare CR");
+        // Lines wholly before `from` were checked when they arrived.
+        assert_eq!(status(b"GET /123456789\r\nX: 1\r\n", 17), None);
+    }
 
     #[test]
     fn line_still_arriving_is_held_to_its_limit() {

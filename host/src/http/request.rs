@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use super::lines::{check_last_line_length, check_line_endings, check_line_lengths};
+use super::lines::{check_last_line_length, check_line_endings, check_line_lengths, check_new_lines};
 use super::{Connection, HttpError, framing, target};
 
 /// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.
@@ -113,10 +113,18 @@ pub fn read_request_part<S: Read + Write>(
         });
     }
     let buffered = conn.buffered();
+    let from = buffered.len() - fresh;
     // A head ends with a LF: until one arrives, only the line still arriving needs checking, which keeps a
     // head that trickles in from costing a parse of everything buffered at each read.
-    if !buffered[buffered.len() - fresh..].contains(&b'\n') {
+    if !buffered[from..].contains(&b'\n') {
         check_last_line_length(buffered, limits)?;
+        return Ok(None);
+    }
+    // Likewise, the whole head is parsed only once an empty line (its end) may have arrived; until then, only the
+    // lines the fresh bytes touch are checked.
+    let touched = buffered[..from].iter().rposition(|&byte| byte == b'\n').unwrap_or(0);
+    if !buffered[touched..].windows(3).any(|window| window == b"\n\r\n") {
+        check_new_lines(buffered, from, limits)?;
         return Ok(None);
     }
     match parse_head(buffered, limits)? {

@@ -149,7 +149,9 @@ impl ResponseWriter {
                 self.finish_failed(conn, 500)
             }
             State::Buffering { status, head, declared, body } => {
-                if declared.is_some_and(|declared| declared != body.len() as u64) {
+                // A HEAD answer may declare the length of the body a GET would get, and write none of it.
+                let head_without_body = self.head_only && body.is_empty();
+                if declared.is_some_and(|declared| declared != body.len() as u64) && !head_without_body {
                     self.state = State::Failed {
                         reason: "the body is shorter than its Content-Length".into(),
                         status_sent: None,
@@ -170,8 +172,9 @@ impl ResponseWriter {
                 Ok(sent)
             }
             State::Streaming { status, chunked, declared, sent } => {
-                let done = Sent { status, body_bytes: sent };
-                if declared.is_some_and(|declared| declared != sent) {
+                // Nothing of a HEAD answer's body goes out, so its length cannot be wrong on the wire.
+                let done = Sent { status, body_bytes: if self.head_only { 0 } else { sent } };
+                if declared.is_some_and(|declared| declared != sent) && !self.head_only {
                     return Err(done);
                 }
                 if chunked && !self.head_only {
@@ -462,6 +465,15 @@ mod tests {
             writer.write(conn, b"hello").unwrap();
         });
         assert!(wire.ends_with("Content-Length: 5\r\n\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn head_response_may_declare_a_length_and_write_nothing() {
+        let wire = respond(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", |writer, _| {
+            writer.start("200 OK", vec![("Content-Length".into(), "1234".into())]).unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n"), "{wire}");
+        assert!(wire.ends_with("Connection: close\r\n\r\n"), "{wire}");
     }
 
     #[test]

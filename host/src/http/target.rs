@@ -17,8 +17,12 @@ pub struct TargetParts {
 /// Checks `target` against the form its method allows: origin-form (`/path?query`) and absolute-form
 /// (`http://host/path?query`, without userinfo) for any method, authority-form (`host:port`) only for
 /// CONNECT, and `*` only for OPTIONS. A fragment, which clients should not send, is ignored as Gunicorn does.
+/// Every form is visible ASCII (RFC 3986): a byte outside it, such as raw UTF-8, must be percent-encoded.
 pub fn parse(method: &str, target: &str) -> Result<TargetParts, HttpError> {
     let invalid = |why: &str| HttpError::BadRequest(format!("invalid request target {target:?}: {why}"));
+    if !target.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(invalid("a byte outside visible ASCII (percent-encode it)"));
+    }
     if method == "CONNECT" {
         if !is_valid_host(target) || !target.rsplit_once(':').is_some_and(|(_, port)| is_port(port)) {
             return Err(invalid("CONNECT takes host:port"));
@@ -117,6 +121,14 @@ mod tests {
         assert_eq!(parts("GET", "s://]ufd/:"), None);
         assert_eq!(parts("GET", "ftp://example.com/"), None);
         assert_eq!(parts("GET", "http:///nohost"), None);
+    }
+
+    #[test]
+    fn bytes_outside_visible_ascii_are_refused() {
+        assert_eq!(parts("GET", "/\u{3b4}\u{b6}/"), None);
+        assert_eq!(parts("GET", "/\u{e0}%20k"), None);
+        assert_eq!(parts("GET", "http://ex\u{e9}.test/"), None);
+        assert_eq!(parts("GET", "/%CE%B4%C2%B6/"), Some(("/%CE%B4%C2%B6/".into(), "".into(), None)));
     }
 
     #[test]

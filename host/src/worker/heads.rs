@@ -1,7 +1,8 @@
 //! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once, without
 //! blocking, so that a client that trickles its head, or sends nothing, costs the worker a buffer and not its
 //! time. A head must arrive whole within the client timeout of its connection's accept (a deadline for the whole
-//! head, not for each read); a complete head makes its request ready to serve, in arrival order.
+//! head, not for each read); a complete head makes its request ready to serve, in arrival order. The buffers of
+//! the heads still arriving hold at most `--limit-pending-heads` bytes together: past it, the largest is refused.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -54,11 +55,13 @@ pub struct Heads {
     next_key: u64,
     limits: HeadLimits,
     timeout: Duration,
+    /// The most bytes the pending connections' buffers may hold together (`--limit-pending-heads`).
+    held_limit: usize,
 }
 
 impl Heads {
-    pub fn new(first_key: u64, limits: HeadLimits, timeout: Duration) -> Self {
-        Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout }
+    pub fn new(first_key: u64, limits: HeadLimits, timeout: Duration, held_limit: usize) -> Self {
+        Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout, held_limit }
     }
 
     /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
@@ -105,6 +108,7 @@ impl Heads {
                     return;
                 }
                 self.pending.insert(key, pending);
+                self.refuse_largest_over_limit(epoll);
             }
             progress => self.settle(pending, progress),
         }
@@ -137,6 +141,7 @@ impl Heads {
         let Some(pending) = self.pending.get_mut(&key) else { return };
         let progress = read_available(&mut pending.conn, &self.limits);
         if matches!(progress, Progress::Waiting) {
+            self.refuse_largest_over_limit(epoll);
             return;
         }
         if let Some(mut pending) = self.pending.remove(&key) {
@@ -158,6 +163,25 @@ impl Heads {
                     progress => self.settle(pending, progress),
                 }
             }
+        }
+    }
+
+    /// Answers `431` to the largest pending heads until their buffers hold no more than `--limit-pending-heads`
+    /// together: the clients sending the most unfinished bytes go, the others keep their place.
+    fn refuse_largest_over_limit(&mut self, epoll: &Epoll) {
+        let mut held: usize = self.pending.values().map(|pending| pending.conn.held()).sum();
+        while held > self.held_limit {
+            let largest = self.pending.iter().max_by_key(|(_, pending)| pending.conn.held()).map(|(key, _)| *key);
+            let Some(mut pending) = largest.and_then(|key| self.pending.remove(&key)) else { break };
+            held -= pending.conn.held();
+            let _ = epoll.delete(pending.conn.stream());
+            let why = format!(
+                "the heads still arriving at this worker hold more than {} bytes (--limit-pending-heads); this one \
+                 holds {}",
+                self.held_limit,
+                pending.conn.held()
+            );
+            serve::reject(pending.conn, &HttpError::HeadersTooLarge(why), pending.peer);
         }
     }
 

@@ -88,7 +88,10 @@ pub fn request(
         duration: started.elapsed(),
     });
     if !exchange.body.is_done() && exchange.body_error.is_none() {
-        exchange.conn.stream().set_patience(DRAIN_TIMEOUT);
+        // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
+        // discarded, without waiting for more.
+        let patience = if exchange.body.continue_pending() { Duration::ZERO } else { DRAIN_TIMEOUT };
+        exchange.conn.stream().set_patience(patience);
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
 }

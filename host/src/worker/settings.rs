@@ -12,6 +12,8 @@ pub struct HttpSettings {
     pub head_limits: HeadLimits,
     /// `--limit-request-body`: the largest body accepted, if limited.
     pub body_limit: Option<u64>,
+    /// `--limit-pending-heads`: the most bytes the buffers of a worker's pending heads may hold together.
+    pub pending_heads_limit: usize,
     /// `--client-timeout`: how long the whole request head may take to arrive, and each body read or response
     /// write may wait.
     pub client_timeout: Duration,
@@ -26,6 +28,7 @@ impl Default for HttpSettings {
         HttpSettings {
             head_limits: HeadLimits::default(),
             body_limit: None,
+            pending_heads_limit: 16 << 20,
             client_timeout: Duration::from_secs(30),
             trusted_proxies: "127.0.0.1,::1".parse().unwrap_or(TrustedProxies::Listed(Vec::new())),
             script_name: String::new(),

@@ -1,0 +1,197 @@
+//! What a client can make a worker hold, and the answers at the edges of a response: a chunked body trickled in
+//! pieces that end inside its size lines costs no more memory than the same body with a Content-Length; heads
+//! that never end cannot take more than `--limit-pending-heads` of a worker, nor its time from other clients;
+//! `100 Continue` never follows a final response; a HEAD answer may declare a length and send no body.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+
+use crate::support::{PATIENCE, Server, parse_response, read_response, send, status_field};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+/// The body of the uploads: 64 MiB.
+const UPLOAD: usize = 64 << 20;
+
+/// The peak resident memory of a process, in bytes (`VmHWM` of /proc/PID/status).
+fn peak_memory(pid: Pid) -> u64 {
+    let kib: u64 = status_field(pid, "VmHWM:").parse().expect("VmHWM in /proc/PID/status");
+    kib << 10
+}
+
+/// The one worker of `server`.
+fn only_worker(server: &Server) -> Pid {
+    let workers = server.booted_worker_pids();
+    assert_eq!(workers.len(), 1, "one worker");
+    workers[0]
+}
+
+/// Sends a POST to `/discard` whose body is `UPLOAD` bytes of `x`, with a Content-Length.
+fn upload_with_content_length(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head = format!("POST /discard HTTP/1.1\r\nHost: h\r\nContent-Length: {UPLOAD}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let piece = vec![b'x'; 64 * 1024];
+    for _ in 0..UPLOAD / piece.len() {
+        stream.write_all(&piece).unwrap();
+    }
+    let response = read_response(stream);
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
+
+/// Sends the same body chunked, in chunks of 2000 bytes (`7d0`), each packet ending after the `7` of the next
+/// size line, with a pause after every four packets: the worker, reading up to 16 KiB at a time, then reads whole
+/// packets, and each read ends inside a size line.
+fn upload_chunked_in_pieces(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"POST /discard HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n7").unwrap();
+    let chunks = UPLOAD / 2000;
+    let mut packet = b"d0\r\n".to_vec();
+    packet.extend(std::iter::repeat_n(b'x', 2000));
+    packet.extend_from_slice(b"\r\n7");
+    for index in 0..chunks {
+        // The last packet ends with its chunk's CRLF: the rest of the body has a size line of its own.
+        let cut = if index + 1 == chunks { packet.len() - 1 } else { packet.len() };
+        stream.write_all(&packet[..cut]).unwrap();
+        if index % 4 == 3 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let rest = UPLOAD - chunks * 2000;
+    stream.write_all(format!("{rest:x}\r\n").as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; rest]).unwrap();
+    stream.write_all(b"\r\n0\r\n\r\n").unwrap();
+    let response = read_response(stream);
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
+
+#[test]
+fn chunked_body_split_inside_size_lines_costs_what_a_content_length_body_costs() {
+    // The upload is slow on purpose: the watchdog must not take it for a stuck worker.
+    let server = Server::start(MISBEHAVE, 1, &["--timeout", "300"]);
+    let worker = only_worker(&server);
+    // The `7` that ends the head's packet is the first digit of the first size line.
+    assert_eq!(upload_with_content_length(server.port), UPLOAD.to_string());
+    let after_content_length = peak_memory(worker);
+    assert_eq!(upload_chunked_in_pieces(server.port), UPLOAD.to_string());
+    let after_chunked = peak_memory(worker);
+    eprintln!(
+        "worker peak: {} KiB after Content-Length, {} KiB after chunked",
+        after_content_length >> 10,
+        after_chunked >> 10
+    );
+    assert_eq!(only_worker(&server), worker, "the same worker served both");
+    let margin = 8 << 20;
+    assert!(
+        after_chunked <= after_content_length + margin,
+        "the chunked upload raised the worker's peak from {} KiB (Content-Length) to {} KiB",
+        after_content_length >> 10,
+        after_chunked >> 10
+    );
+}
+
+/// A head of about 780 KB (97 fields of 8000 bytes) that never ends.
+fn endless_head() -> Vec<u8> {
+    let mut head = b"GET /big HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for index in 0..97 {
+        head.extend_from_slice(format!("X-Field-{index}: ").as_bytes());
+        head.extend(std::iter::repeat_n(b'v', 8000));
+        head.extend_from_slice(b"\r\n");
+    }
+    head
+}
+
+/// Writes `head` on `stream` (the server may close first) and returns the status it answered, if any.
+fn status_after_sending(mut stream: TcpStream, head: &[u8]) -> Option<u16> {
+    let _ = stream.write_all(head);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    (!raw.is_empty()).then(|| parse_response(&raw).status)
+}
+
+#[test]
+fn pending_heads_past_their_limit_are_refused_and_a_normal_client_is_served() {
+    let limit: u64 = 4 << 20;
+    let limit_text = limit.to_string();
+    let server = Server::start("sample:hello", 1, &["--limit-pending-heads", &limit_text, "--client-timeout", "10"]);
+    let worker = only_worker(&server);
+    assert_eq!(server.get("/").status, 200);
+    let before = peak_memory(worker);
+    // 128 clients connect first, so that the normal client waits behind all of them in the listen queue.
+    let streams: Vec<TcpStream> = (0..128)
+        .map(|_| {
+            let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            stream.set_write_timeout(Some(PATIENCE)).unwrap();
+            stream
+        })
+        .collect();
+    let head = endless_head();
+    let statuses = std::thread::scope(|scope| {
+        let senders: Vec<_> =
+            streams.into_iter().map(|stream| scope.spawn(|| status_after_sending(stream, &head))).collect();
+        let normal = server.get("/");
+        assert_eq!(normal.status, 200, "the normal client is served");
+        senders.into_iter().map(|sender| sender.join().expect("sender thread")).collect::<Vec<_>>()
+    });
+    let after = peak_memory(worker);
+    eprintln!("worker peak: {} KiB before the endless heads, {} KiB after", before >> 10, after >> 10);
+    let margin = 12 << 20;
+    assert!(
+        after <= before + limit + margin,
+        "the worker's peak went from {} KiB to {} KiB with --limit-pending-heads {} KiB",
+        before >> 10,
+        after >> 10,
+        limit >> 10
+    );
+    assert!(
+        statuses.iter().all(|status| matches!(status, Some(431 | 408) | None)),
+        "the endless heads get 431 or 408 (or a reset after it): {statuses:?}"
+    );
+    assert!(statuses.contains(&Some(431)), "some endless heads were refused with 431: {statuses:?}");
+    let refused = server.log_lines().iter().filter(|line| line.contains("(--limit-pending-heads)")).count();
+    assert!(refused >= 100, "only {refused} heads were refused for the limit:\n{}", server.log_text());
+    assert_eq!(only_worker(&server), worker, "no worker was replaced");
+}
+
+#[test]
+fn continue_is_never_sent_after_the_final_response() {
+    let server = Server::start("sample:hello", 1, &[]);
+    // The client waits for `100 Continue` before sending its body; hello answers without reading it.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let _ = stream.shutdown(Shutdown::Both);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(!text.contains("100 Continue"), "a 100 Continue after the final response: {text:?}");
+    // A client that sent its body anyway gets the same single answer.
+    let response =
+        send(server.port, b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(response.status, 200);
+    assert!(!String::from_utf8_lossy(&response.raw).contains("100 Continue"), "{:?}", response.raw);
+}
+
+#[test]
+fn head_answer_may_declare_a_length_and_send_no_body() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    for length in [1234, 200_000] {
+        let head = send(server.port, format!("HEAD /declared?length={length} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(head.status, 200, "HEAD with Content-Length {length}: {}", head.text());
+        assert_eq!(head.header("content-length"), Some(length.to_string().as_str()));
+        assert!(head.body.is_empty(), "no body after a HEAD answer");
+        let get = server.get(&format!("/declared?length={length}"));
+        assert_eq!((get.status, get.body.len()), (200, length), "GET gets the body");
+    }
+    assert!(!server.log_text().contains("Invalid response from the guest"), "{}", server.log_text());
+}
