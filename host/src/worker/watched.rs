@@ -99,3 +99,49 @@ impl Write for WatchedStream {
         self.stream.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::worker::heartbeat::Heartbeats;
+
+    fn watched_pair(patience: Duration) -> (WatchedStream, UnixStream, &'static Slot) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let slot = Heartbeats::new().unwrap().slot(0);
+        (WatchedStream::new(Stream::Unix(ours), slot, patience), theirs, slot)
+    }
+
+    #[test]
+    fn bytes_that_move_are_a_sign_of_life_and_given_back_to_the_guest() {
+        let (mut watched, mut client, slot) = watched_pair(Duration::from_secs(10));
+        let deadline = Deadline::after(Duration::from_secs(5));
+        watched.set_deadline(Some(deadline.clone()));
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            client.write_all(b"late").unwrap();
+            client
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(watched.read(&mut buf).unwrap(), 4);
+        // A fresh slot has been silent since the machine booted; the read beat.
+        assert!(slot.silence() < Duration::from_secs(5));
+        // The second spent waiting for the bytes was given back (without, at most 4 s would be left).
+        assert!(deadline.remaining() > Duration::from_millis(4500), "{:?}", deadline.remaining());
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn a_client_that_moves_nothing_ends_the_wait_at_the_patience_or_the_deadline() {
+        let (mut watched, _client, _) = watched_pair(Duration::from_millis(50));
+        let mut buf = [0u8; 8];
+        assert_eq!(watched.read(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        watched.set_patience(Duration::from_secs(60));
+        let deadline = Deadline::after(Duration::from_millis(50));
+        watched.set_deadline(Some(deadline.clone()));
+        assert_eq!(watched.read(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(deadline.has_passed(), "the wait ended at the guest's deadline, not the patience");
+    }
+}
