@@ -13,6 +13,7 @@ mod guests;
 mod http;
 mod logs;
 mod process;
+mod retire;
 mod rfc9112;
 mod sandbox;
 mod signals;

@@ -12,6 +12,7 @@
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
 //! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
 //!   `/body-before-start`.
+//! - `/sleep?seconds=F`: sleeps F seconds (a host call: epochs do not interrupt it), then answers `200 slept`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -60,6 +61,11 @@ impl Guest for Misbehave {
                 let _ = start_response("200 OK", &[]);
                 let _ = write_body(b"too late\n");
                 Ok(())
+            }
+            "/sleep" => {
+                let seconds: f64 = parameter(query, "seconds").parse().map_err(|_| "seconds must be a number")?;
+                std::thread::sleep(Duration::from_secs_f64(seconds));
+                answer("slept")
             }
             _ => {
                 start_response("404 Not Found", &[])?;
