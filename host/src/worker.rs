@@ -131,9 +131,8 @@ enum Inlet<'a> {
     Inbox(Inbox<'a>),
 }
 
-/// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor, SIGINT and SIGQUIT left to end it at
-/// once, SIGABRT answering the queued connections before it ends it), drops privileges, and ties its life to
-/// the arbiter's.
+/// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor; SIGABRT, SIGINT and SIGQUIT end it at
+/// once, after answering its queued connections), drops privileges, and ties its life to the arbiter's.
 fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
     let mut blocked = SigSet::empty();
     for signal in [
@@ -149,16 +148,12 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
     }
     blocked.thread_set_mask()?;
     // SIGINT and SIGQUIT must end the worker even when the server was started with them ignored (a shell starts
-    // background jobs so), since the arbiter's quick stop sends SIGINT.
-    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
-        // SAFETY: restoring the default disposition installs no handler, so no code runs in signal context.
-        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
-    }
+    // background jobs so), since the arbiter's quick stop sends SIGINT: `farewell` handles them, as SIGABRT.
+    farewell::install(setup.slot)?;
     let mut handled = SigSet::empty();
     handled.add(Signal::SIGTERM);
     handled.add(Signal::SIGUSR1);
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    farewell::install(setup.slot)?;
     process::disable_core_dumps();
     process::drop_privileges(setup.user, setup.group)?;
     // After the privileges: changing credentials clears the parent-death signal.

@@ -164,3 +164,15 @@ fn sigterm_past_the_graceful_timeout_answers_queued_connections_503() {
 fn sighup_past_the_graceful_timeout_answers_queued_connections_503() {
     graceful_timeout_answers_queued_503(Signal::SIGHUP);
 }
+
+#[test]
+fn quick_stop_answers_the_connections_a_worker_queued_503() {
+    let mut server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "60"]);
+    let stuck = server.booted_worker_pids()[0];
+    let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/sleep?seconds=60");
+    server.signal(Signal::SIGINT);
+    assert_answered_503(queued);
+    server.wait_for_line(&format!("Worker (pid:{stuck}) stopped by SIGINT; it answered its 3 queued connections 503"));
+    assert!(whole_response(read_all(busy)).is_none());
+    assert_eq!(server.wait_exit().code(), Some(0));
+}

@@ -1,10 +1,11 @@
 //! What a dying worker says to the connections it holds but never started: `503 Service Unavailable` and a
 //! FIN, not a reset. The arbiter ends a stuck worker (WORKER TIMEOUT) or one past its graceful timeout with
-//! SIGABRT, then SIGKILL a second later. The worker is then busy in a request and its loop cannot act, so a
-//! SIGABRT handler does it: the worker keeps the descriptors of its queued connections in a registry, a static
-//! array of atomics, while it holds them (`Queued`), and takes each out before it starts serving or answering
-//! it; the handler answers every descriptor still registered, records how many in the worker's heartbeat slot
-//! for the arbiter's log, then lets SIGABRT's default action end the process. The request in flight is cut.
+//! SIGABRT, then SIGKILL a second later, and a quick stop ends every worker with SIGINT. The worker may be busy
+//! in a request, where its loop cannot act, so a signal handler does it: the worker keeps the descriptors of its
+//! queued connections in a registry, a static array of atomics, while it holds them (`Queued`), and takes each
+//! out before it starts serving or answering it; the handler answers every descriptor still registered,
+//! records how many in the worker's heartbeat slot for the arbiter's log, then lets the signal's default action
+//! end the process. The request in flight is cut.
 //! The handler makes only async-signal-safe calls (send, recv, shutdown, sigaction, pthread_self,
 //! pthread_kill, raise) and touches nothing but atomics.
 
@@ -40,14 +41,23 @@ static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 /// answered by the handler while the loop writes to it.
 static MAIN_THREAD: AtomicU64 = AtomicU64::new(0);
 
-/// Installs the SIGABRT handler. Call it in the worker, after the fork, from the thread that serves.
+/// The signals that end a worker at once, and are handled here.
+const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
+
+/// Installs the handler of the `DEADLY` signals (replacing their disposition, even an inherited "ignore"). Call
+/// it in the worker, after the fork, from the thread that serves.
 pub fn install(slot: &Slot) -> nix::Result<()> {
     MAIN_THREAD.store(pthread_self() as u64, Ordering::Relaxed);
     SLOT.store(std::ptr::from_ref(slot).cast_mut(), Ordering::Release);
-    let action = SigAction::new(SigHandler::Handler(on_abort), SaFlags::SA_RESTART, SigSet::empty());
-    // SAFETY: `on_abort` makes only async-signal-safe calls and reads only atomics and a shared mapping that is
-    // never unmapped.
-    unsafe { sigaction(Signal::SIGABRT, &action) }?;
+    // While the handler runs, the others wait: one answers, then the process ends.
+    let mut mask = SigSet::empty();
+    DEADLY.iter().for_each(|signal| mask.add(*signal));
+    let action = SigAction::new(SigHandler::Handler(on_deadly_signal), SaFlags::SA_RESTART, mask);
+    for signal in DEADLY {
+        // SAFETY: `on_deadly_signal` makes only async-signal-safe calls and reads only atomics and a shared
+        // mapping that is never unmapped.
+        unsafe { sigaction(signal, &action) }?;
+    }
     Ok(())
 }
 
@@ -115,12 +125,13 @@ impl Drop for Entry {
     }
 }
 
-extern "C" fn on_abort(_: nix::libc::c_int) {
+extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
     let errno = Errno::last_raw();
+    let Ok(signal) = Signal::try_from(number) else { return };
     let main = MAIN_THREAD.load(Ordering::Relaxed) as Pthread;
     if pthread_self() != main {
         // Another thread got the signal while the loop may be writing to a connection: pass it on.
-        let _ = pthread_kill(main, Signal::SIGABRT);
+        let _ = pthread_kill(main, signal);
         Errno::set_raw(errno);
         return;
     }
@@ -131,9 +142,9 @@ extern "C" fn on_abort(_: nix::libc::c_int) {
     }
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: restoring the default disposition installs no handler.
-    let _ = unsafe { sigaction(Signal::SIGABRT, &default) };
+    let _ = unsafe { sigaction(signal, &default) };
     // Blocked while the handler runs: delivered, with its default action, when it returns.
-    let _ = raise(Signal::SIGABRT);
+    let _ = raise(signal);
 }
 
 /// Answers every registered connection 503, ends it with a FIN, and discards what its client sent; returns how
