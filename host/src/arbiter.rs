@@ -183,14 +183,18 @@ impl Arbiter {
                     self.shut_down();
                     return Ok(ExitCode::from(code));
                 }
-                Some(stop) if Instant::now() >= stop.deadline => self.workers.kill_all(Signal::SIGKILL),
+                // A graceful stop's overdue workers get SIGABRT, then SIGKILL, from `abort_overdue`.
+                Some(stop) if !stop.graceful && Instant::now() >= stop.deadline => {
+                    self.workers.kill_all(Signal::SIGKILL)
+                }
                 Some(_) => {}
             }
             if let Some(timeout) = self.config.timeout {
                 let busy_minimum = self.config.site.longest_guest_timeout() + GUEST_DEADLINE_MARGIN;
                 self.workers.murder_silent(&self.heartbeats, timeout, busy_minimum);
             }
-            self.workers.kill_overdue_retirees();
+            self.workers.abort_overdue();
+            self.workers.kill_aborted();
             for signal in self.signals.wait(LOOP_WAIT) {
                 self.handle(signal);
             }
@@ -229,7 +233,11 @@ impl Arbiter {
         }
         self.listeners.clear();
         self.stop = Some(Stop { graceful, deadline: Instant::now() + self.config.graceful_timeout, exit_code });
-        self.workers.kill_all(if graceful { Signal::SIGTERM } else { Signal::SIGINT });
+        if graceful {
+            self.workers.stop_all(self.config.graceful_timeout);
+        } else {
+            self.workers.kill_all(Signal::SIGINT);
+        }
     }
 
     fn shut_down(&mut self) {
@@ -249,7 +257,7 @@ impl Arbiter {
         run.target = target;
         log::info(format_args!("Number of workers: {target}"));
         let generation = run.generation;
-        self.workers.retire_oldest(generation, target as usize, self.config.graceful_timeout);
+        self.workers.retire_oldest(generation, target as usize, self.config.graceful_timeout, &self.heartbeats);
     }
 
     /// Starts the workers each pool lacks. A fork that fails (too many processes, no memory) is logged and tried
@@ -328,7 +336,8 @@ impl Arbiter {
                 continue;
             }
             let Some(record) = self.workers.remove(pid) else { continue };
-            let boot_failed = workers::report_exit(pid, status, &record, self.stop.is_some());
+            let answered = self.heartbeats.slot(record.slot).answered_at_death();
+            let boot_failed = workers::report_exit(pid, status, &record, answered, self.stop.is_some());
             if boot_failed && self.stop.is_none() {
                 self.handle_boot_failure(record.generation);
             }

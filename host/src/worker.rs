@@ -1,13 +1,17 @@
 //! A worker process: after the fork it drops privileges, loads its pool's apps (its own engine, linker and
 //! instance-pres) and marks itself ready in the heartbeat table. Then it reads request heads side by side and
 //! serves the requests one at a time. A shared-pool worker accepts from the listeners and routes every request;
-//! a dedicated pool's worker takes the connections handed to its pool. It stops on SIGTERM (after its current
-//! request and the connections already queued), after `--max-requests`, when its memory passes
-//! `--max-worker-memory`, or when the arbiter dies.
+//! a dedicated pool's worker takes the connections handed to its pool. It stops on SIGTERM: retired (a reload,
+//! TTOU, a smaller pool: the listeners stay open for other workers), it accepts nothing more and finishes the
+//! connections it holds; stopped with the server (or orphaned by the arbiter's death), it also serves the
+//! connections the kernel had already queued. After `--max-requests`, or when its memory passes
+//! `--max-worker-memory`, it leaves as a retired one does. Killed, it answers the connections it held but never
+//! started 503 (`farewell`).
 
 mod dispatch;
 mod environ;
 mod exchange;
+mod farewell;
 mod forwarded;
 mod handoff;
 mod heads;
@@ -136,8 +140,8 @@ enum Inlet<'a> {
     Inbox(Inbox<'a>),
 }
 
-/// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor, SIGINT and SIGQUIT left to end it at
-/// once), drops privileges, and ties its life to the arbiter's.
+/// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor; SIGABRT, SIGINT and SIGQUIT end it at
+/// once, after answering its queued connections), drops privileges, and ties its life to the arbiter's.
 fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
     let mut blocked = SigSet::empty();
     for signal in [
@@ -153,11 +157,8 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
     }
     blocked.thread_set_mask()?;
     // SIGINT and SIGQUIT must end the worker even when the server was started with them ignored (a shell starts
-    // background jobs so), since the arbiter's quick stop sends SIGINT.
-    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
-        // SAFETY: restoring the default disposition installs no handler, so no code runs in signal context.
-        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
-    }
+    // background jobs so), since the arbiter's quick stop sends SIGINT: `farewell` handles them, as SIGABRT.
+    farewell::install(setup.slot)?;
     let mut handled = SigSet::empty();
     handled.add(Signal::SIGTERM);
     handled.add(Signal::SIGUSR1);
@@ -173,7 +174,8 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
 }
 
 /// Accepts connections, reads their heads side by side, and serves the requests one at a time, in the order
-/// their heads completed. On SIGTERM: take what the kernel already queued, finish those, leave.
+/// their heads completed. On SIGTERM: retired, accept nothing more; stopped with the server, take what the
+/// kernel already queued; then finish what is held, and leave.
 fn accept_loop(
     runtime: &Runtime<HttpExchange>,
     dispatch: &mut Dispatch<'_>,
@@ -194,9 +196,16 @@ fn accept_loop(
         setup.slot.beat();
         if !stopping && stop_requested(signals) {
             stopping = true;
-            // Take everything the kernel already accepted for us, then no more.
-            // (A pool's channel is left to the pool's other workers.)
-            if let Inlet::Listeners(listeners) = &inlet {
+            if setup.slot.is_retiring() {
+                // The listeners stay open: what the kernel queued is for the workers that replace this one.
+                log::info(format_args!(
+                    "Worker retiring (pid: {}): accepting no more, finishing the {} connections it holds",
+                    std::process::id(),
+                    heads.held()
+                ));
+            } else if let Inlet::Listeners(listeners) = &inlet {
+                // The server stops: take everything the kernel already accepted for us, then no more.
+                // (A pool's channel is left to the pool's other workers.)
                 while accept_waiting(&epoll, listeners, &mut heads, true) {}
             }
         }

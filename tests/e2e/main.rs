@@ -15,6 +15,7 @@ mod http;
 mod isolation;
 mod logs;
 mod process;
+mod retire;
 mod rfc9112;
 mod sandbox;
 mod signals;

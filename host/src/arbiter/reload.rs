@@ -29,7 +29,7 @@ impl Arbiter {
             Some(previous) if previous.fresh.contains(&generation) => {
                 log::error("A new generation of workers failed to boot: the previous ones keep serving");
                 for fresh in &previous.fresh {
-                    self.workers.retire_generation(*fresh, self.config.graceful_timeout);
+                    self.workers.retire_generation(*fresh, self.config.graceful_timeout, &self.heartbeats);
                 }
                 self.config = previous.config;
                 self.artefacts = previous.artefacts;
@@ -59,7 +59,7 @@ impl Arbiter {
         log::error(format_args!(
             "App {name} stopped: its pool's workers fail to boot; its requests get 503 until a reload (SIGHUP)"
         ));
-        self.workers.retire_generation(generation, self.config.graceful_timeout);
+        self.workers.retire_generation(generation, self.config.graceful_timeout, &self.heartbeats);
         let stand_in = self.next_generation;
         self.next_generation += 1;
         if let Some(run) = self.pools.get_mut(&PoolKey::Dedicated(name.to_string())) {
@@ -115,7 +115,8 @@ impl Arbiter {
         // Pools that only changed size: retire their extra workers now (new ones are started by the main loop).
         for (key, run) in &pools {
             if !fresh.contains(&run.generation) && self.pools.get(key).is_some_and(|old| old.target > run.target) {
-                self.workers.retire_oldest(run.generation, run.target as usize, config.graceful_timeout);
+                let graceful = config.graceful_timeout;
+                self.workers.retire_oldest(run.generation, run.target as usize, graceful, &self.heartbeats);
             }
         }
         let changed: Vec<String> =
@@ -151,7 +152,7 @@ impl Arbiter {
         }
         let current: Vec<u64> = self.pools.values().map(|run| run.generation).collect();
         for run in previous.pools.values().filter(|run| !current.contains(&run.generation)) {
-            self.workers.retire_generation(run.generation, self.config.graceful_timeout);
+            self.workers.retire_generation(run.generation, self.config.graceful_timeout, &self.heartbeats);
         }
         self.previous = None;
         pools::close_unused_channels(&self.config.site, &mut self.channels);

@@ -1,5 +1,7 @@
 //! The arbiter's table of workers: which generation each belongs to, its heartbeat slot, and what the arbiter
-//! did to it, so that its exit can be reported truthfully (a timeout kill is not "perhaps out of memory").
+//! did to it, so that its exit can be reported truthfully (a timeout kill is not "perhaps out of memory"). A
+//! worker that must die, silent past `--timeout` or still running past its graceful timeout, gets SIGABRT
+//! first, on which it answers the connections it queued but never started 503, and SIGKILL a second later.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,8 +15,17 @@ use crate::log;
 use crate::worker::BOOT_ERROR;
 use crate::worker::heartbeat::{CAPACITY, Heartbeats};
 
-/// After SIGABRT for a timeout, how long a worker has before SIGKILL.
+/// After SIGABRT, how long a worker has before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Why the arbiter sent a worker SIGABRT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AbortCause {
+    /// Silent past `--timeout`.
+    Timeout,
+    /// Retired or stopped, and still running past `--graceful-timeout`.
+    GracefulTimeout,
+}
 
 /// A worker the arbiter started and has not reaped yet.
 #[derive(Debug)]
@@ -24,10 +35,12 @@ pub struct WorkerRecord {
     started: Instant,
     /// The arbiter sent it SIGKILL.
     killed_by_arbiter: bool,
-    /// When the arbiter sent SIGABRT because the worker was silent past the timeout.
-    timed_out: Option<Instant>,
-    /// A retiring worker was sent SIGTERM; past this it gets SIGKILL.
-    retire_deadline: Option<Instant>,
+    /// When and why the arbiter sent it SIGABRT.
+    aborted: Option<(Instant, AbortCause)>,
+    /// The worker was retired, or stopped gracefully, with SIGTERM; past this it gets SIGABRT.
+    graceful_deadline: Option<Instant>,
+    /// It was retired: sent SIGTERM while the listeners stay open for other workers.
+    retired: bool,
 }
 
 #[derive(Debug, Default)]
@@ -42,8 +55,9 @@ impl Workers {
             generation,
             started: Instant::now(),
             killed_by_arbiter: false,
-            timed_out: None,
-            retire_deadline: None,
+            aborted: None,
+            graceful_deadline: None,
+            retired: false,
         };
         self.records.insert(pid, record);
     }
@@ -58,9 +72,7 @@ impl Workers {
 
     /// Workers of `generation` that are not retiring.
     fn serving(&self, generation: u64) -> impl Iterator<Item = (&Pid, &WorkerRecord)> {
-        self.records
-            .iter()
-            .filter(move |(_, record)| record.generation == generation && record.retire_deadline.is_none())
+        self.records.iter().filter(move |(_, record)| record.generation == generation && !record.retired)
     }
 
     pub fn count_current(&self, generation: u64) -> usize {
@@ -93,44 +105,84 @@ impl Workers {
     }
 
     /// Gracefully stops the oldest serving workers of `generation` beyond `keep`.
-    pub fn retire_oldest(&mut self, generation: u64, keep: usize, graceful: Duration) {
+    pub fn retire_oldest(&mut self, generation: u64, keep: usize, graceful: Duration, heartbeats: &Heartbeats) {
         let mut serving: Vec<(Instant, Pid)> =
             self.serving(generation).map(|(pid, record)| (record.started, *pid)).collect();
         serving.sort();
         let extra = serving.len().saturating_sub(keep);
         for (_, pid) in serving.into_iter().take(extra) {
-            self.retire(pid, graceful);
+            self.retire(pid, graceful, heartbeats);
         }
     }
 
     /// Gracefully stops every serving worker of `generation`.
-    pub fn retire_generation(&mut self, generation: u64, graceful: Duration) {
+    pub fn retire_generation(&mut self, generation: u64, graceful: Duration, heartbeats: &Heartbeats) {
         let pids: Vec<Pid> = self.serving(generation).map(|(pid, _)| *pid).collect();
         for pid in pids {
-            self.retire(pid, graceful);
+            self.retire(pid, graceful, heartbeats);
         }
     }
 
-    fn retire(&mut self, pid: Pid, graceful: Duration) {
+    /// Marks the worker retiring in its slot (it accepts no more: the listeners stay open for the others), then
+    /// sends SIGTERM.
+    fn retire(&mut self, pid: Pid, graceful: Duration, heartbeats: &Heartbeats) {
         if let Some(record) = self.records.get_mut(&pid) {
-            record.retire_deadline = Some(Instant::now() + graceful);
+            record.retired = true;
+            record.graceful_deadline = Some(earliest(record.graceful_deadline, Instant::now() + graceful));
+            heartbeats.slot(record.slot).mark_retiring();
             let _ = kill(pid, Signal::SIGTERM);
         }
     }
 
-    /// Kills retiring workers still running past their graceful timeout.
-    pub fn kill_overdue_retirees(&mut self) {
+    /// The server stops: SIGTERM to every worker, each given `graceful` (or what it has left of an earlier
+    /// retirement).
+    pub fn stop_all(&mut self, graceful: Duration) {
+        let deadline = Instant::now() + graceful;
+        for (pid, record) in &mut self.records {
+            record.graceful_deadline = Some(earliest(record.graceful_deadline, deadline));
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Sends SIGABRT to workers retired or stopped and still running past their graceful timeout.
+    pub fn abort_overdue(&mut self) {
         let now = Instant::now();
         let overdue: Vec<Pid> = self
             .records
             .iter()
             .filter(|(_, record)| {
-                record.retire_deadline.is_some_and(|deadline| now >= deadline) && !record.killed_by_arbiter
+                record.graceful_deadline.is_some_and(|deadline| now >= deadline)
+                    && record.aborted.is_none()
+                    && !record.killed_by_arbiter
             })
             .map(|(pid, _)| *pid)
             .collect();
         for pid in overdue {
-            log::warning(format_args!("Worker (pid:{pid}) did not finish within the graceful timeout: killing it"));
+            log::warning(format_args!(
+                "Worker (pid:{pid}) did not finish within the graceful timeout: sending SIGABRT, then SIGKILL"
+            ));
+            self.abort(pid, AbortCause::GracefulTimeout);
+        }
+    }
+
+    fn abort(&mut self, pid: Pid, cause: AbortCause) {
+        if let Some(record) = self.records.get_mut(&pid) {
+            record.aborted = Some((Instant::now(), cause));
+            let _ = kill(pid, Signal::SIGABRT);
+        }
+    }
+
+    /// Sends SIGKILL to workers still running `ABORT_GRACE` after their SIGABRT.
+    pub fn kill_aborted(&mut self) {
+        let late: Vec<Pid> = self
+            .records
+            .iter()
+            .filter(|(_, record)| {
+                record.aborted.is_some_and(|(at, _)| at.elapsed() >= ABORT_GRACE) && !record.killed_by_arbiter
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in late {
             self.signal(pid, Signal::SIGKILL);
         }
     }
@@ -141,11 +193,8 @@ impl Workers {
     pub fn murder_silent(&mut self, heartbeats: &Heartbeats, timeout: Duration, busy_minimum: Duration) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {
-            let Some(record) = self.records.get_mut(&pid) else { continue };
-            if let Some(aborted) = record.timed_out {
-                if aborted.elapsed() >= ABORT_GRACE && !record.killed_by_arbiter {
-                    self.signal(pid, Signal::SIGKILL);
-                }
+            let Some(record) = self.records.get(&pid) else { continue };
+            if record.aborted.is_some() {
                 continue;
             }
             let slot = heartbeats.slot(record.slot);
@@ -160,10 +209,14 @@ impl Workers {
                 None => format!("silent for {:.1} s while idle", silence.as_secs_f64()),
             };
             log::critical(format_args!("WORKER TIMEOUT (pid:{pid}) {doing}"));
-            record.timed_out = Some(Instant::now());
-            let _ = kill(pid, Signal::SIGABRT);
+            self.abort(pid, AbortCause::Timeout);
         }
     }
+}
+
+/// `deadline`, or the one already set if it comes sooner.
+fn earliest(set: Option<Instant>, deadline: Instant) -> Instant {
+    set.map_or(deadline, |set| set.min(deadline))
 }
 
 /// Every child that has exited, with its status.
@@ -186,8 +239,14 @@ pub fn reap_children() -> Vec<(Pid, WaitStatus)> {
     }
 }
 
-/// Logs why a worker left; returns whether it failed to boot.
-pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping: bool) -> bool {
+/// Logs why a worker left (`answered`: how many queued connections it answered 503 as it was killed); returns
+/// whether it failed to boot.
+pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered: u32, stopping: bool) -> bool {
+    let answers = match answered {
+        0 => String::new(),
+        1 => "; it answered its 1 queued connection 503".to_string(),
+        count => format!("; it answered its {count} queued connections 503"),
+    };
     match status {
         WaitStatus::Exited(_, 0) => log::info(format_args!("Worker exiting (pid: {pid})")),
         WaitStatus::Exited(_, BOOT_ERROR) => {
@@ -195,8 +254,12 @@ pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping
             return true;
         }
         WaitStatus::Exited(_, code) => log::error(format_args!("Worker (pid:{pid}) exited with code {code}")),
-        WaitStatus::Signaled(_, signal, _) if record.timed_out.is_some() => {
-            log::error(format_args!("Worker (pid:{pid}) was killed with {signal} after WORKER TIMEOUT"));
+        WaitStatus::Signaled(_, signal, _) if record.aborted.is_some() => {
+            let after = match record.aborted {
+                Some((_, AbortCause::Timeout)) => "WORKER TIMEOUT",
+                _ => "the graceful timeout",
+            };
+            log::error(format_args!("Worker (pid:{pid}) was killed with {signal} after {after}{answers}"));
         }
         WaitStatus::Signaled(_, Signal::SIGKILL, _) if record.killed_by_arbiter => {
             log::error(format_args!("Worker (pid:{pid}) was sent SIGKILL by the arbiter after the graceful timeout"));
@@ -205,9 +268,11 @@ pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping
             "Worker (pid:{pid}) was sent SIGKILL from outside wasmcorn (perhaps the kernel's out-of-memory killer)"
         )),
         WaitStatus::Signaled(_, signal, _) if stopping => {
-            log::info(format_args!("Worker (pid:{pid}) stopped by {signal}"))
+            log::info(format_args!("Worker (pid:{pid}) stopped by {signal}{answers}"))
         }
-        WaitStatus::Signaled(_, signal, _) => log::error(format_args!("Worker (pid:{pid}) was killed by {signal}")),
+        WaitStatus::Signaled(_, signal, _) => {
+            log::error(format_args!("Worker (pid:{pid}) was killed by {signal}{answers}"))
+        }
         other => log::warning(format_args!("Worker (pid:{pid}) changed state: {other:?}")),
     }
     false

@@ -3,12 +3,14 @@
 //! time. A head must arrive whole within the client timeout of its connection's accept (a deadline for the whole
 //! head, not for each read); a complete head makes its request ready to serve, in arrival order. The buffers of
 //! the heads still arriving hold at most `--limit-pending-heads` bytes together: past it, the largest is refused.
+//! Every connection held here is `Queued`, so that a worker killed meanwhile answers it 503 (see `farewell`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use super::farewell::Queued;
 use super::handoff::Handed;
 use super::serve;
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
@@ -33,7 +35,7 @@ pub struct Arrived {
 }
 
 struct Pending {
-    conn: Connection<Stream>,
+    conn: Queued<Connection<Stream>>,
     peer: Peer,
     local: Local,
     accepted: Instant,
@@ -51,7 +53,7 @@ enum Progress {
 /// worker's epoll under keys from `first_key` up.
 pub struct Heads {
     pending: BTreeMap<u64, Pending>,
-    ready: VecDeque<Arrived>,
+    ready: VecDeque<Queued<Arrived>>,
     next_key: u64,
     limits: HeadLimits,
     timeout: Duration,
@@ -76,9 +78,14 @@ impl Heads {
         self.pending.is_empty() && self.ready.is_empty()
     }
 
-    /// The oldest request whose head is complete.
+    /// How many connections are held, heads still arriving and requests not started.
+    pub fn held(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
+
+    /// The oldest request whose head is complete, taken out of the queue to be served.
     pub fn pop_ready(&mut self) -> Option<Arrived> {
-        self.ready.pop_front()
+        self.ready.pop_front().map(Queued::take)
     }
 
     /// How long until the next head deadline or end of a grace, if any head is pending.
@@ -98,8 +105,8 @@ impl Heads {
             return;
         }
         let accepted = Instant::now();
-        let mut pending =
-            Pending { conn: Connection::new(stream), peer, local, accepted, deadline: accepted + self.timeout };
+        let conn = Queued::connection(Connection::new(stream));
+        let mut pending = Pending { conn, peer, local, accepted, deadline: accepted + self.timeout };
         match read_available(&mut pending.conn, &self.limits) {
             Progress::Waiting => {
                 let key = self.next_key;
@@ -120,14 +127,18 @@ impl Heads {
         if stream.set_nonblocking(true).is_err() {
             return;
         }
-        let mut conn = Connection::with_bytes(stream, bytes);
+        let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
-                self.ready.push_back(Arrived { conn, request, peer, local, script_name: Some(script_name) });
+                let script_name = Some(script_name);
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name }));
             }
-            Ok(None) => serve::reject(conn, &HttpError::BadRequest("an incomplete head was handed over".into()), peer),
-            Err(err) => serve::reject(conn, &err, peer),
+            Ok(None) => {
+                let err = HttpError::BadRequest("an incomplete head was handed over".into());
+                serve::reject(conn.take(), &err, peer);
+            }
+            Err(err) => serve::reject(conn.take(), &err, peer),
         }
     }
 
@@ -159,7 +170,7 @@ impl Heads {
             if let Some(mut pending) = self.pending.remove(&key) {
                 let _ = epoll.delete(pending.conn.stream());
                 match read_available(&mut pending.conn, &self.limits) {
-                    Progress::Waiting => serve::reject(pending.conn, &HttpError::Timeout, pending.peer),
+                    Progress::Waiting => serve::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
                     progress => self.settle(pending, progress),
                 }
             }
@@ -181,21 +192,18 @@ impl Heads {
                 self.held_limit,
                 pending.conn.held()
             );
-            serve::reject(pending.conn, &HttpError::HeadersTooLarge(why), pending.peer);
+            serve::reject(pending.conn.take(), &HttpError::HeadersTooLarge(why), pending.peer);
         }
     }
 
     fn settle(&mut self, pending: Pending, progress: Progress) {
         match progress {
             Progress::Waiting => {}
-            Progress::Complete(request) => self.ready.push_back(Arrived {
-                conn: pending.conn,
-                request,
-                peer: pending.peer,
-                local: pending.local,
-                script_name: None,
-            }),
-            Progress::Failed(err) => serve::reject(pending.conn, &err, pending.peer),
+            Progress::Complete(request) => {
+                let Pending { conn, peer, local, .. } = pending;
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name: None }));
+            }
+            Progress::Failed(err) => serve::reject(pending.conn.take(), &err, pending.peer),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! slot per worker. A worker stores the time of its last sign of life, whether it has loaded its app, and what
 //! request it is serving, with plain atomic stores: no system call, nothing that can block on a disk. The
 //! arbiter reads the slots to find workers silent for longer than `--timeout`, and new workers that are ready.
+//! The arbiter also marks a worker it retires there, and a dying worker records how many of its queued
+//! connections it answered.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -25,6 +27,10 @@ pub struct Slot {
     ready: AtomicU32,
     text_len: AtomicU32,
     text: [AtomicU8; TEXT],
+    /// Set by the arbiter before it sends SIGTERM to a worker it replaces while the listeners stay open.
+    retiring: AtomicU32,
+    /// How many queued connections the worker answered 503 when it was killed.
+    answered_at_death: AtomicU32,
 }
 
 /// The shared table. It lives as long as the process and is inherited by every fork.
@@ -72,6 +78,8 @@ impl Slot {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         self.busy_since_ms.store(0, Ordering::Relaxed);
         self.text_len.store(0, Ordering::Relaxed);
+        self.retiring.store(0, Ordering::Relaxed);
+        self.answered_at_death.store(0, Ordering::Relaxed);
         self.ready.store(0, Ordering::Release);
     }
 
@@ -110,6 +118,25 @@ impl Slot {
         self.beat();
     }
 
+    /// The arbiter retires the worker (set before its SIGTERM): it must accept no more connections, since the
+    /// listeners stay open for the workers that replace it.
+    pub fn mark_retiring(&self) {
+        self.retiring.store(1, Ordering::Release);
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire) == 1
+    }
+
+    /// Called from the worker's SIGABRT handler: a plain atomic store.
+    pub fn record_answered_at_death(&self, count: u32) {
+        self.answered_at_death.store(count, Ordering::Release);
+    }
+
+    pub fn answered_at_death(&self) -> u32 {
+        self.answered_at_death.load(Ordering::Acquire)
+    }
+
     /// How long the worker has given no sign of life.
     pub fn silence(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
@@ -145,6 +172,19 @@ mod tests {
         slot.end_request();
         assert!(slot.current_request().is_none());
         assert!(slot.silence() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_new_worker_starts_neither_retiring_nor_with_answers_recorded() {
+        let table = Heartbeats::new().unwrap();
+        let slot = table.slot(5);
+        slot.mark_retiring();
+        slot.record_answered_at_death(3);
+        assert!(slot.is_retiring());
+        assert_eq!(slot.answered_at_death(), 3);
+        slot.reset();
+        assert!(!slot.is_retiring());
+        assert_eq!(slot.answered_at_death(), 0);
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! What a dying worker says to the connections it holds but never started: `503 Service Unavailable` and a
+//! FIN, not a reset. The arbiter ends a stuck worker (WORKER TIMEOUT) or one past its graceful timeout with
+//! SIGABRT, then SIGKILL a second later, and a quick stop ends every worker with SIGINT. The worker may be busy
+//! in a request, where its loop cannot act, so a signal handler does it: the worker keeps the descriptors of its
+//! queued connections in a registry, a static array of atomics, while it holds them (`Queued`), and takes each
+//! out before it starts serving or answering it; the handler answers every descriptor still registered,
+//! records how many in the worker's heartbeat slot for the arbiter's log, then lets the signal's default action
+//! end the process. The request in flight is cut.
+//! The handler makes only async-signal-safe calls (send, recv, shutdown, sigaction, pthread_self,
+//! pthread_kill, raise) and touches nothing but atomics.
+
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::pthread::{Pthread, pthread_kill, pthread_self};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, raise, sigaction};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+
+use super::heartbeat::Slot;
+use crate::http::Connection;
+use crate::listener::Stream;
+
+/// How many connections the registry follows at once: a worker holds at most `heads::MAX_PENDING` in normal
+/// service, but a graceful stop takes everything the kernel queued (up to `--backlog`). Connections past this
+/// are not answered when the worker dies.
+const CAPACITY: usize = 4096;
+const FREE: RawFd = -1;
+/// The answer, fixed in advance: the handler cannot format or allocate. No `Date` (optional for 5xx).
+pub const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: wasmcorn\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nContent-Length: 20\r\n\r\nService Unavailable\n";
+/// How much of what a client already sent the handler discards before the process closes the socket (a close
+/// with unread bytes would reset the connection, and the client could lose the answer).
+const DISCARD_BUDGET: usize = 64 * 1024;
+
+static REGISTRY: [AtomicI32; CAPACITY] = [const { AtomicI32::new(FREE) }; CAPACITY];
+/// The worker's heartbeat slot, where the handler records how many connections it answered.
+static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+/// The thread that runs the worker's loop: the handler answers from it alone, so that no connection is
+/// answered by the handler while the loop writes to it.
+static MAIN_THREAD: AtomicU64 = AtomicU64::new(0);
+
+/// The signals that end a worker at once, and are handled here.
+const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
+
+/// Installs the handler of the `DEADLY` signals (replacing their disposition, even an inherited "ignore"). Call
+/// it in the worker, after the fork, from the thread that serves.
+pub fn install(slot: &Slot) -> nix::Result<()> {
+    MAIN_THREAD.store(pthread_self() as u64, Ordering::Relaxed);
+    SLOT.store(std::ptr::from_ref(slot).cast_mut(), Ordering::Release);
+    // While the handler runs, the others wait: one answers, then the process ends.
+    let mut mask = SigSet::empty();
+    DEADLY.iter().for_each(|signal| mask.add(*signal));
+    let action = SigAction::new(SigHandler::Handler(on_deadly_signal), SaFlags::SA_RESTART, mask);
+    for signal in DEADLY {
+        // SAFETY: `on_deadly_signal` makes only async-signal-safe calls and reads only atomics and a shared
+        // mapping that is never unmapped.
+        unsafe { sigaction(signal, &action) }?;
+    }
+    Ok(())
+}
+
+/// A connection (or what holds it) that the worker has taken in but not started: while it is held here, a dying
+/// worker answers it 503. `take` hands it over to be served or answered, and takes it out of the registry first.
+pub struct Queued<T> {
+    // Declared first, so dropped first: the descriptor leaves the registry before it is closed.
+    entry: Entry,
+    value: T,
+}
+
+impl Queued<Connection<Stream>> {
+    pub fn connection(mut conn: Connection<Stream>) -> Self {
+        let fd = conn.stream().as_fd().as_raw_fd();
+        Queued { entry: Entry::register(fd), value: conn }
+    }
+}
+
+impl<T> Queued<T> {
+    /// The same registration, around what `change` makes of the value (a connection whose head has arrived).
+    pub fn map<U>(self, change: impl FnOnce(T) -> U) -> Queued<U> {
+        Queued { entry: self.entry, value: change(self.value) }
+    }
+
+    /// Out of the registry: from now on the caller answers the connection.
+    pub fn take(self) -> T {
+        let Queued { entry, value } = self;
+        drop(entry);
+        value
+    }
+}
+
+impl<T> Deref for Queued<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> DerefMut for Queued<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+/// A cell of the registry and the descriptor it holds, freed on drop; `None` when the registry was full.
+struct Entry(Option<(usize, RawFd)>);
+
+impl Entry {
+    fn register(fd: RawFd) -> Entry {
+        let free = REGISTRY.iter().position(|cell| {
+            cell.load(Ordering::Relaxed) == FREE
+                && cell.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        });
+        Entry(free.map(|index| (index, fd)))
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some((index, fd)) = self.0 {
+            // Unless the handler already took it.
+            let _ = REGISTRY[index].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
+    let errno = Errno::last_raw();
+    let Ok(signal) = Signal::try_from(number) else { return };
+    let main = MAIN_THREAD.load(Ordering::Relaxed) as Pthread;
+    if pthread_self() != main {
+        // Another thread got the signal while the loop may be writing to a connection: pass it on.
+        let _ = pthread_kill(main, signal);
+        Errno::set_raw(errno);
+        return;
+    }
+    let answered = answer_all();
+    // SAFETY: the pointer is null or the worker's slot in the heartbeat table, a mapping never unmapped.
+    if let Some(slot) = unsafe { SLOT.load(Ordering::Acquire).as_ref() } {
+        slot.record_answered_at_death(answered);
+    }
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: restoring the default disposition installs no handler.
+    let _ = unsafe { sigaction(signal, &default) };
+    // Blocked while the handler runs: delivered, with its default action, when it returns.
+    let _ = raise(signal);
+}
+
+/// Answers every registered connection 503, ends it with a FIN, and discards what its client sent; returns how
+/// many got the whole answer.
+fn answer_all() -> u32 {
+    let mut answered = 0;
+    for cell in &REGISTRY {
+        let fd = cell.swap(FREE, Ordering::AcqRel);
+        if fd == FREE {
+            continue;
+        }
+        if send_all(fd, ANSWER) {
+            answered += 1;
+        }
+        let _ = shutdown(fd, Shutdown::Write);
+        discard_unread(fd);
+    }
+    answered
+}
+
+fn send_all(fd: RawFd, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match send(fd, bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return false,
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn discard_unread(fd: RawFd) {
+    let mut scratch = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < DISCARD_BUDGET {
+        match recv(fd, &mut scratch, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(count) => discarded += count,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn the_answer_is_a_complete_503_that_closes() {
+        let text = std::str::from_utf8(ANSWER).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        assert_eq!(body, "Service Unavailable\n");
+    }
+
+    #[test]
+    fn a_queued_connection_is_answered_until_it_is_taken() {
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        let (other, mut other_client) = UnixStream::pair().unwrap();
+        let taken = Queued::connection(Connection::new(Stream::Unix(other))).take();
+        let queued = Queued::connection(Connection::new(Stream::Unix(ours))).map(|conn| (conn, "arrived"));
+        assert_eq!(queued.1, "arrived");
+        // Other tests of this binary may hold cells too: count ours only by what the clients read.
+        answer_all();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, ANSWER);
+        drop(taken);
+        let mut nothing = Vec::new();
+        other_client.read_to_end(&mut nothing).unwrap();
+        assert!(nothing.is_empty(), "a connection taken out is not answered");
+        drop(queued);
+    }
+}

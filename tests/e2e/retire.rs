@@ -1,0 +1,183 @@
+//! Workers that leave: a retired worker (reload) accepts no more and loses no request, even with a full
+//! backlog; a worker that must die (WORKER TIMEOUT, past the graceful timeout of a stop or a reload) answers the
+//! connections it had queued but never started `503`, instead of resetting them.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use nix::sys::signal::Signal;
+
+use crate::support::{PATIENCE, Response, Server, concurrently, established_to, eventually, is_alive, parse_response};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+/// Sends `GET path` on a new connection and reads until the server closes; `None` when the connection was
+/// refused, reset or closed without a whole response.
+fn fetch(port: u16, path: &str) -> Option<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(PATIENCE)).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).ok()?;
+    whole_response(read_all(stream))
+}
+
+/// Everything the server sent until it closed (or reset) the connection.
+fn read_all(mut stream: TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let _ = stream.shutdown(Shutdown::Both);
+    raw
+}
+
+/// The response, if `raw` holds a whole one (its head and as many body bytes as its Content-Length says).
+fn whole_response(raw: Vec<u8>) -> Option<Response> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    if !httparse::Response::new(&mut fields).parse(&raw).is_ok_and(|status| status.is_complete()) {
+        return None;
+    }
+    let response = parse_response(&raw);
+    let length: usize = response.header("content-length")?.parse().ok()?;
+    (response.body.len() == length).then_some(response)
+}
+
+/// How many bytes the server has not read yet on its side of `client`'s connection to `port`, from
+/// /proc/net/tcp (the `rx_queue` column).
+fn unread_by_server(port: u16, client: &TcpStream) -> Option<usize> {
+    let client_port = client.local_addr().ok()?.port();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port_of = |address: &str| address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+        if port_of(fields.get(1)?)? != port || port_of(fields.get(2)?)? != client_port {
+            return None;
+        }
+        usize::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// Clients whose connections the worker (`-w 1`) accepted, and then a request that holds it: each client sends
+/// the start of its head, then `stuck` sends a whole request, which the worker accepts after them (the listen
+/// queue is first in, first out) and starts serving. Once the worker has read `stuck`'s request, the clients
+/// complete their heads: they are queued in that worker, not started. Returns the clients and `stuck`.
+fn queue_behind_a_stuck_request(port: u16, clients: usize, stuck: &str) -> (Vec<TcpStream>, TcpStream) {
+    let queued: Vec<TcpStream> = (0..clients)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            stream.write_all(b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n").unwrap();
+            stream
+        })
+        .collect();
+    let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    busy.set_read_timeout(Some(PATIENCE)).unwrap();
+    busy.write_all(format!("GET {stuck} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
+    eventually("the worker reads the stuck request", || unread_by_server(port, &busy) == Some(0));
+    for mut client in &queued {
+        client.write_all(b"\r\n").unwrap();
+    }
+    (queued, busy)
+}
+
+fn assert_answered_503(clients: Vec<TcpStream>) {
+    for client in clients {
+        let raw = read_all(client);
+        let response = whole_response(raw.clone())
+            .unwrap_or_else(|| panic!("a queued client got no whole answer: {:?}", String::from_utf8_lossy(&raw)));
+        assert_eq!(response.status, 503, "{}", String::from_utf8_lossy(&raw));
+        assert_eq!(response.header("connection"), Some("close"));
+        assert_eq!(response.text(), "Service Unavailable\n");
+    }
+}
+
+#[test]
+fn sighup_with_a_full_backlog_answers_every_queued_client() {
+    let server = Server::start(MISBEHAVE, 2, &["--graceful-timeout", "3"]);
+    let old = server.booted_worker_pids();
+    let port = server.port;
+    let responses: Vec<Option<Response>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..40).map(|_| scope.spawn(move || fetch(port, "/sleep?seconds=0.5"))).collect();
+        // Reload while the kernel holds every connection: two are served, the rest wait in the listen queue.
+        eventually("40 connections established", || established_to(port) >= 40);
+        server.signal(Signal::SIGHUP);
+        clients.into_iter().map(|client| client.join().expect("client thread")).collect()
+    });
+    let failed: Vec<usize> = responses
+        .iter()
+        .enumerate()
+        .filter(|(_, response)| response.as_ref().is_none_or(|response| response.status != 200))
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(failed, Vec::<usize>::new(), "clients without a 200 across the reload");
+    assert!(responses.iter().flatten().all(|response| response.text().starts_with("slept")));
+    server.wait_for_line("Reload complete");
+    server.wait_for_count("Worker retiring", 2);
+    eventually("the old workers gone", || old.iter().all(|pid| !is_alive(*pid)));
+    assert!(!server.log_text().contains("did not finish within the graceful timeout"), "no worker overran");
+    let after = concurrently(4, |_| fetch(port, "/sleep?seconds=0").expect("an answer"));
+    assert!(after.iter().all(|response| response.status == 200), "the new workers serve");
+}
+
+#[test]
+fn worker_timeout_answers_the_connections_it_queued_503() {
+    // One worker, so every connection goes to it. The guest opens a FIFO that no one writes: a file call runs on
+    // a blocking thread that its own deadline cannot cut short, so the arbiter kills the worker after the guest
+    // timeout plus 2 s.
+    let granted = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&granted.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let dir = format!("{}::/data", granted.path().display());
+    let server = Server::start(MISBEHAVE, 1, &["--timeout", "1", "--guest-timeout", "1", "--dir", &dir]);
+    let stuck = server.booted_worker_pids()[0];
+    let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/read?path=/data/fifo");
+    server.wait_for_line(&format!("WORKER TIMEOUT (pid:{stuck}) serving GET /read?path=/data/fifo HTTP/1.1"));
+    assert_answered_503(queued);
+    server.wait_for_line(&format!(
+        "Worker (pid:{stuck}) was killed with SIGABRT after WORKER TIMEOUT; it answered its 3 queued connections 503"
+    ));
+    // The request in flight is cut; a connection still in the listen queue goes to the new worker.
+    assert!(whole_response(read_all(busy)).is_none());
+    let later = fetch(server.port, "/sleep?seconds=0").expect("the new worker answers");
+    assert_eq!(later.status, 200);
+    assert!(later.text().starts_with("slept"), "{}", later.text());
+}
+
+/// A worker stuck past `--graceful-timeout` after `signal` answers its queued connections 503.
+fn graceful_timeout_answers_queued_503(signal: Signal) {
+    let mut server = Server::start(MISBEHAVE, 1, &["--graceful-timeout", "2", "--guest-timeout", "60"]);
+    let stuck = server.booted_worker_pids()[0];
+    let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/sleep?seconds=60");
+    server.signal(signal);
+    server.wait_for_line(&format!("Worker (pid:{stuck}) did not finish within the graceful timeout"));
+    assert_answered_503(queued);
+    server.wait_for_line(&format!(
+        "Worker (pid:{stuck}) was killed with SIGABRT after the graceful timeout; it answered its 3 queued \
+         connections 503"
+    ));
+    assert!(whole_response(read_all(busy)).is_none());
+    if signal == Signal::SIGTERM {
+        assert_eq!(server.wait_exit().code(), Some(0));
+    } else {
+        let later = fetch(server.port, "/sleep?seconds=0").expect("the new worker answers");
+        assert_eq!(later.status, 200);
+    }
+}
+
+#[test]
+fn sigterm_past_the_graceful_timeout_answers_queued_connections_503() {
+    graceful_timeout_answers_queued_503(Signal::SIGTERM);
+}
+
+#[test]
+fn sighup_past_the_graceful_timeout_answers_queued_connections_503() {
+    graceful_timeout_answers_queued_503(Signal::SIGHUP);
+}
+
+#[test]
+fn quick_stop_answers_the_connections_a_worker_queued_503() {
+    let mut server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "60"]);
+    let stuck = server.booted_worker_pids()[0];
+    let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/sleep?seconds=60");
+    server.signal(Signal::SIGINT);
+    assert_answered_503(queued);
+    server.wait_for_line(&format!("Worker (pid:{stuck}) stopped by SIGINT; it answered its 3 queued connections 503"));
+    assert!(whole_response(read_all(busy)).is_none());
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
