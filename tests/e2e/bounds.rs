@@ -138,8 +138,10 @@ fn pending_heads_past_their_limit_are_refused_and_a_normal_client_is_served() {
     let statuses = std::thread::scope(|scope| {
         let senders: Vec<_> =
             streams.into_iter().map(|stream| scope.spawn(|| status_after_sending(stream, &head))).collect();
+        let started = std::time::Instant::now();
         let normal = server.get("/");
         assert_eq!(normal.status, 200, "the normal client is served");
+        eprintln!("the normal client was answered after {:?}", started.elapsed());
         senders.into_iter().map(|sender| sender.join().expect("sender thread")).collect::<Vec<_>>()
     });
     let after = peak_memory(worker);
