@@ -138,8 +138,10 @@ fn pending_heads_past_their_limit_are_refused_and_a_normal_client_is_served() {
     let statuses = std::thread::scope(|scope| {
         let senders: Vec<_> =
             streams.into_iter().map(|stream| scope.spawn(|| status_after_sending(stream, &head))).collect();
+        let started = std::time::Instant::now();
         let normal = server.get("/");
         assert_eq!(normal.status, 200, "the normal client is served");
+        eprintln!("the normal client was answered after {:?}", started.elapsed());
         senders.into_iter().map(|sender| sender.join().expect("sender thread")).collect::<Vec<_>>()
     });
     let after = peak_memory(worker);
@@ -180,6 +182,31 @@ fn continue_is_never_sent_after_the_final_response() {
         send(server.port, b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(response.status, 200);
     assert!(!String::from_utf8_lossy(&response.raw).contains("100 Continue"), "{:?}", response.raw);
+}
+
+#[test]
+fn continue_is_never_sent_inside_a_streamed_response() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    // The guest streams 200 000 bytes, then reads the body: the client sends it once it has the response's start.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head =
+        "POST /reply-then-read?bytes=200000 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 64 * 1024];
+    while raw.len() < 200_000 {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => raw.extend_from_slice(&buffer[..count]),
+        }
+    }
+    stream.write_all(b"hello").unwrap();
+    let _ = stream.read_to_end(&mut raw);
+    let response = parse_response(&raw);
+    assert_eq!((response.status, response.body.len()), (200, 200_000));
+    assert!(!String::from_utf8_lossy(&raw).contains("100 Continue"), "a 100 Continue inside the response");
+    server.wait_for_line("\"POST /reply-then-read?bytes=200000 HTTP/1.1\" 200");
 }
 
 #[test]

@@ -21,6 +21,7 @@
 //!   what that page holds (up to its first zero byte): a fresh instance must find it empty.
 //! - `/discard`: reads the request body to its end, keeping none of it, and answers its length in bytes.
 //! - `/declared?length=N`: declares `Content-Length: N` and writes N bytes (`x`), or none for a HEAD request.
+//! - `/reply-then-read?bytes=N`: streams an N-byte body as `/big` does, then reads the request body to its end.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -87,6 +88,11 @@ impl Guest for Misbehave {
             "/peek" => answer(&peek()),
             "/discard" => discard(),
             "/declared" => declared(&parameter(query, "length"), variable(&environ, "REQUEST_METHOD") == "HEAD"),
+            "/reply-then-read" => {
+                big(&parameter(query, "bytes"))?;
+                while !read_body(CHUNK as u32)?.is_empty() {}
+                Ok(())
+            }
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")

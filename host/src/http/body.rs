@@ -131,11 +131,17 @@ impl BodyReader {
         self.send_continue
     }
 
+    /// Never sends `100 Continue`: the final response has started (a client that waits for it will send its body
+    /// after its own timeout, as RFC 9110 section 10.1.1 has it).
+    pub fn forgo_continue(&mut self) {
+        self.send_continue = false;
+    }
+
     /// Reads and discards what is left of the body, up to `budget` bytes, so that the client sees the response
     /// rather than a reset. Returns whether the body was read to its end. It runs after the final response has
     /// started, so it never sends `100 Continue`: a client still waiting for one is not asked for its body.
     pub fn drain<S: Read + Write>(&mut self, conn: &mut Connection<S>, budget: u64) -> bool {
-        self.send_continue = false;
+        self.forgo_continue();
         let mut drained = 0u64;
         while !self.is_done() && drained <= budget {
             match self.read(conn, 64 * 1024) {

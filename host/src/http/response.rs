@@ -67,6 +67,11 @@ impl ResponseWriter {
         &self.headers
     }
 
+    /// Whether the status line has gone to the client: after that, no interim response (`100 Continue`) may.
+    pub fn is_on_the_wire(&self) -> bool {
+        self.progress().0.is_some()
+    }
+
     /// Why the response failed, if the guest broke the contract.
     pub fn failure(&self) -> Option<&str> {
         match &self.state {

@@ -36,6 +36,9 @@ impl Exchange for HttpExchange {
         if let Some(err) = &self.body_error {
             return Err(err.to_string());
         }
+        if self.response.is_on_the_wire() {
+            self.body.forgo_continue();
+        }
         self.body.read(&mut self.conn, max).map_err(|err| {
             let message = err.to_string();
             // A wait the guest's deadline cut short says nothing against the body: the guest timed out.
