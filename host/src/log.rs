@@ -162,6 +162,11 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// Writes one access-log line.
+pub fn access(record: &AccessRecord<'_>) {
+    sink::write_access(|format| format.render(record));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,9 +180,4 @@ mod tests {
         );
         assert!(matches!(escape("nothing to do"), Cow::Borrowed(_)));
     }
-}
-
-/// Writes one access-log line.
-pub fn access(record: &AccessRecord<'_>) {
-    sink::write_access(|format| format.render(record));
 }

@@ -65,7 +65,11 @@ impl Swap {
             return Swap { file: None };
         }
         let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("isolation-swap-{}", std::process::id()));
-        let made = std::fs::File::create(&file).and_then(|created| created.set_len(64 << 20));
+        // Written out in full: swapon refuses a file with holes.
+        let zeroes = vec![0u8; 1 << 20];
+        let made = std::fs::File::create(&file).and_then(|mut created| {
+            (0..64).try_for_each(|_| created.write_all(&zeroes)).and_then(|()| created.sync_all())
+        });
         assert!(made.is_ok(), "cannot create {}: {made:?}", file.display());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let swap = Swap { file: Some(file.clone()) };

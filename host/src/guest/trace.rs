@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn a_function_name_is_demangled_and_stays_on_its_line() {
-        assert_eq!(function_name(Some("_ZN4core9panicking5panic17h0123456789abcdefE"), 3), "core::panicking::panic");
+        assert_eq!(
+            function_name(Some("_ZN4core9panicking5panic17h0123456789abcdefE"), 3),
+            "core::panicking::panic::h0123456789abcdef"
+        );
         assert_eq!(function_name(None, 7), "<wasm function 7>");
         assert_eq!(
             function_name(Some("trap\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged"), 1),
