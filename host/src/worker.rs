@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::guest::{Artefact, Runtime};
+use crate::guest::{Artefact, Refusal, Runtime};
 use crate::listener::Listener;
 use crate::site::{PoolKey, Site};
 use crate::{log, process};
@@ -39,6 +39,9 @@ pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
+/// The exit code of a worker that refused a compiled artefact (wrong owner or mode, or not the bytes the compile
+/// step wrote): the arbiter compiles the apps again instead of stopping the server.
+pub const REFUSED_ARTEFACT: i32 = 5;
 
 /// The epoll key of the signal descriptor; listeners use their index, and connections whose head is still
 /// arriving use keys from `FIRST_CONNECTION_KEY` up.
@@ -88,12 +91,15 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }
     };
     let runs = setup.site.apps_of(setup.pool);
-    let apps: Vec<_> =
-        runs.iter().map(|index| (&setup.site.tenants[*index].app, setup.artefacts[*index].path.as_path())).collect();
+    let apps: Vec<_> = runs.iter().map(|index| (&setup.site.tenants[*index].app, &setup.artefacts[*index])).collect();
     let runtime = match Runtime::<HttpExchange>::load(&apps, setup.site.max_memory_of(setup.pool), log::guest_line)
         .and_then(|runtime| runtime.start_epoch_ticker().map(|()| runtime))
     {
         Ok(runtime) => runtime,
+        Err(err) if err.chain().any(|cause| cause.is::<Refusal>()) => {
+            log::error(format_args!("Worker refused {err:#}"));
+            return REFUSED_ARTEFACT;
+        }
         Err(err) => {
             log::error(format_args!("Worker failed to boot: {err:#}"));
             return BOOT_ERROR;

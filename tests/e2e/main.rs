@@ -5,6 +5,7 @@
 mod support;
 
 mod arbiter;
+mod cache;
 mod cli;
 mod clients;
 mod config;

@@ -10,7 +10,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::log;
-use crate::worker::BOOT_ERROR;
+use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT};
 use crate::worker::heartbeat::{CAPACITY, Heartbeats};
 
 /// After SIGABRT for a timeout, how long a worker has before SIGKILL.
@@ -28,6 +28,12 @@ pub struct WorkerRecord {
     timed_out: Option<Instant>,
     /// A retiring worker was sent SIGTERM; past this it gets SIGKILL.
     retire_deadline: Option<Instant>,
+}
+
+impl WorkerRecord {
+    pub fn started(&self) -> Instant {
+        self.started
+    }
 }
 
 #[derive(Debug, Default)]
@@ -186,14 +192,26 @@ pub fn reap_children() -> Vec<(Pid, WaitStatus)> {
     }
 }
 
-/// Logs why a worker left; returns whether it failed to boot.
-pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping: bool) -> bool {
+/// What a worker's exit asks of the arbiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing more than a replacement, if the pool needs one.
+    Left,
+    /// It could not load its apps.
+    BootFailed,
+    /// It refused a compiled artefact (it logged why): the apps are compiled again.
+    RefusedArtefact,
+}
+
+/// Logs why a worker left and says what its exit asks for.
+pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping: bool) -> Exit {
     match status {
         WaitStatus::Exited(_, 0) => log::info(format_args!("Worker exiting (pid: {pid})")),
         WaitStatus::Exited(_, BOOT_ERROR) => {
             log::error(format_args!("Worker (pid:{pid}) failed to boot"));
-            return true;
+            return Exit::BootFailed;
         }
+        WaitStatus::Exited(_, REFUSED_ARTEFACT) => return Exit::RefusedArtefact,
         WaitStatus::Exited(_, code) => log::error(format_args!("Worker (pid:{pid}) exited with code {code}")),
         WaitStatus::Signaled(_, signal, _) if record.timed_out.is_some() => {
             log::error(format_args!("Worker (pid:{pid}) was killed with {signal} after WORKER TIMEOUT"));
@@ -210,5 +228,5 @@ pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, stopping
         WaitStatus::Signaled(_, signal, _) => log::error(format_args!("Worker (pid:{pid}) was killed by {signal}")),
         other => log::warning(format_args!("Worker (pid:{pid}) changed state: {other:?}")),
     }
-    false
+    Exit::Left
 }
