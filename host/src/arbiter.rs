@@ -72,7 +72,8 @@ pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode
     if config.daemon {
         process::daemonize()?;
     }
-    let result = Arbiter::start(config, Invocation { binary, serve_args }, artefacts, listeners).and_then(|mut arbiter| arbiter.run());
+    let result = Arbiter::start(config, Invocation { binary, serve_args }, artefacts, listeners)
+        .and_then(|mut arbiter| arbiter.run());
     if let Err(err) = &result {
         log::critical(format_args!("{err:#}"));
     }

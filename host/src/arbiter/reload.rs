@@ -6,8 +6,8 @@ use crate::config::{self, Config, Invocation};
 use crate::guest::Artefact;
 use crate::log;
 
-use super::pools::{self, Pools};
 use super::Arbiter;
+use super::pools::{self, Pools};
 
 /// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).
 pub(super) struct Previous {

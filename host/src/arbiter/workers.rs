@@ -10,8 +10,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::log;
-use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT};
 use crate::worker::heartbeat::{CAPACITY, Heartbeats};
+use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT};
 
 /// After SIGABRT for a timeout, how long a worker has before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);

@@ -88,8 +88,7 @@ fn compile_and_store(
 /// it and renames it to `path`, so that a reader never sees a partial file.
 fn store(path: &Path, temporary: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("the cache path has no folder")?;
-    let mut file =
-        trust::create_new(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    let mut file = trust::create_new(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(err) = written {
         let _ = fs::remove_file(temporary);
@@ -126,6 +125,21 @@ impl Hasher for Sha256Hasher {
     }
 }
 
+/// The exchange type used only to check a component's imports and exports.
+struct NoExchange;
+
+impl super::Exchange for NoExchange {
+    fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+    fn start_response(&mut self, _status: &str, _headers: Vec<(String, String)>) -> Result<(), String> {
+        Ok(())
+    }
+    fn write_body(&mut self, _chunk: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,20 +156,5 @@ mod tests {
         assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
         assert_eq!(fs::read(&target).unwrap(), b"precious");
         assert!(!path.exists());
-    }
-}
-
-/// The exchange type used only to check a component's imports and exports.
-struct NoExchange;
-
-impl super::Exchange for NoExchange {
-    fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {
-        Ok(Vec::new())
-    }
-    fn start_response(&mut self, _status: &str, _headers: Vec<(String, String)>) -> Result<(), String> {
-        Ok(())
-    }
-    fn write_body(&mut self, _chunk: &[u8]) -> Result<(), String> {
-        Ok(())
     }
 }

@@ -98,12 +98,7 @@ pub fn read_cached(path: &Path) -> Option<Vec<u8>> {
 
 /// Creates `path` for writing, `0644` whatever the umask; fails if anything (a symlink included) is there.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc_flags())
-        .mode(FILE_MODE)
-        .open(path)?;
+    let file = OpenOptions::new().write(true).create_new(true).custom_flags(libc_flags()).mode(FILE_MODE).open(path)?;
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     Ok(file)
 }
