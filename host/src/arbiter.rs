@@ -72,7 +72,7 @@ pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode
     if config.daemon {
         process::daemonize()?;
     }
-    let result = Arbiter::start(config, Invocation { binary, serve_args }, artefacts, listeners)
+    let result = Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners)
         .and_then(|mut arbiter| arbiter.run());
     if let Err(err) = &result {
         log::critical(format_args!("{err:#}"));
@@ -101,7 +101,7 @@ struct Stop {
 }
 
 /// How this server was started, which an upgrade repeats and a reload re-reads.
-struct Invocation {
+struct StartedAs {
     /// The binary, by the absolute path it was started with.
     binary: PathBuf,
     /// The command-line arguments of `serve`.
@@ -138,7 +138,7 @@ struct Arbiter {
 impl Arbiter {
     fn start(
         config: Config,
-        invocation: Invocation,
+        started_as: StartedAs,
         artefacts: Vec<Artefact>,
         listeners: Vec<Listener>,
     ) -> anyhow::Result<Arbiter> {
@@ -165,8 +165,8 @@ impl Arbiter {
         let mut next_generation = 0;
         let (pools, _) = pools::plan(&config, &artefacts, &Pools::new(), false, &mut next_generation);
         Ok(Arbiter {
-            binary: invocation.binary,
-            serve_args: invocation.serve_args,
+            binary: started_as.binary,
+            serve_args: started_as.serve_args,
             config,
             artefacts,
             listeners,

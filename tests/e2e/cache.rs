@@ -226,9 +226,12 @@ fn the_pid_file_is_owner_only_and_its_temporary_file_never_follows_a_symlink() {
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));
+    eventually("the new arbiter's attempt at the main name", || {
+        server.log_text().contains("cannot write the pid file") || pidfile.exists()
+    });
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link's target is unchanged");
     let line = server.wait_for_line("cannot write the pid file");
     assert!(line.contains(planted.to_str().unwrap()), "{line}");
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
     kill(new_pid, Signal::SIGTERM).unwrap();
     eventually("the new arbiter stops", || !is_alive(new_pid));
