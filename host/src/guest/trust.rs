@@ -48,7 +48,8 @@ pub fn own_uid() -> u32 {
 
 /// In the compile step: makes sure `dir` exists, belongs to this process's user and is writable by nobody
 /// else. A missing folder is created `0755`; a folder of ours that group or others may write is repaired
-/// (their write bits taken away) and the mode it had is returned; a folder of another user is an error.
+/// (their write bits taken away) and the mode it had is returned; a folder of another user, or a shared one
+/// (sticky, like /tmp), is an error.
 pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
     let meta = match fs::metadata(dir) {
         Ok(meta) => meta,
@@ -80,6 +81,10 @@ pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
     let mode = meta.mode() & 0o7777;
     if mode & WRITABLE_BY_OTHERS == 0 {
         return Ok(None);
+    }
+    if mode & 0o1000 != 0 {
+        // A shared folder such as /tmp: its mode is not ours to change.
+        bail!("the cache folder {} is a shared folder (mode {mode:04o}): choose a folder of its own", dir.display());
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode & !WRITABLE_BY_OTHERS))
         .with_context(|| format!("cannot repair the mode of the cache folder {}", dir.display()))?;
@@ -185,6 +190,15 @@ mod tests {
         std::os::unix::fs::symlink(&target, &planted).unwrap();
         assert_eq!(create_new(&planted).unwrap_err().kind(), ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_shared_sticky_folder_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = prepare_folder(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("shared folder (mode 1777)"), "{err:#}");
+        assert_eq!(fs::metadata(dir.path()).unwrap().mode() & 0o7777, 0o1777);
     }
 
     #[test]
