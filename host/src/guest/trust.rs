@@ -51,21 +51,23 @@ pub fn own_uid() -> u32 {
 /// (their write bits taken away) and the mode it had is returned; a folder of another user, or a shared one
 /// (sticky, like /tmp), is an error.
 pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
-    let meta = match fs::metadata(dir) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(FOLDER_MODE)
-                .create(dir)
-                .with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
-            // The umask may have taken bits away that other users' pools need.
-            fs::set_permissions(dir, fs::Permissions::from_mode(FOLDER_MODE))
-                .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
-            return Ok(None);
-        }
-        Err(err) => return Err(err).with_context(|| format!("cannot use the cache folder {}", dir.display())),
-    };
+    let meta =
+        match fs::metadata(dir) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                fs::DirBuilder::new().recursive(true).mode(FOLDER_MODE).create(dir).with_context(|| {
+                    format!("cannot create the cache folder {} as uid {}", dir.display(), own_uid())
+                })?;
+                // The umask may have taken bits away that other users' pools need.
+                fs::set_permissions(dir, fs::Permissions::from_mode(FOLDER_MODE))
+                    .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
+                return Ok(None);
+            }
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot use the cache folder {} as uid {}", dir.display(), own_uid()));
+            }
+        };
     if !meta.is_dir() {
         bail!("the cache folder {} is not a folder", dir.display());
     }
