@@ -1,7 +1,8 @@
 //! The arbiter: compiles the app, binds the sockets, forks the workers and keeps the right number of them
 //! alive. It reacts to signals (TERM graceful stop, INT/QUIT quick stop, HUP reload, TTIN/TTOU one worker more
 //! or less, USR1 reopen the logs, USR2 binary upgrade), kills workers silent past `--timeout`, says truthfully
-//! why each worker left, and stops the server when workers cannot boot instead of respawning them in a storm.
+//! why each worker left, compiles the apps again when a worker refuses a compiled artefact, and stops the server
+//! when workers cannot boot instead of respawning them in a storm.
 
 mod pidfile;
 mod pools;

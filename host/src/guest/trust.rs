@@ -105,17 +105,18 @@ pub fn read_cached(path: &Path) -> Option<Vec<u8>> {
 
 /// Creates `path` for writing, `0644` whatever the umask; fails if anything (a symlink included) is there.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new().write(true).create_new(true).custom_flags(libc_flags()).mode(FILE_MODE).open(path)?;
+    let file =
+        OpenOptions::new().write(true).create_new(true).custom_flags(no_follow_flags()).mode(FILE_MODE).open(path)?;
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     Ok(file)
 }
 
-fn libc_flags() -> i32 {
+fn no_follow_flags() -> i32 {
     (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits()
 }
 
 fn open_no_follow(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).custom_flags(libc_flags()).open(path)
+    OpenOptions::new().read(true).custom_flags(no_follow_flags()).open(path)
 }
 
 /// In a worker, before mapping: the artefact and its folder belong to uid `owner` and are not writable by
