@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmcorn::guest::{App, AppSource, Capabilities, Exchange, Limits, Outcome, Runtime, prepare};
+use wasmcorn::guest::{
+    App, AppSource, Capabilities, Exchange, Limits, Outcome, Runtime, prepare, prepare_folder, read_source,
+};
 use wasmcorn::http::{HeadLimits, parse_head};
 
 /// What `hey` sends.
@@ -72,8 +74,9 @@ fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchan
         limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
         capabilities: Capabilities::default(),
     };
-    let artefact = prepare(&app, app.limits.max_memory_bytes, cache)?;
-    Runtime::load(&[(&app, artefact.path.as_path())], app.limits.max_memory_bytes, discard_guest_line)
+    prepare_folder(cache)?;
+    let artefact = prepare(&app, &read_source(&app.source)?, app.limits.max_memory_bytes, cache, false)?;
+    Runtime::load(&[(&app, &artefact)], app.limits.max_memory_bytes, discard_guest_line)
 }
 
 /// The environ a worker builds for hey's request.

@@ -1,11 +1,13 @@
 //! The arbiter: compiles the app, binds the sockets, forks the workers and keeps the right number of them
 //! alive. It reacts to signals (TERM graceful stop, INT/QUIT quick stop, HUP reload, TTIN/TTOU one worker more
 //! or less, USR1 reopen the logs, USR2 binary upgrade), kills workers silent past `--timeout`, says truthfully
-//! why each worker left, and stops the server when workers cannot boot instead of respawning them in a storm (a
-//! dedicated pool that cannot boot stops its app alone). A failed `fork` is logged and tried again later.
+//! why each worker left, compiles the apps again when a worker refuses a compiled artefact, and stops the server
+//! when workers cannot boot instead of respawning them in a storm (a dedicated pool that cannot boot stops its
+//! app alone). A failed `fork` is logged and tried again later.
 
 mod pidfile;
 mod pools;
+mod refusal;
 mod reload;
 mod retry;
 mod signals;
@@ -16,6 +18,7 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -32,10 +35,11 @@ use crate::worker::heartbeat::Heartbeats;
 use crate::{listener, log, process};
 use pidfile::Pidfile;
 use pools::Pools;
+use refusal::Recompiles;
 use reload::{Previous, log_apps};
 use retry::Retry;
 use signals::{Signals, short_name};
-use workers::Workers;
+use workers::{Exit, Workers};
 
 /// How often the arbiter looks at its workers when no signal comes.
 const LOOP_WAIT: Duration = Duration::from_millis(500);
@@ -48,16 +52,23 @@ const IDLE_WAIT: Duration = Duration::from_millis(1000);
 /// `--check-config`: the configuration is valid (it was parsed) and the app compiles and is a wasmcorn app.
 pub fn check(config: &Config) -> anyhow::Result<()> {
     apply_process_settings(config)?;
-    spawn::compile(&config.site, &config.cache_dir)?;
+    compile_apps(config, false)?;
     Ok(())
+}
+
+/// Compiles the apps of `config` in the compile step, as the workers' user; `fresh` distrusts the cache.
+fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+    let compiler = spawn::Compiler { user: config.user, group: config.group };
+    spawn::compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
 /// Runs the server until it is stopped. `serve_args` are the command-line arguments of `serve`, re-read with
 /// the config file on reload. Returns the process's exit code.
 pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let binary = upgrade::started_binary()?;
     apply_process_settings(&config)?;
     log::init(&config.logging)?;
-    let artefacts = spawn::compile(&config.site, &config.cache_dir)?;
+    let artefacts = compile_apps(&config, false)?;
     let listeners = match listener::inherited()? {
         Some(inherited) => inherited,
         None => bind_all(&config)?,
@@ -65,7 +76,8 @@ pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode
     if config.daemon {
         process::daemonize()?;
     }
-    let result = Arbiter::start(config, serve_args, artefacts, listeners).and_then(|mut arbiter| arbiter.run());
+    let result = Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners)
+        .and_then(|mut arbiter| arbiter.run());
     if let Err(err) = &result {
         log::critical(format_args!("{err:#}"));
     }
@@ -92,7 +104,16 @@ struct Stop {
     exit_code: u8,
 }
 
+/// How this server was started, which an upgrade repeats and a reload re-reads.
+struct StartedAs {
+    /// The binary, by the absolute path it was started with.
+    binary: PathBuf,
+    /// The command-line arguments of `serve`.
+    serve_args: Vec<OsString>,
+}
+
 struct Arbiter {
+    binary: PathBuf,
     serve_args: Vec<OsString>,
     config: Config,
     /// Each app's artefact, in the order of `config.site.tenants`.
@@ -107,6 +128,8 @@ struct Arbiter {
     channels: BTreeMap<String, Channel>,
     next_generation: u64,
     previous: Option<Previous>,
+    /// The compiles done because workers refused an artefact.
+    recompiles: Recompiles,
     stop: Option<Stop>,
     pidfile: Option<Pidfile>,
     /// The new arbiter started by SIGUSR2, while it runs.
@@ -121,7 +144,7 @@ struct Arbiter {
 impl Arbiter {
     fn start(
         config: Config,
-        serve_args: Vec<OsString>,
+        started_as: StartedAs,
         artefacts: Vec<Artefact>,
         listeners: Vec<Listener>,
     ) -> anyhow::Result<Arbiter> {
@@ -148,7 +171,8 @@ impl Arbiter {
         let mut next_generation = 0;
         let (pools, _) = pools::plan(&config, &artefacts, &Pools::new(), false, &mut next_generation);
         Ok(Arbiter {
-            serve_args,
+            binary: started_as.binary,
+            serve_args: started_as.serve_args,
             config,
             artefacts,
             listeners,
@@ -159,6 +183,7 @@ impl Arbiter {
             channels,
             next_generation,
             previous: None,
+            recompiles: Recompiles::default(),
             stop: None,
             pidfile,
             successor: None,
@@ -175,6 +200,7 @@ impl Arbiter {
                 None => {
                     self.spawn_missing();
                     self.finish_reload();
+                    self.forget_recompiles_once_ready();
                     self.tell_ready();
                     self.watch_predecessor();
                 }
@@ -299,9 +325,14 @@ impl Arbiter {
         };
         let jitter =
             if self.config.max_requests_jitter > 0 { fastrand::u64(0..=self.config.max_requests_jitter) } else { 0 };
-        // A stopped app's stand-in worker loads nothing and runs with the shared pool's credentials.
+        // A stopped app's stand-in worker loads nothing and runs with the server's own credentials. A dedicated
+        // pool with a user of its own runs with that user's group (or its primary group), not the server's --group.
         let stopped = self.pools.get(pool).is_some_and(|run| run.stopped);
-        let credentials = if stopped { None } else { dedicated.and_then(|tenant| tenant.pool) };
+        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|tenant| tenant.pool) {
+            Some(pool) if pool.user.is_some() => (pool.user, pool.group),
+            Some(pool) => (self.config.user, pool.group.or(self.config.group)),
+            None => (self.config.user, self.config.group),
+        };
         let setup = crate::worker::Setup {
             site: &self.config.site,
             pool,
@@ -315,8 +346,8 @@ impl Arbiter {
             heartbeat_interval: self.config.timeout.map_or(IDLE_WAIT, |timeout| (timeout / 2).min(IDLE_WAIT)),
             max_requests: if max_requests > 0 { max_requests + jitter } else { 0 },
             max_memory: self.config.max_worker_memory,
-            user: credentials.and_then(|pool| pool.user).or(self.config.user),
-            group: credentials.and_then(|pool| pool.group).or(self.config.group),
+            user,
+            group,
             name: self.config.name.as_deref(),
             http: &self.config.http,
         };
@@ -337,9 +368,10 @@ impl Arbiter {
             }
             let Some(record) = self.workers.remove(pid) else { continue };
             let answered = self.heartbeats.slot(record.slot).answered_at_death();
-            let boot_failed = workers::report_exit(pid, status, &record, answered, self.stop.is_some());
-            if boot_failed && self.stop.is_none() {
-                self.handle_boot_failure(record.generation);
+            match workers::report_exit(pid, status, &record, answered, self.stop.is_some()) {
+                Exit::BootFailed if self.stop.is_none() => self.handle_boot_failure(record.generation),
+                Exit::RefusedArtefact if self.stop.is_none() => self.handle_refused_artefact(&record),
+                _ => {}
             }
         }
     }
@@ -364,7 +396,7 @@ impl Arbiter {
             log::warning("An upgrade is already in progress: this SIGUSR2 is ignored");
             return;
         }
-        match upgrade::start_successor(&self.listeners, &self.serve_args) {
+        match upgrade::start_successor(&self.binary, &self.listeners, &self.serve_args) {
             Ok(pid) => {
                 log::info(format_args!(
                     "Started a new arbiter (pid:{pid}); send TERM to this one to complete the upgrade"

@@ -112,6 +112,11 @@ impl Config {
             Some(path) => hosted_site(&args, path, limits, http.body_limit)?,
             None => single_site(&args, env, limits, &http)?,
         };
+        let user = args.user.as_deref().map(parse_user).transpose()?;
+        let group = args.group.as_deref().map(parse_group).transpose()?;
+        if let (Some(user), None) = (user, group) {
+            crate::process::account_of(user).context("--user")?;
+        }
         Ok(Config {
             site,
             binds: args.bind,
@@ -124,8 +129,8 @@ impl Config {
             max_worker_memory: (args.max_worker_memory > 0).then(|| args.max_worker_memory.saturating_mul(1 << 20)),
             pidfile: args.pid,
             daemon: args.daemon,
-            user: args.user.as_deref().map(parse_user).transpose()?,
-            group: args.group.as_deref().map(parse_group).transpose()?,
+            user,
+            group,
             chdir: args.chdir,
             name: args.name,
             umask: parse_umask(&args.umask)?,

@@ -12,16 +12,18 @@ mod runtime;
 mod samples;
 mod state;
 mod trace;
+mod trust;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use artefact::{Artefact, prepare};
+pub use artefact::{Artefact, prepare, read_source};
 pub use capabilities::{Capabilities, DirGrant, NetGrant};
 pub use deadline::Deadline;
 pub use output::GuestLine;
 pub use runtime::{Outcome, Runtime};
 pub use samples::SAMPLES;
+pub use trust::{Refusal, own_uid, prepare_folder};
 
 /// One guest app: the component and the settings it runs with. Workers are given this value; nothing about the
 /// app is global.

@@ -4,8 +4,8 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use anyhow::Context;
-use nix::unistd::{ForkResult, Gid, Uid, fork, setsid};
+use anyhow::{Context, bail};
+use nix::unistd::{ForkResult, Gid, Uid, User, fork, setsid};
 
 /// Sets the process title: the kernel's 15-byte name (`ps -o comm`, `top`) and, as far as the original
 /// argument area allows, the full command line (`ps -f`), the way setproctitle does, by writing the area
@@ -61,16 +61,38 @@ pub fn daemonize() -> anyhow::Result<()> {
         .context("cannot redirect stdio to /dev/null")
 }
 
-/// Switches to `group` and `user`, in that order (a process that gave up root can no longer change group).
+/// Switches to `group` and `user`, in that order (a process that gave up root can no longer change group). A
+/// `user` without a `group` takes that user's primary group and its supplementary groups (initgroups), never
+/// the groups of the process that started it.
 pub fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> anyhow::Result<()> {
-    if let Some(group) = group {
-        nix::unistd::setgroups(&[group]).context("cannot set the supplementary groups")?;
-        nix::unistd::setgid(group).with_context(|| format!("cannot switch to group {group}"))?;
+    match (user, group) {
+        (_, Some(group)) => {
+            nix::unistd::setgroups(&[group]).context("cannot set the supplementary groups")?;
+            nix::unistd::setgid(group).with_context(|| format!("cannot switch to group {group}"))?;
+        }
+        (Some(user), None) => {
+            let account = account_of(user)?;
+            let name = std::ffi::CString::new(account.name.as_bytes())
+                .with_context(|| format!("user {user} has a name with a NUL byte"))?;
+            nix::unistd::initgroups(&name, account.gid)
+                .with_context(|| format!("cannot set the groups of user {}", account.name))?;
+            nix::unistd::setgid(account.gid).with_context(|| format!("cannot switch to group {}", account.gid))?;
+        }
+        (None, None) => {}
     }
     if let Some(user) = user {
         nix::unistd::setuid(user).with_context(|| format!("cannot switch to user {user}"))?;
     }
     Ok(())
+}
+
+/// The user database's entry for `user`, whose primary group a `--user` without `--group` runs with.
+pub fn account_of(user: Uid) -> anyhow::Result<User> {
+    match User::from_uid(user) {
+        Ok(Some(account)) => Ok(account),
+        Ok(None) => bail!("user {user} has no entry in the user database, so its group is unknown: give a group too"),
+        Err(err) => Err(err).with_context(|| format!("cannot look user {user} up")),
+    }
 }
 
 /// A worker that is killed with SIGABRT after a timeout must not write a core file as large as its guest.

@@ -29,7 +29,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::guest::{Artefact, Runtime};
+use crate::guest::{Artefact, Refusal, Runtime};
 use crate::listener::Listener;
 use crate::site::{PoolKey, Site};
 use crate::{log, process};
@@ -44,6 +44,9 @@ pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
+/// The exit code of a worker that refused a compiled artefact (wrong owner or mode, or not the bytes the compile
+/// step wrote): the arbiter compiles the apps again instead of stopping the server.
+pub const REFUSED_ARTEFACT: i32 = 5;
 
 /// The memory a stopped app's stand-in worker sizes its (empty) engine for: one wasm page.
 const STOPPED_MEMORY: usize = 64 * 1024;
@@ -100,13 +103,16 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }
     };
     let runs = if setup.stopped { Vec::new() } else { setup.site.apps_of(setup.pool) };
-    let apps: Vec<_> =
-        runs.iter().map(|index| (&setup.site.tenants[*index].app, setup.artefacts[*index].path.as_path())).collect();
+    let apps: Vec<_> = runs.iter().map(|index| (&setup.site.tenants[*index].app, &setup.artefacts[*index])).collect();
     let max_memory = if setup.stopped { STOPPED_MEMORY } else { setup.site.max_memory_of(setup.pool) };
     let runtime = match Runtime::<HttpExchange>::load(&apps, max_memory, log::guest_line)
         .and_then(|runtime| runtime.start_epoch_ticker().map(|()| runtime))
     {
         Ok(runtime) => runtime,
+        Err(err) if err.chain().any(|cause| cause.is::<Refusal>()) => {
+            log::error(format_args!("Worker refused {err:#}"));
+            return REFUSED_ARTEFACT;
+        }
         Err(err) => {
             log::error(format_args!("Worker failed to boot: {err:#}"));
             return BOOT_ERROR;

@@ -6,6 +6,7 @@ mod support;
 
 mod arbiter;
 mod bounds;
+mod cache;
 mod cli;
 mod clients;
 mod config;

@@ -79,10 +79,13 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn workers_run_as_the_given_user_and_group_while_the_arbiter_stays() {
-    // The workers read the compiled app as nobody: a cache in a folder anyone may enter, wherever the checkout is.
-    let cache = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let cache_dir = cache.path().to_str().unwrap();
+    // The compile step writes the cache as nobody: a folder of nobody's, in a folder anyone may enter.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let cache_dir = cache.to_str().unwrap();
     let args = ["--user", "nobody", "--group", "nogroup", "--cache-dir", cache_dir];
     let server = Server::start("sample:hello", 2, &args);
     for worker in server.live_workers() {

@@ -1,10 +1,14 @@
-//! The pid file (`--pid FILE`): written at start (atomically), removed at exit if it still names this process.
-//! A pid file naming a live process stops the start, as in Gunicorn. During a SIGUSR2 upgrade the new arbiter
-//! writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
+//! The pid file (`--pid FILE`): written at start (atomically, owner-only, never through a symlink), removed at
+//! exit if it still names this process. A pid file naming a live process stops the start, as in Gunicorn.
+//! During a SIGUSR2 upgrade the new arbiter writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
 
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
@@ -50,10 +54,27 @@ fn read(path: &Path) -> Option<Pid> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok().map(Pid::from_raw)
 }
 
+/// Writes the pid to a temporary file beside `path`, created new and owner-only (never through a symlink or
+/// over an existing file, whatever the umask), then renames it over `path`.
 fn write(path: &Path) -> anyhow::Result<()> {
     let mut temporary = path.as_os_str().to_os_string();
     temporary.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&temporary, format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+    let temporary = PathBuf::from(temporary);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        });
+    if let Err(err) = written {
+        if err.kind() != ErrorKind::AlreadyExists {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        return Err(err).with_context(|| format!("cannot write the pid file {}", temporary.display()));
+    }
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write the pid file {}", path.display()))
 }

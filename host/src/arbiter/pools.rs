@@ -175,7 +175,11 @@ env = { VALUE = "EVIL" }
             .site
             .tenants
             .iter()
-            .map(|tenant| Artefact { path: format!("{}.cwasm", tenant.app.source.describe()).into() })
+            .map(|tenant| Artefact {
+                path: format!("{}.cwasm", tenant.app.source.describe()).into(),
+                digest: String::new(),
+                owner: 0,
+            })
             .collect();
         let (pools, fresh) = plan(&config, &artefacts, current, false, next);
         let fresh_keys = pools.iter().filter(|(_, run)| fresh.contains(&run.generation)).map(|(key, _)| key.clone());

@@ -8,8 +8,8 @@ use crate::guest::Artefact;
 use crate::log;
 use crate::site::PoolKey;
 
+use super::Arbiter;
 use super::pools::{self, Pools};
-use super::{Arbiter, spawn};
 
 /// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).
 pub(super) struct Previous {
@@ -90,7 +90,7 @@ impl Arbiter {
                 "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
             );
         }
-        let artefacts = match spawn::compile(&config.site, &config.cache_dir) {
+        let artefacts = match super::compile_apps(&config, false) {
             Ok(artefacts) => artefacts,
             Err(err) => {
                 log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));

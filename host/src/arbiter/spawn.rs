@@ -11,27 +11,48 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2};
 
 use crate::guest::{self, AppSource, Artefact};
 use crate::site::Site;
-use crate::worker;
+use crate::{log, process, worker};
+
+/// Who the compile step runs as: the workers' `--user` and `--group`, so that the untrusted wasm is compiled
+/// without the arbiter's privileges and the cache belongs to the workers' user.
+#[derive(Debug, Clone, Copy)]
+pub struct Compiler {
+    pub user: Option<Uid>,
+    pub group: Option<Gid>,
+}
+
+impl Compiler {
+    /// The uid that owns what the compile step writes.
+    fn owner(self) -> u32 {
+        self.user.unwrap_or_else(nix::unistd::geteuid).as_raw()
+    }
+}
+
+/// The length of an artefact's SHA-256 in hex, as it travels from the compile step to the arbiter.
+const DIGEST_HEX: usize = 64;
 
 /// Compiles every app of the site in a child process (compilation starts threads, which the arbiter must never
-/// have) and returns their artefacts, in the order of `site.tenants`, or the child's error as one line.
-pub fn compile(site: &Site, cache_dir: &Path) -> anyhow::Result<Vec<Artefact>> {
+/// have) and returns their artefacts, in the order of `site.tenants`, or the child's error as one line. With
+/// `fresh`, the cache is not trusted: every app is compiled and written again.
+pub fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
     let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     // SAFETY: the arbiter is single-threaded here (it never starts threads), so the child is a consistent copy
     // of it; the child only compiles, writes one message and exits.
     match unsafe { fork() }.context("cannot fork the compile step")? {
         ForkResult::Child => {
             drop(reader);
-            let message = match prepare_all(site, cache_dir) {
-                Ok(paths) => {
+            // Each artefact: NUL, its digest in hex, its path.
+            let message = match prepare_all(site, cache_dir, compiler, fresh) {
+                Ok(artefacts) => {
                     let mut message = b"ok".to_vec();
-                    for path in paths {
+                    for artefact in artefacts {
                         message.push(0);
-                        message.extend_from_slice(path.as_os_str().as_bytes());
+                        message.extend_from_slice(artefact.digest.as_bytes());
+                        message.extend_from_slice(artefact.path.as_os_str().as_bytes());
                     }
                     message
                 }
@@ -47,11 +68,16 @@ pub fn compile(site: &Site, cache_dir: &Path) -> anyhow::Result<Vec<Artefact>> {
             drop(reader);
             let status = waitpid(child, None);
             read.context("cannot read the compile step's answer")?;
-            if let Some(paths) = message.strip_prefix(b"ok") {
-                let artefacts: Vec<Artefact> = paths
+            if let Some(items) = message.strip_prefix(b"ok") {
+                let artefacts: Vec<Artefact> = items
                     .split(|byte| *byte == 0)
                     .skip(1)
-                    .map(|path| Artefact { path: PathBuf::from(std::ffi::OsStr::from_bytes(path)) })
+                    .filter(|item| item.len() > DIGEST_HEX)
+                    .map(|item| Artefact {
+                        digest: String::from_utf8_lossy(&item[..DIGEST_HEX]).into_owned(),
+                        path: PathBuf::from(std::ffi::OsStr::from_bytes(&item[DIGEST_HEX..])),
+                        owner: compiler.owner(),
+                    })
                     .collect();
                 if artefacts.len() == site.tenants.len() {
                     return Ok(artefacts);
@@ -65,27 +91,47 @@ pub fn compile(site: &Site, cache_dir: &Path) -> anyhow::Result<Vec<Artefact>> {
     }
 }
 
-/// In the compile child: each app compiled for its pool's engine; apps built from the same component for the
-/// same engine share one artefact.
-fn prepare_all(site: &Site, cache_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut done: HashMap<(AppSource, usize), PathBuf> = HashMap::new();
-    let mut paths = Vec::with_capacity(site.tenants.len());
+/// In the compile child: reads every component (with the arbiter's rights, which gave their paths), takes the
+/// compiler's user and group, makes sure the cache folder is its own, then compiles each app for its pool's
+/// engine; apps built from the same component for the same engine share one artefact.
+fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+    let mut sources: HashMap<AppSource, Vec<u8>> = HashMap::new();
+    for tenant in &site.tenants {
+        if !sources.contains_key(&tenant.app.source) {
+            let wasm = guest::read_source(&tenant.app.source).with_context(|| describe(site, tenant))?;
+            sources.insert(tenant.app.source.clone(), wasm);
+        }
+    }
+    process::drop_privileges(compiler.user, compiler.group).context("the compile step")?;
+    if let Some(mode) = guest::prepare_folder(cache_dir)? {
+        log::warning(format_args!(
+            "The cache folder {} was writable by others (mode {mode:04o}): that write access is removed, and \
+             each cached artefact is checked before use",
+            cache_dir.display()
+        ));
+    }
+    let mut done: HashMap<(AppSource, usize), Artefact> = HashMap::new();
+    let mut artefacts = Vec::with_capacity(site.tenants.len());
     for (index, tenant) in site.tenants.iter().enumerate() {
         let memory = site.max_memory_of(&site.pool_of(index));
         let key = (tenant.app.source.clone(), memory);
-        let path = match done.get(&key) {
-            Some(path) => path.clone(),
+        let artefact = match done.get(&key) {
+            Some(artefact) => artefact.clone(),
             None => {
-                let artefact = guest::prepare(&tenant.app, memory, cache_dir).with_context(|| {
-                    if site.hosted { format!("app {:?}", tenant.app.name) } else { tenant.app.source.describe() }
-                })?;
-                done.insert(key, artefact.path.clone());
-                artefact.path
+                let wasm = sources.get(&tenant.app.source).map_or(&[][..], Vec::as_slice);
+                let artefact = guest::prepare(&tenant.app, wasm, memory, cache_dir, fresh)
+                    .with_context(|| describe(site, tenant))?;
+                done.insert(key, artefact.clone());
+                artefact
             }
         };
-        paths.push(path);
+        artefacts.push(artefact);
     }
-    Ok(paths)
+    Ok(artefacts)
+}
+
+fn describe(site: &Site, tenant: &crate::site::Tenant) -> String {
+    if site.hosted { format!("app {:?}", tenant.app.name) } else { tenant.app.source.describe() }
 }
 
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.

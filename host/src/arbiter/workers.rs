@@ -12,8 +12,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::log;
-use crate::worker::BOOT_ERROR;
 use crate::worker::heartbeat::{CAPACITY, Heartbeats};
+use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT};
 
 /// After SIGABRT, how long a worker has before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -41,6 +41,12 @@ pub struct WorkerRecord {
     graceful_deadline: Option<Instant>,
     /// It was retired: sent SIGTERM while the listeners stay open for other workers.
     retired: bool,
+}
+
+impl WorkerRecord {
+    pub fn started(&self) -> Instant {
+        self.started
+    }
 }
 
 #[derive(Debug, Default)]
@@ -239,9 +245,20 @@ pub fn reap_children() -> Vec<(Pid, WaitStatus)> {
     }
 }
 
-/// Logs why a worker left (`answered`: how many queued connections it answered 503 as it was killed); returns
-/// whether it failed to boot.
-pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered: u32, stopping: bool) -> bool {
+/// What a worker's exit asks of the arbiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing more than a replacement, if the pool needs one.
+    Left,
+    /// It could not load its apps.
+    BootFailed,
+    /// It refused a compiled artefact (it logged why): the apps are compiled again.
+    RefusedArtefact,
+}
+
+/// Logs why a worker left (`answered`: how many queued connections it answered 503 as it was killed) and says
+/// what its exit asks for.
+pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered: u32, stopping: bool) -> Exit {
     let answers = match answered {
         0 => String::new(),
         1 => "; it answered its 1 queued connection 503".to_string(),
@@ -251,8 +268,9 @@ pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered
         WaitStatus::Exited(_, 0) => log::info(format_args!("Worker exiting (pid: {pid})")),
         WaitStatus::Exited(_, BOOT_ERROR) => {
             log::error(format_args!("Worker (pid:{pid}) failed to boot"));
-            return true;
+            return Exit::BootFailed;
         }
+        WaitStatus::Exited(_, REFUSED_ARTEFACT) => return Exit::RefusedArtefact,
         WaitStatus::Exited(_, code) => log::error(format_args!("Worker (pid:{pid}) exited with code {code}")),
         WaitStatus::Signaled(_, signal, _) if record.aborted.is_some() => {
             let after = match record.aborted {
@@ -275,5 +293,5 @@ pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered
         }
         other => log::warning(format_args!("Worker (pid:{pid}) changed state: {other:?}")),
     }
-    false
+    Exit::Left
 }

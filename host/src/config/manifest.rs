@@ -230,11 +230,15 @@ fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> an
     let (user, group) = (table.user, table.group);
     let pool = match table.workers {
         Some(0) => bail!("key \"workers\" must be at least 1"),
-        Some(workers) => Some(DedicatedPool {
-            workers: u32::try_from(workers).context("key \"workers\" is too large")?,
-            user: user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?,
-            group: group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?,
-        }),
+        Some(workers) => {
+            let user = user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?;
+            let group = group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?;
+            if let (Some(user), None) = (user, group) {
+                crate::process::account_of(user).context("key \"user\"")?;
+            }
+            let workers = u32::try_from(workers).context("key \"workers\" is too large")?;
+            Some(DedicatedPool { workers, user, group })
+        }
         None if user.is_some() || group.is_some() => {
             bail!("keys \"user\"/\"group\" need \"workers\": only a dedicated pool runs under its own user")
         }

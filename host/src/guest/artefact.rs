@@ -1,6 +1,7 @@
 //! The compile step: turns an app's component into a precompiled artefact in a content-addressed cache, so that
 //! every worker maps the same file (its code pages are then shared through the page cache). It compiles with
 //! parallel compilation and so must run in a short-lived process of its own, never in the arbiter or a worker.
+//! It records the SHA-256 of each artefact's bytes, which workers check before they map the file (see `trust`).
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -13,37 +14,49 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::runtime::{engine_config, instance_pre};
-use super::{App, AppSource, samples};
+use super::{App, AppSource, samples, trust};
 
 /// A compiled app, ready for workers to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artefact {
     pub path: PathBuf,
+    /// The SHA-256 (hex) of the bytes the compile step wrote or checked.
+    pub digest: String,
+    /// The uid that must own the file and its folder: the user the compile step ran as.
+    pub owner: u32,
 }
 
-/// Compiles the app for a pool whose apps use at most `max_memory_bytes` (or finds it in the cache), checks
-/// that it is a wasmcorn app, and returns the artefact.
-pub fn prepare(app: &App, max_memory_bytes: usize, cache_dir: &Path) -> anyhow::Result<Artefact> {
-    let wasm = read_source(&app.source)?;
+/// Compiles the app's component `wasm` for a pool whose apps use at most `max_memory_bytes` (or finds it in
+/// the cache, unless `fresh`), checks that it is a wasmcorn app, and returns the artefact.
+/// A cached file that fails the owner and mode checks, or that wasmtime refuses, is compiled and written again.
+pub fn prepare(
+    app: &App,
+    wasm: &[u8],
+    max_memory_bytes: usize,
+    cache_dir: &Path,
+    fresh: bool,
+) -> anyhow::Result<Artefact> {
     let engine = Engine::new(&engine_config(max_memory_bytes, true))
         .map_err(anyhow::Error::from)
         .context("cannot create the wasm engine")?;
-    let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, &wasm)));
-    let component = if path.is_file() {
-        // SAFETY: files in the cache are written only by `store` below, complete and synced before they are
-        // renamed to their content-addressed name; wasmtime checks the header and the engine configuration.
-        match unsafe { Component::deserialize_file(&engine, &path) } {
-            Ok(component) => component,
-            Err(_) => compile_and_store(&engine, &wasm, &path, &app.source)?,
-        }
-    } else {
-        compile_and_store(&engine, &wasm, &path, &app.source)?
+    let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, wasm)));
+    let cached = if fresh { None } else { trust::read_cached(&path) };
+    let loaded = cached.and_then(|bytes| {
+        // SAFETY: `read_cached` returns only a regular file of this process's user that no one else may write,
+        // in a folder `prepare_folder` checked the same way; wasmtime checks its header and configuration.
+        let component = unsafe { Component::deserialize(&engine, &bytes) }.ok()?;
+        Some((component, trust::digest(&bytes)))
+    });
+    let (component, digest) = match loaded {
+        Some(found) => found,
+        None => compile_and_store(&engine, wasm, &path, &app.source)?,
     };
     instance_pre::<NoExchange>(&engine, &component).with_context(|| app.source.describe())?;
-    Ok(Artefact { path })
+    Ok(Artefact { path, digest, owner: trust::own_uid() })
 }
 
-fn read_source(source: &AppSource) -> anyhow::Result<Vec<u8>> {
+/// The bytes of an app's component.
+pub fn read_source(source: &AppSource) -> anyhow::Result<Vec<u8>> {
     match source {
         AppSource::Sample(name) => match samples::find(name) {
             Some(sample) => Ok(sample.wasm.to_vec()),
@@ -53,33 +66,35 @@ fn read_source(source: &AppSource) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn compile_and_store(engine: &Engine, wasm: &[u8], path: &Path, source: &AppSource) -> anyhow::Result<Component> {
+fn compile_and_store(
+    engine: &Engine,
+    wasm: &[u8],
+    path: &Path,
+    source: &AppSource,
+) -> anyhow::Result<(Component, String)> {
     if !wasm.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly component (it does not start with the wasm magic bytes)", source.describe());
     }
     let component = Component::new(engine, wasm)
         .map_err(|err| anyhow::anyhow!("{} is not a valid WebAssembly component: {err}", source.describe()))?;
     let bytes = component.serialize().map_err(anyhow::Error::from).context("cannot serialize the compiled guest")?;
-    store(path, &bytes)?;
-    Ok(component)
+    let name = path.file_name().map_or_else(Default::default, |name| name.to_string_lossy());
+    let temporary = path.with_file_name(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
+    store(path, &temporary, &bytes)?;
+    Ok((component, trust::digest(&bytes)))
 }
 
-/// Writes the artefact to a temporary file, syncs it and renames it into place, so that a reader never sees
-/// a partial file.
-fn store(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes the artefact to `temporary` (created new: never through a symlink or over an existing file), syncs
+/// it and renames it to `path`, so that a reader never sees a partial file.
+fn store(path: &Path, temporary: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("the cache path has no folder")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
-    let temporary = dir.join(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        path.file_name().map_or_else(Default::default, |n| n.to_string_lossy())
-    ));
-    let mut file =
-        fs::File::create(&temporary).with_context(|| format!("cannot write to the cache folder {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    fs::rename(&temporary, path).with_context(|| format!("cannot rename {} into place", temporary.display()))?;
+    let mut file = trust::create_new(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        let _ = fs::remove_file(temporary);
+        return Err(err).with_context(|| format!("cannot write {}", temporary.display()));
+    }
+    fs::rename(temporary, path).with_context(|| format!("cannot rename {} into place", temporary.display()))?;
     if let Ok(folder) = fs::File::open(dir) {
         // Best effort: the rename is durable once the folder is synced.
         let _ = folder.sync_all();
@@ -122,5 +137,24 @@ impl super::Exchange for NoExchange {
     }
     fn write_body(&mut self, _chunk: &[u8]) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_fails_on_a_symlink_planted_at_the_temporary_name_and_leaves_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("root-only-file");
+        fs::write(&target, b"precious").unwrap();
+        let temporary = dir.path().join(".a.cwasm.0123.tmp");
+        std::os::unix::fs::symlink(&target, &temporary).unwrap();
+        let path = dir.path().join("a.cwasm");
+        let err = store(&path, &temporary, b"compiled code").unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert!(!path.exists());
     }
 }

@@ -5,7 +5,7 @@
 //! epoch interrupts a guest that computes past it, and the host calls that wait are bounded by it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use super::deadline::{Deadline, GuestTimeout};
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
 use super::trace::describe;
-use super::{App, Exchange, bounded_io, name_lookup};
+use super::{App, Artefact, Exchange, bounded_io, name_lookup, trust};
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -115,10 +115,10 @@ struct Loaded<E: Exchange> {
 }
 
 impl<E: Exchange> Runtime<E> {
-    /// Builds the engine (sized for `max_memory_bytes`, the most any of the apps may use) and the linker, maps
-    /// each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests' stdout
-    /// and stderr lines go.
-    pub fn load(apps: &[(&App, &Path)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
+    /// Builds the engine (sized for `max_memory_bytes`, the most any of the apps may use) and the linker, checks
+    /// and maps each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests'
+    /// stdout and stderr lines go. An artefact that fails its checks is an error holding a `Refusal`.
+    pub fn load(apps: &[(&App, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(max_memory_bytes, false))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
@@ -126,16 +126,19 @@ impl<E: Exchange> Runtime<E> {
         let mut components: HashMap<PathBuf, Component> = HashMap::new();
         let mut loaded = Vec::with_capacity(apps.len());
         for (app, artefact) in apps {
-            let component = match components.get(*artefact) {
+            let path = artefact.path.as_path();
+            let component = match components.get(path) {
                 Some(component) => component.clone(),
                 None => {
-                    // SAFETY: the artefact was written by `guest::prepare` (our compile step) with this same
-                    // engine configuration, into a content-addressed file renamed into place only once complete
-                    // and synced; wasmtime checks its header, version and configuration before using it.
-                    let component = unsafe { Component::deserialize_file(&engine, artefact) }
+                    trust::verify(path, artefact.owner, &artefact.digest)
+                        .with_context(|| format!("the compiled guest {}", path.display()))?;
+                    // SAFETY: `verify` just checked that the file and its folder belong to the compile step's user
+                    // and no one else may write them, and that the file holds the very bytes our compile step
+                    // wrote (its SHA-256) with this same engine configuration; wasmtime checks the header too.
+                    let component = unsafe { Component::deserialize_file(&engine, path) }
                         .map_err(anyhow::Error::from)
-                        .with_context(|| format!("cannot load the compiled guest {}", artefact.display()))?;
-                    components.insert(artefact.to_path_buf(), component.clone());
+                        .with_context(|| format!("cannot load the compiled guest {}", path.display()))?;
+                    components.insert(path.to_path_buf(), component.clone());
                     component
                 }
             };

@@ -1,0 +1,238 @@
+//! The compiled-artefact cache and the other files the arbiter writes, as a local user would attack them: modes
+//! and owners whatever `--umask` says, no symlink followed, a worker refusing an artefact someone changed (and
+//! the arbiter compiling the apps again instead of stopping), the compile step and the workers running as
+//! `--user` with that user's groups, and a SIGUSR2 upgrade after the binary was replaced on disk.
+
+use std::fs::Permissions;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::{Server, cache_dir, command, eventually, is_alive};
+
+const NOBODY: u32 = 65534;
+
+/// A temporary folder anyone may enter (tempfile makes them 0700), and the path of a cache folder inside it
+/// that does not exist yet.
+fn fresh_cache() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+    let cache = dir.path().join("cache");
+    (dir, cache)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// The one artefact in `cache`.
+fn artefact_in(cache: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(cache).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one file, no temporary left: {files:?}");
+    assert_eq!(files[0].extension().and_then(|ext| ext.to_str()), Some("cwasm"), "{files:?}");
+    files[0].clone()
+}
+
+/// The whole value of a line of /proc/PID/status (`Gid:` has four numbers, `Groups:` a list).
+fn status_line(pid: Pid, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|line| line.strip_prefix(field)).unwrap_or_default();
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn cache_folder_and_artefacts_are_written_only_by_their_owner_even_with_umask_0() {
+    let (_dir, cache) = fresh_cache();
+    let server = Server::start("sample:hello", 1, &["--umask", "0", "--cache-dir", cache.to_str().unwrap()]);
+    assert_eq!(mode(&cache), 0o755);
+    assert_eq!(mode(&artefact_in(&cache)), 0o644);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_cache_folder_others_may_write_is_repaired_and_a_foreign_artefact_rewritten() {
+    let (_dir, cache) = fresh_cache();
+    let cache_arg = cache.to_str().unwrap();
+    drop(Server::start("sample:hello", 1, &["--cache-dir", cache_arg]));
+    // Someone could write the folder and the file: the file is now another user's, writable by all.
+    let artefact = artefact_in(&cache);
+    std::fs::set_permissions(&cache, Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&artefact, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&artefact, Permissions::from_mode(0o666)).unwrap();
+    let server = Server::start("sample:hello", 1, &["--umask", "0", "--cache-dir", cache_arg]);
+    let line = server.wait_for_line("The cache folder");
+    assert!(line.contains("was writable by others (mode 0777)"), "{line}");
+    assert_eq!(mode(&cache), 0o755);
+    let rewritten = std::fs::metadata(artefact_in(&cache)).unwrap();
+    assert_eq!((rewritten.uid(), rewritten.mode() & 0o7777), (nix::unistd::geteuid().as_raw(), 0o644));
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_worker_refuses_a_changed_artefact_and_the_arbiter_compiles_it_again() {
+    let (_dir, cache) = fresh_cache();
+    let server = Server::start("sample:hello", 2, &["--cache-dir", cache.to_str().unwrap()]);
+    let artefact = artefact_in(&cache);
+    // Other bytes under the artefact's name (renamed over it, so that the serving workers keep their mapping).
+    let mut forged = std::fs::read(&artefact).unwrap();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 0xff;
+    let planted = cache.join("planted");
+    std::fs::write(&planted, &forged).unwrap();
+    std::fs::set_permissions(&planted, Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&planted, &artefact).unwrap();
+    kill(server.live_workers()[0], Signal::SIGKILL).unwrap();
+    let refused = server.wait_for_line("Worker refused");
+    assert!(refused.contains(artefact.to_str().unwrap()) && refused.contains("SHA-256"), "{refused}");
+    server.wait_for_line("Compiled the apps again");
+    server.wait_for_count("Booting worker with pid", 3);
+    assert_ne!(std::fs::read(&artefact).unwrap(), forged, "the artefact was written again");
+    // The same file made writable by others: refused too, and written again 0644.
+    std::fs::set_permissions(&artefact, Permissions::from_mode(0o666)).unwrap();
+    kill(server.live_workers()[0], Signal::SIGKILL).unwrap();
+    let refused = server.wait_for_count("Worker refused", 2).pop().unwrap();
+    assert!(refused.contains("mode 0666"), "{refused}");
+    server.wait_for_count("Compiled the apps again", 2);
+    server.wait_for_count("Booting worker with pid", 4);
+    assert_eq!(mode(&artefact), 0o644);
+    assert!(is_alive(server.pid), "the server keeps running");
+    for _ in 0..4 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    assert_eq!(server.log_lines().iter().filter(|line| line.contains("Worker refused")).count(), 2, "one line each");
+    assert!(!server.log_text().contains("failed to boot"));
+}
+
+#[test]
+fn with_user_alone_the_compile_step_and_the_workers_run_with_that_users_groups() {
+    let (_dir, cache) = fresh_cache();
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(NOBODY), Some(NOBODY)).unwrap();
+    let server = Server::start("sample:hello", 1, &["--user", "nobody", "--cache-dir", cache.to_str().unwrap()]);
+    let worker = server.live_workers()[0];
+    assert_eq!(status_line(worker, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(status_line(worker, "Gid:"), "65534 65534 65534 65534", "nobody's primary group, not root's");
+    assert_eq!(status_line(worker, "Groups:"), "65534", "nobody's groups (initgroups)");
+    let artefact = std::fs::metadata(artefact_in(&cache)).unwrap();
+    assert_eq!((artefact.uid(), artefact.gid()), (NOBODY, NOBODY), "written by the compile step as nobody");
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_dedicated_pool_with_a_user_alone_runs_with_that_users_groups() {
+    let (dir, cache) = fresh_cache();
+    let manifest = dir.path().join("apps.toml");
+    let text = "[[app]]\nname = \"solo\"\ncomponent = \"sample:hello\"\nhosts = [\"solo.test\"]\nworkers = 1\n\
+                user = \"nobody\"\n";
+    std::fs::write(&manifest, text).unwrap();
+    let server = Server::spawn(command(&[
+        "serve",
+        "--apps",
+        manifest.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]));
+    server.wait_for_count("Booting worker with pid", 2);
+    let solo = server.booted_worker_pids_where(|line| line.contains("(app solo)"));
+    assert_eq!(status_line(solo[0], "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(status_line(solo[0], "Groups:"), "65534");
+    assert_eq!(server.get_from("solo.test", "/").status, 200);
+}
+
+#[test]
+fn a_cache_folder_of_another_user_stops_the_start_with_one_line() {
+    // The folder is root's; the compile step runs as nobody and cannot own what it writes there.
+    let (_dir, cache) = fresh_cache();
+    std::fs::create_dir(&cache).unwrap();
+    let output = command(&[
+        "serve",
+        "sample:hello",
+        "--check-config",
+        "--user",
+        "nobody",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(cache.to_str().unwrap()) && stderr.contains("belongs to uid 0"), "{stderr}");
+}
+
+/// The `Started a new arbiter (pid:N)` line's pid.
+fn successor_pid(server: &Server) -> Pid {
+    let line = server.wait_for_line("Started a new arbiter (pid:");
+    let pid = line.split("(pid:").nth(1).and_then(|rest| rest.split(')').next()).and_then(|pid| pid.parse().ok());
+    Pid::from_raw(pid.expect("a pid in the line"))
+}
+
+#[test]
+fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let installed = dir.path().join("wasmcorn");
+    if std::fs::hard_link(crate::support::binary(), &installed).is_err() {
+        std::fs::copy(crate::support::binary(), &installed).unwrap();
+    }
+    let mut started = Command::new(&installed);
+    started
+        .args(["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .env("WASMCORN_CACHE_DIR", cache_dir())
+        .env_remove("WEB_CONCURRENCY")
+        .env_remove("FORWARDED_ALLOW_IPS");
+    let mut server = Server::spawn(started);
+    server.wait_for_count("Booting worker with pid", 1);
+    // A package upgrade: the new binary is written beside the old one and renamed over it.
+    let upgraded = dir.path().join("wasmcorn.new");
+    std::fs::copy(crate::support::binary(), &upgraded).unwrap();
+    std::fs::rename(&upgraded, &installed).unwrap();
+    server.signal(Signal::SIGUSR2);
+    let new_pid = successor_pid(&server);
+    server.also_stop(new_pid);
+    server.wait_for_count("Booting worker with pid", 2);
+    let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
+    assert_eq!(exe, installed, "the new arbiter runs the new file");
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(is_alive(new_pid));
+    assert_eq!(crate::support::send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    kill(new_pid, Signal::SIGTERM).unwrap();
+    eventually("the new arbiter stops", || !is_alive(new_pid));
+}
+
+#[test]
+fn the_pid_file_is_owner_only_and_its_temporary_file_never_follows_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("wasmcorn.pid");
+    let mut server = Server::start("sample:hello", 1, &["--umask", "0", "--pid", pidfile.to_str().unwrap()]);
+    assert_eq!(mode(&pidfile), 0o600);
+    server.signal(Signal::SIGUSR2);
+    let new_pid = successor_pid(&server);
+    server.also_stop(new_pid);
+    server.wait_for_count("Booting worker with pid", 2);
+    // The new arbiter takes the main name over through `wasmcorn.pid.<its pid>.tmp` once the old one is gone:
+    // a link planted there must not be followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let planted = dir.path().join(format!("wasmcorn.pid.{new_pid}.tmp"));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    eventually("the new arbiter's attempt at the main name", || {
+        server.log_text().contains("cannot write the pid file") || pidfile.exists()
+    });
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link's target is unchanged");
+    let line = server.wait_for_line("cannot write the pid file");
+    assert!(line.contains(planted.to_str().unwrap()), "{line}");
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
+    kill(new_pid, Signal::SIGTERM).unwrap();
+    eventually("the new arbiter stops", || !is_alive(new_pid));
+}
