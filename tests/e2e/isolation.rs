@@ -206,7 +206,7 @@ fn a_dedicated_pool_that_cannot_boot_stops_its_app_alone() {
     std::fs::set_permissions(&apps, std::fs::Permissions::from_mode(0o644)).unwrap();
     let args = ["serve", "--apps", apps.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
     let server = Server::spawn(folder.command(&args));
-    server.wait_for_line("Worker failed to boot: cannot switch to user 0");
+    server.wait_for_line("Worker failed to boot: cannot set the groups of user root");
     server.wait_for_line("App echo stopped: its pool's workers fail to boot; its requests get 503");
     server.wait_for_count("Booting worker with pid", 3);
     server.wait_for_line("(app echo, stopped)");
