@@ -11,11 +11,12 @@ mod request;
 mod response;
 mod target;
 
+pub use crate::settings::HeadLimits;
 pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
 pub use request::{Framing, Request, Version};
-pub use request::{HeadLimits, parse_head, read_request, read_request_part};
+pub use request::{parse_head, read_request, read_request_part};
 pub use response::{ResponseWriter, Sent, error_body_length, error_response, reason_phrase};
 
 /// Parses a complete request head, for tests elsewhere in the crate.

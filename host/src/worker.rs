@@ -17,7 +17,6 @@ mod handoff;
 mod heads;
 pub mod heartbeat;
 mod serve;
-mod settings;
 mod watched;
 
 use std::collections::BTreeMap;
@@ -31,16 +30,15 @@ use nix::unistd::{Gid, Pid, Uid};
 
 use crate::guest::{Artefact, Refusal, Runtime};
 use crate::listener::Listener;
+use crate::settings::HttpSettings;
 use crate::site::{PoolKey, Site};
 use crate::{log, process};
 use dispatch::{Dispatch, Handled};
 use exchange::HttpExchange;
-pub use forwarded::TrustedProxies;
 pub use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
-pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;

@@ -197,7 +197,8 @@ fn is_forbidden_trailer(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{HeadLimits, parse_head};
+    use crate::http::request::parse_head;
+    use crate::settings::HeadLimits;
     use std::io::Cursor;
 
     /// A stream that yields its input in pieces of `step` bytes and swallows writes.

@@ -2,7 +2,7 @@
 //! limits on the request line and on each field line hold, for complete lines and for a line still arriving.
 
 use super::HttpError;
-use super::request::HeadLimits;
+use crate::settings::HeadLimits;
 
 /// Enforces the request-line and field-size limits, on complete lines and on a line still arriving. Empty lines
 /// before the request line (which RFC 9112 lets a server skip) count toward the request line.

@@ -4,33 +4,7 @@ use std::io::{Read, Write};
 
 use super::lines::{check_last_line_length, check_line_endings, check_line_lengths, check_new_lines};
 use super::{Connection, HttpError, framing, target};
-
-/// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
-    /// The longest request line, in bytes (without its CRLF); 0 for no limit.
-    pub request_line: usize,
-    /// The most header fields.
-    pub fields: usize,
-    /// The longest header field line (name, colon, value and CRLF), in bytes; 0 for no limit.
-    pub field_size: usize,
-}
-
-impl HeadLimits {
-    pub(super) fn request_line_exceeded(&self, length: usize) -> bool {
-        self.request_line > 0 && length > self.request_line
-    }
-
-    pub(super) fn field_size_exceeded(&self, length: usize) -> bool {
-        self.field_size > 0 && length > self.field_size
-    }
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits { request_line: 4094, fields: 100, field_size: 8190 }
-    }
-}
+use crate::settings::HeadLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {

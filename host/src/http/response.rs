@@ -384,7 +384,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{HeadLimits, parse_head};
+    use crate::http::request::parse_head;
+    use crate::settings::HeadLimits;
     use std::io::Cursor;
 
     struct Wire(Cursor<Vec<u8>>, Vec<u8>);

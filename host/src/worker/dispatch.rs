@@ -11,9 +11,9 @@ use super::handoff::{self, Channel, SendError};
 use super::heads::Arrived;
 use super::heartbeat::Slot;
 use super::serve::{self, Target};
-use super::settings::HttpSettings;
 use crate::guest::Runtime;
 use crate::log;
+use crate::settings::HttpSettings;
 use crate::site::Site;
 
 /// A worker's view of the site: which apps it runs (and where they are in its runtime) and where the others go.

@@ -9,13 +9,13 @@ use crate::guest::{Outcome, Runtime};
 use crate::http::{self, BodyReader, Connection, HttpError, Request};
 use crate::listener::{Peer, Stream};
 use crate::log;
+use crate::settings::HttpSettings;
 
 use super::environ;
 use super::exchange::HttpExchange;
 use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
-use super::settings::HttpSettings;
 use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
