@@ -1,6 +1,7 @@
 //! Resolves the command line, `$WASMCORN_CMD_ARGS` and the config file into one validated `Config`. Every bad
 //! value is a one-line error naming the flag (or the config key).
 
+mod accounts;
 mod grants;
 mod layers;
 mod manifest;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 
 use crate::cli::ServeArgs;
 use crate::guest::{App, AppSource, Capabilities, Limits};
@@ -18,6 +19,7 @@ use crate::log;
 use crate::routing::Router;
 use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
 use crate::site::{Site, Tenant};
+use accounts::{parse_group, parse_user};
 
 pub use layers::one_line;
 
@@ -252,26 +254,6 @@ fn parse_umask(text: &str) -> anyhow::Result<u32> {
     match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
         Ok(mask) if mask <= 0o777 => Ok(mask),
         _ => bail!("--umask takes an octal mask such as 022, not {text:?}"),
-    }
-}
-
-fn parse_user(text: &str) -> anyhow::Result<Uid> {
-    if let Ok(id) = text.parse::<u32>() {
-        return Ok(Uid::from_raw(id));
-    }
-    match User::from_name(text) {
-        Ok(Some(user)) => Ok(user.uid),
-        _ => bail!("--user: no such user {text:?}"),
-    }
-}
-
-fn parse_group(text: &str) -> anyhow::Result<Gid> {
-    if let Ok(id) = text.parse::<u32>() {
-        return Ok(Gid::from_raw(id));
-    }
-    match Group::from_name(text) {
-        Ok(Some(group)) => Ok(group.gid),
-        _ => bail!("--group: no such group {text:?}"),
     }
 }
 

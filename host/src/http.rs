@@ -6,6 +6,7 @@ mod chunk_size;
 mod connection;
 mod error;
 mod framing;
+mod head;
 mod lines;
 mod request;
 mod response;
@@ -15,7 +16,8 @@ pub use crate::settings::HeadLimits;
 pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
-pub use request::{Framing, Request, Version};
+pub use head::{Framing, Version};
+pub use request::Request;
 pub use request::{parse_head, read_request, read_request_part};
 pub use response::{ResponseWriter, Sent, error_body_length, error_response, reason_phrase};
 

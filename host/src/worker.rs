@@ -8,6 +8,7 @@
 //! `--max-worker-memory`, it leaves as a retired one does. Killed, it answers the connections it held but never
 //! started 503 (`farewell`).
 
+mod answers;
 mod dispatch;
 mod environ;
 mod exchange;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use super::accounts::{parse_group, parse_user};
 use super::grants;
+use super::layers::one_line;
 use crate::guest::{App, AppSource, Capabilities, Limits};
 use crate::routing::{HostPattern, Route, Router, normalise_prefix};
 use crate::site::{DedicatedPool, Site, Tenant};
@@ -106,9 +108,8 @@ pub struct Defaults {
 pub fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
     let where_ = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", super::one_line(&err)))?;
+    let table: toml::Table =
+        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", one_line(&err)))?;
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     parse(&table, &base, in_config, defaults).map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))
 }
@@ -231,8 +232,8 @@ fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> an
     let pool = match table.workers {
         Some(0) => bail!("key \"workers\" must be at least 1"),
         Some(workers) => {
-            let user = user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?;
-            let group = group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?;
+            let user = user.as_deref().map(parse_user).transpose().context("key \"user\"")?;
+            let group = group.as_deref().map(parse_group).transpose().context("key \"group\"")?;
             if let (Some(user), None) = (user, group) {
                 crate::process::account_of(user).context("key \"user\"")?;
             }

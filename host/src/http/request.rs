@@ -2,33 +2,12 @@
 
 use std::io::{Read, Write};
 
+use super::connection::Connection;
+use super::error::HttpError;
+use super::head::{Framing, Version};
 use super::lines::{check_last_line_length, check_line_endings, check_line_lengths, check_new_lines};
-use super::{Connection, HttpError, framing, target};
+use super::{framing, target};
 use crate::settings::HeadLimits;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    Http10,
-    Http11,
-}
-
-impl Version {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        }
-    }
-}
-
-/// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// `Content-Length` bytes (0 without the header).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,11 +202,6 @@ fn expectation(headers: &[(String, String)], version: Version) -> Result<bool, H
         }
     }
     Ok(expects_continue)
-}
-
-/// RFC 9110 `tchar`.
-pub(crate) fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 fn latin1(bytes: &[u8]) -> String {

@@ -4,8 +4,9 @@
 
 use std::io::{Read, Write};
 
-use super::request::{Version, is_token_byte};
-use super::{Connection, Request};
+use super::connection::Connection;
+use super::head::{Version, is_token_byte};
+use super::request::Request;
 
 /// Bodies up to this size are buffered and sent in one write with a `Content-Length`.
 const BUFFER_LIMIT: usize = 64 * 1024;

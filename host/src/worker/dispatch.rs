@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode_str;
 
+use super::answers;
 use super::exchange::HttpExchange;
 use super::handoff::{self, Channel, SendError};
 use super::heads::Arrived;
 use super::heartbeat::Slot;
 use super::serve::{self, Target};
 use crate::guest::Runtime;
+use crate::http::Connection;
 use crate::log;
 use crate::settings::HttpSettings;
 use crate::site::Site;
@@ -56,7 +58,7 @@ impl<'a> Dispatch<'a> {
             Some(script_name) => match self.local.iter().position(Option::is_some) {
                 Some(app) => (app, script_name.clone()),
                 None => {
-                    serve::answer(arrived, 503, "-");
+                    arrived.answer(503, "-");
                     return Handled::Elsewhere;
                 }
             },
@@ -66,7 +68,7 @@ impl<'a> Dispatch<'a> {
                 match self.site.router.route(host, &path) {
                     Some(routed) => (routed.app, routed.script_name),
                     None => {
-                        serve::answer(arrived, 404, "-");
+                        arrived.answer(404, "-");
                         return Handled::Elsewhere;
                     }
                 }
@@ -93,9 +95,9 @@ impl<'a> Dispatch<'a> {
         let name = &self.site.tenants[app].app.name;
         let Some(channel) = self.channels.get(name) else {
             log::error(format_args!("No channel to the pool of app {name}: 503"));
-            return serve::answer(arrived, 503, name);
+            return arrived.answer(503, name);
         };
-        let Arrived { conn, request, peer, local, script_name: _ } = arrived;
+        let Arrived { conn, request, peer, .. } = arrived;
         let (stream, bytes) = conn.into_parts();
         match handoff::send(channel.sender(), &stream, script_name, &bytes) {
             // Our copy of the socket closes here; the pool's worker has its own.
@@ -111,8 +113,8 @@ impl<'a> Dispatch<'a> {
                     }
                     SendError::TooLarge => 431,
                 };
-                let conn = crate::http::Connection::with_bytes(stream, Vec::new());
-                serve::answer(Arrived { conn, request, peer, local, script_name: None }, status, name);
+                let conn = Connection::with_bytes(stream, Vec::new());
+                answers::answer(conn, &request, peer, status, name);
             }
         }
     }

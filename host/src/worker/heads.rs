@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use super::answers;
 use super::farewell::Queued;
 use super::handoff::Handed;
-use super::serve;
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
 
@@ -32,6 +32,13 @@ pub struct Arrived {
     pub local: Local,
     /// Set when the shared pool routed the request and handed it to this worker's pool: the app's mount point.
     pub script_name: Option<String>,
+}
+
+impl Arrived {
+    /// Answers the request with `status` from the host itself, logged under `app` (see `answers::answer`).
+    pub fn answer(self, status: u16, app: &str) {
+        answers::answer(self.conn, &self.request, self.peer, status, app);
+    }
 }
 
 struct Pending {
@@ -136,9 +143,9 @@ impl Heads {
             }
             Ok(None) => {
                 let err = HttpError::BadRequest("an incomplete head was handed over".into());
-                serve::reject(conn.take(), &err, peer);
+                answers::reject(conn.take(), &err, peer);
             }
-            Err(err) => serve::reject(conn.take(), &err, peer),
+            Err(err) => answers::reject(conn.take(), &err, peer),
         }
     }
 
@@ -170,7 +177,7 @@ impl Heads {
             if let Some(mut pending) = self.pending.remove(&key) {
                 let _ = epoll.delete(pending.conn.stream());
                 match read_available(&mut pending.conn, &self.limits) {
-                    Progress::Waiting => serve::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
+                    Progress::Waiting => answers::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
                     progress => self.settle(pending, progress),
                 }
             }
@@ -192,7 +199,7 @@ impl Heads {
                 self.held_limit,
                 pending.conn.held()
             );
-            serve::reject(pending.conn.take(), &HttpError::HeadersTooLarge(why), pending.peer);
+            answers::reject(pending.conn.take(), &HttpError::HeadersTooLarge(why), pending.peer);
         }
     }
 
@@ -203,7 +210,7 @@ impl Heads {
                 let Pending { conn, peer, local, .. } = pending;
                 self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name: None }));
             }
-            Progress::Failed(err) => serve::reject(pending.conn.take(), &err, pending.peer),
+            Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }
     }
 }
