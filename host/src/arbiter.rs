@@ -116,7 +116,7 @@ struct Arbiter {
     binary: PathBuf,
     serve_args: Vec<OsString>,
     config: Config,
-    /// Each app's artefact, in the order of `config.site.tenants`.
+    /// Each app's artefact, in the order of `config.site.apps`.
     artefacts: Vec<Artefact>,
     listeners: Vec<Listener>,
     signals: Signals,
@@ -315,12 +315,9 @@ impl Arbiter {
 
     fn spawn(&mut self, pool: &PoolKey, generation: u64, slot: usize) -> anyhow::Result<()> {
         self.heartbeats.slot(slot).reset();
-        let dedicated = match pool {
-            PoolKey::Dedicated(name) => self.config.site.find(name).map(|index| &self.config.site.tenants[index]),
-            PoolKey::Shared => None,
-        };
+        let dedicated = self.config.site.owner_of(pool).map(|(_, app)| app);
         let max_requests = match dedicated {
-            Some(tenant) if tenant.max_requests > 0 => tenant.max_requests,
+            Some(app) if app.max_requests > 0 => app.max_requests,
             _ => self.config.max_requests,
         };
         let jitter =
@@ -328,7 +325,7 @@ impl Arbiter {
         // A stopped app's stand-in worker loads nothing and runs with the server's own credentials. A dedicated
         // pool with a user of its own runs with that user's group (or its primary group), not the server's --group.
         let stopped = self.pools.get(pool).is_some_and(|run| run.stopped);
-        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|tenant| tenant.pool) {
+        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|app| app.pool) {
             Some(pool) if pool.user.is_some() => (pool.user, pool.group),
             Some(pool) => (self.config.user, pool.group.or(self.config.group)),
             None => (self.config.user, self.config.group),

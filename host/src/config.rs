@@ -14,11 +14,11 @@ use anyhow::{Context, bail};
 use nix::unistd::{Gid, Uid};
 
 use crate::cli::ServeArgs;
-use crate::guest::{App, AppSource, Capabilities, Limits};
+use crate::guest::{AppSource, Capabilities, Guest, Limits};
 use crate::log;
 use crate::routing::Router;
 use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
-use crate::site::{Site, Tenant};
+use crate::site::{App, Site};
 use accounts::{parse_group, parse_user};
 
 pub use layers::one_line;
@@ -181,15 +181,15 @@ fn single_site(
     body_limit: Option<u64>,
     script_name: &str,
 ) -> anyhow::Result<Site> {
-    let app = App {
+    let guest = Guest {
         name: String::new(),
         source: AppSource::parse(args.app.as_deref().unwrap_or("sample:hello"))?,
         env,
         capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
         limits,
     };
-    let tenant = Tenant { app, body_limit, max_requests: 0, pool: None };
-    Ok(Site { tenants: vec![tenant], router: Router::single(script_name), hosted: false })
+    let app = App { guest, body_limit, max_requests: 0, pool: None };
+    Ok(Site { apps: vec![app], router: Router::single(script_name), hosted: false })
 }
 
 /// The least `--limit-pending-heads`: a few connections' read buffers.

@@ -17,7 +17,7 @@ mod state;
 mod trace;
 mod trust;
 
-pub use app::{App, AppSource, Limits};
+pub use app::{AppSource, Guest, Limits};
 pub use artefact::{Artefact, prepare, read_source};
 pub use capabilities::{Capabilities, DirGrant, NetGrant};
 pub use deadline::Deadline;

@@ -166,22 +166,22 @@ pub(super) fn log_apps(config: &Config) {
     if !site.hosted {
         return;
     }
-    for (index, tenant) in site.tenants.iter().enumerate() {
+    for (id, app) in site.ids() {
         let routes: Vec<String> =
-            site.router.routes().iter().filter(|route| route.app == index).map(ToString::to_string).collect();
-        let pool = match tenant.pool {
+            site.router.routes().iter().filter(|route| route.app == id).map(ToString::to_string).collect();
+        let pool = match app.pool {
             Some(pool) => format!("its own pool of {}", pool.workers),
             None => "the shared pool".to_string(),
         };
         log::info(format_args!(
             "App {}: {} at {} on {pool}",
-            tenant.app.name,
-            tenant.app.source.describe(),
+            app.guest.name,
+            app.guest.source.describe(),
             if routes.is_empty() { "no route".to_string() } else { routes.join(" ") }
         ));
     }
     match site.router.fallback() {
-        Some(index) => log::info(format_args!("Requests no route matches go to app {}", site.tenants[index].app.name)),
+        Some(id) => log::info(format_args!("Requests no route matches go to app {}", site.app(id).guest.name)),
         None => log::info("Requests no route matches get 404"),
     }
 }

@@ -1,5 +1,6 @@
-//! What a guest app is: its component (a sample or a file), its name, environment, capabilities and limits.
-//! Workers are given this value; nothing about the app is global.
+//! What a guest is: its component (a sample or a file), its name, environment, capabilities and limits. This is
+//! the guest's own description, what a worker runs; the hosted app as the site sees it (with its body limit,
+//! `max_requests` and pool) is `site::App`, which holds one.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,10 +8,10 @@ use std::time::Duration;
 use super::capabilities::Capabilities;
 use super::samples::{self, SAMPLES};
 
-/// One guest app: the component and the settings it runs with. Workers are given this value; nothing about the
+/// One guest: the component and the settings it runs with. Workers are given this value; nothing about the
 /// app is global.
 #[derive(Debug, Clone, PartialEq)]
-pub struct App {
+pub struct Guest {
     /// The app's name in a manifest, which logs show; empty for the one app of a server without a manifest.
     pub name: String,
     pub source: AppSource,

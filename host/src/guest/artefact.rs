@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::app::{App, AppSource};
+use super::app::{AppSource, Guest};
 use super::engine::{engine_config, instance_pre};
 use super::exchange::Exchange;
 use super::{samples, trust};
@@ -32,7 +32,7 @@ pub struct Artefact {
 /// the cache, unless `fresh`), checks that it is a wasmcorn app, and returns the artefact.
 /// A cached file that fails the owner and mode checks, or that wasmtime refuses, is compiled and written again.
 pub fn prepare(
-    app: &App,
+    app: &Guest,
     wasm: &[u8],
     max_memory_bytes: usize,
     cache_dir: &Path,

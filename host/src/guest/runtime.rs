@@ -13,7 +13,7 @@ use anyhow::Context;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::app::App;
+use super::app::Guest;
 use super::artefact::Artefact;
 use super::bindings::AppPre;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
@@ -71,7 +71,7 @@ impl<E: Exchange> Runtime<E> {
     /// Builds the engine (sized for `max_memory_bytes`, the most any of the apps may use) and the linker, checks
     /// and maps each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests'
     /// stdout and stderr lines go. An artefact that fails its checks is an error holding a `Refusal`.
-    pub fn load(apps: &[(&App, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
+    pub fn load(apps: &[(&Guest, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(max_memory_bytes, false))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;

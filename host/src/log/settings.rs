@@ -54,7 +54,7 @@ impl Target {
 }
 
 /// The logging settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub error: Target,
     pub access: Target,

@@ -30,8 +30,16 @@ pub struct Arrived {
     pub request: Request,
     pub peer: Peer,
     pub local: Local,
-    /// Set when the shared pool routed the request and handed it to this worker's pool: the app's mount point.
-    pub script_name: Option<String>,
+    pub origin: Origin,
+}
+
+/// How a request reached this worker.
+pub enum Origin {
+    /// Accepted here, from a listener: it is still to be routed.
+    Accepted,
+    /// Handed over by a shared worker that routed it to this worker's pool, with the app's mount point (its
+    /// `SCRIPT_NAME`).
+    HandedOver { script_name: String },
 }
 
 impl Arrived {
@@ -138,8 +146,8 @@ impl Heads {
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
-                let script_name = Some(script_name);
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name }));
+                let origin = Origin::HandedOver { script_name };
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
             }
             Ok(None) => {
                 let err = HttpError::BadRequest("an incomplete head was handed over".into());
@@ -208,7 +216,7 @@ impl Heads {
             Progress::Waiting => {}
             Progress::Complete(request) => {
                 let Pending { conn, peer, local, .. } = pending;
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name: None }));
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin: Origin::Accepted }));
             }
             Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }

@@ -20,7 +20,7 @@ use super::watched::WatchedStream;
 /// response rather than a reset (waiting at most `DRAIN_TIMEOUT`).
 const DRAIN_BUDGET: u64 = 1 << 20;
 
-/// The app a request goes to, in this worker.
+/// The app a request goes to, in this worker, and the request's decoded path.
 pub struct Target<'a> {
     /// The app's position in the worker's runtime.
     pub index: usize,
@@ -28,6 +28,8 @@ pub struct Target<'a> {
     pub name: &'a str,
     /// Its mount point: the request's SCRIPT_NAME.
     pub script_name: &'a str,
+    /// The request's path, percent-decoded (see `environ::decode_path`).
+    pub path: &'a str,
     pub body_limit: Option<u64>,
 }
 
@@ -54,7 +56,7 @@ pub fn request(
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
-    let environ = environ::build(&request, &client, &local, target.script_name);
+    let environ = environ::build(&request, &client, &local, target.script_name, target.path);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, HttpExchange::new(conn, &request, body));
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
