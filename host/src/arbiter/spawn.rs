@@ -13,6 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2};
 
+use crate::config::Config;
 use crate::guest::{self, AppSource, Artefact};
 use crate::site::{App, Site};
 use crate::{log, process, worker};
@@ -132,6 +133,12 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
 
 fn describe(site: &Site, app: &App) -> String {
     if site.hosted { format!("app {:?}", app.guest.name) } else { app.guest.source.describe() }
+}
+
+/// Compiles the apps of `config` in the compile step, as the workers' user; `fresh` distrusts the cache.
+pub(super) fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+    let compiler = Compiler { user: config.user, group: config.group };
+    compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.
