@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmcorn::guest::{
-    App, AppSource, Capabilities, Exchange, Limits, Outcome, Runtime, prepare, prepare_folder, read_source,
+    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, Runtime, prepare, prepare_folder, read_source,
 };
 use wasmcorn::http::{HeadLimits, parse_head};
 
@@ -67,7 +67,7 @@ fn discard_guest_line(_stream: &str, _line: &str) {}
 
 /// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it.
 fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchange>> {
-    let app = App {
+    let app = Guest {
         name: String::new(),
         source: AppSource::Sample("hello"),
         env: Vec::new(),

@@ -12,6 +12,7 @@ mod reload;
 mod retry;
 mod signals;
 mod spawn;
+mod state;
 mod systemd;
 mod upgrade;
 mod workers;
@@ -30,15 +31,14 @@ use crate::config::Config;
 use crate::guest::Artefact;
 use crate::listener::{BindOptions, Listener};
 use crate::site::PoolKey;
-use crate::worker::Channel;
 use crate::worker::heartbeat::Heartbeats;
 use crate::{listener, log, process};
 use pidfile::Pidfile;
 use pools::Pools;
-use refusal::Recompiles;
-use reload::{Previous, log_apps};
+use reload::log_apps;
 use retry::Retry;
 use signals::{Signals, short_name};
+use state::{Arbiter, Recompiles, Stop};
 use workers::{Exit, Workers};
 
 /// How often the arbiter looks at its workers when no signal comes.
@@ -52,14 +52,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(1000);
 /// `--check-config`: the configuration is valid (it was parsed) and the app compiles and is a wasmcorn app.
 pub fn check(config: &Config) -> anyhow::Result<()> {
     apply_process_settings(config)?;
-    compile_apps(config, false)?;
+    spawn::compile_apps(config, false)?;
     Ok(())
-}
-
-/// Compiles the apps of `config` in the compile step, as the workers' user; `fresh` distrusts the cache.
-fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
-    let compiler = spawn::Compiler { user: config.user, group: config.group };
-    spawn::compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
 /// Runs the server until it is stopped. `serve_args` are the command-line arguments of `serve`, re-read with
@@ -68,7 +62,7 @@ pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode
     let binary = upgrade::started_binary()?;
     apply_process_settings(&config)?;
     log::init(&config.logging)?;
-    let artefacts = compile_apps(&config, false)?;
+    let artefacts = spawn::compile_apps(&config, false)?;
     let listeners = match listener::inherited()? {
         Some(inherited) => inherited,
         None => bind_all(&config)?,
@@ -97,48 +91,12 @@ fn bind_all(config: &Config) -> anyhow::Result<Vec<Listener>> {
     config.binds.iter().map(|spec| Listener::bind(spec, options)).collect()
 }
 
-/// A stop in progress.
-struct Stop {
-    graceful: bool,
-    deadline: Instant,
-    exit_code: u8,
-}
-
 /// How this server was started, which an upgrade repeats and a reload re-reads.
 struct StartedAs {
     /// The binary, by the absolute path it was started with.
     binary: PathBuf,
     /// The command-line arguments of `serve`.
     serve_args: Vec<OsString>,
-}
-
-struct Arbiter {
-    binary: PathBuf,
-    serve_args: Vec<OsString>,
-    config: Config,
-    /// Each app's artefact, in the order of `config.site.tenants`.
-    artefacts: Vec<Artefact>,
-    listeners: Vec<Listener>,
-    signals: Signals,
-    heartbeats: Heartbeats,
-    workers: Workers,
-    /// Each pool's current generation and size.
-    pools: Pools,
-    /// The dedicated pools' channels, by app name.
-    channels: BTreeMap<String, Channel>,
-    next_generation: u64,
-    previous: Option<Previous>,
-    /// The compiles done because workers refused an artefact.
-    recompiles: Recompiles,
-    stop: Option<Stop>,
-    pidfile: Option<Pidfile>,
-    /// The new arbiter started by SIGUSR2, while it runs.
-    successor: Option<Pid>,
-    /// The old arbiter this one replaces (started by its SIGUSR2), while it runs.
-    predecessor: Option<Pid>,
-    told_ready: bool,
-    /// When to try again to start the workers a failed fork left missing.
-    spawn_retry: Retry,
 }
 
 impl Arbiter {
@@ -315,12 +273,9 @@ impl Arbiter {
 
     fn spawn(&mut self, pool: &PoolKey, generation: u64, slot: usize) -> anyhow::Result<()> {
         self.heartbeats.slot(slot).reset();
-        let dedicated = match pool {
-            PoolKey::Dedicated(name) => self.config.site.find(name).map(|index| &self.config.site.tenants[index]),
-            PoolKey::Shared => None,
-        };
+        let dedicated = self.config.site.owner_of(pool).map(|(_, app)| app);
         let max_requests = match dedicated {
-            Some(tenant) if tenant.max_requests > 0 => tenant.max_requests,
+            Some(app) if app.max_requests > 0 => app.max_requests,
             _ => self.config.max_requests,
         };
         let jitter =
@@ -328,7 +283,7 @@ impl Arbiter {
         // A stopped app's stand-in worker loads nothing and runs with the server's own credentials. A dedicated
         // pool with a user of its own runs with that user's group (or its primary group), not the server's --group.
         let stopped = self.pools.get(pool).is_some_and(|run| run.stopped);
-        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|tenant| tenant.pool) {
+        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|app| app.pool) {
             Some(pool) if pool.user.is_some() => (pool.user, pool.group),
             Some(pool) => (self.config.user, pool.group.or(self.config.group)),
             None => (self.config.user, self.config.group),

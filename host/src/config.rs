@@ -1,6 +1,7 @@
 //! Resolves the command line, `$WASMCORN_CMD_ARGS` and the config file into one validated `Config`. Every bad
 //! value is a one-line error naming the flag (or the config key).
 
+mod accounts;
 mod grants;
 mod layers;
 mod manifest;
@@ -10,15 +11,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 
 use crate::cli::ServeArgs;
-use crate::guest::{App, AppSource, Capabilities, Limits};
-use crate::http::HeadLimits;
+use crate::guest::{AppSource, Capabilities, Guest, Limits};
 use crate::log;
 use crate::routing::Router;
-use crate::site::{Site, Tenant};
-use crate::worker::{HttpSettings, TrustedProxies};
+use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
+use crate::site::{App, Site};
+use accounts::{parse_group, parse_user};
 
 pub use layers::one_line;
 
@@ -92,7 +93,9 @@ impl Config {
             bail!("--backlog must be at least 1, not {}", args.backlog);
         }
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
-        let http = http_settings(&args, &env)?;
+        let http = http_settings(&args)?;
+        let script_name = script_name(&args, &env)?;
+        let body_limit = (args.limit_request_body > 0).then_some(args.limit_request_body);
         let cache_dir = match args.cache_dir {
             Some(ref dir) => dir.clone(),
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
@@ -109,8 +112,8 @@ impl Config {
             max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),
         };
         let site = match &args.apps {
-            Some(path) => hosted_site(&args, path, limits, http.body_limit)?,
-            None => single_site(&args, env, limits, &http)?,
+            Some(path) => hosted_site(&args, path, limits, body_limit)?,
+            None => single_site(&args, env, limits, body_limit, &script_name)?,
         };
         let user = args.user.as_deref().map(parse_user).transpose()?;
         let group = args.group.as_deref().map(parse_group).transpose()?;
@@ -175,25 +178,25 @@ fn single_site(
     args: &ServeArgs,
     env: Vec<(String, String)>,
     limits: Limits,
-    http: &HttpSettings,
+    body_limit: Option<u64>,
+    script_name: &str,
 ) -> anyhow::Result<Site> {
-    let app = App {
+    let guest = Guest {
         name: String::new(),
         source: AppSource::parse(args.app.as_deref().unwrap_or("sample:hello"))?,
         env,
         capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
         limits,
     };
-    let tenant = Tenant { app, body_limit: http.body_limit, max_requests: 0, pool: None };
-    Ok(Site { tenants: vec![tenant], router: Router::single(&http.script_name), hosted: false })
+    let app = App { guest, body_limit, max_requests: 0, pool: None };
+    Ok(Site { apps: vec![app], router: Router::single(script_name), hosted: false })
 }
 
 /// The least `--limit-pending-heads`: a few connections' read buffers.
 const MIN_PENDING_HEADS: usize = 64 * 1024;
 
-/// The HTTP flags, checked against Gunicorn's ranges. The mount point comes from `--script-name`, else from a
-/// SCRIPT_NAME given with `--env`.
-fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<HttpSettings> {
+/// The HTTP flags the workers read, checked against Gunicorn's ranges.
+fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
     if args.limit_request_line > 8190 {
         bail!("--limit-request-line must be from 0 (no limit) to 8190, not {}", args.limit_request_line);
     }
@@ -208,8 +211,23 @@ fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<H
     }
     let trusted_proxies: TrustedProxies =
         args.forwarded_allow_ips.parse().map_err(|err| anyhow::anyhow!("--forwarded-allow-ips: {err}"))?;
+    Ok(HttpSettings {
+        head_limits: HeadLimits {
+            request_line: args.limit_request_line,
+            fields: args.limit_request_fields,
+            field_size: args.limit_request_field_size,
+        },
+        pending_heads_limit: args.limit_pending_heads,
+        client_timeout: Duration::from_secs_f64(args.client_timeout),
+        trusted_proxies,
+    })
+}
+
+/// The single app's mount point: from `--script-name`, else from a SCRIPT_NAME given with `--env`; empty, or
+/// `/path` without a final `/`.
+fn script_name(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<String> {
     let from_env = env.iter().rev().find(|(key, _)| key == "SCRIPT_NAME").map(|(_, value)| value.as_str());
-    let script_name = match args.script_name.as_deref().or(from_env) {
+    Ok(match args.script_name.as_deref().or(from_env) {
         None | Some("") | Some("/") => String::new(),
         Some(path) if path.starts_with('/') && !path.bytes().any(|byte| byte.is_ascii_control()) => {
             path.trim_end_matches('/').to_string()
@@ -217,18 +235,6 @@ fn http_settings(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<H
         Some(path) => {
             bail!("--script-name (or SCRIPT_NAME given with --env) must be a path starting with '/', not {path:?}")
         }
-    };
-    Ok(HttpSettings {
-        head_limits: HeadLimits {
-            request_line: args.limit_request_line,
-            fields: args.limit_request_fields,
-            field_size: args.limit_request_field_size,
-        },
-        body_limit: (args.limit_request_body > 0).then_some(args.limit_request_body),
-        pending_heads_limit: args.limit_pending_heads,
-        client_timeout: Duration::from_secs_f64(args.client_timeout),
-        trusted_proxies,
-        script_name,
     })
 }
 
@@ -251,26 +257,6 @@ fn parse_umask(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-fn parse_user(text: &str) -> anyhow::Result<Uid> {
-    if let Ok(id) = text.parse::<u32>() {
-        return Ok(Uid::from_raw(id));
-    }
-    match User::from_name(text) {
-        Ok(Some(user)) => Ok(user.uid),
-        _ => bail!("--user: no such user {text:?}"),
-    }
-}
-
-fn parse_group(text: &str) -> anyhow::Result<Gid> {
-    if let Ok(id) = text.parse::<u32>() {
-        return Ok(Gid::from_raw(id));
-    }
-    match Group::from_name(text) {
-        Ok(Some(group)) => Ok(group.gid),
-        _ => bail!("--group: no such group {text:?}"),
-    }
-}
-
 fn default_cache_dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -289,31 +275,45 @@ mod tests {
         assert_eq!(parse_env_pair("EMPTY=").unwrap(), ("EMPTY".to_string(), String::new()));
     }
 
-    fn serve_args(extra: &[&str]) -> anyhow::Result<HttpSettings> {
+    /// What `Config` makes of the HTTP flags: the workers' settings, and the single app's body limit and mount
+    /// point.
+    struct HttpFlags {
+        settings: HttpSettings,
+        body_limit: Option<u64>,
+        script_name: String,
+    }
+
+    fn serve_args(extra: &[&str]) -> anyhow::Result<HttpFlags> {
         use clap::Parser;
         let mut argv = vec!["wasmcorn", "serve"];
         argv.extend_from_slice(extra);
         let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv)?.command;
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
-        http_settings(&args, &env)
+        let settings = http_settings(&args)?;
+        let script_name = script_name(&args, &env)?;
+        Ok(HttpFlags {
+            settings,
+            body_limit: (args.limit_request_body > 0).then_some(args.limit_request_body),
+            script_name,
+        })
     }
 
     #[test]
     fn http_flags_default_to_gunicorn_values() {
-        let settings = serve_args(&[]).unwrap();
+        let HttpFlags { settings, body_limit, script_name } = serve_args(&[]).unwrap();
         assert_eq!(settings.head_limits, HeadLimits { request_line: 4094, fields: 100, field_size: 8190 });
-        assert_eq!(settings.body_limit, None);
+        assert_eq!(body_limit, None);
         assert_eq!(settings.pending_heads_limit, 16 << 20);
         assert_eq!(settings.client_timeout, Duration::from_secs(30));
         assert!(settings.trusted_proxies.trusts("::1".parse().unwrap()));
         assert!(!settings.trusted_proxies.trusts("10.0.0.1".parse().unwrap()));
-        assert_eq!(settings.script_name, "");
+        assert_eq!(script_name, "");
     }
 
     #[test]
     fn field_size_flag_takes_both_spellings() {
         for flag in ["--limit-request-field_size", "--limit-request-field-size"] {
-            assert_eq!(serve_args(&[flag, "10"]).unwrap().head_limits.field_size, 10, "{flag}");
+            assert_eq!(serve_args(&[flag, "10"]).unwrap().settings.head_limits.field_size, 10, "{flag}");
         }
     }
 
@@ -324,7 +324,7 @@ mod tests {
         assert!(serve_args(&["--limit-request-fields", "0"]).is_err());
         assert!(serve_args(&["--client-timeout", "0"]).is_err());
         assert!(serve_args(&["--limit-pending-heads", "65535"]).is_err());
-        assert_eq!(serve_args(&["--limit-pending-heads", "65536"]).unwrap().pending_heads_limit, 65536);
+        assert_eq!(serve_args(&["--limit-pending-heads", "65536"]).unwrap().settings.pending_heads_limit, 65536);
         assert!(serve_args(&["--client-timeout", "-1"]).is_err());
         assert!(serve_args(&["--forwarded-allow-ips", "not-an-ip"]).is_err());
         assert!(serve_args(&["--script-name", "app"]).is_err());
@@ -336,7 +336,10 @@ mod tests {
         assert_eq!(serve_args(&["-e", "SCRIPT_NAME=/mounted"]).unwrap().script_name, "/mounted");
         assert_eq!(serve_args(&["-e", "SCRIPT_NAME=/env", "--script-name", "/flag"]).unwrap().script_name, "/flag");
         assert_eq!(serve_args(&["--limit-request-body", "5"]).unwrap().body_limit, Some(5));
-        assert_eq!(serve_args(&["--client-timeout", "0.25"]).unwrap().client_timeout, Duration::from_millis(250));
+        assert_eq!(
+            serve_args(&["--client-timeout", "0.25"]).unwrap().settings.client_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -6,16 +6,19 @@ mod chunk_size;
 mod connection;
 mod error;
 mod framing;
+mod head;
 mod lines;
 mod request;
 mod response;
 mod target;
 
+pub use crate::settings::HeadLimits;
 pub use body::BodyReader;
 pub use connection::Connection;
 pub use error::HttpError;
-pub use request::{Framing, Request, Version};
-pub use request::{HeadLimits, parse_head, read_request, read_request_part};
+pub use head::{Framing, Version};
+pub use request::Request;
+pub use request::{parse_head, read_request, read_request_part};
 pub use response::{ResponseWriter, Sent, error_body_length, error_response, reason_phrase};
 
 /// Parses a complete request head, for tests elsewhere in the crate.

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod log;
 pub mod process;
 pub mod routing;
+pub mod settings;
 pub mod site;
 pub mod worker;
 

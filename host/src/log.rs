@@ -5,89 +5,15 @@
 //! its output) is logged through `escape`, so that it never starts a line of its own.
 
 mod access;
+mod settings;
 mod sink;
 
 use std::borrow::Cow;
 use std::fmt::{Display, Write as _};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use anyhow::bail;
-
 pub use access::{AccessFormat, AccessRecord};
-
-/// How serious an error-log line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug = 0,
-    Info = 1,
-    Warning = 2,
-    Error = 3,
-    Critical = 4,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Debug => "DEBUG",
-            Level::Info => "INFO",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-            Level::Critical => "CRITICAL",
-        }
-    }
-
-    fn parse(text: &str) -> anyhow::Result<Level> {
-        Ok(match text.to_ascii_lowercase().as_str() {
-            "debug" => Level::Debug,
-            "info" => Level::Info,
-            "warning" | "warn" => Level::Warning,
-            "error" => Level::Error,
-            "critical" => Level::Critical,
-            _ => bail!("--log-level takes debug, info, warning, error or critical, not {text:?}"),
-        })
-    }
-}
-
-/// Where a log goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stderr,
-    File(PathBuf),
-}
-
-impl Target {
-    fn parse(text: &str) -> Target {
-        if text == "-" { Target::Stderr } else { Target::File(PathBuf::from(text)) }
-    }
-}
-
-/// The logging settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub error: Target,
-    pub access: Target,
-    pub access_format: AccessFormat,
-    pub level: Level,
-}
-
-impl Settings {
-    pub fn parse(
-        access: Option<&str>,
-        access_format: Option<&str>,
-        error: &str,
-        level: &str,
-        hosted: bool,
-    ) -> anyhow::Result<Settings> {
-        let default_format = if hosted { access::HOSTED_DEFAULT } else { access::GUNICORN_DEFAULT };
-        Ok(Settings {
-            error: Target::parse(error),
-            access: access.map_or(Target::Stderr, Target::parse),
-            access_format: AccessFormat::parse(access_format.unwrap_or(default_format))?,
-            level: Level::parse(level)?,
-        })
-    }
-}
+pub use settings::{Level, Settings, Target};
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 

@@ -72,21 +72,31 @@ pub fn normalise_prefix(text: &str) -> Result<String, String> {
     Ok(text.trim_end_matches('/').to_string())
 }
 
-/// Whether `path` lies under `prefix` (see `normalise_prefix`): `/echo` holds `/echo` and `/echo/x`, not
-/// `/echoes`.
-pub fn under_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
-        None => false,
+/// What follows `prefix` (see `normalise_prefix`) in `path`, if `path` lies under it: `/echo` holds `/echo`
+/// (leaving `""`) and `/echo/x` (leaving `/x`), not `/echoes`; the empty prefix holds every path whole. Routing
+/// matches routes with it, and the environ's PATH_INFO is what it leaves of the path under `SCRIPT_NAME`.
+pub fn below_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix).filter(|rest| rest.is_empty() || rest.starts_with('/') || prefix.is_empty())
+}
+
+/// A hosted app's place in its site (`Site::apps`), which routes lead to. It names an app within one
+/// configuration only; what outlives a reload (pools, channels) goes by the app's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppId(pub usize);
+
+impl AppId {
+    /// Its index in `Site::apps` (and in every list kept in the same order, such as the artefacts).
+    pub fn index(self) -> usize {
+        self.0
     }
 }
 
-/// One route: a host pattern and a prefix, leading to an app (by index).
+/// One route: a host pattern and a prefix, leading to an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub host: HostPattern,
     pub prefix: String,
-    pub app: usize,
+    pub app: AppId,
 }
 
 impl fmt::Display for Route {
@@ -98,7 +108,7 @@ impl fmt::Display for Route {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
-    pub app: usize,
+    pub app: AppId,
     /// The matched prefix: the request's `SCRIPT_NAME`.
     pub script_name: String,
 }
@@ -107,19 +117,19 @@ pub struct Routed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Router {
     routes: Vec<Route>,
-    fallback: Option<usize>,
+    fallback: Option<AppId>,
     /// The fallback's `SCRIPT_NAME` (a single app's `--script-name`).
     fallback_script_name: String,
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>, fallback: Option<usize>) -> Router {
+    pub fn new(routes: Vec<Route>, fallback: Option<AppId>) -> Router {
         Router { routes, fallback, fallback_script_name: String::new() }
     }
 
     /// One app for every request, mounted at `script_name`: the server without a manifest.
     pub fn single(script_name: &str) -> Router {
-        Router { routes: Vec::new(), fallback: Some(0), fallback_script_name: script_name.to_string() }
+        Router { routes: Vec::new(), fallback: Some(AppId(0)), fallback_script_name: script_name.to_string() }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -127,7 +137,7 @@ impl Router {
     }
 
     /// The app that takes what no route matches, if any.
-    pub fn fallback(&self) -> Option<usize> {
+    pub fn fallback(&self) -> Option<AppId> {
         self.fallback
     }
 
@@ -138,7 +148,7 @@ impl Router {
         let best = self
             .routes
             .iter()
-            .filter(|route| under_prefix(path, &route.prefix))
+            .filter(|route| below_prefix(path, &route.prefix).is_some())
             .filter_map(|route| route.host.rank(host.as_deref()).map(|rank| ((rank, route.prefix.len()), route)))
             .max_by_key(|(key, _)| *key);
         match best {
@@ -172,11 +182,11 @@ mod tests {
 
     fn route(host: &str, prefix: &str, app: usize) -> Route {
         let host = if host == "*" { HostPattern::Any } else { HostPattern::parse(host).unwrap() };
-        Route { host, prefix: normalise_prefix(prefix).unwrap(), app }
+        Route { host, prefix: normalise_prefix(prefix).unwrap(), app: AppId(app) }
     }
 
     fn app_of(router: &Router, host: &str, path: &str) -> Option<(usize, String)> {
-        router.route(Some(host), path).map(|routed| (routed.app, routed.script_name))
+        router.route(Some(host), path).map(|routed| (routed.app.index(), routed.script_name))
     }
 
     #[test]
@@ -219,7 +229,7 @@ mod tests {
         let routes = vec![route("a.test", "/", 0)];
         assert_eq!(Router::new(routes.clone(), None).route(Some("b.test"), "/"), None);
         assert_eq!(Router::new(routes.clone(), None).route(None, "/"), None);
-        assert_eq!(app_of(&Router::new(routes, Some(3)), "b.test", "/x"), Some((3, String::new())));
+        assert_eq!(app_of(&Router::new(routes, Some(AppId(3))), "b.test", "/x"), Some((3, String::new())));
         assert_eq!(app_of(&Router::single("/mount"), "any", "/x"), Some((0, "/mount".into())));
     }
 

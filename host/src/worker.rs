@@ -8,6 +8,7 @@
 //! `--max-worker-memory`, it leaves as a retired one does. Killed, it answers the connections it held but never
 //! started 503 (`farewell`).
 
+mod answers;
 mod dispatch;
 mod environ;
 mod exchange;
@@ -17,7 +18,6 @@ mod handoff;
 mod heads;
 pub mod heartbeat;
 mod serve;
-mod settings;
 mod watched;
 
 use std::collections::BTreeMap;
@@ -31,16 +31,15 @@ use nix::unistd::{Gid, Pid, Uid};
 
 use crate::guest::{Artefact, Refusal, Runtime};
 use crate::listener::Listener;
+use crate::settings::HttpSettings;
 use crate::site::{PoolKey, Site};
 use crate::{log, process};
 use dispatch::{Dispatch, Handled};
 use exchange::HttpExchange;
-pub use forwarded::TrustedProxies;
 pub use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
-pub use settings::HttpSettings;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
@@ -64,7 +63,7 @@ pub struct Setup<'a> {
     /// The pool's app is stopped (its workers failed to boot): this worker loads no app and answers every
     /// request handed to the pool with `503`.
     pub stopped: bool,
-    /// Each app's compiled component, in the order of `site.tenants`.
+    /// Each app's compiled component, in the order of `site.apps`.
     pub artefacts: &'a [Artefact],
     pub listeners: &'a [Listener],
     /// The channels of the dedicated pools, by app name.
@@ -103,9 +102,9 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }
     };
     let runs = if setup.stopped { Vec::new() } else { setup.site.apps_of(setup.pool) };
-    let apps: Vec<_> = runs.iter().map(|index| (&setup.site.tenants[*index].app, &setup.artefacts[*index])).collect();
+    let guests: Vec<_> = runs.iter().map(|id| (&setup.site.app(*id).guest, &setup.artefacts[id.index()])).collect();
     let max_memory = if setup.stopped { STOPPED_MEMORY } else { setup.site.max_memory_of(setup.pool) };
-    let runtime = match Runtime::<HttpExchange>::load(&apps, max_memory, log::guest_line)
+    let runtime = match Runtime::<HttpExchange>::load(&guests, max_memory, log::guest_line)
         .and_then(|runtime| runtime.start_epoch_ticker().map(|()| runtime))
     {
         Ok(runtime) => runtime,
@@ -226,6 +225,8 @@ fn accept_loop(
         if let Some(arrived) = heads.pop_ready() {
             let handled = dispatch.handle(runtime, settings, arrived, setup.slot);
             setup.slot.end_request();
+            // Only a request an app served here counts toward the limits; one handed over or answered by the host
+            // does not.
             let Handled::Served { app } = handled else {
                 continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
                 continue;
@@ -235,7 +236,8 @@ fn accept_loop(
             if app_limit {
                 log::info(format_args!(
                     "Autorestarting worker after {} requests of app {} (its max_requests)",
-                    setup.site.tenants[app].max_requests, setup.site.tenants[app].app.name
+                    setup.site.app(app).max_requests,
+                    setup.site.app(app).guest.name
                 ));
             }
             if !stopping && (app_limit || recycle_now(setup, served)) {

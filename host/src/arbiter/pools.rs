@@ -1,25 +1,31 @@
 //! The arbiter's pools: for each (the shared pool, and one per app with `workers`), the generation of workers
-//! that serves it, how many to keep alive, and a fingerprint of everything its workers were started with. A
-//! reload compares fingerprints, so that it replaces only the pools whose apps (or, for the shared pool, whose
-//! routes) changed; the channels of the dedicated pools outlive their generations.
+//! that serves it, how many to keep alive, and the spec of everything its workers were started with. A reload
+//! compares specs, so that it replaces only the pools whose apps (or, for the shared pool, whose routes) changed;
+//! the channels of the dedicated pools outlive their generations.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nix::unistd::{Gid, Uid};
 
 use crate::config::Config;
-use crate::guest::Artefact;
+use crate::guest::{Artefact, Guest};
 use crate::listener::Listener;
+use crate::log;
+use crate::routing::Router;
+use crate::settings::HttpSettings;
 use crate::site::{PoolKey, Site};
 use crate::worker::Channel;
 
 /// One pool's current generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolRun {
     pub generation: u64,
     /// How many workers to keep alive.
     pub target: u32,
-    /// What its workers were started with (see `fingerprint`).
-    pub fingerprint: String,
+    /// What its workers were started with.
+    pub spec: PoolSpec,
     /// The pool's app is stopped: its workers failed to boot. One stand-in worker that loads nothing answers its
     /// requests `503` until a reload starts the pool again.
     pub stopped: bool,
@@ -28,9 +34,86 @@ pub struct PoolRun {
 /// Every pool's current generation.
 pub type Pools = BTreeMap<PoolKey, PoolRun>;
 
-/// The pools of `config`, reusing the generations of `current` whose fingerprint is unchanged (unless
-/// `replace_all`) and numbering the others from `next_generation` on. Returns them and the generations that are
-/// new.
+/// Everything a worker of one pool is started with, except the pool's size (which changes without replacing
+/// anyone): the server's settings, the pool's apps and their artefacts; for the shared pool, which routes every
+/// request, also the routes and which apps have pools of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    server: ServerSpec,
+    apps: Vec<AppSpec>,
+    /// The shared pool's routes, and the names of the apps it hands over; `None` for a dedicated pool.
+    routing: Option<(Router, Vec<String>)>,
+}
+
+/// The server's settings that every worker is started with.
+#[derive(Debug, Clone, PartialEq)]
+struct ServerSpec {
+    hosted: bool,
+    http: HttpSettings,
+    logging: log::Settings,
+    timeout: Option<Duration>,
+    max_requests: u64,
+    max_requests_jitter: u64,
+    max_worker_memory: Option<u64>,
+    user: Option<Uid>,
+    group: Option<Gid>,
+    name: Option<String>,
+}
+
+/// One app a pool runs, as its workers are given it.
+#[derive(Debug, Clone, PartialEq)]
+struct AppSpec {
+    guest: Guest,
+    artefact: Option<Artefact>,
+    body_limit: Option<u64>,
+    max_requests: u64,
+    /// A dedicated pool's own user and group.
+    credentials: Option<(Option<Uid>, Option<Gid>)>,
+}
+
+impl PoolSpec {
+    /// The spec of `pool` in `config`, whose apps were compiled into `artefacts`.
+    fn of(config: &Config, artefacts: &[Artefact], pool: &PoolKey) -> PoolSpec {
+        let site = &config.site;
+        let server = ServerSpec {
+            hosted: site.hosted,
+            http: config.http.clone(),
+            logging: config.logging.clone(),
+            timeout: config.timeout,
+            max_requests: config.max_requests,
+            max_requests_jitter: config.max_requests_jitter,
+            max_worker_memory: config.max_worker_memory,
+            user: config.user,
+            group: config.group,
+            name: config.name.clone(),
+        };
+        let apps = site
+            .apps_of(pool)
+            .into_iter()
+            .map(|id| {
+                let app = site.app(id);
+                AppSpec {
+                    guest: app.guest.clone(),
+                    artefact: artefacts.get(id.index()).cloned(),
+                    body_limit: app.body_limit,
+                    max_requests: app.max_requests,
+                    credentials: app.pool.map(|pool| (pool.user, pool.group)),
+                }
+            })
+            .collect();
+        let routing = match pool {
+            PoolKey::Shared => {
+                let handed_over = site.apps.iter().filter(|app| app.pool.is_some()).map(|app| app.guest.name.clone());
+                Some((site.router.clone(), handed_over.collect()))
+            }
+            PoolKey::Dedicated(_) => None,
+        };
+        PoolSpec { server, apps, routing }
+    }
+}
+
+/// The pools of `config`, reusing the generations of `current` whose spec is unchanged (unless `replace_all`)
+/// and numbering the others from `next_generation` on. Returns them and the generations that are new.
 pub fn plan(
     config: &Config,
     artefacts: &[Artefact],
@@ -41,11 +124,11 @@ pub fn plan(
     let mut pools = Pools::new();
     let mut fresh = Vec::new();
     for key in config.site.pool_keys() {
-        let fingerprint = fingerprint(config, artefacts, &key);
+        let spec = PoolSpec::of(config, artefacts, &key);
         let target = target(config, &key);
         let generation = match current.get(&key) {
             // A stopped pool gets a new generation from every reload: the reload tries its app again.
-            Some(run) if run.fingerprint == fingerprint && !replace_all && !run.stopped => run.generation,
+            Some(run) if run.spec == spec && !replace_all && !run.stopped => run.generation,
             _ => {
                 let generation = *next_generation;
                 *next_generation += 1;
@@ -53,7 +136,7 @@ pub fn plan(
                 generation
             }
         };
-        pools.insert(key, PoolRun { generation, target, fingerprint, stopped: false });
+        pools.insert(key, PoolRun { generation, target, spec, stopped: false });
     }
     (pools, fresh)
 }
@@ -62,42 +145,10 @@ pub fn plan(
 fn target(config: &Config, pool: &PoolKey) -> u32 {
     match pool {
         PoolKey::Shared => config.workers,
-        PoolKey::Dedicated(name) => {
-            config.site.find(name).and_then(|index| config.site.tenants[index].pool).map_or(1, |pool| pool.workers)
+        PoolKey::Dedicated(_) => {
+            config.site.owner_of(pool).and_then(|(_, app)| app.pool).map_or(1, |pool| pool.workers)
         }
     }
-}
-
-/// Everything a worker of `pool` is started with, except the pool's size (which changes without replacing
-/// anyone): the server's settings, the pool's apps and their artefacts; for the shared pool, which routes every
-/// request, also the routes and which apps have pools of their own.
-fn fingerprint(config: &Config, artefacts: &[Artefact], pool: &PoolKey) -> String {
-    let mut common = config.clone();
-    common.site = Site { tenants: Vec::new(), router: Default::default(), hosted: config.site.hosted };
-    common.workers = 0;
-    let site = &config.site;
-    let mut text = format!("{common:?}");
-    match pool {
-        PoolKey::Shared => {
-            text.push_str(&format!("{:?}", site.router));
-            for (index, tenant) in site.tenants.iter().enumerate() {
-                match tenant.pool {
-                    None => text.push_str(&format!("{tenant:?}{:?}", artefacts.get(index))),
-                    Some(_) => text.push_str(&format!("dedicated {:?}", tenant.app.name)),
-                }
-            }
-        }
-        PoolKey::Dedicated(name) => {
-            if let Some(index) = site.find(name) {
-                let mut tenant = site.tenants[index].clone();
-                if let Some(pool) = tenant.pool.as_mut() {
-                    pool.workers = 0;
-                }
-                text.push_str(&format!("{tenant:?}{:?}", artefacts.get(index)));
-            }
-        }
-    }
-    text
 }
 
 /// Makes sure every dedicated pool of `site` has a channel (keeping the existing ones).
@@ -173,10 +224,10 @@ env = { VALUE = "EVIL" }
         let config = Config::from_args(args).unwrap();
         let artefacts: Vec<Artefact> = config
             .site
-            .tenants
+            .apps
             .iter()
-            .map(|tenant| Artefact {
-                path: format!("{}.cwasm", tenant.app.source.describe()).into(),
+            .map(|app| Artefact {
+                path: format!("{}.cwasm", app.guest.source.describe()).into(),
                 digest: String::new(),
                 owner: 0,
             })

@@ -7,18 +7,12 @@ use std::time::Instant;
 
 use crate::log;
 
-use super::Arbiter;
+use super::spawn::compile_apps;
+use super::state::Arbiter;
 use super::workers::WorkerRecord;
 
 /// How many times in a row the apps are compiled again before the arbiter gives up.
 const MAX_RECOMPILES: u32 = 3;
-
-/// The compiles done because of refusals, since every pool last had all its workers ready.
-#[derive(Debug, Default)]
-pub(super) struct Recompiles {
-    count: u32,
-    last: Option<Instant>,
-}
 
 impl Arbiter {
     /// A worker of `record` exited because it refused an artefact.
@@ -37,7 +31,7 @@ impl Arbiter {
             self.handle_boot_failure(record.generation);
             return;
         }
-        match super::compile_apps(&self.config, true) {
+        match compile_apps(&self.config, true) {
             Ok(artefacts)
                 if artefacts.iter().map(|artefact| &artefact.path).eq(self.artefacts.iter().map(|a| &a.path)) =>
             {

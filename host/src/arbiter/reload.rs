@@ -4,21 +4,12 @@
 //! stops the server.
 
 use crate::config::{self, Config, Invocation};
-use crate::guest::Artefact;
 use crate::log;
 use crate::site::PoolKey;
 
-use super::Arbiter;
-use super::pools::{self, Pools};
-
-/// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).
-pub(super) struct Previous {
-    config: Config,
-    artefacts: Vec<Artefact>,
-    pools: Pools,
-    /// The generations the reload started.
-    fresh: Vec<u64>,
-}
+use super::pools;
+use super::spawn::compile_apps;
+use super::state::{Arbiter, Previous};
 
 impl Arbiter {
     /// A worker could not load its apps: if a reload started its generation, go back to the previous
@@ -90,7 +81,7 @@ impl Arbiter {
                 "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
             );
         }
-        let artefacts = match super::compile_apps(&config, false) {
+        let artefacts = match compile_apps(&config, false) {
             Ok(artefacts) => artefacts,
             Err(err) => {
                 log::error(format_args!("Reload failed, the current workers keep serving: {err:#}"));
@@ -166,22 +157,22 @@ pub(super) fn log_apps(config: &Config) {
     if !site.hosted {
         return;
     }
-    for (index, tenant) in site.tenants.iter().enumerate() {
+    for (id, app) in site.ids() {
         let routes: Vec<String> =
-            site.router.routes().iter().filter(|route| route.app == index).map(ToString::to_string).collect();
-        let pool = match tenant.pool {
+            site.router.routes().iter().filter(|route| route.app == id).map(ToString::to_string).collect();
+        let pool = match app.pool {
             Some(pool) => format!("its own pool of {}", pool.workers),
             None => "the shared pool".to_string(),
         };
         log::info(format_args!(
             "App {}: {} at {} on {pool}",
-            tenant.app.name,
-            tenant.app.source.describe(),
+            app.guest.name,
+            app.guest.source.describe(),
             if routes.is_empty() { "no route".to_string() } else { routes.join(" ") }
         ));
     }
     match site.router.fallback() {
-        Some(index) => log::info(format_args!("Requests no route matches go to app {}", site.tenants[index].app.name)),
+        Some(id) => log::info(format_args!("Requests no route matches go to app {}", site.app(id).guest.name)),
         None => log::info("Requests no route matches get 404"),
     }
 }

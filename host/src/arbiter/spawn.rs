@@ -13,8 +13,9 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2};
 
+use crate::config::Config;
 use crate::guest::{self, AppSource, Artefact};
-use crate::site::Site;
+use crate::site::{App, Site};
 use crate::{log, process, worker};
 
 /// Who the compile step runs as: the workers' `--user` and `--group`, so that the untrusted wasm is compiled
@@ -36,7 +37,7 @@ impl Compiler {
 const DIGEST_HEX: usize = 64;
 
 /// Compiles every app of the site in a child process (compilation starts threads, which the arbiter must never
-/// have) and returns their artefacts, in the order of `site.tenants`, or the child's error as one line. With
+/// have) and returns their artefacts, in the order of `site.apps`, or the child's error as one line. With
 /// `fresh`, the cache is not trusted: every app is compiled and written again.
 pub fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
     let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
@@ -79,7 +80,7 @@ pub fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
                         owner: compiler.owner(),
                     })
                     .collect();
-                if artefacts.len() == site.tenants.len() {
+                if artefacts.len() == site.apps.len() {
                     return Ok(artefacts);
                 }
             }
@@ -96,10 +97,10 @@ pub fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
 /// engine; apps built from the same component for the same engine share one artefact.
 fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
     let mut sources: HashMap<AppSource, Vec<u8>> = HashMap::new();
-    for tenant in &site.tenants {
-        if !sources.contains_key(&tenant.app.source) {
-            let wasm = guest::read_source(&tenant.app.source).with_context(|| describe(site, tenant))?;
-            sources.insert(tenant.app.source.clone(), wasm);
+    for app in &site.apps {
+        if !sources.contains_key(&app.guest.source) {
+            let wasm = guest::read_source(&app.guest.source).with_context(|| describe(site, app))?;
+            sources.insert(app.guest.source.clone(), wasm);
         }
     }
     process::drop_privileges(compiler.user, compiler.group).context("the compile step")?;
@@ -111,16 +112,16 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
         ));
     }
     let mut done: HashMap<(AppSource, usize), Artefact> = HashMap::new();
-    let mut artefacts = Vec::with_capacity(site.tenants.len());
-    for (index, tenant) in site.tenants.iter().enumerate() {
-        let memory = site.max_memory_of(&site.pool_of(index));
-        let key = (tenant.app.source.clone(), memory);
+    let mut artefacts = Vec::with_capacity(site.apps.len());
+    for (id, app) in site.ids() {
+        let memory = site.max_memory_of(&site.pool_of(id));
+        let key = (app.guest.source.clone(), memory);
         let artefact = match done.get(&key) {
             Some(artefact) => artefact.clone(),
             None => {
-                let wasm = sources.get(&tenant.app.source).map_or(&[][..], Vec::as_slice);
-                let artefact = guest::prepare(&tenant.app, wasm, memory, cache_dir, fresh)
-                    .with_context(|| describe(site, tenant))?;
+                let wasm = sources.get(&app.guest.source).map_or(&[][..], Vec::as_slice);
+                let artefact =
+                    guest::prepare(&app.guest, wasm, memory, cache_dir, fresh).with_context(|| describe(site, app))?;
                 done.insert(key, artefact.clone());
                 artefact
             }
@@ -130,8 +131,14 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
     Ok(artefacts)
 }
 
-fn describe(site: &Site, tenant: &crate::site::Tenant) -> String {
-    if site.hosted { format!("app {:?}", tenant.app.name) } else { tenant.app.source.describe() }
+fn describe(site: &Site, app: &App) -> String {
+    if site.hosted { format!("app {:?}", app.guest.name) } else { app.guest.source.describe() }
+}
+
+/// Compiles the apps of `config` in the compile step, as the workers' user; `fresh` distrusts the cache.
+pub(super) fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+    let compiler = Compiler { user: config.user, group: config.group };
+    compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.

@@ -9,13 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use super::accounts::{parse_group, parse_user};
 use super::grants;
-use crate::guest::{App, AppSource, Capabilities, Limits};
-use crate::routing::{HostPattern, Route, Router, normalise_prefix};
-use crate::site::{DedicatedPool, Site, Tenant};
+use super::layers::one_line;
+use crate::guest::{AppSource, Capabilities, Guest, Limits};
+use crate::routing::{AppId, HostPattern, Route, Router, normalise_prefix};
+use crate::site::{App, DedicatedPool, Site};
 
 /// One `[[app]]` table as written (`-` may stand for `_` in a key). The values are checked and resolved by
-/// `tenant`.
+/// `hosted_app`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppTable {
@@ -106,9 +108,8 @@ pub struct Defaults {
 pub fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
     let where_ = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", super::one_line(&err)))?;
+    let table: toml::Table =
+        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", one_line(&err)))?;
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     parse(&table, &base, in_config, defaults).map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))
 }
@@ -122,7 +123,7 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
         Some(toml::Value::Array(_)) | None => bail!("no [[app]] table: a manifest lists at least one app"),
         Some(_) => bail!("key \"app\" must be [[app]] tables"),
     };
-    let mut tenants = Vec::new();
+    let mut apps = Vec::new();
     let mut routes = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
         let Some(entry) = entry.as_table() else { bail!("app #{}: must be a table", position + 1) };
@@ -134,33 +135,33 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
         let name = table.name.clone();
         check_name(&name).context(label)?;
         let context = || format!("app {name:?}");
-        if tenants.iter().any(|tenant: &Tenant| tenant.app.name == name) {
+        if apps.iter().any(|app: &App| app.guest.name == name) {
             bail!("app {name:?}: key \"name\": another app has the same name");
         }
-        let index = tenants.len();
-        let (tenant, app_routes) = tenant(table, base, defaults, index).with_context(context)?;
+        let id = AppId(apps.len());
+        let (app, app_routes) = hosted_app(table, base, defaults, id).with_context(context)?;
         for route in app_routes {
             if let Some(existing) =
                 routes.iter().find(|existing: &&Route| existing.host == route.host && existing.prefix == route.prefix)
             {
                 bail!(
                     "app {name:?}: keys \"hosts\"/\"prefix\": the route {route} is already app {:?}'s",
-                    tenants[existing.app].app.name
+                    apps[existing.app.index()].guest.name
                 );
             }
             routes.push(route);
         }
-        tenants.push(tenant);
+        apps.push(app);
     }
     let fallback = match table.get("default_app") {
         None => None,
-        Some(toml::Value::String(name)) => match tenants.iter().position(|tenant| &tenant.app.name == name) {
-            Some(index) => Some(index),
+        Some(toml::Value::String(name)) => match apps.iter().position(|app| &app.guest.name == name) {
+            Some(index) => Some(AppId(index)),
             None => bail!("key \"default_app\": no app is named {name:?}"),
         },
         Some(_) => bail!("key \"default_app\" must be the name of an app"),
     };
-    Ok(Site { tenants, router: Router::new(routes, fallback), hosted: true })
+    Ok(Site { apps, router: Router::new(routes, fallback), hosted: true })
 }
 
 /// A name that can appear in logs and process titles as is.
@@ -174,8 +175,8 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One `[[app]]` table: the tenant and its routes.
-fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> anyhow::Result<(Tenant, Vec<Route>)> {
+/// One `[[app]]` table: the app and its routes.
+fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> anyhow::Result<(App, Vec<Route>)> {
     let source = match AppSource::parse(&table.component).context("key \"component\"")? {
         AppSource::File(path) => {
             let path = base.join(path);
@@ -197,7 +198,7 @@ fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> an
         None => String::new(),
     };
     let hosts = if hosts.is_empty() { vec![HostPattern::Any] } else { hosts };
-    let routes = hosts.into_iter().map(|host| Route { host, prefix: prefix.clone(), app: index }).collect();
+    let routes = hosts.into_iter().map(|host| Route { host, prefix: prefix.clone(), app: id }).collect();
     let env = table
         .env
         .unwrap_or_default()
@@ -231,8 +232,8 @@ fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> an
     let pool = match table.workers {
         Some(0) => bail!("key \"workers\" must be at least 1"),
         Some(workers) => {
-            let user = user.as_deref().map(super::parse_user).transpose().context("key \"user\"")?;
-            let group = group.as_deref().map(super::parse_group).transpose().context("key \"group\"")?;
+            let user = user.as_deref().map(parse_user).transpose().context("key \"user\"")?;
+            let group = group.as_deref().map(parse_group).transpose().context("key \"group\"")?;
             if let (Some(user), None) = (user, group) {
                 crate::process::account_of(user).context("key \"user\"")?;
             }
@@ -244,14 +245,14 @@ fn tenant(table: AppTable, base: &Path, defaults: &Defaults, index: usize) -> an
         }
         None => None,
     };
-    let app = App {
+    let guest = Guest {
         name: table.name,
         source,
         env,
         capabilities: Capabilities { dirs, net },
         limits: Limits { guest_timeout, max_memory_bytes },
     };
-    Ok((Tenant { app, body_limit, max_requests: table.max_requests.unwrap_or(0), pool }, routes))
+    Ok((App { guest, body_limit, max_requests: table.max_requests.unwrap_or(0), pool }, routes))
 }
 
 #[cfg(test)]
@@ -295,16 +296,17 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(site.tenants.len(), 3);
-        assert_eq!(site.tenants[0].app.env, vec![("GREETING".to_string(), "hi".to_string())]);
-        assert_eq!(site.tenants[1].app.limits.guest_timeout, Duration::from_millis(1500));
-        assert_eq!(site.tenants[1].app.limits.max_memory_bytes, 16 << 20);
-        assert_eq!(site.tenants[1].body_limit, Some(10));
-        assert_eq!(site.tenants[2].pool.map(|pool| pool.workers), Some(2));
-        assert_eq!(site.tenants[2].max_requests, 7);
-        assert_eq!(site.tenants[0].app.limits.guest_timeout, Duration::from_secs(30));
-        let route =
-            |host: &str, path: &str| site.router.route(Some(host), path).map(|routed| (routed.app, routed.script_name));
+        assert_eq!(site.apps.len(), 3);
+        assert_eq!(site.apps[0].guest.env, vec![("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(site.apps[1].guest.limits.guest_timeout, Duration::from_millis(1500));
+        assert_eq!(site.apps[1].guest.limits.max_memory_bytes, 16 << 20);
+        assert_eq!(site.apps[1].body_limit, Some(10));
+        assert_eq!(site.apps[2].pool.map(|pool| pool.workers), Some(2));
+        assert_eq!(site.apps[2].max_requests, 7);
+        assert_eq!(site.apps[0].guest.limits.guest_timeout, Duration::from_secs(30));
+        let route = |host: &str, path: &str| {
+            site.router.route(Some(host), path).map(|routed| (routed.app.index(), routed.script_name))
+        };
         assert_eq!(route("b.a.test", "/x"), Some((0, String::new())));
         assert_eq!(route("other", "/echo/x"), Some((1, "/echo".into())));
         assert_eq!(route("evil.test", "/echo"), Some((2, String::new())));

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::runtime::{engine_config, instance_pre};
-use super::{App, AppSource, samples, trust};
+use super::app::{AppSource, Guest};
+use super::engine::{engine_config, instance_pre};
+use super::exchange::Exchange;
+use super::{samples, trust};
 
 /// A compiled app, ready for workers to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub struct Artefact {
 /// the cache, unless `fresh`), checks that it is a wasmcorn app, and returns the artefact.
 /// A cached file that fails the owner and mode checks, or that wasmtime refuses, is compiled and written again.
 pub fn prepare(
-    app: &App,
+    app: &Guest,
     wasm: &[u8],
     max_memory_bytes: usize,
     cache_dir: &Path,
@@ -128,7 +130,7 @@ impl Hasher for Sha256Hasher {
 /// The exchange type used only to check a component's imports and exports.
 struct NoExchange;
 
-impl super::Exchange for NoExchange {
+impl Exchange for NoExchange {
     fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {
         Ok(Vec::new())
     }

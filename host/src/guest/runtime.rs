@@ -1,8 +1,8 @@
-//! The per-worker wasmtime runtime: one `Engine` (pooling allocator sized for one request at a time, epoch
-//! interruption, a bounded wasm stack), one `Linker`, an `InstancePre` for each app the worker hosts (apps built
-//! from the same artefact share one mapped component), and a fresh `Store` and instance for every request, with
-//! the app's own environment, grants and limits. The guest's time is a wall-clock deadline (see `deadline`): the
-//! epoch interrupts a guest that computes past it, and the host calls that wait are bounded by it.
+//! The per-worker wasmtime runtime: one `Engine` (configured as `engine` says), one `Linker`, an `InstancePre`
+//! for each app the worker hosts (apps built from the same artefact share one mapped component), and a fresh
+//! `Store` and instance for every request, with the app's own environment, grants and limits. The guest's time is
+//! a wall-clock deadline (see `deadline`): the epoch interrupts a guest that computes past it, and the host calls
+//! that wait are bounded by it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,75 +10,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
-};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::bindings::{App as AppWorld, AppPre};
+use super::app::Guest;
+use super::artefact::Artefact;
+use super::bindings::AppPre;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
+use super::engine::{engine_config, instance_pre_with, linker, store_limits};
+use super::exchange::Exchange;
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
 use super::trace::describe;
-use super::{App, Artefact, Exchange, bounded_io, name_lookup, trust};
+use super::trust;
 
 /// How often the epoch advances; the guest timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
 const OUTPUT_BUDGET: usize = 64 * 1024;
-/// The most native stack the guest's wasm code may use; deeper recursion traps.
-const MAX_WASM_STACK: usize = 512 * 1024;
-/// What one request's instance may create: core instances, tables and memories (the same bounds as the pool's
-/// slots for one component), and elements per table.
-const MAX_CORE_INSTANCES: usize = 32;
-const MAX_TABLES: usize = 16;
-const MAX_MEMORIES: usize = 2;
-const MAX_TABLE_ELEMENTS: usize = 20_000;
 /// The most host resources (streams, sockets, pollables, files) and component handles one request may hold at
 /// once; past it the host call fails and the guest traps.
 const MAX_RESOURCES: usize = 10_000;
-
-/// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory. The compile
-/// step and the workers must use the same one: the artefact records it and wasmtime refuses an artefact built
-/// for another. Only the compile step compiles: a worker's engine has no compiler, so none of cranelift's code
-/// is ever paged into a worker.
-pub(crate) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
-    let mut pool = PoolingAllocationConfig::new();
-    // One request at a time: one component instance in use, one more while the previous is torn down.
-    pool.total_component_instances(2)
-        .total_core_instances(64)
-        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
-        .total_memories(4)
-        .max_memories_per_component(MAX_MEMORIES as u32)
-        .total_tables(32)
-        .max_tables_per_component(MAX_TABLES as u32)
-        .total_stacks(0)
-        .max_memory_size(max_memory_bytes)
-        // A used memory is reset by unmapping all of it (`madvise(MADV_DONTNEED)`): the kernel then drops its
-        // pages, swapped out or not, and the next request faults in zeroes or the component's initial image.
-        // Never with PAGEMAP_SCAN: wasmtime 48 then rewrites only the dirty pages present in RAM, so a page
-        // swapped out during a request would keep its data for the next one (wasmtime PR 14357). Without it,
-        // keeping memory resident means rewriting every byte of it on each reset, dirty or not: for
-        // sample:hello, 16 MiB kept cost 55-58 us of worker CPU per request, none kept 33-37 us (26-28 us
-        // with PAGEMAP_SCAN). Tables are small: they are rewritten in place.
-        .linear_memory_keep_resident(0)
-        .table_keep_resident(1 << 20)
-        .pagemap_scan(Enabled::No);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .enable_compiler(compiles)
-        .parallel_compilation(compiles)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .memory_reservation(max_memory_bytes as u64)
-        .memory_reservation_for_growth(0)
-        .memory_may_move(false)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
-}
 
 /// What became of one request inside the guest.
 #[derive(Debug)]
@@ -118,7 +71,7 @@ impl<E: Exchange> Runtime<E> {
     /// Builds the engine (sized for `max_memory_bytes`, the most any of the apps may use) and the linker, checks
     /// and maps each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests'
     /// stdout and stderr lines go. An artefact that fails its checks is an error holding a `Refusal`.
-    pub fn load(apps: &[(&App, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
+    pub fn load(apps: &[(&Guest, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(max_memory_bytes, false))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
@@ -217,51 +170,6 @@ impl<E: Exchange> Runtime<E> {
         stderr.finish();
         (state.exchange, outcome)
     }
-}
-
-fn store_limits(max_memory_bytes: usize) -> StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(max_memory_bytes)
-        .table_elements(MAX_TABLE_ELEMENTS)
-        .instances(MAX_CORE_INSTANCES)
-        .tables(MAX_TABLES)
-        .memories(MAX_MEMORIES)
-        .build()
-}
-
-/// A linker with WASI and the wasmcorn interfaces.
-fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<RequestState<E>>> {
-    let mut linker = Linker::<RequestState<E>>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .and_then(|()| name_lookup::add_to_linker(&mut linker))
-        .and_then(|()| bounded_io::add_to_linker(&mut linker))
-        .map_err(anyhow::Error::from)
-        .context("cannot link WASI")?;
-    AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
-        .map_err(anyhow::Error::from)
-        .context("cannot link the wasmcorn interfaces")?;
-    Ok(linker)
-}
-
-/// Checks that the component is a wasmcorn app and pre-instantiates it.
-pub(crate) fn instance_pre<E: Exchange>(
-    engine: &Engine,
-    component: &Component,
-) -> anyhow::Result<AppPre<RequestState<E>>> {
-    instance_pre_with(&linker(engine)?, component)
-}
-
-fn instance_pre_with<E: Exchange>(
-    linker: &Linker<RequestState<E>>,
-    component: &Component,
-) -> anyhow::Result<AppPre<RequestState<E>>> {
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(anyhow::Error::from)
-        .context("the component imports something wasmcorn does not provide (wasmcorn offers WASI 0.2 and the wasmcorn:app interfaces)")?;
-    AppPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .context("the component does not export the wasmcorn:app handler (`handle`)")
 }
 
 /// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in

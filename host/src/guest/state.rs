@@ -7,11 +7,11 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::Exchange;
 use super::bindings::wasmcorn::app::{request, response};
 use super::bounded_io::{BoundedIo, DeadlineView};
 use super::capabilities::NetGrant;
 use super::deadline::{Deadline, GuestTimeout};
+use super::exchange::Exchange;
 use super::name_lookup::LookupView;
 
 /// The most bytes one `read-body` call returns, whatever the guest asks for.

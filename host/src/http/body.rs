@@ -6,8 +6,10 @@
 use std::io::{Read, Write};
 
 use super::chunk_size::parse_chunk_size;
-use super::request::{Framing, Request};
-use super::{Connection, HttpError};
+use super::connection::Connection;
+use super::error::HttpError;
+use super::head::{Framing, is_token_byte};
+use super::request::Request;
 
 /// The longest chunk-size line (size and extensions) and trailer field accepted.
 const MAX_LINE: usize = 8190;
@@ -185,7 +187,7 @@ fn is_field_line(line: &[u8]) -> bool {
     let Some(colon) = line.iter().position(|&byte| byte == b':') else { return false };
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     !name.is_empty()
-        && name.iter().all(|&byte| super::request::is_token_byte(byte))
+        && name.iter().all(|&byte| is_token_byte(byte))
         && value.iter().all(|&byte| byte == b'\t' || byte >= 0x20 && byte != 0x7f)
 }
 
@@ -197,7 +199,8 @@ fn is_forbidden_trailer(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{HeadLimits, parse_head};
+    use crate::http::request::parse_head;
+    use crate::settings::HeadLimits;
     use std::io::Cursor;
 
     /// A stream that yields its input in pieces of `step` bytes and swallows writes.

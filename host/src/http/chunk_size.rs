@@ -1,8 +1,8 @@
 //! The chunk-size line of a chunked body (RFC 9112 section 7.1): a size of 1 to 15 hex digits, then chunk
 //! extensions held to their grammar, so that no proxy in front can read the line's end elsewhere.
 
-use super::HttpError;
-use super::request::is_token_byte;
+use super::error::HttpError;
+use super::head::is_token_byte;
 
 /// `1*HEXDIG chunk-ext`, with at most 15 hex digits so that the size cannot overflow. Returns the size and the
 /// length of the extensions.

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::HttpError;
+use super::error::HttpError;
 
 const READ_SIZE: usize = 16 * 1024;
 

@@ -1,8 +1,8 @@
 //! Decides how a request body is delimited from its Content-Length and Transfer-Encoding fields (RFC 9112
 //! section 6), refusing every combination a proxy in front could read differently.
 
-use super::HttpError;
-use super::request::{Framing, Version, is_token_byte};
+use super::error::HttpError;
+use super::head::{Framing, Version, is_token_byte};
 
 /// The framing of a request's body, or why the request must be refused.
 pub fn decide(headers: &[(String, String)], version: Version) -> Result<Framing, HttpError> {

@@ -1,8 +1,8 @@
 //! The line-level rules of a request head: every line ends in CRLF (RFC 9112 section 2.2), and Gunicorn's
 //! limits on the request line and on each field line hold, for complete lines and for a line still arriving.
 
-use super::HttpError;
-use super::request::HeadLimits;
+use super::error::HttpError;
+use crate::settings::HeadLimits;
 
 /// Enforces the request-line and field-size limits, on complete lines and on a line still arriving. Empty lines
 /// before the request line (which RFC 9112 lets a server skip) count toward the request line.

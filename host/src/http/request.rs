@@ -2,59 +2,12 @@
 
 use std::io::{Read, Write};
 
+use super::connection::Connection;
+use super::error::HttpError;
+use super::head::{Framing, Version};
 use super::lines::{check_last_line_length, check_line_endings, check_line_lengths, check_new_lines};
-use super::{Connection, HttpError, framing, target};
-
-/// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
-    /// The longest request line, in bytes (without its CRLF); 0 for no limit.
-    pub request_line: usize,
-    /// The most header fields.
-    pub fields: usize,
-    /// The longest header field line (name, colon, value and CRLF), in bytes; 0 for no limit.
-    pub field_size: usize,
-}
-
-impl HeadLimits {
-    pub(super) fn request_line_exceeded(&self, length: usize) -> bool {
-        self.request_line > 0 && length > self.request_line
-    }
-
-    pub(super) fn field_size_exceeded(&self, length: usize) -> bool {
-        self.field_size > 0 && length > self.field_size
-    }
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits { request_line: 4094, fields: 100, field_size: 8190 }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    Http10,
-    Http11,
-}
-
-impl Version {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        }
-    }
-}
-
-/// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// `Content-Length` bytes (0 without the header).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
+use super::{framing, target};
+use crate::settings::HeadLimits;
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,11 +202,6 @@ fn expectation(headers: &[(String, String)], version: Version) -> Result<bool, H
         }
     }
     Ok(expects_continue)
-}
-
-/// RFC 9110 `tchar`.
-pub(crate) fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 fn latin1(bytes: &[u8]) -> String {

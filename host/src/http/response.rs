@@ -4,8 +4,9 @@
 
 use std::io::{Read, Write};
 
-use super::request::{Version, is_token_byte};
-use super::{Connection, Request};
+use super::connection::Connection;
+use super::head::{Version, is_token_byte};
+use super::request::Request;
 
 /// Bodies up to this size are buffered and sent in one write with a `Content-Length`.
 const BUFFER_LIMIT: usize = 64 * 1024;
@@ -384,7 +385,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{HeadLimits, parse_head};
+    use crate::http::request::parse_head;
+    use crate::settings::HeadLimits;
     use std::io::Cursor;
 
     struct Wire(Cursor<Vec<u8>>, Vec<u8>);

@@ -1,6 +1,6 @@
 //! The request target (RFC 9112 section 3.2) in its four forms, and the Host value it may stand in for.
 
-use super::HttpError;
+use super::error::HttpError;
 
 /// A request target taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 
-use super::{AccessFormat, Settings, Target};
+use super::access::AccessFormat;
+use super::settings::{Settings, Target};
 
 struct Sinks {
     error: Sink,

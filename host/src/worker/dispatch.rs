@@ -4,16 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use percent_encoding::percent_decode_str;
-
+use super::answers;
+use super::environ;
 use super::exchange::HttpExchange;
 use super::handoff::{self, Channel, SendError};
-use super::heads::Arrived;
+use super::heads::{Arrived, Origin};
 use super::heartbeat::Slot;
 use super::serve::{self, Target};
-use super::settings::HttpSettings;
 use crate::guest::Runtime;
+use crate::http::Connection;
 use crate::log;
+use crate::routing::AppId;
+use crate::settings::HttpSettings;
 use crate::site::Site;
 
 /// A worker's view of the site: which apps it runs (and where they are in its runtime) and where the others go.
@@ -28,20 +30,23 @@ pub struct Dispatch<'a> {
 
 /// What became of a request.
 pub enum Handled {
-    /// Served here by app `app` (the site's index).
-    Served { app: usize },
-    /// Handed over to another pool, or answered by the host.
-    Elsewhere,
+    /// An app this worker runs served it.
+    Served { app: AppId },
+    /// Handed over to the dedicated pool of its app.
+    HandedOver,
+    /// Answered by the host itself: no app takes it (404), or its app could not take it (its pool is full or
+    /// unreachable, its app is stopped: 503; its head too large to hand over: 431).
+    Answered,
 }
 
 impl<'a> Dispatch<'a> {
     /// `runs` lists the site's apps this worker runs, in the order of its runtime.
-    pub fn new(site: &'a Site, runs: &[usize], channels: &'a BTreeMap<String, Channel>) -> Self {
-        let mut local = vec![None; site.tenants.len()];
+    pub fn new(site: &'a Site, runs: &[AppId], channels: &'a BTreeMap<String, Channel>) -> Self {
+        let mut local = vec![None; site.apps.len()];
         for (position, app) in runs.iter().enumerate() {
-            local[*app] = Some(position);
+            local[app.index()] = Some(position);
         }
-        Dispatch { site, local, channels, served: vec![0; site.tenants.len()] }
+        Dispatch { site, local, channels, served: vec![0; site.apps.len()] }
     }
 
     pub fn handle(
@@ -51,55 +56,59 @@ impl<'a> Dispatch<'a> {
         arrived: Arrived,
         slot: &'static Slot,
     ) -> Handled {
-        let (app, script_name) = match &arrived.script_name {
+        // Decoded once: routing reads it, and the environ's PATH_INFO is taken from it.
+        let path = environ::decode_path(&arrived.request.path);
+        let (app, script_name) = match &arrived.origin {
             // Handed over: the shared pool routed it to this worker's pool, which runs one app.
-            Some(script_name) => match self.local.iter().position(Option::is_some) {
-                Some(app) => (app, script_name.clone()),
+            Origin::HandedOver { script_name } => match self.local.iter().position(Option::is_some) {
+                Some(index) => (AppId(index), script_name.clone()),
                 None => {
-                    serve::answer(arrived, 503, "-");
-                    return Handled::Elsewhere;
+                    arrived.answer(503, "-");
+                    return Handled::Answered;
                 }
             },
-            None => {
+            Origin::Accepted => {
                 let host = arrived.request.authority.as_deref().or_else(|| arrived.request.header("host"));
-                let path = percent_decode_str(&arrived.request.path).decode_utf8_lossy();
                 match self.site.router.route(host, &path) {
                     Some(routed) => (routed.app, routed.script_name),
                     None => {
-                        serve::answer(arrived, 404, "-");
-                        return Handled::Elsewhere;
+                        arrived.answer(404, "-");
+                        return Handled::Answered;
                     }
                 }
             }
         };
-        let tenant = &self.site.tenants[app];
-        match self.local[app] {
+        let hosted = self.site.app(app);
+        match self.local[app.index()] {
             Some(index) => {
-                let target =
-                    Target { index, name: &tenant.app.name, script_name: &script_name, body_limit: tenant.body_limit };
+                let target = Target {
+                    index,
+                    name: &hosted.guest.name,
+                    script_name: &script_name,
+                    path: &path,
+                    body_limit: hosted.body_limit,
+                };
                 serve::request(runtime, &target, settings, arrived, slot);
-                self.served[app] += 1;
+                self.served[app.index()] += 1;
                 Handled::Served { app }
             }
-            None => {
-                self.hand_over(app, &script_name, arrived);
-                Handled::Elsewhere
-            }
+            None => self.hand_over(app, &script_name, arrived),
         }
     }
 
     /// Passes the connection to the pool of app `app`, or answers for it when that cannot be done.
-    fn hand_over(&self, app: usize, script_name: &str, arrived: Arrived) {
-        let name = &self.site.tenants[app].app.name;
+    fn hand_over(&self, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
+        let name = &self.site.app(app).guest.name;
         let Some(channel) = self.channels.get(name) else {
             log::error(format_args!("No channel to the pool of app {name}: 503"));
-            return serve::answer(arrived, 503, name);
+            arrived.answer(503, name);
+            return Handled::Answered;
         };
-        let Arrived { conn, request, peer, local, script_name: _ } = arrived;
+        let Arrived { conn, request, peer, .. } = arrived;
         let (stream, bytes) = conn.into_parts();
         match handoff::send(channel.sender(), &stream, script_name, &bytes) {
             // Our copy of the socket closes here; the pool's worker has its own.
-            Ok(()) => {}
+            Ok(()) => Handled::HandedOver,
             Err(err) => {
                 let status = match &err {
                     SendError::Busy(cause) => {
@@ -111,15 +120,15 @@ impl<'a> Dispatch<'a> {
                     }
                     SendError::TooLarge => 431,
                 };
-                let conn = crate::http::Connection::with_bytes(stream, Vec::new());
-                serve::answer(Arrived { conn, request, peer, local, script_name: None }, status, name);
+                answers::answer(Connection::with_bytes(stream, Vec::new()), &request, peer, status, name);
+                Handled::Answered
             }
         }
     }
 
     /// Whether an app this worker serves has reached its own `max_requests`.
-    pub fn app_limit_reached(&self, app: usize) -> bool {
-        let limit = self.site.tenants[app].max_requests;
-        limit > 0 && self.served[app] >= limit
+    pub fn app_limit_reached(&self, app: AppId) -> bool {
+        let limit = self.site.app(app).max_requests;
+        limit > 0 && self.served[app.index()] >= limit
     }
 }

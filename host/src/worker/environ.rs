@@ -5,16 +5,29 @@ use percent_encoding::percent_decode_str;
 use super::forwarded::Client;
 use crate::http::Request;
 use crate::listener::Local;
+use crate::routing::below_prefix;
+
+/// The request's path percent-decoded (invalid UTF-8 replaced), as routing and PATH_INFO read it.
+pub fn decode_path(path: &str) -> String {
+    percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
 
 /// The environ of `request` from `client`, received on `local`, for an app mounted at `script_name` (empty, or
-/// a path starting with `/` and not ending with one).
-pub fn build(request: &Request, client: &Client, local: &Local, script_name: &str) -> Vec<(String, String)> {
+/// a path starting with `/` and not ending with one). `path` is the request's path, decoded by `decode_path`.
+pub fn build(
+    request: &Request,
+    client: &Client,
+    local: &Local,
+    script_name: &str,
+    path: &str,
+) -> Vec<(String, String)> {
     let (server_name, server_port) = server_address(request, local, client.url_scheme);
-    let path_info = percent_decode_str(&request.path).decode_utf8_lossy().into_owned();
+    // PATH_INFO is what the path holds below the mount point (all of it, if it is not below).
+    let path_info = below_prefix(path, script_name).unwrap_or(path);
     let mut environ: Vec<(String, String)> = vec![
         ("REQUEST_METHOD".into(), request.method.clone()),
         ("SCRIPT_NAME".into(), script_name.into()),
-        ("PATH_INFO".into(), strip_script_name(path_info, script_name)),
+        ("PATH_INFO".into(), path_info.to_string()),
         ("QUERY_STRING".into(), request.query.clone()),
         ("RAW_URI".into(), request.target.clone()),
         ("CONTENT_TYPE".into(), request.header("content-type").unwrap_or_default().to_string()),
@@ -46,18 +59,6 @@ pub fn build(request: &Request, client: &Client, local: &Local, script_name: &st
         }
     }
     environ
-}
-
-/// PATH_INFO without the mount point: `/app/x` under `/app` is `/x`, `/app` is empty, and `/application` is
-/// left alone (the prefix must end at a segment).
-fn strip_script_name(path_info: String, script_name: &str) -> String {
-    if script_name.is_empty() {
-        return path_info;
-    }
-    match path_info.strip_prefix(script_name) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
-        _ => path_info,
-    }
 }
 
 /// SERVER_NAME and SERVER_PORT: from an absolute-form target's authority, else the Host header, else the
@@ -94,7 +95,8 @@ mod tests {
     fn environ_mounted(head: &str, script_name: &str) -> Vec<(String, String)> {
         let request = request_for_tests(head.as_bytes());
         let client = Client { remote_addr: "10.0.0.9".into(), remote_port: "5555".into(), url_scheme: "http" };
-        build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name)
+        let path = decode_path(&request.path);
+        build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name, &path)
     }
 
     fn environ(head: &str) -> Vec<(String, String)> {

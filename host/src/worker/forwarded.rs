@@ -1,57 +1,15 @@
-//! Behind a proxy: which peers are trusted (`--forwarded-allow-ips`), and what a trusted peer's
+//! Behind a proxy: what a trusted peer's (`--forwarded-allow-ips`, see `settings::TrustedProxies`)
 //! `X-Forwarded-For` and secure-scheme headers say about the client, as Gunicorn reads them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
-
-use ipnet::IpNet;
 
 use crate::http::{HttpError, Request};
 use crate::listener::Peer;
+use crate::settings::TrustedProxies;
 
 /// Gunicorn's default `secure_scheme_headers`: a header, and the value that means the client used https.
 const SECURE_SCHEME_HEADERS: &[(&str, &str)] =
     &[("x-forwarded-protocol", "ssl"), ("x-forwarded-proto", "https"), ("x-forwarded-ssl", "on")];
-
-/// The peers whose forwarding headers are believed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustedProxies {
-    /// `*`: every peer.
-    All,
-    /// Addresses and networks (`10.0.0.0/8`).
-    Listed(Vec<IpNet>),
-}
-
-impl FromStr for TrustedProxies {
-    type Err = String;
-
-    /// A comma-separated list of IP addresses and networks, or `*`. Spaces around items are ignored.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let items: Vec<&str> = text.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
-        if items.contains(&"*") {
-            return Ok(TrustedProxies::All);
-        }
-        items
-            .iter()
-            .map(|item| {
-                item.parse::<IpNet>()
-                    .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{item:?} is neither an IP address nor a network"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(TrustedProxies::Listed)
-    }
-}
-
-impl TrustedProxies {
-    pub fn trusts(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
-        match self {
-            TrustedProxies::All => true,
-            TrustedProxies::Listed(networks) => networks.iter().any(|network| network.contains(&peer)),
-        }
-    }
-}
 
 /// Who the client is, as far as the guest is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,17 +83,6 @@ mod tests {
     fn client_of(fields: &str, peer: &str, trusted: &str) -> Result<Client, Option<u16>> {
         let request = request_for_tests(format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n").as_bytes());
         client(&request, Peer::Ip(peer.parse().unwrap()), &trusted.parse().unwrap()).map_err(|err| err.status())
-    }
-
-    #[test]
-    fn trusted_lists_take_addresses_networks_and_star() {
-        let listed: TrustedProxies = "127.0.0.1, ::1,10.0.0.0/8".parse().unwrap();
-        assert!(listed.trusts("10.1.2.3".parse().unwrap()));
-        assert!(listed.trusts("::ffff:127.0.0.1".parse().unwrap()), "IPv4-mapped peers count as IPv4");
-        assert!(!listed.trusts("192.168.0.1".parse().unwrap()));
-        assert!("*".parse::<TrustedProxies>().unwrap().trusts("192.168.0.1".parse().unwrap()));
-        assert!("".parse::<TrustedProxies>().unwrap() == TrustedProxies::Listed(vec![]));
-        assert!("localhost".parse::<TrustedProxies>().is_err());
     }
 
     #[test]

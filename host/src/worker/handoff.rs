@@ -3,7 +3,7 @@
 //! (`SCM_RIGHTS`) with the bytes already read, over that pool's channel: a `SOCK_SEQPACKET` socket pair made by
 //! the arbiter, whose sending end every shared worker holds and whose receiving end every worker of the pool
 //! reads, one whole message at a time. Sends never wait: when the pool's queue is full the client gets 503 from
-//! the shared worker at once, so a tenant that saturates its pool slows no one else.
+//! the shared worker at once, so an app that saturates its pool slows no one else.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpStream};

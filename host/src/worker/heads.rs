@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use super::answers;
 use super::farewell::Queued;
 use super::handoff::Handed;
-use super::serve;
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
 
@@ -30,8 +30,23 @@ pub struct Arrived {
     pub request: Request,
     pub peer: Peer,
     pub local: Local,
-    /// Set when the shared pool routed the request and handed it to this worker's pool: the app's mount point.
-    pub script_name: Option<String>,
+    pub origin: Origin,
+}
+
+/// How a request reached this worker.
+pub enum Origin {
+    /// Accepted here, from a listener: it is still to be routed.
+    Accepted,
+    /// Handed over by a shared worker that routed it to this worker's pool, with the app's mount point (its
+    /// `SCRIPT_NAME`).
+    HandedOver { script_name: String },
+}
+
+impl Arrived {
+    /// Answers the request with `status` from the host itself, logged under `app` (see `answers::answer`).
+    pub fn answer(self, status: u16, app: &str) {
+        answers::answer(self.conn, &self.request, self.peer, status, app);
+    }
 }
 
 struct Pending {
@@ -131,14 +146,14 @@ impl Heads {
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
-                let script_name = Some(script_name);
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name }));
+                let origin = Origin::HandedOver { script_name };
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
             }
             Ok(None) => {
                 let err = HttpError::BadRequest("an incomplete head was handed over".into());
-                serve::reject(conn.take(), &err, peer);
+                answers::reject(conn.take(), &err, peer);
             }
-            Err(err) => serve::reject(conn.take(), &err, peer),
+            Err(err) => answers::reject(conn.take(), &err, peer),
         }
     }
 
@@ -170,7 +185,7 @@ impl Heads {
             if let Some(mut pending) = self.pending.remove(&key) {
                 let _ = epoll.delete(pending.conn.stream());
                 match read_available(&mut pending.conn, &self.limits) {
-                    Progress::Waiting => serve::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
+                    Progress::Waiting => answers::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
                     progress => self.settle(pending, progress),
                 }
             }
@@ -192,7 +207,7 @@ impl Heads {
                 self.held_limit,
                 pending.conn.held()
             );
-            serve::reject(pending.conn.take(), &HttpError::HeadersTooLarge(why), pending.peer);
+            answers::reject(pending.conn.take(), &HttpError::HeadersTooLarge(why), pending.peer);
         }
     }
 
@@ -201,9 +216,9 @@ impl Heads {
             Progress::Waiting => {}
             Progress::Complete(request) => {
                 let Pending { conn, peer, local, .. } = pending;
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, script_name: None }));
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin: Origin::Accepted }));
             }
-            Progress::Failed(err) => serve::reject(pending.conn.take(), &err, pending.peer),
+            Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }
     }
 }

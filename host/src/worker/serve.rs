@@ -1,31 +1,26 @@
-//! Serves one request whose head has arrived: check its body size and forwarding headers, run the guest,
-//! finish the response, log it, close. Also answers the requests that could not be read.
+//! Serves one request whose head has arrived with the app it goes to: check its body size and forwarding
+//! headers, run the guest, finish the response, log it, drain what is left of the body, close.
 
-use std::io::Read;
-use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::guest::{Outcome, Runtime};
-use crate::http::{self, BodyReader, Connection, HttpError, Request};
-use crate::listener::{Peer, Stream};
+use crate::http::{BodyReader, Request};
 use crate::log;
+use crate::settings::HttpSettings;
 
+use super::answers::{self, DRAIN_TIMEOUT};
 use super::environ;
 use super::exchange::HttpExchange;
 use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
-use super::settings::HttpSettings;
 use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
-/// response rather than a reset; and how long that may take.
+/// response rather than a reset (waiting at most `DRAIN_TIMEOUT`).
 const DRAIN_BUDGET: u64 = 1 << 20;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-/// How much of what a rejected client still sends is discarded, without waiting, before closing.
-const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
 
-/// The app a request goes to, in this worker.
+/// The app a request goes to, in this worker, and the request's decoded path.
 pub struct Target<'a> {
     /// The app's position in the worker's runtime.
     pub index: usize,
@@ -33,6 +28,8 @@ pub struct Target<'a> {
     pub name: &'a str,
     /// Its mount point: the request's SCRIPT_NAME.
     pub script_name: &'a str,
+    /// The request's path, percent-decoded (see `environ::decode_path`).
+    pub path: &'a str,
     pub body_limit: Option<u64>,
 }
 
@@ -48,7 +45,7 @@ pub fn request(
         .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
     let (body, client) = match checked {
         Ok(checked) => checked,
-        Err(err) => return reject(conn, &err, peer),
+        Err(err) => return answers::reject(conn, &err, peer),
     };
     // From here on the worker waits on this client alone: each read and write gives up when the client moves no
     // byte for the client timeout, and each one that moves bytes is a sign of life.
@@ -59,7 +56,7 @@ pub fn request(
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
-    let environ = environ::build(&request, &client, &local, target.script_name);
+    let environ = environ::build(&request, &client, &local, target.script_name, target.path);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, HttpExchange::new(conn, &request, body));
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
@@ -73,20 +70,7 @@ pub fn request(
             of_app(target.name)
         ));
     }
-    log::access(&log::AccessRecord {
-        app: target.name,
-        remote_addr: if client.remote_addr.is_empty() { "-" } else { &client.remote_addr },
-        method: &request.method,
-        target: &request.target,
-        path: &request.path,
-        query: &request.query,
-        protocol: request.version.as_str(),
-        status: sent.status,
-        body_bytes: sent.body_bytes,
-        request_headers: &request.headers,
-        response_headers: exchange.response.headers(),
-        duration: started.elapsed(),
-    });
+    answers::log_access(&request, target.name, &client.remote_addr, sent, exchange.response.headers(), started);
     if !exchange.body.is_done() && exchange.body_error.is_none() {
         // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
         // discarded, without waiting for more.
@@ -125,63 +109,4 @@ fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outco
 /// ` (app NAME)` for a named app, for log lines.
 fn of_app(name: &str) -> String {
     if name.is_empty() { String::new() } else { format!(" (app {name})") }
-}
-
-/// Answers a complete request with `status` from the host itself (no app has it, or its pool is full), logs it
-/// in the access log under `app` (`-` when none), and closes.
-pub fn answer(arrived: Arrived, status: u16, app: &str) {
-    let Arrived { mut conn, request, peer, .. } = arrived;
-    let started = Instant::now();
-    let sent = write_host_answer(&mut conn, status);
-    let remote_addr = peer.to_string();
-    log::access(&log::AccessRecord {
-        app,
-        remote_addr: &remote_addr,
-        method: &request.method,
-        target: &request.target,
-        path: &request.path,
-        query: &request.query,
-        protocol: request.version.as_str(),
-        status,
-        body_bytes: if sent { http::error_body_length(status) } else { 0 },
-        request_headers: &request.headers,
-        response_headers: &[],
-        duration: started.elapsed(),
-    });
-    if sent {
-        close_discarding(conn.stream());
-    }
-}
-
-/// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The
-/// answer is followed by a FIN, and what the client already sent is discarded first, so that closing with unread
-/// bytes does not reset the connection before the client reads the answer.
-pub fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
-    let Some(status) = err.status() else { return };
-    log::info(format_args!("Invalid request from {peer}: {err}"));
-    if write_host_answer(&mut conn, status) {
-        close_discarding(conn.stream());
-    }
-}
-
-/// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.
-fn write_host_answer(conn: &mut Connection<Stream>, status: u16) -> bool {
-    let _ = conn.stream().set_nonblocking(false);
-    let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
-    conn.write_all(&http::error_response(status)).is_ok()
-}
-
-/// Ends the response with a FIN and discards, without waiting, what the client already sent, so that closing
-/// with unread bytes does not reset the connection before the client reads the answer.
-fn close_discarding(stream: &mut Stream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_nonblocking(true);
-    let mut discarded = 0;
-    let mut scratch = [0u8; 16 * 1024];
-    while discarded < REJECT_DRAIN_BUDGET {
-        match stream.read(&mut scratch) {
-            Ok(0) | Err(_) => break,
-            Ok(count) => discarded += count,
-        }
-    }
 }

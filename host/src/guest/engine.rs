@@ -1,0 +1,110 @@
+//! What the compile step and the workers build alike: the engine configuration (pooling allocator sized for one
+//! request at a time, epoch interruption, a bounded wasm stack, no compiler in a worker), the bounds of one
+//! request's store, and the linker (WASI and the wasmcorn interfaces) that checks a component is a wasmcorn app
+//! and pre-instantiates it. The artefact a compile step writes is only valid for the same configuration.
+
+use anyhow::Context;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits, StoreLimitsBuilder,
+};
+
+use super::bindings::{App as AppWorld, AppPre};
+use super::exchange::Exchange;
+use super::state::RequestState;
+use super::{bounded_io, name_lookup};
+
+/// The most native stack the guest's wasm code may use; deeper recursion traps.
+const MAX_WASM_STACK: usize = 512 * 1024;
+/// What one request's instance may create: core instances, tables and memories (the same bounds as the pool's
+/// slots for one component), and elements per table.
+const MAX_CORE_INSTANCES: usize = 32;
+const MAX_TABLES: usize = 16;
+const MAX_MEMORIES: usize = 2;
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory. The compile
+/// step and the workers must use the same one: the artefact records it and wasmtime refuses an artefact built
+/// for another. Only the compile step compiles: a worker's engine has no compiler, so none of cranelift's code
+/// is ever paged into a worker.
+pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    // One request at a time: one component instance in use, one more while the previous is torn down.
+    pool.total_component_instances(2)
+        .total_core_instances(64)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+        .total_memories(4)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .total_tables(32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .total_stacks(0)
+        .max_memory_size(max_memory_bytes)
+        // A used memory is reset by unmapping all of it (`madvise(MADV_DONTNEED)`): the kernel then drops its
+        // pages, swapped out or not, and the next request faults in zeroes or the component's initial image.
+        // Never with PAGEMAP_SCAN: wasmtime 48 then rewrites only the dirty pages present in RAM, so a page
+        // swapped out during a request would keep its data for the next one (wasmtime PR 14357). Without it,
+        // keeping memory resident means rewriting every byte of it on each reset, dirty or not: for
+        // sample:hello, 16 MiB kept cost 55-58 us of worker CPU per request, none kept 33-37 us (26-28 us
+        // with PAGEMAP_SCAN). Tables are small: they are rewritten in place.
+        .linear_memory_keep_resident(0)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(Enabled::No);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .enable_compiler(compiles)
+        .parallel_compilation(compiles)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_reservation(max_memory_bytes as u64)
+        .memory_reservation_for_growth(0)
+        .memory_may_move(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// What one request's store may create.
+pub(super) fn store_limits(max_memory_bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(max_memory_bytes)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .instances(MAX_CORE_INSTANCES)
+        .tables(MAX_TABLES)
+        .memories(MAX_MEMORIES)
+        .build()
+}
+
+/// A linker with WASI and the wasmcorn interfaces.
+pub(super) fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<RequestState<E>>> {
+    let mut linker = Linker::<RequestState<E>>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .and_then(|()| name_lookup::add_to_linker(&mut linker))
+        .and_then(|()| bounded_io::add_to_linker(&mut linker))
+        .map_err(anyhow::Error::from)
+        .context("cannot link WASI")?;
+    AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the wasmcorn interfaces")?;
+    Ok(linker)
+}
+
+/// Checks that the component is a wasmcorn app and pre-instantiates it.
+pub(super) fn instance_pre<E: Exchange>(
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<AppPre<RequestState<E>>> {
+    instance_pre_with(&linker(engine)?, component)
+}
+
+pub(super) fn instance_pre_with<E: Exchange>(
+    linker: &Linker<RequestState<E>>,
+    component: &Component,
+) -> anyhow::Result<AppPre<RequestState<E>>> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .context("the component imports something wasmcorn does not provide (wasmcorn offers WASI 0.2 and the wasmcorn:app interfaces)")?;
+    AppPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("the component does not export the wasmcorn:app handler (`handle`)")
+}

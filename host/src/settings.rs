@@ -1,0 +1,106 @@
+//! The HTTP settings that `config` builds from the flags and the workers read: the limits on a request head,
+//! the client timeout, the pending-heads budget and the proxies whose forwarding headers are believed. Plain
+//! data: this module imports nothing else of the crate, so every layer may use it.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// What a worker needs to read requests besides its apps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `--limit-request-line`, `--limit-request-fields`, `--limit-request-field_size`.
+    pub head_limits: HeadLimits,
+    /// `--limit-pending-heads`: the most bytes the buffers of a worker's pending heads may hold together.
+    pub pending_heads_limit: usize,
+    /// `--client-timeout`: how long the whole request head may take to arrive, and each body read or response
+    /// write may wait.
+    pub client_timeout: Duration,
+    /// `--forwarded-allow-ips`.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The longest request line, in bytes (without its CRLF); 0 for no limit.
+    pub request_line: usize,
+    /// The most header fields.
+    pub fields: usize,
+    /// The longest header field line (name, colon, value and CRLF), in bytes; 0 for no limit.
+    pub field_size: usize,
+}
+
+impl HeadLimits {
+    pub(crate) fn request_line_exceeded(&self, length: usize) -> bool {
+        self.request_line > 0 && length > self.request_line
+    }
+
+    pub(crate) fn field_size_exceeded(&self, length: usize) -> bool {
+        self.field_size > 0 && length > self.field_size
+    }
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits { request_line: 4094, fields: 100, field_size: 8190 }
+    }
+}
+
+/// The peers whose forwarding headers are believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxies {
+    /// `*`: every peer.
+    All,
+    /// Addresses and networks (`10.0.0.0/8`).
+    Listed(Vec<IpNet>),
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    /// A comma-separated list of IP addresses and networks, or `*`. Spaces around items are ignored.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let items: Vec<&str> = text.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
+        if items.contains(&"*") {
+            return Ok(TrustedProxies::All);
+        }
+        items
+            .iter()
+            .map(|item| {
+                item.parse::<IpNet>()
+                    .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{item:?} is neither an IP address nor a network"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies::Listed)
+    }
+}
+
+impl TrustedProxies {
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        match self {
+            TrustedProxies::All => true,
+            TrustedProxies::Listed(networks) => networks.iter().any(|network| network.contains(&peer)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_lists_take_addresses_networks_and_star() {
+        let listed: TrustedProxies = "127.0.0.1, ::1,10.0.0.0/8".parse().unwrap();
+        assert!(listed.trusts("10.1.2.3".parse().unwrap()));
+        assert!(listed.trusts("::ffff:127.0.0.1".parse().unwrap()), "IPv4-mapped peers count as IPv4");
+        assert!(!listed.trusts("192.168.0.1".parse().unwrap()));
+        assert!("*".parse::<TrustedProxies>().unwrap().trusts("192.168.0.1".parse().unwrap()));
+        assert!("".parse::<TrustedProxies>().unwrap() == TrustedProxies::Listed(vec![]));
+        assert!("localhost".parse::<TrustedProxies>().is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The worker's own answers, given without an app: a request that could not be read or is refused (4xx/5xx
+//! from `HttpError`), a request no app takes (404), one whose pool is full or whose app is stopped (503). Each is
+//! written with a bounded wait and followed by a closing drain, so that the client reads the answer rather than a
+//! reset. Also the one builder of the access-log record, for these answers and for the apps' responses.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use crate::http::{self, Connection, HttpError, Request, Sent};
+use crate::listener::{Peer, Stream};
+use crate::log;
+
+/// The longest the worker waits to write its own answer, or to read and discard an unread request body.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of what a rejected client still sends is discarded, without waiting, before closing.
+const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
+
+/// Writes the access-log line of `request`, answered for `app` (empty without a manifest; `-` when no app did)
+/// to the client at `remote_addr` (`-` when unknown) with `sent` and `response_headers`, `started` at the end of
+/// its head.
+pub(super) fn log_access(
+    request: &Request,
+    app: &str,
+    remote_addr: &str,
+    sent: Sent,
+    response_headers: &[(String, String)],
+    started: Instant,
+) {
+    log::access(&log::AccessRecord {
+        app,
+        remote_addr: if remote_addr.is_empty() { "-" } else { remote_addr },
+        method: &request.method,
+        target: &request.target,
+        path: &request.path,
+        query: &request.query,
+        protocol: request.version.as_str(),
+        status: sent.status,
+        body_bytes: sent.body_bytes,
+        request_headers: &request.headers,
+        response_headers,
+        duration: started.elapsed(),
+    });
+}
+
+/// Answers a complete request with `status` from the host itself (no app has it, or its pool is full), logs it
+/// in the access log under `app` (`-` when none), and closes.
+pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer, status: u16, app: &str) {
+    let started = Instant::now();
+    let written = write_host_answer(&mut conn, status);
+    let sent = Sent { status, body_bytes: if written { http::error_body_length(status) } else { 0 } };
+    log_access(request, app, &peer.to_string(), sent, &[], started);
+    if written {
+        close_discarding(conn.stream());
+    }
+}
+
+/// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The
+/// answer is followed by a FIN, and what the client already sent is discarded first, so that closing with unread
+/// bytes does not reset the connection before the client reads the answer.
+pub(super) fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
+    let Some(status) = err.status() else { return };
+    log::info(format_args!("Invalid request from {peer}: {err}"));
+    if write_host_answer(&mut conn, status) {
+        close_discarding(conn.stream());
+    }
+}
+
+/// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.
+fn write_host_answer(conn: &mut Connection<Stream>, status: u16) -> bool {
+    let _ = conn.stream().set_nonblocking(false);
+    let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
+    conn.write_all(&http::error_response(status)).is_ok()
+}
+
+/// Ends the response with a FIN and discards, without waiting, what the client already sent, so that closing
+/// with unread bytes does not reset the connection before the client reads the answer.
+fn close_discarding(stream: &mut Stream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_nonblocking(true);
+    let mut discarded = 0;
+    let mut scratch = [0u8; 16 * 1024];
+    while discarded < REJECT_DRAIN_BUDGET {
+        match stream.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => discarded += count,
+        }
+    }
+}
