@@ -50,7 +50,7 @@ const GUEST_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 const IDLE_WAIT: Duration = Duration::from_millis(1000);
 
 /// `--check-config`: the configuration is valid (it was parsed) and the app compiles and is a wasmcorn app.
-pub fn check(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
     apply_process_settings(config)?;
     spawn::compile_apps(config, false)?;
     Ok(())
@@ -58,7 +58,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 
 /// Runs the server until it is stopped. `serve_args` are the command-line arguments of `serve`, re-read with
 /// the config file on reload. Returns the process's exit code.
-pub fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     let binary = upgrade::started_binary()?;
     apply_process_settings(&config)?;
     log::init(&config.logging)?;

@@ -7,19 +7,19 @@ use clap::{Args, Parser, Subcommand};
 /// A pre-fork server for sandboxed WebAssembly apps, in the manner of Gunicorn's sync workers.
 #[derive(Debug, Parser)]
 #[command(name = "wasmcorn", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve a guest app over HTTP/1.1 with pre-forked sync workers.
     Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The guest app: a path to a WebAssembly component (`.wasm`) exporting the wasmcorn handler, or
     /// `sample:NAME` for a sample embedded in this binary (`sample:hello`, `sample:echo`,
     /// `sample:workload`).

@@ -14,13 +14,13 @@ thread_local! {
 }
 
 /// The current time as an HTTP date: `Thu, 26 Nov 2026 09:37:49 GMT`.
-pub fn http_date() -> String {
+pub(crate) fn http_date() -> String {
     let now = Utc::now();
     cached(&HTTP_DATE, now.timestamp(), || now.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
 }
 
 /// The current local time as Gunicorn's access log shows it: `[26/Nov/2026:09:37:49 +0000]`.
-pub fn log_time() -> String {
+pub(crate) fn log_time() -> String {
     let now: DateTime<Local> = Local::now();
     cached(&LOG_TIME, now.timestamp(), || now.format("[%d/%b/%Y:%H:%M:%S %z]").to_string())
 }

@@ -21,10 +21,10 @@ use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
 use crate::site::{App, Site};
 use accounts::{parse_group, parse_user};
 
-pub use layers::one_line;
+pub(crate) use layers::one_line;
 
 /// What the command line asks for.
-pub enum Invocation {
+pub(crate) enum Invocation {
     Serve(Box<Config>),
     /// `--check-config`: validate, compile the app, exit.
     CheckConfig(Box<Config>),
@@ -34,7 +34,7 @@ pub enum Invocation {
 
 /// Everything `wasmcorn serve` needs, validated.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The apps this server hosts and how requests reach them.
     pub site: Site,
     /// The addresses to listen on, as given (`HOST:PORT`, `unix:PATH`, `fd://N`).
@@ -65,7 +65,7 @@ pub struct Config {
 }
 
 /// Reads the `serve` arguments (what follows `serve` on the command line) and the other layers.
-pub fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
+pub(crate) fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
     let (args, merged) = layers::resolve(serve_args)?;
     if args.print_config {
         return Ok(Invocation::PrintConfig(layers::render(&merged)?));
@@ -76,7 +76,7 @@ pub fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
 }
 
 impl Config {
-    pub fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
+    pub(crate) fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
         if args.workers == 0 {
             bail!("--workers must be at least 1");
         }

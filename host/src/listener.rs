@@ -15,28 +15,28 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, Sockadd
 
 /// How sockets are bound.
 #[derive(Debug, Clone, Copy)]
-pub struct BindOptions {
+pub(crate) struct BindOptions {
     pub backlog: i32,
     pub reuse_port: bool,
 }
 
 /// A listening, non-blocking socket.
 #[derive(Debug)]
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp { socket: TcpListener, address: SocketAddr },
     Unix { socket: UnixListener, path: PathBuf },
 }
 
 /// Where a listener listens, as the environ needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Local {
+pub(crate) enum Local {
     Ip(SocketAddr),
     Unix(PathBuf),
 }
 
 /// The client side of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     Ip(SocketAddr),
     /// A unix-socket client has no address.
     Unix,
@@ -54,7 +54,7 @@ impl std::fmt::Display for Peer {
 
 /// An accepted connection (blocking).
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -62,7 +62,7 @@ pub enum Stream {
 impl Listener {
     /// Binds `HOST:PORT` (`HOST` alone means port 8000, as in Gunicorn) or `unix:PATH`; `fd://N` adopts an
     /// inherited socket.
-    pub fn bind(spec: &str, options: BindOptions) -> anyhow::Result<Listener> {
+    pub(crate) fn bind(spec: &str, options: BindOptions) -> anyhow::Result<Listener> {
         if let Some(number) = spec.strip_prefix("fd://") {
             let fd: RawFd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
             return adopt(fd).with_context(|| format!("cannot use {spec}"));
@@ -104,14 +104,14 @@ impl Listener {
     }
 
     /// `http://HOST:PORT` or `unix:PATH`, as the startup line shows it.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Listener::Tcp { address, .. } => format!("http://{address}"),
             Listener::Unix { path, .. } => format!("unix:{}", path.display()),
         }
     }
 
-    pub fn local(&self) -> Local {
+    pub(crate) fn local(&self) -> Local {
         match self {
             Listener::Tcp { address, .. } => Local::Ip(*address),
             Listener::Unix { path, .. } => Local::Unix(path.clone()),
@@ -119,14 +119,14 @@ impl Listener {
     }
 
     /// Accepts one waiting connection, if there is one (the listener is non-blocking; the connection is not).
-    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp { socket, .. } => socket.accept().map(|(stream, peer)| (Stream::Tcp(stream), Peer::Ip(peer))),
             Listener::Unix { socket, .. } => socket.accept().map(|(stream, _)| (Stream::Unix(stream), Peer::Unix)),
         }
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Listener::Tcp { socket, .. } => socket.as_fd(),
             Listener::Unix { socket, .. } => socket.as_fd(),
@@ -134,14 +134,14 @@ impl Listener {
     }
 
     /// Lets the socket survive `exec` (for the successor arbiter of a SIGUSR2 upgrade), or not.
-    pub fn set_inheritable(&self, inheritable: bool) -> anyhow::Result<()> {
+    pub(crate) fn set_inheritable(&self, inheritable: bool) -> anyhow::Result<()> {
         let flags = if inheritable { FdFlag::empty() } else { FdFlag::FD_CLOEXEC };
         fcntl(self.fd(), FcntlArg::F_SETFD(flags)).context("cannot change the socket's close-on-exec flag")?;
         Ok(())
     }
 
     /// Removes a unix socket's file (at the end of the server's life).
-    pub fn remove_file(&self) {
+    pub(crate) fn remove_file(&self) {
         if let Listener::Unix { path, .. } = self {
             let _ = std::fs::remove_file(path);
         }
@@ -149,11 +149,11 @@ impl Listener {
 }
 
 /// The variable through which an old arbiter hands its sockets to its successor (SIGUSR2).
-pub const UPGRADE_FDS_VAR: &str = "WASMCORN_LISTEN_FDS";
+pub(crate) const UPGRADE_FDS_VAR: &str = "WASMCORN_LISTEN_FDS";
 
 /// The sockets handed over by an old arbiter (`WASMCORN_LISTEN_FDS`) or by systemd (`LISTEN_FDS`, meant for
 /// this process when `LISTEN_PID` is its pid), if any.
-pub fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+pub(crate) fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
     if let Ok(list) = std::env::var(UPGRADE_FDS_VAR) {
         let fds: Vec<RawFd> = list
             .split(',')
@@ -237,21 +237,14 @@ fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
 }
 
 impl Stream {
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.set_nonblocking(nonblocking),
             Stream::Unix(stream) => stream.set_nonblocking(nonblocking),
         }
     }
 
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.set_read_timeout(timeout),
-            Stream::Unix(stream) => stream.set_read_timeout(timeout),
-        }
-    }
-
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.set_write_timeout(timeout),
             Stream::Unix(stream) => stream.set_write_timeout(timeout),
@@ -259,14 +252,14 @@ impl Stream {
     }
 
     /// TCP_NODELAY on a TCP connection; nothing on a unix socket.
-    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+    pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.set_nodelay(nodelay),
             Stream::Unix(_) => Ok(()),
         }
     }
 
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.shutdown(how),
             Stream::Unix(stream) => stream.shutdown(how),

@@ -12,26 +12,26 @@ use std::borrow::Cow;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-pub use access::{AccessFormat, AccessRecord};
-pub use settings::{Level, Settings, Target};
+pub(crate) use access::AccessRecord;
+pub(crate) use settings::{Level, Settings};
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Opens the log files and applies the level. Until then everything goes to stderr at level info.
-pub fn init(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn init(settings: &Settings) -> anyhow::Result<()> {
     LEVEL.store(settings.level as u8, Ordering::Relaxed);
     sink::init(settings)
 }
 
 /// Reopens the log files (after a rotation moved them away).
-pub fn reopen() {
+pub(crate) fn reopen() {
     if let Err(err) = sink::reopen() {
         error(format_args!("cannot reopen the log files: {err:#}"));
     }
 }
 
 /// Writes one error-log line. A message of several lines (a backtrace) is written as one block.
-pub fn write(level: Level, message: impl Display) {
+pub(crate) fn write(level: Level, message: impl Display) {
     if (level as u8) < LEVEL.load(Ordering::Relaxed) {
         return;
     }
@@ -40,35 +40,31 @@ pub fn write(level: Level, message: impl Display) {
     sink::write_error(line.as_bytes());
 }
 
-pub fn debug(message: impl Display) {
-    write(Level::Debug, message);
-}
-
-pub fn info(message: impl Display) {
+pub(crate) fn info(message: impl Display) {
     write(Level::Info, message);
 }
 
-pub fn warning(message: impl Display) {
+pub(crate) fn warning(message: impl Display) {
     write(Level::Warning, message);
 }
 
-pub fn error(message: impl Display) {
+pub(crate) fn error(message: impl Display) {
     write(Level::Error, message);
 }
 
-pub fn critical(message: impl Display) {
+pub(crate) fn critical(message: impl Display) {
     write(Level::Critical, message);
 }
 
 /// A line the guest wrote to its stdout or stderr.
-pub fn guest_line(stream: &str, line: &str) {
+pub(crate) fn guest_line(stream: &str, line: &str) {
     write(Level::Info, format_args!("[guest {stream}] {}", escape(line)));
 }
 
 /// `text` with every control character (CR, LF, tab and the rest of C0, DEL, C1) and the Unicode line and
 /// paragraph separators written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that text from a guest stays on
 /// the line it is logged on and cannot forge one.
-pub fn escape(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     let breaks_out = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     if !text.contains(breaks_out) {
         return Cow::Borrowed(text);
@@ -89,7 +85,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 }
 
 /// Writes one access-log line.
-pub fn access(record: &AccessRecord<'_>) {
+pub(crate) fn access(record: &AccessRecord<'_>) {
     sink::write_access(|format| format.render(record));
 }
 

@@ -10,7 +10,7 @@ use nix::unistd::{ForkResult, Gid, Uid, User, fork, setsid};
 /// Sets the process title: the kernel's 15-byte name (`ps -o comm`, `top`) and, as far as the original
 /// argument area allows, the full command line (`ps -f`), the way setproctitle does, by writing the area
 /// through /proc/self/mem. Failure is harmless and ignored.
-pub fn set_title(title: &str) {
+pub(crate) fn set_title(title: &str) {
     let short: String = title.chars().take(15).collect();
     if let Ok(name) = std::ffi::CString::new(short) {
         let _ = nix::sys::prctl::set_name(&name);
@@ -41,7 +41,7 @@ fn rewrite_command_line(title: &str) -> std::io::Result<()> {
 
 /// Detaches from the terminal: forks twice (the first parent exits at once), starts a new session and points
 /// stdin, stdout and stderr at /dev/null. Call it while the process is single-threaded.
-pub fn daemonize() -> anyhow::Result<()> {
+pub(crate) fn daemonize() -> anyhow::Result<()> {
     for step in 0..2 {
         // SAFETY: the arbiter is single-threaded when it daemonizes; the parent exits at once and the child
         // continues as the only copy.
@@ -64,7 +64,7 @@ pub fn daemonize() -> anyhow::Result<()> {
 /// Switches to `group` and `user`, in that order (a process that gave up root can no longer change group). A
 /// `user` without a `group` takes that user's primary group and its supplementary groups (initgroups), never
 /// the groups of the process that started it.
-pub fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> anyhow::Result<()> {
+pub(crate) fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> anyhow::Result<()> {
     match (user, group) {
         (_, Some(group)) => {
             nix::unistd::setgroups(&[group]).context("cannot set the supplementary groups")?;
@@ -87,7 +87,7 @@ pub fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> anyhow::Result<
 }
 
 /// The user database's entry for `user`, whose primary group a `--user` without `--group` runs with.
-pub fn account_of(user: Uid) -> anyhow::Result<User> {
+pub(crate) fn account_of(user: Uid) -> anyhow::Result<User> {
     match User::from_uid(user) {
         Ok(Some(account)) => Ok(account),
         Ok(None) => bail!("user {user} has no entry in the user database, so its group is unknown: give a group too"),
@@ -96,6 +96,6 @@ pub fn account_of(user: Uid) -> anyhow::Result<User> {
 }
 
 /// A worker that is killed with SIGABRT after a timeout must not write a core file as large as its guest.
-pub fn disable_core_dumps() {
+pub(crate) fn disable_core_dumps() {
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
 }

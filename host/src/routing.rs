@@ -7,7 +7,7 @@ use std::fmt;
 
 /// The hosts a route answers for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// Every host (the route names none).
     Any,
     /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself), stored as `.example.com`.
@@ -18,7 +18,7 @@ pub enum HostPattern {
 
 impl HostPattern {
     /// Reads `name` or `*.suffix`; a name is a DNS name or an IP literal, without a port.
-    pub fn parse(text: &str) -> Result<HostPattern, String> {
+    pub(crate) fn parse(text: &str) -> Result<HostPattern, String> {
         let lower = text.trim_end_matches('.').to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -65,7 +65,7 @@ fn is_bracketed_ipv6(text: &str) -> bool {
 }
 
 /// A path prefix: empty (the root) or `/a/b` without a final `/`. It matches whole segments only.
-pub fn normalise_prefix(text: &str) -> Result<String, String> {
+pub(crate) fn normalise_prefix(text: &str) -> Result<String, String> {
     if !text.starts_with('/') || text.bytes().any(|byte| byte.is_ascii_control() || byte == b'?' || byte == b'#') {
         return Err(format!("{text:?} is not a path starting with '/'"));
     }
@@ -75,25 +75,25 @@ pub fn normalise_prefix(text: &str) -> Result<String, String> {
 /// What follows `prefix` (see `normalise_prefix`) in `path`, if `path` lies under it: `/echo` holds `/echo`
 /// (leaving `""`) and `/echo/x` (leaving `/x`), not `/echoes`; the empty prefix holds every path whole. Routing
 /// matches routes with it, and the environ's PATH_INFO is what it leaves of the path under `SCRIPT_NAME`.
-pub fn below_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+pub(crate) fn below_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     path.strip_prefix(prefix).filter(|rest| rest.is_empty() || rest.starts_with('/') || prefix.is_empty())
 }
 
 /// A hosted app's place in its site (`Site::apps`), which routes lead to. It names an app within one
 /// configuration only; what outlives a reload (pools, channels) goes by the app's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AppId(pub usize);
+pub(crate) struct AppId(pub usize);
 
 impl AppId {
     /// Its index in `Site::apps` (and in every list kept in the same order, such as the artefacts).
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self.0
     }
 }
 
 /// One route: a host pattern and a prefix, leading to an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     pub host: HostPattern,
     pub prefix: String,
     pub app: AppId,
@@ -107,7 +107,7 @@ impl fmt::Display for Route {
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed {
+pub(crate) struct Routed {
     pub app: AppId,
     /// The matched prefix: the request's `SCRIPT_NAME`.
     pub script_name: String,
@@ -115,7 +115,7 @@ pub struct Routed {
 
 /// Every route of every hosted app, and the app that takes what no route matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<Route>,
     fallback: Option<AppId>,
     /// The fallback's `SCRIPT_NAME` (a single app's `--script-name`).
@@ -123,27 +123,27 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>, fallback: Option<AppId>) -> Router {
+    pub(crate) fn new(routes: Vec<Route>, fallback: Option<AppId>) -> Router {
         Router { routes, fallback, fallback_script_name: String::new() }
     }
 
     /// One app for every request, mounted at `script_name`: the server without a manifest.
-    pub fn single(script_name: &str) -> Router {
+    pub(crate) fn single(script_name: &str) -> Router {
         Router { routes: Vec::new(), fallback: Some(AppId(0)), fallback_script_name: script_name.to_string() }
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }
 
     /// The app that takes what no route matches, if any.
-    pub fn fallback(&self) -> Option<AppId> {
+    pub(crate) fn fallback(&self) -> Option<AppId> {
         self.fallback
     }
 
     /// The app for a request to `host` (the Host header or the absolute-form authority, port allowed) and
     /// `path` (percent-decoded).
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<Routed> {
         let host = host.map(normalise_host);
         let best = self
             .routes
@@ -159,7 +159,7 @@ impl Router {
 }
 
 /// A Host header as routes compare it: lower case, without the port or a final dot.
-pub fn normalise_host(host: &str) -> String {
+pub(crate) fn normalise_host(host: &str) -> String {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         // `[::1]:8000`: the port follows the bracket.

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 /// What a worker needs to read requests besides its apps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSettings {
+pub(crate) struct HttpSettings {
     /// `--limit-request-line`, `--limit-request-fields`, `--limit-request-field_size`.
     pub head_limits: HeadLimits,
     /// `--limit-pending-heads`: the most bytes the buffers of a worker's pending heads may hold together.
@@ -51,7 +51,7 @@ impl Default for HeadLimits {
 
 /// The peers whose forwarding headers are believed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustedProxies {
+pub(crate) enum TrustedProxies {
     /// `*`: every peer.
     All,
     /// Addresses and networks (`10.0.0.0/8`).
@@ -80,7 +80,7 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
-    pub fn trusts(&self, peer: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();
         match self {
             TrustedProxies::All => true,

@@ -14,7 +14,7 @@ use crate::routing::{AppId, Router};
 
 /// One hosted app and the settings the site gives it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct App {
+pub(crate) struct App {
     /// What its workers run: the component, its environment, capabilities and limits, and its name (empty
     /// without a manifest).
     pub guest: Guest,
@@ -28,7 +28,7 @@ pub struct App {
 
 /// The size and the credentials of an app's own pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DedicatedPool {
+pub(crate) struct DedicatedPool {
     pub workers: u32,
     pub user: Option<Uid>,
     pub group: Option<Gid>,
@@ -36,7 +36,7 @@ pub struct DedicatedPool {
 
 /// Every hosted app and how requests find them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Site {
+pub(crate) struct Site {
     /// The apps, each at the index its `AppId` holds.
     pub apps: Vec<App>,
     pub router: Router,
@@ -48,7 +48,7 @@ pub struct Site {
 /// named by its app's name, not its `AppId`: pools and their channels outlive a configuration, and a reload may
 /// give the app another place in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PoolKey {
+pub(crate) enum PoolKey {
     Shared,
     Dedicated(String),
 }
@@ -64,22 +64,22 @@ impl std::fmt::Display for PoolKey {
 
 impl Site {
     /// The app `id` names.
-    pub fn app(&self, id: AppId) -> &App {
+    pub(crate) fn app(&self, id: AppId) -> &App {
         &self.apps[id.index()]
     }
 
     /// Every app with its id, in order.
-    pub fn ids(&self) -> impl Iterator<Item = (AppId, &App)> {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = (AppId, &App)> {
         self.apps.iter().enumerate().map(|(index, app)| (AppId(index), app))
     }
 
     /// The apps that `pool`'s workers run.
-    pub fn apps_of(&self, pool: &PoolKey) -> Vec<AppId> {
+    pub(crate) fn apps_of(&self, pool: &PoolKey) -> Vec<AppId> {
         self.ids().filter(|(id, _)| &self.pool_of(*id) == pool).map(|(id, _)| id).collect()
     }
 
     /// The pool that runs app `id`.
-    pub fn pool_of(&self, id: AppId) -> PoolKey {
+    pub(crate) fn pool_of(&self, id: AppId) -> PoolKey {
         let app = self.app(id);
         match &app.pool {
             Some(_) => PoolKey::Dedicated(app.guest.name.clone()),
@@ -88,7 +88,7 @@ impl Site {
     }
 
     /// Every pool: the shared one first, then one per app that has its own.
-    pub fn pool_keys(&self) -> Vec<PoolKey> {
+    pub(crate) fn pool_keys(&self) -> Vec<PoolKey> {
         let dedicated = self.apps.iter().filter(|app| app.pool.is_some());
         std::iter::once(PoolKey::Shared)
             .chain(dedicated.map(|app| PoolKey::Dedicated(app.guest.name.clone())))
@@ -96,7 +96,7 @@ impl Site {
     }
 
     /// The app whose dedicated pool `pool` is, if it is one of this site's.
-    pub fn owner_of(&self, pool: &PoolKey) -> Option<(AppId, &App)> {
+    pub(crate) fn owner_of(&self, pool: &PoolKey) -> Option<(AppId, &App)> {
         match pool {
             PoolKey::Shared => None,
             PoolKey::Dedicated(name) => self.ids().find(|(_, app)| &app.guest.name == name && app.pool.is_some()),
@@ -104,12 +104,12 @@ impl Site {
     }
 
     /// The most linear memory any app of `pool` may use: the pool's engine is sized for it.
-    pub fn max_memory_of(&self, pool: &PoolKey) -> usize {
+    pub(crate) fn max_memory_of(&self, pool: &PoolKey) -> usize {
         self.apps_of(pool).iter().map(|id| self.app(*id).guest.limits.max_memory_bytes).max().unwrap_or(1 << 20)
     }
 
     /// The longest guest timeout of any app: a busy worker is never killed by the heartbeat before it.
-    pub fn longest_guest_timeout(&self) -> std::time::Duration {
+    pub(crate) fn longest_guest_timeout(&self) -> std::time::Duration {
         self.apps.iter().map(|app| app.guest.limits.guest_timeout).max().unwrap_or_default()
     }
 }

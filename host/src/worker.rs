@@ -16,7 +16,7 @@ mod farewell;
 mod forwarded;
 mod handoff;
 mod heads;
-pub mod heartbeat;
+pub(crate) mod heartbeat;
 mod serve;
 mod watched;
 
@@ -36,16 +36,16 @@ use crate::site::{PoolKey, Site};
 use crate::{log, process};
 use dispatch::{Dispatch, Handled};
 use exchange::HttpExchange;
-pub use handoff::Channel;
+pub(crate) use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
-pub const BOOT_ERROR: i32 = 3;
+pub(crate) const BOOT_ERROR: i32 = 3;
 /// The exit code of a worker that refused a compiled artefact (wrong owner or mode, or not the bytes the compile
 /// step wrote): the arbiter compiles the apps again instead of stopping the server.
-pub const REFUSED_ARTEFACT: i32 = 5;
+pub(crate) const REFUSED_ARTEFACT: i32 = 5;
 
 /// The memory a stopped app's stand-in worker sizes its (empty) engine for: one wasm page.
 const STOPPED_MEMORY: usize = 64 * 1024;
@@ -56,7 +56,7 @@ const SIGNAL_KEY: u64 = u64::MAX;
 const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
 /// What a worker is given by the arbiter.
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     pub site: &'a Site,
     /// The pool this worker belongs to.
     pub pool: &'a PoolKey,
@@ -85,7 +85,7 @@ pub struct Setup<'a> {
 }
 
 /// Runs the worker until it stops; returns its exit code.
-pub fn run(setup: Setup<'_>) -> i32 {
+pub(crate) fn run(setup: Setup<'_>) -> i32 {
     // A dedicated pool's workers say whose they are, in their title and their boot line.
     let of_pool = match setup.pool {
         PoolKey::Dedicated(app) if setup.stopped => format!(" (app {app}, stopped)"),

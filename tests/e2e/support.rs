@@ -1,6 +1,6 @@
 //! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
 
-pub mod postgres;
+pub(crate) mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -14,19 +14,19 @@ use nix::unistd::Pid;
 
 /// How long a test waits for something the server should do promptly (start, answer, exit). Generous, so that
 /// a busy machine does not fail a test; a hang still ends.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
-pub fn binary() -> &'static str {
+pub(crate) fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_wasmcorn")
 }
 
 /// The compiled-guest cache shared by the tests (content-addressed, so sharing is safe).
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmcorn-cache")
 }
 
 /// A command running the binary with the test cache and a clean environment for the guest.
-pub fn command(args: &[&str]) -> Command {
+pub(crate) fn command(args: &[&str]) -> Command {
     let mut command = Command::new(binary());
     command.args(args).env("WASMCORN_CACHE_DIR", cache_dir()).env_remove("WEB_CONCURRENCY");
     command.env_remove("FORWARDED_ALLOW_IPS");
@@ -40,7 +40,7 @@ struct Log {
 }
 
 /// A running `wasmcorn serve`.
-pub struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     pub pid: Pid,
     pub port: u16,
@@ -51,12 +51,12 @@ pub struct Server {
 
 impl Server {
     /// Starts `wasmcorn serve APP --bind 127.0.0.1:0 ARGS...` and waits for `workers` workers to boot.
-    pub fn start(app: &str, workers: usize, args: &[&str]) -> Server {
+    pub(crate) fn start(app: &str, workers: usize, args: &[&str]) -> Server {
         Server::start_with_env(app, workers, args, &[])
     }
 
     /// As `start`, with extra environment variables for the server.
-    pub fn start_with_env(app: &str, workers: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with_env(app: &str, workers: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
         let workers_text = workers.to_string();
         let mut all = vec!["serve", app, "--bind", "127.0.0.1:0", "--workers", &workers_text];
         all.extend_from_slice(args);
@@ -68,12 +68,12 @@ impl Server {
     }
 
     /// Runs the command and waits for its startup line.
-    pub fn spawn(command: Command) -> Server {
+    pub(crate) fn spawn(command: Command) -> Server {
         Server::spawn_with_stdin(command, Stdio::null())
     }
 
     /// As `spawn`, with `stdin` as the server's standard input (a socket to hand over, say).
-    pub fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Server {
+    pub(crate) fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Server {
         let mut child =
             command.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -100,12 +100,12 @@ impl Server {
     }
 
     /// Waits until a log line contains `pattern` and returns it; panics after `PATIENCE`.
-    pub fn wait_for_line(&self, pattern: &str) -> String {
+    pub(crate) fn wait_for_line(&self, pattern: &str) -> String {
         self.wait_for_count(pattern, 1).pop().expect("one line")
     }
 
     /// Waits until `count` log lines contain `pattern` and returns them.
-    pub fn wait_for_count(&self, pattern: &str, count: usize) -> Vec<String> {
+    pub(crate) fn wait_for_count(&self, pattern: &str, count: usize) -> Vec<String> {
         let deadline = Instant::now() + PATIENCE;
         let (lines, changed) = &*self.log;
         let mut log = lines.lock().unwrap();
@@ -124,26 +124,26 @@ impl Server {
     }
 
     /// Makes the test stop `pid` (and its workers) when the server is dropped.
-    pub fn also_stop(&mut self, pid: Pid) {
+    pub(crate) fn also_stop(&mut self, pid: Pid) {
         self.also_stop.push(pid);
     }
 
     /// Every log line so far.
-    pub fn log_lines(&self) -> Vec<String> {
+    pub(crate) fn log_lines(&self) -> Vec<String> {
         self.log.0.lock().unwrap().lines.clone()
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log_lines().join("\n")
     }
 
     /// The pids from `Booting worker with pid: N` lines, in order.
-    pub fn booted_worker_pids(&self) -> Vec<Pid> {
+    pub(crate) fn booted_worker_pids(&self) -> Vec<Pid> {
         self.booted_worker_pids_where(|_| true)
     }
 
     /// The pids from the `Booting worker with pid: N ...` lines for which `keep` holds, in order.
-    pub fn booted_worker_pids_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Pid> {
+    pub(crate) fn booted_worker_pids_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Pid> {
         self.log_lines()
             .iter()
             .filter(|line| keep(line))
@@ -154,16 +154,16 @@ impl Server {
     }
 
     /// The arbiter's live workers, from the process table.
-    pub fn live_workers(&self) -> Vec<Pid> {
+    pub(crate) fn live_workers(&self) -> Vec<Pid> {
         children_of(self.pid)
     }
 
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         kill(self.pid, signal).expect("signal the arbiter");
     }
 
     /// Waits for the arbiter to exit and returns its status.
-    pub fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("the server is running");
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -175,17 +175,17 @@ impl Server {
         }
     }
 
-    pub fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.request(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
     }
 
     /// `GET path` with `Host: host`.
-    pub fn get_from(&self, host: &str, path: &str) -> Response {
+    pub(crate) fn get_from(&self, host: &str, path: &str) -> Response {
         self.request(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
     }
 
     /// Sends raw bytes and reads the response until the server closes the connection.
-    pub fn request(&self, bytes: &[u8]) -> Response {
+    pub(crate) fn request(&self, bytes: &[u8]) -> Response {
         send(self.port, bytes)
     }
 }
@@ -212,7 +212,7 @@ impl Drop for Server {
 }
 
 /// Waits until the file at `path` holds a line containing `pattern` and returns the file's text.
-pub fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
+pub(crate) fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
     let mut text = String::new();
     eventually(&format!("{} to contain {pattern:?}", path.display()), || {
         text = std::fs::read_to_string(path).unwrap_or_default();
@@ -223,7 +223,7 @@ pub fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
 
 /// How many established TCP connections have `port` as their local port (the server's side of each, accepted
 /// or still queued), from /proc/net/tcp.
-pub fn established_to(port: u16) -> usize {
+pub(crate) fn established_to(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     table
         .lines()
@@ -240,7 +240,7 @@ pub fn established_to(port: u16) -> usize {
 }
 
 /// Whether a process exists and is not a zombie.
-pub fn is_alive(pid: Pid) -> bool {
+pub(crate) fn is_alive(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
         Err(_) => false,
@@ -248,7 +248,7 @@ pub fn is_alive(pid: Pid) -> bool {
 }
 
 /// Live, non-zombie children of `parent`.
-pub fn children_of(parent: Pid) -> Vec<Pid> {
+pub(crate) fn children_of(parent: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut children: Vec<Pid> = entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
@@ -266,7 +266,7 @@ fn parent_of(pid: Pid) -> Option<Pid> {
 }
 
 /// The first word of a field of `/proc/PID/status` (`Uid:`, `PPid:`, ...), or an empty string.
-pub fn status_field(pid: Pid, field: &str) -> String {
+pub(crate) fn status_field(pid: Pid, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -279,7 +279,7 @@ pub fn status_field(pid: Pid, field: &str) -> String {
 }
 
 /// Waits until `condition` holds, up to `PATIENCE`.
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -289,7 +289,7 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// A parsed HTTP response.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -298,29 +298,29 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
     /// A response with a Content-Length carries exactly that many bytes (not so for HEAD).
-    pub fn assert_length_matches(&self) {
+    pub(crate) fn assert_length_matches(&self) {
         if let Some(length) = self.header("content-length") {
             assert_eq!(length.parse::<usize>().ok(), Some(self.body.len()), "Content-Length matches the body");
         }
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The body parsed as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.text()))
     }
 }
 
 /// Connects, writes `bytes`, and reads until the server closes.
-pub fn send(port: u16, bytes: &[u8]) -> Response {
+pub(crate) fn send(port: u16, bytes: &[u8]) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to wasmcorn");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.write_all(bytes).expect("send the request");
@@ -332,7 +332,7 @@ pub fn send(port: u16, bytes: &[u8]) -> Response {
 }
 
 /// Reads a whole response from a connection the server will close.
-pub fn read_response(mut stream: TcpStream) -> Response {
+pub(crate) fn read_response(mut stream: TcpStream) -> Response {
     let mut raw = Vec::new();
     if let Err(err) = stream.read_to_end(&mut raw) {
         assert!(!raw.is_empty(), "reading the response failed: {err}");
@@ -342,7 +342,7 @@ pub fn read_response(mut stream: TcpStream) -> Response {
 }
 
 /// Parses a response; `100 Continue` interim responses are skipped.
-pub fn parse_response(raw: &[u8]) -> Response {
+pub(crate) fn parse_response(raw: &[u8]) -> Response {
     let mut rest = raw;
     loop {
         let mut fields = [httparse::EMPTY_HEADER; 64];
@@ -386,7 +386,7 @@ fn decode_chunked(mut payload: &[u8]) -> Vec<u8> {
 }
 
 /// Runs `count` requests at once, each on its own thread; returns the responses in order.
-pub fn concurrently(count: usize, request: impl Fn(usize) -> Response + Send + Sync) -> Vec<Response> {
+pub(crate) fn concurrently(count: usize, request: impl Fn(usize) -> Response + Send + Sync) -> Vec<Response> {
     std::thread::scope(|scope| {
         let request = &request;
         let handles: Vec<_> = (0..count).map(|index| scope.spawn(move || request(index))).collect();

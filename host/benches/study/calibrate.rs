@@ -13,7 +13,7 @@ use crate::cputime;
 use crate::server::{Launchers, Server, ServerKind, ServerSpec, timed_request};
 
 /// The study's loop count, where a calibration starts.
-pub const STUDY_ITERATIONS: u64 = 5_000_000;
+pub(crate) const STUDY_ITERATIONS: u64 = 5_000_000;
 /// Timed requests per measurement, after one warm-up request; the median counts.
 const SAMPLES: usize = 5;
 /// A calibration is done once within this fraction of the target.
@@ -22,7 +22,7 @@ const MAX_ROUNDS: usize = 5;
 
 /// The median CPU time the worker spends on a lone CPU request with `iterations` rounds, on one worker of `kind`
 /// (the request's wall time where the worker's CPU time cannot be read).
-pub fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> anyhow::Result<f64> {
     let spec = ServerSpec {
         kind,
         workers: 1,
@@ -57,7 +57,7 @@ pub fn cpu_seconds(kind: ServerKind, iterations: u64, launchers: &Launchers) -> 
 
 /// The iterations that make a lone CPU request on `kind` take about `target` seconds, and the time measured
 /// with them.
-pub fn calibrate(kind: ServerKind, target: f64, launchers: &Launchers) -> anyhow::Result<(u64, f64)> {
+pub(crate) fn calibrate(kind: ServerKind, target: f64, launchers: &Launchers) -> anyhow::Result<(u64, f64)> {
     let mut iterations = STUDY_ITERATIONS;
     let mut seconds = cpu_seconds(kind, iterations, launchers)?;
     for _ in 1..MAX_ROUNDS {

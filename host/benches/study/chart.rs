@@ -16,12 +16,12 @@ use crate::workload::Workload;
 const SIZE: (u32, u32) = (1100, 700);
 
 /// The chart's files.
-pub struct ChartFiles {
+pub(crate) struct ChartFiles {
     pub svg: PathBuf,
     pub png: PathBuf,
 }
 
-pub fn draw(out: &Path, points: &[Point], cores: usize) -> anyhow::Result<ChartFiles> {
+pub(crate) fn draw(out: &Path, points: &[Point], cores: usize) -> anyhow::Result<ChartFiles> {
     register_font()?;
     let files = ChartFiles { svg: out.join("study.svg"), png: out.join("study.png") };
     plot(SVGBackend::new(&files.svg, SIZE).into_drawing_area(), points, cores)

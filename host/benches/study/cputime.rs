@@ -7,19 +7,19 @@
 use std::time::Duration;
 
 /// The CPU time the main thread of `pid` has run so far; `None` when the process is gone.
-pub fn of(pid: i32) -> Option<Duration> {
+pub(crate) fn of(pid: i32) -> Option<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     let nanos = text.split_whitespace().next()?.parse::<u64>().ok()?;
     Some(Duration::from_nanos(nanos))
 }
 
 /// The CPU time of several processes together; `None` if any of them cannot be read.
-pub fn total(pids: &[i32]) -> Option<Duration> {
+pub(crate) fn total(pids: &[i32]) -> Option<Duration> {
     pids.iter().map(|&pid| of(pid)).sum()
 }
 
 /// The CPU time spent between two readings of `total`; `None` if either failed or no time passed.
-pub fn spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+pub(crate) fn spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
     match (before, after) {
         (Some(before), Some(after)) if after > before => Some(after - before),
         _ => None,

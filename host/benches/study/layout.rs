@@ -12,7 +12,7 @@ use std::process::Command;
 
 /// How many of the listed functions the binary defines, out of how many are listed (both builds' names).
 #[derive(Debug, Clone, Copy)]
-pub struct HotLayout {
+pub(crate) struct HotLayout {
     pub found: usize,
     pub listed: usize,
     /// The list names this binary's `wasmcorn::worker::run`: it was written for this build.
@@ -24,7 +24,7 @@ const WORKER_ENTRY: &str = "_ZN8wasmcorn6worker3run17h";
 
 impl HotLayout {
     /// Reads the list and the binary's symbols (`nm`); `None` when either cannot be read.
-    pub fn of(binary: &Path, list: &Path) -> Option<HotLayout> {
+    pub(crate) fn of(binary: &Path, list: &Path) -> Option<HotLayout> {
         let list = std::fs::read_to_string(list).ok()?;
         let output = Command::new("nm").arg("--defined-only").arg(binary).output().ok()?;
         if !output.status.success() {

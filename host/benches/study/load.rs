@@ -14,7 +14,7 @@ use crate::process::Spawned;
 
 /// One load run.
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     pub url: String,
     pub requests: usize,
     pub concurrency: usize,
@@ -28,7 +28,7 @@ pub struct LoadSpec {
 
 /// What a load run measured.
 #[derive(Debug, Clone, Default)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     /// Requests that got a 2xx answer.
     pub succeeded: usize,
     /// Requests that got another status or no answer at all.
@@ -52,7 +52,7 @@ struct HeyRow {
     offset: f64,
 }
 
-pub fn run_hey(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
+pub(crate) fn run_hey(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     let output = File::create(&spec.output).with_context(|| format!("cannot create {}", spec.output.display()))?;
     let mut command = Command::new("hey");
     command

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// One process's memory, in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub uss_kib: u64,
     pub pss_kib: u64,
     pub rss_kib: u64,
@@ -13,7 +13,7 @@ pub struct Memory {
 
 impl Memory {
     /// `None` when the process is gone or its rollup cannot be read.
-    pub fn of(pid: i32) -> Option<Memory> {
+    pub(crate) fn of(pid: i32) -> Option<Memory> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
         let field = |name: &str| -> u64 {
             text.lines()
@@ -29,7 +29,7 @@ impl Memory {
     }
 
     /// The mean over several processes (0 for none).
-    pub fn mean(memories: &[Memory]) -> Memory {
+    pub(crate) fn mean(memories: &[Memory]) -> Memory {
         let count = memories.len().max(1) as u64;
         let sum = |pick: fn(&Memory) -> u64| memories.iter().map(pick).sum::<u64>() / count;
         Memory { uss_kib: sum(|m| m.uss_kib), pss_kib: sum(|m| m.pss_kib), rss_kib: sum(|m| m.rss_kib) }
@@ -39,26 +39,26 @@ impl Memory {
 /// The role of a process in a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     Arbiter,
     Worker,
 }
 
 /// A server's memory at one moment: the arbiter and each worker.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub arbiter: Memory,
     pub workers: Vec<(i32, Memory)>,
     pub arbiter_pid: i32,
 }
 
 impl Snapshot {
-    pub fn take(arbiter_pid: i32, worker_pids: &[i32]) -> Snapshot {
+    pub(crate) fn take(arbiter_pid: i32, worker_pids: &[i32]) -> Snapshot {
         let workers = worker_pids.iter().filter_map(|&pid| Memory::of(pid).map(|memory| (pid, memory))).collect();
         Snapshot { arbiter: Memory::of(arbiter_pid).unwrap_or_default(), workers, arbiter_pid }
     }
 
-    pub fn worker_mean(&self) -> Memory {
+    pub(crate) fn worker_mean(&self) -> Memory {
         let memories: Vec<Memory> = self.workers.iter().map(|(_, memory)| *memory).collect();
         Memory::mean(&memories)
     }

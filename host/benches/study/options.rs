@@ -12,7 +12,7 @@ use crate::workload::Workload;
 /// IO-bound, CPU-bound and blended requests, memory per process, and the study's chart.
 #[derive(Debug, Parser)]
 #[command(name = "study")]
-pub struct Options {
+pub(crate) struct Options {
     /// Shorter CPU requests (0.1 s), fewer points and requests: a run of a few minutes.
     #[arg(long)]
     pub quick: bool,
@@ -56,7 +56,7 @@ pub struct Options {
 
 /// How the CPU part is sized.
 #[derive(Debug, Clone, Copy)]
-pub enum CpuSize {
+pub(crate) enum CpuSize {
     /// The same ITERATIONS for every server.
     Iterations(u64),
     /// Per server, the ITERATIONS that make a lone CPU request take this many seconds.
@@ -65,7 +65,7 @@ pub enum CpuSize {
 
 /// The resolved settings of one study.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub quick: bool,
     pub with_gunicorn: bool,
     pub workers: Vec<usize>,
@@ -79,7 +79,7 @@ pub struct Settings {
 }
 
 impl Options {
-    pub fn resolve(self, workspace: &std::path::Path) -> anyhow::Result<Settings> {
+    pub(crate) fn resolve(self, workspace: &std::path::Path) -> anyhow::Result<Settings> {
         // Quick mode keeps the study's second of IO. Each request also opens a PostgreSQL connection: a backend
         // the postmaster forks (one after the other) and that starts up in about 5 ms of CPU. The workers end
         // their requests together, so 8 of them connect in the same millisecond and a round loses 16 to 24 ms on

@@ -32,7 +32,7 @@ const MIN_SECONDS: f64 = 3.0;
 
 /// How a server does the IO part of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoMode {
+pub(crate) enum IoMode {
     /// `SELECT pg_sleep(x)` on the study's PostgreSQL, a connection per request.
     PgSleep,
     /// A sleep on the clock (wasmcorn: a WASI clock sleep; Gunicorn: `time.sleep`).
@@ -50,7 +50,7 @@ impl fmt::Display for IoMode {
 
 /// A server as the study runs it: what its requests cost and how it does IO.
 #[derive(Debug, Clone)]
-pub struct Contender {
+pub(crate) struct Contender {
     pub kind: ServerKind,
     pub costs: RequestCosts,
     pub io_mode: IoMode,
@@ -61,7 +61,7 @@ pub struct Contender {
 }
 
 impl Contender {
-    pub fn spec(&self, workload: Workload, workers: usize, label: String) -> ServerSpec {
+    pub(crate) fn spec(&self, workload: Workload, workers: usize, label: String) -> ServerSpec {
         let mut env = vec![
             ("IO_BOUND".to_string(), workload.io_percent().to_string()),
             ("CPU_BOUND".to_string(), workload.cpu_percent().to_string()),
@@ -85,7 +85,7 @@ impl Contender {
 
 /// One row of `points.csv`. Memory in KiB; worker memory is the mean over the workers.
 #[derive(Debug, Clone, Serialize)]
-pub struct Point {
+pub(crate) struct Point {
     pub server: ServerKind,
     pub workload: Workload,
     pub workers: usize,
@@ -124,7 +124,7 @@ pub struct Point {
 
 /// One row of `memory.csv`: one process at one moment, as `smem` lists it.
 #[derive(Debug, Clone, Serialize)]
-pub struct MemoryRow {
+pub(crate) struct MemoryRow {
     pub server: ServerKind,
     pub workload: Workload,
     pub workers: usize,
@@ -138,7 +138,7 @@ pub struct MemoryRow {
 
 /// The load settings shared by every point.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadShape {
+pub(crate) struct LoadShape {
     /// At least this many requests per point.
     pub requests: usize,
     /// hey's clients, at most `requests`.
@@ -151,7 +151,7 @@ impl LoadShape {
     /// at least `requests`, `MIN_ROUNDS` per worker and `MIN_SECONDS` of load, in whole rounds. A last round that
     /// only some workers serve would leave the others idle and measure the batch, not the server; and hey sends
     /// requests/concurrency per client, so the count is a multiple of both.
-    pub fn requests_for(&self, workers: usize, ideal: f64) -> (usize, usize) {
+    pub(crate) fn requests_for(&self, workers: usize, ideal: f64) -> (usize, usize) {
         let concurrency = self.concurrency.min(self.requests).max(1);
         let round = lcm(workers, concurrency);
         let by_time = if ideal.is_finite() { (ideal * MIN_SECONDS).ceil() as usize } else { 0 };
@@ -161,7 +161,7 @@ impl LoadShape {
 }
 
 /// Runs one point and returns its row and the memory of each process.
-pub fn run_point(
+pub(crate) fn run_point(
     contender: &Contender,
     workload: Workload,
     workers: usize,

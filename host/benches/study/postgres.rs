@@ -19,7 +19,7 @@ use crate::process::{Spawned, check_interrupt};
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running private cluster. Dropping it stops the server and removes its folder.
-pub struct Postgres {
+pub(crate) struct Postgres {
     pub port: u16,
     server: Spawned,
     log: PathBuf,
@@ -28,7 +28,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// Creates the cluster and starts its server. `bin` holds `initdb` and `postgres`.
-    pub fn start(bin: &Path) -> anyhow::Result<Postgres> {
+    pub(crate) fn start(bin: &Path) -> anyhow::Result<Postgres> {
         let dir = tempfile::Builder::new().prefix("wasmcorn-study-pg-").tempdir().context("cannot make a temp dir")?;
         let owner = server_user()?;
         if let Some((uid, gid)) = owner {
@@ -83,16 +83,16 @@ impl Postgres {
     }
 
     /// The URL both apps connect with.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// How many connections the server has received so far (it logs each one).
-    pub fn connections_received(&self) -> usize {
+    pub(crate) fn connections_received(&self) -> usize {
         fs::read_to_string(&self.log).map_or(0, |text| text.matches("connection received").count())
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.server.pid()
     }
 }
@@ -126,7 +126,7 @@ fn as_user(mut command: Command, owner: Option<(u32, u32)>, cwd: &Path) -> Comma
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(listener.local_addr().context("cannot read the free port")?.port())
 }

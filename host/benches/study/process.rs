@@ -19,7 +19,7 @@ extern "C" fn note_interrupt(_signal: nix::libc::c_int) {
 }
 
 /// Turns SIGINT and SIGTERM into a flag the study checks between steps, so that it can stop what it started.
-pub fn catch_interrupts() -> anyhow::Result<()> {
+pub(crate) fn catch_interrupts() -> anyhow::Result<()> {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { signal::signal(sig, SigHandler::Handler(note_interrupt)) }
@@ -29,12 +29,12 @@ pub fn catch_interrupts() -> anyhow::Result<()> {
 }
 
 /// Whether the user asked the study to stop.
-pub fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Fails once the user asked the study to stop.
-pub fn check_interrupt() -> anyhow::Result<()> {
+pub(crate) fn check_interrupt() -> anyhow::Result<()> {
     if interrupted() {
         bail!("interrupted");
     }
@@ -43,7 +43,7 @@ pub fn check_interrupt() -> anyhow::Result<()> {
 
 /// A started process, stopped by pid on drop: `stop_signal` first, SIGKILL if it is still there after the grace
 /// period.
-pub struct Spawned {
+pub(crate) struct Spawned {
     child: Child,
     name: String,
     stop_signal: Signal,
@@ -52,18 +52,23 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts `command` in a process group of its own.
-    pub fn start(mut command: Command, name: &str, stop_signal: Signal, grace: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn start(
+        mut command: Command,
+        name: &str,
+        stop_signal: Signal,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
         command.process_group(0);
         let child = command.spawn().with_context(|| format!("cannot start {name} ({command:?})"))?;
         Ok(Spawned { child, name: name.to_string(), stop_signal, grace })
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).unwrap_or(i32::MAX)
     }
 
     /// `Some(description)` once the process has exited.
-    pub fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
             Ok(None) => None,
@@ -73,7 +78,7 @@ impl Spawned {
 
     /// Waits until the process exits by itself, for at most `limit`; stops it if the user interrupts.
     /// `Ok(true)` if it exited with success.
-    pub fn wait_bounded(&mut self, limit: Duration) -> anyhow::Result<bool> {
+    pub(crate) fn wait_bounded(&mut self, limit: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().with_context(|| format!("cannot wait for {}", self.name))? {
@@ -86,7 +91,7 @@ impl Spawned {
     }
 
     /// Stops the process by pid and reaps it.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if self.exited().is_some() {
             return;
         }
@@ -112,7 +117,7 @@ impl Drop for Spawned {
 }
 
 /// Sends SIGKILL to `pid` if it is still alive after `grace`: for a server's workers, once their arbiter is gone.
-pub fn reap_orphan(pid: i32, grace: Duration) {
+pub(crate) fn reap_orphan(pid: i32, grace: Duration) {
     let deadline = Instant::now() + grace;
     let alive = || signal::kill(Pid::from_raw(pid), None).is_ok();
     while alive() && Instant::now() < deadline {

@@ -16,7 +16,7 @@ use crate::points::{Contender, MemoryRow, Point};
 use crate::server::ServerKind;
 
 /// What the report says about the run besides its points.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub settings: &'a Settings,
     pub contenders: &'a [Contender],
     pub cores: usize,
@@ -26,7 +26,7 @@ pub struct Context<'a> {
     pub duration: Duration,
 }
 
-pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
+pub(crate) fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_path(path).with_context(|| format!("cannot create {}", path.display()))?;
     for row in rows {
         writer.serialize(row).with_context(|| format!("cannot write {}", path.display()))?;
@@ -35,7 +35,7 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
 }
 
 /// Writes `report.md` and returns its path.
-pub fn write(
+pub(crate) fn write(
     out: &Path,
     context: &Context,
     points: &[Point],

@@ -22,7 +22,7 @@ const START_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ServerKind {
+pub(crate) enum ServerKind {
     Wasmcorn,
     Gunicorn,
 }
@@ -38,7 +38,7 @@ impl fmt::Display for ServerKind {
 
 /// Everything needed to start either server.
 #[derive(Debug, Clone)]
-pub struct Launchers {
+pub(crate) struct Launchers {
     pub wasmcorn: PathBuf,
     /// The `gunicorn` of the study's venv, when Gunicorn takes part.
     pub gunicorn: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub struct Launchers {
 
 /// One server configuration to start.
 #[derive(Debug, Clone)]
-pub struct ServerSpec {
+pub(crate) struct ServerSpec {
     pub kind: ServerKind,
     pub workers: usize,
     /// The app's environment (IO_BOUND, CPU_BOUND, ...).
@@ -67,7 +67,7 @@ pub struct ServerSpec {
 }
 
 /// A running server; dropping it stops the arbiter by pid and then any worker that outlived it.
-pub struct Server {
+pub(crate) struct Server {
     pub kind: ServerKind,
     pub port: u16,
     arbiter: Spawned,
@@ -76,7 +76,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(spec: &ServerSpec, launchers: &Launchers) -> anyhow::Result<Server> {
+    pub(crate) fn start(spec: &ServerSpec, launchers: &Launchers) -> anyhow::Result<Server> {
         fs::create_dir_all(&launchers.log_dir)
             .with_context(|| format!("cannot create {}", launchers.log_dir.display()))?;
         let log = launchers.log_dir.join(format!("{}-{}.log", spec.kind, spec.label));
@@ -123,12 +123,12 @@ impl Server {
         }
     }
 
-    pub fn arbiter_pid(&self) -> i32 {
+    pub(crate) fn arbiter_pid(&self) -> i32 {
         self.arbiter.pid()
     }
 
     /// The live workers: pids announced as booted that are still children of the arbiter.
-    pub fn workers(&mut self) -> Vec<i32> {
+    pub(crate) fn workers(&mut self) -> Vec<i32> {
         let arbiter = self.arbiter.pid();
         let booted = booted_workers(&self.log_text());
         for pid in &booted {
@@ -139,11 +139,11 @@ impl Server {
         booted.into_iter().filter(|pid| parent_of(*pid) == Some(arbiter)).collect()
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    pub fn log_path(&self) -> &Path {
+    pub(crate) fn log_path(&self) -> &Path {
         &self.log
     }
 
@@ -152,7 +152,7 @@ impl Server {
     }
 
     /// Stops the arbiter, then any worker still there.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop_all();
     }
 
@@ -225,7 +225,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 /// One request on a fresh connection, as the load generator sends it: the status code and how long it took.
-pub fn timed_request(port: u16, limit: Duration) -> anyhow::Result<(u16, Duration)> {
+pub(crate) fn timed_request(port: u16, limit: Duration) -> anyhow::Result<(u16, Duration)> {
     let start = Instant::now();
     let mut stream =
         TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;

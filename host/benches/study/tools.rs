@@ -8,13 +8,13 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The font the PNG chart is drawn with, from Debian's `fonts-dejavu-core`.
-pub const FONT_FILE: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub(crate) const FONT_FILE: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Where Debian installs PostgreSQL's server binaries: `/usr/lib/postgresql/VERSION/bin`.
 const POSTGRES_ROOT: &str = "/usr/lib/postgresql";
 
 /// Makes sure `hey` and the chart font are there, installing the Debian packages that are missing.
-pub fn ensure_load_and_font() -> anyhow::Result<()> {
+pub(crate) fn ensure_load_and_font() -> anyhow::Result<()> {
     let mut missing = Vec::new();
     if !on_path("hey") {
         missing.push("hey");
@@ -26,7 +26,7 @@ pub fn ensure_load_and_font() -> anyhow::Result<()> {
 }
 
 /// The folder holding `initdb` and `postgres`, installing Debian's `postgresql` if need be.
-pub fn ensure_postgres() -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_postgres() -> anyhow::Result<PathBuf> {
     if let Some(bin) = postgres_bin() {
         return Ok(bin);
     }
@@ -49,7 +49,7 @@ fn postgres_bin() -> Option<PathBuf> {
 }
 
 /// A virtual environment with Gunicorn and psycopg2, created at `venv` the first time. Returns its `gunicorn`.
-pub fn ensure_gunicorn(venv: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_gunicorn(venv: &Path) -> anyhow::Result<PathBuf> {
     let gunicorn = venv.join("bin").join("gunicorn");
     let python = venv.join("bin").join("python");
     let ready = gunicorn.is_file()
@@ -67,7 +67,7 @@ pub fn ensure_gunicorn(venv: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The installed Gunicorn's version, for the report.
-pub fn gunicorn_version(gunicorn: &Path) -> String {
+pub(crate) fn gunicorn_version(gunicorn: &Path) -> String {
     Command::new(gunicorn)
         .arg("--version")
         .output()
@@ -78,7 +78,7 @@ pub fn gunicorn_version(gunicorn: &Path) -> String {
 }
 
 /// Whether this Gunicorn has the control socket of recent versions, which `--no-control-socket` turns off.
-pub fn gunicorn_has_control_socket(gunicorn: &Path) -> bool {
+pub(crate) fn gunicorn_has_control_socket(gunicorn: &Path) -> bool {
     Command::new(gunicorn)
         .arg("--help")
         .output()
@@ -102,7 +102,7 @@ fn on_path(program: &str) -> bool {
 }
 
 /// Runs a setup command to completion; its output goes to the terminal.
-pub fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = command.status().with_context(|| format!("cannot run {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");

@@ -13,13 +13,13 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 #[derive(Debug)]
-pub struct Pidfile {
+pub(super) struct Pidfile {
     path: PathBuf,
 }
 
 impl Pidfile {
     /// Writes this process's pid to `path`, refusing a pid file that names another live process.
-    pub fn create(path: &Path) -> anyhow::Result<Pidfile> {
+    pub(super) fn create(path: &Path) -> anyhow::Result<Pidfile> {
         if let Some(pid) = read(path).filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok()) {
             bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
         }
@@ -28,14 +28,14 @@ impl Pidfile {
     }
 
     /// The upgrade's pid file: `FILE.2`.
-    pub fn upgrade_path(path: &Path) -> PathBuf {
+    pub(super) fn upgrade_path(path: &Path) -> PathBuf {
         let mut name = path.as_os_str().to_os_string();
         name.push(".2");
         PathBuf::from(name)
     }
 
     /// Moves the pid file to `path` (the new arbiter of an upgrade taking the main name over).
-    pub fn move_to(&mut self, path: &Path) -> anyhow::Result<()> {
+    pub(super) fn move_to(&mut self, path: &Path) -> anyhow::Result<()> {
         write(path)?;
         let _ = std::fs::remove_file(&self.path);
         self.path = path.to_path_buf();
@@ -43,7 +43,7 @@ impl Pidfile {
     }
 
     /// Removes the file if it still names this process.
-    pub fn remove(&self) {
+    pub(super) fn remove(&self) {
         if read(&self.path) == Some(Pid::this()) {
             let _ = std::fs::remove_file(&self.path);
         }

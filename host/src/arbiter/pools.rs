@@ -20,7 +20,7 @@ use crate::worker::Channel;
 
 /// One pool's current generation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolRun {
+pub(super) struct PoolRun {
     pub generation: u64,
     /// How many workers to keep alive.
     pub target: u32,
@@ -32,13 +32,13 @@ pub struct PoolRun {
 }
 
 /// Every pool's current generation.
-pub type Pools = BTreeMap<PoolKey, PoolRun>;
+pub(super) type Pools = BTreeMap<PoolKey, PoolRun>;
 
 /// Everything a worker of one pool is started with, except the pool's size (which changes without replacing
 /// anyone): the server's settings, the pool's apps and their artefacts; for the shared pool, which routes every
 /// request, also the routes and which apps have pools of their own.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolSpec {
+pub(super) struct PoolSpec {
     server: ServerSpec,
     apps: Vec<AppSpec>,
     /// The shared pool's routes, and the names of the apps it hands over; `None` for a dedicated pool.
@@ -114,7 +114,7 @@ impl PoolSpec {
 
 /// The pools of `config`, reusing the generations of `current` whose spec is unchanged (unless `replace_all`)
 /// and numbering the others from `next_generation` on. Returns them and the generations that are new.
-pub fn plan(
+pub(super) fn plan(
     config: &Config,
     artefacts: &[Artefact],
     current: &Pools,
@@ -152,7 +152,7 @@ fn target(config: &Config, pool: &PoolKey) -> u32 {
 }
 
 /// Makes sure every dedicated pool of `site` has a channel (keeping the existing ones).
-pub fn open_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) -> anyhow::Result<()> {
+pub(super) fn open_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) -> anyhow::Result<()> {
     for key in site.pool_keys() {
         if let PoolKey::Dedicated(name) = key
             && !channels.contains_key(&name)
@@ -164,14 +164,14 @@ pub fn open_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) -> a
 }
 
 /// Closes the arbiter's ends of the channels `site` no longer uses (workers still running keep their own).
-pub fn close_unused_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) {
+pub(super) fn close_unused_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) {
     let keys = site.pool_keys();
     channels.retain(|name, _| keys.contains(&PoolKey::Dedicated(name.clone())));
 }
 
 /// The descriptors a worker of `pool` must close after the fork: the channel ends it does not use, and for a
 /// dedicated pool, whose connections come through its channel, the listening sockets.
-pub fn unused_in(
+pub(super) fn unused_in(
     pool: &PoolKey,
     listeners: &[Listener],
     channels: &BTreeMap<String, Channel>,

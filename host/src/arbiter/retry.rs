@@ -8,7 +8,7 @@ const FIRST_WAIT: Duration = Duration::from_millis(500);
 const LONGEST_WAIT: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Default)]
-pub struct Retry {
+pub(super) struct Retry {
     /// The wait that follows the next failure; `None` while nothing failed.
     next_wait: Option<Duration>,
     /// No new attempt before this.
@@ -17,12 +17,12 @@ pub struct Retry {
 
 impl Retry {
     /// Whether an attempt may be made now.
-    pub fn may_try(&self, now: Instant) -> bool {
+    pub(super) fn may_try(&self, now: Instant) -> bool {
         self.not_before.is_none_or(|not_before| now >= not_before)
     }
 
     /// Records a failure at `now`; returns how long until the next attempt.
-    pub fn failed(&mut self, now: Instant) -> Duration {
+    pub(super) fn failed(&mut self, now: Instant) -> Duration {
         let wait = self.next_wait.unwrap_or(FIRST_WAIT);
         self.next_wait = Some((wait * 2).min(LONGEST_WAIT));
         self.not_before = Some(now + wait);
@@ -30,7 +30,7 @@ impl Retry {
     }
 
     /// Records a success: the next failure waits the shortest time again.
-    pub fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         *self = Retry::default();
     }
 }

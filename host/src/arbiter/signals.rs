@@ -20,16 +20,15 @@ const HANDLED: &[Signal] = &[
     Signal::SIGTTOU,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
-    Signal::SIGWINCH,
 ];
 
-pub struct Signals {
+pub(super) struct Signals {
     fd: SignalFd,
 }
 
 impl Signals {
     /// Blocks the handled signals and opens the descriptor they are read from.
-    pub fn install() -> anyhow::Result<Signals> {
+    pub(super) fn install() -> anyhow::Result<Signals> {
         let mask = handled_set();
         mask.thread_block().context("cannot block signals")?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
@@ -38,12 +37,12 @@ impl Signals {
     }
 
     /// The descriptor a forked child must close.
-    pub fn raw_fd(&self) -> RawFd {
+    pub(super) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Waits up to `timeout` for signals and returns those that arrived, in order.
-    pub fn wait(&mut self, timeout: Duration) -> Vec<Signal> {
+    pub(super) fn wait(&mut self, timeout: Duration) -> Vec<Signal> {
         let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         // An error here is EINTR, which just means: look again.
@@ -67,6 +66,6 @@ fn handled_set() -> SigSet {
 }
 
 /// Gunicorn's name for a signal in log lines (`Handling signal: term`).
-pub fn short_name(signal: Signal) -> String {
+pub(super) fn short_name(signal: Signal) -> String {
     signal.as_str().trim_start_matches("SIG").to_ascii_lowercase()
 }

@@ -21,7 +21,7 @@ use crate::{log, process, worker};
 /// Who the compile step runs as: the workers' `--user` and `--group`, so that the untrusted wasm is compiled
 /// without the arbiter's privileges and the cache belongs to the workers' user.
 #[derive(Debug, Clone, Copy)]
-pub struct Compiler {
+pub(super) struct Compiler {
     pub user: Option<Uid>,
     pub group: Option<Gid>,
 }
@@ -39,7 +39,7 @@ const DIGEST_HEX: usize = 64;
 /// Compiles every app of the site in a child process (compilation starts threads, which the arbiter must never
 /// have) and returns their artefacts, in the order of `site.apps`, or the child's error as one line. With
 /// `fresh`, the cache is not trusted: every app is compiled and written again.
-pub fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
     let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     // SAFETY: the arbiter is single-threaded here (it never starts threads), so the child is a consistent copy
     // of it; the child only compiles, writes one message and exits.
@@ -142,7 +142,7 @@ pub(super) fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<A
 }
 
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.
-pub fn worker(setup: worker::Setup<'_>, close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
+pub(super) fn worker(setup: worker::Setup<'_>, close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
     // SAFETY: the arbiter is single-threaded (it never starts threads), so the child is a consistent copy of
     // it. The child never returns into the arbiter's loop: it runs the worker and exits.
     match unsafe { fork() }.context("cannot fork a worker")? {

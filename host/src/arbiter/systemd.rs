@@ -5,7 +5,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Sends `state` to `$NOTIFY_SOCKET`, if it is set. Returns whether a message was sent.
-pub fn notify(state: &str) -> bool {
+pub(super) fn notify(state: &str) -> bool {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return false };
     let path = path.to_string_lossy().into_owned();
     let address = match path.strip_prefix('@') {

@@ -15,12 +15,12 @@ use nix::unistd::Pid;
 use crate::listener::{Listener, UPGRADE_FDS_VAR};
 
 /// The variable that tells the new arbiter which pid it succeeds.
-pub const PREDECESSOR_VAR: &str = "WASMCORN_PREDECESSOR_PID";
+pub(super) const PREDECESSOR_VAR: &str = "WASMCORN_PREDECESSOR_PID";
 
 /// The path this server was started with (argv[0]), made absolute: what `USR2` starts. Call it at start,
 /// before `--chdir` and before the process title overwrites the argument area. Unlike the running executable's
 /// own link (`/proc/self/exe`), this path still names the binary after a package upgrade replaced the file.
-pub fn started_binary() -> anyhow::Result<PathBuf> {
+pub(super) fn started_binary() -> anyhow::Result<PathBuf> {
     let argv0 = std::env::args_os().next().map(PathBuf::from).unwrap_or_default();
     if argv0.as_os_str().as_bytes().contains(&b'/') {
         return std::path::absolute(&argv0).with_context(|| format!("cannot make {} absolute", argv0.display()));
@@ -39,7 +39,7 @@ pub fn started_binary() -> anyhow::Result<PathBuf> {
 
 /// Starts the successor arbiter `BINARY serve SERVE_ARGS` (both captured at start: the process title has since
 /// overwritten the original argument area); returns its pid.
-pub fn start_successor(binary: &Path, listeners: &[Listener], serve_args: &[OsString]) -> anyhow::Result<Pid> {
+pub(super) fn start_successor(binary: &Path, listeners: &[Listener], serve_args: &[OsString]) -> anyhow::Result<Pid> {
     let fds: Vec<String> = listeners.iter().map(|listener| listener.fd().as_raw_fd().to_string()).collect();
     for listener in listeners {
         listener.set_inheritable(true)?;
@@ -60,7 +60,7 @@ pub fn start_successor(binary: &Path, listeners: &[Listener], serve_args: &[OsSt
 }
 
 /// The old arbiter this one succeeds, if it was started by an upgrade and the old one is still its parent.
-pub fn predecessor() -> Option<Pid> {
+pub(super) fn predecessor() -> Option<Pid> {
     let pid: i32 = std::env::var(PREDECESSOR_VAR).ok()?.parse().ok()?;
     let pid = Pid::from_raw(pid);
     (nix::unistd::getppid() == pid).then_some(pid)

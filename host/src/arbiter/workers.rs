@@ -29,7 +29,7 @@ enum AbortCause {
 
 /// A worker the arbiter started and has not reaped yet.
 #[derive(Debug)]
-pub struct WorkerRecord {
+pub(super) struct WorkerRecord {
     pub slot: usize,
     pub generation: u64,
     started: Instant,
@@ -44,18 +44,18 @@ pub struct WorkerRecord {
 }
 
 impl WorkerRecord {
-    pub fn started(&self) -> Instant {
+    pub(super) fn started(&self) -> Instant {
         self.started
     }
 }
 
 #[derive(Debug, Default)]
-pub struct Workers {
+pub(super) struct Workers {
     records: BTreeMap<Pid, WorkerRecord>,
 }
 
 impl Workers {
-    pub fn add(&mut self, pid: Pid, slot: usize, generation: u64) {
+    pub(super) fn add(&mut self, pid: Pid, slot: usize, generation: u64) {
         let record = WorkerRecord {
             slot,
             generation,
@@ -68,11 +68,11 @@ impl Workers {
         self.records.insert(pid, record);
     }
 
-    pub fn remove(&mut self, pid: Pid) -> Option<WorkerRecord> {
+    pub(super) fn remove(&mut self, pid: Pid) -> Option<WorkerRecord> {
         self.records.remove(&pid)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
 
@@ -81,22 +81,22 @@ impl Workers {
         self.records.iter().filter(move |(_, record)| record.generation == generation && !record.retired)
     }
 
-    pub fn count_current(&self, generation: u64) -> usize {
+    pub(super) fn count_current(&self, generation: u64) -> usize {
         self.serving(generation).count()
     }
 
     /// Whether `target` workers of `generation` have loaded the app.
-    pub fn generation_ready(&self, generation: u64, target: usize, heartbeats: &Heartbeats) -> bool {
+    pub(super) fn generation_ready(&self, generation: u64, target: usize, heartbeats: &Heartbeats) -> bool {
         self.serving(generation).filter(|(_, record)| heartbeats.slot(record.slot).is_ready()).count() >= target
     }
 
     /// The lowest heartbeat slot no worker uses.
-    pub fn free_slot(&self) -> Option<usize> {
+    pub(super) fn free_slot(&self) -> Option<usize> {
         let used: Vec<usize> = self.records.values().map(|record| record.slot).collect();
         (0..CAPACITY).find(|slot| !used.contains(slot))
     }
 
-    pub fn kill_all(&mut self, signal: Signal) {
+    pub(super) fn kill_all(&mut self, signal: Signal) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {
             self.signal(pid, signal);
@@ -111,7 +111,7 @@ impl Workers {
     }
 
     /// Gracefully stops the oldest serving workers of `generation` beyond `keep`.
-    pub fn retire_oldest(&mut self, generation: u64, keep: usize, graceful: Duration, heartbeats: &Heartbeats) {
+    pub(super) fn retire_oldest(&mut self, generation: u64, keep: usize, graceful: Duration, heartbeats: &Heartbeats) {
         let mut serving: Vec<(Instant, Pid)> =
             self.serving(generation).map(|(pid, record)| (record.started, *pid)).collect();
         serving.sort();
@@ -122,7 +122,7 @@ impl Workers {
     }
 
     /// Gracefully stops every serving worker of `generation`.
-    pub fn retire_generation(&mut self, generation: u64, graceful: Duration, heartbeats: &Heartbeats) {
+    pub(super) fn retire_generation(&mut self, generation: u64, graceful: Duration, heartbeats: &Heartbeats) {
         let pids: Vec<Pid> = self.serving(generation).map(|(pid, _)| *pid).collect();
         for pid in pids {
             self.retire(pid, graceful, heartbeats);
@@ -142,7 +142,7 @@ impl Workers {
 
     /// The server stops: SIGTERM to every worker, each given `graceful` (or what it has left of an earlier
     /// retirement).
-    pub fn stop_all(&mut self, graceful: Duration) {
+    pub(super) fn stop_all(&mut self, graceful: Duration) {
         let deadline = Instant::now() + graceful;
         for (pid, record) in &mut self.records {
             record.graceful_deadline = Some(earliest(record.graceful_deadline, deadline));
@@ -151,7 +151,7 @@ impl Workers {
     }
 
     /// Sends SIGABRT to workers retired or stopped and still running past their graceful timeout.
-    pub fn abort_overdue(&mut self) {
+    pub(super) fn abort_overdue(&mut self) {
         let now = Instant::now();
         let overdue: Vec<Pid> = self
             .records
@@ -179,7 +179,7 @@ impl Workers {
     }
 
     /// Sends SIGKILL to workers still running `ABORT_GRACE` after their SIGABRT.
-    pub fn kill_aborted(&mut self) {
+    pub(super) fn kill_aborted(&mut self) {
         let late: Vec<Pid> = self
             .records
             .iter()
@@ -196,7 +196,7 @@ impl Workers {
     /// Sends SIGABRT to workers silent for longer than `timeout` (and SIGKILL a second later). A worker serving
     /// a request gets at least `busy_minimum`: the guest's own deadline, which answers 503 and keeps the
     /// worker, must fire first.
-    pub fn murder_silent(&mut self, heartbeats: &Heartbeats, timeout: Duration, busy_minimum: Duration) {
+    pub(super) fn murder_silent(&mut self, heartbeats: &Heartbeats, timeout: Duration, busy_minimum: Duration) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {
             let Some(record) = self.records.get(&pid) else { continue };
@@ -226,7 +226,7 @@ fn earliest(set: Option<Instant>, deadline: Instant) -> Instant {
 }
 
 /// Every child that has exited, with its status.
-pub fn reap_children() -> Vec<(Pid, WaitStatus)> {
+pub(super) fn reap_children() -> Vec<(Pid, WaitStatus)> {
     let mut exited = Vec::new();
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -247,7 +247,7 @@ pub fn reap_children() -> Vec<(Pid, WaitStatus)> {
 
 /// What a worker's exit asks of the arbiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(super) enum Exit {
     /// Nothing more than a replacement, if the pool needs one.
     Left,
     /// It could not load its apps.
@@ -258,7 +258,7 @@ pub enum Exit {
 
 /// Logs why a worker left (`answered`: how many queued connections it answered 503 as it was killed) and says
 /// what its exit asks for.
-pub fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered: u32, stopping: bool) -> Exit {
+pub(super) fn report_exit(pid: Pid, status: WaitStatus, record: &WorkerRecord, answered: u32, stopping: bool) -> Exit {
     let answers = match answered {
         0 => String::new(),
         1 => "; it answered its 1 queued connection 503".to_string(),

@@ -5,7 +5,7 @@ use anyhow::bail;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// `--user` (or an app's `user`): a user name or a numeric id.
-pub fn parse_user(text: &str) -> anyhow::Result<Uid> {
+pub(super) fn parse_user(text: &str) -> anyhow::Result<Uid> {
     if let Ok(id) = text.parse::<u32>() {
         return Ok(Uid::from_raw(id));
     }
@@ -16,7 +16,7 @@ pub fn parse_user(text: &str) -> anyhow::Result<Uid> {
 }
 
 /// `--group` (or an app's `group`): a group name or a numeric id.
-pub fn parse_group(text: &str) -> anyhow::Result<Gid> {
+pub(super) fn parse_group(text: &str) -> anyhow::Result<Gid> {
     if let Ok(id) = text.parse::<u32>() {
         return Ok(Gid::from_raw(id));
     }

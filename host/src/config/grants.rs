@@ -11,12 +11,12 @@ use anyhow::{Context, bail};
 use crate::guest::{DirGrant, NetGrant};
 
 /// Reads every `--dir HOST[::GUEST][:ro]` and checks that each HOST is a folder the server can open.
-pub fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
+pub(super) fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
     specs.iter().map(|spec| dir(spec, None)).collect()
 }
 
 /// As `dirs`, with a relative HOST taken from `base` (a manifest's folder).
-pub fn dirs_under(specs: &[String], base: &Path) -> anyhow::Result<Vec<DirGrant>> {
+pub(super) fn dirs_under(specs: &[String], base: &Path) -> anyhow::Result<Vec<DirGrant>> {
     specs.iter().map(|spec| dir(spec, Some(base))).collect()
 }
 
@@ -44,7 +44,7 @@ fn parse_dir(spec: &str) -> anyhow::Result<DirGrant> {
 
 /// Reads every `--allow-net HOST:PORT`, resolving host names now: the guest may connect to the addresses found
 /// and look up the names listed.
-pub fn net(specs: &[String]) -> anyhow::Result<NetGrant> {
+pub(super) fn net(specs: &[String]) -> anyhow::Result<NetGrant> {
     let mut grant = NetGrant::default();
     for spec in specs {
         let (host, port) = parse_net(spec)?;

@@ -13,19 +13,19 @@ use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches};
 use crate::cli::{Cli, ServeArgs};
 
 /// The environment variable holding extra command-line arguments, as Gunicorn's `GUNICORN_CMD_ARGS`.
-pub const CMD_ARGS_VAR: &str = "WASMCORN_CMD_ARGS";
+pub(super) const CMD_ARGS_VAR: &str = "WASMCORN_CMD_ARGS";
 
 /// Flags that make sense only on the command line.
 const COMMAND_LINE_ONLY: &[&str] = &["config", "check_config", "print_config"];
 
 /// The `serve` subcommand's clap definition.
-pub fn serve_command() -> Command {
+pub(super) fn serve_command() -> Command {
     Cli::command().find_subcommand("serve").cloned().unwrap_or_else(|| Command::new("serve")).no_binary_name(true)
 }
 
 /// Merges the layers for `serve` given the arguments that followed `serve` on the command line. Returns the
 /// settings and the one argument list they were parsed from.
-pub fn resolve(command_line: &[OsString]) -> anyhow::Result<(ServeArgs, Vec<OsString>)> {
+pub(super) fn resolve(command_line: &[OsString]) -> anyhow::Result<(ServeArgs, Vec<OsString>)> {
     let command = serve_command();
     let cli = parse(&command, command_line).map_err(|err| anyhow::anyhow!("{}", one_line(&err)))?;
     let env_args = match std::env::var(CMD_ARGS_VAR) {
@@ -179,14 +179,14 @@ fn flag_name(command: &Command, id: &str) -> String {
 }
 
 /// The first line of an error, without clap's `error: ` prefix.
-pub fn one_line(err: &dyn std::fmt::Display) -> String {
+pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
     let text = err.to_string();
     let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("invalid configuration");
     first.trim_start_matches("error: ").trim().to_string()
 }
 
 /// The resolved settings as TOML, one `key = value` line per flag, for `--print-config`.
-pub fn render(args: &[OsString]) -> anyhow::Result<String> {
+pub(super) fn render(args: &[OsString]) -> anyhow::Result<String> {
     let command = serve_command();
     let matches = parse(&command, args).map_err(|err| anyhow::anyhow!("{}", one_line(&err)))?;
     let mut lines = Vec::new();

@@ -97,7 +97,7 @@ fn app_table(entry: &toml::Table) -> anyhow::Result<AppTable> {
 
 /// What an app gets for the settings its table leaves out: the server's own flags.
 #[derive(Debug, Clone, Copy)]
-pub struct Defaults {
+pub(super) struct Defaults {
     pub guest_timeout: Duration,
     pub max_memory_bytes: usize,
     pub body_limit: Option<u64>,
@@ -105,7 +105,7 @@ pub struct Defaults {
 
 /// Reads the manifest at `path`. In a config file (`in_config`), keys other than `app` and `default_app` are
 /// the server's flags and are left to the config layer.
-pub fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
+pub(super) fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
     let where_ = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
     let table: toml::Table =

@@ -43,7 +43,7 @@ impl Deadline {
 
 /// The guest's time ran out while it waited in a host call; the call traps, and the request is a guest timeout.
 #[derive(Debug)]
-pub struct GuestTimeout {
+pub(super) struct GuestTimeout {
     /// The host call it was waiting in.
     pub call: &'static str,
 }

@@ -13,7 +13,7 @@ pub type GuestLine = fn(&str, &str);
 
 /// One of a request's output streams. Clones share the same buffer.
 #[derive(Clone)]
-pub struct GuestOutput {
+pub(super) struct GuestOutput {
     inner: Arc<Mutex<LineBuffer>>,
 }
 
@@ -26,7 +26,7 @@ struct LineBuffer {
 }
 
 impl GuestOutput {
-    pub fn new(stream: Arc<str>, budget: usize, log_line: GuestLine) -> Self {
+    pub(super) fn new(stream: Arc<str>, budget: usize, log_line: GuestLine) -> Self {
         let buffer = LineBuffer { stream, partial: Vec::new(), budget, dropped: 0, log_line };
         GuestOutput { inner: Arc::new(Mutex::new(buffer)) }
     }
@@ -38,7 +38,7 @@ impl GuestOutput {
     }
 
     /// Logs what is left of an unfinished line and how much was dropped. Call it when the request ends.
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Ok(mut buffer) = self.inner.lock() {
             buffer.finish();
         }

@@ -2,18 +2,18 @@
 //! the host's build script.
 
 /// One embedded sample.
-pub struct Sample {
+pub(super) struct Sample {
     pub name: &'static str,
     pub wasm: &'static [u8],
 }
 
 /// Every embedded sample.
-pub const SAMPLES: &[Sample] = &[
+pub(super) const SAMPLES: &[Sample] = &[
     Sample { name: "hello", wasm: include_bytes!(env!("WASMCORN_GUEST_HELLO")) },
     Sample { name: "echo", wasm: include_bytes!(env!("WASMCORN_GUEST_ECHO")) },
     Sample { name: "workload", wasm: include_bytes!(env!("WASMCORN_GUEST_WORKLOAD")) },
 ];
 
-pub fn find(name: &str) -> Option<&'static Sample> {
+pub(super) fn find(name: &str) -> Option<&'static Sample> {
     SAMPLES.iter().find(|sample| sample.name == name)
 }

@@ -17,7 +17,7 @@ use super::name_lookup::LookupView;
 /// The most bytes one `read-body` call returns, whatever the guest asks for.
 const MAX_READ: usize = 1 << 20;
 
-pub struct RequestState<E> {
+pub(super) struct RequestState<E> {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     /// What the instance may create: memory, tables, instances.

@@ -22,7 +22,7 @@ const WRITABLE_BY_OTHERS: u32 = 0o022;
 
 /// A worker's reason to refuse an artefact (as opposed to an error reading it): compiling again repairs it.
 #[derive(Debug)]
-pub struct Refusal(String);
+pub(crate) struct Refusal(String);
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -33,7 +33,7 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 /// The SHA-256 of `bytes`, in hex.
-pub fn digest(bytes: &[u8]) -> String {
+pub(super) fn digest(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
@@ -42,7 +42,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The user this process runs as: the owner its artefacts must have.
-pub fn own_uid() -> u32 {
+pub(super) fn own_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
@@ -95,7 +95,7 @@ pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
 
 /// In the compile step: the bytes of the cached artefact at `path` if it passes the owner and mode checks, or
 /// `None` (missing, or not to be trusted: then it is compiled and written again).
-pub fn read_cached(path: &Path) -> Option<Vec<u8>> {
+pub(super) fn read_cached(path: &Path) -> Option<Vec<u8>> {
     let mut file = open_no_follow(path).ok()?;
     check_file(path, &file.metadata().ok()?, own_uid()).ok()?;
     let mut bytes = Vec::new();
@@ -104,7 +104,7 @@ pub fn read_cached(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// Creates `path` for writing, `0644` whatever the umask; fails if anything (a symlink included) is there.
-pub fn create_new(path: &Path) -> io::Result<File> {
+pub(super) fn create_new(path: &Path) -> io::Result<File> {
     let file =
         OpenOptions::new().write(true).create_new(true).custom_flags(no_follow_flags()).mode(FILE_MODE).open(path)?;
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
@@ -122,7 +122,7 @@ fn open_no_follow(path: &Path) -> io::Result<File> {
 /// In a worker, before mapping: the artefact and its folder belong to uid `owner` and are not writable by
 /// others, and the file's SHA-256 is `expected`. A `Refusal` says what is wrong; any other error is a failure
 /// to read (a folder this worker's user may not enter, say) that compiling again would not repair.
-pub fn verify(path: &Path, owner: u32, expected: &str) -> anyhow::Result<()> {
+pub(super) fn verify(path: &Path, owner: u32, expected: &str) -> anyhow::Result<()> {
     let dir = path.parent().context("the artefact's path has no folder")?;
     let folder = fs::metadata(dir).with_context(|| format!("cannot check the cache folder {}", dir.display()))?;
     if folder.uid() != owner || folder.mode() & WRITABLE_BY_OTHERS != 0 {

@@ -32,7 +32,7 @@ enum State {
 }
 
 #[derive(Debug)]
-pub struct BodyReader {
+pub(crate) struct BodyReader {
     state: State,
     send_continue: bool,
     /// The most body bytes accepted (`--limit-request-body`), if limited.
@@ -46,7 +46,7 @@ pub struct BodyReader {
 impl BodyReader {
     /// A reader for the body of `request`, which may be at most `limit` bytes. A Content-Length over the limit
     /// is refused here, before anything reads the body or sends `100 Continue`.
-    pub fn new(request: &Request, limit: Option<u64>) -> Result<Self, HttpError> {
+    pub(crate) fn new(request: &Request, limit: Option<u64>) -> Result<Self, HttpError> {
         let state = match request.framing {
             Framing::Length(length) if limit.is_some_and(|limit| length > limit) => {
                 return Err(HttpError::BodyTooLarge);
@@ -65,12 +65,12 @@ impl BodyReader {
     }
 
     /// The whole body has been read.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Up to `max` bytes of the body; empty at its end.
-    pub fn read<S: Read + Write>(&mut self, conn: &mut Connection<S>, max: usize) -> Result<Vec<u8>, HttpError> {
+    pub(crate) fn read<S: Read + Write>(&mut self, conn: &mut Connection<S>, max: usize) -> Result<Vec<u8>, HttpError> {
         if self.send_continue {
             self.send_continue = false;
             conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(HttpError::Io)?;
@@ -129,20 +129,20 @@ impl BodyReader {
     }
 
     /// The client asked for `100 Continue` and has not been sent it: nobody read the body yet.
-    pub fn continue_pending(&self) -> bool {
+    pub(crate) fn continue_pending(&self) -> bool {
         self.send_continue
     }
 
     /// Never sends `100 Continue`: the final response has started (a client that waits for it will send its body
     /// after its own timeout, as RFC 9110 section 10.1.1 has it).
-    pub fn forgo_continue(&mut self) {
+    pub(crate) fn forgo_continue(&mut self) {
         self.send_continue = false;
     }
 
     /// Reads and discards what is left of the body, up to `budget` bytes, so that the client sees the response
     /// rather than a reset. Returns whether the body was read to its end. It runs after the final response has
     /// started, so it never sends `100 Continue`: a client still waiting for one is not asked for its body.
-    pub fn drain<S: Read + Write>(&mut self, conn: &mut Connection<S>, budget: u64) -> bool {
+    pub(crate) fn drain<S: Read + Write>(&mut self, conn: &mut Connection<S>, budget: u64) -> bool {
         self.forgo_continue();
         let mut drained = 0u64;
         while !self.is_done() && drained <= budget {

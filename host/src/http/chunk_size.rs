@@ -6,7 +6,7 @@ use super::head::is_token_byte;
 
 /// `1*HEXDIG chunk-ext`, with at most 15 hex digits so that the size cannot overflow. Returns the size and the
 /// length of the extensions.
-pub fn parse_chunk_size(line: &[u8]) -> Result<(u64, usize), HttpError> {
+pub(super) fn parse_chunk_size(line: &[u8]) -> Result<(u64, usize), HttpError> {
     let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 15 {
         return Err(HttpError::BadRequest("malformed chunk size".into()));

@@ -8,7 +8,7 @@ use super::error::HttpError;
 
 const READ_SIZE: usize = 16 * 1024;
 
-pub struct Connection<S> {
+pub(crate) struct Connection<S> {
     stream: S,
     buffer: Vec<u8>,
     /// Where unconsumed bytes start in `buffer`.
@@ -17,53 +17,54 @@ pub struct Connection<S> {
 
 impl<S> Connection<S> {
     /// The same connection, with what it has buffered, over the stream `wrap` makes of its stream.
-    pub fn map_stream<T>(self, wrap: impl FnOnce(S) -> T) -> Connection<T> {
+    pub(crate) fn map_stream<T>(self, wrap: impl FnOnce(S) -> T) -> Connection<T> {
         Connection { stream: wrap(self.stream), buffer: self.buffer, start: self.start }
     }
 }
 
 impl<S: Read + Write> Connection<S> {
-    pub fn new(stream: S) -> Self {
+    pub(crate) fn new(stream: S) -> Self {
         Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0 }
     }
 
     /// A connection whose first bytes were already read (by another process, which handed it over).
-    pub fn with_bytes(stream: S, bytes: Vec<u8>) -> Self {
+    pub(crate) fn with_bytes(stream: S, bytes: Vec<u8>) -> Self {
         Connection { stream, buffer: bytes, start: 0 }
     }
 
     /// The stream and every byte read from it so far, consumed or not: a request head just parsed is still at
     /// the start, until the next read from the stream.
-    pub fn into_parts(self) -> (S, Vec<u8>) {
+    pub(crate) fn into_parts(self) -> (S, Vec<u8>) {
         (self.stream, self.buffer)
     }
 
-    pub fn stream(&mut self) -> &mut S {
+    pub(crate) fn stream(&mut self) -> &mut S {
         &mut self.stream
     }
 
-    pub fn into_stream(self) -> S {
+    #[cfg(test)]
+    pub(crate) fn into_stream(self) -> S {
         self.stream
     }
 
     /// The bytes read but not yet consumed.
-    pub fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.buffer[self.start..]
     }
 
     /// Marks `count` buffered bytes as consumed. They stay in the buffer until the next read (see `into_parts`).
-    pub fn consume(&mut self, count: usize) {
+    pub(crate) fn consume(&mut self, count: usize) {
         self.start = (self.start + count).min(self.buffer.len());
     }
 
     /// The bytes of memory the buffer holds (its capacity), consumed or not.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.buffer.capacity()
     }
 
     /// Reads more bytes from the stream into the buffer; returns how many (0 at the end of the stream). The
     /// consumed bytes are dropped first: what is left unconsumed (a line still arriving) moves to the front.
-    pub fn fill(&mut self) -> Result<usize, HttpError> {
+    pub(crate) fn fill(&mut self) -> Result<usize, HttpError> {
         if self.start > 0 {
             self.buffer.drain(..self.start);
             self.start = 0;
@@ -89,7 +90,7 @@ impl<S: Read + Write> Connection<S> {
     }
 
     /// Takes up to `max` bytes: buffered ones first, otherwise one read from the stream.
-    pub fn read_some(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+    pub(crate) fn read_some(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         if self.buffered().is_empty() && self.fill()? == 0 {
             return Err(HttpError::BadRequest("the connection closed in the middle of the body".into()));
         }
@@ -100,7 +101,7 @@ impl<S: Read + Write> Connection<S> {
     }
 
     /// Writes all of `bytes` to the client.
-    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
 }

@@ -5,7 +5,7 @@ use super::error::HttpError;
 use super::head::{Framing, Version, is_token_byte};
 
 /// The framing of a request's body, or why the request must be refused.
-pub fn decide(headers: &[(String, String)], version: Version) -> Result<Framing, HttpError> {
+pub(super) fn decide(headers: &[(String, String)], version: Version) -> Result<Framing, HttpError> {
     let values = |name: &str| -> Vec<&str> {
         headers.iter().filter(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str()).collect()
     };

@@ -6,7 +6,7 @@ use crate::settings::HeadLimits;
 
 /// Enforces the request-line and field-size limits, on complete lines and on a line still arriving. Empty lines
 /// before the request line (which RFC 9112 lets a server skip) count toward the request line.
-pub fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
+pub(super) fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
     let leading = leading_empty_lines(bytes);
     for (index, line) in bytes[leading..].split(|&byte| byte == b'\n').enumerate() {
         let complete = line.len() < bytes.len() - leading || bytes.ends_with(b"\n");
@@ -31,7 +31,7 @@ pub fn check_line_lengths(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpE
 /// `check_line_lengths` and `check_line_endings` for the lines that the bytes from `from` on complete or start,
 /// in a head that does not end in them: the lines before were checked when they arrived, so a head that trickles
 /// in costs its length once, not once per read.
-pub fn check_new_lines(bytes: &[u8], from: usize, limits: &HeadLimits) -> Result<(), HttpError> {
+pub(super) fn check_new_lines(bytes: &[u8], from: usize, limits: &HeadLimits) -> Result<(), HttpError> {
     let leading = leading_empty_lines(bytes);
     if from <= leading {
         // Nothing before `from` but empty lines: the request line is new.
@@ -57,7 +57,7 @@ pub fn check_new_lines(bytes: &[u8], from: usize, limits: &HeadLimits) -> Result
 }
 
 /// `check_line_lengths` for the last, incomplete line only.
-pub fn check_last_line_length(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
+pub(super) fn check_last_line_length(bytes: &[u8], limits: &HeadLimits) -> Result<(), HttpError> {
     let leading = leading_empty_lines(bytes);
     let last_start = bytes.iter().rposition(|&byte| byte == b'\n').map_or(0, |end| end + 1);
     if last_start <= leading {
@@ -82,7 +82,7 @@ fn leading_empty_lines(bytes: &[u8]) -> usize {
 
 /// Every line of a head ends in CRLF (RFC 9112 section 2.2): a bare LF or a bare CR is an error, never a line end.
 /// A CR as the last byte of an incomplete head may still be followed by its LF.
-pub fn check_line_endings(head: &[u8]) -> Result<(), HttpError> {
+pub(super) fn check_line_endings(head: &[u8]) -> Result<(), HttpError> {
     for (index, &byte) in head.iter().enumerate() {
         let next = head.get(index + 1);
         if byte == b'\r' && next.is_some_and(|&next| next != b'\n') {

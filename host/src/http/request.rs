@@ -41,8 +41,10 @@ impl Request {
     }
 }
 
-/// Reads from the connection until a whole request head has arrived, and parses it.
-pub fn read_request<S: Read + Write>(conn: &mut Connection<S>, limits: &HeadLimits) -> Result<Request, HttpError> {
+/// Reads from the connection until a whole request head has arrived, and parses it (the tests' blocking reader;
+/// a worker reads with `read_request_part`).
+#[cfg(test)]
+fn read_request<S: Read + Write>(conn: &mut Connection<S>, limits: &HeadLimits) -> Result<Request, HttpError> {
     loop {
         if let Some(request) = read_request_part(conn, limits)? {
             return Ok(request);
@@ -52,7 +54,7 @@ pub fn read_request<S: Read + Write>(conn: &mut Connection<S>, limits: &HeadLimi
 
 /// Reads once from the connection and parses the head if it is complete: `Ok(None)` while more must arrive. A
 /// worker calls it each time the socket is readable, so that a slow client costs it a buffer, not its time.
-pub fn read_request_part<S: Read + Write>(
+pub(crate) fn read_request_part<S: Read + Write>(
     conn: &mut Connection<S>,
     limits: &HeadLimits,
 ) -> Result<Option<Request>, HttpError> {

@@ -26,7 +26,7 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// What was sent, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub status: u16,
     pub body_bytes: u64,
 }
@@ -45,7 +45,7 @@ enum State {
 
 /// The response to one request, as the guest builds it.
 #[derive(Debug)]
-pub struct ResponseWriter {
+pub(crate) struct ResponseWriter {
     state: State,
     version: Version,
     head_only: bool,
@@ -54,7 +54,7 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(request: &Request) -> Self {
+    pub(crate) fn new(request: &Request) -> Self {
         ResponseWriter {
             state: State::Unstarted,
             version: request.version,
@@ -64,17 +64,17 @@ impl ResponseWriter {
     }
 
     /// The headers the guest set, once `start-response` succeeded.
-    pub fn headers(&self) -> &[(String, String)] {
+    pub(crate) fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
 
     /// Whether the status line has gone to the client: after that, no interim response (`100 Continue`) may.
-    pub fn is_on_the_wire(&self) -> bool {
+    pub(crate) fn is_on_the_wire(&self) -> bool {
         self.progress().0.is_some()
     }
 
     /// Why the response failed, if the guest broke the contract.
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         match &self.state {
             State::Failed { reason, .. } => Some(reason),
             _ => None,
@@ -82,7 +82,7 @@ impl ResponseWriter {
     }
 
     /// The guest's `start-response`.
-    pub fn start(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
+    pub(crate) fn start(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
         if let State::Failed { reason, .. } = &self.state {
             return Err(format!("the response has already failed: {reason}"));
         }
@@ -100,7 +100,7 @@ impl ResponseWriter {
     }
 
     /// The guest's `write-body`.
-    pub fn write<S: Read + Write>(&mut self, conn: &mut Connection<S>, chunk: &[u8]) -> Result<(), String> {
+    pub(crate) fn write<S: Read + Write>(&mut self, conn: &mut Connection<S>, chunk: &[u8]) -> Result<(), String> {
         match &mut self.state {
             State::Unstarted => Err(self.fail("write-body was called before start-response".into())),
             State::Failed { reason, .. } => Err(format!("the response has already failed: {reason}")),
@@ -133,7 +133,7 @@ impl ResponseWriter {
     /// Ends the response once the guest is done. `guest_error` is set when the guest failed; then, or when it
     /// broke the contract, the client gets a 500 if nothing was sent yet and a cut connection otherwise (the
     /// returned `Err` says why the connection must not be reused). Returns what was sent.
-    pub fn finish<S: Read + Write>(
+    pub(crate) fn finish<S: Read + Write>(
         &mut self,
         conn: &mut Connection<S>,
         guest_error: Option<(u16, String)>,
@@ -326,12 +326,12 @@ fn error_body(status: u16) -> String {
 }
 
 /// The length of the body of `error_response(status)`.
-pub fn error_body_length(status: u16) -> u64 {
+pub(crate) fn error_body_length(status: u16) -> u64 {
     error_body(status).len() as u64
 }
 
 /// A complete response for a status the host answers by itself (a bad request, a failed guest).
-pub fn error_response(status: u16) -> Vec<u8> {
+pub(crate) fn error_response(status: u16) -> Vec<u8> {
     let body = error_body(status);
     format!(
         "HTTP/1.1 {status} {}\r\n{}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
@@ -343,7 +343,7 @@ pub fn error_response(status: u16) -> Vec<u8> {
 }
 
 /// The standard reason phrase of a status code (RFC 9110), or an empty one.
-pub fn reason_phrase(status: u16) -> &'static str {
+pub(super) fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",

@@ -4,7 +4,7 @@ use super::error::HttpError;
 
 /// A request target taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetParts {
+pub(super) struct TargetParts {
     /// The path, still percent-encoded: `/` for an absolute-form target without one, `*` for asterisk-form,
     /// empty for authority-form.
     pub path: String,
@@ -18,7 +18,7 @@ pub struct TargetParts {
 /// (`http://host/path?query`, without userinfo) for any method, authority-form (`host:port`) only for
 /// CONNECT, and `*` only for OPTIONS. A fragment, which clients should not send, is ignored as Gunicorn does.
 /// Every form is visible ASCII (RFC 3986): a byte outside it, such as raw UTF-8, must be percent-encoded.
-pub fn parse(method: &str, target: &str) -> Result<TargetParts, HttpError> {
+pub(super) fn parse(method: &str, target: &str) -> Result<TargetParts, HttpError> {
     let invalid = |why: &str| HttpError::BadRequest(format!("invalid request target {target:?}: {why}"));
     if !target.bytes().all(|byte| byte.is_ascii_graphic()) {
         return Err(invalid("a byte outside visible ASCII (percent-encode it)"));
@@ -65,7 +65,7 @@ fn strip_scheme(target: &str) -> Option<&str> {
 
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2): a registered name of unreserved, sub-delims and
 /// percent-encoded characters, or an IP literal in brackets; empty is allowed (a target without authority).
-pub fn is_valid_host(host: &str) -> bool {
+pub(super) fn is_valid_host(host: &str) -> bool {
     let (name, port) = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((literal, after)) => {

@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::bail;
 
 /// Gunicorn's default `access_log_format`.
-pub const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub(super) const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 /// The default when the server hosts many apps (`--apps`): Gunicorn's, led by the app's name, as Apache's
 /// `vhost_combined` leads with the virtual host.
-pub const HOSTED_DEFAULT: &str = r#"%(app)s %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub(super) const HOSTED_DEFAULT: &str = r#"%(app)s %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
 /// What the access log says about one request.
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     /// The app that answered (empty without a manifest; `-` when no app did).
     pub app: &'a str,
     pub remote_addr: &'a str,
@@ -48,20 +48,20 @@ fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// A parsed access-log format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessFormat {
+pub(crate) enum AccessFormat {
     Atoms(Vec<Piece>),
     Json,
 }
 
 /// A piece of an atom format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
+pub(crate) enum Piece {
     Text(String),
     Atom(Atom),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Atom {
+pub(crate) enum Atom {
     /// A one-letter atom such as `h` or `s`.
     Letter(char),
     RequestHeader(String),
@@ -81,7 +81,7 @@ impl Default for AccessFormat {
 const LETTERS: &str = "hlutrmUqHsBbfaTMDLp";
 
 impl AccessFormat {
-    pub fn parse(format: &str) -> anyhow::Result<AccessFormat> {
+    pub(crate) fn parse(format: &str) -> anyhow::Result<AccessFormat> {
         if format == "json" {
             return Ok(AccessFormat::Json);
         }
@@ -115,7 +115,7 @@ impl AccessFormat {
     }
 
     /// The line for `record`, newline included.
-    pub fn render(&self, record: &AccessRecord<'_>) -> String {
+    pub(crate) fn render(&self, record: &AccessRecord<'_>) -> String {
         match self {
             AccessFormat::Json => {
                 let object = serde_json::json!({

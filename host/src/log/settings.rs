@@ -9,7 +9,7 @@ use super::access::{self, AccessFormat};
 
 /// How serious an error-log line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub(crate) enum Level {
     Debug = 0,
     Info = 1,
     Warning = 2,
@@ -42,7 +42,7 @@ impl Level {
 
 /// Where a log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Stderr,
     File(PathBuf),
 }
@@ -55,7 +55,7 @@ impl Target {
 
 /// The logging settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub error: Target,
     pub access: Target,
     pub access_format: AccessFormat,
@@ -63,7 +63,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn parse(
+    pub(crate) fn parse(
         access: Option<&str>,
         access_format: Option<&str>,
         error: &str,

@@ -52,7 +52,7 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open the log file {}", path.display()))
 }
 
-pub fn init(settings: &Settings) -> anyhow::Result<()> {
+pub(super) fn init(settings: &Settings) -> anyhow::Result<()> {
     let sinks = Sinks {
         error: Sink::open(&settings.error)?,
         access: Sink::open(&settings.access)?,
@@ -64,7 +64,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn reopen() -> anyhow::Result<()> {
+pub(super) fn reopen() -> anyhow::Result<()> {
     let Ok(mut slot) = SINKS.lock() else { return Ok(()) };
     if let Some(sinks) = slot.as_mut() {
         sinks.error = Sink::open(&sinks.error.target)?;
@@ -73,7 +73,7 @@ pub fn reopen() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn write_error(bytes: &[u8]) {
+pub(super) fn write_error(bytes: &[u8]) {
     match SINKS.lock().as_deref_mut() {
         Ok(Some(sinks)) => sinks.error.write(bytes),
         _ => write_stderr(bytes),
@@ -82,7 +82,7 @@ pub fn write_error(bytes: &[u8]) {
 
 /// Renders an access-log line with the configured format (Gunicorn's default before `init`) and writes it, under
 /// one lock.
-pub fn write_access(render: impl FnOnce(&AccessFormat) -> String) {
+pub(super) fn write_access(render: impl FnOnce(&AccessFormat) -> String) {
     match SINKS.lock().as_deref_mut() {
         Ok(Some(sinks)) => {
             let line = render(&sinks.access_format);

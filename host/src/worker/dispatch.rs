@@ -19,7 +19,7 @@ use crate::settings::HttpSettings;
 use crate::site::Site;
 
 /// A worker's view of the site: which apps it runs (and where they are in its runtime) and where the others go.
-pub struct Dispatch<'a> {
+pub(super) struct Dispatch<'a> {
     site: &'a Site,
     /// For each app of the site, its index in this worker's runtime, if this worker runs it.
     local: Vec<Option<usize>>,
@@ -29,7 +29,7 @@ pub struct Dispatch<'a> {
 }
 
 /// What became of a request.
-pub enum Handled {
+pub(super) enum Handled {
     /// An app this worker runs served it.
     Served { app: AppId },
     /// Handed over to the dedicated pool of its app.
@@ -41,7 +41,7 @@ pub enum Handled {
 
 impl<'a> Dispatch<'a> {
     /// `runs` lists the site's apps this worker runs, in the order of its runtime.
-    pub fn new(site: &'a Site, runs: &[AppId], channels: &'a BTreeMap<String, Channel>) -> Self {
+    pub(super) fn new(site: &'a Site, runs: &[AppId], channels: &'a BTreeMap<String, Channel>) -> Self {
         let mut local = vec![None; site.apps.len()];
         for (position, app) in runs.iter().enumerate() {
             local[app.index()] = Some(position);
@@ -49,7 +49,7 @@ impl<'a> Dispatch<'a> {
         Dispatch { site, local, channels, served: vec![0; site.apps.len()] }
     }
 
-    pub fn handle(
+    pub(super) fn handle(
         &mut self,
         runtime: &Runtime<HttpExchange>,
         settings: &HttpSettings,
@@ -127,7 +127,7 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Whether an app this worker serves has reached its own `max_requests`.
-    pub fn app_limit_reached(&self, app: AppId) -> bool {
+    pub(super) fn app_limit_reached(&self, app: AppId) -> bool {
         let limit = self.site.app(app).max_requests;
         limit > 0 && self.served[app.index()] >= limit
     }

@@ -8,13 +8,13 @@ use crate::listener::Local;
 use crate::routing::below_prefix;
 
 /// The request's path percent-decoded (invalid UTF-8 replaced), as routing and PATH_INFO read it.
-pub fn decode_path(path: &str) -> String {
+pub(super) fn decode_path(path: &str) -> String {
     percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
 /// The environ of `request` from `client`, received on `local`, for an app mounted at `script_name` (empty, or
 /// a path starting with `/` and not ending with one). `path` is the request's path, decoded by `decode_path`.
-pub fn build(
+pub(super) fn build(
     request: &Request,
     client: &Client,
     local: &Local,

@@ -6,7 +6,7 @@ use super::watched::WatchedStream;
 use crate::guest::{Deadline, Exchange};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
-pub struct HttpExchange {
+pub(super) struct HttpExchange {
     pub conn: Connection<WatchedStream>,
     pub body: BodyReader,
     pub response: ResponseWriter,
@@ -17,7 +17,7 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
+    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
         HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None }
     }
 

@@ -28,7 +28,7 @@ use crate::listener::Stream;
 const CAPACITY: usize = 4096;
 const FREE: RawFd = -1;
 /// The answer, fixed in advance: the handler cannot format or allocate. No `Date` (optional for 5xx).
-pub const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: wasmcorn\r\nConnection: close\r\n\
+pub(super) const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: wasmcorn\r\nConnection: close\r\n\
 Content-Type: text/plain\r\nContent-Length: 20\r\n\r\nService Unavailable\n";
 /// How much of what a client already sent the handler discards before the process closes the socket (a close
 /// with unread bytes would reset the connection, and the client could lose the answer).
@@ -46,7 +46,7 @@ const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
 
 /// Installs the handler of the `DEADLY` signals (replacing their disposition, even an inherited "ignore"). Call
 /// it in the worker, after the fork, from the thread that serves.
-pub fn install(slot: &Slot) -> nix::Result<()> {
+pub(super) fn install(slot: &Slot) -> nix::Result<()> {
     MAIN_THREAD.store(pthread_self() as u64, Ordering::Relaxed);
     SLOT.store(std::ptr::from_ref(slot).cast_mut(), Ordering::Release);
     // While the handler runs, the others wait: one answers, then the process ends.
@@ -63,14 +63,14 @@ pub fn install(slot: &Slot) -> nix::Result<()> {
 
 /// A connection (or what holds it) that the worker has taken in but not started: while it is held here, a dying
 /// worker answers it 503. `take` hands it over to be served or answered, and takes it out of the registry first.
-pub struct Queued<T> {
+pub(super) struct Queued<T> {
     // Declared first, so dropped first: the descriptor leaves the registry before it is closed.
     entry: Entry,
     value: T,
 }
 
 impl Queued<Connection<Stream>> {
-    pub fn connection(mut conn: Connection<Stream>) -> Self {
+    pub(super) fn connection(mut conn: Connection<Stream>) -> Self {
         let fd = conn.stream().as_fd().as_raw_fd();
         Queued { entry: Entry::register(fd), value: conn }
     }
@@ -78,12 +78,12 @@ impl Queued<Connection<Stream>> {
 
 impl<T> Queued<T> {
     /// The same registration, around what `change` makes of the value (a connection whose head has arrived).
-    pub fn map<U>(self, change: impl FnOnce(T) -> U) -> Queued<U> {
+    pub(super) fn map<U>(self, change: impl FnOnce(T) -> U) -> Queued<U> {
         Queued { entry: self.entry, value: change(self.value) }
     }
 
     /// Out of the registry: from now on the caller answers the connection.
-    pub fn take(self) -> T {
+    pub(super) fn take(self) -> T {
         let Queued { entry, value } = self;
         drop(entry);
         value

@@ -13,7 +13,7 @@ const SECURE_SCHEME_HEADERS: &[(&str, &str)] =
 
 /// Who the client is, as far as the guest is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Client {
+pub(super) struct Client {
     pub remote_addr: String,
     /// Empty when a proxy named the client without a port.
     pub remote_port: String,
@@ -27,7 +27,7 @@ pub struct Client {
 /// Gunicorn. From any other peer those headers are ignored (the guest still sees them as `HTTP_*`).
 ///
 /// A unix-socket peer is a proxy on this machine and is trusted, as in Gunicorn; it has no address of its own.
-pub fn client(request: &Request, peer: Peer, trusted: &TrustedProxies) -> Result<Client, HttpError> {
+pub(super) fn client(request: &Request, peer: Peer, trusted: &TrustedProxies) -> Result<Client, HttpError> {
     let (mut client, trusted) = match peer {
         Peer::Ip(address) => (
             Client {

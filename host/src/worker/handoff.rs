@@ -24,17 +24,17 @@ use crate::listener::{Local, Peer, Stream};
 /// with it) and the connections waiting for the pool (a few hundred small requests).
 const CHANNEL_BUFFER: usize = 256 * 1024;
 /// The largest message: a request whose head is bigger cannot be handed over (431).
-pub const MAX_MESSAGE: usize = 200 * 1024;
+pub(super) const MAX_MESSAGE: usize = 200 * 1024;
 
 /// A dedicated pool's channel: both ends, held by the arbiter; workers keep the end they use.
 #[derive(Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     sender: OwnedFd,
     receiver: OwnedFd,
 }
 
 impl Channel {
-    pub fn new() -> anyhow::Result<Channel> {
+    pub(crate) fn new() -> anyhow::Result<Channel> {
         let (sender, receiver) = socket::socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -48,23 +48,23 @@ impl Channel {
         Ok(Channel { sender, receiver })
     }
 
-    pub fn sender(&self) -> BorrowedFd<'_> {
+    pub(crate) fn sender(&self) -> BorrowedFd<'_> {
         self.sender.as_fd()
     }
 
-    pub fn receiver(&self) -> BorrowedFd<'_> {
+    pub(crate) fn receiver(&self) -> BorrowedFd<'_> {
         self.receiver.as_fd()
     }
 
     /// Both descriptors' numbers, for closing them in a worker that uses neither.
-    pub fn raw_fds(&self) -> [RawFd; 2] {
+    pub(crate) fn raw_fds(&self) -> [RawFd; 2] {
         [self.sender.as_raw_fd(), self.receiver.as_raw_fd()]
     }
 }
 
 /// Why a connection could not be handed over.
 #[derive(Debug)]
-pub enum SendError {
+pub(super) enum SendError {
     /// The pool's queue is full (or the pool is gone).
     Busy(io::Error),
     /// The request's head is too big to pass.
@@ -73,7 +73,7 @@ pub enum SendError {
 
 /// Sends the connection `stream`, with the bytes read from it so far and the app's `SCRIPT_NAME`, to the pool.
 /// On success the caller closes its copy of the socket; the pool's worker has its own.
-pub fn send(channel: BorrowedFd<'_>, stream: &Stream, script_name: &str, bytes: &[u8]) -> Result<(), SendError> {
+pub(super) fn send(channel: BorrowedFd<'_>, stream: &Stream, script_name: &str, bytes: &[u8]) -> Result<(), SendError> {
     let name_length = u16::try_from(script_name.len()).map_err(|_| SendError::TooLarge)?;
     if 2 + script_name.len() + bytes.len() > MAX_MESSAGE {
         return Err(SendError::TooLarge);
@@ -99,7 +99,7 @@ pub fn send(channel: BorrowedFd<'_>, stream: &Stream, script_name: &str, bytes: 
 }
 
 /// A connection handed over to this pool.
-pub struct Handed {
+pub(super) struct Handed {
     pub stream: Stream,
     pub peer: Peer,
     pub local: Local,
@@ -109,23 +109,23 @@ pub struct Handed {
 }
 
 /// The receiving end of a pool's channel in one of its workers, with a buffer for the largest message.
-pub struct Inbox<'a> {
+pub(super) struct Inbox<'a> {
     receiver: BorrowedFd<'a>,
     buffer: Vec<u8>,
 }
 
 impl<'a> Inbox<'a> {
-    pub fn new(receiver: BorrowedFd<'a>) -> Self {
+    pub(super) fn new(receiver: BorrowedFd<'a>) -> Self {
         Inbox { receiver, buffer: vec![0; MAX_MESSAGE] }
     }
 
-    pub fn fd(&self) -> BorrowedFd<'a> {
+    pub(super) fn fd(&self) -> BorrowedFd<'a> {
         self.receiver
     }
 
     /// The next connection waiting, if any (never waits). A message that cannot be understood is dropped, with
     /// its socket.
-    pub fn receive(&mut self) -> io::Result<Option<Handed>> {
+    pub(super) fn receive(&mut self) -> io::Result<Option<Handed>> {
         loop {
             let (length, fd) = {
                 let mut parts = [IoSliceMut::new(&mut self.buffer)];

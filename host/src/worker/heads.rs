@@ -18,14 +18,14 @@ use crate::listener::{Local, Peer, Stream};
 
 /// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
 /// another.
-pub const MAX_PENDING: usize = 128;
+pub(super) const MAX_PENDING: usize = 128;
 /// How long a worker waits for a new connection's head before it takes another connection. A fast client sends
 /// its head at once, and a worker that took many connections at once would keep them from idle workers; a
 /// client still silent after this is slow, and the worker goes on accepting beside it.
 const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
 
 /// A connection whose request head has arrived whole.
-pub struct Arrived {
+pub(super) struct Arrived {
     pub conn: Connection<Stream>,
     pub request: Request,
     pub peer: Peer,
@@ -34,7 +34,7 @@ pub struct Arrived {
 }
 
 /// How a request reached this worker.
-pub enum Origin {
+pub(super) enum Origin {
     /// Accepted here, from a listener: it is still to be routed.
     Accepted,
     /// Handed over by a shared worker that routed it to this worker's pool, with the app's mount point (its
@@ -44,7 +44,7 @@ pub enum Origin {
 
 impl Arrived {
     /// Answers the request with `status` from the host itself, logged under `app` (see `answers::answer`).
-    pub fn answer(self, status: u16, app: &str) {
+    pub(super) fn answer(self, status: u16, app: &str) {
         answers::answer(self.conn, &self.request, self.peer, status, app);
     }
 }
@@ -66,7 +66,7 @@ enum Progress {
 
 /// The connections of one worker between accept and a complete head. Their sockets are registered in the
 /// worker's epoll under keys from `first_key` up.
-pub struct Heads {
+pub(super) struct Heads {
     pending: BTreeMap<u64, Pending>,
     ready: VecDeque<Queued<Arrived>>,
     next_key: u64,
@@ -77,34 +77,34 @@ pub struct Heads {
 }
 
 impl Heads {
-    pub fn new(first_key: u64, limits: HeadLimits, timeout: Duration, held_limit: usize) -> Self {
+    pub(super) fn new(first_key: u64, limits: HeadLimits, timeout: Duration, held_limit: usize) -> Self {
         Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout, held_limit }
     }
 
     /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
     /// head still arriving has had its grace (see `FAST_CLIENT_GRACE`).
-    pub fn wants_more(&self, now: Instant) -> bool {
+    pub(super) fn wants_more(&self, now: Instant) -> bool {
         self.ready.is_empty()
             && self.pending.len() < MAX_PENDING
             && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.ready.is_empty()
     }
 
     /// How many connections are held, heads still arriving and requests not started.
-    pub fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.pending.len() + self.ready.len()
     }
 
     /// The oldest request whose head is complete, taken out of the queue to be served.
-    pub fn pop_ready(&mut self) -> Option<Arrived> {
+    pub(super) fn pop_ready(&mut self) -> Option<Arrived> {
         self.ready.pop_front().map(Queued::take)
     }
 
     /// How long until the next head deadline or end of a grace, if any head is pending.
-    pub fn next_deadline(&self, now: Instant) -> Option<Duration> {
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Duration> {
         let grace_ends =
             self.pending.values().map(|pending| pending.accepted + FAST_CLIENT_GRACE).filter(|end| *end > now);
         let deadlines = self.pending.values().map(|pending| pending.deadline);
@@ -112,7 +112,7 @@ impl Heads {
     }
 
     /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
-    pub fn admit(&mut self, epoll: &Epoll, stream: Stream, peer: Peer, local: Local) {
+    pub(super) fn admit(&mut self, epoll: &Epoll, stream: Stream, peer: Peer, local: Local) {
         // Reads must never block here, or one silent client would hold the worker: a socket that cannot be made
         // non-blocking (or watched, below) is dropped. Without TCP_NODELAY it is only slower.
         let _ = stream.set_nodelay(true);
@@ -137,7 +137,7 @@ impl Heads {
     }
 
     /// Takes a connection handed over by the shared pool, whose head it already read and routed.
-    pub fn admit_handed(&mut self, handed: Handed) {
+    pub(super) fn admit_handed(&mut self, handed: Handed) {
         let Handed { stream, peer, local, script_name, bytes } = handed;
         if stream.set_nonblocking(true).is_err() {
             return;
@@ -158,12 +158,12 @@ impl Heads {
     }
 
     /// Whether `key` is one of the pending connections' keys.
-    pub fn owns(&self, key: u64) -> bool {
+    pub(super) fn owns(&self, key: u64) -> bool {
         self.pending.contains_key(&key)
     }
 
     /// Reads what arrived on the connection under `key`.
-    pub fn on_readable(&mut self, epoll: &Epoll, key: u64) {
+    pub(super) fn on_readable(&mut self, epoll: &Epoll, key: u64) {
         let Some(pending) = self.pending.get_mut(&key) else { return };
         let progress = read_available(&mut pending.conn, &self.limits);
         if matches!(progress, Progress::Waiting) {
@@ -178,7 +178,7 @@ impl Heads {
 
     /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
     /// head may have arrived while the worker was busy with a guest.
-    pub fn expire(&mut self, epoll: &Epoll, now: Instant) {
+    pub(super) fn expire(&mut self, epoll: &Epoll, now: Instant) {
         let late: Vec<u64> =
             self.pending.iter().filter(|(_, pending)| pending.deadline <= now).map(|(key, _)| *key).collect();
         for key in late {

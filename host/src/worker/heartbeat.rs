@@ -15,12 +15,12 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::time::{ClockId, clock_gettime};
 
 /// How many workers the table can follow at once (all generations together).
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 const TEXT: usize = 112;
 
 /// One worker's slot.
 #[repr(C)]
-pub struct Slot {
+pub(crate) struct Slot {
     heartbeat_ms: AtomicU64,
     /// When the current request started; 0 when idle.
     busy_since_ms: AtomicU64,
@@ -34,7 +34,7 @@ pub struct Slot {
 }
 
 /// The shared table. It lives as long as the process and is inherited by every fork.
-pub struct Heartbeats {
+pub(crate) struct Heartbeats {
     slots: NonNull<Slot>,
 }
 
@@ -45,7 +45,7 @@ unsafe impl Sync for Heartbeats {}
 
 impl Heartbeats {
     /// Maps the table (zeroed). Call it in the arbiter, before forking any worker.
-    pub fn new() -> anyhow::Result<Heartbeats> {
+    pub(crate) fn new() -> anyhow::Result<Heartbeats> {
         let length = NonZeroUsize::new(CAPACITY * size_of::<Slot>()).context("the heartbeat table has no size")?;
         // SAFETY: a fresh anonymous mapping aliases no Rust object; MAP_SHARED makes it the same memory in
         // every forked worker, which is the point. Zeroed memory is a valid table of idle slots.
@@ -57,7 +57,7 @@ impl Heartbeats {
 
     /// Slot `index`. It lives as long as the process: the mapping is never unmapped, even when the table is
     /// dropped, so a worker's socket can keep a reference to its slot.
-    pub fn slot(&self, index: usize) -> &'static Slot {
+    pub(crate) fn slot(&self, index: usize) -> &'static Slot {
         let index = index.min(CAPACITY - 1);
         // SAFETY: `index` is within the mapping, which is never unmapped (`Heartbeats` has no `Drop`), and holds
         // only atomics.
@@ -66,7 +66,7 @@ impl Heartbeats {
 }
 
 /// Milliseconds on the monotonic clock, which every process of the machine shares.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |time| {
         u64::try_from(time.tv_sec()).unwrap_or(0) * 1000 + u64::try_from(time.tv_nsec()).unwrap_or(0) / 1_000_000
     })
@@ -74,7 +74,7 @@ pub fn now_ms() -> u64 {
 
 impl Slot {
     /// Prepares the slot for a new worker (the arbiter, before forking it): alive now, not ready, idle.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         self.busy_since_ms.store(0, Ordering::Relaxed);
         self.text_len.store(0, Ordering::Relaxed);
@@ -84,22 +84,22 @@ impl Slot {
     }
 
     /// A sign of life.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// The worker has loaded its app and accepts connections.
-    pub fn mark_ready(&self) {
+    pub(crate) fn mark_ready(&self) {
         self.beat();
         self.ready.store(1, Ordering::Release);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) == 1
     }
 
     /// The worker starts serving `what` (a request line); it is cut to the slot's size.
-    pub fn begin_request(&self, what: &str) {
+    pub(crate) fn begin_request(&self, what: &str) {
         let mut length = what.len().min(TEXT);
         while !what.is_char_boundary(length) {
             length -= 1;
@@ -113,37 +113,37 @@ impl Slot {
         self.heartbeat_ms.store(now, Ordering::Relaxed);
     }
 
-    pub fn end_request(&self) {
+    pub(crate) fn end_request(&self) {
         self.busy_since_ms.store(0, Ordering::Relaxed);
         self.beat();
     }
 
     /// The arbiter retires the worker (set before its SIGTERM): it must accept no more connections, since the
     /// listeners stay open for the workers that replace it.
-    pub fn mark_retiring(&self) {
+    pub(crate) fn mark_retiring(&self) {
         self.retiring.store(1, Ordering::Release);
     }
 
-    pub fn is_retiring(&self) -> bool {
+    pub(crate) fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Acquire) == 1
     }
 
     /// Called from the worker's SIGABRT handler: a plain atomic store.
-    pub fn record_answered_at_death(&self, count: u32) {
+    pub(crate) fn record_answered_at_death(&self, count: u32) {
         self.answered_at_death.store(count, Ordering::Release);
     }
 
-    pub fn answered_at_death(&self) -> u32 {
+    pub(crate) fn answered_at_death(&self) -> u32 {
         self.answered_at_death.load(Ordering::Acquire)
     }
 
     /// How long the worker has given no sign of life.
-    pub fn silence(&self) -> Duration {
+    pub(crate) fn silence(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
     }
 
     /// What the worker is serving and for how long, if it is serving something.
-    pub fn current_request(&self) -> Option<(String, Duration)> {
+    pub(crate) fn current_request(&self) -> Option<(String, Duration)> {
         let since = self.busy_since_ms.load(Ordering::Relaxed);
         if since == 0 {
             return None;

@@ -21,7 +21,7 @@ use super::watched::WatchedStream;
 const DRAIN_BUDGET: u64 = 1 << 20;
 
 /// The app a request goes to, in this worker, and the request's decoded path.
-pub struct Target<'a> {
+pub(super) struct Target<'a> {
     /// The app's position in the worker's runtime.
     pub index: usize,
     /// Its name, for the logs (empty without a manifest).
@@ -33,7 +33,7 @@ pub struct Target<'a> {
     pub body_limit: Option<u64>,
 }
 
-pub fn request(
+pub(super) fn request(
     runtime: &Runtime<HttpExchange>,
     target: &Target<'_>,
     settings: &HttpSettings,

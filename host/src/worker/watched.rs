@@ -15,7 +15,7 @@ use super::heartbeat::Slot;
 use crate::guest::Deadline;
 use crate::listener::Stream;
 
-pub struct WatchedStream {
+pub(super) struct WatchedStream {
     stream: Stream,
     slot: &'static Slot,
     /// The longest a read or write waits for the client to move a byte.
@@ -26,15 +26,15 @@ pub struct WatchedStream {
 
 impl WatchedStream {
     /// Watches `stream`, which must be non-blocking.
-    pub fn new(stream: Stream, slot: &'static Slot, patience: Duration) -> Self {
+    pub(super) fn new(stream: Stream, slot: &'static Slot, patience: Duration) -> Self {
         WatchedStream { stream, slot, patience, deadline: None }
     }
 
-    pub fn set_patience(&mut self, patience: Duration) {
+    pub(super) fn set_patience(&mut self, patience: Duration) {
         self.patience = patience;
     }
 
-    pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
+    pub(super) fn set_deadline(&mut self, deadline: Option<Deadline>) {
         self.deadline = deadline;
     }
 

@@ -30,14 +30,14 @@ host all all 127.0.0.1/32 trust
 /// Installs are serialised: apt takes a lock anyway, and a second test should wait for the first install.
 static INSTALL: Mutex<()> = Mutex::new(());
 
-pub struct Postgres {
+pub(crate) struct Postgres {
     child: Child,
     pub port: u16,
     folder: tempfile::TempDir,
 }
 
 impl Postgres {
-    pub fn start() -> Postgres {
+    pub(crate) fn start() -> Postgres {
         let bin = installed_bin_dir();
         let user = User::from_name("postgres").ok().flatten().expect("the postgres package creates a postgres user");
         let folder = tempfile::Builder::new().prefix("wasmcorn-pg-").tempdir().expect("a temporary folder");
@@ -74,7 +74,7 @@ impl Postgres {
     }
 
     /// What the server logged so far (every statement it ran, and every refused login).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.folder.path().join("server.log")).unwrap_or_default()
     }
 
