@@ -54,14 +54,15 @@ fn run() -> anyhow::Result<()> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ has no parent")?.to_path_buf();
     let settings = Options::parse().resolve(&workspace)?;
     process::catch_interrupts()?;
-    tools::ensure_load_and_font()?;
-
-    let log_dir = settings.out.join("logs");
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
     let wasmcorn = match &settings.wasmcorn {
         Some(path) => path.clone(),
         None => binary::build(&workspace)?,
     };
+    eprintln!("study: measuring {}", wasmcorn.display());
+    tools::ensure_load_and_font()?;
+
+    let log_dir = settings.out.join("logs");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
     let mut launchers = Launchers {
         wasmcorn,
         gunicorn: None,
