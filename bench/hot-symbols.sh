@@ -4,12 +4,13 @@
 #
 # Usage: bench/hot-symbols.sh [--wasmcorn PATH]... [--out FILE]
 #
-#   --wasmcorn   an optimised build to trace; repeat for several. Default: both binaries a release layout must
-#                serve, built here: `cargo build --release` and the one `cargo bench` links (their functions
-#                have other names: the dev-dependencies change the hashes in the symbols), 10 to 20 minutes
+#   --wasmcorn   an optimised build to trace; repeat for several. Default: `cargo build --release`'s, built
+#                here (5 to 15 minutes). It is also the binary the study (`cargo bench --bench study`) builds
+#                and measures, and the benches' crate (bench/) turns on no feature of a crate it uses, so its
+#                functions have the same names under `cargo bench`.
 #   --out        where to write the list; default host/hot-symbols.txt
 #
-# Then build again (cargo build --release, cargo bench) to link with the new list.
+# Then build again (cargo build --release) to link with the new list.
 #
 # Why: the kernel maps a program's code 64 KiB around every page a process touches. After the fork a worker
 # runs about 1.1 MB of functions spread over 13 MB of text, so without this list it maps about 5 MiB of code;
@@ -69,10 +70,7 @@ if ((${#BINARIES[@]} == 0)); then
   say "building the release binary (cargo build --release)"
   (cd "$ROOT" && cargo build --release -p wasmcorn --bin wasmcorn) >&2 || die "cargo build --release failed"
   cp "$ROOT/target/release/wasmcorn" "$WORK/wasmcorn-release"
-  say "building the binary cargo bench runs (cargo bench --bench study --no-run)"
-  (cd "$ROOT" && cargo bench -p wasmcorn --bench study --no-run) >&2 || die "cargo bench --no-run failed"
-  cp "$ROOT/target/release/wasmcorn" "$WORK/wasmcorn-bench"
-  BINARIES=("$WORK/wasmcorn-release" "$WORK/wasmcorn-bench")
+  BINARIES=("$WORK/wasmcorn-release")
 fi
 
 free_port() {

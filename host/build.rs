@@ -1,7 +1,8 @@
 //! Builds the sample guests in `guest-apps/` for `wasm32-wasip2` (a nested cargo build into a target directory
-//! of its own, the way wasmtime builds its test programs), installing that target through rustup when it is
-//! missing, and tells the host crate where each component is: `WASMCORN_GUEST_<NAME>` holds its path. The
-//! binary embeds them as `sample:NAME`; the end-to-end tests use the same files.
+//! of its own, the way wasmtime builds its test programs), and tells the host crate where each component is:
+//! `WASMCORN_GUEST_<NAME>` holds its path. The binary embeds them as `sample:NAME`; the end-to-end tests use the
+//! same files. The target comes with the toolchain: `rust-toolchain.toml` names it, and rustup installs it with
+//! the toolchain; when it is missing all the same, the build stops with the command that adds it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,7 +28,7 @@ fn build_guests() -> Result<(), String> {
     println!("cargo:rerun-if-changed={}", guest_workspace.display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
-    ensure_target_installed()?;
+    check_target_installed()?;
 
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir).join("guest-apps"),
@@ -83,8 +84,10 @@ fn order_hot_functions() {
     }
 }
 
-/// Adds the wasm32-wasip2 standard library through rustup when the toolchain lacks it.
-fn ensure_target_installed() -> Result<(), String> {
+/// Stops with the command to run when the toolchain has no wasm32-wasip2 standard library. rustup adds the
+/// targets of `rust-toolchain.toml` when it installs that toolchain, not to one installed before, nor to a
+/// toolchain chosen over the file (`cargo +nightly`, `RUSTUP_TOOLCHAIN`).
+fn check_target_installed() -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let sysroot =
         Command::new(rustc).args(["--print", "sysroot"]).output().map_err(|err| format!("cannot run rustc: {err}"))?;
@@ -92,11 +95,10 @@ fn ensure_target_installed() -> Result<(), String> {
     if Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
         return Ok(());
     }
-    let status = Command::new("rustup")
-        .args(["target", "add", TARGET])
-        .status()
-        .map_err(|err| format!("the {TARGET} target is missing and rustup cannot be run to add it: {err}"))?;
-    if status.success() { Ok(()) } else { Err(format!("`rustup target add {TARGET}` failed ({status})")) }
+    Err(format!(
+        "the Rust toolchain at {sysroot} has no {TARGET} target, which the sample guests are built for: add it with \
+         `rustup target add {TARGET}`"
+    ))
 }
 
 fn env(name: &str) -> Result<String, String> {

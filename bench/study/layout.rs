@@ -1,8 +1,8 @@
 //! Whether the measured binary has the code layout the release profile asks for: whether `host/hot-symbols.txt`
 //! (the functions a worker runs, which the linker places side by side) was written for this very build. The
-//! list names functions with a hash of their crate and of everything it depends on, and holds the names of two
-//! builds (`cargo build --release`, `cargo bench`); it was written for this one when it lists this binary's
-//! `wasmcorn::worker::run`. A list written for other versions of Rust or of the dependencies matches few names:
+//! list names functions with a hash of their crate and of everything it depends on, as `cargo build --release`
+//! names them (the binary the study builds and measures); it was written for this build when it lists this
+//! binary's `wasmcorn::worker::run`. A list written for other versions of Rust or of the dependencies matches few names:
 //! the workers then map several MiB more code, and the report says so rather than showing that memory as
 //! wasmcorn's own.
 
@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
-/// How many of the listed functions the binary defines, out of how many are listed (both builds' names).
+/// How many of the listed functions the binary defines, out of how many are listed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HotLayout {
     pub found: usize,

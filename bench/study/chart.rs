@@ -1,5 +1,7 @@
-//! The study's chart, drawn with plotters as SVG and PNG: requests/s against the number of workers, one line
-//! per workload and server (wasmcorn solid, Gunicorn dashed) and the ideal as a thin line.
+//! The study's chart, drawn with plotters as SVG: requests/s against the number of workers, one line per workload
+//! and server (wasmcorn solid, Gunicorn dashed) and the ideal as a thin line. SVG only: plotters' PNG encoder would
+//! turn on a feature of a crate wasmtime uses, and `cargo test --workspace` would then build wasmtime twice (see
+//! bench/Cargo.toml).
 
 use std::path::{Path, PathBuf};
 
@@ -15,23 +17,17 @@ use crate::workload::Workload;
 
 const SIZE: (u32, u32) = (1100, 700);
 
-/// The chart's files.
-pub(crate) struct ChartFiles {
-    pub svg: PathBuf,
-    pub png: PathBuf,
-}
-
-pub(crate) fn draw(out: &Path, points: &[Point], cores: usize) -> anyhow::Result<ChartFiles> {
+/// Draws `study.svg` in `out`; returns its path.
+pub(crate) fn draw(out: &Path, points: &[Point], cores: usize) -> anyhow::Result<PathBuf> {
     register_font()?;
-    let files = ChartFiles { svg: out.join("study.svg"), png: out.join("study.png") };
-    plot(SVGBackend::new(&files.svg, SIZE).into_drawing_area(), points, cores)
-        .with_context(|| format!("cannot draw {}", files.svg.display()))?;
-    plot(BitMapBackend::new(&files.png, SIZE).into_drawing_area(), points, cores)
-        .with_context(|| format!("cannot draw {}", files.png.display()))?;
-    Ok(files)
+    let svg = out.join("study.svg");
+    plot(SVGBackend::new(&svg, SIZE).into_drawing_area(), points, cores)
+        .with_context(|| format!("cannot draw {}", svg.display()))?;
+    Ok(svg)
 }
 
-/// plotters' `ab_glyph` text needs a font registered once; it keeps the bytes for the life of the process.
+/// plotters lays out text with `ab_glyph`, which needs a font registered once; it keeps the bytes for the life of
+/// the process.
 fn register_font() -> anyhow::Result<()> {
     static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if REGISTERED.get().is_some() {

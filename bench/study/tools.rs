@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// The font the PNG chart is drawn with, from Debian's `fonts-dejavu-core`.
+/// The font plotters measures the chart's text with, from Debian's `fonts-dejavu-core`.
 pub(crate) const FONT_FILE: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Where Debian installs PostgreSQL's server binaries: `/usr/lib/postgresql/VERSION/bin`.

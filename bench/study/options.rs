@@ -46,7 +46,8 @@ pub(crate) struct Options {
     /// Output folder, relative to the workspace root [default: target/study].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The wasmcorn binary, relative to the workspace root [default: the one cargo built for this bench].
+    /// The wasmcorn binary, relative to the workspace root [default: built now by `cargo build -p wasmcorn` with
+    /// this bench's profile: `--release` under `cargo bench`].
     #[arg(long)]
     pub wasmcorn: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.

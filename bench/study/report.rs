@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::chart::ChartFiles;
 use crate::layout::HotLayout;
 use crate::memory::Role;
 use crate::options::{CpuSize, Settings};
@@ -40,7 +39,7 @@ pub(crate) fn write(
     context: &Context,
     points: &[Point],
     memory: &[MemoryRow],
-    chart: &ChartFiles,
+    chart: &Path,
 ) -> anyhow::Result<PathBuf> {
     let mut text = String::new();
     setup(&mut text, context, chart);
@@ -70,7 +69,7 @@ fn layout_note(layout: Option<HotLayout>) -> String {
     }
 }
 
-fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
+fn setup(text: &mut String, context: &Context, chart: &Path) {
     let settings = context.settings;
     let mode = if settings.quick { "A quick" } else { "A full" };
     let _ = writeln!(text, "# Sync workers under IO-bound, CPU-bound and blended load\n");
@@ -83,13 +82,11 @@ fn setup(text: &mut String, context: &Context, chart: &ChartFiles) {
         cpu_model(),
         context.duration.as_secs_f64()
     );
-    let _ = writeln!(text, "![Throughput by number of workers]({})\n", file_name(&chart.png));
+    let _ = writeln!(text, "![Throughput by number of workers]({})\n", file_name(chart));
     let _ = writeln!(
         text,
-        "Vector version: [{}]({}). Every point: [points.csv](points.csv); every process's memory: \
-         [memory.csv](memory.csv); server logs and hey's per-request CSVs: `logs/`.\n",
-        file_name(&chart.svg),
-        file_name(&chart.svg)
+        "Every point: [points.csv](points.csv); every process's memory: [memory.csv](memory.csv); server logs \
+         and hey's per-request CSVs: `logs/`.\n"
     );
     let _ = writeln!(text, "## Setup\n");
     let _ = writeln!(text, "| | {} |", names(context.contenders).join(" | "));

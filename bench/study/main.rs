@@ -1,13 +1,15 @@
-//! `cargo bench --bench study`: reproduces the study wasmcorn grew from ("Gunicorn sync workers": requests/s by
-//! worker count for IO-bound, CPU-bound and blended requests) against the real `wasmcorn serve sample:workload`
-//! binary, optionally with Gunicorn side by side, and writes a CSV, a Markdown report and the study's chart.
+//! `cargo bench --bench study`: reproduces the study wasmcorn grew from ("Gunicorn sync
+//! workers": requests/s by worker count for IO-bound, CPU-bound and blended requests) against the real `wasmcorn
+//! serve sample:workload` binary (`cargo build --release`'s, which it builds first), optionally with Gunicorn side
+//! by side, and writes a CSV, a Markdown report and the study's chart.
 //!
-//! Modules: `options` (command line), `tools` (hey, fonts, PostgreSQL, the Gunicorn venv), `postgres` (a private
+//! Modules: `options` (command line), `binary` (the server's binary), `tools` (hey, fonts, PostgreSQL, the Gunicorn venv), `postgres` (a private
 //! cluster), `server` (start, inspect, stop a server), `calibrate` (CPU request cost), `points` (one
 //! measurement), `load` (hey), `memory` (smaps_rollup), `cputime` (the workers' CPU time), `workload` (the
 //! ideal), `layout` (the binary's code layout), `report` and `chart` (output), `process` (pid-owned child processes
 //! and ctrl-C).
 
+mod binary;
 mod calibrate;
 mod chart;
 mod cputime;
@@ -23,7 +25,7 @@ mod server;
 mod tools;
 mod workload;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -49,15 +51,20 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("host/ has no parent")?.to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ has no parent")?.to_path_buf();
     let settings = Options::parse().resolve(&workspace)?;
     process::catch_interrupts()?;
+    let wasmcorn = match &settings.wasmcorn {
+        Some(path) => path.clone(),
+        None => binary::build(&workspace)?,
+    };
+    eprintln!("study: measuring {}", wasmcorn.display());
     tools::ensure_load_and_font()?;
 
     let log_dir = settings.out.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
     let mut launchers = Launchers {
-        wasmcorn: settings.wasmcorn.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wasmcorn"))),
+        wasmcorn,
         gunicorn: None,
         gunicorn_control_socket: false,
         python_apps: workspace.join("bench").join("gunicorn"),
@@ -145,7 +152,7 @@ fn run() -> anyhow::Result<()> {
     eprintln!("study: done in {:.0} s", started.elapsed().as_secs_f64());
     println!("{}", report.display());
     println!("{}", settings.out.join("points.csv").display());
-    println!("{}", chart.png.display());
+    println!("{}", chart.display());
     Ok(())
 }
 
