@@ -122,6 +122,32 @@ fn slow_request_body_upload_is_served_and_the_worker_lives() {
     assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
 }
 
+#[test]
+fn a_trickling_upload_gives_its_guest_back_no_more_than_the_client_timeout() {
+    // A byte every 0.3 s to a guest that reads the body as it comes. Each byte gives the guest back the time it
+    // waited, but at most --client-timeout (2 s) in all: its 1 s then runs out after about 3 s, long before the
+    // 40 bytes are sent. Without the bound the upload would hold the guest, and its worker, for as long as the
+    // client kept trickling.
+    let (server, worker) = one_worker("sample:echo", "1", &["--client-timeout", "2"]);
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(b"POST /trickle HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n").unwrap();
+    let mut writer = client.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(300));
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+        }
+    });
+    let response = read_response(client);
+    trickle.join().unwrap();
+    assert_eq!(response.status, 503, "{}", response.text());
+    server.wait_for_line("Guest timeout handling request POST /trickle HTTP/1.1");
+    assert_worker_kept(&server, worker, "/");
+}
+
 /// A client connection with a small receive buffer, so that the server's writes wait for it.
 fn small_window_client(port: u16) -> TcpStream {
     let fd: OwnedFd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();

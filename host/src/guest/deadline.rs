@@ -15,13 +15,28 @@ pub struct Deadline {
     origin: Instant,
     /// Nanoseconds from `origin` to the deadline.
     nanos: Arc<AtomicU64>,
+    /// Nanoseconds from `origin` to the first deadline: what lies beyond it was given back.
+    limit: u64,
+    /// The most nanoseconds `extend` may give back in all (unbounded until `cap_extensions`).
+    cap: Arc<AtomicU64>,
 }
 
 impl Deadline {
     /// A deadline `limit` from now.
     pub fn after(limit: Duration) -> Deadline {
         let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        Deadline { origin: Instant::now(), nanos: Arc::new(AtomicU64::new(nanos)) }
+        Deadline {
+            origin: Instant::now(),
+            nanos: Arc::new(AtomicU64::new(nanos)),
+            limit: nanos,
+            cap: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+
+    /// Gives back at most `most` in all: a client that keeps moving a byte now and then cannot keep the guest
+    /// running without end, and the request holds its worker at most the guest's time plus `most`.
+    pub fn cap_extensions(&self, most: Duration) {
+        self.cap.store(u64::try_from(most.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// How much of the guest's time is left; zero once it has run out.
@@ -37,7 +52,11 @@ impl Deadline {
     /// Gives the guest `time` back: time the host spent on the client's behalf.
     pub fn extend(&self, time: Duration) {
         let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self.nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| Some(at.saturating_add(nanos)));
+        let cap = self.cap.load(Ordering::Relaxed);
+        let _ = self.nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| {
+            let room = cap.saturating_sub(at.saturating_sub(self.limit));
+            Some(at.saturating_add(nanos.min(room)))
+        });
     }
 }
 
@@ -67,6 +86,13 @@ mod tests {
         let shared = deadline.clone();
         shared.extend(Duration::from_secs(5));
         assert!(deadline.remaining() > Duration::from_secs(10));
+        let capped = Deadline::after(Duration::from_secs(10));
+        capped.cap_extensions(Duration::from_secs(3));
+        capped.extend(Duration::from_secs(2));
+        capped.extend(Duration::from_secs(2));
+        capped.extend(Duration::from_secs(2));
+        let remaining = capped.remaining();
+        assert!(remaining > Duration::from_secs(12) && remaining <= Duration::from_secs(13), "{remaining:?}");
         let gone = Deadline::after(Duration::ZERO);
         assert!(gone.has_passed() && gone.remaining().is_zero());
     }

@@ -2,7 +2,8 @@
 //! life in the worker's heartbeat slot, so the arbiter never takes a worker that is busy with a slow client for
 //! a stuck one. Each read and write gives up when the client moves nothing for the client timeout (its
 //! `patience`); while the guest runs, also when the guest's deadline comes, and the time spent waiting for bytes
-//! that did move is given back to the guest. The socket is non-blocking underneath and every wait is a `poll`,
+//! that did move is given back to the guest (up to the client timeout in all). The socket is non-blocking
+//! underneath and every wait is a `poll`,
 //! so progress is seen per partial read or write, not per `write_all`.
 
 use std::io::{self, Read, Write};
@@ -34,7 +35,12 @@ impl WatchedStream {
         self.patience = patience;
     }
 
+    /// The guest's deadline while it runs. The time the client moves bytes in is given back to the guest, up to
+    /// the client's patience in all, so a request holds its worker at most the guest's time plus that.
     pub(super) fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        if let Some(deadline) = &deadline {
+            deadline.cap_extensions(self.patience);
+        }
         self.deadline = deadline;
     }
 
