@@ -1,8 +1,10 @@
 //! Logs: files, the access-log format (atoms and JSON), the level, and reopening on SIGUSR1.
 
+use std::os::unix::fs::PermissionsExt;
+
 use nix::sys::signal::Signal;
 
-use crate::support::{Server, wait_for_file_line};
+use crate::support::{Server, command, wait_for_file_line};
 
 #[test]
 fn access_log_file_gets_the_lines_instead_of_stderr() {
@@ -109,4 +111,31 @@ fn sigusr1_reopens_the_log_files() {
     });
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("GET /before"));
+}
+
+#[test]
+fn log_files_are_owner_only_and_never_opened_through_a_symlink_in_a_shared_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let server = Server::start("sample:hello", 1, &["--umask", "0", "--access-logfile", path.to_str().unwrap()]);
+    server.request(b"GET /mode HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_for_file_line(&path, "GET /mode");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the access log is created owner-only even with --umask 0");
+    drop(server);
+
+    // A folder everyone may write, like /tmp, where another user planted a link at the log's name.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let planted = shared.path().join("error.log");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--error-logfile", planted.to_str().unwrap()];
+    let output = command(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the start fails: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("a symlink in a folder others may write"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link's target is unchanged");
 }

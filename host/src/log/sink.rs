@@ -1,8 +1,11 @@
 //! Where log lines are written: stderr or an append-mode file, one `write` per line; files are reopened on
-//! demand (SIGUSR1) so that log rotation works.
+//! demand (SIGUSR1) so that log rotation works. A log file the server creates is its user's alone, whatever the
+//! umask, and in a folder others may write (such as /tmp) a name that is a symlink is refused: someone else may
+//! have planted it there to make the server write into another file.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -45,11 +48,26 @@ impl Sink {
 static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot open the log file {}", path.display()))
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o600);
+    if in_shared_folder(path) {
+        options.custom_flags(nix::libc::O_NOFOLLOW);
+    }
+    options.open(path).with_context(|| match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            format!("cannot open the log file {}: a symlink in a folder others may write", path.display())
+        }
+        _ => format!("cannot open the log file {}", path.display()),
+    })
+}
+
+/// Whether the folder of `path` may be written by users other than its owner.
+fn in_shared_folder(path: &Path) -> bool {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::metadata(folder).is_ok_and(|meta| meta.mode() & 0o022 != 0)
 }
 
 pub(super) fn init(settings: &Settings) -> anyhow::Result<()> {
