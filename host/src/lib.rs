@@ -2,9 +2,10 @@
 //!
 //! The arbiter binds the sockets and supervises worker processes; each worker accepts one connection at a time,
 //! parses the HTTP/1.1 request, hands it to a fresh instance of the guest component and writes the response.
-//! Imports go one way: `arbiter -> {config, worker}`, `worker -> {http, guest}`, and `site`, `routing` and
-//! `settings` below them all; `http` knows bytes and no processes, `guest` knows wasmtime and the WIT contract
-//! and nothing of sockets.
+//! Imports go one way: `arbiter -> {config, worker}`, `worker -> {http, guest}`; `site`, `routing` and `settings`
+//! sit below `arbiter`, `config` and `worker` (`site` holds each app's `guest::Guest`, `settings` imports
+//! nothing); `http` knows bytes and no processes, `guest` knows wasmtime and the WIT contract and nothing of
+//! sockets.
 
 // The binary needs `run` alone; the benchmarks (`bench/`) also reach into `guest` and `http`, which export only
 // what they measure. Everything else is private, so the compiler reports what nothing uses.

@@ -1,8 +1,10 @@
-//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once, without
-//! blocking, so that a client that trickles its head, or sends nothing, costs the worker a buffer and not its
-//! time. A head must arrive whole within the client timeout of its connection's accept (a deadline for the whole
-//! head, not for each read); a complete head makes its request ready to serve, in arrival order. The buffers of
-//! the heads still arriving hold at most `--limit-pending-heads` bytes together: past it, the largest is refused.
+//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once (on a
+//! server stop, of every connection the kernel had queued), without blocking, so that a client that trickles its
+//! head, or sends nothing, costs the worker a buffer and not its time. A head must arrive whole within the client
+//! timeout of its connection's accept (a deadline for the whole head, not for each read); a complete head makes
+//! its request ready to serve, in arrival order. The buffers of the connections held here, heads still arriving
+//! and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past it, the
+//! largest head still arriving is refused.
 //! Every connection held here is `Queued`, so that a worker killed meanwhile answers it 503 (see `farewell`).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -174,6 +176,8 @@ impl Heads {
             let _ = epoll.delete(pending.conn.stream());
             self.settle(pending, progress);
         }
+        // A head that completed keeps its buffer until it is served: it still counts.
+        self.refuse_largest_over_limit(epoll);
     }
 
     /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
@@ -192,10 +196,12 @@ impl Heads {
         }
     }
 
-    /// Answers `431` to the largest pending heads until their buffers hold no more than `--limit-pending-heads`
-    /// together: the clients sending the most unfinished bytes go, the others keep their place.
+    /// Answers `431` to the largest pending heads until the buffers of every connection held here (heads still
+    /// arriving, and complete ones waiting to be served) hold no more than `--limit-pending-heads` together: the
+    /// clients sending the most unfinished bytes go, the others keep their place.
     fn refuse_largest_over_limit(&mut self, epoll: &Epoll) {
-        let mut held: usize = self.pending.values().map(|pending| pending.conn.held()).sum();
+        let waiting: usize = self.ready.iter().map(|arrived| arrived.conn.held()).sum();
+        let mut held: usize = waiting + self.pending.values().map(|pending| pending.conn.held()).sum::<usize>();
         while held > self.held_limit {
             let largest = self.pending.iter().max_by_key(|(_, pending)| pending.conn.held()).map(|(key, _)| *key);
             let Some(mut pending) = largest.and_then(|key| self.pending.remove(&key)) else { break };
