@@ -5,6 +5,7 @@
 //! that wait are bounded by it.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,12 +84,15 @@ impl<E: Exchange> Runtime<E> {
             let component = match components.get(path) {
                 Some(component) => component.clone(),
                 None => {
-                    trust::verify(path, artefact.owner, &artefact.digest)
+                    let checked = trust::verify(path, artefact.owner, &artefact.digest)
                         .with_context(|| format!("the compiled guest {}", path.display()))?;
+                    // The checked file itself, through its descriptor: the name may point elsewhere by now.
+                    let same_file = PathBuf::from(format!("/proc/self/fd/{}", checked.as_raw_fd()));
                     // SAFETY: `verify` just checked that the file and its folder belong to the compile step's user
                     // and no one else may write them, and that the file holds the very bytes our compile step
-                    // wrote (its SHA-256) with this same engine configuration; wasmtime checks the header too.
-                    let component = unsafe { Component::deserialize_file(&engine, path) }
+                    // wrote (its SHA-256) with this same engine configuration; `same_file` opens that very file
+                    // (the one `checked` holds open), not the name again; wasmtime checks the header too.
+                    let component = unsafe { Component::deserialize_file(&engine, &same_file) }
                         .map_err(anyhow::Error::from)
                         .with_context(|| format!("cannot load the compiled guest {}", path.display()))?;
                     components.insert(path.to_path_buf(), component.clone());

@@ -120,9 +120,11 @@ fn open_no_follow(path: &Path) -> io::Result<File> {
 }
 
 /// In a worker, before mapping: the artefact and its folder belong to uid `owner` and are not writable by
-/// others, and the file's SHA-256 is `expected`. A `Refusal` says what is wrong; any other error is a failure
-/// to read (a folder this worker's user may not enter, say) that compiling again would not repair.
-pub(super) fn verify(path: &Path, owner: u32, expected: &str) -> anyhow::Result<()> {
+/// others, and the file's SHA-256 is `expected`. Returns the open file that was checked, so that the worker maps
+/// that very file and not whatever the name points at a moment later. A `Refusal` says what is wrong; any other
+/// error is a failure to read (a folder this worker's user may not enter, say) that compiling again would not
+/// repair.
+pub(super) fn verify(path: &Path, owner: u32, expected: &str) -> anyhow::Result<File> {
     let dir = path.parent().context("the artefact's path has no folder")?;
     let folder = fs::metadata(dir).with_context(|| format!("cannot check the cache folder {}", dir.display()))?;
     if folder.uid() != owner || folder.mode() & WRITABLE_BY_OTHERS != 0 {
@@ -158,7 +160,7 @@ pub(super) fn verify(path: &Path, owner: u32, expected: &str) -> anyhow::Result<
     if actual != expected {
         return Err(refusal(format!("its SHA-256 is {actual}, not {expected} as the compile step wrote it")));
     }
-    Ok(())
+    Ok(file)
 }
 
 fn refusal(reason: String) -> anyhow::Error {
