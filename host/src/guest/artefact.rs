@@ -110,7 +110,7 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     wasm.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.0.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    trust::hex(&hasher.0.finalize())
 }
 
 /// Feeds `Hash` into SHA-256, which, unlike `DefaultHasher`, is the same in every process and version.
