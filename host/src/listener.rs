@@ -343,4 +343,20 @@ mod tests {
         let second = Listener::bind(&format!("unix:{}", path.display()), OPTIONS).unwrap();
         assert_eq!(second.url(), format!("unix:{}", path.display()));
     }
+
+    #[test]
+    fn only_a_socket_file_bound_here_is_removed() {
+        use std::os::fd::IntoRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let bound_path = dir.path().join("bound.sock");
+        let bound = Listener::bind(&format!("unix:{}", bound_path.display()), OPTIONS).unwrap();
+        bound.remove_file();
+        assert!(!bound_path.exists(), "bound here: removed");
+        // As systemd or a supervisor hands one over: bound by someone else, adopted with fd://N.
+        let handed_path = dir.path().join("handed.sock");
+        let fd = UnixListener::bind(&handed_path).unwrap().into_raw_fd();
+        let handed = Listener::bind(&format!("fd://{fd}"), OPTIONS).unwrap();
+        handed.remove_file();
+        assert!(handed_path.exists(), "handed over: its file is left to its owner");
+    }
 }

@@ -203,6 +203,7 @@ fn rolling_restart_behind_nginx_loses_no_request() {
         for (which, restarted) in [(0, "a2"), (1, "b2")] {
             // A slow request that reached this server before its TERM must still be answered.
             let mut slow = UnixStream::connect(&sockets[which]).unwrap();
+            slow.set_read_timeout(Some(PATIENCE)).unwrap();
             slow.write_all(b"GET /sleep?seconds=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
             servers[which].signal(Signal::SIGTERM);
             assert!(servers[which].wait_exit().success(), "a graceful stop exits 0");
