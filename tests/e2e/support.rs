@@ -1,5 +1,6 @@
 //! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
 
+pub(crate) mod debian;
 pub(crate) mod nginx;
 pub(crate) mod postgres;
 

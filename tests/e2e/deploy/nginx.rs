@@ -10,12 +10,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
 
 use super::{recipe, replaced};
+use crate::support::debian::installed;
 use crate::support::nginx::{Nginx, free_port};
 use crate::support::{PATIENCE, Response, Server, eventually, parse_response, read_response};
 
@@ -41,7 +42,7 @@ struct Ports {
 /// replaced), listening on free loopback ports, with a fresh self-signed certificate; started.
 fn nginx_in_front_of(dir: &Path, sockets: &[&Path]) -> (Nginx, Ports) {
     let (certificate, key) = (dir.join("wasmcorn.crt"), dir.join("wasmcorn.key"));
-    let openssl = Command::new("openssl")
+    let openssl = Command::new(installed("/usr/bin/openssl", "openssl"))
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -95,7 +96,7 @@ fn nginx_forwards_the_client_address_and_https_over_a_unix_socket() {
     assert_eq!(environ["HTTP_HOST"], "www.example.test");
 
     // HTTPS, from 127.0.0.6: nginx says so with X-Forwarded-Proto.
-    let curl = Command::new("curl")
+    let curl = Command::new(installed("/usr/bin/curl", "curl"))
         .args(["--silent", "--show-error", "--insecure", "--interface", "127.0.0.6", "--max-time", "60"])
         .arg(format!("https://127.0.0.1:{}/secure", ports.https))
         .output()
@@ -170,11 +171,12 @@ fn rolling_restart_behind_nginx_loses_no_request() {
     let answered: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
     let failures: Mutex<(usize, Vec<String>)> = Mutex::new((0, Vec::new()));
     let stop = AtomicBool::new(false);
+    let posted = AtomicUsize::new(0);
     let served_by = |name: &str| answered.lock().unwrap().get(name).copied().unwrap_or(0);
     std::thread::scope(|scope| {
         let _stop_load = StopOnDrop(&stop);
         for client in 0..4 {
-            let (answered, failures, stop) = (&answered, &failures, &stop);
+            let (answered, failures, stop, posted) = (&answered, &failures, &stop, &posted);
             scope.spawn(move || {
                 let body = "p".repeat(1000);
                 let post = format!(
@@ -185,7 +187,9 @@ fn rolling_restart_behind_nginx_loses_no_request() {
                 let request = if client % 2 == 0 { get.as_bytes() } else { post.as_bytes() };
                 while !stop.load(Ordering::SeqCst) {
                     match attempt(ports.http, request) {
-                        Ok(response) if response.status == 200 && client % 2 == 1 && response.text() == "1000" => {}
+                        Ok(response) if response.status == 200 && client % 2 == 1 && response.text() == "1000" => {
+                            posted.fetch_add(1, Ordering::SeqCst);
+                        }
                         Ok(response) if response.status == 200 && client % 2 == 0 => {
                             let text = response.text();
                             let name = text.lines().find_map(|line| line.strip_prefix("SERVER=")).unwrap_or("?");
@@ -217,7 +221,8 @@ fn rolling_restart_behind_nginx_loses_no_request() {
     let answered = answered.into_inner().unwrap();
     let failures = failures.into_inner().unwrap();
     let refused = nginx.error_log().lines().filter(|line| line.contains("connect() to unix:")).count();
-    eprintln!("GETs answered by each server: {answered:?}; connections nginx saw refused: {refused}");
+    let posted = posted.into_inner();
+    eprintln!("GETs answered by each server: {answered:?}; POSTs answered: {posted}; refused connects: {refused}");
     let (failed, first_failures) = failures;
     assert_eq!(failed, 0, "failed requests; the first: {first_failures:?}");
     assert_eq!(answered.get("?"), None, "every answer named its server");

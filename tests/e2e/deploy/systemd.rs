@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::Signal;
 
 use super::{recipe, replaced};
+use crate::support::debian::installed;
 use crate::support::{PATIENCE, Response, Server, binary, cache_dir, parse_response};
 
 /// The value of a unit file's first `KEY=` line.
@@ -62,7 +63,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("wasmcorn.socket"), recipe("systemd/wasmcorn.socket")).unwrap();
         std::fs::write(dir.path().join("wasmcorn.service"), service).unwrap();
-        let output = Command::new("systemd-analyze")
+        let output = Command::new(installed("/usr/bin/systemd-analyze", "systemd"))
             .arg("verify")
             .args([dir.path().join("wasmcorn.socket"), dir.path().join("wasmcorn.service")])
             .output()
@@ -91,7 +92,7 @@ fn service_command_serves_through_the_activated_socket_and_tells_ready() {
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut activator = Command::new("systemd-socket-activate");
+    let mut activator = Command::new(installed("/usr/bin/systemd-socket-activate", "systemd"));
     activator.arg("--listen").arg(&path).arg("-E").arg(format!("NOTIFY_SOCKET={}", notify_path.display()));
     activator.args(service_command("sample:echo"));
     let mut server = Server::launch(activator, Stdio::null());

@@ -1,5 +1,5 @@
-//! A private nginx for a test: Debian's `nginx` package, installed when missing (serialised, as PostgreSQL
-//! is), run in the foreground as one process (`daemon off; master_process off;`) with its own prefix folder,
+//! A private nginx for a test: Debian's `nginx` package, installed when missing (`support::debian`), run in
+//! the foreground as one process (`daemon off; master_process off;`) with its own prefix folder,
 //! pid file, logs and temporary folders, on free loopback ports, around a site configuration the test gives
 //! (`deploy/nginx/wasmcorn.conf`, rewritten). It is stopped by pid when the value is dropped.
 
@@ -7,16 +7,13 @@ use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::PATIENCE;
-
-/// Installs are serialised: apt takes a lock anyway, and a second test should wait for the first install.
-static INSTALL: Mutex<()> = Mutex::new(());
+use super::debian::installed;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -29,7 +26,7 @@ impl Nginx {
     /// Starts nginx with `site` (server and upstream blocks) inside its `http {}` block, its files under
     /// `folder`, and waits until it accepts connections on `port` (one of the site's `listen` ports).
     pub(crate) fn start(folder: &Path, site: &str, port: u16) -> Nginx {
-        installed();
+        installed(NGINX, "nginx");
         let prefix = folder.display();
         fs::write(folder.join("site.conf"), site).expect("write the site configuration");
         let main = format!(
@@ -106,28 +103,6 @@ fn nginx_args(folder: &Path) -> Vec<String> {
         "-e".into(),
         format!("{prefix}/error.log"),
     ]
-}
-
-/// Installs the `nginx` package when `/usr/sbin/nginx` is missing.
-fn installed() {
-    let _installing = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if Path::new(NGINX).is_file() {
-        return;
-    }
-    if !apt_install() {
-        let update = Command::new("apt-get").args(["update"]).status().expect("run apt-get update");
-        assert!(update.success(), "apt-get update failed ({update})");
-        assert!(apt_install(), "apt-get install -y nginx failed");
-    }
-    assert!(Path::new(NGINX).is_file(), "the nginx package installs {NGINX}");
-}
-
-fn apt_install() -> bool {
-    Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "nginx"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 /// A loopback port nothing listens on now.
