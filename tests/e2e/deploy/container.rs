@@ -1,8 +1,8 @@
 //! `deploy/container/Containerfile` and `deploy/k8s/`, as far as this machine can run them (it has no container
 //! engine and no cluster): the image's command (ENTRYPOINT and CMD, read from the Containerfile) runs as the
 //! image's user with its cache folder on a fresh volume whose root belongs to root, as an emptyDir's does; the
-//! Deployment's grace period covers its preStop delay and wasmcorn's graceful timeout, and its probes ask the
-//! metrics address for /readyz and /healthz.
+//! Deployment's grace period covers its preStop delay and wasmcorn's graceful timeout, its probes ask the
+//! metrics address for /readyz and /healthz, and its container's arguments pass `--check-config`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -96,4 +96,20 @@ fn deployment_grace_period_covers_the_stop_and_probes_ask_the_metrics_address() 
     let containerfile = recipe("container/Containerfile");
     let volume = exec_form(&containerfile, "VOLUME").pop().unwrap();
     assert!(deployment.contains(&format!("mountPath: {volume}\n")), "the cache volume is mounted at {volume}");
+}
+
+#[test]
+fn deployment_args_are_a_configuration_wasmcorn_accepts() {
+    let deployment = recipe("k8s/deployment.yaml");
+    let args: Vec<&str> = after(&deployment, "args:")
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .map_while(|line| line.trim().strip_prefix("- "))
+        .collect();
+    assert_eq!(args.first(), Some(&"sample:hello"), "the app comes first: {args:?}");
+    // --metrics-bind comes with the metrics work; until the binary has it, the rest is checked without it.
+    let help = Command::new(binary()).args(["serve", "--help"]).output().unwrap();
+    let has_metrics = String::from_utf8_lossy(&help.stdout).contains("--metrics-bind");
+    let args: Vec<&str> = args.into_iter().filter(|arg| has_metrics || !arg.starts_with("--metrics-bind=")).collect();
+    let check = crate::support::command(&["serve"]).args(&args).arg("--check-config").output().unwrap();
+    assert!(check.status.success(), "{args:?}: {}", String::from_utf8_lossy(&check.stderr));
 }
