@@ -23,8 +23,18 @@ pub(crate) struct BindOptions {
 /// A listening, non-blocking socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
-    Tcp { socket: TcpListener, address: SocketAddr },
-    Unix { socket: UnixListener, path: PathBuf },
+    Tcp {
+        socket: TcpListener,
+        address: SocketAddr,
+    },
+    /// `owns_file`: the socket file is this server's to remove when it stops, because it bound it (or an old
+    /// arbiter that bound it handed it over on SIGUSR2). A socket handed over by systemd or with `fd://N` is not:
+    /// its file belongs to whoever bound it, and systemd gives the same socket to the restarted service.
+    Unix {
+        socket: UnixListener,
+        path: PathBuf,
+        owns_file: bool,
+    },
 }
 
 /// Where a listener listens, as the environ needs it.
@@ -65,7 +75,7 @@ impl Listener {
     pub(crate) fn bind(spec: &str, options: BindOptions) -> anyhow::Result<Listener> {
         if let Some(number) = spec.strip_prefix("fd://") {
             let fd: RawFd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
-            return adopt(fd).with_context(|| format!("cannot use {spec}"));
+            return adopt(fd, false).with_context(|| format!("cannot use {spec}"));
         }
         if let Some(path) = spec.strip_prefix("unix:") {
             return bind_unix(Path::new(path), options).with_context(|| format!("cannot bind {spec}"));
@@ -81,18 +91,18 @@ impl Listener {
         }
         socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(address)).with_context(|| format!("cannot bind {spec}"))?;
         listen(&fd, options.backlog).with_context(|| format!("cannot listen on {spec}"))?;
-        Listener::from_fd(fd)
+        Listener::from_fd(fd, false)
     }
 
-    /// Wraps a listening socket of either family.
-    fn from_fd(fd: OwnedFd) -> anyhow::Result<Listener> {
+    /// Wraps a listening socket of either family; `owns_file` as in `Listener::Unix`.
+    fn from_fd(fd: OwnedFd, owns_file: bool) -> anyhow::Result<Listener> {
         let address: SockaddrStorage =
             socket::getsockname(fd.as_raw_fd()).context("cannot read the socket's address")?;
         match address.family() {
             Some(AddressFamily::Unix) => {
                 let path =
                     address.as_unix_addr().and_then(|unix| unix.path()).map(Path::to_path_buf).unwrap_or_default();
-                Ok(Listener::Unix { socket: UnixListener::from(fd), path })
+                Ok(Listener::Unix { socket: UnixListener::from(fd), path, owns_file })
             }
             Some(AddressFamily::Inet | AddressFamily::Inet6) => {
                 let socket = TcpListener::from(fd);
@@ -140,9 +150,10 @@ impl Listener {
         Ok(())
     }
 
-    /// Removes a unix socket's file (at the end of the server's life).
+    /// Removes a unix socket's file (at the end of the server's life), if it is this server's (see
+    /// `Listener::Unix`).
     pub(crate) fn remove_file(&self) {
-        if let Listener::Unix { path, .. } = self {
+        if let Listener::Unix { path, owns_file: true, .. } = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -161,7 +172,7 @@ pub(crate) fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .with_context(|| format!("WASMCORN_LISTEN_FDS is not a list of numbers: {list:?}"))?;
-        return fds.into_iter().map(adopt).collect::<anyhow::Result<Vec<_>>>().map(Some);
+        return fds.into_iter().map(|fd| adopt(fd, true)).collect::<anyhow::Result<Vec<_>>>().map(Some);
     }
     let listen_pid = std::env::var("LISTEN_PID").ok();
     let listen_fds = std::env::var("LISTEN_FDS").ok();
@@ -169,14 +180,15 @@ pub(crate) fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
         (Some(pid), Some(count)) if pid.parse::<u32>().ok() == Some(std::process::id()) => {
             let count: RawFd = count.parse().with_context(|| format!("LISTEN_FDS is not a number: {count:?}"))?;
             // systemd passes the sockets from descriptor 3 on.
-            (3..3 + count).map(adopt).collect::<anyhow::Result<Vec<_>>>().map(Some)
+            (3..3 + count).map(|fd| adopt(fd, false)).collect::<anyhow::Result<Vec<_>>>().map(Some)
         }
         _ => Ok(None),
     }
 }
 
-/// Takes ownership of an inherited descriptor and checks that it is a listening socket.
-fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
+/// Takes ownership of an inherited descriptor and checks that it is a listening socket; `owns_file` as in
+/// `Listener::Unix`.
+fn adopt(fd: RawFd, owns_file: bool) -> anyhow::Result<Listener> {
     if fd < 3 {
         bail!("descriptor {fd} is stdin, stdout or stderr, not a socket");
     }
@@ -191,7 +203,7 @@ fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
     }
     fcntl(&owned, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("cannot make the socket non-blocking")?;
     fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("cannot set close-on-exec")?;
-    Listener::from_fd(owned)
+    Listener::from_fd(owned, owns_file)
 }
 
 fn new_socket(family: AddressFamily) -> nix::Result<OwnedFd> {
@@ -218,7 +230,7 @@ fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
     let address = socket::UnixAddr::new(path)?;
     socket::bind(fd.as_raw_fd(), &address)?;
     listen(&fd, options.backlog)?;
-    Listener::from_fd(fd)
+    Listener::from_fd(fd, true)
 }
 
 fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
@@ -330,5 +342,21 @@ mod tests {
         drop(first);
         let second = Listener::bind(&format!("unix:{}", path.display()), OPTIONS).unwrap();
         assert_eq!(second.url(), format!("unix:{}", path.display()));
+    }
+
+    #[test]
+    fn only_a_socket_file_bound_here_is_removed() {
+        use std::os::fd::IntoRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let bound_path = dir.path().join("bound.sock");
+        let bound = Listener::bind(&format!("unix:{}", bound_path.display()), OPTIONS).unwrap();
+        bound.remove_file();
+        assert!(!bound_path.exists(), "bound here: removed");
+        // As systemd or a supervisor hands one over: bound by someone else, adopted with fd://N.
+        let handed_path = dir.path().join("handed.sock");
+        let fd = UnixListener::bind(&handed_path).unwrap().into_raw_fd();
+        let handed = Listener::bind(&format!("fd://{fd}"), OPTIONS).unwrap();
+        handed.remove_file();
+        assert!(handed_path.exists(), "handed over: its file is left to its owner");
     }
 }

@@ -11,6 +11,7 @@ mod cli;
 mod clients;
 mod config;
 mod corpus;
+mod deploy;
 mod guests;
 mod http;
 mod isolation;

@@ -1,5 +1,7 @@
 //! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
 
+pub(crate) mod debian;
+pub(crate) mod nginx;
 pub(crate) mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -73,7 +75,18 @@ impl Server {
     }
 
     /// As `spawn`, with `stdin` as the server's standard input (a socket to hand over, say).
-    pub(crate) fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Server {
+    pub(crate) fn spawn_with_stdin(command: Command, stdin: Stdio) -> Server {
+        let mut server = Server::launch(command, stdin);
+        let line = server.wait_for_line("Listening at: http://");
+        let address =
+            line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
+        server.port = address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in the startup line");
+        server
+    }
+
+    /// Runs the command and follows its log, waiting for nothing: `port` stays 0 (a server on unix sockets alone
+    /// has none; one started by a socket activator starts only at the first connection).
+    pub(crate) fn launch(mut command: Command, stdin: Stdio) -> Server {
         let mut child =
             command.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wasmcorn");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -91,12 +104,7 @@ impl Server {
             changed.notify_all();
         });
         let pid = Pid::from_raw(child.id() as i32);
-        let mut server = Server { child: Some(child), pid, port: 0, log, also_stop: Vec::new() };
-        let line = server.wait_for_line("Listening at: http://");
-        let address =
-            line.split("Listening at: http://").nth(1).and_then(|rest| rest.split(' ').next()).expect("address");
-        server.port = address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in the startup line");
-        server
+        Server { child: Some(child), pid, port: 0, log, also_stop: Vec::new() }
     }
 
     /// Waits until a log line contains `pattern` and returns it; panics after `PATIENCE`.
