@@ -71,7 +71,7 @@ fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchan
         name: String::new(),
         source: AppSource::Sample("hello"),
         env: Vec::new(),
-        limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
+        limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20, instance_reuse: 1 },
         capabilities: Capabilities::default(),
     };
     prepare_folder(cache)?;
