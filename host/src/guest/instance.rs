@@ -4,12 +4,17 @@
 //! the output budget (see `output`). What the instance keeps between requests is the guest's own: its linear
 //! memory and globals (module state), and the host resources it holds (its stdout handle, preopened folders,
 //! an open socket), counted against the same store limits for its whole life.
+//!
+//! The host side of a store that holds nothing of a request (the WASI context: environment, granted folders,
+//! socket rules, random generators; and the output streams) is built once per app and handed from each dropped
+//! store to the next one, instead of being built again for every fresh instance.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{App as AppBindings, AppPre};
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
@@ -40,6 +45,24 @@ pub(super) struct Blueprint<E: Exchange> {
     pub stderr: Arc<str>,
 }
 
+/// The part of a store's state that holds nothing of a request or an instance: its WASI context and the output
+/// streams that context writes to.
+pub(super) struct HostSide {
+    wasi: WasiCtx,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+}
+
+impl HostSide {
+    /// Builds it for `blueprint`'s app: opens the granted folders, captures the output streams.
+    pub(super) fn new<E: Exchange>(blueprint: &Blueprint<E>, log_line: GuestLine) -> anyhow::Result<Self> {
+        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
+        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
+        let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
+        Ok(HostSide { wasi, stdout, stderr })
+    }
+}
+
 /// A store with the app's instance in it (once instantiated), and how many requests it has served.
 pub(super) struct Instance<E: Exchange> {
     store: Store<RequestState<E>>,
@@ -50,12 +73,10 @@ pub(super) struct Instance<E: Exchange> {
 }
 
 impl<E: Exchange> Instance<E> {
-    /// A new store for `blueprint`'s app, not instantiated yet: `serve` instantiates it inside the request's
-    /// deadline.
-    pub(super) fn new(engine: &Engine, blueprint: &Blueprint<E>, log_line: GuestLine) -> anyhow::Result<Self> {
-        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
-        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
-        let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
+    /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
+    /// `serve` instantiates it inside the request's deadline.
+    pub(super) fn new(engine: &Engine, blueprint: &Blueprint<E>, host: HostSide) -> Self {
+        let HostSide { wasi, stdout, stderr } = host;
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let state = RequestState {
@@ -74,7 +95,14 @@ impl<E: Exchange> Instance<E> {
         store.epoch_deadline_callback(|store| {
             Ok(if store.data().deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
-        Ok(Instance { store, app: None, stdout, stderr, served: 0 })
+        Instance { store, app: None, stdout, stderr, served: 0 }
+    }
+
+    /// Drops the store, with the instance, its memory and every resource it held, and gives back its host side
+    /// for the app's next instance.
+    pub(super) fn retire(self) -> HostSide {
+        let Instance { store, stdout, stderr, .. } = self;
+        HostSide { wasi: store.into_data().wasi, stdout, stderr }
     }
 
     /// Runs one request: puts its exchange and deadline in the store, instantiates the app if it is not yet,

@@ -19,7 +19,7 @@ use super::artefact::Artefact;
 use super::deadline::Deadline;
 use super::engine::{engine_config, instance_pre_with, linker};
 use super::exchange::Exchange;
-use super::instance::{Blueprint, Instance};
+use super::instance::{Blueprint, HostSide, Instance};
 use super::output::GuestLine;
 use super::timer::DeadlineTimer;
 use super::trust;
@@ -46,12 +46,14 @@ pub struct Runtime<E: Exchange> {
     timer: DeadlineTimer,
 }
 
-/// One app in a worker: what its instances are made from, and the instance kept for its next request.
+/// One app in a worker: what its instances are made from, the instance kept for its next request, and the host
+/// side the last dropped one left for the next.
 struct Loaded<E: Exchange> {
     blueprint: Blueprint<E>,
     /// How many requests one instance may serve (1: a fresh instance for every request).
     reuse: u32,
     kept: Cell<Option<Instance<E>>>,
+    spare: Cell<Option<HostSide>>,
 }
 
 impl<E: Exchange> Runtime<E> {
@@ -99,7 +101,12 @@ impl<E: Exchange> Runtime<E> {
                 stdout: labels("stdout"),
                 stderr: labels("stderr"),
             };
-            loaded.push(Loaded { blueprint, reuse: app.limits.instance_reuse.max(1), kept: Cell::new(None) });
+            loaded.push(Loaded {
+                blueprint,
+                reuse: app.limits.instance_reuse.max(1),
+                kept: Cell::new(None),
+                spare: Cell::new(None),
+            });
         }
         Ok(Runtime { engine, apps: loaded, log_line, timer: DeadlineTimer::default() })
     }
@@ -120,8 +127,8 @@ impl<E: Exchange> Runtime<E> {
         };
         let mut instance = match app.kept.take() {
             Some(instance) => instance,
-            None => match Instance::new(&self.engine, &app.blueprint, self.log_line) {
-                Ok(instance) => instance,
+            None => match app.spare.take().map_or_else(|| HostSide::new(&app.blueprint, self.log_line), Ok) {
+                Ok(host) => Instance::new(&self.engine, &app.blueprint, host),
                 Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
             },
         };
@@ -134,6 +141,8 @@ impl<E: Exchange> Runtime<E> {
         let reusable = matches!(outcome, Outcome::Completed) && !exchange.request_failed();
         if reusable && instance.served < app.reuse {
             app.kept.set(Some(instance));
+        } else {
+            app.spare.set(Some(instance.retire()));
         }
         (exchange, outcome)
     }
