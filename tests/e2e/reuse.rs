@@ -205,3 +205,25 @@ fn no_thread_of_an_idle_worker_wakes_to_keep_time() {
     // A thread ticking every 10 ms would have woken about 200 times.
     assert!(woke <= 4, "an idle worker's helper threads woke {woke} times in 2 s");
 }
+
+#[test]
+fn max_memory_bounds_a_reused_instance_over_all_its_requests() {
+    let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "100", "--max-memory", "8"]);
+    // Each request leaks 2 MiB more; the instance's memory may never pass 8 MiB, so its fourth request at the
+    // latest (8 MiB leaked, plus the guest's own) fails, and the instance goes with it.
+    let mut leaked = Vec::new();
+    loop {
+        let response = server.get("/leak?mib=2");
+        if response.status == 500 {
+            break;
+        }
+        assert_eq!(response.status, 200, "{}", response.text());
+        leaked.push(response.text());
+        assert!(leaked.len() < 4, "the instance leaked past --max-memory: {leaked:?}");
+    }
+    assert!(leaked.len() >= 2, "the instance kept its memory between requests: {leaked:?}");
+    let expected: Vec<String> = (1..=leaked.len()).map(|n| (2 * n).to_string()).collect();
+    assert_eq!(leaked, expected);
+    server.wait_for_line("[guest stderr] memory allocation of 1048576 bytes failed");
+    assert_eq!(body(&server, "localhost", "/leak?mib=2", 200), "2", "a fresh instance after the failure");
+}
