@@ -1,8 +1,9 @@
 //! The per-worker wasmtime runtime: one `Engine` (configured as `engine` says), one `Linker`, an `InstancePre`
-//! for each app the worker hosts (apps built from the same artefact share one mapped component), and a fresh
-//! `Store` and instance for every request, with the app's own environment, grants and limits. The guest's time is
-//! a wall-clock deadline (see `deadline`): the epoch interrupts a guest that computes past it, and the host calls
-//! that wait are bounded by it.
+//! for each app the worker hosts (apps built from the same artefact share one mapped component), and for every
+//! request a `Store` and instance (see `instance`) with the app's own environment, grants and limits: a fresh one,
+//! or, for an app with `instance_reuse` above 1, the one its previous request left, while it may serve more. The
+//! guest's time is a wall-clock deadline (see `deadline`): the deadline timer (see `timer`) makes the epoch
+//! interrupt a guest that computes past it, and the host calls that wait are bounded by it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
