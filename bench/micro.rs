@@ -1,7 +1,8 @@
 //! `cargo bench --bench micro`: criterion micro-benchmarks of the two costs every request pays inside a worker:
 //! parsing the request head (`wasmcorn::http::parse_head`), and a fresh instance of the guest (instantiate the
 //! `hello` sample, call its handler, drop the store) through `wasmcorn::guest::Runtime::handle`, with the
-//! request's bytes kept in memory instead of a socket.
+//! request's bytes kept in memory instead of a socket; and, for comparison, the same call on an instance kept
+//! across requests (`--instance-reuse`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -65,13 +66,15 @@ impl Exchange for MemoryExchange {
 
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
-/// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it.
-fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchange>> {
+/// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it, with
+/// instances that serve `instance_reuse` requests each.
+fn hello_runtime(cache: &std::path::Path, instance_reuse: u32) -> anyhow::Result<Runtime<MemoryExchange>> {
+    let limits = Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20, instance_reuse };
     let app = Guest {
         name: String::new(),
         source: AppSource::Sample("hello"),
         env: Vec::new(),
-        limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
+        limits,
         capabilities: Capabilities::default(),
     };
     prepare_folder(cache)?;
@@ -103,26 +106,28 @@ fn environ() -> Vec<(String, String)> {
 }
 
 fn guest_call(c: &mut Criterion) {
-    let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
-        let runtime = hello_runtime(cache.path())?;
-        Ok((runtime, cache))
-    });
-    let (runtime, _cache) = match runtime {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("micro: skipping the guest benchmark: cannot load sample:hello: {err:#}");
-            return;
+    for (name, instance_reuse) in
+        [("guest/hello: instantiate + call + drop", 1), ("guest/hello: call on a reused instance", u32::MAX)]
+    {
+        let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
+            let runtime = hello_runtime(cache.path(), instance_reuse)?;
+            Ok((runtime, cache))
+        });
+        let (runtime, _cache) = match runtime {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                eprintln!("micro: skipping {name}: cannot load sample:hello: {err:#}");
+                continue;
+            }
+        };
+        let environ = environ();
+        let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
+        if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
+            eprintln!("micro: skipping {name}: sample:hello answered {outcome:?}, {:?}", exchange.status);
+            continue;
         }
-    };
-    let environ = environ();
-    let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
-    if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
-        eprintln!("micro: skipping the guest benchmark: sample:hello answered {outcome:?}, {:?}", exchange.status);
-        return;
+        c.bench_function(name, |b| b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default())));
     }
-    c.bench_function("guest/hello: instantiate + call + drop", |b| {
-        b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default()))
-    });
 }
 
 criterion_group!(benches, request_head, guest_call);

@@ -58,6 +58,14 @@ pub(crate) struct ServeArgs {
     #[arg(long = "max-memory", value_name = "MIB", default_value_t = 128)]
     pub max_memory: u32,
 
+    /// How many requests one guest instance may serve before it is dropped. 1 (the default) gives every request
+    /// a fresh instance. With N > 1 an instance serves up to N requests of its app, one after the other, keeping
+    /// its module state (globals, linear memory) between them as a Gunicorn worker keeps its Python modules; it
+    /// is dropped at once after a trap, a timeout, a refused or failed request. --max-memory bounds its memory
+    /// over all its requests. With --apps, the default of the apps that do not set `instance_reuse`.
+    #[arg(long = "instance-reuse", value_name = "N", default_value_t = 1)]
+    pub instance_reuse: u32,
+
     /// A host folder the guest may use, as HOST[::GUEST][:ro]: HOST appears in the guest as GUEST (by default
     /// the same path); with `:ro` the guest may read but not change anything. Repeat for several. Without it the
     /// guest sees no files at all.

@@ -86,6 +86,9 @@ impl Config {
         if args.max_memory == 0 {
             bail!("--max-memory must be at least 1 MiB");
         }
+        if args.instance_reuse == 0 {
+            bail!("--instance-reuse must be at least 1 (1: a fresh instance for every request)");
+        }
         if args.bind.is_empty() {
             bail!("--bind needs at least one address");
         }
@@ -110,6 +113,7 @@ impl Config {
         let limits = Limits {
             guest_timeout: Duration::from_secs_f64(args.guest_timeout),
             max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),
+            instance_reuse: args.instance_reuse,
         };
         let site = match &args.apps {
             Some(path) => hosted_site(&args, path, limits, body_limit)?,
@@ -167,6 +171,7 @@ fn hosted_site(
     let defaults = manifest::Defaults {
         guest_timeout: limits.guest_timeout,
         max_memory_bytes: limits.max_memory_bytes,
+        instance_reuse: limits.instance_reuse,
         body_limit,
     };
     let in_config = args.config.as_deref() == Some(path);

@@ -9,11 +9,13 @@ mod capabilities;
 mod deadline;
 mod engine;
 mod exchange;
+mod instance;
 mod name_lookup;
 mod output;
 mod runtime;
 mod samples;
 mod state;
+mod timer;
 mod trace;
 mod trust;
 

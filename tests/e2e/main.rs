@@ -18,6 +18,7 @@ mod isolation;
 mod logs;
 mod process;
 mod retire;
+mod reuse;
 mod rfc9112;
 mod sandbox;
 mod signals;

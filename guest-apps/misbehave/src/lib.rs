@@ -22,6 +22,8 @@
 //! - `/discard`: reads the request body to its end, keeping none of it, and answers its length in bytes.
 //! - `/declared?length=N`: declares `Content-Length: N` and writes N bytes (`x`), or none for a HEAD request.
 //! - `/reply-then-read?bytes=N`: streams an N-byte body as `/big` does, then reads the request body to its end.
+//! - `/leak?mib=N`: allocates N MiB (written, so the pages are real) and never frees them, then answers how many
+//!   MiB this instance has leaked in all: with instance reuse, the instance's memory grows from request to request.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -37,6 +39,8 @@ use wasmcorn::app::response::{start_response, write_body};
 
 /// The global that `/count` increments: a fresh instance per request starts it at zero again.
 static COUNT: AtomicU64 = AtomicU64::new(0);
+/// How many MiB `/leak` has leaked in this instance.
+static LEAKED: AtomicU64 = AtomicU64::new(0);
 
 /// The page (a wasm page, 64 KiB, aligned: nothing else shares it) that `/stash` writes and `/peek` reads.
 #[repr(align(65536))]
@@ -93,6 +97,7 @@ impl Guest for Misbehave {
                 while !read_body(CHUNK as u32)?.is_empty() {}
                 Ok(())
             }
+            "/leak" => leak(&parameter(query, "mib")),
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")
@@ -145,6 +150,15 @@ fn hoard_memory() -> ! {
         hoard.push(vec![1u8; 1 << 20]);
         println!("hoarded {} MiB", black_box(&hoard).len());
     }
+}
+
+/// Allocates `mib` MiB, fills them and leaks them; answers the MiB leaked so far.
+fn leak(mib: &str) -> Result<(), String> {
+    let mib: u64 = mib.parse().map_err(|_| format!("mib must be a whole number, not {mib:?}"))?;
+    for _ in 0..mib {
+        black_box(Vec::leak(vec![1u8; 1 << 20]));
+    }
+    answer(&(LEAKED.fetch_add(mib, Ordering::SeqCst) + mib).to_string())
 }
 
 /// Creates pollables and never drops them, until the host refuses one (which traps).

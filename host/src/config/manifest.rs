@@ -35,6 +35,8 @@ struct AppTable {
     guest_timeout: Option<f64>,
     #[serde(alias = "max-memory")]
     max_memory: Option<u64>,
+    #[serde(alias = "instance-reuse")]
+    instance_reuse: Option<u64>,
     #[serde(alias = "limit-request-body")]
     limit_request_body: Option<u64>,
     #[serde(alias = "max-requests")]
@@ -70,6 +72,7 @@ fn expected(key: &str) -> &'static str {
         "hosts" | "dirs" | "allow_net" | "allow-net" => "a string or a list of strings",
         "env" => "a table of strings",
         "guest_timeout" | "guest-timeout" => "a number",
+        "instance_reuse" | "instance-reuse" => "a whole number, 1 or more",
         "max_memory" | "max-memory" | "limit_request_body" | "limit-request-body" | "max_requests" | "max-requests"
         | "workers" => "a whole number, 0 or more",
         _ => "a string",
@@ -100,6 +103,7 @@ fn app_table(entry: &toml::Table) -> anyhow::Result<AppTable> {
 pub(super) struct Defaults {
     pub guest_timeout: Duration,
     pub max_memory_bytes: usize,
+    pub instance_reuse: u32,
     pub body_limit: Option<u64>,
 }
 
@@ -223,6 +227,11 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
         Some(mib) => bail!("key \"max_memory\" must be from 1 to 65536 MiB, not {mib}"),
         None => defaults.max_memory_bytes,
     };
+    let instance_reuse = match table.instance_reuse {
+        Some(requests @ 1..=0xffff_ffff) => u32::try_from(requests)?,
+        Some(requests) => bail!("key \"instance_reuse\" must be from 1 to 4294967295, not {requests}"),
+        None => defaults.instance_reuse,
+    };
     let body_limit = match table.limit_request_body {
         Some(0) => None,
         Some(bytes) => Some(bytes),
@@ -250,7 +259,7 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
         source,
         env,
         capabilities: Capabilities { dirs, net },
-        limits: Limits { guest_timeout, max_memory_bytes },
+        limits: Limits { guest_timeout, max_memory_bytes, instance_reuse },
     };
     Ok((App { guest, body_limit, max_requests: table.max_requests.unwrap_or(0), pool }, routes))
 }
@@ -259,8 +268,12 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
 mod tests {
     use super::*;
 
-    const DEFAULTS: Defaults =
-        Defaults { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20, body_limit: None };
+    const DEFAULTS: Defaults = Defaults {
+        guest_timeout: Duration::from_secs(30),
+        max_memory_bytes: 128 << 20,
+        instance_reuse: 1,
+        body_limit: None,
+    };
 
     fn site(text: &str) -> anyhow::Result<Site> {
         parse(&text.parse::<toml::Table>().unwrap(), Path::new("."), false, &DEFAULTS)
@@ -287,6 +300,7 @@ mod tests {
             guest-timeout = 1.5
             max_memory = 16
             limit_request_body = 10
+            instance-reuse = 50
             [[app]]
             name = "evil"
             component = "sample:hello"
@@ -301,6 +315,8 @@ mod tests {
         assert_eq!(site.apps[1].guest.limits.guest_timeout, Duration::from_millis(1500));
         assert_eq!(site.apps[1].guest.limits.max_memory_bytes, 16 << 20);
         assert_eq!(site.apps[1].body_limit, Some(10));
+        assert_eq!(site.apps[1].guest.limits.instance_reuse, 50);
+        assert_eq!(site.apps[0].guest.limits.instance_reuse, 1);
         assert_eq!(site.apps[2].pool.map(|pool| pool.workers), Some(2));
         assert_eq!(site.apps[2].max_requests, 7);
         assert_eq!(site.apps[0].guest.limits.guest_timeout, Duration::from_secs(30));
@@ -335,6 +351,10 @@ mod tests {
         );
         assert!(error("[[app]]\ncomponent = \"sample:hello\"").contains("app #1: key \"name\" is missing"));
         assert!(error(&format!("{app}workers = 0")).contains("app \"a\": key \"workers\" must be at least 1"));
+        assert!(error(&format!("{app}instance_reuse = 0")).contains("key \"instance_reuse\" must be from 1"));
+        assert!(
+            error(&format!("{app}instance_reuse = \"x\"")).contains("key \"instance_reuse\" must be a whole number")
+        );
         assert!(error(&format!("{app}hosts = [\"a b\"]")).contains("app \"a\": key \"hosts\""));
         assert!(
             error(&format!("{app}env = {{ A = 1 }}"))

@@ -58,6 +58,9 @@ pub struct Limits {
     /// How long one request's guest may run: compute, and wait in host calls (sleeps, polls, sockets, the request
     /// body). Time the host spends moving bytes the client sends or takes is given back to it.
     pub guest_timeout: Duration,
-    /// The most linear memory one instance may have.
+    /// The most linear memory one instance may have (over all the requests it serves).
     pub max_memory_bytes: usize,
+    /// How many requests one instance may serve before it is dropped: 1 (the default) is a fresh instance per
+    /// request. An instance is dropped at once after a request that did not complete.
+    pub instance_reuse: u32,
 }

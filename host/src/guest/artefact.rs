@@ -38,7 +38,7 @@ pub fn prepare(
     cache_dir: &Path,
     fresh: bool,
 ) -> anyhow::Result<Artefact> {
-    let engine = Engine::new(&engine_config(max_memory_bytes, true))
+    let engine = Engine::new(&engine_config(max_memory_bytes, true, 0))
         .map_err(anyhow::Error::from)
         .context("cannot create the wasm engine")?;
     let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, wasm)));

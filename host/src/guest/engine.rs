@@ -23,19 +23,22 @@ const MAX_TABLES: usize = 16;
 const MAX_MEMORIES: usize = 2;
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
-/// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory. The compile
-/// step and the workers must use the same one: the artefact records it and wasmtime refuses an artefact built
-/// for another. Only the compile step compiles: a worker's engine has no compiler, so none of cranelift's code
-/// is ever paged into a worker.
-pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
+/// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory, in a worker that
+/// keeps up to `kept` instances between requests (one per app that reuses instances). The compile step and the
+/// workers must use the same code settings: the artefact records them and wasmtime refuses an artefact built for
+/// others (the pool's sizes are not among them). Only the compile step compiles: a worker's engine has no
+/// compiler, so none of cranelift's code is ever paged into a worker.
+pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize) -> Config {
+    let kept = u32::try_from(kept).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::new();
-    // One request at a time: one component instance in use, one more while the previous is torn down.
-    pool.total_component_instances(2)
-        .total_core_instances(64)
+    // One request at a time: one component instance in use, one more while the previous is torn down, and the
+    // instances kept for reuse.
+    pool.total_component_instances(kept.saturating_add(2))
+        .total_core_instances(kept.saturating_add(2).saturating_mul(MAX_CORE_INSTANCES as u32))
         .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
-        .total_memories(4)
+        .total_memories(kept.saturating_add(2).saturating_mul(MAX_MEMORIES as u32))
         .max_memories_per_component(MAX_MEMORIES as u32)
-        .total_tables(32)
+        .total_tables(kept.saturating_add(2).saturating_mul(MAX_TABLES as u32))
         .max_tables_per_component(MAX_TABLES as u32)
         .total_stacks(0)
         .max_memory_size(max_memory_bytes)
@@ -63,7 +66,7 @@ pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool) -> Config {
     config
 }
 
-/// What one request's store may create.
+/// What one instance's store may create, over all the requests it serves.
 pub(super) fn store_limits(max_memory_bytes: usize) -> StoreLimits {
     StoreLimitsBuilder::new()
         .memory_size(max_memory_bytes)

@@ -16,4 +16,9 @@ pub trait Exchange: Send + 'static {
     fn start_response(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String>;
     /// The guest's `write-body`.
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String>;
+    /// Whether the request failed on this side even though the guest's handler returned `ok`: a malformed
+    /// body, a response that broke the contract, a client gone. An instance kept for reuse is then dropped.
+    fn request_failed(&self) -> bool {
+        false
+    }
 }

@@ -1,5 +1,6 @@
-//! Captures a guest's stdout and stderr for one request and hands them to the log line by line, within a byte
-//! budget so that a guest cannot flood the log.
+//! Captures a guest's stdout and stderr and hands them to the log line by line, within a byte budget per request
+//! so that a guest cannot flood the log. An instance serving several requests keeps its streams (the guest may
+//! hold their handles); each request's end logs what is left of its output and refills the budget.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -20,14 +21,17 @@ pub(super) struct GuestOutput {
 struct LineBuffer {
     stream: Arc<str>,
     partial: Vec<u8>,
+    /// What the current request may still write.
     budget: usize,
+    /// What each request may write.
+    per_request: usize,
     dropped: usize,
     log_line: GuestLine,
 }
 
 impl GuestOutput {
     pub(super) fn new(stream: Arc<str>, budget: usize, log_line: GuestLine) -> Self {
-        let buffer = LineBuffer { stream, partial: Vec::new(), budget, dropped: 0, log_line };
+        let buffer = LineBuffer { stream, partial: Vec::new(), budget, per_request: budget, dropped: 0, log_line };
         GuestOutput { inner: Arc::new(Mutex::new(buffer)) }
     }
 
@@ -37,7 +41,8 @@ impl GuestOutput {
         }
     }
 
-    /// Logs what is left of an unfinished line and how much was dropped. Call it when the request ends.
+    /// Logs what is left of an unfinished line and how much was dropped, and refills the budget for the next
+    /// request. Call it when a request ends.
     pub(super) fn finish(&self) {
         if let Ok(mut buffer) = self.inner.lock() {
             buffer.finish();
@@ -74,6 +79,7 @@ impl LineBuffer {
             (self.log_line)(&self.stream, &note);
             self.dropped = 0;
         }
+        self.budget = self.per_request;
     }
 }
 
@@ -145,6 +151,8 @@ mod tests {
         output.push(b"one\ntw");
         output.push(b"o\r\nthree and more than the budget\n");
         output.finish();
+        output.push(b"next request\n");
+        output.finish();
         let lines = LINES.lock().unwrap().clone();
         assert_eq!(
             lines,
@@ -153,6 +161,7 @@ mod tests {
                 "stdout: two".to_string(),
                 "stdout: three a".to_string(),
                 "stdout: [24 more bytes dropped: the request's output budget is spent]".to_string(),
+                "stdout: next request".to_string(),
             ]
         );
     }

@@ -1,38 +1,29 @@
 //! The per-worker wasmtime runtime: one `Engine` (configured as `engine` says), one `Linker`, an `InstancePre`
-//! for each app the worker hosts (apps built from the same artefact share one mapped component), and a fresh
-//! `Store` and instance for every request, with the app's own environment, grants and limits. The guest's time is
-//! a wall-clock deadline (see `deadline`): the epoch interrupts a guest that computes past it, and the host calls
-//! that wait are bounded by it.
+//! for each app the worker hosts (apps built from the same artefact share one mapped component), and for every
+//! request a `Store` and instance (see `instance`) with the app's own environment, grants and limits: a fresh one,
+//! or, for an app with `instance_reuse` above 1, the one its previous request left, while it may serve more. The
+//! guest's time is a wall-clock deadline (see `deadline`): the deadline timer (see `timer`) makes the epoch
+//! interrupt a guest that computes past it, and the host calls that wait are bounded by it.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::Engine;
+use wasmtime::component::Component;
 
 use super::app::Guest;
 use super::artefact::Artefact;
-use super::bindings::AppPre;
-use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
-use super::deadline::{Deadline, GuestTimeout};
-use super::engine::{engine_config, instance_pre_with, linker, store_limits};
+use super::deadline::Deadline;
+use super::engine::{engine_config, instance_pre_with, linker};
 use super::exchange::Exchange;
-use super::output::{GuestLine, GuestOutput};
-use super::state::RequestState;
-use super::trace::describe;
+use super::instance::{Blueprint, HostSide, Instance};
+use super::output::GuestLine;
+use super::timer::DeadlineTimer;
 use super::trust;
-
-/// How often the epoch advances; the guest timeout is counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
-const OUTPUT_BUDGET: usize = 64 * 1024;
-/// The most host resources (streams, sockets, pollables, files) and component handles one request may hold at
-/// once; past it the host call fails and the guest traps.
-const MAX_RESOURCES: usize = 10_000;
 
 /// What became of one request inside the guest.
 #[derive(Debug)]
@@ -53,19 +44,17 @@ pub struct Runtime<E: Exchange> {
     engine: Engine,
     apps: Vec<Loaded<E>>,
     log_line: GuestLine,
+    timer: DeadlineTimer,
 }
 
-/// One app in a worker: its pre-instantiated component and everything its requests run with.
+/// One app in a worker: what its instances are made from, the instance kept for its next request, and the host
+/// side the last dropped one left for the next.
 struct Loaded<E: Exchange> {
-    pre: AppPre<RequestState<E>>,
-    env: Arc<Vec<(String, String)>>,
-    dirs: Vec<DirGrant>,
-    net: Arc<NetGrant>,
-    max_memory_bytes: usize,
-    guest_timeout: Duration,
-    /// How the log names the app's output streams.
-    stdout: Arc<str>,
-    stderr: Arc<str>,
+    blueprint: Blueprint<E>,
+    /// How many requests one instance may serve (1: a fresh instance for every request).
+    reuse: u32,
+    kept: Cell<Option<Instance<E>>>,
+    spare: Cell<Option<HostSide>>,
 }
 
 impl<E: Exchange> Runtime<E> {
@@ -73,7 +62,8 @@ impl<E: Exchange> Runtime<E> {
     /// and maps each precompiled artefact once and pre-instantiates every app. `log_line` is where the guests'
     /// stdout and stderr lines go. An artefact that fails its checks is an error holding a `Refusal`.
     pub fn load(apps: &[(&Guest, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(max_memory_bytes, false))
+        let kept = apps.iter().filter(|(app, _)| app.limits.instance_reuse > 1).count();
+        let engine = Engine::new(&engine_config(max_memory_bytes, false, kept))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
         let linker = linker::<E>(&engine)?;
@@ -102,7 +92,7 @@ impl<E: Exchange> Runtime<E> {
             let labels = |stream: &str| -> Arc<str> {
                 if app.name.is_empty() { stream.into() } else { format!("{stream} app={}", app.name).into() }
             };
-            loaded.push(Loaded {
+            let blueprint = Blueprint {
                 pre: instance_pre_with(&linker, &component)?,
                 env: Arc::new(app.env.clone()),
                 dirs: app.capabilities.dirs.clone(),
@@ -111,78 +101,50 @@ impl<E: Exchange> Runtime<E> {
                 guest_timeout: app.limits.guest_timeout,
                 stdout: labels("stdout"),
                 stderr: labels("stderr"),
+            };
+            loaded.push(Loaded {
+                blueprint,
+                reuse: app.limits.instance_reuse.max(1),
+                kept: Cell::new(None),
+                spare: Cell::new(None),
             });
         }
-        Ok(Runtime { engine, apps: loaded, log_line })
+        Ok(Runtime { engine, apps: loaded, log_line, timer: DeadlineTimer::default() })
     }
 
-    /// Starts the thread that advances the engine's epoch, which is what interrupts a guest past its
-    /// deadline. Call it once, in the process that serves (threads do not survive `fork`).
+    /// Starts the thread that interrupts a guest computing past its deadline (see `timer`). Call it once, in the
+    /// process that serves (threads do not survive `fork`).
     pub fn start_epoch_ticker(&self) -> anyhow::Result<()> {
-        let engine = self.engine.weak();
-        std::thread::Builder::new()
-            .name("epoch-ticker".to_string())
-            .spawn(move || {
-                while let Some(engine) = engine.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .context("cannot start the epoch ticker thread")?;
-        Ok(())
+        self.timer.start(&self.engine)
     }
 
-    /// Runs one request in a fresh instance of app `index` (its position in `load`'s list) and gives the
-    /// exchange back with what became of it.
+    /// Runs one request in an instance of app `index` (its position in `load`'s list) and gives the exchange
+    /// back with what became of it. The instance is a fresh one, or the one the app's previous request left when
+    /// the app reuses instances; it is kept for the next request only if this one completed, the exchange saw
+    /// nothing go wrong, and it has served fewer requests than the app's `instance_reuse`.
     pub fn handle(&self, index: usize, environ: &[(String, String)], mut exchange: E) -> (E, Outcome) {
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
-        let stdout = GuestOutput::new(Arc::clone(&app.stdout), OUTPUT_BUDGET, self.log_line);
-        let stderr = GuestOutput::new(Arc::clone(&app.stderr), OUTPUT_BUDGET, self.log_line);
-        let wasi = match wasi_ctx(&app.env, &app.dirs, &app.net, stdout.clone(), stderr.clone()) {
-            Ok(wasi) => wasi,
-            Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
+        let mut instance = match app.kept.take() {
+            Some(instance) => instance,
+            None => match app.spare.take().map_or_else(|| HostSide::new(&app.blueprint, self.log_line), Ok) {
+                Ok(host) => Instance::new(&self.engine, &app.blueprint, host),
+                Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
+            },
         };
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
-        let limits = store_limits(app.max_memory_bytes);
-        let deadline = Deadline::after(app.guest_timeout);
+        let deadline = Deadline::after(app.blueprint.guest_timeout);
         exchange.guest_deadline(Some(deadline.clone()));
-        let state = RequestState { wasi, table, limits, net: Arc::clone(&app.net), deadline, exchange };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_max_component_handles(MAX_RESOURCES);
-        store.set_epoch_deadline(ticks(app.guest_timeout));
-        // The epoch deadline is a first guess: the guest's real deadline moves when the host gives it back the
-        // time it spent on the client, so it is checked when the epoch deadline comes.
-        store.epoch_deadline_callback(|store| {
-            let remaining = store.data().deadline.remaining();
-            Ok(if remaining.is_zero() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(ticks(remaining)) })
-        });
-        let result = app.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Completed,
-            Ok(Err(message)) => Outcome::Refused(message),
-            Err(err) if is_timeout(&err) => Outcome::TimedOut(describe(&err)),
-            Err(err) => Outcome::Failed(describe(&err)),
-        };
-        let mut state = store.into_data();
-        state.exchange.guest_deadline(None);
-        stdout.finish();
-        stderr.finish();
-        (state.exchange, outcome)
+        self.timer.arm(&deadline);
+        let (mut exchange, outcome) = instance.serve(&app.blueprint.pre, environ, deadline, exchange);
+        self.timer.disarm();
+        exchange.guest_deadline(None);
+        let reusable = matches!(outcome, Outcome::Completed) && !exchange.request_failed();
+        if reusable && instance.served < app.reuse {
+            app.kept.set(Some(instance));
+        } else {
+            app.spare.set(Some(instance.retire()));
+        }
+        (exchange, outcome)
     }
-}
-
-/// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in
-/// a host call.
-fn is_timeout(err: &wasmtime::Error) -> bool {
-    err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
-}
-
-fn ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
-    u64::try_from(ticks).unwrap_or(u64::MAX)
 }

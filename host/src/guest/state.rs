@@ -1,5 +1,5 @@
-//! The state of one request's `Store`: the guest's WASI context, its limits, its deadline, and the exchange its
-//! imports read and write.
+//! The state of a guest instance's `Store`: the guest's WASI context, its limits, and, for the request it serves,
+//! its deadline and the exchange its imports read and write.
 
 use std::sync::Arc;
 
@@ -24,12 +24,18 @@ pub(super) struct RequestState<E> {
     pub limits: StoreLimits,
     /// The addresses and names the guest was granted, for its name lookups.
     pub net: Arc<NetGrant>,
-    /// When the guest's time runs out.
+    /// When the guest's time runs out, in the request it serves.
     pub deadline: Deadline,
-    pub exchange: E,
+    /// The request it serves; none between requests.
+    pub exchange: Option<E>,
 }
 
 impl<E> RequestState<E> {
+    /// The request being served: the wasmcorn imports are only called during one.
+    fn exchange(&mut self) -> Result<&mut E, String> {
+        self.exchange.as_mut().ok_or_else(|| "no request is being served".to_string())
+    }
+
     /// The guest's answer from a call on the client, unless the call failed because the guest's time ran out
     /// while it waited: then the call traps, as a guest timeout.
     fn unless_late<R>(&self, result: Result<R, String>, call: &'static str) -> wasmtime::Result<Result<R, String>> {
@@ -61,18 +67,18 @@ impl<E: Exchange> DeadlineView for RequestState<E> {
 impl<E: Exchange> request::Host for RequestState<E> {
     fn read_body(&mut self, max: u32) -> wasmtime::Result<Result<Vec<u8>, String>> {
         let max = usize::try_from(max).unwrap_or(MAX_READ).clamp(1, MAX_READ);
-        let result = self.exchange.read_body(max);
+        let result = self.exchange().and_then(|exchange| exchange.read_body(max));
         self.unless_late(result, "wasmcorn:app/request.read-body")
     }
 }
 
 impl<E: Exchange> response::Host for RequestState<E> {
     fn start_response(&mut self, status: String, headers: Vec<(String, String)>) -> Result<(), String> {
-        self.exchange.start_response(&status, headers)
+        self.exchange()?.start_response(&status, headers)
     }
 
     fn write_body(&mut self, chunk: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        let result = self.exchange.write_body(&chunk);
+        let result = self.exchange().and_then(|exchange| exchange.write_body(&chunk));
         self.unless_late(result, "wasmcorn:app/response.write-body")
     }
 }

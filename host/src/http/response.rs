@@ -73,6 +73,11 @@ impl ResponseWriter {
         self.progress().0.is_some()
     }
 
+    /// Whether the guest called `start-response` (successfully or not).
+    pub(crate) fn was_started(&self) -> bool {
+        !matches!(self.state, State::Unstarted)
+    }
+
     /// Why the response failed, if the guest broke the contract.
     pub(crate) fn failure(&self) -> Option<&str> {
         match &self.state {

@@ -56,4 +56,8 @@ impl Exchange for HttpExchange {
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String> {
         self.response.write(&mut self.conn, chunk)
     }
+
+    fn request_failed(&self) -> bool {
+        self.body_error.is_some() || self.response.failure().is_some() || !self.response.was_started()
+    }
 }

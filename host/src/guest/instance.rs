@@ -1,0 +1,148 @@
+//! One app's guest instance and its store, across the requests it serves: built for a request, instantiated
+//! inside that request's deadline, and then either dropped or kept for the app's next request (instance reuse).
+//! What belongs to one request is put in before each call and taken out after it: the exchange, the deadline,
+//! the output budget (see `output`). What the instance keeps between requests is the guest's own: its linear
+//! memory and globals (module state), and the host resources it holds (its stdout handle, preopened folders,
+//! an open socket), counted against the same store limits for its whole life.
+//!
+//! The host side of a store that holds nothing of a request (the WASI context: environment, granted folders,
+//! socket rules, random generators; and the output streams) is built once per app and handed from each dropped
+//! store to the next one, instead of being built again for every fresh instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+
+use super::bindings::{App as AppBindings, AppPre};
+use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
+use super::deadline::{Deadline, GuestTimeout};
+use super::engine::store_limits;
+use super::exchange::Exchange;
+use super::output::{GuestLine, GuestOutput};
+use super::runtime::Outcome;
+use super::state::RequestState;
+use super::trace::describe;
+
+/// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
+const OUTPUT_BUDGET: usize = 64 * 1024;
+/// The most host resources (streams, sockets, pollables, files) and component handles one instance may hold at
+/// once; past it the host call fails and the guest traps.
+const MAX_RESOURCES: usize = 10_000;
+
+/// What an app's instances are made from and run with.
+pub(super) struct Blueprint<E: Exchange> {
+    pub pre: AppPre<RequestState<E>>,
+    pub env: Arc<Vec<(String, String)>>,
+    pub dirs: Vec<DirGrant>,
+    pub net: Arc<NetGrant>,
+    pub max_memory_bytes: usize,
+    pub guest_timeout: Duration,
+    /// How the log names the app's output streams.
+    pub stdout: Arc<str>,
+    pub stderr: Arc<str>,
+}
+
+/// The part of a store's state that holds nothing of a request or an instance: its WASI context and the output
+/// streams that context writes to.
+pub(super) struct HostSide {
+    wasi: WasiCtx,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+}
+
+impl HostSide {
+    /// Builds it for `blueprint`'s app: opens the granted folders, captures the output streams.
+    pub(super) fn new<E: Exchange>(blueprint: &Blueprint<E>, log_line: GuestLine) -> anyhow::Result<Self> {
+        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
+        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
+        let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
+        Ok(HostSide { wasi, stdout, stderr })
+    }
+}
+
+/// A store with the app's instance in it (once instantiated), and how many requests it has served.
+pub(super) struct Instance<E: Exchange> {
+    store: Store<RequestState<E>>,
+    app: Option<AppBindings>,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    pub served: u32,
+}
+
+impl<E: Exchange> Instance<E> {
+    /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
+    /// `serve` instantiates it inside the request's deadline.
+    pub(super) fn new(engine: &Engine, blueprint: &Blueprint<E>, host: HostSide) -> Self {
+        let HostSide { wasi, stdout, stderr } = host;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = RequestState {
+            wasi,
+            table,
+            limits: store_limits(blueprint.max_memory_bytes),
+            net: Arc::clone(&blueprint.net),
+            deadline: Deadline::after(blueprint.guest_timeout),
+            exchange: None,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_max_component_handles(MAX_RESOURCES);
+        // The epoch advances only when a running guest's deadline has passed (see `timer`); the deadline may have
+        // moved since (time given back for the client's bytes), so it is checked here.
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        });
+        Instance { store, app: None, stdout, stderr, served: 0 }
+    }
+
+    /// Drops the store, with the instance, its memory and every resource it held, and gives back its host side
+    /// for the app's next instance.
+    pub(super) fn retire(self) -> HostSide {
+        let Instance { store, stdout, stderr, .. } = self;
+        HostSide { wasi: store.into_data().wasi, stdout, stderr }
+    }
+
+    /// Runs one request: puts its exchange and deadline in the store, instantiates the app if it is not yet,
+    /// calls the handler, and takes the exchange back. The guest's output of this request is logged by the end
+    /// and its budget refilled for the next one.
+    pub(super) fn serve(
+        &mut self,
+        pre: &AppPre<RequestState<E>>,
+        environ: &[(String, String)],
+        deadline: Deadline,
+        exchange: E,
+    ) -> (E, Outcome) {
+        let state = self.store.data_mut();
+        state.deadline = deadline;
+        state.exchange = Some(exchange);
+        self.store.set_epoch_deadline(1);
+        let result = match &self.app {
+            Some(app) => app.call_handle(&mut self.store, environ),
+            None => pre.instantiate(&mut self.store).and_then(|app| {
+                let app = self.app.insert(app);
+                app.call_handle(&mut self.store, environ)
+            }),
+        };
+        self.served = self.served.saturating_add(1);
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Completed,
+            Ok(Err(message)) => Outcome::Refused(message),
+            Err(err) if is_timeout(&err) => Outcome::TimedOut(describe(&err)),
+            Err(err) => Outcome::Failed(describe(&err)),
+        };
+        self.stdout.finish();
+        self.stderr.finish();
+        // `serve` put it there and nothing else takes it out.
+        let exchange = self.store.data_mut().exchange.take().expect("the exchange of the request just served");
+        (exchange, outcome)
+    }
+}
+
+/// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in
+/// a host call.
+fn is_timeout(err: &wasmtime::Error) -> bool {
+    err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
+}
