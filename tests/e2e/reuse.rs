@@ -43,6 +43,20 @@ fn every_request_gets_a_fresh_instance_by_default() {
 }
 
 #[test]
+fn every_fresh_instance_gets_a_new_insecure_seed_and_a_reused_one_keeps_its_own() {
+    // The host side of a store (its WASI context) is handed from instance to instance; its random state is not.
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    let seeds: Vec<String> = (0..3).map(|_| body(&server, "localhost", "/seed", 200)).collect();
+    assert!(seeds.iter().all(|seed| seed.len() == 32), "{seeds:?}");
+    assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2] && seeds[0] != seeds[2], "{seeds:?}");
+    drop(server);
+    let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "2"]);
+    let seeds: Vec<String> = (0..3).map(|_| body(&server, "localhost", "/seed", 200)).collect();
+    assert_eq!(seeds[0], seeds[1], "one instance, one seed");
+    assert_ne!(seeds[1], seeds[2], "the next instance has a new seed");
+}
+
+#[test]
 fn a_trap_a_timeout_a_refusal_or_a_failed_response_drops_the_instance() {
     let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "100", "--guest-timeout", "1"]);
     assert_eq!(counts(&server, "localhost", 2), texts(&["1", "2"]));

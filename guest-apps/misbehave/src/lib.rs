@@ -24,6 +24,7 @@
 //! - `/reply-then-read?bytes=N`: streams an N-byte body as `/big` does, then reads the request body to its end.
 //! - `/leak?mib=N`: allocates N MiB (written, so the pages are real) and never frees them, then answers how many
 //!   MiB this instance has leaked in all: with instance reuse, the instance's memory grows from request to request.
+//! - `/seed`: answers the instance's `insecure-seed` (32 hex digits): a fresh instance gets a new one.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -98,6 +99,10 @@ impl Guest for Misbehave {
                 Ok(())
             }
             "/leak" => leak(&parameter(query, "mib")),
+            "/seed" => {
+                let (high, low) = wasip2::random::insecure_seed::insecure_seed();
+                answer(&format!("{high:016x}{low:016x}"))
+            }
             _ => {
                 start_response("404 Not Found", &[])?;
                 write_body(b"unknown route: see the routes in guest-apps/misbehave/src/lib.rs\n")

@@ -6,8 +6,9 @@
 //! an open socket), counted against the same store limits for its whole life.
 //!
 //! The host side of a store that holds nothing of a request (the WASI context: environment, granted folders,
-//! socket rules, random generators; and the output streams) is built once per app and handed from each dropped
-//! store to the next one, instead of being built again for every fresh instance.
+//! socket rules; and the output streams) is built once per app and handed from each dropped
+//! store to the next one, instead of being built again for every fresh instance. Its random generators and
+//! insecure seed are new for every instance.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::random::WasiRandomCtx;
 
 use super::bindings::{App as AppBindings, AppPre};
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
@@ -76,7 +78,10 @@ impl<E: Exchange> Instance<E> {
     /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
     /// `serve` instantiates it inside the request's deadline.
     pub(super) fn new(engine: &Engine, blueprint: &Blueprint<E>, host: HostSide) -> Self {
-        let HostSide { wasi, stdout, stderr } = host;
+        let HostSide { mut wasi, stdout, stderr } = host;
+        // New generators and a new insecure seed for every instance, as a context built afresh would have: what
+        // one instance could learn of them (its hash seed) says nothing about the next.
+        *wasi.random() = WasiRandomCtx::default();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let state = RequestState {
