@@ -6,6 +6,11 @@
 //! and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past it, the
 //! largest head still arriving is refused.
 //! Every connection held here is `Queued`, so that a worker killed meanwhile answers it 503 (see `farewell`).
+//! Idle keep-alive connections wait here too, up to `--max-idle-connections`, each for at most `--keep-alive`:
+//! the first byte of a next request makes one a head still arriving (its client timeout starts then); one still
+//! silent at its deadline, or when the worker stops, is closed, cleanly, since no request is under way on it.
+//! A busy worker's relay takes every connection out (`take_one`) to pass it to the pool's idle workers, which
+//! `admit_handed` it at the same stage.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -14,9 +19,10 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use super::answers;
 use super::farewell::Queued;
-use super::handoff::Handed;
+use super::handoff::{Handed, Stage};
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
+use crate::settings::HttpSettings;
 
 /// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
 /// another.
@@ -59,6 +65,14 @@ struct Pending {
     deadline: Instant,
 }
 
+/// A keep-alive connection waiting for its next request.
+struct Idle {
+    conn: Connection<Stream>,
+    peer: Peer,
+    local: Local,
+    deadline: Instant,
+}
+
 /// What one round of reading did to a head.
 enum Progress {
     Waiting,
@@ -71,6 +85,10 @@ enum Progress {
 pub(super) struct Heads {
     pending: BTreeMap<u64, Pending>,
     ready: VecDeque<Queued<Arrived>>,
+    idle: BTreeMap<u64, Idle>,
+    /// `--keep-alive` and `--max-idle-connections`.
+    keep_alive: Duration,
+    max_idle: usize,
     next_key: u64,
     limits: HeadLimits,
     timeout: Duration,
@@ -79,8 +97,24 @@ pub(super) struct Heads {
 }
 
 impl Heads {
-    pub(super) fn new(first_key: u64, limits: HeadLimits, timeout: Duration, held_limit: usize) -> Self {
-        Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout, held_limit }
+    pub(super) fn new(first_key: u64, settings: &HttpSettings) -> Self {
+        Heads {
+            pending: BTreeMap::new(),
+            ready: VecDeque::new(),
+            idle: BTreeMap::new(),
+            keep_alive: settings.keep_alive,
+            max_idle: settings.max_idle_connections,
+            next_key: first_key,
+            limits: settings.head_limits,
+            timeout: settings.client_timeout,
+            held_limit: settings.pending_heads_limit,
+        }
+    }
+
+    /// Whether the connection of the request about to be served may stay open after it: keep-alive is on and
+    /// this worker has room for one more idle connection.
+    pub(super) fn has_idle_room(&self) -> bool {
+        !self.keep_alive.is_zero() && self.idle.len() < self.max_idle
     }
 
     /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
@@ -91,6 +125,7 @@ impl Heads {
             && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
     }
 
+    /// Whether no request is under way here: idle connections do not count (a stopping worker closes them).
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.ready.is_empty()
     }
@@ -98,6 +133,11 @@ impl Heads {
     /// How many connections are held, heads still arriving and requests not started.
     pub(super) fn held(&self) -> usize {
         self.pending.len() + self.ready.len()
+    }
+
+    /// How many idle keep-alive connections are held.
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle.len()
     }
 
     /// The oldest request whose head is complete, taken out of the queue to be served.
@@ -110,7 +150,8 @@ impl Heads {
         let grace_ends =
             self.pending.values().map(|pending| pending.accepted + FAST_CLIENT_GRACE).filter(|end| *end > now);
         let deadlines = self.pending.values().map(|pending| pending.deadline);
-        deadlines.chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
+        let idle_ends = self.idle.values().map(|idle| idle.deadline);
+        deadlines.chain(idle_ends).chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
     }
 
     /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
@@ -138,17 +179,31 @@ impl Heads {
         }
     }
 
-    /// Takes a connection handed over by the shared pool, whose head it already read and routed.
-    pub(super) fn admit_handed(&mut self, handed: Handed) {
-        let Handed { stream, peer, local, script_name, bytes } = handed;
+    /// Takes a connection handed to this worker's pool, at the stage it crossed in: a complete head is ready to
+    /// serve, a head still arriving or an idle connection is watched until its time left runs out.
+    pub(super) fn admit_handed(&mut self, epoll: &Epoll, handed: Handed) {
+        let Handed { stream, peer, local, stage, bytes } = handed;
         if stream.set_nonblocking(true).is_err() {
             return;
         }
+        let now = Instant::now();
+        let origin = match stage {
+            Stage::Routed { script_name } => Origin::HandedOver { script_name },
+            Stage::Unrouted => Origin::Accepted,
+            Stage::Idle { left } => {
+                return self.watch_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
+            }
+            Stage::Arriving { left } => {
+                // Its grace is over: it was accepted elsewhere, a while ago.
+                let accepted = now.checked_sub(FAST_CLIENT_GRACE).unwrap_or(now);
+                let conn = Queued::connection(Connection::with_bytes(stream, bytes));
+                return self.watch_pending(epoll, Pending { conn, peer, local, accepted, deadline: now + left });
+            }
+        };
         let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
-                let origin = Origin::HandedOver { script_name };
                 self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
             }
             Ok(None) => {
@@ -159,13 +214,135 @@ impl Heads {
         }
     }
 
-    /// Whether `key` is one of the pending connections' keys.
+    /// Takes back the connection of a request just served whose response kept it open. Bytes the client sent
+    /// behind that request (pipelined) make the next request, ready at once when its head is whole; otherwise the
+    /// connection waits, idle, for at most `--keep-alive`.
+    pub(super) fn readmit(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local) {
+        conn.compact();
+        let now = Instant::now();
+        if conn.buffered().is_empty() {
+            return self.watch_idle(epoll, conn, peer, local, now + self.keep_alive);
+        }
+        let mut conn = Queued::connection(conn);
+        match http::parse_head(conn.buffered(), &self.limits) {
+            Ok(Some((request, length))) => {
+                conn.consume(length);
+                let origin = Origin::Accepted;
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
+            }
+            Ok(None) => {
+                self.watch_pending(epoll, Pending { conn, peer, local, accepted: now, deadline: now + self.timeout })
+            }
+            Err(err) => answers::reject(conn.take(), &err, peer),
+        }
+    }
+
+    /// Watches an idle connection until `deadline`, or closes it at once when this worker holds its fill.
+    fn watch_idle(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local, deadline: Instant) {
+        if self.idle.len() >= self.max_idle {
+            return;
+        }
+        let key = self.take_key();
+        if epoll.add(conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_ok() {
+            self.idle.insert(key, Idle { conn, peer, local, deadline });
+        }
+    }
+
+    /// Watches a head still arriving (a part of it may be buffered already).
+    fn watch_pending(&mut self, epoll: &Epoll, mut pending: Pending) {
+        let key = self.take_key();
+        if epoll.add(pending.conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_err() {
+            return;
+        }
+        self.pending.insert(key, pending);
+        self.refuse_largest_over_limit(epoll);
+    }
+
+    fn take_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    /// Closes every idle connection (the worker stops): each is read once first, and one whose next request has
+    /// started arriving is kept as a head still arriving, to be served.
+    pub(super) fn close_idle(&mut self, epoll: &Epoll) {
+        let keys: Vec<u64> = self.idle.keys().copied().collect();
+        for key in keys {
+            self.wake_idle(epoll, key, false);
+        }
+    }
+
+    /// The idle connection under `key` became readable (or its time is up, or the worker stops): what arrived
+    /// makes it a head still arriving, under the same key; nothing (or an end of stream) closes it.
+    fn wake_idle(&mut self, epoll: &Epoll, key: u64, readable: bool) {
+        let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
+        let progress = read_available(&mut conn, &self.limits);
+        if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
+            if readable {
+                // Woken for nothing: it stays idle.
+                self.idle.insert(key, Idle { conn, peer, local, deadline });
+            } else {
+                let _ = epoll.delete(conn.stream());
+            }
+            return;
+        }
+        let now = Instant::now();
+        let mut pending =
+            Pending { conn: Queued::connection(conn), peer, local, accepted: now, deadline: now + self.timeout };
+        match progress {
+            Progress::Waiting => {
+                self.pending.insert(key, pending);
+                self.refuse_largest_over_limit(epoll);
+            }
+            // A client that closed between requests is no error: there is nobody to answer.
+            progress => {
+                let _ = epoll.delete(pending.conn.stream());
+                self.settle(pending, progress);
+            }
+        }
+    }
+
+    /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
+    /// still arriving, then idle connections. Its epoll registration is removed (the socket outlives this
+    /// worker's copy).
+    pub(super) fn take_one(&mut self, epoll: &Epoll) -> Option<Handed> {
+        let now = Instant::now();
+        if let Some(arrived) = self.ready.pop_front() {
+            let Arrived { conn, peer, local, origin, .. } = arrived.take();
+            let stage = match origin {
+                Origin::Accepted => Stage::Unrouted,
+                Origin::HandedOver { script_name } => Stage::Routed { script_name },
+            };
+            let (stream, bytes) = conn.into_parts();
+            return Some(Handed { stream, peer, local, stage, bytes });
+        }
+        let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {
+            let Pending { conn, peer, local, deadline, .. } = pending;
+            let mut conn = conn.take();
+            let _ = epoll.delete(conn.stream());
+            conn.compact();
+            (conn.into_parts(), peer, local, Stage::Arriving { left: deadline.saturating_duration_since(now) })
+        } else {
+            let (_, Idle { mut conn, peer, local, deadline }) = self.idle.pop_first()?;
+            let _ = epoll.delete(conn.stream());
+            conn.compact();
+            (conn.into_parts(), peer, local, Stage::Idle { left: deadline.saturating_duration_since(now) })
+        };
+        let (stream, bytes) = stream_and_bytes;
+        Some(Handed { stream, peer, local, stage, bytes })
+    }
+
+    /// Whether `key` is one of the pending or idle connections' keys.
     pub(super) fn owns(&self, key: u64) -> bool {
-        self.pending.contains_key(&key)
+        self.pending.contains_key(&key) || self.idle.contains_key(&key)
     }
 
     /// Reads what arrived on the connection under `key`.
     pub(super) fn on_readable(&mut self, epoll: &Epoll, key: u64) {
+        if self.idle.contains_key(&key) {
+            return self.wake_idle(epoll, key, true);
+        }
         let Some(pending) = self.pending.get_mut(&key) else { return };
         let progress = read_available(&mut pending.conn, &self.limits);
         if matches!(progress, Progress::Waiting) {
@@ -183,6 +360,11 @@ impl Heads {
     /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
     /// head may have arrived while the worker was busy with a guest.
     pub(super) fn expire(&mut self, epoll: &Epoll, now: Instant) {
+        let idle_late: Vec<u64> =
+            self.idle.iter().filter(|(_, idle)| idle.deadline <= now).map(|(key, _)| *key).collect();
+        for key in idle_late {
+            self.wake_idle(epoll, key, false);
+        }
         let late: Vec<u64> =
             self.pending.iter().filter(|(_, pending)| pending.deadline <= now).map(|(key, _)| *key).collect();
         for key in late {
