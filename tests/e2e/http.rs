@@ -5,7 +5,8 @@ use crate::support::{Server, concurrently, send};
 #[test]
 fn hello_answers_get_with_date_server_and_close() {
     let server = Server::start("sample:hello", 1, &[]);
-    let response = server.get("/");
+    // A client that asks to close gets `Connection: close` (keep-alive is the default: see keepalive.rs).
+    let response = server.request(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "Hello, World!");
     assert_eq!(response.header("content-type"), Some("text/plain"));

@@ -14,6 +14,7 @@ mod corpus;
 mod guests;
 mod http;
 mod isolation;
+mod keepalive;
 mod logs;
 mod process;
 mod retire;

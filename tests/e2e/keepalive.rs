@@ -1,0 +1,387 @@
+//! Keep-alive: a connection whose response allows it carries the client's next request; `Connection: close`,
+//! HTTP/1.0 without keep-alive, an unknown response framing, an unread or malformed body, the limits and the
+//! stops close it, cleanly, between requests. An idle connection pins no worker: its next request, like a head
+//! that completed while its worker ran a long request, is served by whichever worker of its pool is free.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::support::{PATIENCE, Response, Server, command, eventually, parse_response};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+/// A client that keeps its connection: it reads one response at a time, by its framing.
+struct Client {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+/// How a wait for the server's bytes ended.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// A FIN: the server closed the connection cleanly.
+    Closed,
+    /// The connection was reset, or failed.
+    Failed(ErrorKind),
+}
+
+impl Client {
+    fn connect(server: &Server) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client { stream, buffer: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send a request");
+    }
+
+    /// `GET path` with `Host: host`, keeping the connection.
+    fn get(&mut self, host: &str, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        self.response()
+    }
+
+    /// Reads more bytes into the buffer; how the connection ended when none came.
+    fn fill(&mut self) -> Result<(), End> {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(End::Closed),
+            Ok(count) => {
+                self.buffer.extend_from_slice(&chunk[..count]);
+                Ok(())
+            }
+            Err(err) => Err(End::Failed(err.kind())),
+        }
+    }
+
+    /// The next response, read by its framing (to the connection's end when it has none); it is taken out of the
+    /// buffer, so what follows it is the next one.
+    fn response(&mut self) -> Response {
+        loop {
+            if let Some(length) = self.whole_response() {
+                let raw: Vec<u8> = self.buffer.drain(..length).collect();
+                return parse_response(&raw);
+            }
+            if let Err(end) = self.fill() {
+                assert!(!self.buffer.is_empty(), "the connection ended ({end:?}) before a response");
+                let raw = std::mem::take(&mut self.buffer);
+                return parse_response(&raw);
+            }
+        }
+    }
+
+    /// The length of the whole response at the start of the buffer, if it is there and framed.
+    fn whole_response(&self) -> Option<usize> {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let httparse::Status::Complete(head) = parsed.parse(&self.buffer).ok()? else { return None };
+        let field = |name: &str| {
+            let found = parsed.headers.iter().find(|field| field.name.eq_ignore_ascii_case(name));
+            found.map(|field| String::from_utf8_lossy(field.value).into_owned())
+        };
+        if field("transfer-encoding").as_deref() == Some("chunked") {
+            let end = self.buffer[head..].windows(5).position(|window| window == b"0\r\n\r\n")?;
+            return Some(head + end + 5);
+        }
+        let length: usize = field("content-length")?.parse().ok()?;
+        (self.buffer.len() >= head + length).then_some(head + length)
+    }
+
+    /// Waits for the server to end the connection, with nothing more sent; how it ended.
+    fn end(&mut self) -> End {
+        loop {
+            if let Err(end) = self.fill() {
+                assert!(self.buffer.is_empty(), "more bytes came: {:?}", String::from_utf8_lossy(&self.buffer));
+                return end;
+            }
+        }
+    }
+
+    /// Whether any byte (or the end) has come, without waiting.
+    fn has_news(&self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let news = !matches!(self.stream.peek(&mut byte), Err(err) if err.kind() == ErrorKind::WouldBlock);
+        self.stream.set_nonblocking(false).unwrap();
+        news
+    }
+}
+
+fn assert_kept(response: &Response, status: u16) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.header("connection"), Some("keep-alive"), "{:?}", response.headers);
+}
+
+fn assert_closing(response: &Response, status: u16) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.header("connection"), Some("close"), "{:?}", response.headers);
+}
+
+/// The pid in the access-log line (`--access-logformat '%(p)s %(r)s'`) of the request line `request_line`.
+fn served_by(server: &Server, request_line: &str) -> Pid {
+    let line = server.wait_for_line(&format!("> {request_line}"));
+    let pid = line.split('<').nth(1).and_then(|rest| rest.split('>').next()).and_then(|pid| pid.parse().ok());
+    Pid::from_raw(pid.unwrap_or_else(|| panic!("no pid in {line:?}")))
+}
+
+const WITH_PIDS: [&str; 2] = ["--access-logformat", "%(p)s %(r)s"];
+
+#[test]
+fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
+    let server = Server::start("sample:hello", 1, &[]);
+    let mut client = Client::connect(&server);
+    for _ in 0..3 {
+        let response = client.get("h", "/");
+        assert_kept(&response, 200);
+        assert_eq!(response.text(), "Hello, World!");
+    }
+    client.send(b"GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+    assert_eq!(server.wait_for_count("\"GET / HTTP/1.1\" 200 13", 3).len(), 3);
+    server.wait_for_line("\"GET /last HTTP/1.1\" 200 13");
+}
+
+#[test]
+fn http10_keeps_the_connection_only_when_it_asks() {
+    let server = Server::start("sample:hello", 1, &[]);
+    let mut client = Client::connect(&server);
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+
+    let mut client = Client::connect(&server);
+    client.send(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert_kept(&client.response(), 200);
+    client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_kept(&client.response(), 200);
+}
+
+#[test]
+fn keep_alive_zero_closes_every_connection() {
+    let server = Server::start("sample:hello", 1, &["--keep-alive", "0"]);
+    let mut client = Client::connect(&server);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+}
+
+#[test]
+fn an_idle_connection_is_closed_cleanly_when_its_time_is_up() {
+    let server = Server::start("sample:hello", 1, &["--keep-alive", "0.5"]);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed, "a FIN, not a reset, and no 408");
+    // The worker still serves.
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    let mut client = Client::connect(&server);
+    let mut burst = Vec::new();
+    for length in 1..=3 {
+        burst.extend_from_slice(format!("GET /declared?length={length} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    }
+    client.send(&burst);
+    for length in 1..=3 {
+        let response = client.response();
+        assert_kept(&response, 200);
+        assert_eq!(response.text(), "x".repeat(length));
+    }
+}
+
+#[test]
+fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    // Conflicting framing: the second request's "body" holds a third request.
+    let mut client = Client::connect(&server);
+    client.send(
+        b"GET /declared?length=1 HTTP/1.1\r\nHost: h\r\n\r\n\
+          POST /discard HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /declared?length=7 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_kept(&client.response(), 200);
+    assert_closing(&client.response(), 400);
+    assert_eq!(client.end(), End::Closed);
+    // Bad chunking: the body's end is unknown, so is where a next request would start.
+    let mut client = Client::connect(&server);
+    client.send(
+        b"POST /discard HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nzz\r\nGET /declared?length=8 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_closing(&client.response(), 400);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("\"GET /declared?length=1 HTTP/1.1\" 200");
+    server.wait_for_line("Bad request body for POST /discard HTTP/1.1");
+    assert_eq!(server.get("/count").status, 200);
+    server.wait_for_line("\"GET /count HTTP/1.1\" 200");
+    let log = server.log_text();
+    assert!(!log.contains("length=7") && !log.contains("length=8"), "a smuggled request was served:\n{log}");
+}
+
+#[test]
+fn an_unread_body_or_an_unframed_response_closes_the_connection() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    // The guest answers without reading the body: what is left of it must not be read as a next request.
+    let mut client = Client::connect(&server);
+    client.send(b"POST /declared?length=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 44\r\n\r\n");
+    client.send(b"GET /declared?length=9 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+    // A body read whole keeps it.
+    let mut client = Client::connect(&server);
+    client.send(b"POST /discard HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    let response = client.response();
+    assert_kept(&response, 200);
+    assert_eq!(response.text(), "5");
+    // Streamed to an HTTP/1.0 client without a length, the body ends with the connection.
+    let mut client = Client::connect(&server);
+    client.send(b"GET /big?bytes=100000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let response = client.response();
+    assert_closing(&response, 200);
+    assert_eq!(response.body.len(), 100_000);
+    assert!(response.header("content-length").is_none());
+    assert!(!server.log_text().contains("length=9"));
+}
+
+#[test]
+fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs_a_long_request() {
+    let mut args = vec!["--guest-timeout", "30"];
+    args.extend(WITH_PIDS);
+    let server = Server::start(MISBEHAVE, 2, &args);
+    let mut idle = Client::connect(&server);
+    assert_kept(&idle.get("h", "/count?idle=1"), 200);
+    let holder = served_by(&server, "GET /count?idle=1 HTTP/1.1");
+    // A second client whose connection the same worker holds (which worker takes a connection is the kernel's
+    // choice: try until one lands there).
+    let mut long = None;
+    for attempt in 0..60 {
+        let mut client = Client::connect(&server);
+        assert_kept(&client.get("h", &format!("/count?long={attempt}")), 200);
+        if served_by(&server, &format!("GET /count?long={attempt} HTTP/1.1")) == holder {
+            long = Some(client);
+            break;
+        }
+    }
+    let mut long = long.expect("a connection landed on the worker that holds the idle one");
+    // Its long request: the guest waits for the body, which the test sends when it likes.
+    long.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
+    server.wait_for_line("[guest stdout] stashed");
+    // The idle connection's next request, while its worker runs the long one.
+    let response = idle.get("h", "/count?idle=2");
+    assert_kept(&response, 200);
+    let other = served_by(&server, "GET /count?idle=2 HTTP/1.1");
+    assert_ne!(other, holder, "the request waited for its busy worker:\n{}", server.log_text());
+    assert!(!long.has_news(), "the long request is still running");
+    long.send(b"x");
+    assert_kept(&long.response(), 200);
+    assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
+}
+
+#[test]
+fn clients_past_the_idle_limit_are_answered_then_closed() {
+    let server = Server::start("sample:hello", 1, &["--max-idle-connections", "1"]);
+    let mut first = Client::connect(&server);
+    assert_kept(&first.get("h", "/"), 200);
+    let mut second = Client::connect(&server);
+    assert_closing(&second.get("h", "/"), 200);
+    assert_eq!(second.end(), End::Closed);
+    assert_kept(&first.get("h", "/"), 200);
+}
+
+#[test]
+fn max_requests_closes_with_the_last_response() {
+    let server = Server::start("sample:hello", 1, &["--max-requests", "2"]);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_count("Booting worker with pid", 2);
+}
+
+#[test]
+fn reload_closes_idle_connections_cleanly() {
+    let server = Server::start("sample:hello", 1, &[]);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    server.signal(Signal::SIGHUP);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
+    let mut server = Server::start(MISBEHAVE, 1, &[]);
+    let mut idle = Client::connect(&server);
+    assert_kept(&idle.get("h", "/count"), 200);
+    let mut busy = Client::connect(&server);
+    busy.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
+    server.wait_for_line("[guest stdout] stashed");
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    busy.send(b"x");
+    let response = busy.response();
+    assert_eq!((response.status, response.text().as_str()), (200, "stashed"));
+    assert_eq!(busy.end(), End::Closed, "a clean close after the request in flight");
+    assert_eq!(idle.end(), End::Closed, "a clean close between requests");
+    assert!(server.wait_exit().success());
+}
+
+/// The tenants' manifest: `hello` on host a.test, `echo` under /echo, and `evil` (the misbehave guest) on
+/// evil.test with a pool of its own.
+const APPS: &str = r#"
+[[app]]
+name = "hello"
+component = "sample:hello"
+hosts = ["a.test"]
+
+[[app]]
+name = "echo"
+component = "sample:echo"
+prefix = "/echo"
+
+[[app]]
+name = "evil"
+component = "MISBEHAVE"
+hosts = ["evil.test"]
+workers = 1
+"#;
+
+#[test]
+fn each_request_of_a_connection_is_routed_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, APPS.replace("MISBEHAVE", MISBEHAVE)).unwrap();
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
+    args.extend(WITH_PIDS);
+    let server = Server::spawn(command(&args));
+    server.wait_for_count("Booting worker with pid", 3);
+    let dedicated = server.booted_worker_pids_where(|line| line.ends_with("(app evil)"));
+
+    let mut client = Client::connect(&server);
+    let hello = client.get("a.test", "/");
+    assert_kept(&hello, 200);
+    assert_eq!(hello.text(), "Hello, World!");
+    let echo = client.get("b.test", "/echo/x");
+    assert_kept(&echo, 200);
+    assert_eq!(echo.json()["environ"]["SCRIPT_NAME"], "/echo");
+    // Handed over to the dedicated pool with the rest of the connection, which then comes back.
+    let evil = client.get("evil.test", "/count?evil=1");
+    assert_kept(&evil, 200);
+    assert_eq!(evil.text(), "1");
+    assert_eq!(vec![served_by(&server, "GET /count?evil=1 HTTP/1.1")], dedicated);
+    let evil = client.get("evil.test", "/count?evil=2");
+    assert_kept(&evil, 200);
+    assert_eq!(vec![served_by(&server, "GET /count?evil=2 HTTP/1.1")], dedicated);
+    let hello = client.get("a.test", "/again");
+    assert_kept(&hello, 200);
+    assert_eq!(hello.text(), "Hello, World!");
+    assert!(!dedicated.contains(&served_by(&server, "GET /again HTTP/1.1")), "the shared pool served it");
+    eventually("four access-log lines", || server.log_text().matches("> GET /").count() >= 4);
+}
