@@ -60,6 +60,26 @@ impl Channel {
         self.receiver.as_fd()
     }
 
+    /// Answers `503` (as a dying worker does, see `farewell`) every connection still waiting in the channel,
+    /// and closes the idle ones whose client sent nothing: the arbiter does it when the server has stopped and
+    /// no worker is left to take them. Never waits. Returns how many were answered.
+    pub(crate) fn answer_waiting(&self) -> usize {
+        let mut inbox = Inbox::new(self.receiver());
+        let mut answered = 0;
+        while let Ok(Some(handed)) = inbox.receive() {
+            let fd = handed.stream.as_fd().as_raw_fd();
+            let mut byte = [0u8; 1];
+            let silent = !matches!(socket::recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1));
+            if matches!(handed.stage, Stage::Idle { .. }) && silent {
+                continue;
+            }
+            if super::farewell::answer_one(fd) {
+                answered += 1;
+            }
+        }
+        answered
+    }
+
     /// Both descriptors' numbers, for closing them in a worker that uses neither.
     pub(crate) fn raw_fds(&self) -> [RawFd; 2] {
         [self.sender.as_raw_fd(), self.receiver.as_raw_fd()]
