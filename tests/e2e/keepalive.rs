@@ -257,21 +257,8 @@ fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs
     let mut idle = Client::connect(&server);
     assert_kept(&idle.get("h", "/count?idle=1"), 200);
     let holder = served_by(&server, "GET /count?idle=1 HTTP/1.1");
-    // A second client whose connection the same worker holds (which worker takes a connection is the kernel's
-    // choice: try until one lands there).
-    let mut long = None;
-    for attempt in 0..60 {
-        let mut client = Client::connect(&server);
-        assert_kept(&client.get("h", &format!("/count?long={attempt}")), 200);
-        if served_by(&server, &format!("GET /count?long={attempt} HTTP/1.1")) == holder {
-            long = Some(client);
-            break;
-        }
-    }
-    let mut long = long.expect("a connection landed on the worker that holds the idle one");
-    // Its long request: the guest waits for the body, which the test sends when it likes.
-    long.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
-    server.wait_for_line("[guest stdout] stashed");
+    let mut long = connection_on(&server, holder);
+    start_long_request(&server, &mut long);
     // The idle connection's next request, while its worker runs the long one.
     let response = idle.get("h", "/count?idle=2");
     assert_kept(&response, 200);
@@ -281,6 +268,59 @@ fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs
     long.send(b"x");
     assert_kept(&long.response(), 200);
     assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
+}
+
+/// A kept-alive connection that the worker `holder` holds (which worker takes a connection is the kernel's
+/// choice: connect until one lands there).
+fn connection_on(server: &Server, holder: Pid) -> Client {
+    for attempt in 0..60 {
+        let mut client = Client::connect(server);
+        assert_kept(&client.get("h", &format!("/count?try={attempt}")), 200);
+        if served_by(server, &format!("GET /count?try={attempt} HTTP/1.1")) == holder {
+            return client;
+        }
+    }
+    panic!("no connection landed on worker {holder}");
+}
+
+/// A long request on `client`: the guest waits for the body, which the test sends when it likes (`x`).
+fn start_long_request(server: &Server, client: &mut Client) {
+    client.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
+    server.wait_for_line("[guest stdout] stashed");
+}
+
+/// How many bytes the server has not read yet of what `client` sent, from /proc/net/tcp's `rx_queue`.
+fn unread_by_server(server: &Server, client: &Client) -> Option<usize> {
+    let client_port = client.stream.local_addr().ok()?.port();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port_of = |address: &str| address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+        if port_of(fields.get(1)?)? != server.port || port_of(fields.get(2)?)? != client_port {
+            return None;
+        }
+        usize::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
+    })
+}
+
+#[test]
+fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_free_worker() {
+    let server = Server::start(MISBEHAVE, 2, &WITH_PIDS);
+    let mut pending = Client::connect(&server);
+    assert_kept(&pending.get("h", "/count?pending=1"), 200);
+    let holder = served_by(&server, "GET /count?pending=1 HTTP/1.1");
+    let mut long = connection_on(&server, holder);
+    // The next head begins to arrive, and its worker reads that much before it starts the long request.
+    pending.send(b"GET /count?pending=2 HTTP/1.1\r\n");
+    eventually("the worker reads the start of the head", || unread_by_server(&server, &pending) == Some(0));
+    start_long_request(&server, &mut long);
+    pending.send(b"Host: h\r\n\r\n");
+    assert_kept(&pending.response(), 200);
+    let other = served_by(&server, "GET /count?pending=2 HTTP/1.1");
+    assert_ne!(other, holder, "the head waited for its busy worker:\n{}", server.log_text());
+    assert!(!long.has_news(), "the long request is still running");
+    long.send(b"x");
+    assert_kept(&long.response(), 200);
 }
 
 #[test]
