@@ -5,21 +5,23 @@
 //! its request ready to serve, in arrival order. The buffers of the connections held here, heads still arriving
 //! and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past it, the
 //! largest head still arriving is refused.
-//! Every connection held here is `Queued`, so that a worker killed meanwhile answers it 503 (see `farewell`).
-//! Idle keep-alive connections wait here too, up to `--max-idle-connections`, each for at most `--keep-alive`:
+//! Every connection held here (but the idle ones, below) is `Queued`, so that a worker killed meanwhile answers it
+//! 503 (see `farewell`). Idle keep-alive connections wait here too (`idle`), up to `--max-idle-connections`, each for at most `--keep-alive`:
 //! the first byte of a next request makes one a head still arriving (its client timeout starts then); one still
 //! silent at its deadline, or when the worker stops, is closed, cleanly, since no request is under way on it.
 //! A busy worker's relay takes every connection out (`take_one`) to pass it to the pool's idle workers, which
-//! `admit_handed` it at the same stage.
+//! `admit_handed` it at the same stage (`crossing`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+mod crossing;
+mod idle;
+
 use super::answers;
 use super::farewell::Queued;
-use super::handoff::{Handed, Stage};
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
 use crate::settings::HttpSettings;
@@ -65,14 +67,6 @@ struct Pending {
     deadline: Instant,
 }
 
-/// A keep-alive connection waiting for its next request.
-struct Idle {
-    conn: Connection<Stream>,
-    peer: Peer,
-    local: Local,
-    deadline: Instant,
-}
-
 /// What one round of reading did to a head.
 enum Progress {
     Waiting,
@@ -85,7 +79,7 @@ enum Progress {
 pub(super) struct Heads {
     pending: BTreeMap<u64, Pending>,
     ready: VecDeque<Queued<Arrived>>,
-    idle: BTreeMap<u64, Idle>,
+    idle: BTreeMap<u64, idle::Idle>,
     /// `--keep-alive` and `--max-idle-connections`.
     keep_alive: Duration,
     max_idle: usize,
@@ -179,75 +173,6 @@ impl Heads {
         }
     }
 
-    /// Takes a connection handed to this worker's pool, at the stage it crossed in: a complete head is ready to
-    /// serve, a head still arriving or an idle connection is watched until its time left runs out.
-    pub(super) fn admit_handed(&mut self, epoll: &Epoll, handed: Handed) {
-        let Handed { stream, peer, local, stage, bytes } = handed;
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
-        let now = Instant::now();
-        let origin = match stage {
-            Stage::Routed { script_name } => Origin::HandedOver { script_name },
-            Stage::Unrouted => Origin::Accepted,
-            Stage::Idle { left } => {
-                return self.watch_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
-            }
-            Stage::Arriving { left } => {
-                // Its grace is over: it was accepted elsewhere, a while ago.
-                let accepted = now.checked_sub(FAST_CLIENT_GRACE).unwrap_or(now);
-                let conn = Queued::connection(Connection::with_bytes(stream, bytes));
-                return self.watch_pending(epoll, Pending { conn, peer, local, accepted, deadline: now + left });
-            }
-        };
-        let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
-        match http::parse_head(conn.buffered(), &self.limits) {
-            Ok(Some((request, length))) => {
-                conn.consume(length);
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
-            }
-            Ok(None) => {
-                let err = HttpError::BadRequest("an incomplete head was handed over".into());
-                answers::reject(conn.take(), &err, peer);
-            }
-            Err(err) => answers::reject(conn.take(), &err, peer),
-        }
-    }
-
-    /// Takes back the connection of a request just served whose response kept it open. Bytes the client sent
-    /// behind that request (pipelined) make the next request, ready at once when its head is whole; otherwise the
-    /// connection waits, idle, for at most `--keep-alive`.
-    pub(super) fn readmit(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local) {
-        conn.compact();
-        let now = Instant::now();
-        if conn.buffered().is_empty() {
-            return self.watch_idle(epoll, conn, peer, local, now + self.keep_alive);
-        }
-        let mut conn = Queued::connection(conn);
-        match http::parse_head(conn.buffered(), &self.limits) {
-            Ok(Some((request, length))) => {
-                conn.consume(length);
-                let origin = Origin::Accepted;
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
-            }
-            Ok(None) => {
-                self.watch_pending(epoll, Pending { conn, peer, local, accepted: now, deadline: now + self.timeout })
-            }
-            Err(err) => answers::reject(conn.take(), &err, peer),
-        }
-    }
-
-    /// Watches an idle connection until `deadline`, or closes it at once when this worker holds its fill.
-    fn watch_idle(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local, deadline: Instant) {
-        if self.idle.len() >= self.max_idle {
-            return;
-        }
-        let key = self.take_key();
-        if epoll.add(conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_ok() {
-            self.idle.insert(key, Idle { conn, peer, local, deadline });
-        }
-    }
-
     /// Watches a head still arriving (a part of it may be buffered already).
     fn watch_pending(&mut self, epoll: &Epoll, mut pending: Pending) {
         let key = self.take_key();
@@ -262,75 +187,6 @@ impl Heads {
         let key = self.next_key;
         self.next_key += 1;
         key
-    }
-
-    /// Closes every idle connection (the worker stops): each is read once first, and one whose next request has
-    /// started arriving is kept as a head still arriving, to be served.
-    pub(super) fn close_idle(&mut self, epoll: &Epoll) {
-        let keys: Vec<u64> = self.idle.keys().copied().collect();
-        for key in keys {
-            self.wake_idle(epoll, key, false);
-        }
-    }
-
-    /// The idle connection under `key` became readable (or its time is up, or the worker stops): what arrived
-    /// makes it a head still arriving, under the same key; nothing (or an end of stream) closes it.
-    fn wake_idle(&mut self, epoll: &Epoll, key: u64, readable: bool) {
-        let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
-        let progress = read_available(&mut conn, &self.limits);
-        if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
-            if readable {
-                // Woken for nothing: it stays idle.
-                self.idle.insert(key, Idle { conn, peer, local, deadline });
-            } else {
-                let _ = epoll.delete(conn.stream());
-            }
-            return;
-        }
-        let now = Instant::now();
-        let mut pending =
-            Pending { conn: Queued::connection(conn), peer, local, accepted: now, deadline: now + self.timeout };
-        match progress {
-            Progress::Waiting => {
-                self.pending.insert(key, pending);
-                self.refuse_largest_over_limit(epoll);
-            }
-            // A client that closed between requests is no error: there is nobody to answer.
-            progress => {
-                let _ = epoll.delete(pending.conn.stream());
-                self.settle(pending, progress);
-            }
-        }
-    }
-
-    /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
-    /// still arriving, then idle connections. Its epoll registration is removed (the socket outlives this
-    /// worker's copy).
-    pub(super) fn take_one(&mut self, epoll: &Epoll) -> Option<Handed> {
-        let now = Instant::now();
-        if let Some(arrived) = self.ready.pop_front() {
-            let Arrived { conn, peer, local, origin, .. } = arrived.take();
-            let stage = match origin {
-                Origin::Accepted => Stage::Unrouted,
-                Origin::HandedOver { script_name } => Stage::Routed { script_name },
-            };
-            let (stream, bytes) = conn.into_parts();
-            return Some(Handed { stream, peer, local, stage, bytes });
-        }
-        let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {
-            let Pending { conn, peer, local, deadline, .. } = pending;
-            let mut conn = conn.take();
-            let _ = epoll.delete(conn.stream());
-            conn.compact();
-            (conn.into_parts(), peer, local, Stage::Arriving { left: deadline.saturating_duration_since(now) })
-        } else {
-            let (_, Idle { mut conn, peer, local, deadline }) = self.idle.pop_first()?;
-            let _ = epoll.delete(conn.stream());
-            conn.compact();
-            (conn.into_parts(), peer, local, Stage::Idle { left: deadline.saturating_duration_since(now) })
-        };
-        let (stream, bytes) = stream_and_bytes;
-        Some(Handed { stream, peer, local, stage, bytes })
     }
 
     /// Whether `key` is one of the pending or idle connections' keys.
