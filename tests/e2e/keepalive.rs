@@ -425,3 +425,17 @@ fn each_request_of_a_connection_is_routed_on_its_own() {
     assert!(!dedicated.contains(&served_by(&server, "GET /again HTTP/1.1")), "the shared pool served it");
     eventually("four access-log lines", || server.log_text().matches("> GET /").count() >= 4);
 }
+
+#[test]
+fn the_request_that_reaches_an_apps_max_requests_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\nmax_requests = 2\n").unwrap();
+    let server = Server::spawn(command(&["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0"]));
+    server.wait_for_count("Booting worker with pid", 1);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("Autorestarting worker after 2 requests of app hello");
+}

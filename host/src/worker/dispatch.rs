@@ -100,7 +100,11 @@ impl<'a> Dispatch<'a> {
                     path: &path,
                     body_limit: hosted.body_limit,
                 };
-                let kept = serve::request(runtime, &target, settings, arrived, slot, keep_alive);
+                // The request that reaches a shared app's own `max_requests` is this worker's last: it closes.
+                let last = *self.own == PoolKey::Shared
+                    && hosted.max_requests > 0
+                    && self.served[app.index()] + 1 >= hosted.max_requests;
+                let kept = serve::request(runtime, &target, settings, arrived, slot, keep_alive && !last);
                 self.served[app.index()] += 1;
                 Handled::Served { app, kept }
             }
