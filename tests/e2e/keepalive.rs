@@ -356,6 +356,20 @@ fn reload_closes_idle_connections_cleanly() {
 }
 
 #[test]
+fn a_response_finished_after_a_reload_retired_its_worker_says_close() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    let mut busy = Client::connect(&server);
+    start_long_request(&server, &mut busy);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    busy.send(b"x");
+    let response = busy.response();
+    assert_closing(&response, 200);
+    assert_eq!(response.text(), "stashed");
+    assert_eq!(busy.end(), End::Closed);
+}
+
+#[test]
 fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
     let mut server = Server::start(MISBEHAVE, 1, &[]);
     let mut idle = Client::connect(&server);

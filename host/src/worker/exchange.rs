@@ -32,6 +32,11 @@ impl HttpExchange {
         self.response.offer_keep_alive(offer);
     }
 
+    /// The worker will close the connection after this response whatever the client asked (it is retired).
+    pub(super) fn forgo_keep_alive(&mut self) {
+        self.keep_alive = false;
+    }
+
     /// Whether the connection may carry the next request: the response said so and went out whole.
     pub(super) fn keeps_alive(&self) -> bool {
         self.keep_alive && self.response.keeps_alive() && self.body.is_done() && self.body_error.is_none()

@@ -77,6 +77,10 @@ pub(super) fn request(
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
+    if slot.is_retiring() {
+        // Retired while the guest ran (a reload, TTOU): this worker closes its connections after this request.
+        exchange.forgo_keep_alive();
+    }
     exchange.offer_keep_alive();
     let (sent, finished) = match exchange.response.finish(&mut exchange.conn, guest_error) {
         Ok(sent) => (sent, true),
