@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::Epoll;
 
-use super::handoff;
+use super::handoff::{self, SendError};
 use super::heads::Heads;
 use crate::log;
 
@@ -132,8 +132,10 @@ fn relay_all(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>) {
         match handoff::send(channel, &handed.stream, &handed.stage, &handed.bytes) {
             // Our copy of the socket closes here; the worker that takes it has its own.
             Ok(()) => {}
-            Err(err) => {
-                log::warning(format_args!("cannot relay a connection to the pool's other workers: {err:?}"));
+            // More bytes read than a message carries: it stays, the others may still go.
+            Err(SendError::TooLarge) => refused.push(handed),
+            Err(SendError::Busy(err)) => {
+                log::warning(format_args!("cannot relay connections to the pool's other workers: {err}"));
                 refused.push(handed);
                 break;
             }
