@@ -197,9 +197,9 @@ fn accept_loop(
         if let Err(err) = &relay_thread {
             log::warning(format_args!("no relay thread ({err}): a long guest run holds this worker's connections"));
         }
-        let result = serve_loop(runtime, dispatch, inlet, setup, signals, &epoll, &heads, &relay);
-        relay.quit();
-        result
+        // The relay thread ends with the loop, however the loop ends (the scope waits for it).
+        let _quit = relay.quit_on_drop();
+        serve_loop(runtime, dispatch, inlet, setup, signals, &epoll, &heads, &relay)
     })
 }
 

@@ -85,6 +85,11 @@ impl Relay {
         self.wake();
     }
 
+    /// Ends the relay thread when the returned guard is dropped.
+    pub(super) fn quit_on_drop(&self) -> QuitOnDrop<'_> {
+        QuitOnDrop(self)
+    }
+
     fn wake(&self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
@@ -122,6 +127,15 @@ impl Relay {
                 relayed_from = run;
             }
         }
+    }
+}
+
+/// Ends the relay thread when dropped (see `Relay::quit_on_drop`).
+pub(super) struct QuitOnDrop<'a>(&'a Relay);
+
+impl Drop for QuitOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.quit();
     }
 }
 
