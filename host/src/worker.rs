@@ -61,6 +61,9 @@ const STOPPED_MEMORY: usize = 64 * 1024;
 const SIGNAL_KEY: u64 = u64::MAX;
 const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
+/// The relay thread's stack: it only moves descriptors and writes a log line.
+const RELAY_STACK: usize = 128 * 1024;
+
 /// What a worker is given by the arbiter.
 pub(crate) struct Setup<'a> {
     pub site: &'a Site,
@@ -193,6 +196,7 @@ fn accept_loop(
     std::thread::scope(|scope| {
         let relay_thread = std::thread::Builder::new()
             .name("relay".into())
+            .stack_size(RELAY_STACK)
             .spawn_scoped(scope, || relay.run(&heads, &epoll, channel.sender()));
         if let Err(err) = &relay_thread {
             log::warning(format_args!("no relay thread ({err}): a long guest run holds this worker's connections"));
