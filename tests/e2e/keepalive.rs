@@ -128,11 +128,14 @@ fn served_by(server: &Server, request_line: &str) -> Pid {
     Pid::from_raw(pid.unwrap_or_else(|| panic!("no pid in {line:?}")))
 }
 
-const WITH_PIDS: [&str; 2] = ["--access-logformat", "%(p)s %(r)s"];
+const WITH_PIDS: [&str; 4] = ["--access-logformat", "%(p)s %(r)s", "--keep-alive", "60"];
+
+/// A keep-alive long enough that no idle connection of a test times out on a busy machine.
+const PATIENT: [&str; 2] = ["--keep-alive", "60"];
 
 #[test]
 fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
-    let server = Server::start("sample:hello", 1, &[]);
+    let server = Server::start("sample:hello", 1, &PATIENT);
     let mut client = Client::connect(&server);
     for _ in 0..3 {
         let response = client.get("h", "/");
@@ -148,7 +151,7 @@ fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
 
 #[test]
 fn http10_keeps_the_connection_only_when_it_asks() {
-    let server = Server::start("sample:hello", 1, &[]);
+    let server = Server::start("sample:hello", 1, &PATIENT);
     let mut client = Client::connect(&server);
     client.send(b"GET / HTTP/1.0\r\n\r\n");
     assert_closing(&client.response(), 200);
@@ -181,7 +184,7 @@ fn an_idle_connection_is_closed_cleanly_when_its_time_is_up() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let server = Server::start(MISBEHAVE, 1, &[]);
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
     let mut client = Client::connect(&server);
     let mut burst = Vec::new();
     for length in 1..=3 {
@@ -197,7 +200,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
-    let server = Server::start(MISBEHAVE, 1, &[]);
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
     // Conflicting framing: the second request's "body" holds a third request.
     let mut client = Client::connect(&server);
     client.send(
@@ -226,7 +229,7 @@ fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
 
 #[test]
 fn an_unread_body_or_an_unframed_response_closes_the_connection() {
-    let server = Server::start(MISBEHAVE, 1, &[]);
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
     // The guest answers without reading the body: what is left of it must not be read as a next request.
     let mut client = Client::connect(&server);
     client.send(b"POST /declared?length=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 44\r\n\r\n");
@@ -325,7 +328,7 @@ fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_fre
 
 #[test]
 fn clients_past_the_idle_limit_are_answered_then_closed() {
-    let server = Server::start("sample:hello", 1, &["--max-idle-connections", "1"]);
+    let server = Server::start("sample:hello", 1, &["--max-idle-connections", "1", "--keep-alive", "60"]);
     let mut first = Client::connect(&server);
     assert_kept(&first.get("h", "/"), 200);
     let mut second = Client::connect(&server);
@@ -336,7 +339,7 @@ fn clients_past_the_idle_limit_are_answered_then_closed() {
 
 #[test]
 fn max_requests_closes_with_the_last_response() {
-    let server = Server::start("sample:hello", 1, &["--max-requests", "2"]);
+    let server = Server::start("sample:hello", 1, &["--max-requests", "2", "--keep-alive", "60"]);
     let mut client = Client::connect(&server);
     assert_kept(&client.get("h", "/"), 200);
     assert_closing(&client.get("h", "/"), 200);
@@ -346,7 +349,7 @@ fn max_requests_closes_with_the_last_response() {
 
 #[test]
 fn reload_closes_idle_connections_cleanly() {
-    let server = Server::start("sample:hello", 1, &[]);
+    let server = Server::start("sample:hello", 1, &PATIENT);
     let mut client = Client::connect(&server);
     assert_kept(&client.get("h", "/"), 200);
     server.signal(Signal::SIGHUP);
@@ -357,7 +360,7 @@ fn reload_closes_idle_connections_cleanly() {
 
 #[test]
 fn a_response_finished_after_a_reload_retired_its_worker_says_close() {
-    let server = Server::start(MISBEHAVE, 1, &[]);
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
     let mut busy = Client::connect(&server);
     start_long_request(&server, &mut busy);
     server.signal(Signal::SIGHUP);
@@ -371,7 +374,7 @@ fn a_response_finished_after_a_reload_retired_its_worker_says_close() {
 
 #[test]
 fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
-    let mut server = Server::start(MISBEHAVE, 1, &[]);
+    let mut server = Server::start(MISBEHAVE, 1, &PATIENT);
     let mut idle = Client::connect(&server);
     assert_kept(&idle.get("h", "/count"), 200);
     let mut busy = Client::connect(&server);
@@ -445,7 +448,9 @@ fn the_request_that_reaches_an_apps_max_requests_closes() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("apps.toml");
     std::fs::write(&manifest, "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\nmax_requests = 2\n").unwrap();
-    let server = Server::spawn(command(&["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0"]));
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0"];
+    args.extend(PATIENT);
+    let server = Server::spawn(command(&args));
     server.wait_for_count("Booting worker with pid", 1);
     let mut client = Client::connect(&server);
     assert_kept(&client.get("h", "/"), 200);
