@@ -133,6 +133,9 @@ const WITH_PIDS: [&str; 4] = ["--access-logformat", "%(p)s %(r)s", "--keep-alive
 /// A keep-alive long enough that no idle connection of a test times out on a busy machine.
 const PATIENT: [&str; 2] = ["--keep-alive", "60"];
 
+/// For the stops: a worker that lingered with its idle connections would not be killed before the test gives up.
+const LINGER_UNTIL_KILLED: [&str; 4] = ["--keep-alive", "300", "--graceful-timeout", "300"];
+
 #[test]
 fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
     let server = Server::start("sample:hello", 1, &PATIENT);
@@ -349,7 +352,7 @@ fn max_requests_closes_with_the_last_response() {
 
 #[test]
 fn reload_closes_idle_connections_cleanly() {
-    let server = Server::start("sample:hello", 1, &PATIENT);
+    let server = Server::start("sample:hello", 1, &LINGER_UNTIL_KILLED);
     let mut client = Client::connect(&server);
     assert_kept(&client.get("h", "/"), 200);
     server.signal(Signal::SIGHUP);
@@ -373,8 +376,26 @@ fn a_response_finished_after_a_reload_retired_its_worker_says_close() {
 }
 
 #[test]
+fn ttou_closes_the_idle_connections_of_the_worker_it_retires() {
+    let mut args = WITH_PIDS[..2].to_vec();
+    args.extend(LINGER_UNTIL_KILLED);
+    let server = Server::start(MISBEHAVE, 2, &args);
+    // An idle connection on each worker: TTOU retires the oldest, whichever booted first.
+    let mut idle: Vec<(Pid, Client)> =
+        server.booted_worker_pids().into_iter().map(|pid| (pid, connection_on(&server, pid))).collect();
+    server.signal(Signal::SIGTTOU);
+    let line = server.wait_for_line("Worker retiring (pid: ");
+    let retired = idle.iter().position(|(pid, _)| line.contains(&format!("(pid: {pid})"))).expect("a worker of ours");
+    let (_, mut closed) = idle.remove(retired);
+    assert_eq!(closed.end(), End::Closed);
+    let (kept_by, mut kept) = idle.pop().expect("the other worker's connection");
+    assert_kept(&kept.get("h", "/count?after=1"), 200);
+    assert_eq!(served_by(&server, "GET /count?after=1 HTTP/1.1"), kept_by);
+}
+
+#[test]
 fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
-    let mut server = Server::start(MISBEHAVE, 1, &PATIENT);
+    let mut server = Server::start(MISBEHAVE, 1, &LINGER_UNTIL_KILLED);
     let mut idle = Client::connect(&server);
     assert_kept(&idle.get("h", "/count"), 200);
     let mut busy = Client::connect(&server);
