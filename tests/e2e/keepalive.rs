@@ -5,6 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -276,10 +277,14 @@ fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs
     assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
 }
 
+static TRIES: AtomicUsize = AtomicUsize::new(0);
+
 /// A kept-alive connection that the worker `holder` holds (which worker takes a connection is the kernel's
 /// choice: connect until one lands there).
 fn connection_on(server: &Server, holder: Pid) -> Client {
-    for attempt in 0..60 {
+    for _ in 0..60 {
+        // Each try has a request line of its own, for `served_by`.
+        let attempt = TRIES.fetch_add(1, Ordering::Relaxed);
         let mut client = Client::connect(server);
         assert_kept(&client.get("h", &format!("/count?try={attempt}")), 200);
         if served_by(server, &format!("GET /count?try={attempt} HTTP/1.1")) == holder {
