@@ -14,8 +14,9 @@
 # For each worker count and round it runs both servers one after the other (order
 # alternating between rounds, so CPU drift hits both): start on 127.0.0.1, wait until it
 # answers, 1 s wrk warm-up, read per-worker PSS/USS/RSS (idle) from /proc/PID/smaps_rollup,
-# run `wrk -t2 -c8 -H 'Connection: close'` and `hey -c 8 -disable-keepalive`, read memory
-# again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
+# run `wrk -t2 -c8 -H 'Connection: close'` and `hey -c 8 -disable-keepalive` (a connection per
+# request), then `wrk -t2 -c8` without that header (keep-alive: gunicorn's sync workers close every
+# connection anyway; nginx and wasmcorn keep it), read memory again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
 # wasmcorn: `serve sample:hello`.  A missing wasmcorn binary is skipped with a message.
 #
 # Needs: python3 (venv), curl, pgrep; installs wrk/hey with apt-get if missing and a venv
@@ -131,7 +132,8 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
     mkdir -p "$BENCH_DIR/nginx"
     printf '%s\n' "daemon off; master_process on; worker_processes $n; pid $BENCH_DIR/nginx/nginx.pid; error_log stderr;" \
       "events { worker_connections 1024; }" \
-      "http { access_log off; server { listen 127.0.0.1:$port; location / { return 204; } } }" >"$BENCH_DIR/nginx/nginx.conf"
+      "http { access_log off; keepalive_requests 1000000; server { listen 127.0.0.1:$port; location / { return 204; } } }" \
+      >"$BENCH_DIR/nginx/nginx.conf"
     echo "Listening at: http://127.0.0.1:$port (nginx)" >"$log"
     nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" >"$log.nginx" 2>&1 &
   else
@@ -162,7 +164,7 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
 }
 
 run_one() { # server workers round -> appends a CSV row
-  local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps idle loaded cur
+  local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps ka_rps idle loaded cur
   start_server "$server" "$n" "$log"
   url="http://127.0.0.1:$PORT/"
   say "$server workers=$n round=$round port=$PORT master=$MASTER workers=[${WORKER_PIDS[*]}]"
@@ -171,19 +173,22 @@ run_one() { # server workers round -> appends a CSV row
   idle=$(mem_of "${cur[@]}"); MIDLE=$(mem_of "$MASTER" | cut -d' ' -f1)
   load "$LOGS/$server-w$n-r$round.wrk" $((DURATION + 60)) wrk -t2 -c8 -d"${DURATION}s" -H 'Connection: close' "$url"
   load "$LOGS/$server-w$n-r$round.hey" $((HEY_REQUESTS / 20 + 60)) hey -n "$HEY_REQUESTS" -c 8 -disable-keepalive "$url"
+  load "$LOGS/$server-w$n-r$round.wrk-ka" $((DURATION + 60)) wrk -t2 -c8 -d"${DURATION}s" "$url"
   wrk_rps=$(awk '/^Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.wrk")
   hey_rps=$(awk '/Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.hey")
-  grep -E 'Socket errors|Non-2xx' "$LOGS/$server-w$n-r$round.wrk" >&2 || true
+  ka_rps=$(awk '/^Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.wrk-ka")
+  grep -E 'Socket errors|Non-2xx' "$LOGS/$server-w$n-r$round.wrk" "$LOGS/$server-w$n-r$round.wrk-ka" >&2 || true
   grep -A9 'Status code distribution' "$LOGS/$server-w$n-r$round.hey" | grep -E '^\s+\[[013-9]' >&2 || true
   read -ra cur <<<"$(current_workers "$server" "$log")"; WORKER_PIDS+=("${cur[@]}")
   loaded=$(mem_of "${cur[@]}"); MLOADED=$(mem_of "$MASTER" | cut -d' ' -f1)
   stop_server
-  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,}" >>"$CSV"
+  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA}" >>"$CSV"
   printf '%s\t%s\t%s\t%s\n' "$server" "$n" "$MIDLE" "$MLOADED" >>"$LOGS/master-pss.tsv"
-  say "  wrk ${wrk_rps:-NA} rps, hey ${hey_rps:-NA} rps, PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB"
+  say "  wrk ${wrk_rps:-NA} rps, hey ${hey_rps:-NA} rps, wrk keep-alive ${ka_rps:-NA} rps," \
+    "PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB"
 }
 
-echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib" >"$CSV"
+echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib,wrk_keepalive_rps" >"$CSV"
 : >"$LOGS/master-pss.tsv"
 for n in $WORKERS; do
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -227,6 +232,16 @@ for n in $WORKERS; do
     echo "| $n | $s | $(agg "$CSV" "$s" "$n" 6 mean) | $(agg "$CSV" "$s" "$n" 9 mean)" \
       "| $(agg "$LOGS/master-pss.tsv" "$s" "$n" 3 mean) | $(agg "$LOGS/master-pss.tsv" "$s" "$n" 4 mean) |"
   done
+done
+echo
+echo "Keep-alive rounds (wrk without \`Connection: close\`; gunicorn's sync workers close every connection anyway):"
+echo
+echo "| workers | gunicorn rps | wasmcorn rps | wasmcorn keep-alive / connection-per-request | nginx return-204 rps | wasmcorn/nginx |"
+echo "|---|---|---|---|---|---|"
+for n in $WORKERS; do
+  gk=$(agg "$CSV" gunicorn "$n" 12 median) wk=$(agg "$CSV" wasmcorn "$n" 12 median) ww=$(agg "$CSV" wasmcorn "$n" 4 median)
+  nk=NA; [[ -z $WITH_NGINX ]] || nk=$(agg "$CSV" nginx "$n" 12 median)
+  echo "| $n | $gk | $wk | $(ratio "$wk" "$ww") | $nk | $(ratio "$wk" "$nk") |"
 done
 if [[ -n $WITH_NGINX ]]; then
   echo

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::guest::Artefact;
 use crate::listener::{BindOptions, Listener};
 use crate::site::PoolKey;
+use crate::worker::Channel;
 use crate::worker::heartbeat::Heartbeats;
 use crate::{listener, log, process};
 use pidfile::Pidfile;
@@ -227,6 +228,11 @@ impl Arbiter {
     fn shut_down(&mut self) {
         if let Some(pidfile) = &self.pidfile {
             pidfile.remove();
+        }
+        // Connections a busy worker relayed to its pool, which no worker took before the end: answered, not lost.
+        let answered: usize = self.channels.values().map(Channel::answer_waiting).sum();
+        if answered > 0 {
+            log::info(format_args!("Answered the {answered} connections left in the pools' channels 503"));
         }
         log::info("Shutting down: wasmcorn");
     }

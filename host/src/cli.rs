@@ -216,6 +216,17 @@ pub(crate) struct ServeArgs {
     #[arg(long = "client-timeout", value_name = "SECONDS", default_value_t = 30.0, allow_negative_numbers = true)]
     pub client_timeout: f64,
 
+    /// How long an idle connection is kept open for the client's next request, in seconds (fractions allowed), as
+    /// in Gunicorn; 0 closes every connection after its response. An idle connection pins no worker: it waits
+    /// beside the others, and its next request goes to whichever worker of its pool is free.
+    #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2.0, allow_negative_numbers = true)]
+    pub keep_alive: f64,
+
+    /// The most idle keep-alive connections one worker holds. A response that would leave one more says
+    /// `Connection: close` and closes after it, so a client past the limit is answered, then closed cleanly.
+    #[arg(long = "max-idle-connections", value_name = "INT", default_value_t = 128)]
+    pub max_idle_connections: usize,
+
     /// The proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` (also `X-Forwarded-Protocol: ssl` and
     /// `X-Forwarded-Ssl: on`) are believed, as a comma-separated list of IP addresses and networks, or `*`
     /// for every peer. From these peers, the last address of `X-Forwarded-For` becomes REMOTE_ADDR and the

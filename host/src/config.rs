@@ -214,6 +214,9 @@ fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
     if !(args.client_timeout.is_finite() && args.client_timeout > 0.0) {
         bail!("--client-timeout must be a positive number of seconds, not {}", args.client_timeout);
     }
+    if !(args.keep_alive.is_finite() && args.keep_alive >= 0.0) {
+        bail!("--keep-alive must be a number of seconds, 0 or more, not {}", args.keep_alive);
+    }
     let trusted_proxies: TrustedProxies =
         args.forwarded_allow_ips.parse().map_err(|err| anyhow::anyhow!("--forwarded-allow-ips: {err}"))?;
     Ok(HttpSettings {
@@ -225,6 +228,8 @@ fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
         pending_heads_limit: args.limit_pending_heads,
         client_timeout: Duration::from_secs_f64(args.client_timeout),
         trusted_proxies,
+        keep_alive: Duration::from_secs_f64(args.keep_alive),
+        max_idle_connections: args.max_idle_connections,
     })
 }
 
@@ -310,6 +315,8 @@ mod tests {
         assert_eq!(body_limit, None);
         assert_eq!(settings.pending_heads_limit, 16 << 20);
         assert_eq!(settings.client_timeout, Duration::from_secs(30));
+        assert_eq!(settings.keep_alive, Duration::from_secs(2), "Gunicorn's --keep-alive");
+        assert_eq!(settings.max_idle_connections, 128);
         assert!(settings.trusted_proxies.trusts("::1".parse().unwrap()));
         assert!(!settings.trusted_proxies.trusts("10.0.0.1".parse().unwrap()));
         assert_eq!(script_name, "");
@@ -331,6 +338,9 @@ mod tests {
         assert!(serve_args(&["--limit-pending-heads", "65535"]).is_err());
         assert_eq!(serve_args(&["--limit-pending-heads", "65536"]).unwrap().settings.pending_heads_limit, 65536);
         assert!(serve_args(&["--client-timeout", "-1"]).is_err());
+        assert!(serve_args(&["--keep-alive", "-1"]).is_err());
+        assert!(serve_args(&["--keep-alive", "inf"]).is_err());
+        assert_eq!(serve_args(&["--keep-alive", "0"]).unwrap().settings.keep_alive, Duration::ZERO);
         assert!(serve_args(&["--forwarded-allow-ips", "not-an-ip"]).is_err());
         assert!(serve_args(&["--script-name", "app"]).is_err());
     }

@@ -1,5 +1,6 @@
-//! HTTP/1.1 for one request per connection: bytes in, a parsed request out, a validated response back. No
-//! processes and no wasm here; the worker hands in a stream that is `Read + Write`.
+//! HTTP/1.1, one request at a time on a connection: bytes in, a parsed request out, a validated response back,
+//! and whether the connection may carry the next request. No processes and no wasm here; the worker hands in a
+//! stream that is `Read + Write`.
 
 mod body;
 mod chunk_size;

@@ -1,7 +1,8 @@
 //! wasmcorn: a pre-fork application server for sandboxed WebAssembly guests.
 //!
-//! The arbiter binds the sockets and supervises worker processes; each worker accepts one connection at a time,
-//! parses the HTTP/1.1 request, hands it to a fresh instance of the guest component and writes the response.
+//! The arbiter binds the sockets and supervises worker processes; each worker serves one request at a time: it
+//! parses the HTTP/1.1 request, hands it to a fresh instance of the guest component, writes the response, and
+//! keeps the connection for the next request when the response allows it (keep-alive).
 //! Imports go one way: `arbiter -> {config, worker}`, `worker -> {http, guest}`; `site`, `routing` and `settings`
 //! sit below `arbiter`, `config` and `worker` (`site` holds each app's `guest::Guest`, `settings` imports
 //! nothing); `http` knows bytes and no processes, `guest` knows wasmtime and the WIT contract and nothing of

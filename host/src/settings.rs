@@ -1,5 +1,5 @@
 //! The HTTP settings that `config` builds from the flags and the workers read: the limits on a request head,
-//! the client timeout, the pending-heads budget and the proxies whose forwarding headers are believed. Plain
+//! the client timeout, the pending-heads budget, keep-alive and the proxies whose forwarding headers are believed. Plain
 //! data: this module imports nothing else of the crate, so every layer may use it.
 
 use std::net::IpAddr;
@@ -20,6 +20,10 @@ pub(crate) struct HttpSettings {
     pub client_timeout: Duration,
     /// `--forwarded-allow-ips`.
     pub trusted_proxies: TrustedProxies,
+    /// `--keep-alive`: how long an idle connection waits for its next request; zero closes every connection.
+    pub keep_alive: Duration,
+    /// `--max-idle-connections`: the most idle keep-alive connections one worker holds.
+    pub max_idle_connections: usize,
 }
 
 /// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.

@@ -1,12 +1,14 @@
 //! A worker process: after the fork it drops privileges, loads its pool's apps (its own engine, linker and
 //! instance-pres) and marks itself ready in the heartbeat table. Then it reads request heads side by side and
 //! serves the requests one at a time. A shared-pool worker accepts from the listeners and routes every request;
-//! a dedicated pool's worker takes the connections handed to its pool. It stops on SIGTERM: retired (a reload,
-//! TTOU, a smaller pool: the listeners stay open for other workers), it accepts nothing more and finishes the
-//! connections it holds; stopped with the server (or orphaned by the arbiter's death), it also serves the
-//! connections the kernel had already queued. After `--max-requests`, or when its memory passes
-//! `--max-worker-memory`, it leaves as a retired one does. Killed, it answers the connections it held but never
-//! started 503 (`farewell`).
+//! a dedicated pool's worker takes the connections handed to its pool. Both also take from their pool's channel
+//! the connections a busy worker of the pool relays (`relay`), and keep a connection whose response allowed it
+//! for its next request (keep-alive), idle among the heads. It stops on SIGTERM: retired (a reload, TTOU, a
+//! smaller pool: the listeners stay open for other workers), it accepts nothing more, closes its idle
+//! connections and finishes the requests it holds; stopped with the server (or orphaned by the arbiter's death),
+//! it also serves the connections the kernel had already queued and those waiting in its pool's channel. After
+//! `--max-requests`, or when its memory passes `--max-worker-memory`, it leaves as a retired one does. Killed, it
+//! answers the connections it held but never started 503 (`farewell`).
 
 mod answers;
 mod dispatch;
@@ -17,14 +19,16 @@ mod forwarded;
 mod handoff;
 mod heads;
 pub(crate) mod heartbeat;
+mod inlet;
+mod relay;
 mod serve;
 mod watched;
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Gid, Pid, Uid};
@@ -40,6 +44,8 @@ pub(crate) use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
+use inlet::{Inlet, continue_reading};
+use relay::{Relay, lock};
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub(crate) const BOOT_ERROR: i32 = 3;
@@ -55,6 +61,9 @@ const STOPPED_MEMORY: usize = 64 * 1024;
 const SIGNAL_KEY: u64 = u64::MAX;
 const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
+/// The relay thread's stack: it only moves descriptors and writes a log line.
+const RELAY_STACK: usize = 128 * 1024;
+
 /// What a worker is given by the arbiter.
 pub(crate) struct Setup<'a> {
     pub site: &'a Site,
@@ -66,8 +75,8 @@ pub(crate) struct Setup<'a> {
     /// Each app's compiled component, in the order of `site.apps`.
     pub artefacts: &'a [Artefact],
     pub listeners: &'a [Listener],
-    /// The channels of the dedicated pools, by app name.
-    pub channels: &'a BTreeMap<String, Channel>,
+    /// The channels of the pools.
+    pub channels: &'a BTreeMap<PoolKey, Channel>,
     pub http: &'a HttpSettings,
     /// The arbiter's pid: the worker stops when its parent is no longer the arbiter.
     pub arbiter: Pid,
@@ -117,32 +126,22 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
             return BOOT_ERROR;
         }
     };
-    let inlet = match setup.pool {
-        PoolKey::Shared => Inlet::Listeners(setup.listeners),
-        PoolKey::Dedicated(name) => match setup.channels.get(name) {
-            Some(channel) => Inlet::Inbox(Inbox::new(channel.receiver())),
-            None => {
-                log::error(format_args!("Worker failed to boot: the pool of app {name} has no channel"));
-                return BOOT_ERROR;
-            }
-        },
+    let Some(channel) = setup.channels.get(setup.pool) else {
+        log::error(format_args!("Worker failed to boot: {} has no channel", setup.pool));
+        return BOOT_ERROR;
     };
-    let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels);
+    // A dedicated pool's workers were given no listeners.
+    let inlet = Inlet::new(setup.listeners, Inbox::new(channel.receiver()));
+    let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels, setup.pool);
     setup.slot.mark_ready();
     log::info(format_args!("Booting worker with pid: {}{of_pool}", std::process::id()));
-    match accept_loop(&runtime, &mut dispatch, inlet, &setup, &signals) {
+    match accept_loop(&runtime, &mut dispatch, inlet, channel, &setup, &signals) {
         Ok(()) => 0,
         Err(err) => {
             log::error(format_args!("Worker stopped on an error: {err:#}"));
             1
         }
     }
-}
-
-/// Where a worker's connections come from: the listeners (the shared pool), or its pool's channel.
-enum Inlet<'a> {
-    Listeners(&'a [Listener]),
-    Inbox(Inbox<'a>),
 }
 
 /// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor; SIGABRT, SIGINT and SIGQUIT end it at
@@ -179,58 +178,97 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
 }
 
 /// Accepts connections, reads their heads side by side, and serves the requests one at a time, in the order
-/// their heads completed. On SIGTERM: retired, accept nothing more; stopped with the server, take what the
-/// kernel already queued; then finish what is held, and leave.
+/// their heads completed; beside it, the relay passes what this worker holds to the pool's idle workers when a
+/// guest run lasts. On SIGTERM: retired, accept nothing more; stopped with the server, take what the kernel and
+/// the pool's channel already queued; then close the idle connections, finish what is held, and leave.
 fn accept_loop(
+    runtime: &Runtime<HttpExchange>,
+    dispatch: &mut Dispatch<'_>,
+    inlet: Inlet<'_>,
+    channel: &Channel,
+    setup: &Setup<'_>,
+    signals: &SignalFd,
+) -> anyhow::Result<()> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
+    let heads = Mutex::new(Heads::new(FIRST_CONNECTION_KEY, setup.http));
+    let relay = Relay::new();
+    std::thread::scope(|scope| {
+        let relay_thread = std::thread::Builder::new()
+            .name("relay".into())
+            .stack_size(RELAY_STACK)
+            .spawn_scoped(scope, || relay.run(&heads, &epoll, channel.sender()));
+        if let Err(err) = &relay_thread {
+            log::warning(format_args!("no relay thread ({err}): a long guest run holds this worker's connections"));
+        }
+        // The relay thread ends with the loop, however the loop ends (the scope waits for it).
+        let _quit = relay.quit_on_drop();
+        serve_loop(runtime, dispatch, inlet, setup, signals, &epoll, &heads, &relay)
+    })
+}
+
+/// The worker's loop (see `accept_loop`).
+#[allow(clippy::too_many_arguments, reason = "the loop's parts, each borrowed from accept_loop")]
+fn serve_loop(
     runtime: &Runtime<HttpExchange>,
     dispatch: &mut Dispatch<'_>,
     mut inlet: Inlet<'_>,
     setup: &Setup<'_>,
     signals: &SignalFd,
+    epoll: &Epoll,
+    heads: &Mutex<Heads>,
+    relay: &Relay,
 ) -> anyhow::Result<()> {
     let settings = setup.http;
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
-    let mut heads =
-        Heads::new(FIRST_CONNECTION_KEY, settings.head_limits, settings.client_timeout, settings.pending_heads_limit);
     let mut events = [EpollEvent::empty(); 64];
     let mut stopping = false;
-    let mut listening = false;
+    // Stopping with the server: the pool's other workers stop too, so nothing is relayed to them.
+    let mut with_server = false;
     let mut served = 0u64;
     loop {
         setup.slot.beat();
+        let mut held = lock(heads);
         if !stopping && stop_requested(signals) {
             stopping = true;
             if setup.slot.is_retiring() {
                 // The listeners stay open: what the kernel queued is for the workers that replace this one.
                 log::info(format_args!(
-                    "Worker retiring (pid: {}): accepting no more, finishing the {} connections it holds",
+                    "Worker retiring (pid: {}): accepting no more, finishing the {} connections it holds, closing {} \
+                     idle ones",
                     std::process::id(),
-                    heads.held()
+                    held.held(),
+                    held.idle_count()
                 ));
-            } else if let Inlet::Listeners(listeners) = &inlet {
-                // The server stops: take everything the kernel already accepted for us, then no more.
-                // (A pool's channel is left to the pool's other workers.)
-                while accept_waiting(&epoll, listeners, &mut heads, true) {}
+            } else {
+                // The server stops: take everything the kernel and the pool's channel already hold for us, then
+                // no more.
+                with_server = true;
+                while inlet.take_waiting(epoll, &mut held, true) {}
             }
+            held.close_idle(epoll);
         }
         if !stopping {
-            match &mut inlet {
-                Inlet::Listeners(listeners) => {
-                    accept_waiting(&epoll, listeners, &mut heads, false);
-                }
-                Inlet::Inbox(inbox) => receive_waiting(inbox, &mut heads),
-            }
+            inlet.take_waiting(epoll, &mut held, false);
         }
-        if let Some(arrived) = heads.pop_ready() {
-            let handled = dispatch.handle(runtime, settings, arrived, setup.slot);
+        if let Some(arrived) = held.pop_ready() {
+            // The response says whether the connection stays: not when this is the worker's last request.
+            let last = setup.max_requests > 0 && served + 1 >= setup.max_requests;
+            let keep_alive = !stopping && !last && held.has_idle_room();
+            drop(held);
+            relay.begin(!with_server);
+            let handled = dispatch.handle(runtime, settings, arrived, setup.slot, keep_alive);
+            relay.end();
             setup.slot.end_request();
+            let mut held = lock(heads);
             // Only a request an app served here counts toward the limits; one handed over or answered by the host
             // does not.
-            let Handled::Served { app } = handled else {
-                continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
+            let Handled::Served { app, kept } = handled else {
+                continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
                 continue;
             };
+            if let Some(kept) = kept {
+                held.readmit(epoll, kept.conn, kept.peer, kept.local);
+            }
             served += 1;
             let app_limit = !stopping && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
             if app_limit {
@@ -241,107 +279,25 @@ fn accept_loop(
                 ));
             }
             if !stopping && (app_limit || recycle_now(setup, served)) {
-                // Leave like a graceful stop: what was already accepted is still served.
+                // Leave like a graceful stop: what was already accepted is still served; idle connections close.
                 stopping = true;
             }
+            if stopping {
+                held.close_idle(epoll);
+            }
             // Heads that arrived meanwhile are read before the next request is served.
-            continue_reading(&epoll, &mut heads, &mut events, Duration::ZERO)?;
+            continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
             continue;
         }
-        if stopping && heads.is_empty() {
+        if stopping && held.is_empty() {
             return Ok(());
         }
-        // Before sleeping, watch the listeners only if the worker would accept: a listener whose queue it leaves
-        // alone would otherwise wake it again and again.
-        let wants_more = !stopping && heads.wants_more(Instant::now());
-        if wants_more != listening {
-            watch_inlet(&epoll, &inlet, wants_more)?;
-            listening = wants_more;
-        }
+        // Before sleeping, watch the listeners and the channel only if the worker would take more.
+        inlet.watch(epoll, !stopping && held.wants_more(Instant::now()))?;
         let idle = setup.heartbeat_interval;
-        let wait = heads.next_deadline(Instant::now()).map_or(idle, |deadline| deadline.min(idle));
-        continue_reading(&epoll, &mut heads, &mut events, wait)?;
+        let wait = held.next_deadline(Instant::now()).map_or(idle, |deadline| deadline.min(idle));
+        continue_reading(epoll, &mut held, &mut events, wait)?;
     }
-}
-
-/// Adds the listeners (or the pool's channel) to the worker's epoll, or removes them.
-fn watch_inlet(epoll: &Epoll, inlet: &Inlet<'_>, watch: bool) -> anyhow::Result<()> {
-    let fds: Vec<_> = match inlet {
-        Inlet::Listeners(listeners) => listeners.iter().map(Listener::fd).collect(),
-        Inlet::Inbox(inbox) => vec![inbox.fd()],
-    };
-    for (index, fd) in fds.into_iter().enumerate() {
-        if watch {
-            // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
-            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-            epoll.add(fd, EpollEvent::new(flags, index as u64))?;
-        } else {
-            epoll.delete(fd)?;
-        }
-    }
-    Ok(())
-}
-
-/// Takes the connections handed to this worker's pool while the worker wants more.
-fn receive_waiting(inbox: &mut Inbox<'_>, heads: &mut Heads) {
-    while heads.wants_more(Instant::now()) {
-        match inbox.receive() {
-            Ok(Some(handed)) => heads.admit_handed(handed),
-            Ok(None) => break,
-            Err(err) => {
-                log::warning(format_args!("cannot receive from the pool's channel: {err}"));
-                break;
-            }
-        }
-    }
-}
-
-/// Waits up to `wait` for sockets to become readable, reads the heads that progressed, and answers the heads
-/// that are late.
-fn continue_reading(epoll: &Epoll, heads: &mut Heads, events: &mut [EpollEvent], wait: Duration) -> anyhow::Result<()> {
-    // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
-    let millis = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
-    let count = match epoll.wait(events, EpollTimeout::from(millis)) {
-        Ok(count) => count,
-        Err(nix::errno::Errno::EINTR) => 0,
-        Err(err) => return Err(err.into()),
-    };
-    for event in &events[..count] {
-        if heads.owns(event.data()) {
-            heads.on_readable(epoll, event.data());
-        }
-    }
-    heads.expire(epoll, Instant::now());
-    Ok(())
-}
-
-/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
-/// any was accepted.
-fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
-    let mut accepted = false;
-    for listener in listeners {
-        while all || heads.wants_more(Instant::now()) {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    accepted = true;
-                    heads.admit(epoll, stream, peer, listener.local());
-                }
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    break;
-                }
-                Err(err) => {
-                    log::warning(format_args!("accept failed on {}: {err}", listener.url()));
-                    break;
-                }
-            }
-        }
-    }
-    accepted
 }
 
 /// Reads pending signals: SIGUSR1 reopens the log files; SIGTERM asks the worker to stop.

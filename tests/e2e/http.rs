@@ -5,7 +5,8 @@ use crate::support::{Server, concurrently, send};
 #[test]
 fn hello_answers_get_with_date_server_and_close() {
     let server = Server::start("sample:hello", 1, &[]);
-    let response = server.get("/");
+    // A client that asks to close gets `Connection: close` (keep-alive is the default: see keepalive.rs).
+    let response = server.request(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "Hello, World!");
     assert_eq!(response.header("content-type"), Some("text/plain"));
@@ -152,7 +153,9 @@ fn malformed_requests_get_their_status_and_the_worker_goes_on() {
 #[test]
 fn bytes_after_the_request_are_never_executed() {
     let server = Server::start("sample:echo", 1, &[]);
-    let response = server.request(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n");
+    // After a request that closes its connection (keep-alive answers pipelined requests: see keepalive.rs).
+    let response = server
+        .request(b"GET /first HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(response.json()["environ"]["PATH_INFO"], "/first");
     assert_eq!(response.raw.windows(13).filter(|window| window == b"HTTP/1.1 200 ").count(), 1, "one response only");
     // The single worker serves connections in order: once a later request is logged, the first is over.

@@ -15,6 +15,7 @@ mod deploy;
 mod guests;
 mod http;
 mod isolation;
+mod keepalive;
 mod logs;
 mod process;
 mod retire;

@@ -339,14 +339,45 @@ pub(crate) fn send(port: u16, bytes: &[u8]) -> Response {
     response
 }
 
-/// Reads a whole response from a connection the server will close.
+/// Reads a whole response: until the server closes the connection, or, when the response keeps it alive
+/// (`Connection: keep-alive`), until its body is whole by its framing; then closes the connection.
 pub(crate) fn read_response(mut stream: TcpStream) -> Response {
     let mut raw = Vec::new();
-    if let Err(err) = stream.read_to_end(&mut raw) {
-        assert!(!raw.is_empty(), "reading the response failed: {err}");
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => raw.extend_from_slice(&buffer[..count]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                assert!(!raw.is_empty(), "reading the response failed: {err}");
+                break;
+            }
+        }
+        if kept_alive_and_whole(&raw) {
+            break;
+        }
     }
     let _ = stream.shutdown(Shutdown::Both);
     parse_response(&raw)
+}
+
+/// Whether `raw` is one whole response that keeps its connection alive: the server will not close it.
+pub(crate) fn kept_alive_and_whole(raw: &[u8]) -> bool {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let Ok(httparse::Status::Complete(length)) = parsed.parse(raw) else { return false };
+    let field =
+        |name: &str| parsed.headers.iter().find(|field| field.name.eq_ignore_ascii_case(name)).map(|field| field.value);
+    if parsed.code == Some(100) || field("connection") != Some(b"keep-alive".as_slice()) {
+        return false;
+    }
+    let payload = &raw[length..];
+    if field("transfer-encoding") == Some(b"chunked".as_slice()) {
+        return payload.ends_with(b"0\r\n\r\n");
+    }
+    let declared = field("content-length").and_then(|value| std::str::from_utf8(value).ok()?.parse::<usize>().ok());
+    payload.len() >= declared.unwrap_or(0)
 }
 
 /// Parses a response; `100 Continue` interim responses are skipped.

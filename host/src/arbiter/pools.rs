@@ -151,41 +151,39 @@ fn target(config: &Config, pool: &PoolKey) -> u32 {
     }
 }
 
-/// Makes sure every dedicated pool of `site` has a channel (keeping the existing ones).
-pub(super) fn open_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) -> anyhow::Result<()> {
+/// Makes sure every pool of `site` has a channel (keeping the existing ones): the shared pool's carries the
+/// connections its workers relay to each other, a dedicated pool's also the requests handed to it.
+pub(super) fn open_channels(site: &Site, channels: &mut BTreeMap<PoolKey, Channel>) -> anyhow::Result<()> {
     for key in site.pool_keys() {
-        if let PoolKey::Dedicated(name) = key
-            && !channels.contains_key(&name)
-        {
-            channels.insert(name, Channel::new()?);
+        if let std::collections::btree_map::Entry::Vacant(vacant) = channels.entry(key) {
+            vacant.insert(Channel::new()?);
         }
     }
     Ok(())
 }
 
 /// Closes the arbiter's ends of the channels `site` no longer uses (workers still running keep their own).
-pub(super) fn close_unused_channels(site: &Site, channels: &mut BTreeMap<String, Channel>) {
+pub(super) fn close_unused_channels(site: &Site, channels: &mut BTreeMap<PoolKey, Channel>) {
     let keys = site.pool_keys();
-    channels.retain(|name, _| keys.contains(&PoolKey::Dedicated(name.clone())));
+    channels.retain(|key, _| keys.contains(key));
 }
 
-/// The descriptors a worker of `pool` must close after the fork: the channel ends it does not use, and for a
-/// dedicated pool, whose connections come through its channel, the listening sockets.
+/// The descriptors a worker of `pool` must close after the fork: the receiving ends of the other pools' channels
+/// (it may hand a request or a connection to any pool, and takes from its own), and for a dedicated pool, whose
+/// connections come through its channel, the listening sockets.
 pub(super) fn unused_in(
     pool: &PoolKey,
     listeners: &[Listener],
-    channels: &BTreeMap<String, Channel>,
+    channels: &BTreeMap<PoolKey, Channel>,
 ) -> Vec<std::os::fd::RawFd> {
     let mut unused = Vec::new();
     if let PoolKey::Dedicated(_) = pool {
         unused.extend(listeners.iter().map(|listener| listener.fd().as_raw_fd()));
     }
-    for (name, channel) in channels {
-        let [sender, receiver] = channel.raw_fds();
-        match pool {
-            PoolKey::Shared => unused.push(receiver),
-            PoolKey::Dedicated(own) if own == name => unused.push(sender),
-            PoolKey::Dedicated(_) => unused.extend([sender, receiver]),
+    for (key, channel) in channels {
+        let [_, receiver] = channel.raw_fds();
+        if key != pool {
+            unused.push(receiver);
         }
     }
     unused

@@ -17,6 +17,7 @@ use super::workers::Workers;
 use crate::config::Config;
 use crate::guest::Artefact;
 use crate::listener::Listener;
+use crate::site::PoolKey;
 use crate::worker::Channel;
 use crate::worker::heartbeat::Heartbeats;
 
@@ -40,8 +41,8 @@ pub(super) struct Arbiter {
     pub(super) workers: Workers,
     /// Each pool's current generation and size.
     pub(super) pools: Pools,
-    /// The dedicated pools' channels, by app name.
-    pub(super) channels: BTreeMap<String, Channel>,
+    /// The pools' channels.
+    pub(super) channels: BTreeMap<PoolKey, Channel>,
     pub(super) next_generation: u64,
     pub(super) previous: Option<Previous>,
     /// The compiles done because workers refused an artefact.

@@ -57,6 +57,16 @@ impl<S: Read + Write> Connection<S> {
         self.start = (self.start + count).min(self.buffer.len());
     }
 
+    /// Drops the consumed bytes, so that the buffer starts with the next request (what `into_parts` hands over);
+    /// an empty buffer also gives its memory back, so an idle connection holds no read buffer.
+    pub(crate) fn compact(&mut self) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
+        if self.buffer.is_empty() {
+            self.buffer = Vec::new();
+        }
+    }
+
     /// The bytes of memory the buffer holds (its capacity), consumed or not.
     pub(crate) fn held(&self) -> usize {
         self.buffer.capacity()

@@ -35,6 +35,26 @@ impl Request {
         self.headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
+    /// Whether the client asks to keep the connection open after the response: an HTTP/1.1 request unless its
+    /// `Connection` header has the `close` option, an HTTP/1.0 one only when it has `keep-alive` (RFC 9112
+    /// section 9.3).
+    pub fn wants_keep_alive(&self) -> bool {
+        let options = || {
+            self.headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+                .flat_map(|(_, value)| value.split(','))
+                .map(|option| option.trim_matches([' ', '\t']))
+        };
+        if options().any(|option| option.eq_ignore_ascii_case("close")) {
+            return false;
+        }
+        match self.version {
+            Version::Http11 => true,
+            Version::Http10 => options().any(|option| option.eq_ignore_ascii_case("keep-alive")),
+        }
+    }
+
     /// The request line as the access log shows it.
     pub fn request_line(&self) -> String {
         format!("{} {} {}", self.method, self.target, self.version.as_str())
@@ -231,6 +251,17 @@ mod tests {
         assert_eq!(request.query, "x=1");
         assert_eq!(request.framing, Framing::Length(0));
         assert_eq!(request.header("x-a"), Some("1"));
+    }
+
+    #[test]
+    fn keep_alive_is_http11_without_close_or_http10_asking_for_it() {
+        let wants = |head: &[u8]| parse(head).unwrap().unwrap().0.wants_keep_alive();
+        assert!(wants(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(!wants(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"));
+        assert!(!wants(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: te, close\r\n\r\n"));
+        assert!(!wants(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(wants(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!wants(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"));
     }
 
     #[test]

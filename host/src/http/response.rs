@@ -1,6 +1,7 @@
 //! Writes the guest's response: validates its status and headers before any byte leaves, adds `Date`,
-//! `Server` and `Connection: close`, sends a small body with a `Content-Length`, and streams a larger one
-//! (chunked to HTTP/1.1 clients, delimited by the close for HTTP/1.0 ones).
+//! `Server` and `Connection`, sends a small body with a `Content-Length`, and streams a larger one (chunked to
+//! HTTP/1.1 clients, delimited by the close for HTTP/1.0 ones). `Connection: keep-alive` goes out only when the
+//! server offered it when the head left and the body's end is known from its framing; otherwise `close`.
 
 use std::io::{Read, Write};
 
@@ -51,6 +52,10 @@ pub(crate) struct ResponseWriter {
     head_only: bool,
     /// The guest's headers, once accepted.
     headers: Vec<(String, String)>,
+    /// The server may keep the connection open after this response (see `offer_keep_alive`).
+    keep_alive_offered: bool,
+    /// The head that went out said `Connection: keep-alive`.
+    keep_alive_sent: bool,
 }
 
 impl ResponseWriter {
@@ -60,7 +65,29 @@ impl ResponseWriter {
             version: request.version,
             head_only: request.method == "HEAD",
             headers: Vec::new(),
+            keep_alive_offered: false,
+            keep_alive_sent: false,
         }
+    }
+
+    /// Whether the server may keep the connection open after this response: the client asked for it, the server
+    /// allows it, and the request's body has been read to its end. It counts when the head leaves; call it again
+    /// whenever that may change.
+    pub(crate) fn offer_keep_alive(&mut self, offer: bool) {
+        self.keep_alive_offered = offer;
+    }
+
+    /// Whether the head sent said `Connection: keep-alive`: after a response that finished well, the connection
+    /// may carry the next request.
+    pub(crate) fn keeps_alive(&self) -> bool {
+        self.keep_alive_sent && !matches!(self.state, State::Failed { .. })
+    }
+
+    /// Adds the `Connection` field to a head about to go, recording the promise; `framed` says whether the
+    /// client can tell where the body ends without the connection's end.
+    fn add_connection(&mut self, head: &mut Vec<u8>, framed: bool) {
+        self.keep_alive_sent = self.keep_alive_offered && framed;
+        head.extend_from_slice(if self.keep_alive_sent { KEEP_ALIVE } else { CLOSE });
     }
 
     /// The headers the guest set, once `start-response` succeeded.
@@ -171,6 +198,7 @@ impl ResponseWriter {
                     return self.finish_failed(conn, 500);
                 }
                 let mut bytes = head;
+                self.add_connection(&mut bytes, true);
                 if declared.is_none() && status_allows_body(status) {
                     bytes.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
                 }
@@ -233,6 +261,8 @@ impl ResponseWriter {
         };
         let chunked = declared.is_none() && self.version == Version::Http11;
         let mut bytes = head;
+        // Streamed to an HTTP/1.0 client without a length, the body ends with the connection.
+        self.add_connection(&mut bytes, chunked || declared.is_some() || self.head_only);
         if chunked {
             bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
@@ -321,9 +351,13 @@ fn status_allows_body(status: u16) -> bool {
     !matches!(status, 100..=199 | 204 | 304)
 }
 
-/// The headers the host adds to every response.
+/// The `Connection` fields the host ends a head with.
+const KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
+const CLOSE: &[u8] = b"Connection: close\r\n";
+
+/// The headers the host adds to every response, but `Connection`.
 fn host_headers() -> String {
-    format!("Date: {}\r\nServer: wasmcorn\r\nConnection: close\r\n", crate::clock::http_date())
+    format!("Date: {}\r\nServer: wasmcorn\r\n", crate::clock::http_date())
 }
 
 fn error_body(status: u16) -> String {
@@ -339,7 +373,7 @@ pub(crate) fn error_body_length(status: u16) -> u64 {
 pub(crate) fn error_response(status: u16) -> Vec<u8> {
     let body = error_body(status);
     format!(
-        "HTTP/1.1 {status} {}\r\n{}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\n{}Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         reason_phrase(status),
         host_headers(),
         body.len()
@@ -411,12 +445,46 @@ mod tests {
     }
 
     fn respond(head: &[u8], guest: impl FnOnce(&mut ResponseWriter, &mut Connection<Wire>)) -> String {
+        respond_offering(head, false, guest).0
+    }
+
+    /// The wire and whether the response kept the connection, the server offering keep-alive or not.
+    fn respond_offering(
+        head: &[u8],
+        offer: bool,
+        guest: impl FnOnce(&mut ResponseWriter, &mut Connection<Wire>),
+    ) -> (String, bool) {
         let (request, _) = parse_head(head, &HeadLimits::default()).unwrap().unwrap();
         let mut conn = Connection::new(Wire(Cursor::new(Vec::new()), Vec::new()));
         let mut writer = ResponseWriter::new(&request);
+        writer.offer_keep_alive(offer);
         guest(&mut writer, &mut conn);
         let _ = writer.finish(&mut conn, None);
-        String::from_utf8_lossy(&conn.into_stream().1).into_owned()
+        (String::from_utf8_lossy(&conn.into_stream().1).into_owned(), writer.keeps_alive())
+    }
+
+    #[test]
+    fn keep_alive_is_said_only_when_offered_and_the_framing_is_known() {
+        let small = |writer: &mut ResponseWriter, conn: &mut Connection<Wire>| {
+            writer.start("200 OK", vec![]).unwrap();
+            writer.write(conn, b"hi").unwrap();
+        };
+        let big = |writer: &mut ResponseWriter, conn: &mut Connection<Wire>| {
+            writer.start("200 OK", vec![]).unwrap();
+            writer.write(conn, &vec![b'a'; BUFFER_LIMIT + 1]).unwrap();
+        };
+        let (wire, kept) = respond_offering(GET, true, small);
+        assert!(kept && wire.contains("\r\nConnection: keep-alive\r\n") && !wire.contains("close"), "{wire}");
+        let (wire, kept) = respond_offering(GET, false, small);
+        assert!(!kept && wire.contains("\r\nConnection: close\r\n"), "{wire}");
+        let (wire, kept) = respond_offering(GET, true, big);
+        assert!(kept && wire.contains("\r\nConnection: keep-alive\r\n"), "chunked is framed: {wire:.300}");
+        let (wire, kept) = respond_offering(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true, big);
+        assert!(!kept && wire.contains("\r\nConnection: close\r\n"), "a close-delimited body closes: {wire:.300}");
+        let (wire, kept) = respond_offering(GET, true, |writer, _| {
+            writer.start("200 OK\r\nX: y", vec![]).unwrap_err();
+        });
+        assert!(!kept && wire.starts_with("HTTP/1.1 500 ") && wire.contains("Connection: close"), "{wire}");
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";

@@ -1,37 +1,41 @@
 //! What a worker does with a request whose head has arrived: the router picks the app; an app this worker runs
-//! serves it here, an app with a pool of its own gets the connection handed over (503 at once when that pool's
-//! queue is full), and a request no app takes is answered 404 by the host.
+//! serves it here, an app of another pool gets the connection handed over (503 at once when that pool's queue is
+//! full), and a request no app takes is answered 404 by the host. Every request of a kept-alive connection is
+//! routed afresh, so a dedicated pool's worker hands a request for another app back (to the shared pool, which
+//! routes it, or to that app's pool).
 
 use std::collections::BTreeMap;
 
 use super::answers;
 use super::environ;
 use super::exchange::HttpExchange;
-use super::handoff::{self, Channel, SendError};
+use super::handoff::{self, Channel, SendError, Stage};
 use super::heads::{Arrived, Origin};
 use super::heartbeat::Slot;
-use super::serve::{self, Target};
+use super::serve::{self, KeptAlive, Target};
 use crate::guest::Runtime;
 use crate::http::Connection;
 use crate::log;
 use crate::routing::AppId;
 use crate::settings::HttpSettings;
-use crate::site::Site;
+use crate::site::{PoolKey, Site};
 
 /// A worker's view of the site: which apps it runs (and where they are in its runtime) and where the others go.
 pub(super) struct Dispatch<'a> {
     site: &'a Site,
     /// For each app of the site, its index in this worker's runtime, if this worker runs it.
     local: Vec<Option<usize>>,
-    channels: &'a BTreeMap<String, Channel>,
+    channels: &'a BTreeMap<PoolKey, Channel>,
+    /// This worker's pool.
+    own: &'a PoolKey,
     /// Requests served here, per app of the site, for the apps' `max_requests`.
     served: Vec<u64>,
 }
 
 /// What became of a request.
 pub(super) enum Handled {
-    /// An app this worker runs served it.
-    Served { app: AppId },
+    /// An app this worker runs served it; its connection comes back when the response kept it alive.
+    Served { app: AppId, kept: Option<KeptAlive> },
     /// Handed over to the dedicated pool of its app.
     HandedOver,
     /// Answered by the host itself: no app takes it (404), or its app could not take it (its pool is full or
@@ -41,20 +45,28 @@ pub(super) enum Handled {
 
 impl<'a> Dispatch<'a> {
     /// `runs` lists the site's apps this worker runs, in the order of its runtime.
-    pub(super) fn new(site: &'a Site, runs: &[AppId], channels: &'a BTreeMap<String, Channel>) -> Self {
+    pub(super) fn new(
+        site: &'a Site,
+        runs: &[AppId],
+        channels: &'a BTreeMap<PoolKey, Channel>,
+        own: &'a PoolKey,
+    ) -> Self {
         let mut local = vec![None; site.apps.len()];
         for (position, app) in runs.iter().enumerate() {
             local[app.index()] = Some(position);
         }
-        Dispatch { site, local, channels, served: vec![0; site.apps.len()] }
+        Dispatch { site, local, channels, own, served: vec![0; site.apps.len()] }
     }
 
+    /// Routes and serves (or hands over, or answers) the request; `keep_alive` says whether this worker can keep
+    /// its connection open after the response.
     pub(super) fn handle(
         &mut self,
         runtime: &Runtime<HttpExchange>,
         settings: &HttpSettings,
         arrived: Arrived,
         slot: &'static Slot,
+        keep_alive: bool,
     ) -> Handled {
         // Decoded once: routing reads it, and the environ's PATH_INFO is taken from it.
         let path = environ::decode_path(&arrived.request.path);
@@ -88,25 +100,37 @@ impl<'a> Dispatch<'a> {
                     path: &path,
                     body_limit: hosted.body_limit,
                 };
-                serve::request(runtime, &target, settings, arrived, slot);
+                // The request that reaches a shared app's own `max_requests` is this worker's last: it closes.
+                let last = *self.own == PoolKey::Shared
+                    && hosted.max_requests > 0
+                    && self.served[app.index()] + 1 >= hosted.max_requests;
+                let kept = serve::request(runtime, &target, settings, arrived, slot, keep_alive && !last);
                 self.served[app.index()] += 1;
-                Handled::Served { app }
+                Handled::Served { app, kept }
             }
             None => self.hand_over(app, &script_name, arrived),
         }
     }
 
-    /// Passes the connection to the pool of app `app`, or answers for it when that cannot be done.
+    /// Passes the connection to the pool of app `app`, or answers for it when that cannot be done. The shared
+    /// pool routes what it gets; a dedicated pool gets the request routed.
     fn hand_over(&self, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
         let name = &self.site.app(app).guest.name;
-        let Some(channel) = self.channels.get(name) else {
-            log::error(format_args!("No channel to the pool of app {name}: 503"));
+        let pool = self.site.pool_of(app);
+        let channel = self.channels.get(&pool).filter(|_| pool != *self.own);
+        let Some(channel) = channel else {
+            // Its own pool: an app this worker does not run (it is stopped).
+            log::error(format_args!("No channel to {pool} for app {name}: 503"));
             arrived.answer(503, name);
             return Handled::Answered;
         };
+        let stage = match pool {
+            PoolKey::Shared => Stage::Unrouted,
+            PoolKey::Dedicated(_) => Stage::Routed { script_name: script_name.to_string() },
+        };
         let Arrived { conn, request, peer, .. } = arrived;
         let (stream, bytes) = conn.into_parts();
-        match handoff::send(channel.sender(), &stream, script_name, &bytes) {
+        match handoff::send(channel.sender(), &stream, &stage, &bytes) {
             // Our copy of the socket closes here; the pool's worker has its own.
             Ok(()) => Handled::HandedOver,
             Err(err) => {

@@ -14,11 +14,32 @@ pub(super) struct HttpExchange {
     pub body_error: Option<HttpError>,
     /// The guest's deadline while it runs.
     deadline: Option<Deadline>,
+    /// The client asked for keep-alive and the worker can keep the connection (see `offer_keep_alive`).
+    keep_alive: bool,
 }
 
 impl HttpExchange {
-    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
-        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None }
+    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader, keep_alive: bool) -> Self {
+        let response = ResponseWriter::new(request);
+        HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive }
+    }
+
+    /// Tells the response, before its head may leave, whether the connection can stay open: only when keep-alive
+    /// was offered and the request body has been read whole and well (otherwise what is left of it would be read
+    /// as the next request).
+    pub(super) fn offer_keep_alive(&mut self) {
+        let offer = self.keep_alive && self.body.is_done() && self.body_error.is_none();
+        self.response.offer_keep_alive(offer);
+    }
+
+    /// The worker will close the connection after this response whatever the client asked (it is retired).
+    pub(super) fn forgo_keep_alive(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Whether the connection may carry the next request: the response said so and went out whole.
+    pub(super) fn keeps_alive(&self) -> bool {
+        self.keep_alive && self.response.keeps_alive() && self.body.is_done() && self.body_error.is_none()
     }
 
     fn guest_is_late(&self) -> bool {
@@ -54,6 +75,7 @@ impl Exchange for HttpExchange {
     }
 
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.offer_keep_alive();
         self.response.write(&mut self.conn, chunk)
     }
 

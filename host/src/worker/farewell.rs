@@ -165,6 +165,15 @@ fn answer_all() -> u32 {
     answered
 }
 
+/// Answers one connection as the handler does (503, a FIN, what its client sent discarded), without waiting;
+/// returns whether the whole answer went out. For the arbiter's last look at the pools' channels.
+pub(super) fn answer_one(fd: RawFd) -> bool {
+    let answered = send_all(fd, ANSWER);
+    let _ = shutdown(fd, Shutdown::Write);
+    discard_unread(fd);
+    answered
+}
+
 fn send_all(fd: RawFd, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         match send(fd, bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {

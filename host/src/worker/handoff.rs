@@ -1,15 +1,19 @@
-//! Passing a connection from the shared pool to an app's dedicated pool. The shared pool accepts every
-//! connection and reads its head; a request for an app with a pool of its own is sent, as the socket itself
-//! (`SCM_RIGHTS`) with the bytes already read, over that pool's channel: a `SOCK_SEQPACKET` socket pair made by
-//! the arbiter, whose sending end every shared worker holds and whose receiving end every worker of the pool
-//! reads, one whole message at a time. Sends never wait: when the pool's queue is full the client gets 503 from
-//! the shared worker at once, so an app that saturates its pool slows no one else.
+//! Passing a connection to a pool. Every pool has a channel: a `SOCK_SEQPACKET` socket pair made by the arbiter,
+//! whose sending end every worker holds and whose receiving end the pool's own workers read, one whole message
+//! at a time. A connection crosses as the socket itself (`SCM_RIGHTS`) with the bytes already read and its
+//! `Stage`: a request routed to an app with a pool of its own (the shared pool accepts every connection and reads
+//! its head), a request the shared pool is to route (a dedicated pool's keep-alive connection asking for another
+//! app), or a connection a busy worker relays to its pool's idle ones (see `relay`): a head still arriving or an
+//! idle keep-alive connection, with the time it has left. Sends never wait: when the pool's queue is full the
+//! client gets 503 from the sender at once (a relay keeps the connection), so an app that saturates its pool
+//! slows no one else.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::errno::Errno;
@@ -26,7 +30,7 @@ const CHANNEL_BUFFER: usize = 256 * 1024;
 /// The largest message: a request whose head is bigger cannot be handed over (431).
 pub(super) const MAX_MESSAGE: usize = 200 * 1024;
 
-/// A dedicated pool's channel: both ends, held by the arbiter; workers keep the end they use.
+/// A pool's channel: both ends, held by the arbiter; workers keep the end they use.
 #[derive(Debug)]
 pub(crate) struct Channel {
     sender: OwnedFd,
@@ -56,6 +60,26 @@ impl Channel {
         self.receiver.as_fd()
     }
 
+    /// Answers `503` (as a dying worker does, see `farewell`) every connection still waiting in the channel,
+    /// and closes the idle ones whose client sent nothing: the arbiter does it when the server has stopped and
+    /// no worker is left to take them. Never waits. Returns how many were answered.
+    pub(crate) fn answer_waiting(&self) -> usize {
+        let mut inbox = Inbox::new(self.receiver());
+        let mut answered = 0;
+        while let Ok(Some(handed)) = inbox.receive() {
+            let fd = handed.stream.as_fd().as_raw_fd();
+            let mut byte = [0u8; 1];
+            let silent = !matches!(socket::recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1));
+            if matches!(handed.stage, Stage::Idle { .. }) && silent {
+                continue;
+            }
+            if super::farewell::answer_one(fd) {
+                answered += 1;
+            }
+        }
+        answered
+    }
+
     /// Both descriptors' numbers, for closing them in a worker that uses neither.
     pub(crate) fn raw_fds(&self) -> [RawFd; 2] {
         [self.sender.as_raw_fd(), self.receiver.as_raw_fd()]
@@ -71,15 +95,58 @@ pub(super) enum SendError {
     TooLarge,
 }
 
-/// Sends the connection `stream`, with the bytes read from it so far and the app's `SCRIPT_NAME`, to the pool.
-/// On success the caller closes its copy of the socket; the pool's worker has its own.
-pub(super) fn send(channel: BorrowedFd<'_>, stream: &Stream, script_name: &str, bytes: &[u8]) -> Result<(), SendError> {
+/// Where a connection is when it crosses a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Its request head is complete, routed to the pool's app, which is mounted at `script_name`.
+    Routed { script_name: String },
+    /// Its request head is complete, still to be routed (by the shared pool).
+    Unrouted,
+    /// Its request head is still arriving, and must be whole within `left`.
+    Arriving { left: Duration },
+    /// It waits for its next request, for `left` more (keep-alive).
+    Idle { left: Duration },
+}
+
+/// The fixed part of a message: the stage's kind, its time left in milliseconds, the script name's length.
+const PREAMBLE: usize = 1 + 4 + 2;
+
+impl Stage {
+    fn encode(&self) -> (u8, u32, &str) {
+        let millis = |left: &Duration| u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
+        match self {
+            Stage::Routed { script_name } => (0, 0, script_name),
+            Stage::Unrouted => (1, 0, ""),
+            Stage::Arriving { left } => (2, millis(left), ""),
+            Stage::Idle { left } => (3, millis(left), ""),
+        }
+    }
+
+    fn decode(kind: u8, millis: u32, script_name: String) -> Option<Stage> {
+        let left = Duration::from_millis(u64::from(millis));
+        Some(match kind {
+            0 => Stage::Routed { script_name },
+            1 => Stage::Unrouted,
+            2 => Stage::Arriving { left },
+            3 => Stage::Idle { left },
+            _ => return None,
+        })
+    }
+}
+
+/// Sends the connection `stream`, with the bytes read from it so far (from the start of its next request) and
+/// its stage, to the pool. On success the caller closes its copy of the socket; the pool's worker has its own.
+pub(super) fn send(channel: BorrowedFd<'_>, stream: &Stream, stage: &Stage, bytes: &[u8]) -> Result<(), SendError> {
+    let (kind, millis, script_name) = stage.encode();
     let name_length = u16::try_from(script_name.len()).map_err(|_| SendError::TooLarge)?;
-    if 2 + script_name.len() + bytes.len() > MAX_MESSAGE {
+    if PREAMBLE + script_name.len() + bytes.len() > MAX_MESSAGE {
         return Err(SendError::TooLarge);
     }
-    let length = name_length.to_le_bytes();
-    let parts = [IoSlice::new(&length), IoSlice::new(script_name.as_bytes()), IoSlice::new(bytes)];
+    let mut preamble = [0u8; PREAMBLE];
+    preamble[0] = kind;
+    preamble[1..5].copy_from_slice(&millis.to_le_bytes());
+    preamble[5..].copy_from_slice(&name_length.to_le_bytes());
+    let parts = [IoSlice::new(&preamble), IoSlice::new(script_name.as_bytes()), IoSlice::new(bytes)];
     let fds = [stream.as_fd().as_raw_fd()];
     let rights = [ControlMessage::ScmRights(&fds)];
     loop {
@@ -98,13 +165,13 @@ pub(super) fn send(channel: BorrowedFd<'_>, stream: &Stream, script_name: &str, 
     }
 }
 
-/// A connection handed over to this pool.
+/// A connection handed over to this pool (or about to be relayed from this worker).
 pub(super) struct Handed {
     pub stream: Stream,
     pub peer: Peer,
     pub local: Local,
-    pub script_name: String,
-    /// What the shared worker had read: the request head, and perhaps the start of the body.
+    pub stage: Stage,
+    /// What the sender had read and not consumed: the request head (or its start), perhaps the start of the body.
     pub bytes: Vec<u8>,
 }
 
@@ -168,9 +235,12 @@ impl<'a> Inbox<'a> {
 
 /// The message's parts and the socket as a stream, with its addresses.
 fn decode(message: &[u8], fd: OwnedFd) -> Option<Handed> {
-    let name_length = usize::from(u16::from_le_bytes([*message.first()?, *message.get(1)?]));
-    let script_name = std::str::from_utf8(message.get(2..2 + name_length)?).ok()?.to_string();
-    let bytes = message.get(2 + name_length..)?.to_vec();
+    let preamble = message.get(..PREAMBLE)?;
+    let millis = u32::from_le_bytes([preamble[1], preamble[2], preamble[3], preamble[4]]);
+    let name_length = usize::from(u16::from_le_bytes([preamble[5], preamble[6]]));
+    let script_name = std::str::from_utf8(message.get(PREAMBLE..PREAMBLE + name_length)?).ok()?.to_string();
+    let stage = Stage::decode(preamble[0], millis, script_name)?;
+    let bytes = message.get(PREAMBLE + name_length..)?.to_vec();
     let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).ok()?;
     let (stream, peer, local) = match local.family()? {
         AddressFamily::Inet | AddressFamily::Inet6 => {
@@ -183,7 +253,7 @@ fn decode(message: &[u8], fd: OwnedFd) -> Option<Handed> {
         }
         _ => return None,
     };
-    Some(Handed { stream, peer, local, script_name, bytes })
+    Some(Handed { stream, peer, local, stage, bytes })
 }
 
 fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
@@ -205,10 +275,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        send(channel.sender(), &Stream::Tcp(accepted), "/echo", b"GET /echo/x HTTP/1.1\r\n\r\n").unwrap();
+        let routed = Stage::Routed { script_name: "/echo".into() };
+        send(channel.sender(), &Stream::Tcp(accepted), &routed, b"GET /echo/x HTTP/1.1\r\n\r\n").unwrap();
         let mut inbox = Inbox::new(channel.receiver());
         let handed = inbox.receive().unwrap().unwrap();
-        assert_eq!(handed.script_name, "/echo");
+        assert_eq!(handed.stage, routed);
         assert_eq!(handed.bytes, b"GET /echo/x HTTP/1.1\r\n\r\n");
         assert_eq!(handed.peer, Peer::Ip(client.local_addr().unwrap()));
         assert_eq!(handed.local, Local::Ip(listener.local_addr().unwrap()));
@@ -222,15 +293,35 @@ mod tests {
     }
 
     #[test]
+    fn every_stage_crosses_with_its_time_left() {
+        let channel = Channel::new().unwrap();
+        let mut inbox = Inbox::new(channel.receiver());
+        let stages = [
+            Stage::Unrouted,
+            Stage::Arriving { left: Duration::from_millis(1500) },
+            Stage::Idle { left: Duration::from_millis(2000) },
+        ];
+        for stage in &stages {
+            let (ours, _theirs) = UnixStream::pair().unwrap();
+            send(channel.sender(), &Stream::Unix(ours), stage, b"GET / HT").unwrap();
+            let handed = inbox.receive().unwrap().unwrap();
+            assert_eq!((&handed.stage, handed.bytes.as_slice()), (stage, b"GET / HT".as_slice()));
+        }
+    }
+
+    #[test]
     fn a_full_queue_refuses_at_once_and_a_huge_head_is_too_large() {
         let channel = Channel::new().unwrap();
         let (ours, _theirs) = UnixStream::pair().unwrap();
         let stream = Stream::Unix(ours);
-        assert!(matches!(send(channel.sender(), &stream, "", &vec![b'x'; MAX_MESSAGE]), Err(SendError::TooLarge)));
+        assert!(matches!(
+            send(channel.sender(), &stream, &Stage::Unrouted, &vec![b'x'; MAX_MESSAGE]),
+            Err(SendError::TooLarge)
+        ));
         let head = vec![b'x'; 16 * 1024];
         let mut sent = 0;
         let refused = loop {
-            match send(channel.sender(), &stream, "", &head) {
+            match send(channel.sender(), &stream, &Stage::Unrouted, &head) {
                 Ok(()) => sent += 1,
                 Err(err) => break err,
             }

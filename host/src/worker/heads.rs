@@ -5,18 +5,26 @@
 //! its request ready to serve, in arrival order. The buffers of the connections held here, heads still arriving
 //! and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past it, the
 //! largest head still arriving is refused.
-//! Every connection held here is `Queued`, so that a worker killed meanwhile answers it 503 (see `farewell`).
+//! Every connection held here (but the idle ones, below) is `Queued`, so that a worker killed meanwhile answers it
+//! 503 (see `farewell`). Idle keep-alive connections wait here too (`idle`), up to `--max-idle-connections`, each for at most `--keep-alive`:
+//! the first byte of a next request makes one a head still arriving (its client timeout starts then); one still
+//! silent at its deadline, or when the worker stops, is closed, cleanly, since no request is under way on it.
+//! A busy worker's relay takes every connection out (`take_one`) to pass it to the pool's idle workers, which
+//! `admit_handed` it at the same stage (`crossing`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+mod crossing;
+mod idle;
+
 use super::answers;
 use super::farewell::Queued;
-use super::handoff::Handed;
 use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
+use crate::settings::HttpSettings;
 
 /// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
 /// another.
@@ -71,6 +79,10 @@ enum Progress {
 pub(super) struct Heads {
     pending: BTreeMap<u64, Pending>,
     ready: VecDeque<Queued<Arrived>>,
+    idle: BTreeMap<u64, idle::Idle>,
+    /// `--keep-alive` and `--max-idle-connections`.
+    keep_alive: Duration,
+    max_idle: usize,
     next_key: u64,
     limits: HeadLimits,
     timeout: Duration,
@@ -79,8 +91,24 @@ pub(super) struct Heads {
 }
 
 impl Heads {
-    pub(super) fn new(first_key: u64, limits: HeadLimits, timeout: Duration, held_limit: usize) -> Self {
-        Heads { pending: BTreeMap::new(), ready: VecDeque::new(), next_key: first_key, limits, timeout, held_limit }
+    pub(super) fn new(first_key: u64, settings: &HttpSettings) -> Self {
+        Heads {
+            pending: BTreeMap::new(),
+            ready: VecDeque::new(),
+            idle: BTreeMap::new(),
+            keep_alive: settings.keep_alive,
+            max_idle: settings.max_idle_connections,
+            next_key: first_key,
+            limits: settings.head_limits,
+            timeout: settings.client_timeout,
+            held_limit: settings.pending_heads_limit,
+        }
+    }
+
+    /// Whether the connection of the request about to be served may stay open after it: keep-alive is on and
+    /// this worker has room for one more idle connection.
+    pub(super) fn has_idle_room(&self) -> bool {
+        !self.keep_alive.is_zero() && self.idle.len() < self.max_idle
     }
 
     /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
@@ -91,6 +119,7 @@ impl Heads {
             && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
     }
 
+    /// Whether no request is under way here: idle connections do not count (a stopping worker closes them).
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.ready.is_empty()
     }
@@ -98,6 +127,11 @@ impl Heads {
     /// How many connections are held, heads still arriving and requests not started.
     pub(super) fn held(&self) -> usize {
         self.pending.len() + self.ready.len()
+    }
+
+    /// How many idle keep-alive connections are held.
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle.len()
     }
 
     /// The oldest request whose head is complete, taken out of the queue to be served.
@@ -110,7 +144,8 @@ impl Heads {
         let grace_ends =
             self.pending.values().map(|pending| pending.accepted + FAST_CLIENT_GRACE).filter(|end| *end > now);
         let deadlines = self.pending.values().map(|pending| pending.deadline);
-        deadlines.chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
+        let idle_ends = self.idle.values().map(|idle| idle.deadline);
+        deadlines.chain(idle_ends).chain(grace_ends).map(|instant| instant.saturating_duration_since(now)).min()
     }
 
     /// Takes a newly accepted connection: reads what already arrived, and watches it if the head is incomplete.
@@ -138,34 +173,32 @@ impl Heads {
         }
     }
 
-    /// Takes a connection handed over by the shared pool, whose head it already read and routed.
-    pub(super) fn admit_handed(&mut self, handed: Handed) {
-        let Handed { stream, peer, local, script_name, bytes } = handed;
-        if stream.set_nonblocking(true).is_err() {
+    /// Watches a head still arriving (a part of it may be buffered already).
+    fn watch_pending(&mut self, epoll: &Epoll, mut pending: Pending) {
+        let key = self.take_key();
+        if epoll.add(pending.conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_err() {
             return;
         }
-        let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
-        match http::parse_head(conn.buffered(), &self.limits) {
-            Ok(Some((request, length))) => {
-                conn.consume(length);
-                let origin = Origin::HandedOver { script_name };
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
-            }
-            Ok(None) => {
-                let err = HttpError::BadRequest("an incomplete head was handed over".into());
-                answers::reject(conn.take(), &err, peer);
-            }
-            Err(err) => answers::reject(conn.take(), &err, peer),
-        }
+        self.pending.insert(key, pending);
+        self.refuse_largest_over_limit(epoll);
     }
 
-    /// Whether `key` is one of the pending connections' keys.
+    fn take_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    /// Whether `key` is one of the pending or idle connections' keys.
     pub(super) fn owns(&self, key: u64) -> bool {
-        self.pending.contains_key(&key)
+        self.pending.contains_key(&key) || self.idle.contains_key(&key)
     }
 
     /// Reads what arrived on the connection under `key`.
     pub(super) fn on_readable(&mut self, epoll: &Epoll, key: u64) {
+        if self.idle.contains_key(&key) {
+            return self.wake_idle(epoll, key, true);
+        }
         let Some(pending) = self.pending.get_mut(&key) else { return };
         let progress = read_available(&mut pending.conn, &self.limits);
         if matches!(progress, Progress::Waiting) {
@@ -183,6 +216,11 @@ impl Heads {
     /// Answers `408 Request Timeout` to every connection whose head is late. Each is read once more first: its
     /// head may have arrived while the worker was busy with a guest.
     pub(super) fn expire(&mut self, epoll: &Epoll, now: Instant) {
+        let idle_late: Vec<u64> =
+            self.idle.iter().filter(|(_, idle)| idle.deadline <= now).map(|(key, _)| *key).collect();
+        for key in idle_late {
+            self.wake_idle(epoll, key, false);
+        }
         let late: Vec<u64> =
             self.pending.iter().filter(|(_, pending)| pending.deadline <= now).map(|(key, _)| *key).collect();
         for key in late {

@@ -1,10 +1,12 @@
 //! Serves one request whose head has arrived with the app it goes to: check its body size and forwarding
-//! headers, run the guest, finish the response, log it, drain what is left of the body, close.
+//! headers, run the guest, finish the response, log it; then give the connection back for its next request when
+//! the response kept it alive, or drain what is left of the body and close.
 
 use std::time::{Duration, Instant};
 
 use crate::guest::{Outcome, Runtime};
-use crate::http::{BodyReader, Request};
+use crate::http::{BodyReader, Connection, Request};
+use crate::listener::{Local, Peer, Stream};
 use crate::log;
 use crate::settings::HttpSettings;
 
@@ -33,35 +35,56 @@ pub(super) struct Target<'a> {
     pub body_limit: Option<u64>,
 }
 
+/// A connection whose response kept it open, given back for its next request.
+pub(super) struct KeptAlive {
+    pub conn: Connection<Stream>,
+    pub peer: Peer,
+    pub local: Local,
+}
+
+/// Serves the request; `keep_alive` says whether the worker can keep the connection open after it (the client
+/// must ask too). Returns the connection when the response kept it alive.
 pub(super) fn request(
     runtime: &Runtime<HttpExchange>,
     target: &Target<'_>,
     settings: &HttpSettings,
     arrived: Arrived,
     slot: &'static Slot,
-) {
+    keep_alive: bool,
+) -> Option<KeptAlive> {
     let Arrived { mut conn, request, peer, local, .. } = arrived;
     let checked = BodyReader::new(&request, target.body_limit)
         .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
     let (body, client) = match checked {
         Ok(checked) => checked,
-        Err(err) => return answers::reject(conn, &err, peer),
+        Err(err) => {
+            answers::reject(conn, &err, peer);
+            return None;
+        }
     };
     // From here on the worker waits on this client alone: each read and write gives up when the client moves no
     // byte for the client timeout, and each one that moves bytes is a sign of life.
     if let Err(err) = conn.stream().set_nonblocking(true) {
         log::warning(format_args!("cannot serve {}: {err}", request.request_line()));
-        return;
+        return None;
     }
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
     let environ = environ::build(&request, &client, &local, target.script_name, target.path);
-    let (mut exchange, outcome) = runtime.handle(target.index, &environ, HttpExchange::new(conn, &request, body));
+    let keep_alive = keep_alive && request.wants_keep_alive();
+    let exchange = HttpExchange::new(conn, &request, body, keep_alive);
+    let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
-    let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
-        Ok(sent) | Err(sent) => sent,
+    if slot.is_retiring() {
+        // Retired while the guest ran (a reload, TTOU): this worker closes its connections after this request.
+        exchange.forgo_keep_alive();
+    }
+    exchange.offer_keep_alive();
+    let (sent, finished) = match exchange.response.finish(&mut exchange.conn, guest_error) {
+        Ok(sent) => (sent, true),
+        Err(sent) => (sent, false),
     };
     if contract_checked && let Some(reason) = exchange.response.failure() {
         log::error(format_args!(
@@ -71,6 +94,10 @@ pub(super) fn request(
         ));
     }
     answers::log_access(&request, target.name, &client.remote_addr, sent, exchange.response.headers(), started);
+    if finished && exchange.keeps_alive() {
+        let HttpExchange { conn, .. } = exchange;
+        return Some(KeptAlive { conn: conn.map_stream(WatchedStream::into_inner), peer, local });
+    }
     if !exchange.body.is_done() && exchange.body_error.is_none() {
         // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
         // discarded, without waiting for more.
@@ -78,6 +105,7 @@ pub(super) fn request(
         exchange.conn.stream().set_patience(patience);
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
+    None
 }
 
 /// Logs what went wrong in the guest and picks the status the client gets if nothing was sent yet.

@@ -31,6 +31,11 @@ impl WatchedStream {
         WatchedStream { stream, slot, patience, deadline: None }
     }
 
+    /// The socket, unwatched (still non-blocking), for the next request of a kept-alive connection.
+    pub(super) fn into_inner(self) -> Stream {
+        self.stream
+    }
+
     pub(super) fn set_patience(&mut self, patience: Duration) {
         self.patience = patience;
     }

@@ -1,0 +1,81 @@
+//! A worker's heads crossing a pool's channel (see `handoff`): what a busy worker's relay takes out, one
+//! connection at a time with the bytes already read and the time it has left, and what a worker takes in at the
+//! stage it crossed in.
+
+use std::time::Instant;
+
+use nix::sys::epoll::Epoll;
+
+use super::idle::Idle;
+use super::{Arrived, FAST_CLIENT_GRACE, Heads, Origin, Pending};
+use crate::http::{self, Connection, HttpError};
+use crate::worker::answers;
+use crate::worker::farewell::Queued;
+use crate::worker::handoff::{Handed, Stage};
+
+impl Heads {
+    /// Takes a connection handed to this worker's pool, at the stage it crossed in: a complete head is ready to
+    /// serve, a head still arriving or an idle connection is watched until its time left runs out.
+    pub(in crate::worker) fn admit_handed(&mut self, epoll: &Epoll, handed: Handed) {
+        let Handed { stream, peer, local, stage, bytes } = handed;
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let now = Instant::now();
+        let origin = match stage {
+            Stage::Routed { script_name } => Origin::HandedOver { script_name },
+            Stage::Unrouted => Origin::Accepted,
+            Stage::Idle { left } => {
+                return self.watch_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
+            }
+            Stage::Arriving { left } => {
+                // Its grace is over: it was accepted elsewhere, a while ago.
+                let accepted = now.checked_sub(FAST_CLIENT_GRACE).unwrap_or(now);
+                let conn = Queued::connection(Connection::with_bytes(stream, bytes));
+                return self.watch_pending(epoll, Pending { conn, peer, local, accepted, deadline: now + left });
+            }
+        };
+        let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
+        match http::parse_head(conn.buffered(), &self.limits) {
+            Ok(Some((request, length))) => {
+                conn.consume(length);
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
+            }
+            Ok(None) => {
+                let err = HttpError::BadRequest("an incomplete head was handed over".into());
+                answers::reject(conn.take(), &err, peer);
+            }
+            Err(err) => answers::reject(conn.take(), &err, peer),
+        }
+    }
+
+    /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
+    /// still arriving, then idle connections. Its epoll registration is removed (the socket outlives this
+    /// worker's copy).
+    pub(in crate::worker) fn take_one(&mut self, epoll: &Epoll) -> Option<Handed> {
+        let now = Instant::now();
+        if let Some(arrived) = self.ready.pop_front() {
+            let Arrived { conn, peer, local, origin, .. } = arrived.take();
+            let stage = match origin {
+                Origin::Accepted => Stage::Unrouted,
+                Origin::HandedOver { script_name } => Stage::Routed { script_name },
+            };
+            let (stream, bytes) = conn.into_parts();
+            return Some(Handed { stream, peer, local, stage, bytes });
+        }
+        let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {
+            let Pending { conn, peer, local, deadline, .. } = pending;
+            let mut conn = conn.take();
+            let _ = epoll.delete(conn.stream());
+            conn.compact();
+            (conn.into_parts(), peer, local, Stage::Arriving { left: deadline.saturating_duration_since(now) })
+        } else {
+            let (_, Idle { mut conn, peer, local, deadline }) = self.idle.pop_first()?;
+            let _ = epoll.delete(conn.stream());
+            conn.compact();
+            (conn.into_parts(), peer, local, Stage::Idle { left: deadline.saturating_duration_since(now) })
+        };
+        let (stream, bytes) = stream_and_bytes;
+        Some(Handed { stream, peer, local, stage, bytes })
+    }
+}

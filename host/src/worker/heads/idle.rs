@@ -1,0 +1,197 @@
+//! Idle keep-alive connections among a worker's heads: a connection whose response kept it open comes back here
+//! (`readmit`); bytes the client pipelined behind its request make the next request at once, otherwise it waits,
+//! without a read buffer, for at most `--keep-alive`, and a worker holds at most `--max-idle-connections` of
+//! them. The first byte of a next request makes it a head still arriving (its client timeout starts then); one
+//! still silent at its deadline, or when the worker stops, is closed with a FIN, since no request is under way.
+
+use std::time::Instant;
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+
+use super::{Arrived, Heads, Origin, Pending, Progress, read_available};
+use crate::http::{self, Connection};
+use crate::listener::{Local, Peer, Stream};
+use crate::worker::answers;
+use crate::worker::farewell::Queued;
+
+/// A keep-alive connection waiting for its next request.
+pub(super) struct Idle {
+    pub(super) conn: Connection<Stream>,
+    pub(super) peer: Peer,
+    pub(super) local: Local,
+    pub(super) deadline: Instant,
+}
+
+impl Heads {
+    /// Takes back the connection of a request just served whose response kept it open. Bytes the client sent
+    /// behind that request (pipelined) make the next request, ready at once when its head is whole; otherwise the
+    /// connection waits, idle, for at most `--keep-alive`.
+    pub(in crate::worker) fn readmit(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local) {
+        conn.compact();
+        let now = Instant::now();
+        if conn.buffered().is_empty() {
+            return self.watch_idle(epoll, conn, peer, local, now + self.keep_alive);
+        }
+        let mut conn = Queued::connection(conn);
+        match http::parse_head(conn.buffered(), &self.limits) {
+            Ok(Some((request, length))) => {
+                conn.consume(length);
+                let origin = Origin::Accepted;
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
+            }
+            Ok(None) => {
+                self.watch_pending(epoll, Pending { conn, peer, local, accepted: now, deadline: now + self.timeout })
+            }
+            Err(err) => answers::reject(conn.take(), &err, peer),
+        }
+    }
+
+    /// Watches an idle connection until `deadline`, or closes it at once when this worker holds its fill.
+    pub(super) fn watch_idle(
+        &mut self,
+        epoll: &Epoll,
+        mut conn: Connection<Stream>,
+        peer: Peer,
+        local: Local,
+        deadline: Instant,
+    ) {
+        if self.idle.len() >= self.max_idle {
+            return;
+        }
+        let key = self.take_key();
+        if epoll.add(conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_ok() {
+            self.idle.insert(key, Idle { conn, peer, local, deadline });
+        }
+    }
+
+    /// Closes every idle connection (the worker stops): each is read once first, and one whose next request has
+    /// started arriving is kept as a head still arriving, to be served.
+    pub(in crate::worker) fn close_idle(&mut self, epoll: &Epoll) {
+        let keys: Vec<u64> = self.idle.keys().copied().collect();
+        for key in keys {
+            self.wake_idle(epoll, key, false);
+        }
+    }
+
+    /// The idle connection under `key` became readable (or its time is up, or the worker stops): what arrived
+    /// makes it a head still arriving, under the same key; nothing (or an end of stream) closes it.
+    pub(super) fn wake_idle(&mut self, epoll: &Epoll, key: u64, readable: bool) {
+        let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
+        let progress = read_available(&mut conn, &self.limits);
+        if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
+            if readable {
+                // Woken for nothing: it stays idle.
+                self.idle.insert(key, Idle { conn, peer, local, deadline });
+            } else {
+                let _ = epoll.delete(conn.stream());
+            }
+            return;
+        }
+        let now = Instant::now();
+        let mut pending =
+            Pending { conn: Queued::connection(conn), peer, local, accepted: now, deadline: now + self.timeout };
+        match progress {
+            Progress::Waiting => {
+                self.pending.insert(key, pending);
+                self.refuse_largest_over_limit(epoll);
+            }
+            // A client that closed between requests is no error: there is nobody to answer.
+            progress => {
+                let _ = epoll.delete(pending.conn.stream());
+                self.settle(pending, progress);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use nix::sys::epoll::EpollCreateFlags;
+
+    use super::*;
+    use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
+    use crate::worker::handoff::Stage;
+
+    fn heads(max_idle: usize) -> Heads {
+        let settings = HttpSettings {
+            head_limits: HeadLimits::default(),
+            pending_heads_limit: 1 << 20,
+            client_timeout: Duration::from_secs(30),
+            trusted_proxies: TrustedProxies::All,
+            keep_alive: Duration::from_secs(2),
+            max_idle_connections: max_idle,
+        };
+        Heads::new(1, &settings)
+    }
+
+    /// A served connection (its request consumed) holding `unread`, and the client's end.
+    fn served(unread: &[u8]) -> (Connection<Stream>, UnixStream) {
+        let (ours, client) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let done = b"GET /done HTTP/1.1\r\n\r\n";
+        let mut conn = Connection::with_bytes(Stream::Unix(ours), [done.as_slice(), unread].concat());
+        conn.consume(done.len());
+        (conn, client)
+    }
+
+    fn epoll() -> Epoll {
+        Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap()
+    }
+
+    fn local() -> Local {
+        Local::Unix("/test".into())
+    }
+
+    #[test]
+    fn a_pipelined_request_is_ready_at_once_and_an_empty_connection_waits_idle() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (pipelined, _client) = served(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        heads.readmit(&epoll, pipelined, Peer::Unix, local());
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/next".into()));
+        let (empty, _client) = served(b"");
+        heads.readmit(&epoll, empty, Peer::Unix, local());
+        assert_eq!((heads.idle_count(), heads.held()), (1, 0));
+        assert!(heads.is_empty(), "an idle connection is no request under way");
+        let left = heads.next_deadline(Instant::now()).unwrap();
+        assert!(left <= Duration::from_secs(2) && left > Duration::from_secs(1), "{left:?}");
+    }
+
+    #[test]
+    fn closing_idle_connections_serves_a_request_that_began_and_closes_the_silent_ones_cleanly() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (silent, mut silent_client) = served(b"");
+        let (talking, mut talking_client) = served(b"");
+        heads.readmit(&epoll, silent, Peer::Unix, local());
+        heads.readmit(&epoll, talking, Peer::Unix, local());
+        talking_client.write_all(b"GET /late HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        heads.close_idle(&epoll);
+        assert_eq!(heads.idle_count(), 0);
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/late".into()));
+        let mut rest = Vec::new();
+        assert_eq!(silent_client.read_to_end(&mut rest).unwrap(), 0, "a FIN and nothing else");
+    }
+
+    #[test]
+    fn past_the_idle_limit_a_connection_is_closed_and_each_stage_can_be_taken_out() {
+        let (epoll, mut heads) = (epoll(), heads(1));
+        let (first, _first_client) = served(b"");
+        let (second, mut second_client) = served(b"");
+        heads.readmit(&epoll, first, Peer::Unix, local());
+        assert!(!heads.has_idle_room());
+        heads.readmit(&epoll, second, Peer::Unix, local());
+        assert_eq!(heads.idle_count(), 1);
+        assert_eq!(second_client.read(&mut [0u8; 8]).unwrap(), 0, "closed");
+        let (arriving, _arriving_client) = served(b"GET /half HTTP/1.1\r\n");
+        heads.readmit(&epoll, arriving, Peer::Unix, local());
+        let taken = heads.take_one(&epoll).unwrap();
+        assert!(matches!(taken.stage, Stage::Arriving { .. }), "{:?}", taken.stage);
+        assert_eq!(taken.bytes, b"GET /half HTTP/1.1\r\n");
+        let taken = heads.take_one(&epoll).unwrap();
+        assert!(matches!(taken.stage, Stage::Idle { left } if left <= Duration::from_secs(2)), "{:?}", taken.stage);
+        assert!(heads.take_one(&epoll).is_none());
+    }
+}

@@ -1,0 +1,130 @@
+//! Where a worker's connections come from, and the wait for them: the listeners (the shared pool's workers
+//! accept) and the pool's channel (requests handed to a dedicated pool, connections relayed by a busy worker of
+//! the same pool). An idle worker watches both beside the sockets of the heads it reads; a worker that wants no
+//! more watches neither, so that a queue it leaves alone does not wake it again and again.
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::handoff::Inbox;
+use super::heads::Heads;
+use crate::listener::Listener;
+use crate::log;
+
+pub(super) struct Inlet<'a> {
+    /// Empty for a dedicated pool's worker.
+    pub listeners: &'a [Listener],
+    /// The pool's channel.
+    pub inbox: Inbox<'a>,
+    /// Whether the listeners and the channel are in the worker's epoll.
+    watched: bool,
+}
+
+impl<'a> Inlet<'a> {
+    pub(super) fn new(listeners: &'a [Listener], inbox: Inbox<'a>) -> Self {
+        Inlet { listeners, inbox, watched: false }
+    }
+
+    /// Adds the listeners and the channel to the worker's epoll (under the keys 0 to the number of listeners),
+    /// or removes them.
+    pub(super) fn watch(&mut self, epoll: &Epoll, watch: bool) -> anyhow::Result<()> {
+        if watch == self.watched {
+            return Ok(());
+        }
+        let fds = self.listeners.iter().map(Listener::fd).chain(std::iter::once(self.inbox.fd()));
+        for (index, fd) in fds.enumerate() {
+            if watch {
+                // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
+                let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+                epoll.add(fd, EpollEvent::new(flags, index as u64))?;
+            } else {
+                epoll.delete(fd)?;
+            }
+        }
+        self.watched = watch;
+        Ok(())
+    }
+
+    /// Takes new connections while the worker wants more (or, when `all`, every one queued, from the
+    /// listeners and the channel); returns whether any came.
+    pub(super) fn take_waiting(&mut self, epoll: &Epoll, heads: &mut Heads, all: bool) -> bool {
+        let accepted = accept_waiting(epoll, self.listeners, heads, all);
+        let received = receive_waiting(epoll, &mut self.inbox, heads, all);
+        accepted || received
+    }
+}
+
+/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
+/// any was accepted.
+fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
+    let mut accepted = false;
+    for listener in listeners {
+        while all || heads.wants_more(Instant::now()) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    accepted = true;
+                    heads.admit(epoll, stream, peer, listener.local());
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    break;
+                }
+                Err(err) => {
+                    log::warning(format_args!("accept failed on {}: {err}", listener.url()));
+                    break;
+                }
+            }
+        }
+    }
+    accepted
+}
+
+/// Takes the connections handed or relayed to this worker's pool while the worker wants more (or, when `all`,
+/// every one waiting); returns whether any came.
+fn receive_waiting(epoll: &Epoll, inbox: &mut Inbox<'_>, heads: &mut Heads, all: bool) -> bool {
+    let mut received = false;
+    while all || heads.wants_more(Instant::now()) {
+        match inbox.receive() {
+            Ok(Some(handed)) => {
+                received = true;
+                heads.admit_handed(epoll, handed);
+            }
+            Ok(None) => break,
+            Err(err) => {
+                log::warning(format_args!("cannot receive from the pool's channel: {err}"));
+                break;
+            }
+        }
+    }
+    received
+}
+
+/// Waits up to `wait` for sockets to become readable, reads the heads that progressed (and the idle connections
+/// whose next request began), and deals with the heads and idle connections that are late.
+pub(super) fn continue_reading(
+    epoll: &Epoll,
+    heads: &mut Heads,
+    events: &mut [EpollEvent],
+    wait: Duration,
+) -> anyhow::Result<()> {
+    // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
+    let millis = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    let count = match epoll.wait(events, EpollTimeout::from(millis)) {
+        Ok(count) => count,
+        Err(nix::errno::Errno::EINTR) => 0,
+        Err(err) => return Err(err.into()),
+    };
+    for event in &events[..count] {
+        if heads.owns(event.data()) {
+            heads.on_readable(epoll, event.data());
+        }
+    }
+    heads.expire(epoll, Instant::now());
+    Ok(())
+}

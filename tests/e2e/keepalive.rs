@@ -1,0 +1,335 @@
+//! Keep-alive: a connection whose response allows it carries the client's next request; `Connection: close`,
+//! HTTP/1.0 without keep-alive, an unknown response framing, an unread or malformed body, the limits and the
+//! stops close it, cleanly, between requests. An idle connection pins no worker: its next request, like a head
+//! that completed while its worker ran a long request, is served by whichever worker of its pool is free.
+
+mod client;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::support::{Server, command, eventually};
+use client::{
+    Client, End, assert_closing, assert_kept, connection_on, served_by, start_long_request, unread_by_server,
+};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+
+const WITH_PIDS: [&str; 4] = ["--access-logformat", "%(p)s %(r)s", "--keep-alive", "60"];
+
+/// A keep-alive long enough that no idle connection of a test times out on a busy machine.
+const PATIENT: [&str; 2] = ["--keep-alive", "60"];
+
+/// For the stops: a worker that lingered with its idle connections would not be killed before the test gives up.
+const LINGER_UNTIL_KILLED: [&str; 4] = ["--keep-alive", "300", "--graceful-timeout", "300"];
+
+#[test]
+fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
+    let server = Server::start("sample:hello", 1, &PATIENT);
+    let mut client = Client::connect(&server);
+    for _ in 0..3 {
+        let response = client.get("h", "/");
+        assert_kept(&response, 200);
+        assert_eq!(response.text(), "Hello, World!");
+    }
+    client.send(b"GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+    assert_eq!(server.wait_for_count("\"GET / HTTP/1.1\" 200 13", 3).len(), 3);
+    server.wait_for_line("\"GET /last HTTP/1.1\" 200 13");
+}
+
+#[test]
+fn http10_keeps_the_connection_only_when_it_asks() {
+    let server = Server::start("sample:hello", 1, &PATIENT);
+    let mut client = Client::connect(&server);
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+
+    let mut client = Client::connect(&server);
+    client.send(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert_kept(&client.response(), 200);
+    client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_kept(&client.response(), 200);
+}
+
+#[test]
+fn keep_alive_zero_closes_every_connection() {
+    let server = Server::start("sample:hello", 1, &["--keep-alive", "0"]);
+    let mut client = Client::connect(&server);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+}
+
+#[test]
+fn an_idle_connection_is_closed_cleanly_when_its_time_is_up() {
+    let server = Server::start("sample:hello", 1, &["--keep-alive", "0.5"]);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed, "a FIN, not a reset, and no 408");
+    // The worker still serves.
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
+    let mut client = Client::connect(&server);
+    let mut burst = Vec::new();
+    for length in 1..=3 {
+        burst.extend_from_slice(format!("GET /declared?length={length} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    }
+    client.send(&burst);
+    for length in 1..=3 {
+        let response = client.response();
+        assert_kept(&response, 200);
+        assert_eq!(response.text(), "x".repeat(length));
+    }
+}
+
+#[test]
+fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
+    // Conflicting framing: the second request's "body" holds a third request.
+    let mut client = Client::connect(&server);
+    client.send(
+        b"GET /declared?length=1 HTTP/1.1\r\nHost: h\r\n\r\n\
+          POST /discard HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /declared?length=7 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_kept(&client.response(), 200);
+    assert_closing(&client.response(), 400);
+    assert_eq!(client.end(), End::Closed);
+    // Bad chunking: the body's end is unknown, so is where a next request would start.
+    let mut client = Client::connect(&server);
+    client.send(
+        b"POST /discard HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nzz\r\nGET /declared?length=8 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_closing(&client.response(), 400);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("\"GET /declared?length=1 HTTP/1.1\" 200");
+    server.wait_for_line("Bad request body for POST /discard HTTP/1.1");
+    assert_eq!(server.get("/count").status, 200);
+    server.wait_for_line("\"GET /count HTTP/1.1\" 200");
+    let log = server.log_text();
+    assert!(!log.contains("length=7") && !log.contains("length=8"), "a smuggled request was served:\n{log}");
+}
+
+#[test]
+fn an_unread_body_or_an_unframed_response_closes_the_connection() {
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
+    // The guest answers without reading the body: what is left of it must not be read as a next request.
+    let mut client = Client::connect(&server);
+    client.send(b"POST /declared?length=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 44\r\n\r\n");
+    client.send(b"GET /declared?length=9 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_closing(&client.response(), 200);
+    assert_eq!(client.end(), End::Closed);
+    // A body read whole keeps it.
+    let mut client = Client::connect(&server);
+    client.send(b"POST /discard HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    let response = client.response();
+    assert_kept(&response, 200);
+    assert_eq!(response.text(), "5");
+    // Streamed to an HTTP/1.0 client without a length, the body ends with the connection.
+    let mut client = Client::connect(&server);
+    client.send(b"GET /big?bytes=100000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let response = client.response();
+    assert_closing(&response, 200);
+    assert_eq!(response.body.len(), 100_000);
+    assert!(response.header("content-length").is_none());
+    assert!(!server.log_text().contains("length=9"));
+}
+
+#[test]
+fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs_a_long_request() {
+    let mut args = vec!["--guest-timeout", "30"];
+    args.extend(WITH_PIDS);
+    let server = Server::start(MISBEHAVE, 2, &args);
+    let mut idle = Client::connect(&server);
+    assert_kept(&idle.get("h", "/count?idle=1"), 200);
+    let holder = served_by(&server, "GET /count?idle=1 HTTP/1.1");
+    let mut long = connection_on(&server, holder);
+    start_long_request(&server, &mut long);
+    // The idle connection's next request, while its worker runs the long one.
+    let response = idle.get("h", "/count?idle=2");
+    assert_kept(&response, 200);
+    let other = served_by(&server, "GET /count?idle=2 HTTP/1.1");
+    assert_ne!(other, holder, "the request waited for its busy worker:\n{}", server.log_text());
+    assert!(!long.has_news(), "the long request is still running");
+    long.send(b"x");
+    assert_kept(&long.response(), 200);
+    assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
+}
+
+#[test]
+fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_free_worker() {
+    let server = Server::start(MISBEHAVE, 2, &WITH_PIDS);
+    let mut pending = Client::connect(&server);
+    assert_kept(&pending.get("h", "/count?pending=1"), 200);
+    let holder = served_by(&server, "GET /count?pending=1 HTTP/1.1");
+    let mut long = connection_on(&server, holder);
+    // The next head begins to arrive, and its worker reads that much before it starts the long request.
+    pending.send(b"GET /count?pending=2 HTTP/1.1\r\n");
+    eventually("the worker reads the start of the head", || unread_by_server(&server, &pending) == Some(0));
+    start_long_request(&server, &mut long);
+    pending.send(b"Host: h\r\n\r\n");
+    assert_kept(&pending.response(), 200);
+    let other = served_by(&server, "GET /count?pending=2 HTTP/1.1");
+    assert_ne!(other, holder, "the head waited for its busy worker:\n{}", server.log_text());
+    assert!(!long.has_news(), "the long request is still running");
+    long.send(b"x");
+    assert_kept(&long.response(), 200);
+}
+
+#[test]
+fn clients_past_the_idle_limit_are_answered_then_closed() {
+    let server = Server::start("sample:hello", 1, &["--max-idle-connections", "1", "--keep-alive", "60"]);
+    let mut first = Client::connect(&server);
+    assert_kept(&first.get("h", "/"), 200);
+    let mut second = Client::connect(&server);
+    assert_closing(&second.get("h", "/"), 200);
+    assert_eq!(second.end(), End::Closed);
+    assert_kept(&first.get("h", "/"), 200);
+}
+
+#[test]
+fn max_requests_closes_with_the_last_response() {
+    let server = Server::start("sample:hello", 1, &["--max-requests", "2", "--keep-alive", "60"]);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_count("Booting worker with pid", 2);
+}
+
+#[test]
+fn reload_closes_idle_connections_cleanly() {
+    let server = Server::start("sample:hello", 1, &LINGER_UNTIL_KILLED);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    server.signal(Signal::SIGHUP);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_response_finished_after_a_reload_retired_its_worker_says_close() {
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
+    let mut busy = Client::connect(&server);
+    start_long_request(&server, &mut busy);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    busy.send(b"x");
+    let response = busy.response();
+    assert_closing(&response, 200);
+    assert_eq!(response.text(), "stashed");
+    assert_eq!(busy.end(), End::Closed);
+}
+
+#[test]
+fn ttou_closes_the_idle_connections_of_the_worker_it_retires() {
+    let mut args = WITH_PIDS[..2].to_vec();
+    args.extend(LINGER_UNTIL_KILLED);
+    let server = Server::start(MISBEHAVE, 2, &args);
+    // An idle connection on each worker: TTOU retires the oldest, whichever booted first.
+    let mut idle: Vec<(Pid, Client)> =
+        server.booted_worker_pids().into_iter().map(|pid| (pid, connection_on(&server, pid))).collect();
+    server.signal(Signal::SIGTTOU);
+    let line = server.wait_for_line("Worker retiring (pid: ");
+    let retired = idle.iter().position(|(pid, _)| line.contains(&format!("(pid: {pid})"))).expect("a worker of ours");
+    let (_, mut closed) = idle.remove(retired);
+    assert_eq!(closed.end(), End::Closed);
+    let (kept_by, mut kept) = idle.pop().expect("the other worker's connection");
+    assert_kept(&kept.get("h", "/count?after=1"), 200);
+    assert_eq!(served_by(&server, "GET /count?after=1 HTTP/1.1"), kept_by);
+}
+
+#[test]
+fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
+    let mut server = Server::start(MISBEHAVE, 1, &LINGER_UNTIL_KILLED);
+    let mut idle = Client::connect(&server);
+    assert_kept(&idle.get("h", "/count"), 200);
+    let mut busy = Client::connect(&server);
+    busy.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
+    server.wait_for_line("[guest stdout] stashed");
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    busy.send(b"x");
+    let response = busy.response();
+    assert_eq!((response.status, response.text().as_str()), (200, "stashed"));
+    assert_eq!(busy.end(), End::Closed, "a clean close after the request in flight");
+    assert_eq!(idle.end(), End::Closed, "a clean close between requests");
+    assert!(server.wait_exit().success());
+}
+
+/// The tenants' manifest: `hello` on host a.test, `echo` under /echo, and `evil` (the misbehave guest) on
+/// evil.test with a pool of its own.
+const APPS: &str = r#"
+[[app]]
+name = "hello"
+component = "sample:hello"
+hosts = ["a.test"]
+
+[[app]]
+name = "echo"
+component = "sample:echo"
+prefix = "/echo"
+
+[[app]]
+name = "evil"
+component = "MISBEHAVE"
+hosts = ["evil.test"]
+workers = 1
+"#;
+
+#[test]
+fn each_request_of_a_connection_is_routed_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, APPS.replace("MISBEHAVE", MISBEHAVE)).unwrap();
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
+    args.extend(WITH_PIDS);
+    let server = Server::spawn(command(&args));
+    server.wait_for_count("Booting worker with pid", 3);
+    let dedicated = server.booted_worker_pids_where(|line| line.ends_with("(app evil)"));
+
+    let mut client = Client::connect(&server);
+    let hello = client.get("a.test", "/");
+    assert_kept(&hello, 200);
+    assert_eq!(hello.text(), "Hello, World!");
+    let echo = client.get("b.test", "/echo/x");
+    assert_kept(&echo, 200);
+    assert_eq!(echo.json()["environ"]["SCRIPT_NAME"], "/echo");
+    // Handed over to the dedicated pool with the rest of the connection, which then comes back.
+    let evil = client.get("evil.test", "/count?evil=1");
+    assert_kept(&evil, 200);
+    assert_eq!(evil.text(), "1");
+    assert_eq!(vec![served_by(&server, "GET /count?evil=1 HTTP/1.1")], dedicated);
+    let evil = client.get("evil.test", "/count?evil=2");
+    assert_kept(&evil, 200);
+    assert_eq!(vec![served_by(&server, "GET /count?evil=2 HTTP/1.1")], dedicated);
+    let hello = client.get("a.test", "/again");
+    assert_kept(&hello, 200);
+    assert_eq!(hello.text(), "Hello, World!");
+    assert!(!dedicated.contains(&served_by(&server, "GET /again HTTP/1.1")), "the shared pool served it");
+    eventually("four access-log lines", || server.log_text().matches("> GET /").count() >= 4);
+}
+
+#[test]
+fn the_request_that_reaches_an_apps_max_requests_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\nmax_requests = 2\n").unwrap();
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0"];
+    args.extend(PATIENT);
+    let server = Server::spawn(command(&args));
+    server.wait_for_count("Booting worker with pid", 1);
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/"), 200);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("Autorestarting worker after 2 requests of app hello");
+}
