@@ -244,6 +244,7 @@ fn serve_loop(
                 // no more.
                 with_server = true;
                 while inlet.take_waiting(epoll, &mut held, true) {}
+                inlet.let_go_of_listeners(epoll)?;
             }
             held.close_idle(epoll);
         }

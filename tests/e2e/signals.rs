@@ -1,10 +1,14 @@
 //! Stopping the server with signals.
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Server, is_alive};
+use crate::support::{PATIENCE, Server, is_alive, read_response};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
 fn assert_stops_cleanly(signal: Signal) {
     let mut server = Server::start("sample:hello", 2, &[]);
@@ -79,4 +83,45 @@ fn sigint_stops_the_workers_even_when_the_server_was_started_with_it_ignored() {
     for worker in workers {
         assert!(!is_alive(worker));
     }
+}
+
+/// Sends the head of a `/stash` request whose one-byte body the test sends later: the guest prints `stashed`
+/// and then waits for that byte, so the test decides when the request ends.
+fn held_request(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head = "POST /stash?secret=s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 1\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn a_stopping_server_refuses_new_connections_once_it_took_its_queue_instead_of_resetting_them_later() {
+    let mut server = Server::start(MISBEHAVE, 1, &[]);
+    // The only worker is busy with the first request; the second waits in the kernel's queue.
+    let mut first = held_request(server.port);
+    server.wait_for_count("[guest stdout] stashed", 1);
+    let mut second = held_request(server.port);
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    first.write_all(b"x").unwrap();
+    assert_eq!(read_response(first).status, 200);
+    // The worker took the queued connection as it began to stop, and serves it.
+    server.wait_for_count("[guest stdout] stashed", 2);
+    // Nothing accepts from the listener any more: a connection made now must be refused at once, not queued and
+    // then reset unanswered when the worker leaves.
+    match TcpStream::connect(("127.0.0.1", server.port)) {
+        Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}"),
+        Ok(mut late) => {
+            second.write_all(b"x").unwrap();
+            assert_eq!(read_response(second).status, 200);
+            let _ = late.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let mut answer = Vec::new();
+            let read = late.read_to_end(&mut answer);
+            panic!("a connection made during the stop was accepted by the kernel and then got {read:?} {answer:?}");
+        }
+    }
+    second.write_all(b"x").unwrap();
+    assert_eq!(read_response(second).status, 200);
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
 }

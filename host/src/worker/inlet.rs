@@ -4,6 +4,7 @@
 //! more watches neither, so that a queue it leaves alone does not wake it again and again.
 
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
@@ -44,6 +45,21 @@ impl<'a> Inlet<'a> {
             }
         }
         self.watched = watch;
+        Ok(())
+    }
+
+    /// Closes this worker's copies of the listeners, once it has taken what they queued, as the server stops.
+    /// The arbiter closed its own copies when the stop began; when the last worker closes its copies, a new
+    /// connection is refused at once (a load balancer sends it elsewhere, a POST too: nothing was sent), instead
+    /// of waiting in a queue that no one accepts from any more and being reset when the worker exits.
+    pub(super) fn let_go_of_listeners(&mut self, epoll: &Epoll) -> anyhow::Result<()> {
+        self.watch(epoll, false)?;
+        for listener in self.listeners {
+            // The worker never drops the arbiter's `Listener` objects (it leaves with `process::exit`, see
+            // `arbiter::spawn`), and with the slice emptied below nothing here uses the descriptor again.
+            let _ = nix::unistd::close(listener.fd().as_raw_fd());
+        }
+        self.listeners = &[];
         Ok(())
     }
 
