@@ -1,6 +1,7 @@
 //! The test harness: a `Server` that runs the binary and watches its log, and a small HTTP/1.1 client.
 
 pub(crate) mod postgres;
+pub(crate) mod python;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
