@@ -46,7 +46,7 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
     let work = cache.scratch("work")?;
     let result = (|| {
         let native = site.as_ref().map(|site| site.native_extensions.as_slice()).unwrap_or_default();
-        let glue = glue::write(work.path(), &target, &args.warmup, native)?;
+        let glue = glue::write(work.path(), &target, &args.warmup, native, args.defer_import)?;
         let mut paths = vec![work.path().to_path_buf(), src.clone()];
         paths.extend(site.as_ref().map(|site| site.path.clone()));
         componentize::run(&toolchain, &glue, &paths, &args.output)

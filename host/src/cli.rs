@@ -55,6 +55,12 @@ pub(crate) struct PythonBuildArgs {
     #[arg(long = "warmup", value_name = "PATH")]
     pub warmup: Vec<String>,
 
+    /// Run the app module's own code at the first request of each fresh instance instead of at build time (it is
+    /// still compiled, and what it imports is imported, at build time): for apps that read their settings from
+    /// the environment when imported, such as the study's workload.py. Costs that code on every fresh instance.
+    #[arg(long = "defer-import")]
+    pub defer_import: bool,
+
     /// Where to write the component.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,

@@ -11,6 +11,7 @@ mod engine;
 mod exchange;
 mod name_lookup;
 mod output;
+mod pool_fit;
 mod runtime;
 mod samples;
 mod state;

@@ -239,3 +239,23 @@ fn build_refuses_a_requirement_with_a_c_extension() {
     ];
     assert_build_fails(&args, "requirement 'ujson' needs the C extension 'ujson'");
 }
+
+#[test]
+fn a_component_larger_than_max_memory_is_refused_naming_the_limit() {
+    let app = plain_app();
+    let output = crate::support::command(&["serve", &app, "--max-memory", "8", "--check-config"])
+        .output()
+        .expect("run wasmcorn serve --check-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("exceeds the limit of 0x800000 bytes") && stderr.contains("--max-memory"), "{stderr}");
+}
+
+#[test]
+fn defer_import_runs_module_code_with_the_servers_environment() {
+    let app = built("deferred", &["deferred_app:application", "--defer-import", "--warmup", "/"]);
+    let server = Server::start(&app, 1, &["--env", "GREETING=hello from --env"]);
+    assert_eq!(server.get("/").text(), "hello from --env");
+    assert_eq!(server.get("/").text(), "hello from --env", "every fresh instance runs the module code again");
+}

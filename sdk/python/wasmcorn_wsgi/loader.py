@@ -5,7 +5,9 @@ finds its callable, runs the warm-up requests, and returns the class the compone
 A failure is one line starting with `MARKER` on stderr (the build command prints it), then `SystemExit(1)`.
 """
 
+import gc
 import importlib
+import importlib.util
 import sys
 
 # Imported lazily by the standard library or by common frameworks (Werkzeug's URL handling needs the IDNA codec),
@@ -73,8 +75,52 @@ def find_app(module, attribute, native_extensions):
     return app
 
 
-def load(module, attribute, warmup=(), native_extensions=None):
-    """The `WitWorld` class for `module:attribute`, after the lazy imports and the warm-up requests."""
+class DeferredApp:
+    """`module:attribute` whose module code was compiled at build time and runs at the first request of each
+    fresh instance, so that what it reads at import (os.environ, say) is the server's, not the build's."""
+
+    def __init__(self, module, attribute):
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "get_code"):
+            raise BuildError(f"module {module!r} not found (looked in --src and the requirements)")
+        self._code = spec.loader.get_code(module)
+        self._spec = spec
+        self._attribute = attribute
+        self._app = None
+        # What the module imports at its top level is imported now, so that it is packaged (an import that
+        # fails now, a driver imported only under some setting, say, is left to the request).
+        import dis
+
+        for instruction in dis.get_instructions(self._code):
+            if instruction.opname == "IMPORT_NAME":
+                try:
+                    importlib.import_module(instruction.argval)
+                except Exception:
+                    pass
+
+    def _load(self):
+        loaded = importlib.util.module_from_spec(self._spec)
+        sys.modules[self._spec.name] = loaded
+        exec(self._code, loaded.__dict__)
+        app = loaded
+        for part in self._attribute.split("."):
+            app = getattr(app, part)
+        return app
+
+    def forget(self):
+        """Drops what a warm-up request loaded, so that the snapshot holds the compiled code alone."""
+        self._app = None
+        sys.modules.pop(self._spec.name, None)
+
+    def __call__(self, environ, start_response):
+        if self._app is None:
+            self._app = self._load()
+        return self._app(environ, start_response)
+
+
+def load(module, attribute, warmup=(), native_extensions=None, defer_import=False):
+    """The `WitWorld` class for `module:attribute`, after the lazy imports and the warm-up requests. With
+    `defer_import`, the module's code runs at each fresh instance's first request instead (see `DeferredApp`)."""
     for name in LAZY_MODULES:
         try:
             importlib.import_module(name)
@@ -84,12 +130,21 @@ def load(module, attribute, warmup=(), native_extensions=None):
     from .warmup import WarmupError, warm_up
 
     try:
-        app = find_app(module, attribute, native_extensions or {})
+        if defer_import:
+            app = DeferredApp(module, attribute)
+        else:
+            app = find_app(module, attribute, native_extensions or {})
         warm_up(app, warmup)
+        if defer_import:
+            app.forget()
     except (BuildError, WarmupError) as err:
         import traceback
 
         if err.__cause__ is not None and not isinstance(err.__cause__, ImportError):
             traceback.print_exception(err.__cause__, file=sys.stderr)
         fail(err)
+    # Everything alive now is in the snapshot that every request starts from. Frozen, the collector never scans
+    # it again: a collection during a request then touches (and copies) only the request's own objects.
+    gc.collect()
+    gc.freeze()
     return world_for(app)
