@@ -75,7 +75,8 @@ read -ra EXTRA <<<"$WASMCORN_ARGS"
 target_of() { [[ $1 == flask ]] && echo flask_hello:app || echo trivial:application; }
 expected_of() { [[ $1 == flask ]] && echo 200 || echo 204; }
 for app in $APPS; do
-  if [[ ! -s $BUILT/$app.wasm || -n $(find bench/python -newer "$BUILT/$app.wasm" -type f) ]]; then
+  # Built again when the app or the binary (whose SDK it embeds) changed.
+  if [[ ! -s $BUILT/$app.wasm || -n $(find bench/python "$WASMCORN" -newer "$BUILT/$app.wasm" -type f) ]]; then
     say "building $BUILT/$app.wasm"
     "$WASMCORN" build python "$(target_of "$app")" --src bench/python --requirements bench/python/requirements.txt \
       --warmup / -o "$BUILT/$app.wasm" >&2 || die "wasmcorn build python failed"
