@@ -6,8 +6,8 @@
 mod cache;
 mod componentize;
 mod glue;
-mod process;
 mod requirements;
+mod tool;
 mod toolchain;
 
 use std::fs;

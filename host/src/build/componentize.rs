@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::glue::{GLUE_MODULE, Glue};
-use super::process::{command, last_error_line};
+use super::tool::{command, last_error_line};
 use super::toolchain::Toolchain;
 
 /// What the SDK's loader prints before a build error (see sdk/python/wasmcorn_wsgi/loader.py).

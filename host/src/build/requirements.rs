@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::cache::{Cache, key};
-use super::process::{command, run};
+use super::tool::{command, run};
 use super::toolchain::{COMPONENTIZE_PY, Toolchain};
 
 /// Where the list of removed extension modules is kept in an entry: `module<TAB>distribution` lines.

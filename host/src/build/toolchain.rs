@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use super::cache::{Cache, key};
-use super::process::{command, run};
+use super::tool::{command, run};
 
 /// The componentize-py release the build uses (its CPython is the one apps run on).
 pub(super) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
