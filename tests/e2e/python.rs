@@ -259,3 +259,52 @@ fn defer_import_runs_module_code_with_the_servers_environment() {
     assert_eq!(server.get("/").text(), "hello from --env");
     assert_eq!(server.get("/").text(), "hello from --env", "every fresh instance runs the module code again");
 }
+
+// Instance reuse (`--instance-reuse N`, manifest `instance_reuse`): module state is kept across the requests of one
+// app that one instance serves, never across apps, and never after a failed request.
+
+#[test]
+fn instance_reuse_keeps_module_state_across_requests_of_one_app() {
+    let server = Server::start(&plain_app(), 1, &["--instance-reuse", "3"]);
+    let counts: Vec<String> = (0..4).map(|_| server.get("/counter").text()).collect();
+    assert_eq!(counts, ["1", "2", "3", "1"], "three requests share an instance, the fourth gets a fresh one");
+}
+
+#[test]
+fn instance_reuse_drops_the_instance_after_a_failed_request() {
+    let server = Server::start(&plain_app(), 1, &["--instance-reuse", "100"]);
+    assert_eq!(server.get("/counter").text(), "1");
+    assert_eq!(server.get("/counter").text(), "2");
+    assert_eq!(server.get("/boom").status, 500);
+    assert_eq!(server.get("/counter").text(), "1", "a failed request drops its instance");
+}
+
+#[test]
+fn instance_reuse_never_shares_module_state_between_apps() {
+    let app = plain_app();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let manifest = dir.path().join("apps.toml");
+    let text = format!(
+        "[[app]]\nname = \"first\"\ncomponent = {app:?}\nprefix = \"/first\"\ninstance_reuse = 100\n\n\
+         [[app]]\nname = \"second\"\ncomponent = {app:?}\nprefix = \"/second\"\ninstance_reuse = 100\n"
+    );
+    std::fs::write(&manifest, text).expect("write the manifest");
+    let mut command = crate::support::command(&[
+        "serve",
+        "--apps",
+        manifest.to_str().expect("a UTF-8 path"),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ]);
+    command.current_dir(dir.path());
+    let server = Server::spawn(command);
+    server.wait_for_line("Booting worker with pid");
+    let counts: Vec<String> =
+        ["/first/counter", "/second/counter", "/first/counter", "/second/counter", "/first/counter"]
+            .iter()
+            .map(|path| server.get(path).text())
+            .collect();
+    assert_eq!(counts, ["1", "1", "2", "2", "3"], "each app counts its own requests, in its own instance");
+}
