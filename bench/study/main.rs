@@ -13,6 +13,7 @@ mod binary;
 mod calibrate;
 mod chart;
 mod cputime;
+mod guest;
 mod layout;
 mod load;
 mod memory;
@@ -63,11 +64,16 @@ fn run() -> anyhow::Result<()> {
 
     let log_dir = settings.out.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+    std::fs::create_dir_all(&settings.out).with_context(|| format!("cannot create {}", settings.out.display()))?;
+    let python_apps = workspace.join("bench").join("gunicorn");
+    let wasmcorn_app =
+        guest::app_for(settings.guest, &wasmcorn, &python_apps, &settings.out, &settings.out.join("cache"))?;
     let mut launchers = Launchers {
         wasmcorn,
+        wasmcorn_app,
         gunicorn: None,
         gunicorn_control_socket: false,
-        python_apps: workspace.join("bench").join("gunicorn"),
+        python_apps,
         cache_dir: settings.out.join("cache"),
         log_dir,
     };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Parser;
 
+use crate::guest::Guest;
 use crate::workload::Workload;
 
 /// Reproduces the "Gunicorn sync workers" study against wasmcorn: requests/s and latency by worker count for
@@ -50,6 +51,10 @@ pub(crate) struct Options {
     /// this bench's profile: `--release` under `cargo bench`].
     #[arg(long)]
     pub wasmcorn: Option<PathBuf>,
+    /// The guest wasmcorn serves: `rust` (sample:workload) or `python` (bench/gunicorn/workload.py, the same file
+    /// Gunicorn serves, packaged with `wasmcorn build python`).
+    #[arg(long, value_enum, default_value = "rust")]
+    pub guest: Guest,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     pub bench: bool,
@@ -77,6 +82,7 @@ pub(crate) struct Settings {
     pub cpu_size: CpuSize,
     pub out: PathBuf,
     pub wasmcorn: Option<PathBuf>,
+    pub guest: Guest,
 }
 
 impl Options {
@@ -125,6 +131,7 @@ impl Options {
             // the workspace root.
             out: workspace.join(self.out.unwrap_or_else(|| PathBuf::from("target/study"))),
             wasmcorn: self.wasmcorn.map(|path| workspace.join(path)),
+            guest: self.guest,
         })
     }
 }

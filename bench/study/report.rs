@@ -109,7 +109,7 @@ fn setup(text: &mut String, context: &Context, chart: &Path) {
         text,
         "| app | {} |",
         cell(&|contender| match contender.kind {
-            ServerKind::Wasmcorn => "`sample:workload` (guest-apps/workload)".to_string(),
+            ServerKind::Wasmcorn => crate::guest::describe(context.settings.guest).to_string(),
             ServerKind::Gunicorn => "`bench/gunicorn/workload.py`".to_string(),
         })
     );

@@ -40,6 +40,8 @@ impl fmt::Display for ServerKind {
 #[derive(Debug, Clone)]
 pub(crate) struct Launchers {
     pub wasmcorn: PathBuf,
+    /// The app wasmcorn serves: `sample:workload`, or the Python component (`--guest python`).
+    pub wasmcorn_app: String,
     /// The `gunicorn` of the study's venv, when Gunicorn takes part.
     pub gunicorn: Option<PathBuf>,
     pub gunicorn_control_socket: bool,
@@ -177,7 +179,14 @@ fn command_for(spec: &ServerSpec, launchers: &Launchers) -> anyhow::Result<Comma
         ServerKind::Wasmcorn => {
             let mut command = Command::new(&launchers.wasmcorn);
             command
-                .args(["serve", "sample:workload", "--bind", "127.0.0.1:0", "--workers", &spec.workers.to_string()])
+                .args([
+                    "serve",
+                    &launchers.wasmcorn_app,
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--workers",
+                    &spec.workers.to_string(),
+                ])
                 .args(["--guest-timeout", &timeout.to_string(), "--cache-dir"])
                 .arg(&launchers.cache_dir);
             for (name, value) in &spec.env {

@@ -13,9 +13,66 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process; boxing would only add noise")]
 pub(crate) enum Command {
     /// Serve a guest app over HTTP/1.1 with pre-forked sync workers.
     Serve(ServeArgs),
+    /// Package an app written in another language as a wasmcorn guest component.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    #[command(subcommand)]
+    pub kind: BuildKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BuildKind {
+    /// Package a Python WSGI app (any PEP 3333 callable) and its pure-Python requirements as a component that
+    /// `wasmcorn serve` runs, with a fresh pre-initialised interpreter per request. See docs/python.md.
+    Python(PythonBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PythonBuildArgs {
+    /// The WSGI callable, as MODULE:CALLABLE (`app:app`, `myproject.wsgi:application`); CALLABLE defaults to
+    /// `application`.
+    #[arg(value_name = "MODULE:CALLABLE")]
+    pub target: String,
+
+    /// The folder the app's modules are imported from.
+    #[arg(long = "src", value_name = "DIR", default_value = ".")]
+    pub src: PathBuf,
+
+    /// A pip requirements file: its packages (pure Python only) are installed into a cached folder and packaged.
+    #[arg(long = "requirements", value_name = "FILE")]
+    pub requirements: Option<PathBuf>,
+
+    /// A path (`/`, `/items?page=1`) requested with GET at build time, so that what the app imports and caches
+    /// while answering it is in the snapshot each request starts from. Repeat for several. An answer of 500 or
+    /// more, or an exception, fails the build.
+    #[arg(long = "warmup", value_name = "PATH")]
+    pub warmup: Vec<String>,
+
+    /// Run the app module's own code at the first request of each fresh instance instead of at build time (it is
+    /// still compiled, and what it imports is imported, at build time): for apps that read their settings from
+    /// the environment when imported, such as the study's workload.py. Costs that code on every fresh instance.
+    #[arg(long = "defer-import")]
+    pub defer_import: bool,
+
+    /// Where to write the component.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The Python interpreter that creates the build's virtual environment (3.10 or later, with venv).
+    #[arg(long = "python", value_name = "PATH", env = "WASMCORN_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+
+    /// Where the build's virtual environment and installed requirements are cached. Defaults to
+    /// $WASMCORN_CACHE_DIR, then $XDG_CACHE_HOME/wasmcorn, then ~/.cache/wasmcorn.
+    #[arg(long = "cache-dir", value_name = "DIR", env = "WASMCORN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -267,7 +267,7 @@ fn parse_umask(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
@@ -297,7 +297,9 @@ mod tests {
         use clap::Parser;
         let mut argv = vec!["wasmcorn", "serve"];
         argv.extend_from_slice(extra);
-        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv)?.command;
+        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv)?.command else {
+            anyhow::bail!("`serve` parses as the serve command")
+        };
         let env = args.env.iter().map(|pair| parse_env_pair(pair)).collect::<anyhow::Result<Vec<_>>>()?;
         let settings = http_settings(&args)?;
         let script_name = script_name(&args, &env)?;

@@ -12,6 +12,7 @@ mod exchange;
 mod instance;
 mod name_lookup;
 mod output;
+mod pool_fit;
 mod runtime;
 mod samples;
 mod state;

@@ -11,6 +11,7 @@
 // The binary needs `run` alone; the benchmarks (`bench/`) also reach into `guest` and `http`, which export only
 // what they measure. Everything else is private, so the compiler reports what nothing uses.
 mod arbiter;
+mod build;
 mod cli;
 mod clock;
 mod config;
@@ -60,5 +61,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 Invocation::Serve(config) => arbiter::run(*config, serve_args),
             }
         }
+        cli::Command::Build(args) => match args.kind {
+            cli::BuildKind::Python(args) => {
+                build::python(&args)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
     }
 }

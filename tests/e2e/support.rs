@@ -3,6 +3,7 @@
 pub(crate) mod debian;
 pub(crate) mod nginx;
 pub(crate) mod postgres;
+pub(crate) mod python;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -218,7 +218,9 @@ env = { VALUE = "EVIL" }
         let path = dir.path().join("apps.toml");
         std::fs::write(&path, text).unwrap();
         let argv = ["wasmcorn", "serve", "--apps", path.to_str().unwrap(), "--cache-dir", "/nonexistent"];
-        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv).unwrap().command;
+        let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(argv).unwrap().command else {
+            panic!("`serve` parses as the serve command")
+        };
         let config = Config::from_args(args).unwrap();
         let artefacts: Vec<Artefact> = config
             .site

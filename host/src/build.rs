@@ -1,0 +1,62 @@
+//! `wasmcorn build`: packages apps written in other languages as wasmcorn guest components. Today, Python WSGI
+//! apps: a cached build toolchain (`toolchain`), the app's requirements (`requirements`), the generated module and
+//! the SDK (`glue`), and componentize-py's run (`componentize`), in owner-only cache folders (`cache`). Each step
+//! fails with one line naming what is wrong.
+
+mod cache;
+mod componentize;
+mod glue;
+mod requirements;
+mod tool;
+mod toolchain;
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::cli::PythonBuildArgs;
+
+/// Builds the component `args.output` from the WSGI app `args.target`.
+pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
+    let target = glue::Target::parse(&args.target)?;
+    for path in &args.warmup {
+        if !path.starts_with('/') {
+            bail!("--warmup takes a path starting with `/`, not {path:?}");
+        }
+    }
+    let src = fs::canonicalize(&args.src).with_context(|| format!("--src {}", args.src.display()))?;
+    if !src.is_dir() {
+        bail!("--src {} is not a folder", args.src.display());
+    }
+    let requirements = match &args.requirements {
+        Some(path) => Some(fs::read(path).with_context(|| format!("cannot read --requirements {}", path.display()))?),
+        None => None,
+    };
+    let cache_root = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => crate::config::default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
+    };
+    let cache = cache::Cache::open(&cache_root)?;
+    let toolchain = toolchain::Toolchain::ensure(&cache, &args.python)?;
+    let site = match &requirements {
+        Some(text) => Some(requirements::Site::ensure(&cache, &toolchain, text)?),
+        None => None,
+    };
+    let work = cache.scratch("work")?;
+    let result = (|| {
+        let native = site.as_ref().map(|site| site.native_extensions.as_slice()).unwrap_or_default();
+        let glue = glue::write(work.path(), &target, &args.warmup, native, args.defer_import)?;
+        let mut paths = vec![work.path().to_path_buf(), src.clone()];
+        paths.extend(site.as_ref().map(|site| site.path.clone()));
+        componentize::run(&toolchain, &glue, &paths, &args.output)
+    })();
+    drop(work);
+    result?;
+    eprintln!("Built {} from {}", display(&args.output), args.target);
+    Ok(())
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
