@@ -17,6 +17,7 @@ mod forwarded;
 mod handoff;
 mod heads;
 pub(crate) mod heartbeat;
+mod proxy_head;
 mod serve;
 mod watched;
 

@@ -16,6 +16,7 @@ mod http;
 mod isolation;
 mod logs;
 mod process;
+mod proxy;
 mod retire;
 mod rfc9112;
 mod sandbox;

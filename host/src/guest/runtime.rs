@@ -2,7 +2,8 @@
 //! for each app the worker hosts (apps built from the same artefact share one mapped component), and a fresh
 //! `Store` and instance for every request, with the app's own environment, grants and limits. The guest's time is
 //! a wall-clock deadline (see `deadline`): the epoch interrupts a guest that computes past it, and the host calls
-//! that wait are bounded by it.
+//! that wait are bounded by it. A `wasi:http` app (see `proxy`) is called on a current-thread tokio runtime the
+//! worker builds here, after the fork, when it hosts such an app.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -17,11 +18,13 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use super::app::Guest;
 use super::artefact::Artefact;
 use super::bindings::AppPre;
-use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
+use super::capabilities::{DirGrant, HttpGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::engine::{engine_config, instance_pre_with, linker, store_limits};
 use super::exchange::Exchange;
+use super::kind::Kind;
 use super::output::{GuestLine, GuestOutput};
+use super::proxy::{self, ProxyCall, ProxyState};
 use super::state::RequestState;
 use super::trace::describe;
 use super::trust;
@@ -32,7 +35,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const OUTPUT_BUDGET: usize = 64 * 1024;
 /// The most host resources (streams, sockets, pollables, files) and component handles one request may hold at
 /// once; past it the host call fails and the guest traps.
-const MAX_RESOURCES: usize = 10_000;
+pub(super) const MAX_RESOURCES: usize = 10_000;
 
 /// What became of one request inside the guest.
 #[derive(Debug)]
@@ -53,14 +56,23 @@ pub struct Runtime<E: Exchange> {
     engine: Engine,
     apps: Vec<Loaded<E>>,
     log_line: GuestLine,
+    /// The runtime `wasi:http` apps are called on, when the worker hosts one.
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+/// An app's pre-instantiated component, as its kind calls it.
+enum Pre<E: Exchange> {
+    App(AppPre<RequestState<E>>),
+    Proxy(wasmtime_wasi_http::p2::bindings::ProxyPre<ProxyState>),
 }
 
 /// One app in a worker: its pre-instantiated component and everything its requests run with.
 struct Loaded<E: Exchange> {
-    pre: AppPre<RequestState<E>>,
+    pre: Pre<E>,
     env: Arc<Vec<(String, String)>>,
     dirs: Vec<DirGrant>,
     net: Arc<NetGrant>,
+    http: Arc<HttpGrant>,
     max_memory_bytes: usize,
     guest_timeout: Duration,
     /// How the log names the app's output streams.
@@ -77,6 +89,8 @@ impl<E: Exchange> Runtime<E> {
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
         let linker = linker::<E>(&engine)?;
+        let serves_proxies = apps.iter().any(|(_, artefact)| artefact.kind == Kind::Proxy);
+        let proxy_linker = if serves_proxies { Some(proxy::linker(&engine)?) } else { None };
         let mut components: HashMap<PathBuf, Component> = HashMap::new();
         let mut loaded = Vec::with_capacity(apps.len());
         for (app, artefact) in apps {
@@ -102,18 +116,34 @@ impl<E: Exchange> Runtime<E> {
             let labels = |stream: &str| -> Arc<str> {
                 if app.name.is_empty() { stream.into() } else { format!("{stream} app={}", app.name).into() }
             };
+            let pre = match (artefact.kind, &proxy_linker) {
+                (Kind::Proxy, Some(proxy_linker)) => Pre::Proxy(proxy::instance_pre_with(proxy_linker, &component)?),
+                _ => Pre::App(instance_pre_with(&linker, &component)?),
+            };
             loaded.push(Loaded {
-                pre: instance_pre_with(&linker, &component)?,
+                pre,
                 env: Arc::new(app.env.clone()),
                 dirs: app.capabilities.dirs.clone(),
                 net: Arc::new(app.capabilities.net.clone()),
+                http: Arc::new(app.capabilities.http.clone()),
                 max_memory_bytes: app.limits.max_memory_bytes,
                 guest_timeout: app.limits.guest_timeout,
                 stdout: labels("stdout"),
                 stderr: labels("stderr"),
             });
         }
-        Ok(Runtime { engine, apps: loaded, log_line })
+        // One current-thread runtime for the worker's wasi:http apps: no threads of its own (a blocking pool only
+        // if a guest's WASI call needs one). Built here, in the worker, after the fork.
+        let tokio = match serves_proxies {
+            true => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the worker's tokio runtime")?,
+            ),
+            false => None,
+        };
+        Ok(Runtime { engine, apps: loaded, log_line, tokio })
     }
 
     /// Starts the thread that advances the engine's epoch, which is what interrupts a guest past its
@@ -141,6 +171,29 @@ impl<E: Exchange> Runtime<E> {
         };
         let stdout = GuestOutput::new(Arc::clone(&app.stdout), OUTPUT_BUDGET, self.log_line);
         let stderr = GuestOutput::new(Arc::clone(&app.stderr), OUTPUT_BUDGET, self.log_line);
+        let pre = match (&app.pre, &self.tokio) {
+            (Pre::App(pre), _) => pre,
+            (Pre::Proxy(pre), Some(tokio)) => {
+                let call = ProxyCall {
+                    engine: &self.engine,
+                    tokio,
+                    pre,
+                    env: &app.env,
+                    dirs: &app.dirs,
+                    net: &app.net,
+                    http: &app.http,
+                    max_memory_bytes: app.max_memory_bytes,
+                    guest_timeout: app.guest_timeout,
+                    stdout: &stdout,
+                    stderr: &stderr,
+                };
+                let answered = proxy::handle(call, exchange);
+                stdout.finish();
+                stderr.finish();
+                return answered;
+            }
+            (Pre::Proxy(_), None) => return (exchange, Outcome::Failed("no runtime for wasi:http apps".into())),
+        };
         let wasi = match wasi_ctx(&app.env, &app.dirs, &app.net, stdout.clone(), stderr.clone()) {
             Ok(wasi) => wasi,
             Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
@@ -161,7 +214,7 @@ impl<E: Exchange> Runtime<E> {
             let remaining = store.data().deadline.remaining();
             Ok(if remaining.is_zero() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(ticks(remaining)) })
         });
-        let result = app.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
+        let result = pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,
             Ok(Err(message)) => Outcome::Refused(message),
@@ -178,11 +231,11 @@ impl<E: Exchange> Runtime<E> {
 
 /// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in
 /// a host call.
-fn is_timeout(err: &wasmtime::Error) -> bool {
+pub(super) fn is_timeout(err: &wasmtime::Error) -> bool {
     err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
 }
 
-fn ticks(timeout: Duration) -> u64 {
+pub(super) fn ticks(timeout: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
     u64::try_from(ticks).unwrap_or(u64::MAX)
 }

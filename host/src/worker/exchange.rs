@@ -3,7 +3,7 @@
 //! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
 use super::watched::WatchedStream;
-use crate::guest::{Deadline, Exchange};
+use crate::guest::{Deadline, Exchange, ProxyHead};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
 pub(super) struct HttpExchange {
@@ -14,11 +14,13 @@ pub(super) struct HttpExchange {
     pub body_error: Option<HttpError>,
     /// The guest's deadline while it runs.
     deadline: Option<Deadline>,
+    /// The request as a standard `wasi:http` guest sees it.
+    head: ProxyHead,
 }
 
 impl HttpExchange {
-    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
-        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None }
+    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader, head: ProxyHead) -> Self {
+        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None, head }
     }
 
     fn guest_is_late(&self) -> bool {
@@ -55,5 +57,9 @@ impl Exchange for HttpExchange {
 
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String> {
         self.response.write(&mut self.conn, chunk)
+    }
+
+    fn proxy_head(&self) -> Option<ProxyHead> {
+        Some(self.head.clone())
     }
 }
