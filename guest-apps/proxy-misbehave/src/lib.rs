@@ -2,7 +2,7 @@
 //! proxy guest that breaks the rules, one route at a time. Built with the samples, served by path in tests
 //! (`WASMCORN_GUEST_PROXY_MISBEHAVE`).
 //!
-//! Routes:
+//! Routes go by the path's last segment (`/std/trap` is `/trap`: the guest sees the full path, mount point and all):
 //! - `/trap`: executes `unreachable`. `/loop`: spins forever. `/no-answer`: returns without setting its response.
 //! - `/sleep?seconds=N`: sleeps N seconds in a `wasi:clocks` wait (a host call epochs do not interrupt), then
 //!   answers `slept`.
@@ -25,7 +25,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let target = request.path_with_query().unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let body: Vec<u8> = match path {
+        let route = &path[path.rfind('/').unwrap_or(0)..];
+        let body: Vec<u8> = match route {
             "/trap" => core::arch::wasm32::unreachable(),
             "/loop" => loop {
                 black_box(());
