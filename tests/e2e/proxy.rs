@@ -225,3 +225,47 @@ fn head_request_to_a_streaming_proxy_guest_has_no_body() {
     let get = server.get("/big?bytes=200000");
     assert_eq!(get.body.len(), 200_000);
 }
+
+/// componentize-py, installed from PyPI into a virtual environment cached under the target folder (installed
+/// again if an earlier install did not finish).
+fn componentize_py() -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("componentize-py-0.25.1");
+    let installed = venv.join("installed");
+    if !installed.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let created = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+        assert!(created.success(), "python3 -m venv {}", venv.display());
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "componentize-py==0.25.1"])
+            .status()
+            .unwrap();
+        assert!(pip.success(), "pip install componentize-py==0.25.1");
+        std::fs::write(&installed, b"").unwrap();
+    }
+    venv.join("bin/componentize-py")
+}
+
+/// A component from another toolchain, straight from the registries: Python built by componentize-py for the
+/// standard wasi:http proxy world (`guest-apps/proxy-python`), served unchanged.
+#[test]
+fn component_built_by_componentize_py_is_served() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-apps/proxy-python");
+    let out = tempfile::tempdir().unwrap();
+    let component = out.path().join("proxy_python.wasm");
+    let built = std::process::Command::new(componentize_py())
+        .arg("-d")
+        .arg(sample.join("wit"))
+        .args(["-w", "app", "componentize", "-p"])
+        .arg(&sample)
+        .arg("app")
+        .arg("-o")
+        .arg(&component)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "componentize-py: {}", String::from_utf8_lossy(&built.stderr));
+    let server = Server::start(component.to_str().unwrap(), 1, &[]);
+    let response = server.get("/py/hello?x=1");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello from Python at /py/hello?x=1");
+    server.wait_for_line("[guest stdout] python saw /py/hello?x=1");
+}
