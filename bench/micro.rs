@@ -1,14 +1,15 @@
 //! `cargo bench --bench micro`: criterion micro-benchmarks of the two costs every request pays inside a worker:
 //! parsing the request head (`wasmcorn::http::parse_head`), and a fresh instance of the guest (instantiate the
 //! `hello` sample, call its handler, drop the store) through `wasmcorn::guest::Runtime::handle`, with the
-//! request's bytes kept in memory instead of a socket.
+//! request's bytes kept in memory instead of a socket; the same for `proxy-hello`, the same hello as a standard
+//! `wasi:http` component (its call runs on the runtime's current-thread tokio runtime).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmcorn::guest::{
-    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, Runtime, prepare, prepare_folder, read_source,
+    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, ProxyHead, Runtime, prepare, prepare_folder, read_source,
 };
 use wasmcorn::http::{HeadLimits, parse_head};
 
@@ -61,15 +62,27 @@ impl Exchange for MemoryExchange {
         self.body.extend_from_slice(chunk);
         Ok(())
     }
+
+    /// hey's request, as a `wasi:http` guest receives it.
+    fn proxy_head(&self) -> Option<ProxyHead> {
+        let header = |name: &str, value: &str| (name.to_string(), value.to_string());
+        Some(ProxyHead {
+            method: "GET".into(),
+            scheme: "http".into(),
+            authority: "127.0.0.1:8000".into(),
+            path_with_query: "/".into(),
+            headers: vec![header("Host", "127.0.0.1:8000"), header("User-Agent", "hey/0.0.1")],
+        })
+    }
 }
 
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
-/// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it.
-fn hello_runtime(cache: &std::path::Path) -> anyhow::Result<Runtime<MemoryExchange>> {
+/// Compiles `sample:NAME` into a temporary cache (fine here: this process never forks) and loads it.
+fn hello_runtime(cache: &std::path::Path, sample: &'static str) -> anyhow::Result<Runtime<MemoryExchange>> {
     let app = Guest {
         name: String::new(),
-        source: AppSource::Sample("hello"),
+        source: AppSource::Sample(sample),
         env: Vec::new(),
         limits: Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20 },
         capabilities: Capabilities::default(),
@@ -103,26 +116,28 @@ fn environ() -> Vec<(String, String)> {
 }
 
 fn guest_call(c: &mut Criterion) {
-    let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
-        let runtime = hello_runtime(cache.path())?;
-        Ok((runtime, cache))
-    });
-    let (runtime, _cache) = match runtime {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("micro: skipping the guest benchmark: cannot load sample:hello: {err:#}");
-            return;
+    for sample in ["hello", "proxy-hello"] {
+        let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
+            let runtime = hello_runtime(cache.path(), sample)?;
+            Ok((runtime, cache))
+        });
+        let (runtime, _cache) = match runtime {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                eprintln!("micro: skipping the guest benchmark: cannot load sample:{sample}: {err:#}");
+                continue;
+            }
+        };
+        let environ = environ();
+        let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
+        if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
+            eprintln!("micro: skipping sample:{sample}: it answered {outcome:?}, {:?}", exchange.status);
+            continue;
         }
-    };
-    let environ = environ();
-    let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
-    if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
-        eprintln!("micro: skipping the guest benchmark: sample:hello answered {outcome:?}, {:?}", exchange.status);
-        return;
+        c.bench_function(&format!("guest/{sample}: instantiate + call + drop"), |b| {
+            b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default()))
+        });
     }
-    c.bench_function("guest/hello: instantiate + call + drop", |b| {
-        b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default()))
-    });
 }
 
 criterion_group!(benches, request_head, guest_call);

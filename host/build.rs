@@ -8,8 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// `wasmcorn:app` guests, then standard `wasi:http/proxy` components (`proxy-*`).
-const GUESTS: &[&str] =
-    &["hello", "echo", "workload", "misbehave", "proxy-hello", "proxy-echo", "proxy-fetch", "proxy-misbehave"];
+const GUESTS: &[&str] = &[
+    "hello",
+    "echo",
+    "workload",
+    "misbehave",
+    "proxy-hello",
+    "proxy-echo",
+    "proxy-fetch",
+    "proxy-misbehave",
+    "proxy-unlinkable",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {

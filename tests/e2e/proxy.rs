@@ -213,6 +213,23 @@ fn component_exporting_neither_handler_is_one_line_at_start() {
 }
 
 #[test]
+fn component_importing_what_the_host_lacks_is_one_line_at_start_naming_it() {
+    let spin_like = env!("WASMCORN_GUEST_PROXY_UNLINKABLE");
+    let output = support::command(&["serve", spin_like, "--bind", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("does not provide")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("fermyon:spin/key-value"), "{stderr}");
+}
+
+#[test]
+fn proxy_hello_is_embedded_as_a_sample() {
+    let server = Server::start("sample:proxy-hello", 1, &[]);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
+
+#[test]
 fn head_request_to_a_streaming_proxy_guest_has_no_body() {
     let server = Server::start(MISBEHAVE, 1, &[]);
     let mut stream = connect(&server);
