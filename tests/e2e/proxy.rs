@@ -286,3 +286,31 @@ fn component_built_by_componentize_py_is_served() {
     assert_eq!(response.text(), "Hello from Python at /py/hello?x=1");
     server.wait_for_line("[guest stdout] python saw /py/hello?x=1");
 }
+
+/// A wasi:http app with a pool of its own and limits of its own, reloaded with a new environment on SIGHUP.
+#[test]
+fn proxy_app_in_a_dedicated_pool_keeps_its_own_limits_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    let write = |who: &str| {
+        let text = format!(
+            "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\n\n\
+             [[app]]\nname = \"standard\"\ncomponent = \"{MISBEHAVE}\"\nprefix = \"/std\"\nworkers = 1\n\
+             guest_timeout = 1\nenv = {{ WHO = \"{who}\" }}\n"
+        );
+        std::fs::write(&manifest, text).unwrap();
+    };
+    write("first");
+    let path = manifest.to_str().unwrap();
+    let server = Server::spawn(support::command(&["serve", "--apps", path, "--bind", "127.0.0.1:0", "--workers", "1"]));
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/std/env").text(), "WHO=first\n");
+    assert_eq!(server.get("/std/loop").status, 503, "the app's own guest_timeout");
+    server.wait_for_line("Guest timeout handling request GET /std/loop HTTP/1.1 (app standard)");
+    write("second");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_for_line("Reloading: new workers for the pool of app standard");
+    server.wait_for_line("Reload complete");
+    support::eventually("the reloaded environment", || server.get("/std/env").text() == "WHO=second\n");
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
