@@ -13,6 +13,7 @@
 #   --wasmcorn      default target/release/wasmcorn, else target/debug/wasmcorn (say which in a report)
 #   --wasmtime      default $WASMCORN_BENCH_DIR/wasmtime-48.0.8/bin/wasmtime, installed there when missing with
 #                   `cargo install wasmtime-cli --version 48.0.8 --locked --root DIR` (many minutes)
+#   --no-wasmtime   measure the two wasmcorn servers only (the ratios to wasmtime serve are then NA)
 #
 # Each measurement: start the server on 127.0.0.1, wait until it answers `Hello, World!`, 1 s of wrk warm-up, then
 # `wrk -t2 -c8 --latency -H 'Connection: close'` and `hey -c 8 -disable-keepalive` (a new connection per request:
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORKERS=2 ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WASMTIME=""
+WORKERS=2 ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WASMTIME="" NO_WASMTIME=""
 die() { echo "wasi-http-compare: error: $*" >&2; exit 1; }
 say() { echo "wasi-http-compare: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -35,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     --hey-requests) HEY_REQUESTS=${2:?}; shift 2 ;;
     --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
     --wasmtime) WASMTIME=$(realpath -m -- "${2:?}"); shift 2 ;;
+    --no-wasmtime) NO_WASMTIME=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -54,7 +56,9 @@ fi
 [[ -x $WASMCORN ]] || die "no wasmcorn at $WASMCORN (cargo build --release, or --wasmcorn PATH)"
 COMPONENT=$(ls "$ROOT"/target/guest-apps/wasm32-wasip2/release/proxy_hello.wasm 2>/dev/null) ||
   die "no proxy_hello.wasm: build wasmcorn first (host/build.rs builds guest-apps/)"
-if [[ -z $WASMTIME ]]; then
+if [[ -n $NO_WASMTIME ]]; then
+  say "SKIPPING wasmtime serve (--no-wasmtime)"
+elif [[ -z $WASMTIME ]]; then
   WASMTIME=$BENCH_DIR/wasmtime-48.0.8/bin/wasmtime
   if [[ ! -x $WASMTIME ]]; then
     say "installing wasmtime-cli 48.0.8 into $BENCH_DIR/wasmtime-48.0.8 (many minutes)"
@@ -62,7 +66,7 @@ if [[ -z $WASMTIME ]]; then
       die "cargo install wasmtime-cli failed"
   fi
 fi
-"$WASMTIME" --version | grep -q '^wasmtime 48\.0\.8' || die "$WASMTIME is not wasmtime 48.0.8"
+[[ -n $NO_WASMTIME ]] || "$WASMTIME" --version | grep -q '^wasmtime 48\.0\.8' || die "$WASMTIME is not wasmtime 48.0.8"
 
 # --- process bookkeeping: everything started is stopped by pid on exit ------------------------------------------
 MASTER="" LOADPID=""
@@ -135,9 +139,10 @@ measure() { # round name
   stop_server
 }
 SERVERS=(wasmtime-serve wasmcorn-proxy wasmcorn-app)
+[[ -z $NO_WASMTIME ]] || SERVERS=(wasmcorn-proxy wasmcorn-app)
 for ((round = 1; round <= ROUNDS; round++)); do
   order=("${SERVERS[@]}")
-  ((round % 2 == 0)) && order=(wasmcorn-app wasmcorn-proxy wasmtime-serve)
+  if ((round % 2 == 0)); then order=(); for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[i]}"); done; fi
   for name in "${order[@]}"; do measure "$round" "$name"; done
 done
 
@@ -149,10 +154,10 @@ awk -F, 'NR > 1 { n[$2]++; wr[$2]+=$4; wp[$2]+=$5; hr[$2]+=$6; hp[$2]+=$7; ps[$2
     print "| server | wrk req/s | wrk p99 ms | hey req/s | hey p99 ms | PSS KiB per process | arbiter PSS KiB |"
     print "|---|---|---|---|---|---|---|"
     split("wasmtime-serve wasmcorn-proxy wasmcorn-app", order, " ")
-    for (i = 1; i <= 3; i++) { s = order[i]
+    for (i = 1; i <= 3; i++) { s = order[i]; if (!n[s]) { printf "| %s | not measured |\n", s; continue }
       printf "| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %s |\n", s, wr[s]/n[s], wp[s]/n[s], hr[s]/n[s], hp[s]/n[s], ps[s]/n[s], (s == "wasmtime-serve" ? "-" : sprintf("%.0f", ar[s]/n[s])) }
     print ""
-    printf "- wasmcorn / wasmtime serve req/s, a connection per request: wrk %.2fx, hey %.2fx (target >= 1.5x)\n", wr["wasmcorn-proxy"]/wr["wasmtime-serve"], hr["wasmcorn-proxy"]/hr["wasmtime-serve"]
+    if (n["wasmtime-serve"]) printf "- wasmcorn / wasmtime serve req/s, a connection per request: wrk %.2fx, hey %.2fx (target >= 1.5x)\n", wr["wasmcorn-proxy"]/wr["wasmtime-serve"], hr["wasmcorn-proxy"]/hr["wasmtime-serve"]
     printf "- proxy-world / wasmcorn:app time per request (end to end, inverse req/s): wrk %.2fx, hey %.2fx (target <= 1.5x)\n", wr["wasmcorn-app"]/wr["wasmcorn-proxy"], hr["wasmcorn-app"]/hr["wasmcorn-proxy"]
-    printf "- PSS of one wasmcorn worker / the wasmtime serve process: %.2f (target <= 0.25)\n", ps["wasmcorn-proxy"]/ps["wasmtime-serve"]
+    if (n["wasmtime-serve"]) printf "- PSS of one wasmcorn worker / the wasmtime serve process: %.2f (target <= 0.25)\n", ps["wasmcorn-proxy"]/ps["wasmtime-serve"]
   }' "$CSV"
