@@ -86,6 +86,27 @@ fn proxy_body_over_the_limit_is_413() {
 }
 
 #[test]
+fn proxy_body_after_100_continue_and_a_body_gone_silent_is_408() {
+    let server = Server::start(ECHO, 1, &["--client-timeout", "0.5"]);
+    let mut stream = connect(&server);
+    stream.write_all(b"POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "asked for the body when the guest read it");
+    stream.write_all(b"hello").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let response = support::parse_response(&raw);
+    assert_eq!((response.status, response.text().as_str()), (200, "hello"));
+    let mut silent = connect(&server);
+    silent.write_all(b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    let mut raw = Vec::new();
+    silent.read_to_end(&mut raw).unwrap();
+    assert_eq!(support::parse_response(&raw).status, 408);
+    server.wait_for_line("\"POST /s HTTP/1.1\" 408");
+}
+
+#[test]
 fn proxy_guest_past_its_timeout_gets_503_and_the_worker_goes_on() {
     let server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "1"]);
     for path in ["/loop", "/sleep?seconds=600"] {
