@@ -134,14 +134,11 @@ impl<E: Exchange> Runtime<E> {
         }
         // One current-thread runtime for the worker's wasi:http apps: no threads of its own (a blocking pool only
         // if a guest's WASI call needs one). Built here, in the worker, after the fork.
-        let tokio = match serves_proxies {
-            true => Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the worker's tokio runtime")?,
-            ),
-            false => None,
+        let tokio = if serves_proxies {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            Some(runtime.context("cannot start the worker's tokio runtime")?)
+        } else {
+            None
         };
         Ok(Runtime { engine, apps: loaded, log_line, tokio })
     }

@@ -15,10 +15,10 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
-use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use super::incoming::{self, ExchangeBody, SharedExchange, with_exchange};
 use super::outgoing::GrantedHttp;
@@ -30,7 +30,6 @@ use crate::guest::exchange::Exchange;
 use crate::guest::output::GuestOutput;
 use crate::guest::runtime::{MAX_RESOURCES, Outcome, is_timeout, ticks};
 use crate::guest::trace::describe;
-use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Everything one request to a `wasi:http` app runs with.
 pub(in crate::guest) struct ProxyCall<'a> {
