@@ -157,6 +157,9 @@ fn proxy_guest_sees_the_full_target_the_authority_and_the_headers() {
     let lines: Vec<&str> = std::str::from_utf8(&response.body).unwrap().lines().collect();
     assert_eq!(lines[0], "PUT http example.test:8080 /a%20b/request?x=1&y");
     assert!(lines.contains(&"x-thing: one"), "{lines:?}");
+    // From a trusted proxy (127.0.0.1 is trusted by default), the scheme the client used.
+    let forwarded = server.request(b"GET /request HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-Proto: https\r\n\r\n");
+    assert!(forwarded.text().starts_with("GET https h.test /request\n"), "{}", forwarded.text());
 }
 
 /// A local HTTP server that answers `pong` to every request and counts its connections.
