@@ -1,15 +1,16 @@
 //! `cargo bench --bench micro`: criterion micro-benchmarks of the two costs every request pays inside a worker:
 //! parsing the request head (`wasmcorn::http::parse_head`), and a fresh instance of the guest (instantiate the
 //! `hello` sample, call its handler, drop the store) through `wasmcorn::guest::Runtime::handle`, with the
-//! request's bytes kept in memory instead of a socket; and, for comparison, the same call on an instance kept
-//! across requests (`--instance-reuse`).
+//! request's bytes kept in memory instead of a socket; the same call on an instance kept across requests
+//! (`--instance-reuse`); and the same for `proxy-hello`, the same hello as a standard `wasi:http` component (its
+//! call runs on the runtime's current-thread tokio runtime).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmcorn::guest::{
-    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, Runtime, prepare, prepare_folder, read_source,
+    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, ProxyHead, Runtime, prepare, prepare_folder, read_source,
 };
 use wasmcorn::http::{HeadLimits, parse_head};
 
@@ -62,17 +63,33 @@ impl Exchange for MemoryExchange {
         self.body.extend_from_slice(chunk);
         Ok(())
     }
+
+    /// hey's request, as a `wasi:http` guest receives it.
+    fn proxy_head(&self) -> Option<ProxyHead> {
+        let header = |name: &str, value: &str| (name.to_string(), value.to_string());
+        Some(ProxyHead {
+            method: "GET".into(),
+            scheme: "http".into(),
+            authority: "127.0.0.1:8000".into(),
+            path_with_query: "/".into(),
+            headers: vec![header("Host", "127.0.0.1:8000"), header("User-Agent", "hey/0.0.1")],
+        })
+    }
 }
 
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
-/// Compiles `sample:hello` into a temporary cache (fine here: this process never forks) and loads it, with
+/// Compiles `sample:NAME` into a temporary cache (fine here: this process never forks) and loads it, with
 /// instances that serve `instance_reuse` requests each.
-fn hello_runtime(cache: &std::path::Path, instance_reuse: u32) -> anyhow::Result<Runtime<MemoryExchange>> {
+fn hello_runtime(
+    cache: &std::path::Path,
+    sample: &'static str,
+    instance_reuse: u32,
+) -> anyhow::Result<Runtime<MemoryExchange>> {
     let limits = Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20, instance_reuse };
     let app = Guest {
         name: String::new(),
-        source: AppSource::Sample("hello"),
+        source: AppSource::Sample(sample),
         env: Vec::new(),
         limits,
         capabilities: Capabilities::default(),
@@ -106,24 +123,26 @@ fn environ() -> Vec<(String, String)> {
 }
 
 fn guest_call(c: &mut Criterion) {
-    for (name, instance_reuse) in
-        [("guest/hello: instantiate + call + drop", 1), ("guest/hello: call on a reused instance", u32::MAX)]
-    {
+    for (name, sample, instance_reuse) in [
+        ("guest/hello: instantiate + call + drop", "hello", 1),
+        ("guest/hello: call on a reused instance", "hello", u32::MAX),
+        ("guest/proxy-hello: instantiate + call + drop", "proxy-hello", 1),
+    ] {
         let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
-            let runtime = hello_runtime(cache.path(), instance_reuse)?;
+            let runtime = hello_runtime(cache.path(), sample, instance_reuse)?;
             Ok((runtime, cache))
         });
         let (runtime, _cache) = match runtime {
             Ok(loaded) => loaded,
             Err(err) => {
-                eprintln!("micro: skipping {name}: cannot load sample:hello: {err:#}");
+                eprintln!("micro: skipping {name}: cannot load sample:{sample}: {err:#}");
                 continue;
             }
         };
         let environ = environ();
         let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
         if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
-            eprintln!("micro: skipping {name}: sample:hello answered {outcome:?}, {:?}", exchange.status);
+            eprintln!("micro: skipping {name}: sample:{sample} answered {outcome:?}, {:?}", exchange.status);
             continue;
         }
         c.bench_function(name, |b| b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default())));

@@ -7,7 +7,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const GUESTS: &[&str] = &["hello", "echo", "workload", "misbehave"];
+/// `wasmcorn:app` guests, then standard `wasi:http/proxy` components (`proxy-*`).
+const GUESTS: &[&str] = &[
+    "hello",
+    "echo",
+    "workload",
+    "misbehave",
+    "proxy-hello",
+    "proxy-echo",
+    "proxy-fetch",
+    "proxy-misbehave",
+    "proxy-unlinkable",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {
@@ -56,11 +67,13 @@ fn build_guests() -> Result<(), String> {
         ));
     }
     for guest in GUESTS {
-        let path = target_dir.join(TARGET).join("release").join(format!("{guest}.wasm"));
+        // cargo names a cdylib after its crate, `-` turned into `_`.
+        let file = format!("{}.wasm", guest.replace('-', "_"));
+        let path = target_dir.join(TARGET).join("release").join(file);
         if !path.is_file() {
             return Err(format!("the guest build did not produce {}", path.display()));
         }
-        println!("cargo:rustc-env=WASMCORN_GUEST_{}={}", guest.to_uppercase(), path.display());
+        println!("cargo:rustc-env=WASMCORN_GUEST_{}={}", guest.to_uppercase().replace('-', "_"), path.display());
     }
     Ok(())
 }

@@ -135,6 +135,13 @@ pub(crate) struct ServeArgs {
     #[arg(long = "allow-net", value_name = "HOST:PORT")]
     pub allow_net: Vec<String>,
 
+    /// An authority a standard `wasi:http` guest may send outgoing HTTP requests to, as HOST[:PORT] (port 80 by
+    /// default). A host name is resolved when the server starts, and requests to it go to the addresses found. Every
+    /// request the guest sends is checked; any other authority fails inside the guest with `HTTP-request-denied`.
+    /// Plain HTTP only. Repeat for several.
+    #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+    pub allow_http: Vec<String>,
+
     /// Where compiled guests are cached (content-addressed, so one folder serves every app and version).
     /// Defaults to $WASMCORN_CACHE_DIR, then $XDG_CACHE_HOME/wasmcorn, then ~/.cache/wasmcorn.
     #[arg(long = "cache-dir", value_name = "DIR", env = "WASMCORN_CACHE_DIR")]

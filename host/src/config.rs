@@ -162,6 +162,7 @@ fn hosted_site(
         (!args.env.is_empty(), "--env"),
         (!args.dir.is_empty(), "--dir"),
         (!args.allow_net.is_empty(), "--allow-net"),
+        (!args.allow_http.is_empty(), "--allow-http"),
         (args.script_name.is_some(), "--script-name"),
     ] {
         if given {
@@ -190,7 +191,11 @@ fn single_site(
         name: String::new(),
         source: AppSource::parse(args.app.as_deref().unwrap_or("sample:hello"))?,
         env,
-        capabilities: Capabilities { dirs: grants::dirs(&args.dir)?, net: grants::net(&args.allow_net)? },
+        capabilities: Capabilities {
+            dirs: grants::dirs(&args.dir)?,
+            net: grants::net(&args.allow_net)?,
+            http: grants::http(&args.allow_http)?,
+        },
         limits,
     };
     let app = App { guest, body_limit, max_requests: 0, pool: None };

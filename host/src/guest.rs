@@ -1,4 +1,4 @@
-//! The guest side: wasmtime, the WIT contract and the app a worker runs. Nothing here knows about sockets or
+//! The guest side: wasmtime, the WIT contract, the standard `wasi:http` proxy world, and the app a worker runs. Nothing here knows about sockets or
 //! processes; a worker hands each request to `Runtime::handle` with an `Exchange` that moves its bytes.
 
 mod app;
@@ -10,9 +10,11 @@ mod deadline;
 mod engine;
 mod exchange;
 mod instance;
+mod kind;
 mod name_lookup;
 mod output;
 mod pool_fit;
+mod proxy;
 mod runtime;
 mod samples;
 mod state;
@@ -22,9 +24,10 @@ mod trust;
 
 pub use app::{AppSource, Guest, Limits};
 pub use artefact::{Artefact, prepare, read_source};
-pub use capabilities::{Capabilities, DirGrant, NetGrant};
+pub use capabilities::{Capabilities, DirGrant, HttpAuthority, HttpGrant, NetGrant};
 pub(crate) use deadline::Deadline;
-pub use exchange::Exchange;
+pub use exchange::{Exchange, ProxyHead};
+pub use kind::Kind;
 pub use output::GuestLine;
 pub use runtime::{Outcome, Runtime};
 pub(crate) use trust::Refusal;

@@ -20,6 +20,7 @@ mod handoff;
 mod heads;
 pub(crate) mod heartbeat;
 mod inlet;
+mod proxy_head;
 mod relay;
 mod serve;
 mod watched;

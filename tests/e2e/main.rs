@@ -18,6 +18,7 @@ mod isolation;
 mod keepalive;
 mod logs;
 mod process;
+mod proxy;
 mod python;
 mod retire;
 mod reuse;

@@ -230,6 +230,7 @@ env = { VALUE = "EVIL" }
                 path: format!("{}.cwasm", app.guest.source.describe()).into(),
                 digest: String::new(),
                 owner: 0,
+                kind: crate::guest::Kind::App,
             })
             .collect();
         let (pools, fresh) = plan(&config, &artefacts, current, false, next);

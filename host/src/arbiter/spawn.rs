@@ -46,13 +46,14 @@ pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: 
     match unsafe { fork() }.context("cannot fork the compile step")? {
         ForkResult::Child => {
             drop(reader);
-            // Each artefact: NUL, its digest in hex, its path.
+            // Each artefact: NUL, its digest in hex, its kind (one byte), its path.
             let message = match prepare_all(site, cache_dir, compiler, fresh) {
                 Ok(artefacts) => {
                     let mut message = b"ok".to_vec();
                     for artefact in artefacts {
                         message.push(0);
                         message.extend_from_slice(artefact.digest.as_bytes());
+                        message.push(artefact.kind.tag());
                         message.extend_from_slice(artefact.path.as_os_str().as_bytes());
                     }
                     message
@@ -73,11 +74,14 @@ pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: 
                 let artefacts: Vec<Artefact> = items
                     .split(|byte| *byte == 0)
                     .skip(1)
-                    .filter(|item| item.len() > DIGEST_HEX)
-                    .map(|item| Artefact {
-                        digest: String::from_utf8_lossy(&item[..DIGEST_HEX]).into_owned(),
-                        path: PathBuf::from(std::ffi::OsStr::from_bytes(&item[DIGEST_HEX..])),
-                        owner: compiler.owner(),
+                    .filter(|item| item.len() > DIGEST_HEX + 1)
+                    .filter_map(|item| {
+                        Some(Artefact {
+                            digest: String::from_utf8_lossy(&item[..DIGEST_HEX]).into_owned(),
+                            kind: guest::Kind::from_tag(item[DIGEST_HEX])?,
+                            path: PathBuf::from(std::ffi::OsStr::from_bytes(&item[DIGEST_HEX + 1..])),
+                            owner: compiler.owner(),
+                        })
                     })
                     .collect();
                 if artefacts.len() == site.apps.len() {

@@ -1,4 +1,4 @@
-//! Turns `--dir` and `--allow-net` into the capabilities an app is granted. Each is checked here, before any
+//! Turns `--dir`, `--allow-net` and `--allow-http` into the capabilities an app is granted. Each is checked here, before any
 //! worker is forked: a folder that is missing or unreadable, or a name that does not resolve, is a one-line
 //! error at start rather than a failure in every request.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::guest::{DirGrant, NetGrant};
+use crate::guest::{DirGrant, HttpAuthority, HttpGrant, NetGrant};
 
 /// Reads every `--dir HOST[::GUEST][:ro]` and checks that each HOST is a folder the server can open.
 pub(super) fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
@@ -70,6 +70,41 @@ pub(super) fn net(specs: &[String]) -> anyhow::Result<NetGrant> {
     Ok(grant)
 }
 
+/// Reads every `--allow-http HOST[:PORT]` (port 80 when none is given), resolving host names now, as
+/// `--allow-net` does: a `wasi:http` guest's request to that authority goes to the addresses found, and a request to
+/// any other authority is refused.
+pub(super) fn http(specs: &[String]) -> anyhow::Result<HttpGrant> {
+    let mut grant = HttpGrant::default();
+    for spec in specs {
+        let usage = || format!("--allow-http takes HOST[:PORT] with a port from 1 to 65535, not {spec:?}");
+        let with_port = with_default_port(spec);
+        let (host, port) = parse_net(&with_port).with_context(usage)?;
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (host, port)
+                .to_socket_addrs()
+                .with_context(|| format!("--allow-http {spec}: cannot resolve {host}"))?
+                .collect(),
+        };
+        if addresses.is_empty() {
+            bail!("--allow-http {spec}: {host} has no address");
+        }
+        grant.authorities.push(HttpAuthority { host: host.to_ascii_lowercase(), port, addresses });
+    }
+    Ok(grant)
+}
+
+/// `HOST[:PORT]` as `HOST:PORT`, port 80 when none is given (`[::1]` and a bare `::1` have none).
+fn with_default_port(spec: &str) -> String {
+    match spec.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{spec}]:80"),
+        Ok(IpAddr::V4(_)) => format!("{spec}:80"),
+        Err(_) if spec.starts_with('[') && spec.ends_with(']') => format!("{spec}:80"),
+        Err(_) if spec.contains(':') => spec.to_string(),
+        Err(_) => format!("{spec}:80"),
+    }
+}
+
 /// Splits `HOST:PORT` (`[::1]:PORT` for an IPv6 literal).
 fn parse_net(spec: &str) -> anyhow::Result<(&str, u16)> {
     let usage = || format!("--allow-net takes HOST:PORT with a port from 1 to 65535, not {spec:?}");
@@ -116,6 +151,18 @@ mod tests {
         assert!(grant.addresses.contains(&"[::1]:80".parse().unwrap()));
         assert!(grant.addresses.iter().any(|address| address.port() == 8080 && address.ip().is_loopback()));
         assert_eq!(grant.names, vec!["localhost".to_string()]);
+    }
+
+    #[test]
+    fn allow_http_takes_a_host_with_or_without_a_port() {
+        let grant = http(&["127.0.0.1:8080".into(), "localhost".into(), "[::1]:81".into()]).unwrap();
+        assert_eq!(grant.addresses_of("127.0.0.1", 8080), Some(&["127.0.0.1:8080".parse().unwrap()][..]));
+        assert!(grant.addresses_of("localhost", 80).is_some_and(|found| found.iter().all(|a| a.port() == 80)));
+        assert!(grant.addresses_of("[::1]", 81).is_some());
+        assert!(grant.addresses_of("127.0.0.1", 80).is_none());
+        for spec in ["127.0.0.1:0", "127.0.0.1:http", ":80", "a b"] {
+            assert!(http(&[spec.into()]).is_err(), "{spec}");
+        }
     }
 
     #[test]

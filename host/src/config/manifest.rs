@@ -31,6 +31,8 @@ struct AppTable {
     dirs: OneOrMany,
     #[serde(default, alias = "allow-net")]
     allow_net: OneOrMany,
+    #[serde(default, alias = "allow-http")]
+    allow_http: OneOrMany,
     #[serde(alias = "guest-timeout")]
     guest_timeout: Option<f64>,
     #[serde(alias = "max-memory")]
@@ -69,7 +71,7 @@ impl OneOrMany {
 /// What a key of an `[[app]]` table must hold, for the error that names it.
 fn expected(key: &str) -> &'static str {
     match key {
-        "hosts" | "dirs" | "allow_net" | "allow-net" => "a string or a list of strings",
+        "hosts" | "dirs" | "allow_net" | "allow-net" | "allow_http" | "allow-http" => "a string or a list of strings",
         "env" => "a table of strings",
         "guest_timeout" | "guest-timeout" => "a number",
         "instance_reuse" | "instance-reuse" => "a whole number, 1 or more",
@@ -217,6 +219,7 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dirs = grants::dirs_under(&table.dirs.into_vec(), base).context("key \"dirs\"")?;
     let net = grants::net(&table.allow_net.into_vec()).context("key \"allow_net\"")?;
+    let http = grants::http(&table.allow_http.into_vec()).context("key \"allow_http\"")?;
     let guest_timeout = match table.guest_timeout {
         Some(seconds) if seconds.is_finite() && seconds > 0.0 => Duration::from_secs_f64(seconds),
         Some(seconds) => bail!("key \"guest_timeout\" must be a positive number of seconds, not {seconds}"),
@@ -258,7 +261,7 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
         name: table.name,
         source,
         env,
-        capabilities: Capabilities { dirs, net },
+        capabilities: Capabilities { dirs, net, http },
         limits: Limits { guest_timeout, max_memory_bytes, instance_reuse },
     };
     Ok((App { guest, body_limit, max_requests: table.max_requests.unwrap_or(0), pool }, routes))

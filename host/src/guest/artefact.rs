@@ -16,8 +16,9 @@ use wasmtime::component::Component;
 use super::app::{AppSource, Guest};
 use super::engine::{engine_config, instance_pre};
 use super::exchange::Exchange;
+use super::kind::Kind;
 use super::pool_fit::explain;
-use super::{samples, trust};
+use super::{proxy, samples, trust};
 
 /// A compiled app, ready for workers to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +28,13 @@ pub struct Artefact {
     pub digest: String,
     /// The uid that must own the file and its folder: the user the compile step ran as.
     pub owner: u32,
+    /// What the component is (read from its exports when it was compiled): how workers call it.
+    pub kind: Kind,
 }
 
 /// Compiles the app's component `wasm` for a pool whose apps use at most `max_memory_bytes` (or finds it in
-/// the cache, unless `fresh`), checks that it is a wasmcorn app, and returns the artefact.
+/// the cache, unless `fresh`), tells its kind from its exports, checks that the host provides what it imports,
+/// and returns the artefact.
 /// A cached file that fails the owner and mode checks, or that wasmtime refuses, is compiled and written again.
 pub fn prepare(
     app: &Guest,
@@ -54,8 +58,13 @@ pub fn prepare(
         Some(found) => found,
         None => compile_and_store(&engine, wasm, &path, &app.source)?,
     };
-    instance_pre::<NoExchange>(&engine, &component).with_context(|| app.source.describe())?;
-    Ok(Artefact { path, digest, owner: trust::own_uid() })
+    let kind = Kind::of(&engine, &component).with_context(|| app.source.describe())?;
+    match kind {
+        Kind::App => instance_pre::<NoExchange>(&engine, &component).map(drop),
+        Kind::Proxy => proxy::instance_pre(&engine, &component).map(drop),
+    }
+    .with_context(|| app.source.describe())?;
+    Ok(Artefact { path, digest, owner: trust::own_uid(), kind })
 }
 
 /// The bytes of an app's component.

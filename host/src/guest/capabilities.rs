@@ -20,6 +20,8 @@ pub struct Capabilities {
     pub dirs: Vec<DirGrant>,
     /// Where the guest may connect.
     pub net: NetGrant,
+    /// Where a `wasi:http` guest may send outgoing HTTP requests.
+    pub http: HttpGrant,
 }
 
 /// One host folder shown to the guest.
@@ -51,6 +53,33 @@ impl NetGrant {
     pub fn may_resolve(&self, name: &str) -> bool {
         let literal = name.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(name);
         literal.parse::<IpAddr>().is_ok() || self.names.iter().any(|listed| listed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The authorities a `wasi:http` guest may send requests to (`--allow-http`), each with the addresses its name
+/// resolved to when the server started: a request goes to those addresses and no others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpGrant {
+    pub authorities: Vec<HttpAuthority>,
+}
+
+/// One granted authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAuthority {
+    /// The host as the guest names it, in lower case, without the brackets of an IPv6 literal.
+    pub host: String,
+    pub port: u16,
+    pub addresses: Vec<SocketAddr>,
+}
+
+impl HttpGrant {
+    /// The addresses a request to `host` and `port` may go to, if that authority was granted.
+    pub fn addresses_of(&self, host: &str, port: u16) -> Option<&[SocketAddr]> {
+        let host = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(host);
+        self.authorities
+            .iter()
+            .find(|granted| granted.port == port && granted.host.eq_ignore_ascii_case(host))
+            .map(|granted| granted.addresses.as_slice())
     }
 }
 
@@ -110,6 +139,19 @@ mod tests {
         assert!(!permits(&allowed, "0.0.0.0:0".parse().unwrap(), SocketAddrUse::TcpListen));
         assert!(!permits(&allowed, "127.0.0.1:5432".parse().unwrap(), SocketAddrUse::UdpSend));
         assert!(!permits(&[], "0.0.0.0:0".parse().unwrap(), SocketAddrUse::TcpBind));
+    }
+
+    #[test]
+    fn only_granted_authorities_have_addresses() {
+        let address: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let grant = HttpGrant {
+            authorities: vec![HttpAuthority { host: "api.internal".into(), port: 8080, addresses: vec![address] }],
+        };
+        assert_eq!(grant.addresses_of("API.internal", 8080), Some(&[address][..]));
+        assert_eq!(grant.addresses_of("api.internal", 80), None);
+        assert_eq!(grant.addresses_of("api.internal.attacker.example", 8080), None);
+        let v6 = HttpGrant { authorities: vec![HttpAuthority { host: "::1".into(), port: 80, addresses: vec![] }] };
+        assert!(v6.addresses_of("[::1]", 80).is_some());
     }
 
     #[test]

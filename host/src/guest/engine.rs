@@ -40,7 +40,8 @@ pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize
         .max_memories_per_component(MAX_MEMORIES as u32)
         .total_tables(kept.saturating_add(2).saturating_mul(MAX_TABLES as u32))
         .max_tables_per_component(MAX_TABLES as u32)
-        .total_stacks(0)
+        // Async calls (a wasi:http guest's) run on a fiber stack: one in use, one being released.
+        .total_stacks(2)
         .max_memory_size(max_memory_bytes)
         // A used memory is reset by unmapping all of it (`madvise(MADV_DONTNEED)`): the kernel then drops its
         // pages, swapped out or not, and the next request faults in zeroes or the component's initial image.

@@ -21,4 +21,24 @@ pub trait Exchange: Send + 'static {
     fn request_failed(&self) -> bool {
         false
     }
+
+    /// The request as a standard `wasi:http` guest receives it; `None` where the exchange cannot tell it (a
+    /// `wasi:http` guest then fails the request).
+    fn proxy_head(&self) -> Option<ProxyHead> {
+        None
+    }
+}
+
+/// A request's head as a `wasi:http` guest sees it: the whole target (a `wasi:http` guest has no mount point),
+/// the scheme the client used, the authority it asked for, and every header as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyHead {
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    pub authority: String,
+    /// The path and query as sent (origin-form), `*`, or the path and query of an absolute-form target.
+    pub path_with_query: String,
+    /// Names as sent, values as received (Latin-1 decoded, so each char is one byte).
+    pub headers: Vec<(String, String)>,
 }

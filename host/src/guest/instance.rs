@@ -29,14 +29,13 @@ use super::state::RequestState;
 use super::trace::describe;
 
 /// The most bytes of stdout, and of stderr, one request may log; the rest is counted and dropped.
-const OUTPUT_BUDGET: usize = 64 * 1024;
+pub(super) const OUTPUT_BUDGET: usize = 64 * 1024;
 /// The most host resources (streams, sockets, pollables, files) and component handles one instance may hold at
 /// once; past it the host call fails and the guest traps.
-const MAX_RESOURCES: usize = 10_000;
+pub(super) const MAX_RESOURCES: usize = 10_000;
 
 /// What an app's instances are made from and run with.
-pub(super) struct Blueprint<E: Exchange> {
-    pub pre: AppPre<RequestState<E>>,
+pub(super) struct Blueprint {
     pub env: Arc<Vec<(String, String)>>,
     pub dirs: Vec<DirGrant>,
     pub net: Arc<NetGrant>,
@@ -57,7 +56,7 @@ pub(super) struct HostSide {
 
 impl HostSide {
     /// Builds it for `blueprint`'s app: opens the granted folders, captures the output streams.
-    pub(super) fn new<E: Exchange>(blueprint: &Blueprint<E>, log_line: GuestLine) -> anyhow::Result<Self> {
+    pub(super) fn new(blueprint: &Blueprint, log_line: GuestLine) -> anyhow::Result<Self> {
         let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
         let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
         let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
@@ -77,7 +76,7 @@ pub(super) struct Instance<E: Exchange> {
 impl<E: Exchange> Instance<E> {
     /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
     /// `serve` instantiates it inside the request's deadline.
-    pub(super) fn new(engine: &Engine, blueprint: &Blueprint<E>, host: HostSide) -> Self {
+    pub(super) fn new(engine: &Engine, blueprint: &Blueprint, host: HostSide) -> Self {
         let HostSide { mut wasi, stdout, stderr } = host;
         // New generators and a new insecure seed for every instance, as a context built afresh would have: what
         // one instance could learn of them (its hash seed) says nothing about the next.
@@ -148,6 +147,6 @@ impl<E: Exchange> Instance<E> {
 
 /// Whether the guest ran out of time: interrupted by the epoch while computing, or cut short while it waited in
 /// a host call.
-fn is_timeout(err: &wasmtime::Error) -> bool {
+pub(super) fn is_timeout(err: &wasmtime::Error) -> bool {
     err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || err.downcast_ref::<GuestTimeout>().is_some()
 }

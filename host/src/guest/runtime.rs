@@ -3,7 +3,9 @@
 //! request a `Store` and instance (see `instance`) with the app's own environment, grants and limits: a fresh one,
 //! or, for an app with `instance_reuse` above 1, the one its previous request left, while it may serve more. The
 //! guest's time is a wall-clock deadline (see `deadline`): the deadline timer (see `timer`) makes the epoch
-//! interrupt a guest that computes past it, and the host calls that wait are bounded by it.
+//! interrupt a guest that computes past it, and the host calls that wait are bounded by it. A `wasi:http` app
+//! (see `proxy`) gets a fresh instance for every request, called on a current-thread tokio runtime the worker
+//! builds here, after the fork, when it hosts such an app.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -14,14 +16,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::app::Guest;
 use super::artefact::Artefact;
+use super::bindings::AppPre;
+use super::capabilities::HttpGrant;
 use super::deadline::Deadline;
 use super::engine::{engine_config, instance_pre_with, linker};
 use super::exchange::Exchange;
-use super::instance::{Blueprint, HostSide, Instance};
-use super::output::GuestLine;
+use super::instance::{Blueprint, HostSide, Instance, OUTPUT_BUDGET};
+use super::kind::Kind;
+use super::output::{GuestLine, GuestOutput};
+use super::proxy::{self, ProxyCall, ProxyState};
+use super::state::RequestState;
 use super::timer::DeadlineTimer;
 use super::trust;
 
@@ -45,12 +53,23 @@ pub struct Runtime<E: Exchange> {
     apps: Vec<Loaded<E>>,
     log_line: GuestLine,
     timer: DeadlineTimer,
+    /// The runtime `wasi:http` apps are called on, when the worker hosts one.
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+/// An app's pre-instantiated component, as its kind calls it.
+enum Pre<E: Exchange> {
+    App(AppPre<RequestState<E>>),
+    Proxy(ProxyPre<ProxyState>),
 }
 
 /// One app in a worker: what its instances are made from, the instance kept for its next request, and the host
 /// side the last dropped one left for the next.
 struct Loaded<E: Exchange> {
-    blueprint: Blueprint<E>,
+    pre: Pre<E>,
+    blueprint: Blueprint,
+    /// Where a `wasi:http` app may send requests.
+    http: Arc<HttpGrant>,
     /// How many requests one instance may serve (1: a fresh instance for every request).
     reuse: u32,
     kept: Cell<Option<Instance<E>>>,
@@ -67,6 +86,8 @@ impl<E: Exchange> Runtime<E> {
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
         let linker = linker::<E>(&engine)?;
+        let serves_proxies = apps.iter().any(|(_, artefact)| artefact.kind == Kind::Proxy);
+        let proxy_linker = if serves_proxies { Some(proxy::linker(&engine)?) } else { None };
         let mut components: HashMap<PathBuf, Component> = HashMap::new();
         let mut loaded = Vec::with_capacity(apps.len());
         for (app, artefact) in apps {
@@ -92,8 +113,11 @@ impl<E: Exchange> Runtime<E> {
             let labels = |stream: &str| -> Arc<str> {
                 if app.name.is_empty() { stream.into() } else { format!("{stream} app={}", app.name).into() }
             };
+            let pre = match (artefact.kind, &proxy_linker) {
+                (Kind::Proxy, Some(proxy_linker)) => Pre::Proxy(proxy::instance_pre_with(proxy_linker, &component)?),
+                _ => Pre::App(instance_pre_with(&linker, &component)?),
+            };
             let blueprint = Blueprint {
-                pre: instance_pre_with(&linker, &component)?,
                 env: Arc::new(app.env.clone()),
                 dirs: app.capabilities.dirs.clone(),
                 net: Arc::new(app.capabilities.net.clone()),
@@ -103,13 +127,23 @@ impl<E: Exchange> Runtime<E> {
                 stderr: labels("stderr"),
             };
             loaded.push(Loaded {
+                pre,
                 blueprint,
+                http: Arc::new(app.capabilities.http.clone()),
                 reuse: app.limits.instance_reuse.max(1),
                 kept: Cell::new(None),
                 spare: Cell::new(None),
             });
         }
-        Ok(Runtime { engine, apps: loaded, log_line, timer: DeadlineTimer::default() })
+        // One current-thread runtime for the worker's wasi:http apps: no threads of its own (a blocking pool only
+        // if a guest's WASI call needs one). Built here, in the worker, after the fork.
+        let tokio = if serves_proxies {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            Some(runtime.context("cannot start the worker's tokio runtime")?)
+        } else {
+            None
+        };
+        Ok(Runtime { engine, apps: loaded, log_line, timer: DeadlineTimer::default(), tokio })
     }
 
     /// Starts the thread that interrupts a guest computing past its deadline (see `timer`). Call it once, in the
@@ -126,6 +160,10 @@ impl<E: Exchange> Runtime<E> {
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
+        let pre = match &app.pre {
+            Pre::App(pre) => pre,
+            Pre::Proxy(pre) => return self.handle_proxy(app, pre, exchange),
+        };
         let mut instance = match app.kept.take() {
             Some(instance) => instance,
             None => match app.spare.take().map_or_else(|| HostSide::new(&app.blueprint, self.log_line), Ok) {
@@ -136,7 +174,7 @@ impl<E: Exchange> Runtime<E> {
         let deadline = Deadline::after(app.blueprint.guest_timeout);
         exchange.guest_deadline(Some(deadline.clone()));
         self.timer.arm(&deadline);
-        let (mut exchange, outcome) = instance.serve(&app.blueprint.pre, environ, deadline, exchange);
+        let (mut exchange, outcome) = instance.serve(pre, environ, deadline, exchange);
         self.timer.disarm();
         exchange.guest_deadline(None);
         let reusable = matches!(outcome, Outcome::Completed) && !exchange.request_failed();
@@ -146,5 +184,35 @@ impl<E: Exchange> Runtime<E> {
             app.spare.set(Some(instance.retire()));
         }
         (exchange, outcome)
+    }
+
+    /// Runs one request in a fresh instance of a `wasi:http` app.
+    fn handle_proxy(&self, app: &Loaded<E>, pre: &ProxyPre<ProxyState>, exchange: E) -> (E, Outcome) {
+        let Some(tokio) = &self.tokio else {
+            return (exchange, Outcome::Failed("no runtime for wasi:http apps".into()));
+        };
+        let blueprint = &app.blueprint;
+        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, self.log_line);
+        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, self.log_line);
+        let deadline = Deadline::after(blueprint.guest_timeout);
+        let call = ProxyCall {
+            engine: &self.engine,
+            tokio,
+            pre,
+            env: &blueprint.env,
+            dirs: &blueprint.dirs,
+            net: &blueprint.net,
+            http: &app.http,
+            max_memory_bytes: blueprint.max_memory_bytes,
+            deadline: deadline.clone(),
+            stdout: &stdout,
+            stderr: &stderr,
+        };
+        self.timer.arm(&deadline);
+        let answered = proxy::handle(call, exchange);
+        self.timer.disarm();
+        stdout.finish();
+        stderr.finish();
+        answered
     }
 }

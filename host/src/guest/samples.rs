@@ -12,6 +12,8 @@ pub(super) const SAMPLES: &[Sample] = &[
     Sample { name: "hello", wasm: include_bytes!(env!("WASMCORN_GUEST_HELLO")) },
     Sample { name: "echo", wasm: include_bytes!(env!("WASMCORN_GUEST_ECHO")) },
     Sample { name: "workload", wasm: include_bytes!(env!("WASMCORN_GUEST_WORKLOAD")) },
+    // The same hello as a standard wasi:http component.
+    Sample { name: "proxy-hello", wasm: include_bytes!(env!("WASMCORN_GUEST_PROXY_HELLO")) },
 ];
 
 pub(super) fn find(name: &str) -> Option<&'static Sample> {

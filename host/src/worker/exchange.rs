@@ -3,7 +3,7 @@
 //! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
 use super::watched::WatchedStream;
-use crate::guest::{Deadline, Exchange};
+use crate::guest::{Deadline, Exchange, ProxyHead};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
 pub(super) struct HttpExchange {
@@ -16,12 +16,20 @@ pub(super) struct HttpExchange {
     deadline: Option<Deadline>,
     /// The client asked for keep-alive and the worker can keep the connection (see `offer_keep_alive`).
     keep_alive: bool,
+    /// The request as a standard `wasi:http` guest sees it.
+    head: ProxyHead,
 }
 
 impl HttpExchange {
-    pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader, keep_alive: bool) -> Self {
+    pub(super) fn new(
+        conn: Connection<WatchedStream>,
+        request: &Request,
+        body: BodyReader,
+        keep_alive: bool,
+        head: ProxyHead,
+    ) -> Self {
         let response = ResponseWriter::new(request);
-        HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive }
+        HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive, head }
     }
 
     /// Tells the response, before its head may leave, whether the connection can stay open: only when keep-alive
@@ -81,5 +89,9 @@ impl Exchange for HttpExchange {
 
     fn request_failed(&self) -> bool {
         self.body_error.is_some() || self.response.failure().is_some() || !self.response.was_started()
+    }
+
+    fn proxy_head(&self) -> Option<ProxyHead> {
+        Some(self.head.clone())
     }
 }

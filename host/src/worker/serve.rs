@@ -16,6 +16,7 @@ use super::exchange::HttpExchange;
 use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
+use super::proxy_head;
 use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
@@ -73,7 +74,8 @@ pub(super) fn request(
     slot.begin_request(&request.request_line());
     let environ = environ::build(&request, &client, &local, target.script_name, target.path);
     let keep_alive = keep_alive && request.wants_keep_alive();
-    let exchange = HttpExchange::new(conn, &request, body, keep_alive);
+    let head = proxy_head::build(&request, client.url_scheme, &local);
+    let exchange = HttpExchange::new(conn, &request, body, keep_alive, head);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();

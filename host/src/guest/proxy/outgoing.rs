@@ -1,0 +1,141 @@
+//! A `wasi:http` guest's outgoing requests (`wasi:http/outgoing-handler`): each one is checked against the
+//! authorities the operator granted (`--allow-http`, `allow_http`) and sent over plain HTTP/1.1 to the addresses
+//! that authority resolved to when the server started (the `--allow-net` rule: no lookup at request time, so a
+//! name cannot be pointed elsewhere later). Any other authority fails inside the guest with `HTTP-request-denied`.
+//! TLS is not offered: a granted `https` authority fails too, with a message saying so.
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Poll, ready};
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::guest::capabilities::HttpGrant;
+
+/// How long a connection and a response's first byte may take when the guest sets no timeout of its own. The
+/// guest timeout bounds them anyway.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
+
+/// The `wasi:http` hooks of one request: where its outgoing requests may go.
+pub(in crate::guest) struct GrantedHttp {
+    grant: Arc<HttpGrant>,
+}
+
+impl GrantedHttp {
+    pub(in crate::guest) fn new(grant: Arc<HttpGrant>) -> Self {
+        GrantedHttp { grant }
+    }
+}
+
+impl WasiHttpHooks for GrantedHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _body_sent: IoFuture,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let destination = destination(&self.grant, request.uri());
+        Box::new(async move { send(request, destination?, options).await })
+    }
+}
+
+/// Where a request to `uri` may go: the granted addresses of its authority (port 80 for `http`, 443 for
+/// `https` when none is given), or why not.
+fn destination(grant: &HttpGrant, uri: &http::Uri) -> Result<Vec<SocketAddr>, Error> {
+    let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
+    let https = uri.scheme() == Some(&Scheme::HTTPS);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addresses = grant.addresses_of(authority.host(), port).ok_or(Error::HttpRequestDenied)?;
+    if https {
+        return Err(Error::InternalError(Some("wasmcorn sends outgoing requests over plain HTTP only".into())));
+    }
+    Ok(addresses.to_vec())
+}
+
+/// Connects to one of `addresses`, sends the request and returns the response head, with the future that drives
+/// the connection while the guest reads the response body.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    addresses: Vec<SocketAddr>,
+    options: Option<RequestOptions>,
+) -> Sent {
+    let connect_timeout = options.and_then(|options| options.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options.and_then(|options| options.first_byte_timeout).unwrap_or(DEFAULT_TIMEOUT);
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&addresses[..]))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    let (mut sender, connection) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+    // Origin-form on the wire; the Host header carries the authority.
+    let path = request.uri().path_and_query().map_or("/", |path| path.as_str()).to_string();
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+    let response = async move {
+        tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(Error::from)
+    };
+    // The connection must be driven while the response head is awaited; it may also end first.
+    let mut response = pin!(response);
+    let mut connection = Some(connection);
+    let response = poll_fn(|context| match response.as_mut().poll(context) {
+        Poll::Ready(result) => Poll::Ready(result),
+        Poll::Pending => {
+            let Some(driving) = connection.as_mut() else { return Poll::Pending };
+            let ended = ready!(Pin::new(driving).poll(context));
+            connection = None;
+            match ended {
+                Ok(()) => response.as_mut().poll(context),
+                Err(err) => Poll::Ready(Err(Error::from(err))),
+            }
+        }
+    })
+    .await?;
+    let io: IoFuture = Box::new(async move {
+        match connection {
+            Some(connection) => connection.await.map_err(Error::from),
+            None => Ok(()),
+        }
+    });
+    Ok((response.map(|body| body.map_err(Error::from).boxed_unsync()), io))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::capabilities::HttpAuthority;
+
+    #[test]
+    fn only_granted_authorities_are_sent_to() {
+        let address: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let grant = HttpGrant {
+            authorities: vec![
+                HttpAuthority { host: "127.0.0.1".into(), port: 8080, addresses: vec![address] },
+                HttpAuthority { host: "api.example".into(), port: 80, addresses: vec![address] },
+            ],
+        };
+        let to = |uri: &str| destination(&grant, &uri.parse().unwrap());
+        assert_eq!(to("http://127.0.0.1:8080/x").unwrap(), vec![address]);
+        assert_eq!(to("http://API.example/x").unwrap(), vec![address]);
+        assert!(matches!(to("http://127.0.0.1:8081/x"), Err(Error::HttpRequestDenied)));
+        assert!(matches!(to("http://127.0.0.1/x"), Err(Error::HttpRequestDenied)));
+        assert!(matches!(to("http://api.example.attacker.test/x"), Err(Error::HttpRequestDenied)));
+        assert!(matches!(to("https://api.example:80/x"), Err(Error::InternalError(_))));
+        assert!(matches!(to("https://api.example/x"), Err(Error::HttpRequestDenied)));
+    }
+}

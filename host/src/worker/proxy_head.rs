@@ -1,0 +1,58 @@
+//! The head a standard `wasi:http` guest receives, built from the parsed request: the method, the scheme the
+//! client used (the listener's, or what a trusted proxy's forwarding headers say), the authority it asked for
+//! (an absolute-form target's, else the Host header, else the listening address), the whole target (a
+//! `wasi:http` guest has no mount point: it sees the full path), and every header as received.
+
+use crate::guest::ProxyHead;
+use crate::http::Request;
+use crate::listener::Local;
+
+pub(super) fn build(request: &Request, scheme: &str, local: &Local) -> ProxyHead {
+    let named = request.authority.as_deref().or(request.header("host")).filter(|host| !host.is_empty());
+    let authority = match (named, local) {
+        (Some(host), _) => host.to_string(),
+        (None, Local::Ip(address)) => address.to_string(),
+        (None, Local::Unix(_)) => "localhost".to_string(),
+    };
+    let path_with_query = if request.target.starts_with('/') || request.target == "*" {
+        request.target.clone()
+    } else if request.query.is_empty() {
+        request.path.clone()
+    } else {
+        format!("{}?{}", request.path, request.query)
+    };
+    ProxyHead {
+        method: request.method.clone(),
+        scheme: scheme.to_string(),
+        authority,
+        path_with_query,
+        headers: request.headers.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request_for_tests;
+
+    fn head(text: &str) -> ProxyHead {
+        build(&request_for_tests(text.as_bytes()), "http", &Local::Ip("127.0.0.1:8000".parse().unwrap()))
+    }
+
+    #[test]
+    fn origin_form_keeps_the_whole_target_and_the_host() {
+        let head = head("POST /a%20b/c?x=1 HTTP/1.1\r\nHost: example.com:81\r\nX-Y: z\r\n\r\n");
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.authority, "example.com:81");
+        assert_eq!(head.path_with_query, "/a%20b/c?x=1");
+        assert_eq!(head.headers, vec![("Host".into(), "example.com:81".into()), ("X-Y".into(), "z".into())]);
+    }
+
+    #[test]
+    fn absolute_form_names_the_authority_and_without_host_the_listener_does() {
+        let absolute = head("GET http://other.example/p?q HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((absolute.authority.as_str(), absolute.path_with_query.as_str()), ("other.example", "/p?q"));
+        let bare = head("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(bare.authority, "127.0.0.1:8000");
+    }
+}

@@ -1,0 +1,340 @@
+//! Standard `wasi:http` proxy components (built with the `wasip2` crate in `guest-apps/proxy-*`) served by the
+//! sync workers beside `wasmcorn:app` guests: the head and body through the worker's own parser and response
+//! writer, the same sandbox (timeouts, traps, output to the log), outgoing HTTP only to granted authorities.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::{self, PATIENCE, Server, send};
+
+const HELLO: &str = env!("WASMCORN_GUEST_PROXY_HELLO");
+const ECHO: &str = env!("WASMCORN_GUEST_PROXY_ECHO");
+const FETCH: &str = env!("WASMCORN_GUEST_PROXY_FETCH");
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_PROXY_MISBEHAVE");
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+#[test]
+fn proxy_hello_component_is_served_and_answers_head_without_a_body() {
+    let server = Server::start(HELLO, 1, &[]);
+    let response = server.get("/any/path?x=1");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello, World!");
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(response.header("content-length"), Some("13"));
+    assert_eq!(response.header("server"), Some("wasmcorn"));
+    assert!(response.header("date").is_some());
+    let head = server.request(b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("13"));
+    assert!(head.body.is_empty(), "{:?}", head.text());
+    server.wait_for_line("\"HEAD / HTTP/1.1\" 200");
+}
+
+/// 10 MiB in and out at once: the response streams (chunked) while the body is still arriving, which only works
+/// if the worker drains the guest's response body while the handler runs.
+#[test]
+fn proxy_echo_streams_a_10_mib_body_back_while_it_arrives() {
+    let server = Server::start(ECHO, 1, &[]);
+    let body: Vec<u8> = (0..10 << 20).map(|index: usize| (index % 251) as u8).collect();
+    let mut stream = connect(&server);
+    let mut writer = stream.try_clone().unwrap();
+    let sent = body.clone();
+    let sender = std::thread::spawn(move || {
+        let head = format!("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", sent.len());
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(&sent).unwrap();
+    });
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    sender.join().unwrap();
+    let response = support::parse_response(&raw);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.body.len(), body.len());
+    assert!(response.body == body, "the echoed body differs");
+}
+
+#[test]
+fn proxy_echo_reads_a_chunked_upload() {
+    let server = Server::start(ECHO, 1, &[]);
+    let response = send(
+        server.port,
+        b"POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "hello world!");
+}
+
+#[test]
+fn proxy_body_over_the_limit_is_413() {
+    let server = Server::start(ECHO, 1, &["--limit-request-body", "10"]);
+    let chunked = send(
+        server.port,
+        b"POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 413);
+    server.wait_for_line("\"POST /big HTTP/1.1\" 413");
+    let fits = send(server.port, b"POST /fits HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789");
+    assert_eq!((fits.status, fits.text().as_str()), (200, "0123456789"));
+}
+
+#[test]
+fn proxy_body_after_100_continue_and_a_body_gone_silent_is_408() {
+    let server = Server::start(ECHO, 1, &["--client-timeout", "0.5"]);
+    let mut stream = connect(&server);
+    stream.write_all(b"POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "asked for the body when the guest read it");
+    stream.write_all(b"hello").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let response = support::parse_response(&raw);
+    assert_eq!((response.status, response.text().as_str()), (200, "hello"));
+    let mut silent = connect(&server);
+    silent.write_all(b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    let mut raw = Vec::new();
+    silent.read_to_end(&mut raw).unwrap();
+    assert_eq!(support::parse_response(&raw).status, 408);
+    server.wait_for_line("\"POST /s HTTP/1.1\" 408");
+}
+
+#[test]
+fn proxy_guest_past_its_timeout_gets_503_and_the_worker_goes_on() {
+    let server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "1"]);
+    for path in ["/loop", "/sleep?seconds=600"] {
+        let response = server.get(path);
+        assert_eq!(response.status, 503, "{path}");
+    }
+    server.wait_for_line("[ERROR] Guest timeout handling request GET /loop HTTP/1.1: wasm trap: interrupt");
+    server.wait_for_line("[ERROR] Guest timeout handling request GET /sleep?seconds=600 HTTP/1.1");
+    assert_eq!(server.get("/request").status, 200, "the same worker serves the next request");
+    assert_eq!(server.booted_worker_pids().len(), 1, "no worker was replaced");
+}
+
+#[test]
+fn proxy_trap_and_missing_response_are_500_with_the_cause_in_the_log() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    assert_eq!(server.get("/trap").status, 500);
+    let trap = server.wait_for_line("Guest failure handling request GET /trap HTTP/1.1");
+    assert!(trap.contains("wasm `unreachable` instruction executed"), "{trap}");
+    server.wait_for_line("proxy_misbehave.wasm!wasi:http/incoming-handler@0.2.12#handle");
+    assert_eq!(server.get("/no-answer").status, 500);
+    server.wait_for_line(
+        "Guest failure handling request GET /no-answer HTTP/1.1: the handler returned without setting its response",
+    );
+    assert_eq!(server.get("/alloc").status, 500, "memory past --max-memory fails the request");
+    assert_eq!(server.booted_worker_pids().len(), 1, "no worker was replaced");
+}
+
+#[test]
+fn proxy_guest_output_goes_to_the_log_one_line_each_and_env_is_its_own() {
+    let server = Server::start(MISBEHAVE, 1, &["--env", "GREETING=hi"]);
+    assert_eq!(server.get("/print").text(), "printed");
+    server.wait_for_line("first line to stdout");
+    let forged = server.wait_for_line("second line");
+    assert!(forged.contains("second line\\r2026-01-01 [CRITICAL] forged"), "{forged}");
+    assert!(!server.log_lines().iter().any(|line| line.starts_with("2026-01-01 [CRITICAL]")));
+    server.wait_for_line("a line to stderr");
+    let env = server.get("/env").text();
+    assert_eq!(env, "GREETING=hi\n", "the guest sees --env and nothing of the host");
+}
+
+#[test]
+fn proxy_guest_sees_the_full_target_the_authority_and_the_headers() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    let response = send(
+        server.port,
+        b"PUT /a%20b/request?x=1&y HTTP/1.1\r\nHost: example.test:8080\r\nX-Thing: one\r\nContent-Length: 0\r\n\r\n",
+    );
+    let lines: Vec<&str> = std::str::from_utf8(&response.body).unwrap().lines().collect();
+    assert_eq!(lines[0], "PUT http example.test:8080 /a%20b/request?x=1&y");
+    assert!(lines.contains(&"x-thing: one"), "{lines:?}");
+    // From a trusted proxy (127.0.0.1 is trusted by default), the scheme the client used.
+    let forwarded = server.request(b"GET /request HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-Proto: https\r\n\r\n");
+    assert!(forwarded.text().starts_with("GET https h.test /request\n"), "{}", forwarded.text());
+}
+
+/// A local HTTP server that answers `pong` to every request and counts its connections.
+fn pong_server() -> (TcpListener, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (serving, counter) = (listener.try_clone().unwrap(), Arc::clone(&accepted));
+    std::thread::spawn(move || {
+        for stream in serving.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|read| read == 1) {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong");
+        }
+    });
+    (listener, accepted)
+}
+
+#[test]
+fn proxy_outgoing_requests_reach_granted_authorities_only() {
+    let (granted, granted_hits) = pong_server();
+    let (refused, refused_hits) = pong_server();
+    let granted_at = granted.local_addr().unwrap().to_string();
+    let refused_at = refused.local_addr().unwrap().to_string();
+    let server = Server::start(FETCH, 1, &["--allow-http", &granted_at]);
+    let answer = server.get(&format!("/?to={granted_at}/ping")).text();
+    assert_eq!(answer, "status 200: pong");
+    assert_eq!(granted_hits.load(Ordering::SeqCst), 1);
+    let answer = server.get(&format!("/?to={refused_at}/ping")).text();
+    assert_eq!(answer, "error: ErrorCode::HttpRequestDenied");
+    let answer = server.get(&format!("/?to=localhost:{}/ping", granted.local_addr().unwrap().port())).text();
+    assert_eq!(answer, "error: ErrorCode::HttpRequestDenied", "another name for a granted address is refused");
+    assert_eq!(refused_hits.load(Ordering::SeqCst), 0, "the refused authority never saw a connection");
+}
+
+#[test]
+fn manifest_mixes_both_kinds_and_the_proxy_guest_sees_the_full_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    let text = format!(
+        "[[app]]\nname = \"classic\"\ncomponent = \"sample:echo\"\nprefix = \"/classic\"\n\n\
+         [[app]]\nname = \"standard\"\ncomponent = \"{MISBEHAVE}\"\nprefix = \"/std\"\nenv = {{ WHO = \"standard\" }}\n\n\
+         [[app]]\nname = \"hello\"\ncomponent = \"{HELLO}\"\n"
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let path = manifest.to_str().unwrap();
+    let server = Server::spawn(support::command(&["serve", "--apps", path, "--bind", "127.0.0.1:0", "--workers", "1"]));
+    server.wait_for_line("Booting worker with pid");
+    let classic = server.get("/classic/x");
+    assert_eq!(classic.status, 200);
+    assert_eq!(classic.json()["environ"]["SCRIPT_NAME"], "/classic");
+    let standard = server.get("/std/request?q=1").text();
+    assert!(standard.starts_with("GET http "), "{standard}");
+    assert!(standard.lines().next().unwrap().ends_with(" /std/request?q=1"), "{standard}");
+    assert_eq!(server.get("/std/env").text(), "WHO=standard\n");
+    assert_eq!(server.get("/elsewhere").text(), "Hello, World!");
+}
+
+#[test]
+fn component_exporting_neither_handler_is_one_line_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.wasm");
+    // The smallest component: the header of a component binary and nothing else, so no exports.
+    std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let output = support::command(&["serve", empty.to_str().unwrap(), "--bind", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("exports neither")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("wasi:http/incoming-handler@0.2.x") && errors[0].contains("(it exports nothing)"));
+}
+
+#[test]
+fn component_importing_what_the_host_lacks_is_one_line_at_start_naming_it() {
+    let spin_like = env!("WASMCORN_GUEST_PROXY_UNLINKABLE");
+    let output = support::command(&["serve", spin_like, "--bind", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("does not provide")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("fermyon:spin/key-value"), "{stderr}");
+}
+
+#[test]
+fn proxy_hello_is_embedded_as_a_sample() {
+    let server = Server::start("sample:proxy-hello", 1, &[]);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
+
+#[test]
+fn head_request_to_a_streaming_proxy_guest_has_no_body() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    let mut stream = connect(&server);
+    stream.write_all(b"HEAD /big?bytes=200000 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "nothing follows the head: {text:?}");
+    let get = server.get("/big?bytes=200000");
+    assert_eq!(get.body.len(), 200_000);
+}
+
+/// componentize-py, installed from PyPI into a virtual environment cached under the target folder (installed
+/// again if an earlier install did not finish).
+fn componentize_py() -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("componentize-py-0.25.1");
+    let installed = venv.join("installed");
+    if !installed.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let created = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+        assert!(created.success(), "python3 -m venv {}", venv.display());
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "componentize-py==0.25.1"])
+            .status()
+            .unwrap();
+        assert!(pip.success(), "pip install componentize-py==0.25.1");
+        std::fs::write(&installed, b"").unwrap();
+    }
+    venv.join("bin/componentize-py")
+}
+
+/// A component from another toolchain, straight from the registries: Python built by componentize-py for the
+/// standard wasi:http proxy world (`guest-apps/proxy-python`), served unchanged.
+#[test]
+fn component_built_by_componentize_py_is_served() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-apps/proxy-python");
+    let out = tempfile::tempdir().unwrap();
+    let component = out.path().join("proxy_python.wasm");
+    let built = std::process::Command::new(componentize_py())
+        .arg("-d")
+        .arg(sample.join("wit"))
+        .args(["-w", "app", "componentize", "-p"])
+        .arg(&sample)
+        .arg("app")
+        .arg("-o")
+        .arg(&component)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "componentize-py: {}", String::from_utf8_lossy(&built.stderr));
+    let server = Server::start(component.to_str().unwrap(), 1, &[]);
+    let response = server.get("/py/hello?x=1");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello from Python at /py/hello?x=1");
+    server.wait_for_line("[guest stdout] python saw /py/hello?x=1");
+}
+
+/// A wasi:http app with a pool of its own and limits of its own, reloaded with a new environment on SIGHUP.
+#[test]
+fn proxy_app_in_a_dedicated_pool_keeps_its_own_limits_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    let write = |who: &str| {
+        let text = format!(
+            "[[app]]\nname = \"hello\"\ncomponent = \"sample:hello\"\n\n\
+             [[app]]\nname = \"standard\"\ncomponent = \"{MISBEHAVE}\"\nprefix = \"/std\"\nworkers = 1\n\
+             guest_timeout = 1\nenv = {{ WHO = \"{who}\" }}\n"
+        );
+        std::fs::write(&manifest, text).unwrap();
+    };
+    write("first");
+    let path = manifest.to_str().unwrap();
+    let server = Server::spawn(support::command(&["serve", "--apps", path, "--bind", "127.0.0.1:0", "--workers", "1"]));
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/std/env").text(), "WHO=first\n");
+    assert_eq!(server.get("/std/loop").status, 503, "the app's own guest_timeout");
+    server.wait_for_line("Guest timeout handling request GET /std/loop HTTP/1.1 (app standard)");
+    write("second");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_for_line("Reloading: new workers for the pool of app standard");
+    server.wait_for_line("Reload complete");
+    support::eventually("the reloaded environment", || server.get("/std/env").text() == "WHO=second\n");
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
