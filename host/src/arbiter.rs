@@ -5,8 +5,12 @@
 //! when workers cannot boot instead of respawning them in a storm (a dedicated pool that cannot boot stops its
 //! app alone). A failed `fork` is logged and tried again later.
 
+mod exposition;
+mod metrics;
+mod metrics_http;
 mod pidfile;
 mod pools;
+mod procfs;
 mod refusal;
 mod reload;
 mod retry;
@@ -19,6 +23,7 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -124,6 +129,7 @@ impl Arbiter {
         log_apps(&config);
         let signals = Signals::install()?;
         let heartbeats = Heartbeats::new()?;
+        let metrics = metrics::Metrics::new(&config, &listeners, predecessor.is_some())?;
         let mut channels = BTreeMap::new();
         pools::open_channels(&config.site, &mut channels)?;
         let mut next_generation = 0;
@@ -148,12 +154,14 @@ impl Arbiter {
             predecessor,
             told_ready: false,
             spawn_retry: Retry::default(),
+            metrics,
         })
     }
 
     fn run(&mut self) -> anyhow::Result<ExitCode> {
         loop {
             self.reap();
+            self.supervise_metrics();
             match &self.stop {
                 None => {
                     self.spawn_missing();
@@ -216,6 +224,7 @@ impl Arbiter {
             self.listeners.iter().for_each(Listener::remove_file);
         }
         self.listeners.clear();
+        self.metrics.set_stopping();
         self.stop = Some(Stop { graceful, deadline: Instant::now() + self.config.graceful_timeout, exit_code });
         if graceful {
             self.workers.stop_all(self.config.graceful_timeout);
@@ -225,6 +234,7 @@ impl Arbiter {
     }
 
     fn shut_down(&mut self) {
+        self.metrics.stop();
         if let Some(pidfile) = &self.pidfile {
             pidfile.remove();
         }
@@ -305,11 +315,14 @@ impl Arbiter {
             group,
             name: self.config.name.as_deref(),
             http: &self.config.http,
+            meter: self.metrics.meter_setup(slot, &self.config.site),
         };
         let mut close_in_child = pools::unused_in(pool, &self.listeners, &self.channels);
         close_in_child.push(self.signals.raw_fd());
+        close_in_child.extend(self.metrics.own_fds());
         let pid = spawn::worker(setup, &close_in_child)?;
         self.workers.add(pid, slot, generation);
+        self.metrics.worker_started(slot, pid, pool);
         Ok(())
     }
 
@@ -321,7 +334,12 @@ impl Arbiter {
                 self.successor = None;
                 continue;
             }
+            if self.metrics.reaped(pid, status) {
+                continue;
+            }
             let Some(record) = self.workers.remove(pid) else { continue };
+            let current = self.pools.values().any(|run| run.generation == record.generation);
+            self.metrics.worker_left(&record, status, self.stop.is_some(), current);
             let answered = self.heartbeats.slot(record.slot).answered_at_death();
             match workers::report_exit(pid, status, &record, answered, self.stop.is_some()) {
                 Exit::BootFailed if self.stop.is_none() => self.handle_boot_failure(record.generation),
@@ -337,12 +355,29 @@ impl Arbiter {
             .pools
             .values()
             .all(|run| self.workers.generation_ready(run.generation, run.target as usize, &self.heartbeats));
+        self.metrics.set_ready(all_ready);
         if !self.told_ready && all_ready {
             self.told_ready = true;
             if systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
                 log::info("Told the service manager: READY=1");
             }
         }
+    }
+
+    /// Keeps the metrics process running (it must not keep the app's listeners, the signal descriptor or the
+    /// pools' channels) and pushes the workers gauge.
+    fn supervise_metrics(&mut self) {
+        let mut close_in_child: Vec<_> = self.listeners.iter().map(|listener| listener.fd().as_raw_fd()).collect();
+        close_in_child.extend(self.channels.values().flat_map(|channel| channel.raw_fds()));
+        close_in_child.push(self.signals.raw_fd());
+        let context = metrics::ForkContext {
+            heartbeats: &self.heartbeats,
+            close_in_child,
+            user: self.config.user,
+            group: self.config.group,
+            workers: self.workers.count(),
+        };
+        self.metrics.supervise(context);
     }
 
     /// SIGUSR2: start a successor arbiter from the current binary, handing it the sockets.

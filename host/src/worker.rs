@@ -9,6 +9,7 @@
 //! started 503 (`farewell`).
 
 mod answers;
+pub(crate) mod counters;
 mod dispatch;
 mod environ;
 mod exchange;
@@ -17,7 +18,9 @@ mod forwarded;
 mod handoff;
 mod heads;
 pub(crate) mod heartbeat;
+pub(crate) mod meter;
 mod serve;
+pub(crate) mod statsd;
 mod watched;
 
 use std::collections::BTreeMap;
@@ -82,6 +85,8 @@ pub(crate) struct Setup<'a> {
     pub user: Option<Uid>,
     pub group: Option<Gid>,
     pub name: Option<&'a str>,
+    /// Where this worker counts its metrics (and pushes statsd lines).
+    pub meter: meter::MeterSetup,
 }
 
 /// Runs the worker until it stops; returns its exit code.
@@ -128,6 +133,7 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
         },
     };
     let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels);
+    meter::install(&setup.meter);
     setup.slot.mark_ready();
     log::info(format_args!("Booting worker with pid: {}{of_pool}", std::process::id()));
     match accept_loop(&runtime, &mut dispatch, inlet, &setup, &signals) {
@@ -234,6 +240,7 @@ fn accept_loop(
             served += 1;
             let app_limit = !stopping && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
             if app_limit {
+                meter::leaving(counters::ExitReason::MaxRequests);
                 log::info(format_args!(
                     "Autorestarting worker after {} requests of app {} (its max_requests)",
                     setup.site.app(app).max_requests,
@@ -361,6 +368,7 @@ fn stop_requested(signals: &SignalFd) -> bool {
 fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
     if setup.max_requests > 0 && served >= setup.max_requests {
         log::info(format_args!("Autorestarting worker after {served} requests (--max-requests)"));
+        meter::leaving(counters::ExitReason::MaxRequests);
         return true;
     }
     if let Some(limit) = setup.max_memory {
@@ -371,6 +379,7 @@ fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
                 resident >> 20,
                 limit >> 20
             ));
+            meter::leaving(counters::ExitReason::MaxMemory);
             return true;
         }
     }

@@ -47,6 +47,21 @@ impl WorkerRecord {
     pub(super) fn started(&self) -> Instant {
         self.started
     }
+
+    /// The arbiter killed it for silence past `--timeout`.
+    pub(super) fn timed_out(&self) -> bool {
+        matches!(self.aborted, Some((_, AbortCause::Timeout)))
+    }
+
+    /// The arbiter killed it for running past its graceful timeout.
+    pub(super) fn overdue(&self) -> bool {
+        matches!(self.aborted, Some((_, AbortCause::GracefulTimeout))) || self.killed_by_arbiter
+    }
+
+    /// It was retired (a reload, TTOU, a smaller pool).
+    pub(super) fn retired(&self) -> bool {
+        self.retired
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +89,10 @@ impl Workers {
 
     pub(super) fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.records.len()
     }
 
     /// Workers of `generation` that are not retiring.

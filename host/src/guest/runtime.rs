@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wasmtime::component::{Component, ResourceTable};
@@ -20,7 +20,8 @@ use super::bindings::AppPre;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::engine::{engine_config, instance_pre_with, linker, store_limits};
-use super::exchange::Exchange;
+use super::exchange::{Exchange, InstanceReport};
+use super::limits::WatchedLimits;
 use super::output::{GuestLine, GuestOutput};
 use super::state::RequestState;
 use super::trace::describe;
@@ -147,7 +148,7 @@ impl<E: Exchange> Runtime<E> {
         };
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        let limits = store_limits(app.max_memory_bytes);
+        let limits = WatchedLimits::new(store_limits(app.max_memory_bytes));
         let deadline = Deadline::after(app.guest_timeout);
         exchange.guest_deadline(Some(deadline.clone()));
         let state = RequestState { wasi, table, limits, net: Arc::clone(&app.net), deadline, exchange };
@@ -161,7 +162,10 @@ impl<E: Exchange> Runtime<E> {
             let remaining = store.data().deadline.remaining();
             Ok(if remaining.is_zero() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(ticks(remaining)) })
         });
-        let result = app.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, environ));
+        let creating = Instant::now();
+        let instance = app.pre.instantiate(&mut store);
+        let created_in = creating.elapsed();
+        let result = instance.and_then(|instance| instance.call_handle(&mut store, environ));
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,
             Ok(Err(message)) => Outcome::Refused(message),
@@ -170,6 +174,7 @@ impl<E: Exchange> Runtime<E> {
         };
         let mut state = store.into_data();
         state.exchange.guest_deadline(None);
+        state.exchange.instance_report(InstanceReport { created_in, memory_refused: state.limits.memory_refused });
         stdout.finish();
         stderr.finish();
         (state.exchange, outcome)

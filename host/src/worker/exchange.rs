@@ -3,7 +3,7 @@
 //! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
 use super::watched::WatchedStream;
-use crate::guest::{Deadline, Exchange};
+use crate::guest::{Deadline, Exchange, InstanceReport};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
 pub(super) struct HttpExchange {
@@ -14,11 +14,20 @@ pub(super) struct HttpExchange {
     pub body_error: Option<HttpError>,
     /// The guest's deadline while it runs.
     deadline: Option<Deadline>,
+    /// What the request's instance cost, once the guest is done.
+    pub instance: Option<InstanceReport>,
 }
 
 impl HttpExchange {
     pub(super) fn new(conn: Connection<WatchedStream>, request: &Request, body: BodyReader) -> Self {
-        HttpExchange { conn, body, response: ResponseWriter::new(request), body_error: None, deadline: None }
+        HttpExchange {
+            conn,
+            body,
+            response: ResponseWriter::new(request),
+            body_error: None,
+            deadline: None,
+            instance: None,
+        }
     }
 
     fn guest_is_late(&self) -> bool {
@@ -55,5 +64,9 @@ impl Exchange for HttpExchange {
 
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String> {
         self.response.write(&mut self.conn, chunk)
+    }
+
+    fn instance_report(&mut self, report: InstanceReport) {
+        self.instance = Some(report);
     }
 }

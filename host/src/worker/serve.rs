@@ -14,6 +14,7 @@ use super::exchange::HttpExchange;
 use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
+use super::meter;
 use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
@@ -58,6 +59,7 @@ pub(super) fn request(
     slot.begin_request(&request.request_line());
     let environ = environ::build(&request, &client, &local, target.script_name, target.path);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, HttpExchange::new(conn, &request, body));
+    meter::guest_done(target.name, &outcome, exchange.instance);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
     let sent = match exchange.response.finish(&mut exchange.conn, guest_error) {
