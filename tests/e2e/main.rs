@@ -15,6 +15,7 @@ mod guests;
 mod http;
 mod isolation;
 mod logs;
+mod metrics;
 mod process;
 mod retire;
 mod rfc9112;
