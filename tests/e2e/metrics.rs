@@ -22,9 +22,15 @@ const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 /// One app, `mis` (the misbehave guest) under `/mis`, with a one-second guest timeout: other paths are the
 /// host's 404.
 fn manifest() -> (tempfile::TempDir, PathBuf) {
+    manifest_with("")
+}
+
+/// As `manifest`, with `extra` keys for the app.
+fn manifest_with(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("apps.toml");
-    let text = format!("[[app]]\nname = \"mis\"\ncomponent = \"{MISBEHAVE}\"\nprefix = \"/mis\"\nguest_timeout = 1\n");
+    let text =
+        format!("[[app]]\nname = \"mis\"\ncomponent = \"{MISBEHAVE}\"\nprefix = \"/mis\"\nguest_timeout = 1\n{extra}");
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
@@ -131,6 +137,26 @@ fn a_known_mix_of_requests_is_counted_exactly_and_survives_a_killed_worker() {
     assert_the_mix(&after);
     assert_eq!(sample(&after, "wasmcorn_worker_exits_total{pool=\"shared\",reason=\"crash\"}"), Some(1.0));
     assert_eq!(sample(&after, "wasmcorn_worker_exits_total{pool=\"shared\",reason=\"timeout\"}"), Some(0.0));
+}
+
+#[test]
+fn refusals_and_memory_overruns_are_told_from_traps_and_a_recycled_workers_counts_stay() {
+    let (_dir, apps) = manifest_with("max_memory = 16\n");
+    let (server, metrics) = start_with_metrics(&apps, 1, &["--max-requests", "3"]);
+    assert_eq!(server.get("/mis/refuse?message=no").status, 500);
+    assert_eq!(server.get("/mis/alloc").status, 500);
+    assert_eq!(server.get("/mis/trap").status, 500);
+    // Its third request recycles the worker: its counts are folded into the totals, its exit counted.
+    server.wait_for_count("Booting worker with pid", 2);
+    let max_requests = "wasmcorn_worker_exits_total{pool=\"shared\",reason=\"max_requests\"}";
+    eventually("the exit is counted", || sample(&scrape(metrics), max_requests) == Some(1.0));
+    let exposition = scrape(metrics);
+    assert_eq!(outcome(&exposition, "refused"), Some(1.0), "{exposition}");
+    assert_eq!(outcome(&exposition, "over_memory"), Some(1.0), "{exposition}");
+    assert_eq!(outcome(&exposition, "trapped"), Some(1.0), "{exposition}");
+    assert_eq!(outcome(&exposition, "completed"), Some(0.0), "{exposition}");
+    assert_eq!(request_count(&exposition, "mis", "GET", 500), Some(3.0), "{exposition}");
+    assert_eq!(sample(&exposition, "wasmcorn_worker_exits_total{pool=\"shared\",reason=\"crash\"}"), Some(0.0));
 }
 
 /// Installs are serialised: apt takes a lock anyway, and a second test should wait for the first install.
