@@ -18,6 +18,7 @@ mod signals;
 mod spawn;
 mod state;
 mod systemd;
+mod unix_queue;
 mod upgrade;
 mod workers;
 

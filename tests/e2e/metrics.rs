@@ -241,6 +241,25 @@ fn busy_and_idle_gauges_follow_a_long_request() {
 }
 
 #[test]
+fn listen_queues_show_the_connections_waiting_for_a_busy_worker() {
+    let (dir, apps) = manifest();
+    let socket = dir.path().join("app.sock");
+    let unix_bind = format!("unix:{}", socket.display());
+    let (server, metrics) = start_with_metrics(&apps, 1, &["--bind", "127.0.0.1:0", "--bind", &unix_bind]);
+    let held = hold_a_request(server.port);
+    server.wait_for_line("stashed");
+    // The one worker is inside the guest: new connections wait in the kernel's queues.
+    let _tcp: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap()).collect();
+    let _unix: Vec<UnixStream> = (0..2).map(|_| UnixStream::connect(&socket).unwrap()).collect();
+    let exposition = scrape(metrics);
+    let tcp = format!("wasmcorn_listen_queue_length{{bind=\"http://127.0.0.1:{}\"}}", server.port);
+    assert_eq!(sample(&exposition, &tcp), Some(3.0), "{exposition}");
+    let unix = format!("wasmcorn_listen_queue_length{{bind=\"{unix_bind}\"}}");
+    assert_eq!(sample(&exposition, &unix), Some(2.0), "{exposition}");
+    assert_eq!(release(held).status, 200);
+}
+
+#[test]
 fn readyz_turns_503_on_term_while_healthz_stays_200() {
     let (_dir, apps) = manifest();
     let (mut server, metrics) = start_with_metrics(&apps, 1, &["--graceful-timeout", "60"]);

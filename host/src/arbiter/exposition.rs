@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::procfs;
+use super::metrics::Bind;
+use super::{procfs, unix_queue};
 use crate::worker::counters::labels::{METHODS, OUTCOMES};
 use crate::worker::counters::series::{self, FINITE_BUCKETS, INSTANCE_BOUNDS, Key, Kind, REQUEST_BOUNDS, Values};
 use crate::worker::counters::{Counters, ExitReason, Names, ServerState, Snapshot};
@@ -16,8 +17,8 @@ use crate::worker::heartbeat::Heartbeats;
 pub(super) struct Scrape<'a> {
     pub counters: Counters,
     pub heartbeats: &'a Heartbeats,
-    /// Each bind's URL and, for TCP, its socket's inode.
-    pub binds: &'a [(String, Option<u64>)],
+    /// The app's binds.
+    pub binds: &'a [Bind],
     pub arbiter: u32,
 }
 
@@ -88,11 +89,12 @@ fn workers(out: &mut String, snapshot: &Snapshot, heartbeats: &Heartbeats, names
     }
 }
 
-fn listen_queues(out: &mut String, binds: &[(String, Option<u64>)]) {
-    family(out, "wasmcorn_listen_queue_length", "gauge", "Connections waiting to be accepted, by TCP bind.");
-    for (url, inode) in binds {
-        if let Some(waiting) = inode.and_then(procfs::listen_queue) {
-            let _ = writeln!(out, "wasmcorn_listen_queue_length{{bind=\"{}\"}} {waiting}", quoted(url));
+fn listen_queues(out: &mut String, binds: &[Bind]) {
+    family(out, "wasmcorn_listen_queue_length", "gauge", "Connections waiting to be accepted, by bind.");
+    for bind in binds {
+        let queue = if bind.unix { unix_queue::listen_queue } else { procfs::listen_queue };
+        if let Some(waiting) = bind.inode.and_then(queue) {
+            let _ = writeln!(out, "wasmcorn_listen_queue_length{{bind=\"{}\"}} {waiting}", quoted(&bind.url));
         }
     }
 }

@@ -52,8 +52,8 @@ struct MetricsServer {
     listener: Option<Listener>,
     pid: Option<Pid>,
     retry: Retry,
-    /// Each app bind's URL and, for TCP, its socket's inode (for its listen queue).
-    binds: Vec<(String, Option<u64>)>,
+    /// Each app bind's URL, whether it is a unix socket, and its socket's inode (for its listen queue).
+    binds: Vec<Bind>,
 }
 
 /// Who the metrics process runs as, and what it must not keep.
@@ -84,7 +84,7 @@ impl Metrics {
                 if let Some(listener) = &listener {
                     log::info(format_args!("Serving metrics at: {}", listener.url()));
                 }
-                let binds = listeners.iter().map(|listener| (listener.url(), tcp_inode(listener))).collect();
+                let binds = listeners.iter().map(Bind::of).collect();
                 Some(MetricsServer { spec: spec.clone(), listener, pid: None, retry: Retry::default(), binds })
             }
             None => None,
@@ -285,13 +285,18 @@ fn bind(spec: &str) -> anyhow::Result<Listener> {
     bound.with_context(|| format!("--metrics-bind {spec}"))
 }
 
-/// The inode of a TCP listener's socket.
-fn tcp_inode(listener: &Listener) -> Option<u64> {
-    match listener {
-        Listener::Tcp { socket, .. } => {
-            let path = format!("/proc/self/fd/{}", socket.as_raw_fd());
-            std::fs::metadata(path).ok().map(|metadata| metadata.ino())
-        }
-        Listener::Unix { .. } => None,
+/// An app bind, as the metrics process finds its listen queue without holding it.
+pub(super) struct Bind {
+    pub url: String,
+    pub unix: bool,
+    /// The socket's inode.
+    pub inode: Option<u64>,
+}
+
+impl Bind {
+    fn of(listener: &Listener) -> Bind {
+        let path = format!("/proc/self/fd/{}", listener.fd().as_raw_fd());
+        let inode = std::fs::metadata(path).ok().map(|metadata| metadata.ino());
+        Bind { url: listener.url(), unix: matches!(listener, Listener::Unix { .. }), inode }
     }
 }
