@@ -99,7 +99,8 @@ impl Metrics {
         for app in &site.apps {
             names.register(app_label(&app.guest.name));
         }
-        MeterSetup { counters: self.counters, slot, statsd: self.config_statsd.clone() }
+        let enabled = self.server.is_some() || self.config_statsd.is_some();
+        MeterSetup { counters: self.counters, slot, statsd: self.config_statsd.clone(), enabled }
     }
 
     /// Worker `pid` of `pool` now occupies `slot`.

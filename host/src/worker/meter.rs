@@ -1,7 +1,8 @@
 //! A worker's metrics: what it counts into its block of the shared metrics table (requests by app, method and
 //! status with their duration; guest outcomes; the time to create an instance), why it leaves when it leaves by
 //! itself, and the statsd lines it pushes when `--statsd-host` is set. Set once after the fork (`install`), then
-//! reached from the few places that know a request's fate: counting is plain memory, no system call.
+//! reached from the few places that know a request's fate: counting is plain memory, no system call. Without
+//! `--metrics-bind` and `--statsd-host` nothing is set, and each of those places costs one check.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -22,6 +23,8 @@ pub(crate) struct MeterSetup {
     /// The worker's heartbeat slot, which is also its block's index.
     pub slot: usize,
     pub statsd: Option<StatsdSettings>,
+    /// Something reads the counts (`--metrics-bind`) or statsd is on: otherwise nothing is counted.
+    pub enabled: bool,
 }
 
 struct Meter {
@@ -35,8 +38,11 @@ struct Meter {
 
 static METER: OnceLock<Meter> = OnceLock::new();
 
-/// In the worker, after the fork: counts go to its block from now on.
+/// In the worker, after the fork: counts go to its block from now on (when metrics are on at all).
 pub(super) fn install(setup: &MeterSetup) {
+    if !setup.enabled {
+        return;
+    }
     let meter = Meter {
         counters: setup.counters,
         slot: setup.slot,
