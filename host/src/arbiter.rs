@@ -24,7 +24,6 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -363,22 +362,6 @@ impl Arbiter {
                 log::info("Told the service manager: READY=1");
             }
         }
-    }
-
-    /// Keeps the metrics process running (it must not keep the app's listeners, the signal descriptor or the
-    /// pools' channels) and pushes the workers gauge.
-    fn supervise_metrics(&mut self) {
-        let mut close_in_child: Vec<_> = self.listeners.iter().map(|listener| listener.fd().as_raw_fd()).collect();
-        close_in_child.extend(self.channels.values().flat_map(|channel| channel.raw_fds()));
-        close_in_child.push(self.signals.raw_fd());
-        let context = metrics::ForkContext {
-            heartbeats: &self.heartbeats,
-            close_in_child,
-            user: self.config.user,
-            group: self.config.group,
-            workers: self.workers.count(),
-        };
-        self.metrics.supervise(context);
     }
 
     /// SIGUSR2: start a successor arbiter from the current binary, handing it the sockets.

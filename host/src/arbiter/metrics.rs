@@ -22,6 +22,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use super::exposition::Scrape;
 use super::metrics_http;
 use super::retry::Retry;
+use super::state::Arbiter;
 use super::workers::WorkerRecord;
 use crate::config::Config;
 use crate::listener::{BindOptions, Listener};
@@ -57,7 +58,7 @@ struct MetricsServer {
 }
 
 /// Who the metrics process runs as, and what it must not keep.
-pub(super) struct ForkContext<'a> {
+struct ForkContext<'a> {
     pub heartbeats: &'a Heartbeats,
     pub close_in_child: Vec<RawFd>,
     pub user: Option<Uid>,
@@ -129,7 +130,7 @@ impl Metrics {
     }
 
     /// Once a turn of the loop: pushes the workers gauge when it changed, and (re)starts the metrics process.
-    pub(super) fn supervise(&mut self, context: ForkContext<'_>) {
+    fn supervise(&mut self, context: ForkContext<'_>) {
         if let Some(statsd) = &self.statsd
             && self.last_workers_gauge != Some(context.workers)
         {
@@ -231,6 +232,24 @@ impl MetricsServer {
                 });
             }
         }
+    }
+}
+
+impl Arbiter {
+    /// Keeps the metrics process running (it must not keep the app's listeners, the signal descriptor or the
+    /// pools' channels) and pushes the workers gauge.
+    pub(super) fn supervise_metrics(&mut self) {
+        let mut close_in_child: Vec<_> = self.listeners.iter().map(|listener| listener.fd().as_raw_fd()).collect();
+        close_in_child.extend(self.channels.values().flat_map(|channel| channel.raw_fds()));
+        close_in_child.push(self.signals.raw_fd());
+        let context = ForkContext {
+            heartbeats: &self.heartbeats,
+            close_in_child,
+            user: self.config.user,
+            group: self.config.group,
+            workers: self.workers.count(),
+        };
+        self.metrics.supervise(context);
     }
 }
 
