@@ -159,6 +159,26 @@ fn refusals_and_memory_overruns_are_told_from_traps_and_a_recycled_workers_count
     assert_eq!(sample(&exposition, "wasmcorn_worker_exits_total{pool=\"shared\",reason=\"crash\"}"), Some(0.0));
 }
 
+#[test]
+fn worker_exits_are_counted_by_reason_reload_ttou_and_max_memory() {
+    let server = Server::start("sample:hello", 2, &["--metrics-bind", "127.0.0.1:0", "--max-worker-memory", "1"]);
+    let metrics = metrics_port(&server);
+    let exits = |reason: &str| {
+        sample(&scrape(metrics), &format!("wasmcorn_worker_exits_total{{pool=\"shared\",reason=\"{reason}\"}}"))
+    };
+    server.signal(Signal::SIGHUP);
+    eventually("the old generation's exits are counted as a reload", || exits("reload") == Some(2.0));
+    server.signal(Signal::SIGTTOU);
+    eventually("the TTOU exit is counted", || exits("ttou") == Some(1.0));
+    assert_eq!(server.get("/").status, 200);
+    server.wait_for_line("Autorestarting worker: resident memory");
+    eventually("the recycled worker's exit is counted", || exits("max_memory") == Some(1.0));
+    assert_eq!(exits("crash"), Some(0.0));
+    assert_eq!(exits("reload"), Some(2.0));
+    let exposition = scrape(metrics);
+    assert_eq!(request_count(&exposition, "default", "GET", 200), Some(1.0), "{exposition}");
+}
+
 /// Installs are serialised: apt takes a lock anyway, and a second test should wait for the first install.
 static INSTALL: Mutex<()> = Mutex::new(());
 
