@@ -355,13 +355,15 @@ impl Arbiter {
             .pools
             .values()
             .all(|run| self.workers.generation_ready(run.generation, run.target as usize, &self.heartbeats));
-        self.metrics.set_ready(all_ready);
         if !self.told_ready && all_ready {
             self.told_ready = true;
             if systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
                 log::info("Told the service manager: READY=1");
             }
         }
+        // Ready after the first full boot while some worker accepts: a recycled worker or a reload in progress
+        // does not take the server out of a load balancer's rotation.
+        self.metrics.set_ready(self.told_ready && self.workers.any_accepting(&self.heartbeats));
     }
 
     /// SIGUSR2: start a successor arbiter from the current binary, handing it the sockets.

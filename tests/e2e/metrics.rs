@@ -160,14 +160,19 @@ fn refusals_and_memory_overruns_are_told_from_traps_and_a_recycled_workers_count
 }
 
 #[test]
-fn worker_exits_are_counted_by_reason_reload_ttou_and_max_memory() {
+fn worker_exits_are_counted_by_reason_and_a_reload_keeps_the_server_ready() {
     let server = Server::start("sample:hello", 2, &["--metrics-bind", "127.0.0.1:0", "--max-worker-memory", "1"]);
     let metrics = metrics_port(&server);
     let exits = |reason: &str| {
         sample(&scrape(metrics), &format!("wasmcorn_worker_exits_total{{pool=\"shared\",reason=\"{reason}\"}}"))
     };
+    eventually("/readyz says 200", || get(metrics, "/readyz").status == 200);
     server.signal(Signal::SIGHUP);
-    eventually("the old generation's exits are counted as a reload", || exits("reload") == Some(2.0));
+    // While the new generation boots, the old one serves: the server stays ready throughout.
+    eventually("the old generation's exits are counted as a reload", || {
+        assert_eq!(get(metrics, "/readyz").status, 200, "ready during the reload");
+        exits("reload") == Some(2.0)
+    });
     server.signal(Signal::SIGTTOU);
     eventually("the TTOU exit is counted", || exits("ttou") == Some(1.0));
     assert_eq!(server.get("/").status, 200);

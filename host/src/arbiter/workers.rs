@@ -109,6 +109,11 @@ impl Workers {
         self.serving(generation).filter(|(_, record)| heartbeats.slot(record.slot).is_ready()).count() >= target
     }
 
+    /// Whether some worker that is not retiring has loaded its apps.
+    pub(super) fn any_accepting(&self, heartbeats: &Heartbeats) -> bool {
+        self.records.values().any(|record| !record.retired && heartbeats.slot(record.slot).is_ready())
+    }
+
     /// The lowest heartbeat slot no worker uses.
     pub(super) fn free_slot(&self) -> Option<usize> {
         let used: Vec<usize> = self.records.values().map(|record| record.slot).collect();
