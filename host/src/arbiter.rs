@@ -15,10 +15,10 @@ mod refusal;
 mod reload;
 mod retry;
 mod signals;
+mod sock_diag;
 mod spawn;
 mod state;
 mod systemd;
-mod unix_queue;
 mod upgrade;
 mod workers;
 

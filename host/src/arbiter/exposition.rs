@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::metrics::Bind;
-use super::{procfs, unix_queue};
+use super::{procfs, sock_diag};
 use crate::worker::counters::labels::{METHODS, OUTCOMES};
 use crate::worker::counters::series::{self, FINITE_BUCKETS, INSTANCE_BOUNDS, Key, Kind, REQUEST_BOUNDS, Values};
 use crate::worker::counters::{Counters, ExitReason, Names, ServerState, Snapshot};
@@ -92,7 +92,7 @@ fn workers(out: &mut String, snapshot: &Snapshot, heartbeats: &Heartbeats, names
 fn listen_queues(out: &mut String, binds: &[Bind]) {
     family(out, "wasmcorn_listen_queue_length", "gauge", "Connections waiting to be accepted, by bind.");
     for bind in binds {
-        let queue = if bind.unix { unix_queue::listen_queue } else { procfs::listen_queue };
+        let queue = if bind.unix { sock_diag::unix_listen_queue } else { sock_diag::tcp_listen_queue };
         if let Some(waiting) = bind.inode.and_then(queue) {
             let _ = writeln!(out, "wasmcorn_listen_queue_length{{bind=\"{}\"}} {waiting}", quoted(&bind.url));
         }

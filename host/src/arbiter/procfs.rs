@@ -1,7 +1,5 @@
 //! What the metrics process reads from /proc: a process's resident memory, CPU time, start time and open
-//! descriptors (the arbiter's own process metrics, and each worker's memory), and the listen queue of a TCP
-//! socket, found by its inode in /proc/net/tcp and tcp6 (for a listening socket, the kernel shows the
-//! connections waiting to be accepted as its receive queue). Each reading is
+//! descriptors (the arbiter's own process metrics, and each worker's memory). Each reading is
 //! `None` when the file cannot be read or parsed: a metric goes missing rather than lying.
 
 use std::fs;
@@ -67,40 +65,9 @@ fn max_fds(pid: u32) -> Option<u64> {
     line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
-/// The connections waiting in the listen queue of the listening TCP socket with inode `inode`.
-pub(super) fn listen_queue(inode: u64) -> Option<u64> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| fs::read_to_string(path).ok())
-        .find_map(|table| find_listen_queue(&table, inode))
-}
-
-/// In a /proc/net/tcp table, the receive queue of the listening socket with `inode`.
-fn find_listen_queue(table: &str, inode: u64) -> Option<u64> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // sl, local, remote, state, tx_queue:rx_queue, tr:when, retransmits, uid, timeout, inode
-        if fields.get(3) != Some(&"0A") || fields.get(9)?.parse::<u64>().ok()? != inode {
-            return None;
-        }
-        let (_, waiting) = fields.get(4)?.split_once(':')?;
-        u64::from_str_radix(waiting, 16).ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_listen_queue_is_the_receive_queue_of_the_listening_socket() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000800:00000003 00:00000000 00000000     0        0 4242 1 0000 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000 20 4 30 10 -1";
-        assert_eq!(find_listen_queue(table, 4242), Some(3));
-        assert_eq!(find_listen_queue(table, 4243), None, "not a listening socket");
-        assert_eq!(find_listen_queue(table, 1), None);
-    }
 
     #[test]
     fn this_process_can_be_read() {
