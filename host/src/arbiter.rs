@@ -5,12 +5,17 @@
 //! when workers cannot boot instead of respawning them in a storm (a dedicated pool that cannot boot stops its
 //! app alone). A failed `fork` is logged and tried again later.
 
+mod exposition;
+mod metrics;
+mod metrics_http;
 mod pidfile;
 mod pools;
+mod procfs;
 mod refusal;
 mod reload;
 mod retry;
 mod signals;
+mod sock_diag;
 mod spawn;
 mod state;
 mod systemd;
@@ -125,6 +130,7 @@ impl Arbiter {
         log_apps(&config);
         let signals = Signals::install()?;
         let heartbeats = Heartbeats::new()?;
+        let metrics = metrics::Metrics::new(&config, &listeners, predecessor.is_some())?;
         let mut channels = BTreeMap::new();
         pools::open_channels(&config.site, &mut channels)?;
         let mut next_generation = 0;
@@ -149,12 +155,14 @@ impl Arbiter {
             predecessor,
             told_ready: false,
             spawn_retry: Retry::default(),
+            metrics,
         })
     }
 
     fn run(&mut self) -> anyhow::Result<ExitCode> {
         loop {
             self.reap();
+            self.supervise_metrics();
             match &self.stop {
                 None => {
                     self.spawn_missing();
@@ -217,6 +225,7 @@ impl Arbiter {
             self.listeners.iter().for_each(Listener::remove_file);
         }
         self.listeners.clear();
+        self.metrics.set_stopping();
         self.stop = Some(Stop { graceful, deadline: Instant::now() + self.config.graceful_timeout, exit_code });
         if graceful {
             self.workers.stop_all(self.config.graceful_timeout);
@@ -226,6 +235,7 @@ impl Arbiter {
     }
 
     fn shut_down(&mut self) {
+        self.metrics.stop();
         if let Some(pidfile) = &self.pidfile {
             pidfile.remove();
         }
@@ -311,11 +321,14 @@ impl Arbiter {
             group,
             name: self.config.name.as_deref(),
             http: &self.config.http,
+            meter: self.metrics.meter_setup(slot, &self.config.site),
         };
         let mut close_in_child = pools::unused_in(pool, &self.listeners, &self.channels);
         close_in_child.push(self.signals.raw_fd());
+        close_in_child.extend(self.metrics.own_fds());
         let pid = spawn::worker(setup, &close_in_child)?;
         self.workers.add(pid, slot, generation);
+        self.metrics.worker_started(slot, pid, pool);
         Ok(())
     }
 
@@ -327,7 +340,12 @@ impl Arbiter {
                 self.successor = None;
                 continue;
             }
+            if self.metrics.reaped(pid, status) {
+                continue;
+            }
             let Some(record) = self.workers.remove(pid) else { continue };
+            let current = self.pools.values().any(|run| run.generation == record.generation);
+            self.metrics.worker_left(&record, status, self.stop.is_some(), current);
             let answered = self.heartbeats.slot(record.slot).answered_at_death();
             match workers::report_exit(pid, status, &record, answered, self.stop.is_some()) {
                 Exit::BootFailed if self.stop.is_none() => self.handle_boot_failure(record.generation),
@@ -349,6 +367,9 @@ impl Arbiter {
                 log::info("Told the service manager: READY=1");
             }
         }
+        // Ready after the first full boot while some worker accepts: a recycled worker or a reload in progress
+        // does not take the server out of a load balancer's rotation.
+        self.metrics.set_ready(self.told_ready && self.workers.any_accepting(&self.heartbeats));
     }
 
     /// SIGUSR2: start a successor arbiter from the current binary, handing it the sockets.

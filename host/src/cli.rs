@@ -308,4 +308,27 @@ pub(crate) struct ServeArgs {
     /// Gunicorn takes it from its environment, and to none.
     #[arg(long = "script-name", value_name = "PATH")]
     pub script_name: Option<String>,
+
+    /// Serve Prometheus metrics at `/metrics`, and health checks at `/healthz` (200 while the arbiter runs) and
+    /// `/readyz` (200 once every pool has its workers booted, 503 before and while stopping), on this address:
+    /// HOST:PORT, or `unix:PATH` (a socket file only the server's user may use). Off by default. See
+    /// docs/metrics.md.
+    #[arg(long = "metrics-bind", value_name = "ADDRESS")]
+    pub metrics_bind: Option<String>,
+
+    /// Send statsd metrics over UDP to HOST:PORT, with Gunicorn's names (`wasmcorn.requests`,
+    /// `wasmcorn.request.duration`, `wasmcorn.request.status.CODE`, `wasmcorn.workers`). A datagram that cannot
+    /// be sent at once is dropped: a worker never waits for it.
+    #[arg(long = "statsd-host", value_name = "HOST:PORT")]
+    pub statsd_host: Option<String>,
+
+    /// A prefix for the statsd metric names, joined with a dot: `--statsd-prefix service.app` sends
+    /// `service.app.wasmcorn.requests`.
+    #[arg(long = "statsd-prefix", value_name = "PREFIX", default_value = "")]
+    pub statsd_prefix: String,
+
+    /// Datadog tags added to every statsd line, as a comma-separated list (`env:prod,team:web`), sent as
+    /// `|#TAGS` (the dogstatsd extension).
+    #[arg(long = "dogstatsd-tags", value_name = "TAGS", default_value = "")]
+    pub dogstatsd_tags: String,
 }

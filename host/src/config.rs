@@ -5,6 +5,7 @@ mod accounts;
 mod grants;
 mod layers;
 mod manifest;
+mod metrics;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use crate::cli::ServeArgs;
 use crate::guest::{AppSource, Capabilities, Guest, Limits};
 use crate::log;
 use crate::routing::Router;
-use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
+use crate::settings::{HeadLimits, HttpSettings, StatsdSettings, TrustedProxies};
 use crate::site::{App, Site};
 use accounts::{parse_group, parse_user};
 
@@ -62,6 +63,10 @@ pub(crate) struct Config {
     pub logging: log::Settings,
     /// How workers read requests.
     pub http: HttpSettings,
+    /// `--metrics-bind`: where metrics and health checks are served.
+    pub metrics_bind: Option<String>,
+    /// `--statsd-host` and its naming flags.
+    pub statsd: Option<StatsdSettings>,
 }
 
 /// Reads the `serve` arguments (what follows `serve` on the command line) and the other layers.
@@ -145,6 +150,8 @@ impl Config {
             reuse_port: args.reuse_port,
             logging,
             http,
+            metrics_bind: metrics::bind(args.metrics_bind.as_deref())?,
+            statsd: metrics::statsd(args.statsd_host.as_deref(), &args.statsd_prefix, &args.dogstatsd_tags)?,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! the client timeout, the pending-heads budget, keep-alive and the proxies whose forwarding headers are believed. Plain
 //! data: this module imports nothing else of the crate, so every layer may use it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,6 +24,16 @@ pub(crate) struct HttpSettings {
     pub keep_alive: Duration,
     /// `--max-idle-connections`: the most idle keep-alive connections one worker holds.
     pub max_idle_connections: usize,
+}
+
+/// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`: where the statsd lines go and how they are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StatsdSettings {
+    pub address: SocketAddr,
+    /// Empty, or the prefix with one trailing dot.
+    pub prefix: String,
+    /// Empty, or the dogstatsd tags, comma-separated.
+    pub tags: String,
 }
 
 /// Gunicorn's limits on a request head. A limit of 0 means no limit, except for `fields`.

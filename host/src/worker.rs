@@ -11,6 +11,7 @@
 //! answers the connections it held but never started 503 (`farewell`).
 
 mod answers;
+pub(crate) mod counters;
 mod dispatch;
 mod environ;
 mod exchange;
@@ -20,9 +21,11 @@ mod handoff;
 mod heads;
 pub(crate) mod heartbeat;
 mod inlet;
+pub(crate) mod meter;
 mod proxy_head;
 mod relay;
 mod serve;
+pub(crate) mod statsd;
 mod watched;
 
 use std::collections::BTreeMap;
@@ -92,6 +95,8 @@ pub(crate) struct Setup<'a> {
     pub user: Option<Uid>,
     pub group: Option<Gid>,
     pub name: Option<&'a str>,
+    /// Where this worker counts its metrics (and pushes statsd lines).
+    pub meter: meter::MeterSetup,
 }
 
 /// Runs the worker until it stops; returns its exit code.
@@ -134,6 +139,7 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
     // A dedicated pool's workers were given no listeners.
     let inlet = Inlet::new(setup.listeners, Inbox::new(channel.receiver()));
     let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels, setup.pool);
+    meter::install(&setup.meter);
     setup.slot.mark_ready();
     log::info(format_args!("Booting worker with pid: {}{of_pool}", std::process::id()));
     match accept_loop(&runtime, &mut dispatch, inlet, channel, &setup, &signals) {
@@ -274,6 +280,7 @@ fn serve_loop(
             served += 1;
             let app_limit = !stopping && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
             if app_limit {
+                meter::leaving(counters::ExitReason::MaxRequests);
                 log::info(format_args!(
                     "Autorestarting worker after {} requests of app {} (its max_requests)",
                     setup.site.app(app).max_requests,
@@ -319,6 +326,7 @@ fn stop_requested(signals: &SignalFd) -> bool {
 fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
     if setup.max_requests > 0 && served >= setup.max_requests {
         log::info(format_args!("Autorestarting worker after {served} requests (--max-requests)"));
+        meter::leaving(counters::ExitReason::MaxRequests);
         return true;
     }
     if let Some(limit) = setup.max_memory {
@@ -329,6 +337,7 @@ fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
                 resident >> 20,
                 limit >> 20
             ));
+            meter::leaving(counters::ExitReason::MaxMemory);
             return true;
         }
     }

@@ -17,6 +17,7 @@ mod http;
 mod isolation;
 mod keepalive;
 mod logs;
+mod metrics;
 mod process;
 mod proxy;
 mod python;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::metrics::Metrics;
 use super::pidfile::Pidfile;
 use super::pools::Pools;
 use super::retry::Retry;
@@ -56,6 +57,8 @@ pub(super) struct Arbiter {
     pub(super) told_ready: bool,
     /// When to try again to start the workers a failed fork left missing.
     pub(super) spawn_retry: Retry,
+    /// The metrics table, the metrics process and the statsd gauge.
+    pub(super) metrics: Metrics,
 }
 
 /// What a reload replaces, kept until the new generations are ready (or restored if one fails to boot).

@@ -47,6 +47,21 @@ impl WorkerRecord {
     pub(super) fn started(&self) -> Instant {
         self.started
     }
+
+    /// The arbiter killed it for silence past `--timeout`.
+    pub(super) fn timed_out(&self) -> bool {
+        matches!(self.aborted, Some((_, AbortCause::Timeout)))
+    }
+
+    /// The arbiter killed it for running past its graceful timeout.
+    pub(super) fn overdue(&self) -> bool {
+        matches!(self.aborted, Some((_, AbortCause::GracefulTimeout))) || self.killed_by_arbiter
+    }
+
+    /// It was retired (a reload, TTOU, a smaller pool).
+    pub(super) fn retired(&self) -> bool {
+        self.retired
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +91,10 @@ impl Workers {
         self.records.is_empty()
     }
 
+    pub(super) fn count(&self) -> usize {
+        self.records.len()
+    }
+
     /// Workers of `generation` that are not retiring.
     fn serving(&self, generation: u64) -> impl Iterator<Item = (&Pid, &WorkerRecord)> {
         self.records.iter().filter(move |(_, record)| record.generation == generation && !record.retired)
@@ -88,6 +107,11 @@ impl Workers {
     /// Whether `target` workers of `generation` have loaded the app.
     pub(super) fn generation_ready(&self, generation: u64, target: usize, heartbeats: &Heartbeats) -> bool {
         self.serving(generation).filter(|(_, record)| heartbeats.slot(record.slot).is_ready()).count() >= target
+    }
+
+    /// Whether some worker that is not retiring has loaded its apps.
+    pub(super) fn any_accepting(&self, heartbeats: &Heartbeats) -> bool {
+        self.records.values().any(|record| !record.retired && heartbeats.slot(record.slot).is_ready())
     }
 
     /// The lowest heartbeat slot no worker uses.

@@ -1,7 +1,18 @@
 //! The seam between a guest instance and whatever moves a request's bytes: the worker implements it over the
 //! client's connection, benchmarks in memory.
 
+use std::time::Duration;
+
 use super::deadline::Deadline;
+
+/// What one request's instance cost, told to the exchange once the guest is done (for the metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstanceReport {
+    /// How long creating the instance took; `None` when the request ran in an instance kept from an earlier one.
+    pub created_in: Option<Duration>,
+    /// The guest asked for more linear memory than it may have.
+    pub memory_refused: bool,
+}
 
 /// What a request's guest instance uses to read the request body and answer. The worker implements it over
 /// the client's connection; benchmarks implement it in memory.
@@ -27,6 +38,9 @@ pub trait Exchange: Send + 'static {
     fn proxy_head(&self) -> Option<ProxyHead> {
         None
     }
+
+    /// What the request's instance cost, once the guest is done.
+    fn instance_report(&mut self, _report: InstanceReport) {}
 }
 
 /// A request's head as a `wasi:http` guest sees it: the whole target (a `wasi:http` guest has no mount point),

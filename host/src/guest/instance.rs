@@ -11,7 +11,7 @@
 //! insecure seed are new for every instance.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -22,7 +22,8 @@ use super::bindings::{App as AppBindings, AppPre};
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::engine::store_limits;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, InstanceReport};
+use super::limits::WatchedLimits;
 use super::output::{GuestLine, GuestOutput};
 use super::runtime::Outcome;
 use super::state::RequestState;
@@ -86,7 +87,7 @@ impl<E: Exchange> Instance<E> {
         let state = RequestState {
             wasi,
             table,
-            limits: store_limits(blueprint.max_memory_bytes),
+            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes)),
             net: Arc::clone(&blueprint.net),
             deadline: Deadline::after(blueprint.guest_timeout),
             exchange: None,
@@ -122,13 +123,20 @@ impl<E: Exchange> Instance<E> {
         let state = self.store.data_mut();
         state.deadline = deadline;
         state.exchange = Some(exchange);
+        state.limits.memory_refused = false;
         self.store.set_epoch_deadline(1);
+        let mut created_in = None;
         let result = match &self.app {
             Some(app) => app.call_handle(&mut self.store, environ),
-            None => pre.instantiate(&mut self.store).and_then(|app| {
-                let app = self.app.insert(app);
-                app.call_handle(&mut self.store, environ)
-            }),
+            None => {
+                let creating = Instant::now();
+                let instantiated = pre.instantiate(&mut self.store);
+                created_in = Some(creating.elapsed());
+                instantiated.and_then(|app| {
+                    let app = self.app.insert(app);
+                    app.call_handle(&mut self.store, environ)
+                })
+            }
         };
         self.served = self.served.saturating_add(1);
         let outcome = match result {
@@ -140,7 +148,9 @@ impl<E: Exchange> Instance<E> {
         self.stdout.finish();
         self.stderr.finish();
         // `serve` put it there and nothing else takes it out.
-        let exchange = self.store.data_mut().exchange.take().expect("the exchange of the request just served");
+        let state = self.store.data_mut();
+        let mut exchange = state.exchange.take().expect("the exchange of the request just served");
+        exchange.instance_report(InstanceReport { created_in, memory_refused: state.limits.memory_refused });
         (exchange, outcome)
     }
 }

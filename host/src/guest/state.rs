@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -12,6 +11,7 @@ use super::bounded_io::{BoundedIo, DeadlineView};
 use super::capabilities::NetGrant;
 use super::deadline::{Deadline, GuestTimeout};
 use super::exchange::Exchange;
+use super::limits::WatchedLimits;
 use super::name_lookup::LookupView;
 
 /// The most bytes one `read-body` call returns, whatever the guest asks for.
@@ -21,7 +21,7 @@ pub(super) struct RequestState<E> {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     /// What the instance may create: memory, tables, instances.
-    pub limits: StoreLimits,
+    pub limits: WatchedLimits,
     /// The addresses and names the guest was granted, for its name lookups.
     pub net: Arc<NetGrant>,
     /// When the guest's time runs out, in the request it serves.

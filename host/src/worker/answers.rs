@@ -11,6 +11,8 @@ use crate::http::{self, Connection, HttpError, Request, Sent};
 use crate::listener::{Peer, Stream};
 use crate::log;
 
+use super::meter;
+
 /// The longest the worker waits to write its own answer, or to read and discard an unread request body.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much of what a rejected client still sends is discarded, without waiting, before closing.
@@ -27,6 +29,8 @@ pub(super) fn log_access(
     response_headers: &[(String, String)],
     started: Instant,
 ) {
+    let duration = started.elapsed();
+    meter::request_done(app, &request.method, sent.status, duration);
     log::access(&log::AccessRecord {
         app,
         remote_addr: if remote_addr.is_empty() { "-" } else { remote_addr },
@@ -39,7 +43,7 @@ pub(super) fn log_access(
         body_bytes: sent.body_bytes,
         request_headers: &request.headers,
         response_headers,
-        duration: started.elapsed(),
+        duration,
     });
 }
 
@@ -61,7 +65,11 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
 pub(super) fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
     let Some(status) = err.status() else { return };
     log::info(format_args!("Invalid request from {peer}: {err}"));
-    if write_host_answer(&mut conn, status) {
+    let started = Instant::now();
+    let written = write_host_answer(&mut conn, status);
+    // Counted without an app, its method `_OTHER`: the request was not (or not wholly) read.
+    meter::request_done("-", "", status, started.elapsed());
+    if written {
         close_discarding(conn.stream());
     }
 }

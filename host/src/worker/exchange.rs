@@ -3,7 +3,7 @@
 //! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
 use super::watched::WatchedStream;
-use crate::guest::{Deadline, Exchange, ProxyHead};
+use crate::guest::{Deadline, Exchange, InstanceReport, ProxyHead};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
 pub(super) struct HttpExchange {
@@ -18,6 +18,8 @@ pub(super) struct HttpExchange {
     keep_alive: bool,
     /// The request as a standard `wasi:http` guest sees it.
     head: ProxyHead,
+    /// What the request's instance cost, once the guest is done.
+    pub instance: Option<InstanceReport>,
 }
 
 impl HttpExchange {
@@ -29,7 +31,7 @@ impl HttpExchange {
         head: ProxyHead,
     ) -> Self {
         let response = ResponseWriter::new(request);
-        HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive, head }
+        HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive, head, instance: None }
     }
 
     /// Tells the response, before its head may leave, whether the connection can stay open: only when keep-alive
@@ -93,5 +95,9 @@ impl Exchange for HttpExchange {
 
     fn proxy_head(&self) -> Option<ProxyHead> {
         Some(self.head.clone())
+    }
+
+    fn instance_report(&mut self, report: InstanceReport) {
+        self.instance = Some(report);
     }
 }

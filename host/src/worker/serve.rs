@@ -16,6 +16,7 @@ use super::exchange::HttpExchange;
 use super::forwarded;
 use super::heads::Arrived;
 use super::heartbeat::Slot;
+use super::meter;
 use super::proxy_head;
 use super::watched::WatchedStream;
 
@@ -77,6 +78,7 @@ pub(super) fn request(
     let head = proxy_head::build(&request, client.url_scheme, &local);
     let exchange = HttpExchange::new(conn, &request, body, keep_alive, head);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
+    meter::guest_done(target.name, &outcome, exchange.instance);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
     if slot.is_retiring() {

@@ -9,6 +9,7 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
+use std::time::Instant;
 
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
@@ -25,7 +26,8 @@ use super::state::ProxyState;
 use crate::guest::capabilities::{DirGrant, HttpGrant, NetGrant, wasi_ctx};
 use crate::guest::deadline::Deadline;
 use crate::guest::engine::store_limits;
-use crate::guest::exchange::Exchange;
+use crate::guest::limits::WatchedLimits;
+use crate::guest::exchange::{Exchange, InstanceReport};
 use crate::guest::output::GuestOutput;
 use crate::guest::instance::{MAX_RESOURCES, is_timeout};
 use crate::guest::runtime::Outcome;
@@ -79,7 +81,7 @@ pub(in crate::guest) fn handle<E: Exchange>(call: ProxyCall<'_>, mut exchange: E
         wasi,
         http: WasiHttpCtx::new(),
         table,
-        limits: store_limits(call.max_memory_bytes),
+        limits: WatchedLimits::new(store_limits(call.max_memory_bytes)),
         net: Arc::clone(call.net),
         hooks: GrantedHttp::new(Arc::clone(call.http)),
     };
@@ -94,18 +96,23 @@ pub(in crate::guest) fn handle<E: Exchange>(call: ProxyCall<'_>, mut exchange: E
         Ok(if epoch_deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
     });
     let shared: SharedExchange<E> = Arc::new(Mutex::new(Some(exchange)));
+    let mut report = InstanceReport::default();
     let outcome = match incoming::request(&head, Arc::clone(&shared)) {
-        Ok((scheme, request)) => call.tokio.block_on(serve(store, call.pre, scheme, request, &shared, &deadline)),
+        Ok((scheme, request)) => {
+            call.tokio.block_on(serve(store, call.pre, scheme, request, &shared, &deadline, &mut report))
+        }
         Err(err) => Outcome::Failed(format!("{err:#}")),
     };
     let taken = shared.lock().unwrap_or_else(PoisonError::into_inner).take();
     // The store, and with it the request body's handle on the exchange, is gone: only this function takes it.
     let mut exchange = taken.expect("the exchange is taken back once, by the function that put it there");
     exchange.guest_deadline(None);
+    exchange.instance_report(report);
     (exchange, outcome)
 }
 
-/// Calls the guest's handler and drains its response side by side; the store ends with the call.
+/// Calls the guest's handler and drains its response side by side; the store ends with the call. What the
+/// instance cost goes to `report`.
 async fn serve<E: Exchange>(
     mut store: Store<ProxyState>,
     pre: &ProxyPre<ProxyState>,
@@ -113,6 +120,7 @@ async fn serve<E: Exchange>(
     request: http::Request<ExchangeBody<E>>,
     shared: &SharedExchange<E>,
     deadline: &Deadline,
+    report: &mut InstanceReport,
 ) -> Outcome {
     let (sender, receiver) = oneshot::channel::<ResponseResult>();
     let resources = {
@@ -126,10 +134,13 @@ async fn serve<E: Exchange>(
     };
     let guest = async move {
         let result = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+            let creating = Instant::now();
+            let proxy = pre.instantiate_async(&mut store).await;
+            report.created_in = Some(creating.elapsed());
+            proxy?.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
         }
         .await;
+        report.memory_refused = store.data().limits.memory_refused;
         // Dropping the store ends the response body the guest left open, so the drain ends too.
         drop(store);
         result

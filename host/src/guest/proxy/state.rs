@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outgoing::GrantedHttp;
 use crate::guest::capabilities::NetGrant;
+use crate::guest::limits::WatchedLimits;
 use crate::guest::name_lookup::LookupView;
 
 pub(in crate::guest) struct ProxyState {
@@ -17,7 +17,7 @@ pub(in crate::guest) struct ProxyState {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     /// What the instance may create: memory, tables, instances.
-    pub limits: StoreLimits,
+    pub limits: WatchedLimits,
     /// The addresses and names the guest was granted, for its name lookups.
     pub net: Arc<NetGrant>,
     /// Where its outgoing HTTP requests may go.
