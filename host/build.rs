@@ -2,7 +2,7 @@
 //! of its own, the way wasmtime builds its test programs), and tells the host crate where each component is:
 //! `WASMCORN_GUEST_<NAME>` holds its path. The binary embeds them as `sample:NAME`; the end-to-end tests use the
 //! same files. The target comes with the toolchain: `rust-toolchain.toml` names it, and rustup installs it with
-//! the toolchain; when it is missing all the same, the build stops with the command that adds it.
+//! the toolchain; when it is missing all the same (a toolchain installed before), the build asks rustup to add it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -97,21 +97,37 @@ fn order_hot_functions() {
     }
 }
 
-/// Stops with the command to run when the toolchain has no wasm32-wasip2 standard library. rustup adds the
-/// targets of `rust-toolchain.toml` when it installs that toolchain, not to one installed before, nor to a
-/// toolchain chosen over the file (`cargo +nightly`, `RUSTUP_TOOLCHAIN`).
+/// Makes sure the toolchain has the wasm32-wasip2 standard library. rustup adds the targets of
+/// `rust-toolchain.toml` when it installs that toolchain, but not to one installed before (a machine's image
+/// may hold it already), nor to a toolchain chosen over the file (`cargo +nightly`, `RUSTUP_TOOLCHAIN`): then the
+/// build asks rustup to add it, as the first `cargo` command would have, and stops with the command to run only
+/// when that fails.
 fn check_target_installed() -> Result<(), String> {
+    if target_installed()? {
+        return Ok(());
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    let added = rustup.status().is_ok_and(|status| status.success());
+    if added && target_installed()? {
+        return Ok(());
+    }
+    Err(format!(
+        "the Rust toolchain has no {TARGET} target, which the sample guests are built for, and rustup could not add \
+         it: run `rustup target add {TARGET}`"
+    ))
+}
+
+/// Whether the sysroot of the rustc cargo uses holds the target's standard library.
+fn target_installed() -> Result<bool, String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let sysroot =
         Command::new(rustc).args(["--print", "sysroot"]).output().map_err(|err| format!("cannot run rustc: {err}"))?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
-        return Ok(());
-    }
-    Err(format!(
-        "the Rust toolchain at {sysroot} has no {TARGET} target, which the sample guests are built for: add it with \
-         `rustup target add {TARGET}`"
-    ))
+    Ok(Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir())
 }
 
 fn env(name: &str) -> Result<String, String> {

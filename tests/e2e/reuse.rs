@@ -1,8 +1,9 @@
 //! Instance reuse (`--instance-reuse N`, `instance_reuse` per app in a manifest): an instance serves up to N
 //! requests of its app, keeping its module state (the misbehave guest's `/count` global) between them, and is
 //! dropped at once after a trap, a timeout, a refused or a failed request; apps never share one, a reload picks up
-//! a changed setting, and the default stays a fresh instance per request. Also: the guest's deadline timer makes
-//! no wakeups while no guest runs.
+//! a changed setting, and the default stays a fresh instance per request. The same for a standard `wasi:http`
+//! guest (`proxy-misbehave`'s `/count`), whose kept instance is also dropped when it leaves its response body open.
+//! Also: the guest's deadline timer makes no wakeups while no guest runs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use nix::unistd::Pid;
 use crate::support::{Server, command};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+const PROXY_MISBEHAVE: &str = env!("WASMCORN_GUEST_PROXY_MISBEHAVE");
 
 /// The body of `GET path` (on `host`), which must answer `status`.
 fn body(server: &Server, host: &str, path: &str, status: u16) -> String {
@@ -34,6 +36,38 @@ fn texts(values: &[&str]) -> Vec<String> {
 fn an_instance_keeps_its_state_for_n_requests_then_a_fresh_one_starts() {
     let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "3"]);
     assert_eq!(counts(&server, "localhost", 7), texts(&["1", "2", "3", "1", "2", "3", "1"]));
+}
+
+#[test]
+fn a_wasi_http_instance_keeps_its_state_for_n_requests_and_is_dropped_after_a_failure() {
+    let server = Server::start(PROXY_MISBEHAVE, 1, &["--instance-reuse", "3", "--guest-timeout", "1"]);
+    assert_eq!(counts(&server, "localhost", 4), texts(&["1", "2", "3", "1"]));
+    body(&server, "localhost", "/trap", 500);
+    assert_eq!(counts(&server, "localhost", 2), texts(&["1", "2"]), "after a trap");
+    body(&server, "localhost", "/loop", 503);
+    assert_eq!(counts(&server, "localhost", 2), texts(&["1", "2"]), "after a timeout");
+    body(&server, "localhost", "/no-answer", 500);
+    assert_eq!(counts(&server, "localhost", 1), texts(&["1"]), "after a handler that set no response");
+}
+
+#[test]
+fn a_kept_wasi_http_instance_that_leaves_its_body_open_is_dropped_at_its_deadline() {
+    let server = Server::start(PROXY_MISBEHAVE, 1, &["--instance-reuse", "100", "--guest-timeout", "1"]);
+    assert_eq!(counts(&server, "localhost", 2), texts(&["1", "2"]));
+    // `partial` waits in the writer (a short body gets a Content-Length once it ends); it never ends, so at the
+    // guest's deadline the request is a guest timeout and the instance is dropped.
+    body(&server, "localhost", "/leave-open", 503);
+    server.wait_for_line("Guest timeout handling request GET /leave-open");
+    assert_eq!(counts(&server, "localhost", 1), texts(&["1"]), "after a body left open");
+}
+
+#[test]
+fn every_wasi_http_request_gets_a_fresh_instance_by_default() {
+    let server = Server::start(PROXY_MISBEHAVE, 1, &[]);
+    assert_eq!(counts(&server, "localhost", 3), texts(&["1", "1", "1"]));
+    // A fresh instance's store goes with its call, and with it the body it left open: the response ends.
+    let response = server.get_from("localhost", "/leave-open");
+    assert_eq!(response.status, 200, "{}", server.log_text());
 }
 
 #[test]

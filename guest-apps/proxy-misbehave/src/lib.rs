@@ -13,13 +13,26 @@
 //!   per header.
 //! - `/alloc`: grows its memory a MiB at a time without end.
 //! - `/big?bytes=N`: streams an N-byte body (`abc..z` repeated) with no declared length.
+//! - `/count`: how many requests this instance has served `/count` (module state: 1 in a fresh instance).
+//! - `/leave-open`: answers, writes `partial` and returns with its response body kept open in a global, never
+//!   finished.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme};
 
 struct Misbehave;
+
+/// The `/count` requests this instance has served.
+static COUNT: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// The response body `/leave-open` keeps open.
+    static LEFT_OPEN: RefCell<Option<OutgoingBody>> = const { RefCell::new(None) };
+}
 
 impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
@@ -52,6 +65,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                     black_box(&hoard);
                 }
             }
+            "/count" => (COUNT.fetch_add(1, Ordering::Relaxed) + 1).to_string().into_bytes(),
+            "/leave-open" => return leave_open(response_out),
             "/big" => {
                 let bytes: usize = value(query, "bytes").parse().unwrap_or(0);
                 return stream_big(bytes, response_out);
@@ -103,6 +118,17 @@ fn answer(response_out: ResponseOutparam, body: &[u8]) {
     stream.flush().expect("the host takes the body");
     drop(stream);
     OutgoingBody::finish(outgoing, None).expect("the body is complete");
+}
+
+fn leave_open(response_out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let outgoing = response.body().expect("the body is taken once");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut stream = outgoing.write().expect("the stream is taken once");
+    stream.write_all(b"partial").expect("the host takes the body");
+    stream.flush().expect("the host takes the body");
+    drop(stream);
+    LEFT_OPEN.with(|left| *left.borrow_mut() = Some(outgoing));
 }
 
 fn stream_big(bytes: usize, response_out: ResponseOutparam) {

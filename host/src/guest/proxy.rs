@@ -1,15 +1,17 @@
 //! Standard `wasi:http` proxy components (the `wasi:http/proxy` world of WASI 0.2, what `wasmtime serve`, Spin,
 //! jco and `componentize-py -w wasi:http/proxy` build), served through `wasmtime-wasi-http` in the same sync worker
-//! as `wasmcorn:app` guests, with the same sandbox: a fresh store and instance per request, the guest timeout,
-//! the memory cap, `--env`, `--dir`, `--allow-net`, and output to the log. `wasmtime-wasi-http` runs on tokio:
-//! each worker has one current-thread runtime (built after the fork, see `runtime`), on which one request's guest
-//! call and the drain of its response body run side by side.
+//! as `wasmcorn:app` guests, with the same sandbox: a fresh store and instance per request (or one kept for up to
+//! `--instance-reuse` requests), the guest timeout, the memory cap, `--env`, `--dir`, `--allow-net`, and output
+//! to the log. `wasmtime-wasi-http` runs on tokio: each worker has one current-thread runtime (built after the
+//! fork, see `runtime`), on which one request's guest call and the drain of its response body run side by side.
 //!
-//! `state` is a request's store data, `incoming` turns the worker's request into the guest's, `outgoing` sends
-//! the guest's own requests to the authorities the operator granted, and `call` runs one request.
+//! `state` is a store's data, `instance` a store with its instance across the requests it serves, `incoming`
+//! turns the worker's request into the guest's, `outgoing` sends the guest's own requests to the authorities the
+//! operator granted, and `call` runs one request.
 
 mod call;
 mod incoming;
+mod instance;
 mod outgoing;
 mod state;
 
@@ -20,6 +22,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::name_lookup;
 pub(super) use call::{ProxyCall, handle};
+pub(super) use instance::ProxyInstance;
 pub(super) use state::ProxyState;
 
 /// A linker with WASI (the `wasi:cli` interfaces too: components built with Rust's std import them) and

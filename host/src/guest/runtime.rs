@@ -4,8 +4,8 @@
 //! or, for an app with `instance_reuse` above 1, the one its previous request left, while it may serve more. The
 //! guest's time is a wall-clock deadline (see `deadline`): the deadline timer (see `timer`) makes the epoch
 //! interrupt a guest that computes past it, and the host calls that wait are bounded by it. A `wasi:http` app
-//! (see `proxy`) gets a fresh instance for every request, called on a current-thread tokio runtime the worker
-//! builds here, after the fork, when it hosts such an app.
+//! (see `proxy`) is served the same way, its calls made on a current-thread tokio runtime the worker builds here,
+//! after the fork, when it hosts such an app.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -25,10 +25,10 @@ use super::capabilities::HttpGrant;
 use super::deadline::Deadline;
 use super::engine::{engine_config, instance_pre_with, linker};
 use super::exchange::Exchange;
-use super::instance::{Blueprint, HostSide, Instance, OUTPUT_BUDGET};
+use super::instance::{Blueprint, HostSide, Instance};
 use super::kind::Kind;
-use super::output::{GuestLine, GuestOutput};
-use super::proxy::{self, ProxyCall, ProxyState};
+use super::output::GuestLine;
+use super::proxy::{self, ProxyCall, ProxyInstance, ProxyState};
 use super::state::RequestState;
 use super::timer::DeadlineTimer;
 use super::trust;
@@ -73,6 +73,8 @@ struct Loaded<E: Exchange> {
     /// How many requests one instance may serve (1: a fresh instance for every request).
     reuse: u32,
     kept: Cell<Option<Instance<E>>>,
+    /// The same for a `wasi:http` app.
+    kept_proxy: Cell<Option<ProxyInstance>>,
     spare: Cell<Option<HostSide>>,
 }
 
@@ -132,6 +134,7 @@ impl<E: Exchange> Runtime<E> {
                 http: Arc::new(app.capabilities.http.clone()),
                 reuse: app.limits.instance_reuse.max(1),
                 kept: Cell::new(None),
+                kept_proxy: Cell::new(None),
                 spare: Cell::new(None),
             });
         }
@@ -186,33 +189,26 @@ impl<E: Exchange> Runtime<E> {
         (exchange, outcome)
     }
 
-    /// Runs one request in a fresh instance of a `wasi:http` app.
+    /// Runs one request in an instance of a `wasi:http` app: a fresh one, or the one its previous request left,
+    /// kept on the same terms as `handle`'s.
     fn handle_proxy(&self, app: &Loaded<E>, pre: &ProxyPre<ProxyState>, exchange: E) -> (E, Outcome) {
         let Some(tokio) = &self.tokio else {
             return (exchange, Outcome::Failed("no runtime for wasi:http apps".into()));
         };
-        let blueprint = &app.blueprint;
-        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, self.log_line);
-        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, self.log_line);
-        let deadline = Deadline::after(blueprint.guest_timeout);
-        let call = ProxyCall {
-            engine: &self.engine,
-            tokio,
-            pre,
-            env: &blueprint.env,
-            dirs: &blueprint.dirs,
-            net: &blueprint.net,
-            http: &app.http,
-            max_memory_bytes: blueprint.max_memory_bytes,
-            deadline: deadline.clone(),
-            stdout: &stdout,
-            stderr: &stderr,
+        let instance = match app.kept_proxy.take() {
+            Some(instance) => instance,
+            None => match ProxyInstance::new(&self.engine, &app.blueprint, &app.http, self.log_line) {
+                Ok(instance) => instance,
+                Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
+            },
         };
+        let deadline = Deadline::after(app.blueprint.guest_timeout);
+        let keep = instance.served.saturating_add(1) < app.reuse;
+        let call = ProxyCall { tokio, pre, deadline: deadline.clone(), keep };
         self.timer.arm(&deadline);
-        let answered = proxy::handle(call, exchange);
+        let (exchange, outcome, kept) = proxy::handle(call, instance, exchange);
         self.timer.disarm();
-        stdout.finish();
-        stderr.finish();
-        answered
+        app.kept_proxy.set(kept);
+        (exchange, outcome)
     }
 }

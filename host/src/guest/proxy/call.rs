@@ -1,9 +1,10 @@
-//! One request to a `wasi:http` guest: a fresh store and instance, the guest's `handle` call, and the drain of
-//! its response, side by side on the worker's current-thread tokio runtime. The response head goes through the
+//! One request to a `wasi:http` guest: its store and instance (see `instance`: a fresh one, or the one the app's
+//! previous request left when the app reuses instances), the guest's `handle` call, and the drain of its response, side by side on the worker's current-thread tokio runtime. The response head goes through the
 //! exchange's `start_response` (the worker validates it as any guest's) and each body chunk through `write_body`
 //! as soon as the guest writes it: the outgoing body channel holds about one chunk, so a drain that waited for
 //! the call to return would deadlock any larger response. The guest's time is the request's deadline: the epoch
-//! interrupts a guest that computes past it, and a guest that waits past it is dropped, store and all.
+//! interrupts a guest that computes past it, and a guest that waits past it is dropped, store and all, as is a
+//! kept instance whose response body is still unfinished at the deadline.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -13,41 +14,29 @@ use std::time::Instant;
 
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use super::incoming::{self, ExchangeBody, SharedExchange, with_exchange};
-use super::outgoing::GrantedHttp;
+use super::instance::ProxyInstance;
 use super::state::ProxyState;
-use crate::guest::capabilities::{DirGrant, HttpGrant, NetGrant, wasi_ctx};
 use crate::guest::deadline::Deadline;
-use crate::guest::engine::store_limits;
-use crate::guest::limits::WatchedLimits;
 use crate::guest::exchange::{Exchange, InstanceReport};
-use crate::guest::output::GuestOutput;
-use crate::guest::instance::{MAX_RESOURCES, is_timeout};
+use crate::guest::instance::is_timeout;
 use crate::guest::runtime::Outcome;
 use crate::guest::trace::describe;
 
-/// Everything one request to a `wasi:http` app runs with.
+/// Everything one request to a `wasi:http` app runs with, besides its instance.
 pub(in crate::guest) struct ProxyCall<'a> {
-    pub engine: &'a Engine,
     /// The worker's current-thread runtime.
     pub tokio: &'a tokio::runtime::Runtime,
     pub pre: &'a ProxyPre<ProxyState>,
-    pub env: &'a [(String, String)],
-    pub dirs: &'a [DirGrant],
-    pub net: &'a Arc<NetGrant>,
-    pub http: &'a Arc<HttpGrant>,
-    pub max_memory_bytes: usize,
     /// The request's deadline, which the runtime's deadline timer watches.
     pub deadline: Deadline,
-    pub stdout: &'a GuestOutput,
-    pub stderr: &'a GuestOutput,
+    /// The instance may serve another request after this one: it is given back if this one completes.
+    pub keep: bool,
 }
 
 type ResponseResult = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
@@ -64,102 +53,109 @@ enum Delivery {
     BodyFailed(String),
 }
 
-/// Runs one request in a fresh instance and gives the exchange back with what became of it.
-pub(in crate::guest) fn handle<E: Exchange>(call: ProxyCall<'_>, mut exchange: E) -> (E, Outcome) {
+/// Runs one request in `instance` and gives the exchange back with what became of it, and the instance when
+/// `call.keep` allows it and the request completed.
+pub(in crate::guest) fn handle<E: Exchange>(
+    call: ProxyCall<'_>,
+    mut instance: ProxyInstance,
+    mut exchange: E,
+) -> (E, Outcome, Option<ProxyInstance>) {
     let Some(head) = exchange.proxy_head() else {
-        return (exchange, Outcome::Failed("this exchange cannot serve a wasi:http guest".into()));
+        return (exchange, Outcome::Failed("this exchange cannot serve a wasi:http guest".into()), None);
     };
-    let wasi = match wasi_ctx(call.env, call.dirs, call.net, call.stdout.clone(), call.stderr.clone()) {
-        Ok(wasi) => wasi,
-        Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
-    };
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(MAX_RESOURCES);
     let deadline = call.deadline;
     exchange.guest_deadline(Some(deadline.clone()));
-    let state = ProxyState {
-        wasi,
-        http: WasiHttpCtx::new(),
-        table,
-        limits: WatchedLimits::new(store_limits(call.max_memory_bytes)),
-        net: Arc::clone(call.net),
-        hooks: GrantedHttp::new(Arc::clone(call.http)),
-    };
-    let mut store = Store::new(call.engine, state);
-    store.limiter(|state| &mut state.limits);
-    store.set_max_component_handles(MAX_RESOURCES);
-    // The epoch advances only when a running guest's deadline has passed (see `timer`); the deadline may have
-    // moved since (time given back for the client's bytes), so it is checked here.
-    store.set_epoch_deadline(1);
-    let epoch_deadline = deadline.clone();
-    store.epoch_deadline_callback(move |_| {
-        Ok(if epoch_deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
-    });
+    instance.begin(&deadline);
+    // The guest's output is logged by the end of the request, whatever becomes of the instance.
+    let output = instance.output();
     let shared: SharedExchange<E> = Arc::new(Mutex::new(Some(exchange)));
     let mut report = InstanceReport::default();
-    let outcome = match incoming::request(&head, Arc::clone(&shared)) {
+    let (outcome, kept) = match incoming::request(&head, Arc::clone(&shared)) {
         Ok((scheme, request)) => {
-            call.tokio.block_on(serve(store, call.pre, scheme, request, &shared, &deadline, &mut report))
+            let serving = serve(instance, call.pre, call.keep, scheme, request, &shared, &deadline, &mut report);
+            call.tokio.block_on(serving)
         }
-        Err(err) => Outcome::Failed(format!("{err:#}")),
+        Err(err) => (Outcome::Failed(format!("{err:#}")), None),
     };
+    output.finish();
     let taken = shared.lock().unwrap_or_else(PoisonError::into_inner).take();
-    // The store, and with it the request body's handle on the exchange, is gone: only this function takes it.
+    // The request body's handle on the exchange is gone with the request's resources (the guest dropped them, or
+    // the store went with them): only this function takes the exchange.
     let mut exchange = taken.expect("the exchange is taken back once, by the function that put it there");
     exchange.guest_deadline(None);
     exchange.instance_report(report);
-    (exchange, outcome)
+    let kept = kept.filter(|_| matches!(outcome, Outcome::Completed) && !exchange.request_failed());
+    (exchange, outcome, kept)
 }
 
-/// Calls the guest's handler and drains its response side by side; the store ends with the call. What the
-/// instance cost goes to `report`.
+/// Calls the guest's handler and drains its response side by side. The instance ends with the call unless
+/// `keep`; kept, it is given back once the call returned (whatever the outcome: the caller drops it unless the
+/// request completed). What the instance cost goes to `report`.
+#[allow(clippy::too_many_arguments)]
 async fn serve<E: Exchange>(
-    mut store: Store<ProxyState>,
+    mut instance: ProxyInstance,
     pre: &ProxyPre<ProxyState>,
+    keep: bool,
     scheme: Scheme,
     request: http::Request<ExchangeBody<E>>,
     shared: &SharedExchange<E>,
     deadline: &Deadline,
     report: &mut InstanceReport,
-) -> Outcome {
+) -> (Outcome, Option<ProxyInstance>) {
     let (sender, receiver) = oneshot::channel::<ResponseResult>();
     let resources = {
-        let mut http = store.data_mut().http();
+        let mut http = instance.store.data_mut().http();
         http.new_incoming_request(scheme, request)
             .and_then(|request| Ok((request, http.new_response_outparam(sender)?)))
     };
     let (request, outparam) = match resources {
         Ok(resources) => resources,
-        Err(err) => return Outcome::Failed(describe(&err)),
+        Err(err) => return (Outcome::Failed(describe(&err)), None),
     };
     let guest = async move {
         let result = async {
-            let creating = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await;
-            report.created_in = Some(creating.elapsed());
-            proxy?.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+            let proxy = match &mut instance.proxy {
+                Some(proxy) => proxy,
+                empty @ None => {
+                    let creating = Instant::now();
+                    let proxy = pre.instantiate_async(&mut instance.store).await;
+                    report.created_in = Some(creating.elapsed());
+                    empty.insert(proxy?)
+                }
+            };
+            proxy.wasi_http_incoming_handler().call_handle(&mut instance.store, request, outparam).await
         }
         .await;
-        report.memory_refused = store.data().limits.memory_refused;
-        // Dropping the store ends the response body the guest left open, so the drain ends too.
-        drop(store);
-        result
+        instance.served = instance.served.saturating_add(1);
+        report.memory_refused = instance.store.data().limits.memory_refused;
+        // Dropping the store ends the response body the guest left open, so the drain ends too. A kept instance
+        // that left it open is dropped at the deadline, when the drain gives up.
+        let kept = if keep && result.is_ok() { Some(instance) } else { None };
+        (result, kept)
     };
-    let (called, delivered) = match both(within(deadline, guest), drain(receiver, shared)).await {
+    let (called, delivered) = match both(within(deadline, guest), within(deadline, drain(receiver, shared))).await {
         (Some(called), Some(delivered)) => (called, delivered),
-        _ => return Outcome::Failed("the call ended without its outcome".into()),
+        _ => return (Outcome::Failed("the call ended without its outcome".into()), None),
     };
-    match called {
-        None => Outcome::TimedOut("the guest's time ran out while it waited in a host call".into()),
-        Some(Err(err)) if is_timeout(&err) => Outcome::TimedOut(describe(&err)),
-        Some(Err(err)) => Outcome::Failed(describe(&err)),
-        Some(Ok(())) => match delivered {
+    let (called, kept) = match called {
+        Some((result, kept)) => (Some(result), kept),
+        None => (None, None),
+    };
+    let outcome = match (called, delivered) {
+        (None, _) => Outcome::TimedOut("the guest's time ran out while it waited in a host call".into()),
+        (Some(Err(err)), _) if is_timeout(&err) => Outcome::TimedOut(describe(&err)),
+        (Some(Err(err)), _) => Outcome::Failed(describe(&err)),
+        (Some(Ok(())), None) => {
+            return (Outcome::TimedOut("the guest's response body was still open at its deadline".into()), None);
+        }
+        (Some(Ok(())), Some(delivery)) => match delivery {
             Delivery::Done => Outcome::Completed,
             Delivery::NoResponse => Outcome::Failed("the handler returned without setting its response".into()),
             Delivery::ErrorCode(code) => Outcome::Refused(format!("the guest answered with an error: {code:?}")),
             Delivery::BodyFailed(reason) => Outcome::Failed(format!("the guest's response body failed: {reason}")),
         },
-    }
+    };
+    (outcome, kept)
 }
 
 /// Runs `future` until the guest's deadline (which the exchange may move later while it serves the client);

@@ -1,0 +1,90 @@
+//! A `wasi:http` app's store and instance across the requests it serves: built with the app's own WASI context
+//! (environment, granted folders and addresses, its output streams), its `wasi:http` context and the hooks that
+//! send its outgoing requests, and then either dropped after its request or kept for the app's next one
+//! (`--instance-reuse`). What belongs to one request is put in before each call: the deadline the epoch callback
+//! checks and a clean note of refused memory growth.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::outgoing::GrantedHttp;
+use super::state::ProxyState;
+use crate::guest::capabilities::{HttpGrant, wasi_ctx};
+use crate::guest::deadline::Deadline;
+use crate::guest::engine::store_limits;
+use crate::guest::instance::{Blueprint, MAX_RESOURCES, OUTPUT_BUDGET};
+use crate::guest::limits::WatchedLimits;
+use crate::guest::output::{GuestLine, GuestOutput};
+
+/// A store for a `wasi:http` app, with its instance once instantiated, and how many requests it has served.
+pub(in crate::guest) struct ProxyInstance {
+    pub store: Store<ProxyState>,
+    pub proxy: Option<Proxy>,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    pub served: u32,
+}
+
+impl ProxyInstance {
+    /// A new store for `blueprint`'s app, not instantiated yet (the request's call instantiates it inside its
+    /// deadline).
+    pub(in crate::guest) fn new(
+        engine: &Engine,
+        blueprint: &Blueprint,
+        http: &Arc<HttpGrant>,
+        log_line: GuestLine,
+    ) -> anyhow::Result<Self> {
+        let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
+        let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
+        let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = ProxyState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table,
+            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes)),
+            net: Arc::clone(&blueprint.net),
+            hooks: GrantedHttp::new(Arc::clone(http)),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_max_component_handles(MAX_RESOURCES);
+        Ok(ProxyInstance { store, proxy: None, stdout, stderr, served: 0 })
+    }
+
+    /// Gets the store ready for a request that must end by `deadline`.
+    pub(in crate::guest) fn begin(&mut self, deadline: &Deadline) {
+        self.store.data_mut().limits.memory_refused = false;
+        // The epoch advances only when a running guest's deadline has passed (see `timer`); the deadline may have
+        // moved since (time given back for the client's bytes), so it is checked here.
+        self.store.set_epoch_deadline(1);
+        let deadline = deadline.clone();
+        self.store.epoch_deadline_callback(move |_| {
+            Ok(if deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        });
+    }
+
+    /// The instance's output streams, to be finished by the end of each request.
+    pub(in crate::guest) fn output(&self) -> Output {
+        Output { stdout: self.stdout.clone(), stderr: self.stderr.clone() }
+    }
+}
+
+/// An instance's output streams.
+pub(in crate::guest) struct Output {
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+}
+
+impl Output {
+    /// Logs what is left of the request's output and refills its budget for the next one.
+    pub(in crate::guest) fn finish(&self) {
+        self.stdout.finish();
+        self.stderr.finish();
+    }
+}
