@@ -212,3 +212,13 @@ impl<E: Exchange> Runtime<E> {
         (exchange, outcome)
     }
 }
+
+impl<E: Exchange> Drop for Runtime<E> {
+    /// The tokio runtime is let go without waiting for its blocking threads: one may be stuck in a guest's file
+    /// read (a FIFO, a hung mount) that the guest's deadline stopped waiting for, and the worker must still leave.
+    fn drop(&mut self) {
+        if let Some(tokio) = self.tokio.take() {
+            tokio.shutdown_background();
+        }
+    }
+}

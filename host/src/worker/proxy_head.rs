@@ -1,7 +1,10 @@
 //! The head a standard `wasi:http` guest receives, built from the parsed request: the method, the scheme the
 //! client used (the listener's, or what a trusted proxy's forwarding headers say), the authority it asked for
 //! (an absolute-form target's, else the Host header, else the listening address), the whole target (a
-//! `wasi:http` guest has no mount point: it sees the full path), and every header as received.
+//! `wasi:http` guest has no mount point: it sees the full path), and every header as received. What the
+//! worker's parser accepts but a URI may not hold (`<`, `>`, a backquote in a path; a Host that is no authority) is
+//! made valid here, so that a client's odd request never reads as the guest's failure: such bytes of the target
+//! are percent-encoded, and such a Host gives way to the listening address.
 
 use crate::guest::ProxyHead;
 use crate::http::Request;
@@ -9,6 +12,7 @@ use crate::listener::Local;
 
 pub(super) fn build(request: &Request, scheme: &str, local: &Local) -> ProxyHead {
     let named = request.authority.as_deref().or(request.header("host")).filter(|host| !host.is_empty());
+    let named = named.filter(|host| host.parse::<http::uri::Authority>().is_ok());
     let authority = match (named, local) {
         (Some(host), _) => host.to_string(),
         (None, Local::Ip(address)) => address.to_string(),
@@ -25,9 +29,26 @@ pub(super) fn build(request: &Request, scheme: &str, local: &Local) -> ProxyHead
         method: request.method.clone(),
         scheme: scheme.to_string(),
         authority,
-        path_with_query,
+        path_with_query: valid_target(path_with_query),
         headers: request.headers.clone(),
     }
+}
+
+/// `target` as it came when a URI may hold it, else with every byte outside RFC 3986's path and query characters
+/// percent-encoded (`%` itself is kept: the target's own escapes stay as they are).
+fn valid_target(target: String) -> String {
+    if target.parse::<http::uri::PathAndQuery>().is_ok() {
+        return target;
+    }
+    let mut valid = String::with_capacity(target.len() + 8);
+    for byte in target.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&byte) {
+            valid.push(char::from(byte));
+        } else {
+            valid.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    valid
 }
 
 #[cfg(test)]
@@ -54,5 +75,14 @@ mod tests {
         assert_eq!((absolute.authority.as_str(), absolute.path_with_query.as_str()), ("other.example", "/p?q"));
         let bare = head("GET / HTTP/1.0\r\n\r\n");
         assert_eq!(bare.authority, "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn what_a_uri_cannot_hold_is_made_valid() {
+        let odd = head("GET /<a>/`b`?q=<1> HTTP/1.1\r\nHost: h:1\r\n\r\n");
+        assert_eq!(odd.path_with_query, "/%3Ca%3E/%60b%60?q=%3C1%3E");
+        assert_eq!(odd.authority, "h:1");
+        let kept = head("GET /a%20b/{c}?x=y HTTP/1.1\r\nHost: h:1\r\n\r\n");
+        assert!(kept.path_with_query.parse::<http::uri::PathAndQuery>().is_ok(), "{}", kept.path_with_query);
     }
 }

@@ -63,18 +63,14 @@ pub(in crate::guest) fn handle<E: Exchange>(
     let Some(head) = exchange.proxy_head() else {
         return (exchange, Outcome::Failed("this exchange cannot serve a wasi:http guest".into()), None);
     };
-    let deadline = call.deadline;
-    exchange.guest_deadline(Some(deadline.clone()));
-    instance.begin(&deadline);
+    exchange.guest_deadline(Some(call.deadline.clone()));
+    instance.begin(&call.deadline);
     // The guest's output is logged by the end of the request, whatever becomes of the instance.
     let output = instance.output();
     let shared: SharedExchange<E> = Arc::new(Mutex::new(Some(exchange)));
     let mut report = InstanceReport::default();
     let (outcome, kept) = match incoming::request(&head, Arc::clone(&shared)) {
-        Ok((scheme, request)) => {
-            let serving = serve(instance, call.pre, call.keep, scheme, request, &shared, &deadline, &mut report);
-            call.tokio.block_on(serving)
-        }
+        Ok((scheme, request)) => call.tokio.block_on(serve(instance, &call, scheme, request, &shared, &mut report)),
         Err(err) => (Outcome::Failed(format!("{err:#}")), None),
     };
     output.finish();
@@ -91,17 +87,15 @@ pub(in crate::guest) fn handle<E: Exchange>(
 /// Calls the guest's handler and drains its response side by side. The instance ends with the call unless
 /// `keep`; kept, it is given back once the call returned (whatever the outcome: the caller drops it unless the
 /// request completed). What the instance cost goes to `report`.
-#[allow(clippy::too_many_arguments)]
 async fn serve<E: Exchange>(
     mut instance: ProxyInstance,
-    pre: &ProxyPre<ProxyState>,
-    keep: bool,
+    call: &ProxyCall<'_>,
     scheme: Scheme,
     request: http::Request<ExchangeBody<E>>,
     shared: &SharedExchange<E>,
-    deadline: &Deadline,
     report: &mut InstanceReport,
 ) -> (Outcome, Option<ProxyInstance>) {
+    let (pre, keep, deadline) = (call.pre, call.keep, &call.deadline);
     let (sender, receiver) = oneshot::channel::<ResponseResult>();
     let resources = {
         let mut http = instance.store.data_mut().http();
@@ -130,7 +124,10 @@ async fn serve<E: Exchange>(
         report.memory_refused = instance.store.data().limits.memory_refused;
         // Dropping the store ends the response body the guest left open, so the drain ends too. A kept instance
         // that left it open is dropped at the deadline, when the drain gives up.
-        let kept = if keep && result.is_ok() { Some(instance) } else { None };
+        // An instance whose outgoing requests outlive its call is not kept: they would run on, unbounded by any
+        // request's deadline.
+        let idle = instance.store.data().hooks.in_flight() == 0;
+        let kept = if keep && idle && result.is_ok() { Some(instance) } else { None };
         (result, kept)
     };
     let (called, delivered) = match both(within(deadline, guest), within(deadline, drain(receiver, shared))).await {

@@ -2,7 +2,9 @@
 //! authorities the operator granted (`--allow-http`, `allow_http`) and sent over plain HTTP/1.1 to the addresses
 //! that authority resolved to when the server started (the `--allow-net` rule: no lookup at request time, so a
 //! name cannot be pointed elsewhere later). Any other authority fails inside the guest with `HTTP-request-denied`.
-//! TLS is not offered: a granted `https` authority fails too, with a message saying so.
+//! TLS is not offered: a granted `https` authority fails too, with a message saying so. A store has at most
+//! `MAX_IN_FLIGHT` requests out at once, each counted until its connection ends, so that an instance kept for
+//! reuse is kept only when none of its requests outlives its call.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -20,20 +22,29 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use crate::guest::capabilities::HttpGrant;
 
 /// How long a connection and a response's first byte may take when the guest sets no timeout of its own. The
-/// guest timeout bounds them anyway.
+/// guest timeout bounds them anyway: an instance whose requests are still out when its call returns is dropped.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most outgoing requests one store may have out at once (each holds a socket of the worker).
+const MAX_IN_FLIGHT: usize = 64;
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
 
-/// The `wasi:http` hooks of one request: where its outgoing requests may go.
+/// The `wasi:http` hooks of one store: where its outgoing requests may go, and how many are out.
 pub(in crate::guest) struct GrantedHttp {
     grant: Arc<HttpGrant>,
+    /// One clone per request out, held by its send and then by the future that drives its connection.
+    out: Arc<()>,
 }
 
 impl GrantedHttp {
     pub(in crate::guest) fn new(grant: Arc<HttpGrant>) -> Self {
-        GrantedHttp { grant }
+        GrantedHttp { grant, out: Arc::new(()) }
+    }
+
+    /// How many of the store's outgoing requests are still out (sending, or their connection still open).
+    pub(in crate::guest) fn in_flight(&self) -> usize {
+        Arc::strong_count(&self.out) - 1
     }
 }
 
@@ -45,7 +56,14 @@ impl WasiHttpHooks for GrantedHttp {
         _body_sent: IoFuture,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let destination = destination(&self.grant, request.uri());
-        Box::new(async move { send(request, destination?, options).await })
+        let out = Arc::clone(&self.out);
+        let busy = Arc::strong_count(&out) - 1 > MAX_IN_FLIGHT;
+        Box::new(async move {
+            if busy {
+                return Err(Error::InternalError(Some(format!("more than {MAX_IN_FLIGHT} outgoing requests at once"))));
+            }
+            send(request, destination?, options, out).await
+        })
     }
 }
 
@@ -68,6 +86,7 @@ async fn send(
     mut request: http::Request<WasiBody>,
     addresses: Vec<SocketAddr>,
     options: Option<RequestOptions>,
+    out: Arc<()>,
 ) -> Sent {
     let connect_timeout = options.and_then(|options| options.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
     let first_byte_timeout = options.and_then(|options| options.first_byte_timeout).unwrap_or(DEFAULT_TIMEOUT);
@@ -107,6 +126,8 @@ async fn send(
     })
     .await?;
     let io: IoFuture = Box::new(async move {
+        // Counted as out until the connection ends.
+        let _out = out;
         match connection {
             Some(connection) => connection.await.map_err(Error::from),
             None => Ok(()),

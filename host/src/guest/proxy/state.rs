@@ -1,4 +1,4 @@
-//! The data of one `wasi:http` request's `Store`: the guest's WASI context, its `wasi:http` context and the hooks
+//! The data of a `wasi:http` app's `Store` (one request's, or several when the app reuses instances): the guest's WASI context, its `wasi:http` context and the hooks
 //! that send its outgoing requests, its limits, and the grant its name lookups are checked against.
 
 use std::sync::Arc;
