@@ -10,6 +10,8 @@
 #   --hey-requests  requests hey sends per measurement                default 20000
 #   --wasmcorn      wasmcorn binary; default target/release/wasmcorn, else target/debug/wasmcorn
 #   --with-nginx    also measure Debian's nginx answering `return 204` with the same worker count
+#   --with-metrics  also measure wasmcorn with `--metrics-bind 127.0.0.1:0` (server `wasmcorn-metrics`), its
+#                   /metrics scraped once a second during every load run, and print the cost against plain wasmcorn
 #
 # For each worker count and round it runs both servers one after the other (order
 # alternating between rounds, so CPU drift hits both): start on 127.0.0.1, wait until it
@@ -27,7 +29,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX=""
+WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX="" WITH_METRICS=""
 die() { echo "hello-compare: error: $*" >&2; exit 1; }
 say() { echo "hello-compare: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --hey-requests) HEY_REQUESTS=${2:?}; shift 2 ;;
     --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
     --with-nginx) WITH_NGINX=1; shift ;;
+    --with-metrics) WITH_METRICS=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -76,12 +79,12 @@ if [[ -z $WASMCORN ]]; then
   WASMCORN=$ROOT/target/release/wasmcorn
   [[ -x $WASMCORN ]] || WASMCORN=$ROOT/target/debug/wasmcorn
 fi
-if [[ -x $WASMCORN ]]; then SERVERS+=(wasmcorn)
+if [[ -x $WASMCORN ]]; then SERVERS+=(wasmcorn); [[ -z $WITH_METRICS ]] || SERVERS+=(wasmcorn-metrics)
 else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, or --wasmcorn PATH)"; fi
 [[ -z $WITH_NGINX ]] || SERVERS+=(nginx)
 
 # --- process bookkeeping: everything started is stopped by pid on exit ------------------
-MASTER="" WORKER_PIDS=() LOADPID=""
+MASTER="" WORKER_PIDS=() LOADPID="" SCRAPER=""
 alive() { kill -0 "$1" 2>/dev/null; }
 wait_gone() { # pid tenths-of-a-second: returns 0 once pid is gone
   local i; for ((i = 0; i < $2; i++)); do alive "$1" || return 0; sleep 0.1; done; ! alive "$1"
@@ -104,13 +107,13 @@ load() { # output-file timeout-seconds command...
   wait "$LOADPID" || { LOADPID=""; die "$1 failed or timed out (output: $out)"; }
   LOADPID=""
 }
-trap '[[ -z $LOADPID ]] || kill -TERM "$LOADPID" 2>/dev/null || true; stop_server' EXIT
+trap '[[ -z $LOADPID ]] || kill -TERM "$LOADPID" 2>/dev/null || true; stop_scraper; stop_server' EXIT
 trap 'exit 130' INT; trap 'exit 143' TERM
 
 # current worker pids: children of the master (for wasmcorn, those announced as booted)
 current_workers() {
   local kids; kids=$(pgrep -P "$MASTER" || true)
-  if [[ $1 != wasmcorn ]]; then echo "$kids" | xargs echo; return; fi
+  if [[ $1 != wasmcorn* ]]; then echo "$kids" | xargs echo; return; fi
   sed -n 's/.*Booting worker with pid: \([0-9][0-9]*\).*/\1/p' "$2" | grep -Fxf <(echo "$kids") | xargs echo || true
 }
 # mean Pss, USS (Private_Clean+Private_Dirty), Rss in KiB over the given pids
@@ -136,6 +139,9 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
       >"$BENCH_DIR/nginx/nginx.conf"
     echo "Listening at: http://127.0.0.1:$port (nginx)" >"$log"
     nginx -p "$BENCH_DIR/nginx" -c "$BENCH_DIR/nginx/nginx.conf" >"$log.nginx" 2>&1 &
+  elif [[ $server == wasmcorn-metrics ]]; then
+    "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null \
+      --metrics-bind 127.0.0.1:0 >"$log" 2>&1 &
   else
     "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null >"$log" 2>&1 &
   fi
@@ -163,11 +169,22 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
   [[ $body == "$expected" ]] || die "$server on port $PORT did not answer '$expected' (got '$body')"
 }
 
+# wasmcorn-metrics: scrape /metrics once a second in the background while the load runs
+start_scraper() { # server log
+  [[ $1 == wasmcorn-metrics ]] || return 0
+  local address; address=$(sed -n 's|.*Serving metrics at: http://\([0-9.:]*\).*|\1|p' "$2" | head -n1)
+  [[ -n $address ]] || die "wasmcorn-metrics: no 'Serving metrics at' line in $2"
+  curl -fsS --max-time 2 "http://$address/metrics" | grep -q '^wasmcorn_workers' || die "no metrics at $address"
+  (while sleep 1; do curl -sS --max-time 2 -o /dev/null "http://$address/metrics" || true; done) & SCRAPER=$!
+}
+stop_scraper() { [[ -z $SCRAPER ]] || { kill "$SCRAPER" 2>/dev/null || true; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=""; }; }
+
 run_one() { # server workers round -> appends a CSV row
   local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps ka_rps idle loaded cur
   start_server "$server" "$n" "$log"
   url="http://127.0.0.1:$PORT/"
   say "$server workers=$n round=$round port=$PORT master=$MASTER workers=[${WORKER_PIDS[*]}]"
+  start_scraper "$server" "$log"
   load "$LOGS/$server-w$n-r$round.warmup" 30 wrk -t2 -c8 -d1s -H 'Connection: close' "$url"
   read -ra cur <<<"$(current_workers "$server" "$log")"; WORKER_PIDS+=("${cur[@]}")
   idle=$(mem_of "${cur[@]}"); MIDLE=$(mem_of "$MASTER" | cut -d' ' -f1)
@@ -181,6 +198,7 @@ run_one() { # server workers round -> appends a CSV row
   grep -A9 'Status code distribution' "$LOGS/$server-w$n-r$round.hey" | grep -E '^\s+\[[013-9]' >&2 || true
   read -ra cur <<<"$(current_workers "$server" "$log")"; WORKER_PIDS+=("${cur[@]}")
   loaded=$(mem_of "${cur[@]}"); MLOADED=$(mem_of "$MASTER" | cut -d' ' -f1)
+  stop_scraper
   stop_server
   echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA}" >>"$CSV"
   printf '%s\t%s\t%s\t%s\n' "$server" "$n" "$MIDLE" "$MLOADED" >>"$LOGS/master-pss.tsv"
@@ -251,6 +269,19 @@ if [[ -n $WITH_NGINX ]]; then
     nw=$(agg "$CSV" nginx "$n" 4 median) ww=$(agg "$CSV" wasmcorn "$n" 4 median)
     nh=$(agg "$CSV" nginx "$n" 5 median) wh=$(agg "$CSV" wasmcorn "$n" 5 median)
     echo "| $n | $nw | $ww | $(ratio "$ww" "$nw") | $nh | $wh | $(ratio "$wh" "$nh") |"
+  done
+fi
+if [[ -n $WITH_METRICS ]]; then
+  echo
+  echo "Metrics cost (\`--metrics-bind\`, /metrics scraped once a second during the load), medians:"
+  echo
+  echo "| workers | wasmcorn wrk rps | with metrics | ratio | wasmcorn keep-alive rps | with metrics | ratio | wasmcorn hey rps | with metrics | ratio |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for n in $WORKERS; do
+    ww=$(agg "$CSV" wasmcorn "$n" 4 median) mw=$(agg "$CSV" wasmcorn-metrics "$n" 4 median)
+    wk=$(agg "$CSV" wasmcorn "$n" 12 median) mk=$(agg "$CSV" wasmcorn-metrics "$n" 12 median)
+    wh=$(agg "$CSV" wasmcorn "$n" 5 median) mh=$(agg "$CSV" wasmcorn-metrics "$n" 5 median)
+    echo "| $n | $ww | $mw | $(ratio "$mw" "$ww") | $wk | $mk | $(ratio "$mk" "$wk") | $wh | $mh | $(ratio "$mh" "$wh") |"
   done
 fi
 echo
