@@ -262,8 +262,11 @@ fn serve_loop(
             // The response says whether the connection stays: not when this is the worker's last request.
             let last = setup.max_requests > 0 && served + 1 >= setup.max_requests;
             let keep_alive = !stopping && !last && held.has_idle_room();
+            // Nothing reaches the heads while the guest runs: with none held now, the relay has nothing to pass
+            // on and is not woken.
+            let relayable = held.held() + held.idle_count() > 0;
             drop(held);
-            relay.begin(!with_server);
+            relay.begin(!with_server && relayable);
             let handled = dispatch.handle(runtime, settings, arrived, setup.slot, keep_alive);
             relay.end();
             setup.slot.end_request();

@@ -3,8 +3,8 @@
 //! requests whose heads completed meanwhile, heads still arriving, idle keep-alive connections. When a guest run
 //! lasts longer than `RELAY_AFTER`, the relay takes every one of them out of the worker's `Heads` and passes it,
 //! with the bytes already read and its time left, into the pool's channel, where any idle worker of the pool
-//! takes it (`Heads::admit_handed`). Short runs, the usual case, cost no system call: the thread sleeps, or is
-//! parked while the worker is idle. A connection the channel cannot take (its queue is full) stays here.
+//! takes it (`Heads::admit_handed`). A run begun while the worker holds nothing else leaves the thread alone;
+//! short runs, the usual case, cost no system call: the thread sleeps, or is parked while the worker is idle. A connection the channel cannot take (its queue is full) stays here.
 //! The relay is off while the server stops: the pool's other workers may be gone, and nothing received may be
 //! lost.
 
@@ -59,8 +59,8 @@ impl Relay {
         }
     }
 
-    /// A guest run begins; the connections held may be relayed if it lasts (`allowed`: the pool's other workers
-    /// are there to take them).
+    /// A guest run begins; the connections held may be relayed if it lasts (`allowed`: the worker holds some,
+    /// and the pool's other workers are there to take them).
     pub(super) fn begin(&self, allowed: bool) {
         if !allowed {
             return;
