@@ -17,7 +17,8 @@
 #
 # Each measurement: start the server on 127.0.0.1, wait until it answers `Hello, World!`, 1 s of wrk warm-up, then
 # `wrk -t2 -c8 --latency -H 'Connection: close'` and `hey -c 8 -disable-keepalive` (a new connection per request:
-# wasmcorn's sync workers close every connection), then PSS (KiB, /proc/PID/smaps_rollup, after the load): of the
+# the way a load balancer without keep-alive to its backends sends them), then `wrk -t2 -c8` without that header
+# (keep-alive: both servers keep the connection), then PSS (KiB, /proc/PID/smaps_rollup, after the load): of the
 # one `wasmtime serve` process, of each wasmcorn worker (mean) and of its arbiter. `wasmtime serve` runs with
 # `-S cli` (the component, built with Rust's std, imports wasi:cli) and its own defaults otherwise.
 # Output: $WASMCORN_BENCH_DIR/wasi-http-compare.csv (default dir target/bench), logs in $WASMCORN_BENCH_DIR/logs/,
@@ -114,7 +115,11 @@ start_server() { # name log -> MASTER, PORT
   die "$name did not answer Hello, World! within 60 s (log: $log)"
 }
 
-echo "round,server,workers,wrk_rps,wrk_p99_ms,hey_rps,hey_p99_ms,pss_kib_per_process,pss_kib_arbiter" >"$CSV"
+echo "round,server,workers,wrk_rps,wrk_p99_ms,hey_rps,hey_p99_ms,pss_kib_per_process,pss_kib_arbiter,wrk_keepalive_rps,wrk_keepalive_p99_ms" >"$CSV"
+# wrk's 99th percentile latency, in ms
+p99_ms() {
+  awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' "$1"
+}
 measure() { # round name
   local round=$1 name=$2 log=$LOGS/$2-$1.log wrk_out=$LOGS/$2-$1.wrk hey_out=$LOGS/$2-$1.hey
   say "round $round: $name"
@@ -122,9 +127,12 @@ measure() { # round name
   load /dev/null 30 wrk -t2 -c8 -d1 -H 'Connection: close' "http://127.0.0.1:$PORT/"
   load "$wrk_out" $((DURATION + 60)) wrk -t2 -c8 -d"$DURATION" --latency -H 'Connection: close' "http://127.0.0.1:$PORT/"
   load "$hey_out" 600 hey -n "$HEY_REQUESTS" -c 8 -disable-keepalive "http://127.0.0.1:$PORT/"
-  local wrk_rps wrk_p99 hey_rps hey_p99 per arbiter="NA" workers=1
+  load "$wrk_out.ka" $((DURATION + 60)) wrk -t2 -c8 -d"$DURATION" --latency "http://127.0.0.1:$PORT/"
+  local wrk_rps wrk_p99 hey_rps hey_p99 per arbiter="NA" workers=1 ka_rps ka_p99
   wrk_rps=$(awk '/^Requests\/sec:/{print $2}' "$wrk_out")
-  wrk_p99=$(awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' "$wrk_out")
+  wrk_p99=$(p99_ms "$wrk_out")
+  ka_rps=$(awk '/^Requests\/sec:/{print $2}' "$wrk_out.ka")
+  ka_p99=$(p99_ms "$wrk_out.ka")
   hey_rps=$(awk '/Requests\/sec:/{print $2}' "$hey_out")
   hey_p99=$(awk '/ 99% in /{print $3 * 1000}' "$hey_out")
   if [[ $name == wasmtime-serve ]]; then
@@ -135,7 +143,7 @@ measure() { # round name
     arbiter=$(pss "$MASTER")
   fi
   grep -q "Non-2xx or 3xx responses\|Socket errors" "$wrk_out" && say "$name: wrk saw errors: $(grep -E 'Non-2xx|Socket errors' "$wrk_out")"
-  echo "$round,$name,$workers,$wrk_rps,$wrk_p99,$hey_rps,$hey_p99,$per,$arbiter" >>"$CSV"
+  echo "$round,$name,$workers,$wrk_rps,$wrk_p99,$hey_rps,$hey_p99,$per,$arbiter,$ka_rps,$ka_p99" >>"$CSV"
   stop_server
 }
 SERVERS=(wasmtime-serve wasmcorn-proxy wasmcorn-app)
@@ -149,15 +157,16 @@ done
 # --- summary: means over the rounds, and the ratios the issue asks for ------------------------------------------
 echo "## wasi:http hello: wasmtime serve 48.0.8 vs wasmcorn ($WORKERS workers, $(basename "$(dirname "$WASMCORN")") build)"
 echo
-awk -F, 'NR > 1 { n[$2]++; wr[$2]+=$4; wp[$2]+=$5; hr[$2]+=$6; hp[$2]+=$7; ps[$2]+=$8; ar[$2]+=$9 }
+awk -F, 'NR > 1 { n[$2]++; wr[$2]+=$4; wp[$2]+=$5; hr[$2]+=$6; hp[$2]+=$7; ps[$2]+=$8; ar[$2]+=$9; kr[$2]+=$10; kp[$2]+=$11 }
   END {
-    print "| server | wrk req/s | wrk p99 ms | hey req/s | hey p99 ms | PSS KiB per process | arbiter PSS KiB |"
-    print "|---|---|---|---|---|---|---|"
+    print "| server | wrk req/s | wrk p99 ms | hey req/s | hey p99 ms | keep-alive wrk req/s | keep-alive p99 ms | PSS KiB per process | arbiter PSS KiB |"
+    print "|---|---|---|---|---|---|---|---|---|"
     split("wasmtime-serve wasmcorn-proxy wasmcorn-app", order, " ")
     for (i = 1; i <= 3; i++) { s = order[i]; if (!n[s]) { printf "| %s | not measured |\n", s; continue }
-      printf "| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %s |\n", s, wr[s]/n[s], wp[s]/n[s], hr[s]/n[s], hp[s]/n[s], ps[s]/n[s], (s == "wasmtime-serve" ? "-" : sprintf("%.0f", ar[s]/n[s])) }
+      printf "| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f | %s |\n", s, wr[s]/n[s], wp[s]/n[s], hr[s]/n[s], hp[s]/n[s], kr[s]/n[s], kp[s]/n[s], ps[s]/n[s], (s == "wasmtime-serve" ? "-" : sprintf("%.0f", ar[s]/n[s])) }
     print ""
     if (n["wasmtime-serve"]) printf "- wasmcorn / wasmtime serve req/s, a connection per request: wrk %.2fx, hey %.2fx (target >= 1.5x)\n", wr["wasmcorn-proxy"]/wr["wasmtime-serve"], hr["wasmcorn-proxy"]/hr["wasmtime-serve"]
     printf "- proxy-world / wasmcorn:app time per request (end to end, inverse req/s): wrk %.2fx, hey %.2fx (target <= 1.5x)\n", wr["wasmcorn-app"]/wr["wasmcorn-proxy"], hr["wasmcorn-app"]/hr["wasmcorn-proxy"]
+    if (n["wasmtime-serve"]) printf "- wasmcorn / wasmtime serve req/s with keep-alive: wrk %.2fx\n", kr["wasmcorn-proxy"]/kr["wasmtime-serve"]
     if (n["wasmtime-serve"]) printf "- PSS of one wasmcorn worker / the wasmtime serve process: %.2f (target <= 0.25)\n", ps["wasmcorn-proxy"]/ps["wasmtime-serve"]
   }' "$CSV"
