@@ -308,7 +308,12 @@ fn component_built_by_componentize_py_is_served() {
         .output()
         .unwrap();
     assert!(built.status.success(), "componentize-py: {}", String::from_utf8_lossy(&built.stderr));
-    let server = Server::start(component.to_str().unwrap(), 1, &[]);
+    // Compiled into the tests' cache first, with no deadline: a CPython component takes cranelift a while on a
+    // busy machine, longer than a server's start is waited for.
+    let path = component.to_str().unwrap();
+    let check = support::command(&["serve", path, "--check-config"]).output().unwrap();
+    assert!(check.status.success(), "--check-config: {}", String::from_utf8_lossy(&check.stderr));
+    let server = Server::start(path, 1, &[]);
     let response = server.get("/py/hello?x=1");
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "Hello from Python at /py/hello?x=1");
