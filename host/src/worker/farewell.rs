@@ -88,6 +88,19 @@ impl<T> Queued<T> {
         drop(entry);
         value
     }
+
+    /// Out of the registry, for a thread other than the loop's (the relay, which passes the connection on):
+    /// `None` when the handler of a dying worker took it first and is answering it on the loop's thread. The
+    /// connection is then left open (forgotten: the process is ending), so that the handler's descriptor stays
+    /// the same socket while it answers.
+    pub(super) fn take_unanswered(self) -> Option<T> {
+        let Queued { entry, value } = self;
+        if entry.release() {
+            return Some(value);
+        }
+        std::mem::forget(value);
+        None
+    }
 }
 
 impl<T> Deref for Queued<T> {
@@ -113,6 +126,18 @@ impl Entry {
                 && cell.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         });
         Entry(free.map(|index| (index, fd)))
+    }
+}
+
+impl Entry {
+    /// Frees the cell; whether it still held the descriptor (false: the handler took it).
+    fn release(mut self) -> bool {
+        match self.0.take() {
+            Some((index, fd)) => {
+                REGISTRY[index].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            }
+            None => true,
+        }
     }
 }
 
@@ -232,5 +257,17 @@ mod tests {
         other_client.read_to_end(&mut nothing).unwrap();
         assert!(nothing.is_empty(), "a connection taken out is not answered");
         drop(queued);
+    }
+
+    #[test]
+    fn a_connection_the_handler_took_first_is_not_taken_again() {
+        // Descriptor numbers no test opens: only the registry's cells are at stake here.
+        let kept = Entry::register(1_000_001);
+        assert!(kept.release(), "still registered: the relay may pass it on");
+        let claimed = Entry::register(1_000_002);
+        let (index, fd) = claimed.0.expect("a free cell");
+        // What the handler does with each cell before it answers.
+        assert_eq!(REGISTRY[index].swap(FREE, Ordering::AcqRel), fd);
+        assert!(!claimed.release(), "the handler answers it: the relay must not pass it on");
     }
 }

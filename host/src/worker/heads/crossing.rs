@@ -51,22 +51,32 @@ impl Heads {
 
     /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
     /// still arriving, then idle connections. Its epoll registration is removed (the socket outlives this
-    /// worker's copy).
+    /// worker's copy). One that a dying worker's signal handler took first (see `farewell`) is left to it, and the
+    /// next is taken.
     pub(in crate::worker) fn take_one(&mut self, epoll: &Epoll) -> Option<Handed> {
+        loop {
+            if let Some(handed) = self.take_one_held(epoll)? {
+                return Some(handed);
+            }
+        }
+    }
+
+    /// `take_one`'s step: `Some(None)` for a connection the handler answers.
+    fn take_one_held(&mut self, epoll: &Epoll) -> Option<Option<Handed>> {
         let now = Instant::now();
         if let Some(arrived) = self.ready.pop_front() {
-            let Arrived { conn, peer, local, origin, .. } = arrived.take();
+            let Some(Arrived { conn, peer, local, origin, .. }) = arrived.take_unanswered() else { return Some(None) };
             let stage = match origin {
                 Origin::Accepted => Stage::Unrouted,
                 Origin::HandedOver { script_name } => Stage::Routed { script_name },
             };
             let (stream, bytes) = conn.into_parts();
-            return Some(Handed { stream, peer, local, stage, bytes });
+            return Some(Some(Handed { stream, peer, local, stage, bytes }));
         }
         let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {
-            let Pending { conn, peer, local, deadline, .. } = pending;
-            let mut conn = conn.take();
+            let Pending { mut conn, peer, local, deadline, .. } = pending;
             let _ = epoll.delete(conn.stream());
+            let Some(mut conn) = conn.take_unanswered() else { return Some(None) };
             conn.compact();
             (conn.into_parts(), peer, local, Stage::Arriving { left: deadline.saturating_duration_since(now) })
         } else {
@@ -76,6 +86,6 @@ impl Heads {
             (conn.into_parts(), peer, local, Stage::Idle { left: deadline.saturating_duration_since(now) })
         };
         let (stream, bytes) = stream_and_bytes;
-        Some(Handed { stream, peer, local, stage, bytes })
+        Some(Some(Handed { stream, peer, local, stage, bytes }))
     }
 }
