@@ -5,13 +5,12 @@
 //! guest (`proxy-misbehave`'s `/count`), whose kept instance is also dropped when it leaves its response body open.
 //! Also: the guest's deadline timer makes no wakeups while no guest runs.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, command};
+use crate::support::{Server, Site, command};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 const PROXY_MISBEHAVE: &str = env!("WASMCORN_GUEST_PROXY_MISBEHAVE");
@@ -148,42 +147,10 @@ hosts = ["c.test"]
     )
 }
 
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new(text: &str) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(MISBEHAVE, dir.path().join("misbehave.wasm")).unwrap();
-        let site = Site { dir };
-        site.write(text);
-        site
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("apps.toml")
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(self.path(), text).unwrap();
-    }
-
-    /// `serve --apps` with one shared worker, so every app's requests go to the same process.
-    fn serve(&self, extra: &[&str]) -> Server {
-        let path = self.path();
-        let mut args = vec!["serve", "--apps", path.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "1"];
-        args.extend_from_slice(extra);
-        let server = Server::spawn(command(&args));
-        server.wait_for_count("Booting worker with pid", 1);
-        server
-    }
-}
-
 #[test]
 fn apps_in_one_worker_never_share_an_instance_and_each_has_its_own_setting() {
     let site = Site::new(&manifest(3));
-    let server = site.serve(&[]);
+    let server = site.serve(1, 1, &[]);
     let mut seen = Vec::new();
     for _ in 0..4 {
         for host in ["a.test", "b.test", "c.test"] {
@@ -200,7 +167,7 @@ fn apps_in_one_worker_never_share_an_instance_and_each_has_its_own_setting() {
 #[test]
 fn the_flag_is_the_default_of_the_apps_that_do_not_set_it() {
     let site = Site::new(&manifest(1));
-    let server = site.serve(&["--instance-reuse", "2"]);
+    let server = site.serve(1, 1, &["--instance-reuse", "2"]);
     assert_eq!(counts(&server, "a.test", 2), texts(&["1", "1"]), "a sets 1");
     assert_eq!(counts(&server, "c.test", 3), texts(&["1", "2", "1"]), "c takes --instance-reuse 2");
 }
@@ -208,7 +175,7 @@ fn the_flag_is_the_default_of_the_apps_that_do_not_set_it() {
 #[test]
 fn a_reload_picks_up_a_changed_instance_reuse() {
     let site = Site::new(&manifest(1));
-    let server = site.serve(&[]);
+    let server = site.serve(1, 1, &[]);
     assert_eq!(counts(&server, "a.test", 2), texts(&["1", "1"]));
     site.write(&manifest(5));
     server.signal(Signal::SIGHUP);

@@ -220,6 +220,42 @@ impl Drop for Server {
     }
 }
 
+/// A folder with a tenants' manifest (`apps.toml`) and the misbehave component beside it as `misbehave.wasm` (a
+/// manifest names it relatively).
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub(crate) fn new(text: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(env!("WASMCORN_GUEST_MISBEHAVE"), dir.path().join("misbehave.wasm")).unwrap();
+        let site = Site { dir };
+        site.write(text);
+        site
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.path().join("apps.toml")
+    }
+
+    pub(crate) fn write(&self, text: &str) {
+        std::fs::write(self.path(), text).unwrap();
+    }
+
+    /// `serve --apps` with `workers` shared workers; waits for `booted` workers in all (dedicated pools'
+    /// included).
+    pub(crate) fn serve(&self, workers: usize, booted: usize, extra: &[&str]) -> Server {
+        let path = self.path();
+        let workers = workers.to_string();
+        let mut args = vec!["serve", "--apps", path.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", &workers];
+        args.extend_from_slice(extra);
+        let server = Server::spawn(command(&args));
+        server.wait_for_count("Booting worker with pid", booted);
+        server
+    }
+}
+
 /// Waits until the file at `path` holds a line containing `pattern` and returns the file's text.
 pub(crate) fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
     let mut text = String::new();

@@ -2,15 +2,13 @@
 //! a dedicated pool that a tenant can saturate without slowing the others, per-app log lines, reloads that
 //! replace only the pool that changed, and one-line errors for bad manifests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, command, concurrently, eventually, is_alive, status_field};
-
-const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+use crate::support::{Server, Site, command, concurrently, eventually, is_alive, status_field};
 
 /// The three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
 /// on evil.test with a pool of its own (one worker, one-second guest timeout).
@@ -39,39 +37,6 @@ env = {{ EVIL_SECRET = "{evil_value}" }}
     )
 }
 
-/// A folder with the manifest and the misbehave component beside it (the manifest names it relatively).
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new(text: &str) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(MISBEHAVE, dir.path().join("misbehave.wasm")).unwrap();
-        let site = Site { dir };
-        site.write(text);
-        site
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("apps.toml")
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(self.path(), text).unwrap();
-    }
-
-    /// `serve --apps` with two shared workers; waits for all three workers.
-    fn serve(&self, extra: &[&str]) -> Server {
-        let path = self.path();
-        let mut args = vec!["serve", "--apps", path.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
-        args.extend_from_slice(extra);
-        let server = Server::spawn(command(&args));
-        server.wait_for_count("Booting worker with pid", 3);
-        server
-    }
-}
-
 /// The pids of the workers booted for the dedicated pool of `app`, and of the shared pool.
 fn pool_pids(server: &Server, app: &str) -> (Vec<Pid>, Vec<Pid>) {
     let suffix = format!("(app {app})");
@@ -83,7 +48,7 @@ fn pool_pids(server: &Server, app: &str) -> (Vec<Pid>, Vec<Pid>) {
 #[test]
 fn each_request_reaches_its_app_with_its_mount_and_environment() {
     let site = Site::new(&manifest("echo-value", "evil-value"));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
 
     let hello = server.get_from("a.test", "/anything");
     assert_eq!((hello.status, hello.text().as_str()), (200, "Hello, World!"));
@@ -134,7 +99,7 @@ fn each_request_reaches_its_app_with_its_mount_and_environment() {
 #[test]
 fn guest_output_lines_carry_the_app_name() {
     let site = Site::new(&manifest("e", "v"));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     assert_eq!(server.get_from("evil.test", "/panic").status, 500);
     server.wait_for_line("[guest stderr app=evil] the misbehave guest panics on purpose");
     assert!(!server.log_text().contains("[guest stderr] "), "every guest line names its app");
@@ -143,7 +108,7 @@ fn guest_output_lines_carry_the_app_name() {
 #[test]
 fn a_tenant_that_saturates_its_pool_does_not_slow_the_others() {
     let site = Site::new(&manifest("e", "v"));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     let loops_done = AtomicBool::new(false);
     let (loops, others) = std::thread::scope(|scope| {
         let loops = scope.spawn(|| {
@@ -172,7 +137,7 @@ fn a_tenant_that_saturates_its_pool_does_not_slow_the_others() {
 #[test]
 fn reload_after_editing_one_app_replaces_only_its_pool_and_fails_no_request() {
     let site = Site::new(&manifest("echo-1", "evil-1"));
-    let server = site.serve(&["--graceful-timeout", "5"]);
+    let server = site.serve(2, 3, &["--graceful-timeout", "5"]);
     let (evil_before, shared_before) = pool_pids(&server, "evil");
 
     // Edit evil's environment while a.test (the shared pool) is under a load loop.
@@ -236,7 +201,7 @@ fn load_loop_during(server: &Server, host: &str, path: &str, body: &str, during:
 #[test]
 fn default_app_takes_what_no_route_matches() {
     let site = Site::new(&format!("default_app = \"echo\"\n{}", manifest("e", "v")));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     let echo = server.get_from("unknown.test", "/elsewhere").json();
     assert_eq!(
         (echo["environ"]["SCRIPT_NAME"].as_str(), echo["environ"]["PATH_INFO"].as_str()),
@@ -266,7 +231,7 @@ fn a_dedicated_pool_runs_under_its_own_user() {
     std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let text = manifest("e", "v").replace("workers = 1\n", "workers = 1\nuser = \"nobody\"\ngroup = \"nogroup\"\n");
     let site = Site::new(&text);
-    let server = site.serve(&["--cache-dir", cache.path().to_str().unwrap()]);
+    let server = site.serve(2, 3, &["--cache-dir", cache.path().to_str().unwrap()]);
     let (dedicated, shared) = pool_pids(&server, "evil");
     assert_eq!(status_field(dedicated[0], "Uid:"), "65534");
     assert_eq!(status_field(shared[0], "Uid:"), nix::unistd::getuid().to_string());
@@ -352,7 +317,7 @@ max_requests = 2
         shared.path().display()
     );
     let site = Site::new(&text);
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     let post = |path: &str, body: &str| {
         let head = format!("POST {path} HTTP/1.1\r\nHost: x.test\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         server.request(head.as_bytes())
@@ -377,7 +342,7 @@ max_requests = 2
 #[test]
 fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     let site = Site::new(&manifest("e", "v"));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     // A broken manifest: the reload fails in one line and every app keeps serving.
     site.write(&format!("{}\n[[app]]\nname = \"hello\"\ncomponent = \"sample:echo\"\n", manifest("e", "v")));
     server.signal(Signal::SIGHUP);
@@ -410,7 +375,7 @@ fn a_connection_on_a_unix_socket_reaches_a_dedicated_pool() {
     );
     let socket = site.dir.path().join("wasmcorn.sock");
     let bind = format!("unix:{}", socket.display());
-    let server = site.serve(&["--bind", &bind]);
+    let server = site.serve(2, 3, &["--bind", &bind]);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     std::io::Write::write_all(&mut stream, b"POST /unix HTTP/1.1\r\nHost: local\r\nContent-Length: 4\r\n\r\nbody")
         .unwrap();
@@ -450,7 +415,7 @@ fn an_app_max_requests_recycles_a_shared_worker() {
 #[test]
 fn reload_that_only_resizes_a_pool_keeps_every_worker() {
     let site = Site::new(&manifest("e", "v"));
-    let server = site.serve(&[]);
+    let server = site.serve(2, 3, &[]);
     let (evil, shared) = pool_pids(&server, "evil");
     site.write(&manifest("e", "v").replace("workers = 1", "workers = 2"));
     server.signal(Signal::SIGHUP);
