@@ -256,6 +256,21 @@ impl Site {
     }
 }
 
+/// Sends `signal` to a helper process a test started (nginx, PostgreSQL) and waits for it to end, killing it if
+/// it has not within `PATIENCE`.
+pub(crate) fn stop_child(child: &mut Child, signal: Signal) {
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    let deadline = Instant::now() + PATIENCE;
+    while !matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the file at `path` holds a line containing `pattern` and returns the file's text.
 pub(crate) fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> String {
     let mut text = String::new();

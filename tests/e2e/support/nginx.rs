@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use super::PATIENCE;
 use super::debian::installed;
@@ -75,16 +74,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGQUIT is nginx's graceful stop; SIGKILL if it does not end in time.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGQUIT);
-        let deadline = Instant::now() + PATIENCE;
-        while !matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::stop_child(&mut self.child, Signal::SIGQUIT);
         if std::thread::panicking() {
             eprintln!("--- nginx error log ---\n{}\n--- end of nginx error log ---", self.error_log());
         }

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, User};
+use nix::sys::signal::Signal;
+use nix::unistd::User;
 
 use super::PATIENCE;
 
@@ -103,17 +103,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown: it ends the sessions and stops cleanly.
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGINT);
-        let deadline = Instant::now() + PATIENCE;
-        while !matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::stop_child(&mut self.child, Signal::SIGINT);
         if std::thread::panicking() {
             eprintln!("--- postgres log ---\n{}\n--- end of postgres log ---", self.log());
         }
