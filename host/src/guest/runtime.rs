@@ -155,6 +155,11 @@ impl<E: Exchange> Runtime<E> {
         self.timer.start(&self.engine)
     }
 
+    /// Whether app `index` is a standard `wasi:http` component (its requests need the exchange's proxy head).
+    pub fn serves_proxy(&self, index: usize) -> bool {
+        self.apps.get(index).is_some_and(|app| matches!(app.pre, Pre::Proxy(_)))
+    }
+
     /// Runs one request in an instance of app `index` (its position in `load`'s list) and gives the exchange
     /// back with what became of it. The instance is a fresh one, or the one the app's previous request left when
     /// the app reuses instances; it is kept for the next request only if this one completed, the exchange saw

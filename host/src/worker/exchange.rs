@@ -16,8 +16,8 @@ pub(super) struct HttpExchange {
     deadline: Option<Deadline>,
     /// The client asked for keep-alive and the worker can keep the connection (see `offer_keep_alive`).
     keep_alive: bool,
-    /// The request as a standard `wasi:http` guest sees it.
-    head: ProxyHead,
+    /// The request as a standard `wasi:http` guest sees it, built only when the app is one.
+    head: Option<ProxyHead>,
     /// What the request's instance cost, once the guest is done.
     pub instance: Option<InstanceReport>,
 }
@@ -28,7 +28,7 @@ impl HttpExchange {
         request: &Request,
         body: BodyReader,
         keep_alive: bool,
-        head: ProxyHead,
+        head: Option<ProxyHead>,
     ) -> Self {
         let response = ResponseWriter::new(request);
         HttpExchange { conn, body, response, body_error: None, deadline: None, keep_alive, head, instance: None }
@@ -94,7 +94,7 @@ impl Exchange for HttpExchange {
     }
 
     fn proxy_head(&self) -> Option<ProxyHead> {
-        Some(self.head.clone())
+        self.head.clone()
     }
 
     fn instance_report(&mut self, report: InstanceReport) {

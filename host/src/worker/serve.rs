@@ -75,7 +75,8 @@ pub(super) fn request(
     slot.begin_request(&request.request_line());
     let environ = environ::build(&request, &client, &local, target.script_name, target.path);
     let keep_alive = keep_alive && request.wants_keep_alive();
-    let head = proxy_head::build(&request, client.url_scheme, &local);
+    // Only a `wasi:http` app reads it: the others do not pay for copying the headers.
+    let head = runtime.serves_proxy(target.index).then(|| proxy_head::build(&request, client.url_scheme, &local));
     let exchange = HttpExchange::new(conn, &request, body, keep_alive, head);
     let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
     meter::guest_done(target.name, &outcome, exchange.instance);
