@@ -228,7 +228,8 @@ async fn drain<E: Exchange>(receiver: oneshot::Receiver<ResponseResult>, shared:
                 // Trailers: HTTP/1.1 responses from wasmcorn carry none.
                 Err(_) => continue,
             },
-            Err(err) => return Delivery::BodyFailed(err.to_string()),
+            // On the log's line as any text a guest may have shaped (see `log::escape`).
+            Err(err) => return Delivery::BodyFailed(crate::log::escape(&err.to_string()).into_owned()),
         };
         match with_exchange(shared, |exchange| exchange.write_body(&data)) {
             Some(Ok(())) => {}
