@@ -48,7 +48,7 @@ pub(crate) use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
-use inlet::{Inlet, continue_reading};
+use inlet::{Inlet, Woken, continue_reading};
 use relay::{Relay, lock};
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
@@ -232,10 +232,11 @@ fn serve_loop(
     // Stopping with the server: the pool's other workers stop too, so nothing is relayed to them.
     let mut with_server = false;
     let mut served = 0u64;
+    let mut woken = Woken::UNKNOWN;
     loop {
         setup.slot.beat();
         let mut held = lock(heads);
-        if !stopping && stop_requested(signals) {
+        if !stopping && woken.signals && stop_requested(signals) {
             stopping = true;
             if setup.slot.is_retiring() {
                 // The listeners stay open: what the kernel queued is for the workers that replace this one.
@@ -256,7 +257,7 @@ fn serve_loop(
             held.close_idle(epoll);
         }
         if !stopping {
-            inlet.take_waiting(epoll, &mut held, false);
+            inlet.take_new(epoll, &mut held, woken);
         }
         if let Some(arrived) = held.pop_ready() {
             // The response says whether the connection stays: not when this is the worker's last request.
@@ -274,7 +275,7 @@ fn serve_loop(
             // Only a request an app served here counts toward the limits; one handed over or answered by the host
             // does not.
             let Handled::Served { app, kept } = handled else {
-                continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
+                woken = continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
                 continue;
             };
             if let Some(kept) = kept {
@@ -298,7 +299,7 @@ fn serve_loop(
                 held.close_idle(epoll);
             }
             // Heads that arrived meanwhile are read before the next request is served.
-            continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
+            woken = continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
             continue;
         }
         if stopping && held.is_empty() {
@@ -308,7 +309,7 @@ fn serve_loop(
         inlet.watch(epoll, !stopping && held.wants_more(Instant::now()))?;
         let idle = setup.heartbeat_interval;
         let wait = held.next_deadline(Instant::now()).map_or(idle, |deadline| deadline.min(idle));
-        continue_reading(epoll, &mut held, &mut events, wait)?;
+        woken = continue_reading(epoll, &mut held, &mut events, wait)?;
     }
 }
 

@@ -1,7 +1,9 @@
 //! Where a worker's connections come from, and the wait for them: the listeners (the shared pool's workers
 //! accept) and the pool's channel (requests handed to a dedicated pool, connections relayed by a busy worker of
 //! the same pool). An idle worker watches both beside the sockets of the heads it reads; a worker that wants no
-//! more watches neither, so that a queue it leaves alone does not wake it again and again.
+//! more watches neither, so that a queue it leaves alone does not wake it again and again. What a wait saw
+//! besides the heads' sockets (`Woken`) says whether the signals and the inlet need a look: a worker in keep-alive
+//! service then makes no system call on a listener, a channel or a signal descriptor that has nothing for it.
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -63,6 +65,16 @@ impl<'a> Inlet<'a> {
         Ok(())
     }
 
+    /// Takes the new connections the last wait saw arrive, while the worker wants more. The listeners and the
+    /// channel are in the worker's epoll (level-triggered) whenever it would take more, so a wait that did not
+    /// report them (`woken.inlet` false) says that they hold nothing: they are tried anyway only when they were
+    /// not watched.
+    pub(super) fn take_new(&mut self, epoll: &Epoll, heads: &mut Heads, woken: Woken) {
+        if woken.inlet || !self.watched {
+            self.take_waiting(epoll, heads, false);
+        }
+    }
+
     /// Takes new connections while the worker wants more (or, when `all`, every one queued, from the
     /// listeners and the channel); returns whether any came.
     pub(super) fn take_waiting(&mut self, epoll: &Epoll, heads: &mut Heads, all: bool) -> bool {
@@ -121,26 +133,51 @@ fn receive_waiting(epoll: &Epoll, inbox: &mut Inbox<'_>, heads: &mut Heads, all:
     received
 }
 
+/// What a wait saw besides the heads' sockets: a signal to read, a connection to take from a listener or the
+/// channel. A wait that returned all it had (fewer events than room) and did not report one of them says it has
+/// nothing; otherwise both are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Woken {
+    pub signals: bool,
+    pub inlet: bool,
+}
+
+impl Woken {
+    /// Nothing is known yet (before the first wait, or after one cut short): look at everything.
+    pub(super) const UNKNOWN: Woken = Woken { signals: true, inlet: true };
+}
+
 /// Waits up to `wait` for sockets to become readable, reads the heads that progressed (and the idle connections
-/// whose next request began), and deals with the heads and idle connections that are late.
+/// whose next request began), and deals with the heads and idle connections that are late. Returns what else the
+/// wait saw.
 pub(super) fn continue_reading(
     epoll: &Epoll,
     heads: &mut Heads,
     events: &mut [EpollEvent],
     wait: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Woken> {
     // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
     let millis = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
     let count = match epoll.wait(events, EpollTimeout::from(millis)) {
         Ok(count) => count,
-        Err(nix::errno::Errno::EINTR) => 0,
+        Err(nix::errno::Errno::EINTR) => {
+            heads.expire(epoll, Instant::now());
+            return Ok(Woken::UNKNOWN);
+        }
         Err(err) => return Err(err.into()),
     };
+    // A full batch may have left events out: the rest is not known.
+    let mut woken = if count == events.len() { Woken::UNKNOWN } else { Woken { signals: false, inlet: false } };
     for event in &events[..count] {
-        if heads.owns(event.data()) {
-            heads.on_readable(epoll, event.data());
+        let key = event.data();
+        if heads.owns(key) {
+            heads.on_readable(epoll, key);
+        } else if key == super::SIGNAL_KEY {
+            woken.signals = true;
+        } else if key < super::FIRST_CONNECTION_KEY {
+            woken.inlet = true;
         }
     }
     heads.expire(epoll, Instant::now());
-    Ok(())
+    Ok(woken)
 }

@@ -54,7 +54,7 @@ pub(super) fn request(
     slot: &'static Slot,
     keep_alive: bool,
 ) -> Option<KeptAlive> {
-    let Arrived { mut conn, request, peer, local, .. } = arrived;
+    let Arrived { conn, request, peer, local, .. } = arrived;
     let checked = BodyReader::new(&request, target.body_limit)
         .and_then(|body| Ok((body, forwarded::client(&request, peer, &settings.trusted_proxies)?)));
     let (body, client) = match checked {
@@ -65,11 +65,9 @@ pub(super) fn request(
         }
     };
     // From here on the worker waits on this client alone: each read and write gives up when the client moves no
-    // byte for the client timeout, and each one that moves bytes is a sign of life.
-    if let Err(err) = conn.stream().set_nonblocking(true) {
-        log::warning(format_args!("cannot serve {}: {err}", request.request_line()));
-        return None;
-    }
+    // byte for the client timeout, and each one that moves bytes is a sign of life. The socket is non-blocking
+    // already: the heads make every connection so before they read it (`Heads::admit`, `crossing`), and a kept
+    // connection comes back from here.
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
