@@ -1,12 +1,20 @@
 //! A client connection with a read buffer: the request head is parsed from the buffer, and the body reader takes
 //! what the head left over before it reads more from the stream. Each read first moves the unconsumed bytes to
 //! the front, so the buffer holds at most what is unconsumed plus one read, however long the connection lasts.
+//! A read lands in a per-thread scratch area first, zeroed once, and only the bytes that came are appended: room
+//! for a read is not zeroed again in every connection's buffer for every request.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use super::error::HttpError;
 
 const READ_SIZE: usize = 16 * 1024;
+
+thread_local! {
+    /// Where each read of this thread lands before its bytes are appended to their connection's buffer.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
 
 pub(crate) struct Connection<S> {
     stream: S,
@@ -79,24 +87,13 @@ impl<S: Read + Write> Connection<S> {
             self.buffer.drain(..self.start);
             self.start = 0;
         }
-        let old_len = self.buffer.len();
-        self.buffer.resize(old_len + READ_SIZE, 0);
-        let result = loop {
-            match self.stream.read(&mut self.buffer[old_len..]) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match result {
-            Ok(count) => {
-                self.buffer.truncate(old_len + count);
-                Ok(count)
-            }
-            Err(err) => {
-                self.buffer.truncate(old_len);
-                Err(HttpError::from_io(err))
-            }
-        }
+        let read = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => read_into(&mut self.stream, &mut scratch, &mut self.buffer),
+            // Only a read made while another read of this thread is under way finds it taken: not done here,
+            // but such a read gets a scratch area of its own rather than a panic.
+            Err(_) => read_into(&mut self.stream, &mut vec![0; READ_SIZE], &mut self.buffer),
+        });
+        read.map_err(HttpError::from_io)
     }
 
     /// Takes up to `max` bytes: buffered ones first, otherwise one read from the stream.
@@ -113,5 +110,58 @@ impl<S: Read + Write> Connection<S> {
     /// Writes all of `bytes` to the client.
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
+    }
+}
+
+/// One read from `stream` into `scratch`, whose bytes are appended to `buffer`; returns how many.
+fn read_into(stream: &mut impl Read, scratch: &mut [u8], buffer: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match stream.read(scratch) {
+            Ok(count) => {
+                let count = count.min(scratch.len());
+                buffer.extend_from_slice(&scratch[..count]);
+                return Ok(count);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A stream that reads from `input` and takes writes.
+    struct Duplex(Cursor<Vec<u8>>);
+
+    impl Read for Duplex {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Duplex {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reads_append_only_what_came_one_read_at_a_time() {
+        let input: Vec<u8> = (0..READ_SIZE + 100).map(|index| (index % 251) as u8).collect();
+        let mut conn = Connection::new(Duplex(Cursor::new(input.clone())));
+        assert_eq!(conn.fill().unwrap(), READ_SIZE);
+        assert_eq!(conn.buffered(), &input[..READ_SIZE]);
+        conn.consume(READ_SIZE - 10);
+        assert_eq!(conn.fill().unwrap(), 100);
+        assert_eq!(conn.buffered(), &input[READ_SIZE - 10..], "the unconsumed tail, then the new bytes");
+        assert_eq!(conn.fill().unwrap(), 0, "the end of the stream");
+        assert_eq!(conn.buffered().len(), 110);
     }
 }
