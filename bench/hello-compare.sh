@@ -12,6 +12,7 @@
 #   --with-nginx    also measure Debian's nginx answering `return 204` with the same worker count
 #   --with-metrics  also measure wasmcorn with `--metrics-bind 127.0.0.1:0` (server `wasmcorn-metrics`), its
 #                   /metrics scraped once a second during every load run, and print the cost against plain wasmcorn
+#   --no-gunicorn   leave Gunicorn out (for an A/B of wasmcorn alone, such as --with-metrics over many rounds)
 #
 # For each worker count and round it runs both servers one after the other (order
 # alternating between rounds, so CPU drift hits both): start on 127.0.0.1, wait until it
@@ -29,7 +30,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX="" WITH_METRICS=""
+WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX="" WITH_METRICS="" NO_GUNICORN=""
 die() { echo "hello-compare: error: $*" >&2; exit 1; }
 say() { echo "hello-compare: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -41,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
     --with-nginx) WITH_NGINX=1; shift ;;
     --with-metrics) WITH_METRICS=1; shift ;;
+    --no-gunicorn) NO_GUNICORN=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -64,7 +66,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
 fi
 for t in curl pgrep timeout python3; do command -v "$t" >/dev/null || die "$t is required"; done
-if [[ ! -x $VENV/bin/gunicorn ]]; then
+if [[ -z $NO_GUNICORN && ! -x $VENV/bin/gunicorn ]]; then
   say "creating venv $VENV (gunicorn, psycopg2-binary)"
   if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q gunicorn psycopg2-binary; } >&2; then
     rm -rf "$VENV"; die "could not set up $VENV"
@@ -73,8 +75,11 @@ fi
 
 # recent gunicorn opens a control socket in ~/.gunicorn by default; the classic arbiter has none
 GUNICORN_EXTRA=()
-"$VENV/bin/gunicorn" --help 2>/dev/null | grep -q -- --no-control-socket && GUNICORN_EXTRA=(--no-control-socket)
+if [[ -z $NO_GUNICORN ]] && "$VENV/bin/gunicorn" --help 2>/dev/null | grep -q -- --no-control-socket; then
+  GUNICORN_EXTRA=(--no-control-socket)
+fi
 SERVERS=(gunicorn)
+[[ -z $NO_GUNICORN ]] || SERVERS=()
 if [[ -z $WASMCORN ]]; then
   WASMCORN=$ROOT/target/release/wasmcorn
   [[ -x $WASMCORN ]] || WASMCORN=$ROOT/target/debug/wasmcorn
@@ -174,7 +179,7 @@ start_scraper() { # server log
   [[ $1 == wasmcorn-metrics ]] || return 0
   local address; address=$(sed -n 's|.*Serving metrics at: http://\([0-9.:]*\).*|\1|p' "$2" | head -n1)
   [[ -n $address ]] || die "wasmcorn-metrics: no 'Serving metrics at' line in $2"
-  curl -fsS --max-time 2 "http://$address/metrics" | grep -q '^wasmcorn_workers' || die "no metrics at $address"
+  curl -fsS --max-time 2 "http://$address/metrics" | grep '^wasmcorn_workers' >/dev/null || die "no metrics at $address"
   (while sleep 1; do curl -sS --max-time 2 -o /dev/null "http://$address/metrics" || true; done) & SCRAPER=$!
 }
 stop_scraper() { [[ -z $SCRAPER ]] || { kill "$SCRAPER" 2>/dev/null || true; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=""; }; }
