@@ -236,7 +236,11 @@ fn serve_loop(
     loop {
         setup.slot.beat();
         let mut held = lock(heads);
-        if !stopping && woken.signals && stop_requested(signals) {
+        // Signals are read whenever the wait reported them, stopping or not: the descriptor is level-triggered,
+        // so one left unread would end every later wait at once (a busy loop until the worker leaves), and a
+        // SIGUSR1 during a graceful stop still reopens the logs.
+        let stop_signal = woken.signals && stop_requested(signals);
+        if !stopping && stop_signal {
             stopping = true;
             if setup.slot.is_retiring() {
                 // The listeners stay open: what the kernel queued is for the workers that replace this one.

@@ -1,10 +1,14 @@
 //! Logs: files, the access-log format (atoms and JSON), the level, and reopening on SIGUSR1.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
 
-use crate::support::{Server, command, wait_for_file_line};
+use crate::support::{PATIENCE, Server, command, read_response, wait_for_file_line};
+
+const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
 #[test]
 fn access_log_file_gets_the_lines_instead_of_stderr() {
@@ -111,6 +115,55 @@ fn sigusr1_reopens_the_log_files() {
     });
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("GET /before"));
+}
+
+/// A worker finishing its requests in a graceful stop still reads its signals: a SIGUSR1 that reaches it after
+/// it began stopping reopens its logs before its next request. (It used to stop reading signals once stopping:
+/// the logs stayed on the renamed file, and the signal left unread ended each later wait at once.)
+#[test]
+fn sigusr1_during_a_graceful_stop_reopens_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let server = Server::start(MISBEHAVE, 1, &["--access-logfile", path.to_str().unwrap(), "--graceful-timeout", "60"]);
+    let worker = server.booted_worker_pids()[0];
+    let send = |head: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    };
+    // The worker runs the first while the other two wait, and reads the SIGTERM sent meanwhile before it starts
+    // the second. The second waits for its body, which is sent only once the SIGUSR1 is: it is under way when
+    // the signal comes, and the third is the worker's first request after the signal.
+    let first = send("GET /sleep?seconds=2&n=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut second = send("POST /discard?n=2 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let third = send("GET /sleep?seconds=0&n=3 HTTP/1.1\r\nHost: h\r\n\r\n");
+    server.signal(Signal::SIGTERM);
+    assert_eq!(read_response(first).status, 200);
+    // `100 Continue`: the worker has started the second request, and its guest reads the body.
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(second.read(&mut byte).unwrap(), 1, "the second request got no 100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{}", String::from_utf8_lossy(&interim));
+    // Having read the SIGTERM, the worker let go of its listeners (the arbiter let go of its own when the stop
+    // began): a new connection is refused.
+    crate::support::eventually("the worker to read the SIGTERM", || {
+        TcpStream::connect(("127.0.0.1", server.port)).is_err()
+    });
+    // The logs are rotated under the stopping worker.
+    std::fs::rename(&path, &rotated).unwrap();
+    kill(worker, Signal::SIGUSR1).unwrap();
+    second.write_all(b"hello").unwrap();
+    assert_eq!(read_response(second).text(), "5");
+    assert_eq!(read_response(third).status, 200);
+    let new = wait_for_file_line(&path, "n=3");
+    assert!(!new.contains("n=1") && !new.contains("n=2"), "{new}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("n=1") && old.contains("n=2") && !old.contains("n=3"), "{old}");
 }
 
 #[test]

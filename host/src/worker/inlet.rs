@@ -135,7 +135,7 @@ fn receive_waiting(epoll: &Epoll, inbox: &mut Inbox<'_>, heads: &mut Heads, all:
 
 /// What a wait saw besides the heads' sockets: a signal to read, a connection to take from a listener or the
 /// channel. A wait that returned all it had (fewer events than room) and did not report one of them says it has
-/// nothing; otherwise both are looked at.
+/// nothing; otherwise (and after a wait that timed out) both are looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Woken {
     pub signals: bool,
@@ -166,8 +166,16 @@ pub(super) fn continue_reading(
         }
         Err(err) => return Err(err.into()),
     };
-    // A full batch may have left events out: the rest is not known.
-    let mut woken = if count == events.len() { Woken::UNKNOWN } else { Woken { signals: false, inlet: false } };
+    // A full batch may have left events out: the rest is not known. A wait that timed out looks at everything
+    // too: a new connection wakes one sleeping worker of those watching (EPOLLEXCLUSIVE), and the others' epolls
+    // never report it; when the woken one cannot take it (it holds its fill, or it is retiring), the others find
+    // it at their next timed-out wait, every heartbeat interval at most, as they did when they tried the inlet
+    // on every turn.
+    let mut woken = if count == events.len() || (count == 0 && !wait.is_zero()) {
+        Woken::UNKNOWN
+    } else {
+        Woken { signals: false, inlet: false }
+    };
     for event in &events[..count] {
         let key = event.data();
         if heads.owns(key) {
