@@ -4,8 +4,9 @@ Environment:
   IO_BOUND, CPU_BOUND  percentages (integers) that must add up to 100.
   IO_SECONDS           seconds of IO at IO_BOUND=100 (default 1.0).
   ITERATIONS           CPU loop rounds at CPU_BOUND=100 (default 5000000).
-  DATABASE_URL         if set, the IO is `SELECT pg_sleep(x)` through psycopg2;
-                       if unset, the IO is time.sleep(x).
+  DATABASE_URL         if set, the IO is `SELECT pg_sleep(x)` through psycopg2 (through pg8000, a
+                       pure-Python driver, where psycopg2 cannot be imported: packaged for wasmcorn,
+                       where C extensions cannot run); if unset, the IO is time.sleep(x).
 
 Run: IO_BOUND=100 gunicorn --chdir bench/gunicorn --workers 1 workload:application
 """
@@ -24,7 +25,11 @@ ITERATIONS = int(os.getenv("ITERATIONS", "5000000"))
 DATABASE_URL = os.getenv("DATABASE_URL") or None
 
 if DATABASE_URL:
-    import psycopg2  # only needed (and imported) when a database is configured
+    try:
+        import psycopg2  # only needed (and imported) when a database is configured
+    except ImportError:
+        psycopg2 = None
+        from pg8000_io import pg_sleep
 
 
 def application(environ, start_response):
@@ -32,7 +37,9 @@ def application(environ, start_response):
 
     if io_percentage:
         sleep_seconds = float(io_percentage) / 100.0 * IO_SECONDS
-        if DATABASE_URL:
+        if DATABASE_URL and psycopg2 is None:
+            pg_sleep(DATABASE_URL, sleep_seconds)
+        elif DATABASE_URL:
             # Connect to the database for IO bound work
             db_connection = psycopg2.connect(DATABASE_URL)
             try:

@@ -1,7 +1,9 @@
 //! Which wasmcorn guest the study serves: the Rust sample (`sample:workload`, guest-apps/workload) or, with
 //! `--guest python`, the study's own Python app (bench/gunicorn/workload.py, the file Gunicorn serves) packaged by
 //! `wasmcorn build python`. workload.py reads its settings from the environment when imported, so it is built
-//! with `--defer-import`: its code runs at each fresh instance's first request, with the server's `--env`.
+//! with `--defer-import`: its code runs at each fresh instance's first request, with the server's `--env`. It is
+//! built with pg8000 (bench/gunicorn/sandbox-requirements.txt), through which it does its IO on PostgreSQL when
+//! psycopg2 cannot be imported.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,9 +31,13 @@ pub(crate) fn app_for(
         Guest::Python => {
             let component = out.join("workload-python.wasm");
             eprintln!("study: building {} (wasmcorn build python workload:application)", component.display());
+            // pg8000, for the IO through PostgreSQL: psycopg2, a C extension, cannot run in the sandbox.
+            let requirements = python_apps.join("sandbox-requirements.txt");
             let output = Command::new(wasmcorn)
                 .args(["build", "python", "workload:application", "--defer-import", "--src"])
                 .arg(python_apps)
+                .arg("--requirements")
+                .arg(&requirements)
                 .arg("-o")
                 .arg(&component)
                 .arg("--cache-dir")

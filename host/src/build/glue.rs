@@ -9,11 +9,12 @@ use anyhow::{Context, bail};
 /// The generated module's name (what componentize-py is told to package).
 pub(super) const GLUE_MODULE: &str = "wasmcorn_glue";
 
-const SDK: [(&str, &str); 6] = [
+const SDK: [(&str, &str); 7] = [
     ("__init__.py", include_str!("../../../sdk/python/wasmcorn_wsgi/__init__.py")),
     ("bridge.py", include_str!("../../../sdk/python/wasmcorn_wsgi/bridge.py")),
     ("guest.py", include_str!("../../../sdk/python/wasmcorn_wsgi/guest.py")),
     ("loader.py", include_str!("../../../sdk/python/wasmcorn_wsgi/loader.py")),
+    ("no_tls.py", include_str!("../../../sdk/python/wasmcorn_wsgi/no_tls.py")),
     ("warmup.py", include_str!("../../../sdk/python/wasmcorn_wsgi/warmup.py")),
     ("wsgi_input.py", include_str!("../../../sdk/python/wasmcorn_wsgi/wsgi_input.py")),
 ];
@@ -109,6 +110,20 @@ fn module_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_module_of_the_sdk_folder_is_packaged() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python/wasmcorn_wsgi");
+        let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut packaged: Vec<String> = SDK.iter().map(|(name, _)| name.to_string()).collect();
+        packaged.sort();
+        assert_eq!(packaged, on_disk, "SDK in glue.rs lists every .py file of sdk/python/wasmcorn_wsgi");
+    }
 
     #[test]
     fn targets_are_python_names() {

@@ -8,6 +8,8 @@ calls `guest.world_for(app)`; nothing here needs to be imported by the app itsel
 - `wsgi_input`: `wsgi.input`, a file object streaming the request body from the host.
 - `guest`: the host calls of the `app` world of wit/wasmcorn.wit, and the `WitWorld` class the component exports.
 - `warmup`: requests run at build time, so that the app's lazy imports and caches land in the snapshot.
+- `no_tls`: a stand-in `ssl` module for packages that import `ssl` but need it only for TLS (pg8000); apps call
+  `no_tls.install()` before importing them.
 """
 
 from .bridge import serve
