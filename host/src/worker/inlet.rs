@@ -67,8 +67,9 @@ impl<'a> Inlet<'a> {
 
     /// Takes the new connections the last wait saw arrive, while the worker wants more. The listeners and the
     /// channel are in the worker's epoll (level-triggered) whenever it would take more, so a wait that did not
-    /// report them (`woken.inlet` false) says that they hold nothing: they are tried anyway only when they were
-    /// not watched.
+    /// report them (`woken.inlet` false) says that nothing arrived for this worker: a new connection wakes one
+    /// watching worker, and is that one's to take (`continue_reading` says when the others look anyway). They are
+    /// tried regardless when they were not watched.
     pub(super) fn take_new(&mut self, epoll: &Epoll, heads: &mut Heads, woken: Woken) {
         if woken.inlet || !self.watched {
             self.take_waiting(epoll, heads, false);
