@@ -4,7 +4,8 @@
 //! lasts longer than `RELAY_AFTER`, the relay takes every one of them out of the worker's `Heads` and passes it,
 //! with the bytes already read and its time left, into the pool's channel, where any idle worker of the pool
 //! takes it (`Heads::admit_handed`). A run begun while the worker holds nothing else leaves the thread alone;
-//! short runs, the usual case, cost no system call: the thread sleeps, or is parked while the worker is idle. A connection the channel cannot take (its queue is full) stays here.
+//! short runs, the usual case, cost no system call: the thread sleeps, or is parked while the worker is idle. A
+//! connection the channel cannot take (its queue is full) stays here.
 //! The relay is off while the server stops: the pool's other workers may be gone, and nothing received may be
 //! lost.
 
