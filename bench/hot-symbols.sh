@@ -99,8 +99,10 @@ for sample in hello echo workload; do
   "${BINARIES[0]}" serve "sample:$sample" --check-config >/dev/null || die "sample:$sample does not load"
 done
 
-# Where a forked worker starts: `wasmcorn::worker::run`, as a mangled name without its hash.
-WORKER_ENTRY=_ZN8wasmcorn6worker3run17h
+# Where a forked worker starts: `wasmcorn::worker::run`, its mangled name in the binary being traced (set below):
+# Rust's legacy mangling (_ZN8wasmcorn6worker3run17h...E), or v0 (_RNvNtCs..._8wasmcorn6worker3run), which Rust 1.97
+# uses.
+WORKER_ENTRY=""
 
 WASMCORN="" WORKERS="" ARBITERS="" BASE=""
 # traced NAME ARGS...: starts `wasmcorn ARGS` under callgrind and waits for its worker(s) to boot.
@@ -112,7 +114,7 @@ traced() {
   # valgrind reads it again after the fork, from memory that the worker's process title has overwritten.)
   mkdir "$WORK/$name"
   # A worker's profile starts empty at worker::run: what it ran before is the arbiter's start-up, inherited.
-  (cd "$WORK/$name" && exec valgrind --tool=callgrind --zero-before="$WORKER_ENTRY*" --demangle=no --dump-instr=no \
+  (cd "$WORK/$name" && exec valgrind --tool=callgrind --zero-before="$WORKER_ENTRY" --demangle=no --dump-instr=no \
     --compress-strings=no --compress-pos=no "$WASMCORN" "$@" --bind 127.0.0.1:0 --workers 1 --timeout 0 \
     >"$log" 2>&1) &
   SERVER_PID=$!
@@ -188,7 +190,10 @@ functions() {
 TAG=0
 for WASMCORN in "${BINARIES[@]}"; do
   TAG=$((TAG + 1)) WORKERS="" ARBITERS=""
-  nm --defined-only "$WASMCORN" | grep " $WORKER_ENTRY" >/dev/null ||
+  WORKER_ENTRY=$(nm --defined-only "$WASMCORN" |
+    awk '!found && ($3 ~ /^_ZN8wasmcorn6worker3run17h[0-9a-f]+E$/ || $3 ~ /^_RNvNtCs[0-9A-Za-z_]+_8wasmcorn6worker3run$/) {
+      print $3; found = 1 }')
+  [[ -n $WORKER_ENTRY ]] ||
     die "$WASMCORN has no wasmcorn::worker::run (a stripped binary? or was it renamed? then update WORKER_ENTRY)"
   trace_all
   functions $WORKERS >>"$WORK/workers.txt"

@@ -1,6 +1,7 @@
 //! Reads and checks a request head with httparse, and decides how its body is framed (RFC 9112).
 
 use std::io::{Read, Write};
+use std::mem::MaybeUninit;
 
 use super::connection::Connection;
 use super::error::HttpError;
@@ -111,13 +112,26 @@ pub(crate) fn read_request_part<S: Read + Write>(
     }
 }
 
+/// How many header fields `parse_head` parses on the stack; a higher `--limit-request-fields` takes a heap array.
+const FIELDS_ON_STACK: usize = 128;
+
 /// Parses a request head from the start of `bytes`: `Ok(None)` while it is incomplete, otherwise the request
 /// and the length of its head.
 pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, usize)>, HttpError> {
     check_line_lengths(bytes, limits)?;
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.fields.max(1)];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let status = parsed.parse(bytes);
+    // The fields' array is left uninitialised, and it lives on the stack under the default limit (100): as a
+    // vector of 100 it cost every request an allocation too large for the allocator's per-thread cache.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS_ON_STACK];
+    let mut on_heap = Vec::new();
+    let wanted = limits.fields.max(1);
+    let fields = if wanted <= FIELDS_ON_STACK {
+        &mut on_stack[..wanted]
+    } else {
+        on_heap.resize_with(wanted, MaybeUninit::uninit);
+        &mut on_heap[..]
+    };
+    let mut parsed = httparse::Request::new(&mut []);
+    let status = parsed.parse_with_uninit_headers(bytes, fields);
     // httparse takes a bare LF for a line end: check the bytes it looked at before trusting its verdict.
     let looked_at = match status {
         Ok(httparse::Status::Complete(length)) => &bytes[..length],

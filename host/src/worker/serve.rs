@@ -113,9 +113,10 @@ pub(super) fn request(
 
 /// Logs what went wrong in the guest and picks the status the client gets if nothing was sent yet.
 fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outcome: Outcome) -> Option<(u16, String)> {
-    let what = format!("{}{}", request.request_line(), of_app(app));
+    // Formatted only for a request that went wrong.
+    let what = || format!("{}{}", request.request_line(), of_app(app));
     if let Some(err) = &exchange.body_error {
-        log::info(format_args!("Bad request body for {what}: {err}"));
+        log::info(format_args!("Bad request body for {}: {err}", what()));
         return Some((err.status().unwrap_or(400), err.to_string()));
     }
     match outcome {
@@ -123,15 +124,15 @@ fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outco
         Outcome::Completed => None,
         Outcome::Refused(message) => {
             // The guest's message is logged on its line, its control characters escaped.
-            log::error(format_args!("Error handling request {what}: {}", log::escape(&message)));
+            log::error(format_args!("Error handling request {}: {}", what(), log::escape(&message)));
             Some((500, message))
         }
         Outcome::TimedOut(trace) => {
-            log::error(format_args!("Guest timeout handling request {what}: {trace}"));
+            log::error(format_args!("Guest timeout handling request {}: {trace}", what()));
             Some((503, "the guest ran past its time limit".into()))
         }
         Outcome::Failed(trace) => {
-            log::error(format_args!("Guest failure handling request {what}: {trace}"));
+            log::error(format_args!("Guest failure handling request {}: {trace}", what()));
             Some((500, "the guest failed".into()))
         }
     }
