@@ -100,7 +100,7 @@ fn hello_runtime(
 }
 
 /// The environ a worker builds for hey's request.
-fn environ() -> Vec<(String, String)> {
+fn environ() -> [(&'static str, &'static str); 14] {
     [
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_NAME", ""),
@@ -117,9 +117,6 @@ fn environ() -> Vec<(String, String)> {
         ("HTTP_HOST", "127.0.0.1:8000"),
         ("HTTP_USER_AGENT", "hey/0.0.1"),
     ]
-    .into_iter()
-    .map(|(name, value)| (name.to_string(), value.to_string()))
-    .collect()
 }
 
 fn guest_call(c: &mut Criterion) {

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ComponentExportIndex, Func, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::random::WasiRandomCtx;
 
-use super::bindings::{App as AppBindings, AppPre};
+use super::bindings::AppPre;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::engine::store_limits;
@@ -68,7 +68,8 @@ impl HostSide {
 /// A store with the app's instance in it (once instantiated), and how many requests it has served.
 pub(super) struct Instance<E: Exchange> {
     store: Store<RequestState<E>>,
-    app: Option<AppBindings>,
+    /// The guest's `handle`, once instantiated.
+    handle: Option<Func>,
     stdout: GuestOutput,
     stderr: GuestOutput,
     pub served: u32,
@@ -100,7 +101,7 @@ impl<E: Exchange> Instance<E> {
         store.epoch_deadline_callback(|store| {
             Ok(if store.data().deadline.has_passed() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
-        Instance { store, app: None, stdout, stderr, served: 0 }
+        Instance { store, handle: None, stdout, stderr, served: 0 }
     }
 
     /// Drops the store, with the instance, its memory and every resource it held, and gives back its host side
@@ -111,12 +112,13 @@ impl<E: Exchange> Instance<E> {
     }
 
     /// Runs one request: puts its exchange and deadline in the store, instantiates the app if it is not yet,
-    /// calls the handler, and takes the exchange back. The guest's output of this request is logged by the end
-    /// and its budget refilled for the next one.
+    /// calls the handler (`handle`, the export `AppPre` checked) with `environ`, and takes the exchange back.
+    /// The guest's output of this request is logged by the end and its budget refilled for the next one.
     pub(super) fn serve(
         &mut self,
         pre: &AppPre<RequestState<E>>,
-        environ: &[(String, String)],
+        handle: &ComponentExportIndex,
+        environ: &[(&str, &str)],
         deadline: Deadline,
         exchange: E,
     ) -> (E, Outcome) {
@@ -126,18 +128,24 @@ impl<E: Exchange> Instance<E> {
         state.limits.memory_refused = false;
         self.store.set_epoch_deadline(1);
         let mut created_in = None;
-        let result = match &self.app {
-            Some(app) => app.call_handle(&mut self.store, environ),
+        let func = match self.handle {
+            Some(func) => Ok(func),
             None => {
                 let creating = Instant::now();
-                let instantiated = pre.instantiate(&mut self.store);
+                let instantiated = pre.instance_pre().instantiate(&mut self.store);
                 created_in = Some(creating.elapsed());
-                instantiated.and_then(|app| {
-                    let app = self.app.insert(app);
-                    app.call_handle(&mut self.store, environ)
+                instantiated.and_then(|instance| {
+                    let func = instance.get_func(&mut self.store, handle);
+                    func.ok_or_else(|| wasmtime::Error::msg("the component exports no `handle`"))
                 })
             }
         };
+        // The environ is lowered from borrowed strings: the generated `call_handle` wants it as owned `String`s.
+        let result = func.and_then(|func| {
+            self.handle = Some(func);
+            let typed = func.typed::<(&[(&str, &str)],), (Result<(), String>,)>(&self.store)?;
+            typed.call(&mut self.store, (environ,)).map(|(returned,)| returned)
+        });
         self.served = self.served.saturating_add(1);
         let outcome = match result {
             Ok(Ok(())) => Outcome::Completed,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use wasmtime::Engine;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::app::Guest;
@@ -59,7 +59,8 @@ pub struct Runtime<E: Exchange> {
 
 /// An app's pre-instantiated component, as its kind calls it.
 enum Pre<E: Exchange> {
-    App(AppPre<RequestState<E>>),
+    /// With the index of its `handle` export.
+    App(AppPre<RequestState<E>>, ComponentExportIndex),
     Proxy(ProxyPre<ProxyState>),
 }
 
@@ -117,7 +118,11 @@ impl<E: Exchange> Runtime<E> {
             };
             let pre = match (artefact.kind, &proxy_linker) {
                 (Kind::Proxy, Some(proxy_linker)) => Pre::Proxy(proxy::instance_pre_with(proxy_linker, &component)?),
-                _ => Pre::App(instance_pre_with(&linker, &component)?),
+                _ => {
+                    let pre = instance_pre_with(&linker, &component)?;
+                    let handle = component.get_export_index(None, "handle");
+                    Pre::App(pre, handle.context("the component exports no `handle`")?)
+                }
             };
             let blueprint = Blueprint {
                 env: Arc::new(app.env.clone()),
@@ -164,12 +169,12 @@ impl<E: Exchange> Runtime<E> {
     /// back with what became of it. The instance is a fresh one, or the one the app's previous request left when
     /// the app reuses instances; it is kept for the next request only if this one completed, the exchange saw
     /// nothing go wrong, and it has served fewer requests than the app's `instance_reuse`.
-    pub fn handle(&self, index: usize, environ: &[(String, String)], mut exchange: E) -> (E, Outcome) {
+    pub fn handle(&self, index: usize, environ: &[(&str, &str)], mut exchange: E) -> (E, Outcome) {
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
-        let pre = match &app.pre {
-            Pre::App(pre) => pre,
+        let (pre, handle) = match &app.pre {
+            Pre::App(pre, handle) => (pre, handle),
             Pre::Proxy(pre) => return self.handle_proxy(app, pre, exchange),
         };
         let mut instance = match app.kept.take() {
@@ -182,7 +187,7 @@ impl<E: Exchange> Runtime<E> {
         let deadline = Deadline::after(app.blueprint.guest_timeout);
         exchange.guest_deadline(Some(deadline.clone()));
         self.timer.arm(&deadline);
-        let (mut exchange, outcome) = instance.serve(pre, environ, deadline, exchange);
+        let (mut exchange, outcome) = instance.serve(pre, handle, environ, deadline, exchange);
         self.timer.disarm();
         exchange.guest_deadline(None);
         let reusable = matches!(outcome, Outcome::Completed) && !exchange.request_failed();

@@ -1,5 +1,7 @@
 //! Builds the CGI/WSGI-style environ a guest receives for a request (see `wit/wasmcorn.wit`).
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 use super::forwarded::Client;
@@ -12,34 +14,39 @@ pub(super) fn decode_path(path: &str) -> String {
     percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
+/// One environ variable: a name and a value, borrowed from the request where they can be.
+pub(super) type Variable<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// The environ of `request` from `client`, received on `local`, for an app mounted at `script_name` (empty, or
 /// a path starting with `/` and not ending with one). `path` is the request's path, decoded by `decode_path`.
-pub(super) fn build(
-    request: &Request,
-    client: &Client,
+/// Names and values are borrowed from the request wherever they appear in it as they are: only a header's
+/// `HTTP_` name, a repeated header's joined value and a listening address are made.
+pub(super) fn build<'a>(
+    request: &'a Request,
+    client: &'a Client,
     local: &Local,
-    script_name: &str,
-    path: &str,
-) -> Vec<(String, String)> {
+    script_name: &'a str,
+    path: &'a str,
+) -> Vec<Variable<'a>> {
     let (server_name, server_port) = server_address(request, local, client.url_scheme);
     // PATH_INFO is what the path holds below the mount point (all of it, if it is not below).
     let path_info = below_prefix(path, script_name).unwrap_or(path);
-    let mut environ: Vec<(String, String)> = vec![
-        ("REQUEST_METHOD".into(), request.method.clone()),
-        ("SCRIPT_NAME".into(), script_name.into()),
-        ("PATH_INFO".into(), path_info.to_string()),
-        ("QUERY_STRING".into(), request.query.clone()),
-        ("RAW_URI".into(), request.target.clone()),
-        ("CONTENT_TYPE".into(), request.header("content-type").unwrap_or_default().to_string()),
-        ("CONTENT_LENGTH".into(), request.header("content-length").unwrap_or_default().to_string()),
-        ("SERVER_NAME".into(), server_name),
-        ("SERVER_PORT".into(), server_port),
-        ("SERVER_PROTOCOL".into(), request.version.as_str().into()),
-        ("SERVER_SOFTWARE".into(), concat!("wasmcorn/", env!("CARGO_PKG_VERSION")).into()),
-        ("REMOTE_ADDR".into(), client.remote_addr.clone()),
-        ("REMOTE_PORT".into(), client.remote_port.clone()),
-        ("wsgi.url_scheme".into(), client.url_scheme.into()),
-    ];
+    let mut environ: Vec<Variable<'a>> = Vec::with_capacity(14 + request.headers.len());
+    let mut fixed = |name: &'static str, value: Cow<'a, str>| environ.push((Cow::Borrowed(name), value));
+    fixed("REQUEST_METHOD", Cow::Borrowed(&request.method));
+    fixed("SCRIPT_NAME", Cow::Borrowed(script_name));
+    fixed("PATH_INFO", Cow::Borrowed(path_info));
+    fixed("QUERY_STRING", Cow::Borrowed(&request.query));
+    fixed("RAW_URI", Cow::Borrowed(&request.target));
+    fixed("CONTENT_TYPE", Cow::Borrowed(request.header("content-type").unwrap_or_default()));
+    fixed("CONTENT_LENGTH", Cow::Borrowed(request.header("content-length").unwrap_or_default()));
+    fixed("SERVER_NAME", server_name);
+    fixed("SERVER_PORT", server_port);
+    fixed("SERVER_PROTOCOL", Cow::Borrowed(request.version.as_str()));
+    fixed("SERVER_SOFTWARE", Cow::Borrowed(concat!("wasmcorn/", env!("CARGO_PKG_VERSION"))));
+    fixed("REMOTE_ADDR", Cow::Borrowed(&client.remote_addr));
+    fixed("REMOTE_PORT", Cow::Borrowed(&client.remote_port));
+    fixed("wsgi.url_scheme", Cow::Borrowed(client.url_scheme));
     let first_header = environ.len();
     for (name, value) in &request.headers {
         // A name with `_` could pose as another header once `-` becomes `_`: drop it, as Gunicorn does.
@@ -49,26 +56,35 @@ pub(super) fn build(
         {
             continue;
         }
-        let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+        let key = http_name(name);
         match environ[first_header..].iter_mut().find(|(existing, _)| *existing == key) {
             Some((_, joined)) => {
+                let joined = joined.to_mut();
                 joined.push(',');
                 joined.push_str(value);
             }
-            None => environ.push((key, value.clone())),
+            None => environ.push((Cow::Owned(key), Cow::Borrowed(value))),
         }
     }
     environ
 }
 
+/// A header's environ name: `HTTP_` and the name in upper case, `-` turned into `_`.
+fn http_name(header: &str) -> String {
+    let mut key = String::with_capacity(5 + header.len());
+    key.push_str("HTTP_");
+    key.extend(header.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+    key
+}
+
 /// SERVER_NAME and SERVER_PORT: from an absolute-form target's authority, else the Host header, else the
 /// listening address. Without a port, the scheme's default.
-fn server_address(request: &Request, local: &Local, scheme: &str) -> (String, String) {
+fn server_address<'a>(request: &'a Request, local: &Local, scheme: &str) -> (Cow<'a, str>, Cow<'a, str>) {
     let authority = request.authority.as_deref().or(request.header("host")).filter(|host| !host.is_empty());
     let Some(host) = authority else {
         return match local {
-            Local::Ip(address) => (address.ip().to_string(), address.port().to_string()),
-            Local::Unix(path) => (path.display().to_string(), String::new()),
+            Local::Ip(address) => (address.ip().to_string().into(), address.port().to_string().into()),
+            Local::Unix(path) => (path.display().to_string().into(), Cow::Borrowed("")),
         };
     };
     let default_port = if scheme == "https" { "443" } else { "80" };
@@ -84,7 +100,7 @@ fn server_address(request: &Request, local: &Local, scheme: &str) -> (String, St
         Some((name, "")) => (name, default_port),
         _ => (host, default_port),
     };
-    (name.trim_start_matches('[').trim_end_matches(']').to_string(), port.to_string())
+    (Cow::Borrowed(name.trim_start_matches('[').trim_end_matches(']')), Cow::Borrowed(port))
 }
 
 #[cfg(test)]
@@ -96,7 +112,8 @@ mod tests {
         let request = request_for_tests(head.as_bytes());
         let client = Client { remote_addr: "10.0.0.9".into(), remote_port: "5555".into(), url_scheme: "http" };
         let path = decode_path(&request.path);
-        build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name, &path)
+        let environ = build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name, &path);
+        environ.into_iter().map(|(name, value)| (name.into_owned(), value.into_owned())).collect()
     }
 
     fn environ(head: &str) -> Vec<(String, String)> {

@@ -76,7 +76,8 @@ pub(super) fn request(
     // Only a `wasi:http` app reads it: the others do not pay for copying the headers.
     let head = runtime.serves_proxy(target.index).then(|| proxy_head::build(&request, client.url_scheme, &local));
     let exchange = HttpExchange::new(conn, &request, body, keep_alive, head);
-    let (mut exchange, outcome) = runtime.handle(target.index, &environ, exchange);
+    let pairs: Vec<(&str, &str)> = environ.iter().map(|(name, value)| (name.as_ref(), value.as_ref())).collect();
+    let (mut exchange, outcome) = runtime.handle(target.index, &pairs, exchange);
     meter::guest_done(target.name, &outcome, exchange.instance);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
