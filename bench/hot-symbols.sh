@@ -191,8 +191,8 @@ TAG=0
 for WASMCORN in "${BINARIES[@]}"; do
   TAG=$((TAG + 1)) WORKERS="" ARBITERS=""
   WORKER_ENTRY=$(nm --defined-only "$WASMCORN" |
-    awk '!found && ($3 ~ /^_ZN8wasmcorn6worker3run17h[0-9a-f]+E$/ || $3 ~ /^_RNvNtCs[0-9A-Za-z_]+_8wasmcorn6worker3run$/) {
-      print $3; found = 1 }')
+    awk '!found && ($3 ~ /^_ZN8wasmcorn6worker3run17h[0-9a-f]+E$/ ||
+                    $3 ~ /^_RNvNtCs[0-9A-Za-z_]+_8wasmcorn6worker3run$/) { print $3; found = 1 }')
   [[ -n $WORKER_ENTRY ]] ||
     die "$WASMCORN has no wasmcorn::worker::run (a stripped binary? or was it renamed? then update WORKER_ENTRY)"
   trace_all
