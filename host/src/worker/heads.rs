@@ -176,7 +176,7 @@ impl Heads {
     /// Watches a head still arriving (a part of it may be buffered already).
     fn watch_pending(&mut self, epoll: &Epoll, mut pending: Pending) {
         let key = self.take_key();
-        if epoll.add(pending.conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_err() {
+        if watch(epoll, pending.conn.stream(), EpollFlags::EPOLLIN, key).is_err() {
             return;
         }
         self.pending.insert(key, pending);
@@ -264,6 +264,17 @@ impl Heads {
             }
             Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }
+    }
+}
+
+/// Watches `stream` under `key` for `flags`. A connection that was idle here may still have its registration, spent
+/// since it reported the next request (idle connections are watched `EPOLLONESHOT`): that one is armed again, one
+/// system call where removing it and adding a new one took two; a socket without one gets one.
+fn watch(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Result<()> {
+    let mut event = EpollEvent::new(flags, key);
+    match epoll.modify(stream, &mut event) {
+        Err(nix::errno::Errno::ENOENT) => epoll.add(stream, event),
+        armed => armed,
     }
 }
 

@@ -6,13 +6,18 @@
 
 use std::time::Instant;
 
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::{Epoll, EpollFlags};
 
-use super::{Arrived, Heads, Origin, Pending, Progress, read_available};
+use super::{Arrived, Heads, Origin, Pending, Progress, read_available, watch};
 use crate::http::{self, Connection};
 use crate::listener::{Local, Peer, Stream};
 use crate::worker::answers;
 use crate::worker::farewell::Queued;
+
+/// How an idle connection is watched: its next request is reported once, and the registration then stays, spent,
+/// while that request is read and served; `watch_idle` arms it again for the next one. Removing the registration
+/// for every request and adding it back cost a system call more.
+const IDLE_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLONESHOT);
 
 /// A keep-alive connection waiting for its next request.
 pub(super) struct Idle {
@@ -59,7 +64,7 @@ impl Heads {
             return;
         }
         let key = self.take_key();
-        if epoll.add(conn.stream(), EpollEvent::new(EpollFlags::EPOLLIN, key)).is_ok() {
+        if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_ok() {
             self.idle.insert(key, Idle { conn, peer, local, deadline });
         }
     }
@@ -79,11 +84,11 @@ impl Heads {
         let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
         let progress = read_available(&mut conn, &self.limits);
         if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
-            if readable {
-                // Woken for nothing: it stays idle.
-                self.idle.insert(key, Idle { conn, peer, local, deadline });
-            } else {
+            if !readable {
                 let _ = epoll.delete(conn.stream());
+            } else if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_ok() {
+                // Woken for nothing: it stays idle, its spent registration armed again.
+                self.idle.insert(key, Idle { conn, peer, local, deadline });
             }
             return;
         }
@@ -92,12 +97,20 @@ impl Heads {
             Pending { conn: Queued::connection(conn), peer, local, accepted: now, deadline: now + self.timeout };
         match progress {
             Progress::Waiting => {
+                // A head still arriving is watched for every byte, not once.
+                if watch(epoll, pending.conn.stream(), EpollFlags::EPOLLIN, key).is_err() {
+                    return;
+                }
                 self.pending.insert(key, pending);
                 self.refuse_largest_over_limit(epoll);
             }
             // A client that closed between requests is no error: there is nobody to answer.
             progress => {
-                let _ = epoll.delete(pending.conn.stream());
+                // Woken by its next request, the registration is spent and stays, reporting nothing, until the
+                // connection is idle again (`watch_idle` arms it) or closed. Otherwise it is armed: removed.
+                if !readable {
+                    let _ = epoll.delete(pending.conn.stream());
+                }
                 self.settle(pending, progress);
             }
         }
@@ -110,7 +123,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    use nix::sys::epoll::EpollCreateFlags;
+    use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollTimeout};
 
     use super::*;
     use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
@@ -158,6 +171,59 @@ mod tests {
         assert!(heads.is_empty(), "an idle connection is no request under way");
         let left = heads.next_deadline(Instant::now()).unwrap();
         assert!(left <= Duration::from_secs(2) && left > Duration::from_secs(1), "{left:?}");
+    }
+
+    /// The keys the epoll reports within a second.
+    fn reported(epoll: &Epoll) -> Vec<u64> {
+        let mut events = [EpollEvent::empty(); 4];
+        let count = epoll.wait(&mut events, EpollTimeout::from(1000u16)).unwrap();
+        events[..count].iter().map(EpollEvent::data).collect()
+    }
+
+    #[test]
+    fn a_connection_idle_again_and_again_reports_each_next_request() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (conn, mut client) = served(b"");
+        heads.readmit(&epoll, conn, Peer::Unix, local());
+        for path in ["/first", "/second", "/third"] {
+            client.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
+            let keys = reported(&epoll);
+            assert_eq!(keys.len(), 1, "{path}: {keys:?}");
+            heads.on_readable(&epoll, keys[0]);
+            let arrived = heads.pop_ready().expect(path);
+            assert_eq!(arrived.request.path, path);
+            assert_eq!(heads.idle_count(), 0);
+            // Its registration is spent while the request is served: more bytes report nothing.
+            client.write_all(b"G").unwrap();
+            let mut events = [EpollEvent::empty(); 4];
+            assert_eq!(epoll.wait(&mut events, EpollTimeout::ZERO).unwrap(), 0, "{path}");
+            let mut conn = arrived.conn;
+            http::read_request_part(&mut conn, &HeadLimits::default()).ok();
+            assert_eq!(conn.buffered(), b"G");
+            conn.consume(1);
+            heads.readmit(&epoll, conn, arrived.peer, arrived.local);
+            assert_eq!(heads.idle_count(), 1, "{path}: idle again");
+        }
+    }
+
+    #[test]
+    fn a_head_pipelined_in_part_behind_a_request_is_watched_until_it_completes() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (conn, mut client) = served(b"");
+        heads.readmit(&epoll, conn, Peer::Unix, local());
+        client.write_all(b"GET /whole HTTP/1.1\r\nHost: h\r\n\r\nGET /part").unwrap();
+        let keys = reported(&epoll);
+        heads.on_readable(&epoll, keys[0]);
+        let arrived = heads.pop_ready().unwrap();
+        assert_eq!(arrived.request.path, "/whole");
+        heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local);
+        assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
+        client.write_all(b"ed HTTP/1.1\r\n").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        assert!(heads.pop_ready().is_none());
+        client.write_all(b"Host: h\r\n\r\n").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/parted".into()));
     }
 
     #[test]
