@@ -12,6 +12,8 @@
 #   --with-nginx    also measure Debian's nginx answering `return 204` with the same worker count
 #   --with-metrics  also measure wasmcorn with `--metrics-bind 127.0.0.1:0` (server `wasmcorn-metrics`), its
 #                   /metrics scraped once a second during every load run, and print the cost against plain wasmcorn
+#   --with-reuse N  also measure wasmcorn with `--instance-reuse N` (server `wasmcorn-reuse`): an instance serves up
+#                   to N requests instead of one, so this shows what the fresh instance costs on each path
 #   --no-gunicorn   leave Gunicorn out (for an A/B of wasmcorn alone, such as --with-metrics over many rounds)
 #
 # For each worker count and round it runs both servers one after the other (order
@@ -30,7 +32,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN="" WITH_NGINX="" WITH_METRICS="" NO_GUNICORN=""
+WORKERS="1 2" ROUNDS=2 DURATION=10 HEY_REQUESTS=20000 WASMCORN=""
+WITH_NGINX="" WITH_METRICS="" WITH_REUSE="" NO_GUNICORN=""
 die() { echo "hello-compare: error: $*" >&2; exit 1; }
 say() { echo "hello-compare: $*" >&2; }
 while [[ $# -gt 0 ]]; do
@@ -42,12 +45,13 @@ while [[ $# -gt 0 ]]; do
     --wasmcorn) WASMCORN=$(realpath -m -- "${2:?}"); shift 2 ;;
     --with-nginx) WITH_NGINX=1; shift ;;
     --with-metrics) WITH_METRICS=1; shift ;;
+    --with-reuse) WITH_REUSE=${2:?}; shift 2 ;;
     --no-gunicorn) NO_GUNICORN=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
-for n in $WORKERS "$ROUNDS" "$DURATION" "$HEY_REQUESTS"; do
+for n in $WORKERS "$ROUNDS" "$DURATION" "$HEY_REQUESTS" ${WITH_REUSE:+"$WITH_REUSE"}; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
 done
 cd "$ROOT"
@@ -84,7 +88,10 @@ if [[ -z $WASMCORN ]]; then
   WASMCORN=$ROOT/target/release/wasmcorn
   [[ -x $WASMCORN ]] || WASMCORN=$ROOT/target/debug/wasmcorn
 fi
-if [[ -x $WASMCORN ]]; then SERVERS+=(wasmcorn); [[ -z $WITH_METRICS ]] || SERVERS+=(wasmcorn-metrics)
+if [[ -x $WASMCORN ]]; then
+  SERVERS+=(wasmcorn)
+  [[ -z $WITH_METRICS ]] || SERVERS+=(wasmcorn-metrics)
+  [[ -z $WITH_REUSE ]] || SERVERS+=(wasmcorn-reuse)
 else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, or --wasmcorn PATH)"; fi
 [[ -z $WITH_NGINX ]] || SERVERS+=(nginx)
 
@@ -147,6 +154,9 @@ start_server() { # server workers log -> sets MASTER, WORKER_PIDS, PORT
   elif [[ $server == wasmcorn-metrics ]]; then
     "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null \
       --metrics-bind 127.0.0.1:0 >"$log" 2>&1 &
+  elif [[ $server == wasmcorn-reuse ]]; then
+    "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null \
+      --instance-reuse "$WITH_REUSE" >"$log" 2>&1 &
   else
     "$WASMCORN" serve sample:hello --bind 127.0.0.1:0 --workers "$n" --access-logfile /dev/null >"$log" 2>&1 &
   fi
@@ -274,6 +284,20 @@ if [[ -n $WITH_NGINX ]]; then
     nw=$(agg "$CSV" nginx "$n" 4 median) ww=$(agg "$CSV" wasmcorn "$n" 4 median)
     nh=$(agg "$CSV" nginx "$n" 5 median) wh=$(agg "$CSV" wasmcorn "$n" 5 median)
     echo "| $n | $nw | $ww | $(ratio "$ww" "$nw") | $nh | $wh | $(ratio "$wh" "$nh") |"
+  done
+fi
+if [[ -n $WITH_REUSE ]]; then
+  echo
+  echo "An instance for up to $WITH_REUSE requests (\`--instance-reuse $WITH_REUSE\`) against one per request, medians:"
+  echo
+  echo "| workers | wasmcorn wrk rps | reuse wrk rps | reuse keep-alive rps | reuse keep-alive / connection-per-request" \
+    "| reuse keep-alive / nginx |"
+  echo "|---|---|---|---|---|---|"
+  for n in $WORKERS; do
+    ww=$(agg "$CSV" wasmcorn "$n" 4 median) rw=$(agg "$CSV" wasmcorn-reuse "$n" 4 median)
+    rk=$(agg "$CSV" wasmcorn-reuse "$n" 12 median)
+    nk=NA; [[ -z $WITH_NGINX ]] || nk=$(agg "$CSV" nginx "$n" 12 median)
+    echo "| $n | $ww | $rw | $rk | $(ratio "$rk" "$rw") | $(ratio "$rk" "$nk") |"
   done
 fi
 if [[ -n $WITH_METRICS ]]; then
