@@ -272,7 +272,7 @@ fn serve_loop(
             let relayable = held.held() + held.idle_count() > 0;
             drop(held);
             relay.begin(!with_server && relayable);
-            let handled = dispatch.handle(runtime, settings, arrived, setup.slot, keep_alive);
+            let handled = dispatch.handle(runtime, settings, epoll, arrived, setup.slot, keep_alive);
             relay.end();
             setup.slot.end_request();
             let mut held = lock(heads);

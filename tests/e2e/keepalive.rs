@@ -319,6 +319,52 @@ fn each_request_of_a_connection_is_routed_on_its_own() {
 }
 
 #[test]
+fn a_connection_handed_to_another_pool_leaves_no_watch_in_the_worker_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, APPS.replace("MISBEHAVE", MISBEHAVE)).unwrap();
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "1"];
+    args.extend(WITH_PIDS);
+    let server = Server::spawn(command(&args));
+    server.wait_for_count("Booting worker with pid", 2);
+    let shared = server.booted_worker_pids_where(|line| !line.ends_with("(app evil)"));
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    let mut client = Client::connect(&server);
+    // The second request reaches the shared worker on a connection idle there (watched once, then spent) ...
+    assert_kept(&client.get("a.test", "/"), 200);
+    assert_kept(&client.get("a.test", "/again"), 200);
+    // ... and the third takes the connection to the dedicated pool, which keeps it open.
+    assert_kept(&client.get("evil.test", "/count"), 200);
+    let stale = stale_watches(shared[0]);
+    assert!(stale.is_empty(), "the shared worker still watches sockets it handed away: {stale:?}");
+    assert_kept(&client.get("a.test", "/back"), 200);
+}
+
+/// The watches of `pid`'s epolls (`tfd` lines of /proc/PID/fdinfo) whose descriptor `pid` no longer has open, or
+/// has open on another file: what a socket handed to another process leaves behind.
+fn stale_watches(pid: Pid) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.as_os_str() != "anon_inode:[eventpoll]" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy()));
+        for line in info.unwrap_or_default().lines().filter(|line| line.starts_with("tfd:")) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let watched = fields.iter().find_map(|field| field.strip_prefix("ino:"));
+            let watched = watched.and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            let open = std::fs::metadata(format!("/proc/{pid}/fd/{}", fields[1])).map(|meta| meta.ino()).ok();
+            if watched.is_none() || watched != open {
+                stale.push(line.to_string());
+            }
+        }
+    }
+    stale
+}
+
+#[test]
 fn the_request_that_reaches_an_apps_max_requests_closes() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("apps.toml");

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use nix::sys::epoll::Epoll;
+
 use super::answers;
 use super::environ;
 use super::exchange::HttpExchange;
@@ -64,6 +66,7 @@ impl<'a> Dispatch<'a> {
         &mut self,
         runtime: &Runtime<HttpExchange>,
         settings: &HttpSettings,
+        epoll: &Epoll,
         arrived: Arrived,
         slot: &'static Slot,
         keep_alive: bool,
@@ -108,13 +111,13 @@ impl<'a> Dispatch<'a> {
                 self.served[app.index()] += 1;
                 Handled::Served { app, kept }
             }
-            None => self.hand_over(app, &script_name, arrived),
+            None => self.hand_over(epoll, app, &script_name, arrived),
         }
     }
 
     /// Passes the connection to the pool of app `app`, or answers for it when that cannot be done. The shared
     /// pool routes what it gets; a dedicated pool gets the request routed.
-    fn hand_over(&self, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
+    fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
         let name = &self.site.app(app).guest.name;
         let pool = self.site.pool_of(app);
         let channel = self.channels.get(&pool).filter(|_| pool != *self.own);
@@ -130,6 +133,9 @@ impl<'a> Dispatch<'a> {
         };
         let Arrived { conn, request, peer, .. } = arrived;
         let (stream, bytes) = conn.into_parts();
+        // A connection that was idle here keeps its spent registration (see `heads::idle`); it goes now, or it
+        // would stay in this worker's epoll for as long as the other worker keeps the socket open.
+        let _ = epoll.delete(&stream);
         match handoff::send(channel.sender(), &stream, &stage, &bytes) {
             // Our copy of the socket closes here; the pool's worker has its own.
             Ok(()) => Handled::HandedOver,

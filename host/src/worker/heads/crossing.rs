@@ -71,6 +71,8 @@ impl Heads {
                 Origin::HandedOver { script_name } => Stage::Routed { script_name },
             };
             let (stream, bytes) = conn.into_parts();
+            // The spent registration of a connection that was idle here, if it has one (see `heads::idle`).
+            let _ = epoll.delete(&stream);
             return Some(Some(Handed { stream, peer, local, stage, bytes }));
         }
         let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {

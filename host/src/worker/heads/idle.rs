@@ -227,6 +227,34 @@ mod tests {
     }
 
     #[test]
+    fn a_next_head_that_arrives_in_part_is_watched_for_every_byte() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (conn, mut client) = served(b"");
+        heads.readmit(&epoll, conn, Peer::Unix, local());
+        client.write_all(b"GET /tr").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
+        client.write_all(b"ickle HTTP/1.1\r\n").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        client.write_all(b"Host: h\r\n\r\n").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/trickle".into()));
+    }
+
+    #[test]
+    fn a_request_relayed_from_an_idle_connection_takes_its_spent_registration_away() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let (conn, mut client) = served(b"");
+        heads.readmit(&epoll, conn, Peer::Unix, local());
+        client.write_all(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        let handed = heads.take_one(&epoll).expect("the ready request");
+        assert!(matches!(handed.stage, Stage::Unrouted), "{:?}", handed.stage);
+        let mut event = EpollEvent::new(EpollFlags::EPOLLIN, 9);
+        assert_eq!(epoll.modify(&handed.stream, &mut event), Err(nix::errno::Errno::ENOENT));
+    }
+
+    #[test]
     fn closing_idle_connections_serves_a_request_that_began_and_closes_the_silent_ones_cleanly() {
         let (epoll, mut heads) = (epoll(), heads(4));
         let (silent, mut silent_client) = served(b"");
