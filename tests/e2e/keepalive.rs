@@ -285,14 +285,21 @@ hosts = ["evil.test"]
 workers = 1
 "#;
 
-#[test]
-fn each_request_of_a_connection_is_routed_on_its_own() {
+/// `APPS` served with `workers` workers in the shared pool, the access log naming the worker of each request; the
+/// folder of its manifest goes with the first value.
+fn serve_apps(workers: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("apps.toml");
     std::fs::write(&manifest, APPS.replace("MISBEHAVE", MISBEHAVE)).unwrap();
-    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "2"];
+    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", workers];
     args.extend(WITH_PIDS);
     let server = Server::spawn(command(&args));
+    (dir, server)
+}
+
+#[test]
+fn each_request_of_a_connection_is_routed_on_its_own() {
+    let (_dir, server) = serve_apps("2");
     server.wait_for_count("Booting worker with pid", 3);
     let dedicated = server.booted_worker_pids_where(|line| line.ends_with("(app evil)"));
 
@@ -320,12 +327,7 @@ fn each_request_of_a_connection_is_routed_on_its_own() {
 
 #[test]
 fn a_connection_handed_to_another_pool_leaves_no_watch_in_the_worker_it_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("apps.toml");
-    std::fs::write(&manifest, APPS.replace("MISBEHAVE", MISBEHAVE)).unwrap();
-    let mut args = vec!["serve", "--apps", manifest.to_str().unwrap(), "--bind", "127.0.0.1:0", "--workers", "1"];
-    args.extend(WITH_PIDS);
-    let server = Server::spawn(command(&args));
+    let (_dir, server) = serve_apps("1");
     server.wait_for_count("Booting worker with pid", 2);
     let shared = server.booted_worker_pids_where(|line| !line.ends_with("(app evil)"));
     assert_eq!(shared.len(), 1, "{shared:?}");

@@ -180,11 +180,23 @@ mod tests {
         events[..count].iter().map(EpollEvent::data).collect()
     }
 
+    /// A served connection taken back, empty, to wait idle among `heads`; the client's end.
+    fn idle_connection(epoll: &Epoll, heads: &mut Heads) -> UnixStream {
+        let (conn, client) = served(b"");
+        heads.readmit(epoll, conn, Peer::Unix, local());
+        client
+    }
+
+    /// The client sends `bytes`, and the heads read what the epoll reports.
+    fn send(client: &mut UnixStream, bytes: &[u8], epoll: &Epoll, heads: &mut Heads) {
+        client.write_all(bytes).unwrap();
+        heads.on_readable(epoll, reported(epoll)[0]);
+    }
+
     #[test]
     fn a_connection_idle_again_and_again_reports_each_next_request() {
         let (epoll, mut heads) = (epoll(), heads(4));
-        let (conn, mut client) = served(b"");
-        heads.readmit(&epoll, conn, Peer::Unix, local());
+        let mut client = idle_connection(&epoll, &mut heads);
         for path in ["/first", "/second", "/third"] {
             client.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
             let keys = reported(&epoll);
@@ -209,45 +221,34 @@ mod tests {
     #[test]
     fn a_head_pipelined_in_part_behind_a_request_is_watched_until_it_completes() {
         let (epoll, mut heads) = (epoll(), heads(4));
-        let (conn, mut client) = served(b"");
-        heads.readmit(&epoll, conn, Peer::Unix, local());
-        client.write_all(b"GET /whole HTTP/1.1\r\nHost: h\r\n\r\nGET /part").unwrap();
-        let keys = reported(&epoll);
-        heads.on_readable(&epoll, keys[0]);
+        let mut client = idle_connection(&epoll, &mut heads);
+        send(&mut client, b"GET /whole HTTP/1.1\r\nHost: h\r\n\r\nGET /part", &epoll, &mut heads);
         let arrived = heads.pop_ready().unwrap();
         assert_eq!(arrived.request.path, "/whole");
         heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local);
         assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
-        client.write_all(b"ed HTTP/1.1\r\n").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
+        send(&mut client, b"ed HTTP/1.1\r\n", &epoll, &mut heads);
         assert!(heads.pop_ready().is_none());
-        client.write_all(b"Host: h\r\n\r\n").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
+        send(&mut client, b"Host: h\r\n\r\n", &epoll, &mut heads);
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/parted".into()));
     }
 
     #[test]
     fn a_next_head_that_arrives_in_part_is_watched_for_every_byte() {
         let (epoll, mut heads) = (epoll(), heads(4));
-        let (conn, mut client) = served(b"");
-        heads.readmit(&epoll, conn, Peer::Unix, local());
-        client.write_all(b"GET /tr").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
+        let mut client = idle_connection(&epoll, &mut heads);
+        send(&mut client, b"GET /tr", &epoll, &mut heads);
         assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
-        client.write_all(b"ickle HTTP/1.1\r\n").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
-        client.write_all(b"Host: h\r\n\r\n").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
+        send(&mut client, b"ickle HTTP/1.1\r\n", &epoll, &mut heads);
+        send(&mut client, b"Host: h\r\n\r\n", &epoll, &mut heads);
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/trickle".into()));
     }
 
     #[test]
     fn a_request_relayed_from_an_idle_connection_takes_its_spent_registration_away() {
         let (epoll, mut heads) = (epoll(), heads(4));
-        let (conn, mut client) = served(b"");
-        heads.readmit(&epoll, conn, Peer::Unix, local());
-        client.write_all(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-        heads.on_readable(&epoll, reported(&epoll)[0]);
+        let mut client = idle_connection(&epoll, &mut heads);
+        send(&mut client, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n", &epoll, &mut heads);
         let handed = heads.take_one(&epoll).expect("the ready request");
         assert!(matches!(handed.stage, Stage::Unrouted), "{:?}", handed.stage);
         let mut event = EpollEvent::new(EpollFlags::EPOLLIN, 9);
