@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "echo",
     "workload",
     "misbehave",
+    "misbehave-small",
     "proxy-hello",
     "proxy-echo",
     "proxy-fetch",

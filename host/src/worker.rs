@@ -142,6 +142,10 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
     meter::install(&setup.meter);
     setup.slot.mark_ready();
     log::info(format_args!("Booting worker with pid: {}{of_pool}", std::process::id()));
+    log::write(
+        log::Level::Debug,
+        format_args!("Linear memory kept resident between requests: {} KiB", runtime.resident_memory_bytes() >> 10),
+    );
     match accept_loop(&runtime, &mut dispatch, inlet, channel, &setup, &signals) {
         Ok(()) => 0,
         Err(err) => {

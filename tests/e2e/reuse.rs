@@ -13,6 +13,8 @@ use nix::unistd::Pid;
 use crate::support::{Server, Site, command};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+/// The same guest with a small linear memory, which the worker rewrites in place between requests.
+const MISBEHAVE_SMALL: &str = env!("WASMCORN_GUEST_MISBEHAVE_SMALL");
 const PROXY_MISBEHAVE: &str = env!("WASMCORN_GUEST_PROXY_MISBEHAVE");
 
 /// The body of `GET path` (on `host`), which must answer `status`.
@@ -71,8 +73,10 @@ fn every_wasi_http_request_gets_a_fresh_instance_by_default() {
 
 #[test]
 fn every_request_gets_a_fresh_instance_by_default() {
-    let server = Server::start(MISBEHAVE, 1, &[]);
-    assert_eq!(counts(&server, "localhost", 3), texts(&["1", "1", "1"]));
+    for guest in [MISBEHAVE, MISBEHAVE_SMALL] {
+        let server = Server::start(guest, 1, &[]);
+        assert_eq!(counts(&server, "localhost", 3), texts(&["1", "1", "1"]), "{guest}");
+    }
 }
 
 #[test]

@@ -43,10 +43,10 @@ static COUNT: AtomicU64 = AtomicU64::new(0);
 /// How many MiB `/leak` has leaked in this instance.
 static LEAKED: AtomicU64 = AtomicU64::new(0);
 
-/// The page (a wasm page, 64 KiB, aligned: nothing else shares it) that `/stash` writes and `/peek` reads.
-#[repr(align(65536))]
-struct Stash([AtomicU8; 65536]);
-static STASH: Stash = Stash([const { AtomicU8::new(0) }; 65536]);
+/// The page (a host page, 4 KiB, aligned: nothing else shares it) that `/stash` writes and `/peek` reads.
+#[repr(align(4096))]
+struct Stash([AtomicU8; 4096]);
+static STASH: Stash = Stash([const { AtomicU8::new(0) }; 4096]);
 
 const SPEW_BYTES: usize = 100 << 20;
 const CHUNK: usize = 64 * 1024;

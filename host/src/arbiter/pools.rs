@@ -231,6 +231,7 @@ env = { VALUE = "EVIL" }
                 digest: String::new(),
                 owner: 0,
                 kind: crate::guest::Kind::App,
+                initial_memory: 17 << 16,
             })
             .collect();
         let (pools, fresh) = plan(&config, &artefacts, current, false, next);

@@ -35,6 +35,8 @@ impl Compiler {
 
 /// The length of an artefact's SHA-256 in hex, as it travels from the compile step to the arbiter.
 const DIGEST_HEX: usize = 64;
+/// The length of an artefact's initial memory in hex, as it travels the same way.
+const MEMORY_HEX: usize = 16;
 
 /// Compiles every app of the site in a child process (compilation starts threads, which the arbiter must never
 /// have) and returns their artefacts, in the order of `site.apps`, or the child's error as one line. With
@@ -46,18 +48,8 @@ pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: 
     match unsafe { fork() }.context("cannot fork the compile step")? {
         ForkResult::Child => {
             drop(reader);
-            // Each artefact: NUL, its digest in hex, its kind (one byte), its path.
             let message = match prepare_all(site, cache_dir, compiler, fresh) {
-                Ok(artefacts) => {
-                    let mut message = b"ok".to_vec();
-                    for artefact in artefacts {
-                        message.push(0);
-                        message.extend_from_slice(artefact.digest.as_bytes());
-                        message.push(artefact.kind.tag());
-                        message.extend_from_slice(artefact.path.as_os_str().as_bytes());
-                    }
-                    message
-                }
+                Ok(artefacts) => encode(&artefacts),
                 Err(err) => format!("err {err:#}").into_bytes(),
             };
             let _ = File::from(writer).write_all(&message);
@@ -70,23 +62,10 @@ pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: 
             drop(reader);
             let status = waitpid(child, None);
             read.context("cannot read the compile step's answer")?;
-            if let Some(items) = message.strip_prefix(b"ok") {
-                let artefacts: Vec<Artefact> = items
-                    .split(|byte| *byte == 0)
-                    .skip(1)
-                    .filter(|item| item.len() > DIGEST_HEX + 1)
-                    .filter_map(|item| {
-                        Some(Artefact {
-                            digest: String::from_utf8_lossy(&item[..DIGEST_HEX]).into_owned(),
-                            kind: guest::Kind::from_tag(item[DIGEST_HEX])?,
-                            path: PathBuf::from(std::ffi::OsStr::from_bytes(&item[DIGEST_HEX + 1..])),
-                            owner: compiler.owner(),
-                        })
-                    })
-                    .collect();
-                if artefacts.len() == site.apps.len() {
-                    return Ok(artefacts);
-                }
+            if let Some(artefacts) = decode(&message, compiler.owner())
+                && artefacts.len() == site.apps.len()
+            {
+                return Ok(artefacts);
             }
             if let Some(error) = message.strip_prefix(b"err ") {
                 bail!("{}", String::from_utf8_lossy(error).replace('\n', " "));
@@ -94,6 +73,41 @@ pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: 
             bail!("the compile step died ({})", describe_status(status));
         }
     }
+}
+
+/// The compile step's answer: `ok`, then for each artefact NUL, its digest in hex, its kind (one byte), its
+/// initial memory in hex and its path.
+fn encode(artefacts: &[Artefact]) -> Vec<u8> {
+    let mut message = b"ok".to_vec();
+    for artefact in artefacts {
+        message.push(0);
+        message.extend_from_slice(artefact.digest.as_bytes());
+        message.push(artefact.kind.tag());
+        message.extend_from_slice(format!("{:0width$x}", artefact.initial_memory, width = MEMORY_HEX).as_bytes());
+        message.extend_from_slice(artefact.path.as_os_str().as_bytes());
+    }
+    message
+}
+
+/// The artefacts of an `ok` answer, owned by `owner`; an item that does not parse is left out.
+fn decode(message: &[u8], owner: u32) -> Option<Vec<Artefact>> {
+    let items = message.strip_prefix(b"ok")?;
+    let artefacts = items
+        .split(|byte| *byte == 0)
+        .skip(1)
+        .filter(|item| item.len() > DIGEST_HEX + 1 + MEMORY_HEX)
+        .filter_map(|item| {
+            let (memory, path) = item[DIGEST_HEX + 1..].split_at(MEMORY_HEX);
+            Some(Artefact {
+                digest: String::from_utf8_lossy(&item[..DIGEST_HEX]).into_owned(),
+                kind: guest::Kind::from_tag(item[DIGEST_HEX])?,
+                initial_memory: u64::from_str_radix(std::str::from_utf8(memory).ok()?, 16).ok()?,
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+                owner,
+            })
+        })
+        .collect();
+    Some(artefacts)
 }
 
 /// In the compile child: reads every component (with the arbiter's rights, which gave their paths), takes the
@@ -168,5 +182,32 @@ fn describe_status(status: nix::Result<WaitStatus>) -> String {
         Ok(WaitStatus::Signaled(_, signal, _)) => format!("killed by {signal}"),
         Ok(other) => format!("{other:?}"),
         Err(err) => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artefacts_travel_from_the_compile_step_whole() {
+        let artefacts = vec![
+            Artefact {
+                path: "/cache/aa.cwasm".into(),
+                digest: "a".repeat(DIGEST_HEX),
+                owner: 7,
+                kind: guest::Kind::App,
+                initial_memory: 128 << 10,
+            },
+            Artefact {
+                path: "/cache/bb.cwasm".into(),
+                digest: "b".repeat(DIGEST_HEX),
+                owner: 7,
+                kind: guest::Kind::Proxy,
+                initial_memory: u64::MAX,
+            },
+        ];
+        assert_eq!(decode(&encode(&artefacts), 7), Some(artefacts));
+        assert_eq!(decode(b"err no", 7), None);
     }
 }

@@ -30,6 +30,9 @@ pub struct Artefact {
     pub owner: u32,
     /// What the component is (read from its exports when it was compiled): how workers call it.
     pub kind: Kind,
+    /// The largest initial linear memory of the component's modules, in bytes (`u64::MAX` when wasmtime cannot
+    /// tell): how the workers' pool resets memory (see `engine::resident_memory_bytes`).
+    pub initial_memory: u64,
 }
 
 /// Compiles the app's component `wasm` for a pool whose apps use at most `max_memory_bytes` (or finds it in
@@ -43,7 +46,7 @@ pub fn prepare(
     cache_dir: &Path,
     fresh: bool,
 ) -> anyhow::Result<Artefact> {
-    let engine = Engine::new(&engine_config(max_memory_bytes, true, 0))
+    let engine = Engine::new(&engine_config(max_memory_bytes, true, 0, 0))
         .map_err(anyhow::Error::from)
         .context("cannot create the wasm engine")?;
     let path = cache_dir.join(format!("{}.cwasm", cache_key(&engine, wasm)));
@@ -64,7 +67,15 @@ pub fn prepare(
         Kind::Proxy => proxy::instance_pre(&engine, &component).map(drop),
     }
     .with_context(|| app.source.describe())?;
-    Ok(Artefact { path, digest, owner: trust::own_uid(), kind })
+    Ok(Artefact { path, digest, owner: trust::own_uid(), kind, initial_memory: initial_memory(&component) })
+}
+
+/// The largest initial linear memory of the component's modules, in bytes.
+fn initial_memory(component: &Component) -> u64 {
+    const WASM_PAGE: u64 = 64 << 10;
+    component
+        .resources_required()
+        .map_or(u64::MAX, |needs| needs.max_initial_memory_size.unwrap_or(0).saturating_mul(WASM_PAGE))
 }
 
 /// The bytes of an app's component.

@@ -23,12 +23,38 @@ const MAX_TABLES: usize = 16;
 const MAX_MEMORIES: usize = 2;
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
+/// A linear memory that starts at most this large (two wasm pages) is a small one: a guest built with a small
+/// stack, such as `sample:hello` (64 KiB of stack, its data, and a page of heap once it runs).
+pub(super) const SMALL_INITIAL_MEMORY: u64 = 128 << 10;
+/// How much of each linear memory a pool of small-memory apps keeps resident between requests: reset by rewriting
+/// it (zeroes, and the component's initial image) rather than by unmapping it, which then costs neither the
+/// `madvise` and its TLB flush nor the page faults of the next request. Room for a small memory and two more
+/// pages of heap.
+pub(super) const SMALL_MEMORY_KEPT_RESIDENT: usize = 256 << 10;
+
+/// How much of each linear memory to keep resident in a pool whose apps' components start with linear memories of
+/// `initial_memories` bytes (the largest of each component): all of a small memory when every app's is small;
+/// none otherwise. Rewriting a region costs for every byte of it, touched or not (about 20 us for the 1.1 MiB of a
+/// Rust guest, measured), and
+/// most guests' touched pages lie above a 1 MiB stack (Rust's default), so for them unmapping stays cheaper.
+pub(super) fn resident_memory_bytes(initial_memories: impl IntoIterator<Item = u64>) -> usize {
+    let mut any = false;
+    for initial in initial_memories {
+        if initial > SMALL_INITIAL_MEMORY {
+            return 0;
+        }
+        any = true;
+    }
+    if any { SMALL_MEMORY_KEPT_RESIDENT } else { 0 }
+}
+
 /// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory, in a worker that
-/// keeps up to `kept` instances between requests (one per app that reuses instances). The compile step and the
+/// keeps up to `kept` instances between requests (one per app that reuses instances) and the first
+/// `resident_bytes` of each linear memory resident (see `resident_memory_bytes`). The compile step and the
 /// workers must use the same code settings: the artefact records them and wasmtime refuses an artefact built for
 /// others (the pool's sizes are not among them). Only the compile step compiles: a worker's engine has no
 /// compiler, so none of cranelift's code is ever paged into a worker.
-pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize) -> Config {
+pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize, resident_bytes: usize) -> Config {
     let kept = u32::try_from(kept).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::new();
     // One request at a time: one component instance in use, one more while the previous is torn down, and the
@@ -43,14 +69,15 @@ pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize
         // Async calls (a wasi:http guest's) run on a fiber stack: one in use, one being released.
         .total_stacks(2)
         .max_memory_size(max_memory_bytes)
-        // A used memory is reset by unmapping all of it (`madvise(MADV_DONTNEED)`): the kernel then drops its
-        // pages, swapped out or not, and the next request faults in zeroes or the component's initial image.
-        // Never with PAGEMAP_SCAN: wasmtime 48 then rewrites only the dirty pages present in RAM, so a page
-        // swapped out during a request would keep its data for the next one (wasmtime PR 14357). Without it,
-        // keeping memory resident means rewriting every byte of it on each reset, dirty or not: for
-        // sample:hello, 16 MiB kept cost 55-58 us of worker CPU per request, none kept 33-37 us (26-28 us
-        // with PAGEMAP_SCAN). Tables are small: they are rewritten in place.
-        .linear_memory_keep_resident(0)
+        // A used memory is reset by unmapping it (`madvise(MADV_DONTNEED)`) past its first `resident_bytes`, which
+        // are rewritten in place: the kernel drops the unmapped pages, swapped out or not, and the next request
+        // faults in zeroes or the component's initial image. Never with PAGEMAP_SCAN: wasmtime 48 then rewrites
+        // only the dirty pages present in RAM, so a page swapped out during a request would keep its data for the
+        // next one (wasmtime PR 14357). Without it, the resident part is rewritten whole on each reset, dirty or
+        // not: for sample:hello built with Rust's 1 MiB stack, 16 MiB kept cost 55-58 us of worker CPU per
+        // request, none kept 33-37 us (26-28 us with PAGEMAP_SCAN); built with a 64 KiB stack, its 192 KiB kept
+        // resident cost less than unmapping them (docs/benchmarks.md). Tables are small: rewritten in place.
+        .linear_memory_keep_resident(resident_bytes)
         .table_keep_resident(1 << 20)
         .pagemap_scan(Enabled::No);
     let mut config = Config::new();
@@ -111,4 +138,21 @@ pub(super) fn instance_pre_with<E: Exchange>(
     AppPre::new(pre)
         .map_err(anyhow::Error::from)
         .context("the component does not export the wasmcorn:app handler (`handle`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pool_of_small_memories_keeps_memory_resident() {
+        assert_eq!(resident_memory_bytes([SMALL_INITIAL_MEMORY]), SMALL_MEMORY_KEPT_RESIDENT);
+        assert_eq!(resident_memory_bytes([64 << 10, 0, SMALL_INITIAL_MEMORY]), SMALL_MEMORY_KEPT_RESIDENT);
+        // Rust's default stack alone is 1 MiB: one such app, and the pool unmaps.
+        assert_eq!(resident_memory_bytes([64 << 10, 17 << 16]), 0);
+        assert_eq!(resident_memory_bytes([SMALL_INITIAL_MEMORY + 1]), 0);
+        // A component whose needs are unknown counts as large; no app at all keeps nothing.
+        assert_eq!(resident_memory_bytes([u64::MAX]), 0);
+        assert_eq!(resident_memory_bytes([]), 0);
+    }
 }

@@ -23,7 +23,7 @@ use super::artefact::Artefact;
 use super::bindings::AppPre;
 use super::capabilities::HttpGrant;
 use super::deadline::Deadline;
-use super::engine::{engine_config, instance_pre_with, linker};
+use super::engine::{engine_config, instance_pre_with, linker, resident_memory_bytes};
 use super::exchange::Exchange;
 use super::instance::{Blueprint, HostSide, Instance};
 use super::kind::Kind;
@@ -50,6 +50,8 @@ pub enum Outcome {
 /// A worker's loaded apps, ready to serve requests.
 pub struct Runtime<E: Exchange> {
     engine: Engine,
+    /// How much of each linear memory is rewritten in place between requests rather than unmapped.
+    resident_memory_bytes: usize,
     apps: Vec<Loaded<E>>,
     log_line: GuestLine,
     timer: DeadlineTimer,
@@ -85,7 +87,8 @@ impl<E: Exchange> Runtime<E> {
     /// stdout and stderr lines go. An artefact that fails its checks is an error holding a `Refusal`.
     pub fn load(apps: &[(&Guest, &Artefact)], max_memory_bytes: usize, log_line: GuestLine) -> anyhow::Result<Self> {
         let kept = apps.iter().filter(|(app, _)| app.limits.instance_reuse > 1).count();
-        let engine = Engine::new(&engine_config(max_memory_bytes, false, kept))
+        let resident = resident_memory_bytes(apps.iter().map(|(_, artefact)| artefact.initial_memory));
+        let engine = Engine::new(&engine_config(max_memory_bytes, false, kept, resident))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
         let linker = linker::<E>(&engine)?;
@@ -151,7 +154,20 @@ impl<E: Exchange> Runtime<E> {
         } else {
             None
         };
-        Ok(Runtime { engine, apps: loaded, log_line, timer: DeadlineTimer::default(), tokio })
+        Ok(Runtime {
+            engine,
+            resident_memory_bytes: resident,
+            apps: loaded,
+            log_line,
+            timer: DeadlineTimer::default(),
+            tokio,
+        })
+    }
+
+    /// How much of each linear memory is rewritten in place between requests (the rest is unmapped): some only
+    /// when every app's component starts with a small memory.
+    pub fn resident_memory_bytes(&self) -> usize {
+        self.resident_memory_bytes
     }
 
     /// Starts the thread that interrupts a guest computing past its deadline (see `timer`). Call it once, in the
