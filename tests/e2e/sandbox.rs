@@ -12,6 +12,8 @@ use crate::support::postgres::Postgres;
 use crate::support::{Server, command};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
+/// The same guest linked with a 64 KiB stack (its memory is rewritten in place between requests).
+const MISBEHAVE_SMALL: &str = env!("WASMCORN_GUEST_MISBEHAVE_SMALL");
 
 /// The misbehave guest on one worker, with small limits so that the tests run fast.
 fn misbehave(args: &[&str]) -> Server {
@@ -73,6 +75,19 @@ fn guest_past_its_timeout_gets_503_and_a_logged_backtrace_and_the_worker_goes_on
     assert!(log.contains("misbehave.wasm!misbehave::spin"), "the wasm backtrace names the function:\n{log}");
     assert!(!log.contains("Stack backtrace"), "the host's own stack is not logged:\n{log}");
     assert_worker_survived(&server, worker, "/loop");
+}
+
+#[test]
+fn a_small_stack_that_overflows_traps_out_of_bounds_and_the_worker_goes_on() {
+    // The stack sits at the bottom of the linear memory: running out of it goes below address 0, which traps.
+    let server = Server::start(MISBEHAVE_SMALL, 1, &["--log-level", "debug"]);
+    server.wait_for_line("Linear memory kept resident between requests: 256 KiB");
+    let worker = the_worker(&server);
+    let response = server.get("/stack");
+    assert_eq!(response.status, 500, "{}", server.log_text());
+    server.wait_for_line("Guest failure handling request GET /stack HTTP/1.1: wasm trap: out of bounds memory access");
+    server.wait_for_line("misbehave_small.wasm!misbehave_small::recurse");
+    assert_worker_survived(&server, worker, "a stack overflow");
 }
 
 #[test]
