@@ -1,7 +1,8 @@
 //! The compile step: turns an app's component into a precompiled artefact in a content-addressed cache, so that
 //! every worker maps the same file (its code pages are then shared through the page cache). It compiles with
 //! parallel compilation and so must run in a short-lived process of its own, never in the arbiter or a worker.
-//! It records the SHA-256 of each artefact's bytes, which workers check before they map the file (see `trust`).
+//! It records the SHA-256 of each artefact's bytes, which workers check before they map the file (see `trust`),
+//! and the component's largest initial linear memory, from which a worker's pool chooses how to reset memory.
 
 use std::fs;
 use std::hash::{Hash, Hasher};

@@ -1,7 +1,8 @@
-//! What the compile step and the workers build alike: the engine configuration (pooling allocator sized for one
-//! request at a time, epoch interruption, a bounded wasm stack, no compiler in a worker), the bounds of one
-//! request's store, and the linker (WASI and the wasmcorn interfaces) that checks a component is a wasmcorn app
-//! and pre-instantiates it. The artefact a compile step writes is only valid for the same configuration.
+//! What the compile step and the workers build alike: the engine configuration (pooling allocator sized for one request
+//! at a time, how much of a linear memory it rewrites in place rather than unmaps between requests, epoch interruption,
+//! a bounded wasm stack, no compiler in a worker), the bounds of one request's store, and the linker (WASI and the
+//! wasmcorn interfaces) that checks a component is a wasmcorn app and pre-instantiates it. The artefact a compile step
+//! writes is only valid for the same configuration.
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker};
