@@ -26,27 +26,22 @@ const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// A linear memory that starts at most this large (two wasm pages) is a small one: a guest built with a small
 /// stack, such as `sample:hello` (64 KiB of stack, its data, and a page of heap once it runs).
-pub(super) const SMALL_INITIAL_MEMORY: u64 = 128 << 10;
+const SMALL_INITIAL_MEMORY: u64 = 128 << 10;
 /// How much of each linear memory a pool of small-memory apps keeps resident between requests: reset by rewriting
 /// it (zeroes, and the component's initial image) rather than by unmapping it, which then costs neither the
 /// `madvise` and its TLB flush nor the page faults of the next request. Room for a small memory and two more
 /// pages of heap.
-pub(super) const SMALL_MEMORY_KEPT_RESIDENT: usize = 256 << 10;
+const SMALL_MEMORY_KEPT_RESIDENT: usize = 256 << 10;
 
 /// How much of each linear memory to keep resident in a pool whose apps' components start with linear memories of
 /// `initial_memories` bytes (the largest of each component): all of a small memory when every app's is small;
-/// none otherwise. Rewriting a region costs for every byte of it, touched or not (about 20 us for the 1.1 MiB of a
-/// Rust guest, measured), and
-/// most guests' touched pages lie above a 1 MiB stack (Rust's default), so for them unmapping stays cheaper.
+/// none otherwise (and for no app). Rewriting a region costs for every byte of it, touched or not (about 20 us
+/// for the 1.1 MiB of a Rust guest, measured), and most guests' touched pages lie above a 1 MiB stack (Rust's
+/// default), so for them unmapping stays cheaper.
 pub(super) fn resident_memory_bytes(initial_memories: impl IntoIterator<Item = u64>) -> usize {
-    let mut any = false;
-    for initial in initial_memories {
-        if initial > SMALL_INITIAL_MEMORY {
-            return 0;
-        }
-        any = true;
-    }
-    if any { SMALL_MEMORY_KEPT_RESIDENT } else { 0 }
+    let mut initial_memories = initial_memories.into_iter().peekable();
+    let some = initial_memories.peek().is_some();
+    if some && initial_memories.all(|initial| initial <= SMALL_INITIAL_MEMORY) { SMALL_MEMORY_KEPT_RESIDENT } else { 0 }
 }
 
 /// The engine configuration of a pool whose apps use at most `max_memory_bytes` of linear memory, in a worker that

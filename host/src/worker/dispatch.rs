@@ -12,7 +12,7 @@ use super::answers;
 use super::environ;
 use super::exchange::HttpExchange;
 use super::handoff::{self, Channel, SendError, Stage};
-use super::heads::{Arrived, Origin};
+use super::heads::{self, Arrived, Origin};
 use super::heartbeat::Slot;
 use super::serve::{self, KeptAlive, Target};
 use crate::guest::Runtime;
@@ -132,10 +132,7 @@ impl<'a> Dispatch<'a> {
             PoolKey::Dedicated(_) => Stage::Routed { script_name: script_name.to_string() },
         };
         let Arrived { conn, request, peer, .. } = arrived;
-        let (stream, bytes) = conn.into_parts();
-        // A connection that was idle here keeps its spent registration (see `heads::idle`); it goes now, or it
-        // would stay in this worker's epoll for as long as the other worker keeps the socket open.
-        let _ = epoll.delete(&stream);
+        let (stream, bytes) = heads::leave(epoll, conn);
         match handoff::send(channel.sender(), &stream, &stage, &bytes) {
             // Our copy of the socket closes here; the pool's worker has its own.
             Ok(()) => Handled::HandedOver,

@@ -278,6 +278,16 @@ fn watch(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Re
     }
 }
 
+/// A connection with a request that leaves this worker (handed to another pool, or relayed to an idle worker of
+/// its own): its stream and buffered bytes. The spent registration a connection that was idle here keeps while its
+/// request is served (see `idle`) is removed, or it would stay in this worker's epoll for as long as the other
+/// worker keeps the socket open.
+pub(super) fn leave(epoll: &Epoll, conn: Connection<Stream>) -> (Stream, Vec<u8>) {
+    let (stream, bytes) = conn.into_parts();
+    let _ = epoll.delete(&stream);
+    (stream, bytes)
+}
+
 /// Reads everything the non-blocking socket has, until the head is complete or fails.
 fn read_available(conn: &mut Connection<Stream>, limits: &HeadLimits) -> Progress {
     loop {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use nix::sys::epoll::Epoll;
 
 use super::idle::Idle;
-use super::{Arrived, FAST_CLIENT_GRACE, Heads, Origin, Pending};
+use super::{Arrived, FAST_CLIENT_GRACE, Heads, Origin, Pending, leave};
 use crate::http::{self, Connection, HttpError};
 use crate::worker::answers;
 use crate::worker::farewell::Queued;
@@ -70,9 +70,7 @@ impl Heads {
                 Origin::Accepted => Stage::Unrouted,
                 Origin::HandedOver { script_name } => Stage::Routed { script_name },
             };
-            let (stream, bytes) = conn.into_parts();
-            // The spent registration of a connection that was idle here, if it has one (see `heads::idle`).
-            let _ = epoll.delete(&stream);
+            let (stream, bytes) = leave(epoll, conn);
             return Some(Some(Handed { stream, peer, local, stage, bytes }));
         }
         let (stream_and_bytes, peer, local, stage) = if let Some((_, pending)) = self.pending.pop_first() {
