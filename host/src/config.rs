@@ -6,6 +6,7 @@ mod grants;
 mod layers;
 mod manifest;
 mod metrics;
+mod seconds;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::routing::Router;
 use crate::settings::{HeadLimits, HttpSettings, StatsdSettings, TrustedProxies};
 use crate::site::{App, Site};
 use accounts::{parse_group, parse_user};
+use seconds::Zero;
 
 pub(crate) use layers::one_line;
 
@@ -85,9 +87,7 @@ impl Config {
         if args.workers == 0 {
             bail!("--workers must be at least 1");
         }
-        if !(args.guest_timeout.is_finite() && args.guest_timeout > 0.0) {
-            bail!("--guest-timeout must be a positive number of seconds, not {}", args.guest_timeout);
-        }
+        let guest_timeout = seconds::fractional("--guest-timeout", args.guest_timeout, Zero::Refused)?;
         if args.max_memory == 0 {
             bail!("--max-memory must be at least 1 MiB");
         }
@@ -116,7 +116,7 @@ impl Config {
             args.apps.is_some(),
         )?;
         let limits = Limits {
-            guest_timeout: Duration::from_secs_f64(args.guest_timeout),
+            guest_timeout,
             max_memory_bytes: usize::try_from(args.max_memory)?.saturating_mul(1 << 20),
             instance_reuse: args.instance_reuse,
         };
@@ -134,8 +134,8 @@ impl Config {
             binds: args.bind,
             workers: args.workers,
             cache_dir,
-            timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
-            graceful_timeout: Duration::from_secs(args.graceful_timeout),
+            timeout: Some(seconds::whole("--timeout", args.timeout, Zero::Allowed)?).filter(|time| !time.is_zero()),
+            graceful_timeout: seconds::whole("--graceful-timeout", args.graceful_timeout, Zero::Allowed)?,
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
             max_worker_memory: (args.max_worker_memory > 0).then(|| args.max_worker_memory.saturating_mul(1 << 20)),
@@ -223,12 +223,8 @@ fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
     if args.limit_pending_heads < MIN_PENDING_HEADS {
         bail!("--limit-pending-heads must be at least {MIN_PENDING_HEADS} bytes, not {}", args.limit_pending_heads);
     }
-    if !(args.client_timeout.is_finite() && args.client_timeout > 0.0) {
-        bail!("--client-timeout must be a positive number of seconds, not {}", args.client_timeout);
-    }
-    if !(args.keep_alive.is_finite() && args.keep_alive >= 0.0) {
-        bail!("--keep-alive must be a number of seconds, 0 or more, not {}", args.keep_alive);
-    }
+    let client_timeout = seconds::fractional("--client-timeout", args.client_timeout, Zero::Refused)?;
+    let keep_alive = seconds::fractional("--keep-alive", args.keep_alive, Zero::Allowed)?;
     let trusted_proxies: TrustedProxies =
         args.forwarded_allow_ips.parse().map_err(|err| anyhow::anyhow!("--forwarded-allow-ips: {err}"))?;
     Ok(HttpSettings {
@@ -238,9 +234,9 @@ fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
             field_size: args.limit_request_field_size,
         },
         pending_heads_limit: args.limit_pending_heads,
-        client_timeout: Duration::from_secs_f64(args.client_timeout),
+        client_timeout,
         trusted_proxies,
-        keep_alive: Duration::from_secs_f64(args.keep_alive),
+        keep_alive,
         max_idle_connections: args.max_idle_connections,
     })
 }

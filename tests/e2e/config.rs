@@ -94,6 +94,27 @@ fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
     assert_one_line_error(&run(&["serve", "--access-logformat", "%(zz)s"], &[]), &["--access-logformat", "%(zz)s"]);
 }
 
+/// A time setting is at most a year, wherever it is given: longer ones made the float conversion panic or the
+/// clock arithmetic overflow (a worker dying on every connection, the arbiter on SIGTERM).
+#[test]
+fn time_settings_past_a_year_are_one_line_errors() {
+    for (flag, value) in [
+        ("--guest-timeout", "1e300"),
+        ("--client-timeout", "1e19"),
+        ("--keep-alive", "1e300"),
+        ("--keep-alive", "31536001"),
+        ("--graceful-timeout", "18446744073709551615"),
+        ("--timeout", "31536001"),
+    ] {
+        let output = run(&["serve", flag, value, "--check-config"], &[]);
+        assert_one_line_error(&output, &[flag, value, "31536000 (a year)"]);
+    }
+    let (_dir, file) = config_file("keep-alive = 1e300\n");
+    assert_one_line_error(&run(&["serve", "--config", &file, "--check-config"], &[]), &["--keep-alive", "1e300"]);
+    let year = run(&["serve", "--keep-alive", "31536000", "--graceful-timeout", "31536000", "--check-config"], &[]);
+    assert!(year.status.success(), "a year is allowed: {}", String::from_utf8_lossy(&year.stderr));
+}
+
 #[test]
 fn check_config_validates_the_app_and_exits() {
     let (_dir, file) = config_file("app = \"sample:echo\"\nworkers = 4\n");

@@ -5,6 +5,8 @@
 
 mod client;
 
+use std::collections::HashMap;
+
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -192,6 +194,65 @@ fn clients_past_the_idle_limit_are_answered_then_closed() {
     assert_closing(&second.get("h", "/"), 200);
     assert_eq!(second.end(), End::Closed);
     assert_kept(&first.get("h", "/"), 200);
+}
+
+/// An idle connection that its busy worker hands over may reach a worker that holds its fill of idle connections
+/// already: its next request is still answered there (that worker closes its own oldest idle connection instead).
+#[test]
+fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
+    let mut args = vec!["--max-idle-connections", "2", "--guest-timeout", "30"];
+    args.extend(WITH_PIDS);
+    let server = Server::start(MISBEHAVE, 2, &args);
+    // Two idle connections on each worker, the limit of both.
+    let mut held: HashMap<Pid, Vec<Client>> = HashMap::new();
+    for attempt in 0..100 {
+        if held.len() == 2 && held.values().all(|clients| clients.len() == 2) {
+            break;
+        }
+        let mut client = Client::connect(&server);
+        let response = client.get("h", &format!("/count?fill={attempt}"));
+        let worker = served_by(&server, &format!("GET /count?fill={attempt} HTTP/1.1"));
+        if response.header("connection") == Some("keep-alive") {
+            held.entry(worker).or_default().push(client);
+        }
+    }
+    assert!(held.len() == 2 && held.values().all(|clients| clients.len() == 2), "each worker holds two");
+    let holder = *held.keys().next().expect("a worker");
+    let mut at_holder = held.remove(&holder).expect("its connections");
+    let (mut long, mut idle) = (at_holder.pop().expect("one"), at_holder.pop().expect("another"));
+    start_long_request(&server, &mut long);
+    // The other idle connection of the busy worker asks for its next request.
+    let response = idle.get("h", "/count?handed=1");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let other = served_by(&server, "GET /count?handed=1 HTTP/1.1");
+    assert_ne!(other, holder, "the request waited for its busy worker:\n{}", server.log_text());
+    long.send(b"x");
+    assert_kept(&long.response(), 200);
+}
+
+/// A response that closes its connection reaches the client whole, even when the client pipelined more behind the
+/// request: the worker discards what it will not answer and ends with a FIN, never a reset that would throw away
+/// the part of the response still in its send buffer.
+#[test]
+fn a_closing_response_reaches_a_client_that_pipelined_more_whole() {
+    let server = Server::start("sample:echo", 1, &["--keep-alive", "0"]);
+    let body = vec![b'x'; 1 << 20];
+    let mut client = Client::with_small_receive_buffer(&server);
+    client.send(format!("POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    client.send(&body);
+    // Less than any socket buffer holds, so that the client is never stuck sending while the server writes.
+    let pipelined = "GET /second HTTP/1.1\r\nHost: h\r\n\r\n".repeat(1000);
+    client.send(pipelined.as_bytes());
+    // The client reads a little later, as a busy one does: the worker has written all it could by then, and closed.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let response = client.response();
+    assert_closing(&response, 200);
+    // Streamed in chunks: whole when the last chunk came.
+    assert!(response.raw.ends_with(b"\r\n0\r\n\r\n"), "the whole body, {} bytes came", response.raw.len());
+    assert_eq!(response.json()["body_length"], 1 << 20);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("\"POST /first HTTP/1.1\" 200");
+    assert!(!server.log_text().contains("GET /second"), "nothing pipelined behind a closing response is served");
 }
 
 #[test]

@@ -223,6 +223,36 @@ fn build_names_a_missing_module_or_callable() {
     assert!(!out.path().join("app.wasm").exists(), "a failed build writes no component");
 }
 
+/// In a folder others may write, names planted before the build (`app.wasm.partial`, the old temporary, and
+/// `app.wasm` itself, both symlinks to a file of the builder's) are never written through: the component lands as
+/// a new file of ours and the linked file is untouched.
+#[test]
+fn build_writes_through_no_name_planted_beside_its_output() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let src = crate::support::python::app_dir("plain");
+    let shared = tempfile::tempdir().expect("a temporary folder");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let victim = tempfile::NamedTempFile::new().expect("a file of the builder's");
+    std::fs::write(victim.path(), b"untouched").expect("write the file");
+    let output = shared.path().join("app.wasm");
+    for planted in ["app.wasm.partial", "app.wasm"] {
+        symlink(victim.path(), shared.path().join(planted)).expect("plant a symlink");
+    }
+    let result = build(&["plain_app:application", "--src", src.to_str().unwrap(), "-o", output.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let linked = std::fs::read(victim.path()).expect("read the file");
+    assert!(linked == b"untouched", "the linked file was written: {} bytes now", linked.len());
+    let meta = std::fs::symlink_metadata(&output).expect("the component");
+    assert!(meta.is_file(), "a new file, not the planted link: {meta:?}");
+    let component = std::fs::read(&output).expect("read the component");
+    assert!(component.starts_with(b"\0asm"), "a component");
+    let left: Vec<String> = std::fs::read_dir(shared.path())
+        .expect("list the folder")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "the component and the planted partial, nothing of the build's: {left:?}");
+}
+
 #[test]
 fn build_refuses_a_requirement_with_a_c_extension() {
     let src = crate::support::python::app_dir("native");

@@ -349,6 +349,16 @@ fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     let failed = server.wait_for_line("Reload failed, the current workers keep serving");
     assert!(failed.contains(r#"app "hello": key "name": another app has the same name"#), "{failed}");
     assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+    // A guest timeout past a year: refused the same way (it made the arbiter panic, and the server go down).
+    site.write(&format!(
+        "{}\n[[app]]\nname = \"slow\"\ncomponent = \"sample:echo\"\nhosts = \"slow.test\"\nguest_timeout = 1e300\n",
+        manifest("e", "v")
+    ));
+    server.signal(Signal::SIGHUP);
+    let failed = server.wait_for_count("Reload failed, the current workers keep serving", 2).remove(1);
+    assert!(failed.contains(r#"app "slow": key "guest_timeout" must be a positive number"#), "{failed}");
+    assert!(failed.contains("at most 31536000 (a year), not 1e300"), "{failed}");
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
 
     // Remove evil, add a pool for a new app on its host.
     let (evil, _) = pool_pids(&server, "evil");

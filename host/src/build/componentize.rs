@@ -1,9 +1,13 @@
 //! Runs componentize-py: it imports the generated module (and so the app, and the warm-up requests) inside the
 //! CPython it bundles, snapshots the initialised interpreter, and writes the component. An error the SDK's loader
-//! reports is the line after its marker; any other failure is componentize-py's last error line.
+//! reports is the line after its marker; any other failure is componentize-py's last error line. It writes into
+//! a new owner-only folder beside the output, named at random, so that no name someone else could plant in a
+//! shared folder (a symlink at `OUTPUT.partial`) is ever written through; the finished file is renamed into place.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
 
 use anyhow::{Context, bail};
 
@@ -19,7 +23,8 @@ const RUN_COMPONENTIZE_PY: &str =
 
 /// Packages the app into `output` (written whole or not at all).
 pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], output: &Path) -> anyhow::Result<()> {
-    let partial = partial_name(output);
+    let beside = private_folder_beside(output)?;
+    let partial = beside.path().join("component.wasm");
     let mut componentize = command(&toolchain.python());
     componentize
         .args(["-c", RUN_COMPONENTIZE_PY, "--quiet", "-d"])
@@ -32,7 +37,6 @@ pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], o
     componentize.arg("-o").arg(&partial).env("VIRTUAL_ENV", &glue.no_venv);
     let result = componentize.output().context("cannot run componentize-py")?;
     if !result.status.success() {
-        let _ = fs::remove_file(&partial);
         let text = String::from_utf8_lossy(&result.stderr);
         if let Some(line) = text.lines().find_map(|line| line.split_once(MARKER).map(|(_, rest)| rest.trim())) {
             bail!("{}", crate::log::escape(line));
@@ -43,9 +47,15 @@ pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], o
     Ok(())
 }
 
-/// `output` with `.partial` appended, beside it.
-fn partial_name(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
+/// A new folder in the folder of `output` (so that the rename stays on one file system), only ours (0700), removed
+/// when dropped with whatever is left in it.
+fn private_folder_beside(output: &Path) -> anyhow::Result<TempDir> {
+    let folder = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".wasmcorn-build-")
+        .tempdir_in(folder)
+        .with_context(|| format!("cannot write in {}", folder.display()))
 }

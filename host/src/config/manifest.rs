@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::accounts::{parse_group, parse_user};
 use super::grants;
 use super::layers::one_line;
+use super::seconds::{self, Zero};
 use crate::guest::{AppSource, Capabilities, Guest, Limits};
 use crate::routing::{AppId, HostPattern, Route, Router, normalise_prefix};
 use crate::site::{App, DedicatedPool, Site};
@@ -221,8 +222,7 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
     let net = grants::net(&table.allow_net.into_vec()).context("key \"allow_net\"")?;
     let http = grants::http(&table.allow_http.into_vec()).context("key \"allow_http\"")?;
     let guest_timeout = match table.guest_timeout {
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Duration::from_secs_f64(seconds),
-        Some(seconds) => bail!("key \"guest_timeout\" must be a positive number of seconds, not {seconds}"),
+        Some(value) => seconds::fractional("key \"guest_timeout\"", value, Zero::Refused)?,
         None => defaults.guest_timeout,
     };
     let max_memory_bytes = match table.max_memory {

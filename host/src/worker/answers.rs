@@ -1,11 +1,15 @@
 //! The worker's own answers, given without an app: a request that could not be read or is refused (4xx/5xx
 //! from `HttpError`), a request no app takes (404), one whose pool is full or whose app is stopped (503). Each is
 //! written with a bounded wait and followed by a closing drain, so that the client reads the answer rather than a
-//! reset. Also the one builder of the access-log record, for these answers and for the apps' responses.
+//! reset. Also the one builder of the access-log record, for these answers and for the apps' responses, and the
+//! close after an app's response that ends its connection, which discards what the client pipelined first.
 
 use std::io::Read;
 use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::{MsgFlags, recv};
 
 use crate::http::{self, Connection, HttpError, Request, Sent};
 use crate::listener::{Peer, Stream};
@@ -17,6 +21,8 @@ use super::meter;
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much of what a rejected client still sends is discarded, without waiting, before closing.
 const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
+/// How much of what a client pipelined behind a request whose response closes is discarded, without waiting.
+const PIPELINED_DISCARD_BUDGET: usize = 1 << 20;
 
 /// Writes the access-log line of `request`, answered for `app` (empty without a manifest; `-` when no app did)
 /// to the client at `remote_addr` (`-` when unknown) with `sent` and `response_headers`, `started` at the end of
@@ -86,9 +92,28 @@ fn write_host_answer(conn: &mut Connection<Stream>, status: u16) -> bool {
 fn close_discarding(stream: &mut Stream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_nonblocking(true);
+    discard(stream, REJECT_DRAIN_BUDGET);
+}
+
+/// Closes a connection after an app's response that closes it. What the client sent behind the request
+/// (pipelined requests this connection will not answer) is discarded first, up to `budget` bytes and without
+/// waiting, after a FIN: closed with unread bytes, the connection would be reset, and the kernel would throw
+/// away the part of the response the client had not read yet. When nothing is there (the usual case), it is
+/// closed as it is, one read later.
+pub(super) fn close_after_response(stream: &mut Stream) {
+    let mut scratch = [0u8; 16 * 1024];
+    // Never waits, whatever mode the socket is in.
+    let Ok(count @ 1..) = recv(stream.as_fd().as_raw_fd(), &mut scratch, MsgFlags::MSG_DONTWAIT) else { return };
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_nonblocking(true);
+    discard(stream, PIPELINED_DISCARD_BUDGET.saturating_sub(count));
+}
+
+/// Reads and drops what has arrived on the non-blocking `stream`, up to `budget` bytes.
+fn discard(stream: &mut Stream, budget: usize) {
     let mut discarded = 0;
     let mut scratch = [0u8; 16 * 1024];
-    while discarded < REJECT_DRAIN_BUDGET {
+    while discarded < budget {
         match stream.read(&mut scratch) {
             Ok(0) | Err(_) => break,
             Ok(count) => discarded += count,

@@ -109,6 +109,8 @@ pub(super) fn request(
         exchange.conn.stream().set_patience(patience);
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
+    let HttpExchange { conn, .. } = exchange;
+    answers::close_after_response(conn.map_stream(WatchedStream::into_inner).stream());
     None
 }
 

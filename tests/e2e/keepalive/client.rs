@@ -31,6 +31,15 @@ impl Client {
         Client { stream, buffer: Vec::new() }
     }
 
+    /// A client whose socket takes in at most 64 KiB at a time, so that the server's last writes of a large
+    /// response wait in the server's send buffer until the client reads.
+    pub(super) fn with_small_receive_buffer(server: &Server) -> Client {
+        let client = Client::connect(server);
+        nix::sys::socket::setsockopt(&client.stream, nix::sys::socket::sockopt::RcvBuf, &(64 * 1024))
+            .expect("set SO_RCVBUF");
+        client
+    }
+
     pub(super) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send a request");
     }

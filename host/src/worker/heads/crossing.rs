@@ -26,7 +26,7 @@ impl Heads {
             Stage::Routed { script_name } => Origin::HandedOver { script_name },
             Stage::Unrouted => Origin::Accepted,
             Stage::Idle { left } => {
-                return self.watch_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
+                return self.admit_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
             }
             Stage::Arriving { left } => {
                 // Its grace is over: it was accepted elsewhere, a while ago.

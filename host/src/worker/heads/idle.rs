@@ -69,6 +69,28 @@ impl Heads {
         }
     }
 
+    /// Takes an idle connection another worker of the pool handed over. Its client may have sent its next request
+    /// while it crossed, so it is read at once, as a woken idle connection is; one still silent waits here. When
+    /// that makes one more than this worker holds, its oldest idle connection is closed (read first: one whose next
+    /// request has begun stays, as a head) rather than the one just handed over, whose client is the more active.
+    pub(super) fn admit_idle(
+        &mut self,
+        epoll: &Epoll,
+        conn: Connection<Stream>,
+        peer: Peer,
+        local: Local,
+        deadline: Instant,
+    ) {
+        let key = self.take_key();
+        self.idle.insert(key, Idle { conn, peer, local, deadline });
+        self.wake_idle(epoll, key, true);
+        if self.idle.len() > self.max_idle
+            && let Some(&oldest) = self.idle.keys().next()
+        {
+            self.wake_idle(epoll, oldest, false);
+        }
+    }
+
     /// Closes every idle connection (the worker stops): each is read once first, and one whose next request has
     /// started arriving is kept as a head still arriving, to be served.
     pub(in crate::worker) fn close_idle(&mut self, epoll: &Epoll) {
