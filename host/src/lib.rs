@@ -19,6 +19,7 @@ pub mod guest;
 pub mod http;
 mod listener;
 mod log;
+mod planted;
 mod process;
 mod routing;
 mod settings;

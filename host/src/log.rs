@@ -37,7 +37,7 @@ pub(crate) fn write(level: Level, message: impl Display) {
     }
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z");
     let line = format!("[{now}] [{}] [{}] {message}\n", std::process::id(), level.name());
-    sink::write_error(line.as_bytes());
+    sink::write_error(&line);
 }
 
 pub(crate) fn info(message: impl Display) {
@@ -82,6 +82,15 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(escaped)
+}
+
+/// The longest start of `text` of at most `bytes` bytes that ends at a character boundary.
+pub(crate) fn prefix(text: &str, bytes: usize) -> &str {
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Writes one access-log line.

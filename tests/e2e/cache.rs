@@ -168,6 +168,29 @@ fn a_cache_folder_of_another_user_stops_the_start_with_one_line() {
     assert!(stderr.contains(cache.to_str().unwrap()) && stderr.contains("belongs to uid 0"), "{stderr}");
 }
 
+/// A cache folder named through a symlink that another user may have planted (its folder is everyone's, like
+/// /tmp) is refused: followed, it made the compile step take group write away from the folder it points to, and
+/// write there.
+#[test]
+fn a_cache_folder_that_is_a_symlink_in_a_shared_folder_stops_the_start_with_one_line() {
+    let (_dir, target) = fresh_cache();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.path().join("cache");
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    let output = command(&["serve", "sample:hello", "--check-config", "--cache-dir", planted.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is a symlink in a folder others may change"), "{stderr}");
+    assert_eq!(mode(&target), 0o775, "the folder it points to is left alone");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "nothing is written there");
+}
+
 /// The `Started a new arbiter (pid:N)` line's pid.
 fn successor_pid(server: &Server) -> Pid {
     let line = server.wait_for_line("Started a new arbiter (pid:");

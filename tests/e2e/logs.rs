@@ -189,6 +189,45 @@ fn log_files_are_owner_only_and_never_opened_through_a_symlink_in_a_shared_folde
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the start fails: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("a symlink in a folder others may write"), "{stderr}");
+    assert!(stderr.contains("a symlink in a folder others may change"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link's target is unchanged");
+
+    // There, a file another user planted at the log's name, one everyone may read: the logs would be theirs.
+    let planted = shared.path().join("access.log");
+    std::fs::write(&planted, "").unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).expect("chown, as root");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--access-logfile", planted.to_str().unwrap()];
+    // Followed by nothing: a server that started anyway is stopped when the test gives up.
+    let mut server = Server::launch(command(&args), std::process::Stdio::null());
+    assert!(!server.wait_exit().success(), "the start fails");
+    let stderr = server.log_text();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("belongs to uid 65534, in a folder others may change"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "", "nothing is logged into it");
+}
+
+/// A log record is one `write` of at most 4096 bytes (a pipe's `PIPE_BUF`): a guest's long error message or output
+/// line is cut, and says so, so that two workers writing to one pipe (the test's here, systemd's or docker's in
+/// production) never mix their records.
+#[test]
+fn long_guest_messages_are_cut_to_one_pipe_write_and_never_interleave() {
+    let server = Server::start(MISBEHAVE, 2, &["--limit-request-line", "0"]);
+    let message = "m".repeat(60_000);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| assert_eq!(server.get(&format!("/refuse?message={message}")).status, 500));
+        }
+    });
+    let errors = server.wait_for_count("Error handling request GET /refuse", 8);
+    let outputs = server.wait_for_count("[guest stdout] mmmm", 8);
+    for line in errors.iter().chain(&outputs) {
+        // The line as read, without its newline.
+        assert!(line.len() < 4096, "{} bytes", line.len());
+        assert!(line.ends_with(" bytes cut]"), "{}", &line[line.len().saturating_sub(60)..]);
+    }
+    for line in server.log_text().lines() {
+        let start = &line[..line.len().min(60)];
+        assert!(line.starts_with('[') || line.starts_with("127.0.0.1 "), "a line that starts no record: {start}");
+    }
 }

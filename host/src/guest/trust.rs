@@ -13,6 +13,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
+use crate::planted::in_folder_others_control;
+pub(super) use crate::planted::own_uid;
+
 /// The cache folder's mode: other users' pools (a dedicated pool's own `user`) may read, only its owner writes.
 const FOLDER_MODE: u32 = 0o755;
 /// An artefact's mode, for the same reason.
@@ -41,16 +44,14 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The user this process runs as: the owner its artefacts must have.
-pub(super) fn own_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
 /// In the compile step: makes sure `dir` exists, belongs to this process's user and is writable by nobody
 /// else. A missing folder is created `0755`; a folder of ours that group or others may write is repaired
 /// (their write bits taken away) and the mode it had is returned; a folder of another user, or a shared one
-/// (sticky, like /tmp), is an error.
+/// (sticky, like /tmp), is an error, and so is a symlink in a folder others may change (it is not followed).
 pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
+    if in_folder_others_control(dir) && fs::symlink_metadata(dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        bail!("the cache folder {} is a symlink in a folder others may change: give the folder itself", dir.display());
+    }
     let meta =
         match fs::metadata(dir) {
             Ok(meta) => meta,

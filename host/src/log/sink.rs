@@ -1,18 +1,22 @@
-//! Where log lines are written: stderr or an append-mode file, one `write` per line; files are reopened on
-//! demand (SIGUSR1) so that log rotation works. A log file the server creates is its user's alone, whatever the
-//! umask, and in a folder others may write (such as /tmp) a name that is a symlink is refused: someone else may
-//! have planted it there to make the server write into another file.
+//! Where log lines are written: stderr or an append-mode file, one `write` per line of at most 4096 bytes (a
+//! longer one is cut, and says so), so that lines from the arbiter and every worker never interleave, even on a
+//! shared pipe; files are reopened on demand (SIGUSR1) so that log rotation works. A log file the server creates
+//! is its user's alone, whatever the umask. In a folder others may change (such as /tmp, or another user's), a
+//! name that is a symlink or a file of another user is refused: someone else may have planted it there, to make
+//! the server write into another file or into one they can read.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use super::access::AccessFormat;
 use super::settings::{Settings, Target};
+use crate::planted;
 
 struct Sinks {
     error: Sink,
@@ -34,40 +38,57 @@ impl Sink {
         Ok(Sink { target: target.clone(), file })
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, record: &str) {
         match &mut self.file {
             // Nothing sensible can be done when the log itself fails; the server keeps serving.
             Some(file) => {
-                let _ = file.write_all(bytes);
+                let _ = file.write_all(fit(record).as_bytes());
             }
-            None => write_stderr(bytes),
+            None => write_stderr(record),
         }
     }
+}
+
+/// The longest record written: what one `write` to a pipe delivers in one piece (`PIPE_BUF`), so that no other
+/// process's record lands inside it when every worker writes to the same pipe (stderr under systemd or docker).
+const RECORD_MAX: usize = 4096;
+
+/// `record` (a line, or a block of lines, ending with a newline) cut to `RECORD_MAX` bytes at a character boundary
+/// when longer, with how many bytes were cut at its end.
+fn fit(record: &str) -> Cow<'_, str> {
+    if record.len() <= RECORD_MAX {
+        return Cow::Borrowed(record);
+    }
+    // Room for the note: " [", 20 digits at most, " bytes cut]\n".
+    let kept = super::prefix(record, RECORD_MAX - 34);
+    let text_length = record.strip_suffix('\n').unwrap_or(record).len();
+    Cow::Owned(format!("{kept} [{} bytes cut]\n", text_length - kept.len()))
 }
 
 static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
+    let others_control_folder = planted::in_folder_others_control(path);
     let mut options = OpenOptions::new();
     options.create(true).append(true).mode(0o600);
-    if in_shared_folder(path) {
+    if others_control_folder {
         options.custom_flags(nix::libc::O_NOFOLLOW);
     }
-    options.open(path).with_context(|| match std::fs::symlink_metadata(path) {
+    let file = options.open(path).with_context(|| match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
-            format!("cannot open the log file {}: a symlink in a folder others may write", path.display())
+            format!("cannot open the log file {}: a symlink in a folder others may change", path.display())
         }
         _ => format!("cannot open the log file {}", path.display()),
-    })
-}
-
-/// Whether the folder of `path` may be written by users other than its owner.
-fn in_shared_folder(path: &Path) -> bool {
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    std::fs::metadata(folder).is_ok_and(|meta| meta.mode() & 0o022 != 0)
+    })?;
+    let owner = file.metadata().with_context(|| format!("cannot check the log file {}", path.display()))?.uid();
+    if others_control_folder && owner != planted::own_uid() {
+        bail!(
+            "cannot use the log file {}: it belongs to uid {owner}, in a folder others may change (remove it, or \
+             log elsewhere)",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 pub(super) fn init(settings: &Settings) -> anyhow::Result<()> {
@@ -91,10 +112,10 @@ pub(super) fn reopen() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn write_error(bytes: &[u8]) {
+pub(super) fn write_error(record: &str) {
     match SINKS.lock().as_deref_mut() {
-        Ok(Some(sinks)) => sinks.error.write(bytes),
-        _ => write_stderr(bytes),
+        Ok(Some(sinks)) => sinks.error.write(record),
+        _ => write_stderr(record),
     }
 }
 
@@ -104,13 +125,33 @@ pub(super) fn write_access(render: impl FnOnce(&AccessFormat) -> String) {
     match SINKS.lock().as_deref_mut() {
         Ok(Some(sinks)) => {
             let line = render(&sinks.access_format);
-            sinks.access.write(line.as_bytes());
+            sinks.access.write(&line);
         }
-        _ => write_stderr(render(&AccessFormat::default()).as_bytes()),
+        _ => write_stderr(&render(&AccessFormat::default())),
     }
 }
 
-fn write_stderr(bytes: &[u8]) {
+fn write_stderr(record: &str) {
     // Nothing sensible can be done when stderr itself fails; the server keeps serving.
-    let _ = std::io::stderr().write_all(bytes);
+    let _ = std::io::stderr().write_all(fit(record).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_longer_than_a_pipe_write_is_cut_and_says_so() {
+        assert!(matches!(fit("short\n"), Cow::Borrowed("short\n")));
+        let exact = format!("{}\n", "x".repeat(RECORD_MAX - 1));
+        assert!(matches!(fit(&exact), Cow::Borrowed(_)));
+        let long = format!("{}\n", "é".repeat(10_000));
+        let cut = fit(&long);
+        assert!(cut.len() <= RECORD_MAX, "{}", cut.len());
+        assert!(cut.ends_with(" bytes cut]\n"), "{cut}");
+        let kept = cut.split(" [").next().unwrap();
+        let noted: usize = cut.rsplit(" [").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(kept.len() + noted, 20_000, "every byte of the text is kept or counted");
+        assert_eq!(cut.matches('\n').count(), 1);
+    }
 }

@@ -24,6 +24,9 @@ use super::watched::WatchedStream;
 /// response rather than a reset (waiting at most `DRAIN_TIMEOUT`).
 const DRAIN_BUDGET: u64 = 1 << 20;
 
+/// The most of a guest's error message that is logged (a log line is cut at 4096 bytes anyway).
+const LOGGED_MESSAGE_MAX: usize = 4096;
+
 /// The app a request goes to, in this worker, and the request's decoded path.
 pub(super) struct Target<'a> {
     /// The app's position in the worker's runtime.
@@ -126,8 +129,10 @@ fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outco
         // Whether the response kept the contract is known once it is finished.
         Outcome::Completed => None,
         Outcome::Refused(message) => {
-            // The guest's message is logged on its line, its control characters escaped.
-            log::error(format_args!("Error handling request {}: {}", what(), log::escape(&message)));
+            // The guest's message is logged on its line, its control characters escaped; no more of it than a log
+            // line holds is escaped.
+            let shown = log::escape(log::prefix(&message, LOGGED_MESSAGE_MAX));
+            log::error(format_args!("Error handling request {}: {shown}", what()));
             Some((500, message))
         }
         Outcome::TimedOut(trace) => {
