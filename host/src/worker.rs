@@ -259,6 +259,7 @@ fn serve_loop(
                 // The server stops: take everything the kernel and the pool's channel already hold for us, then
                 // no more.
                 with_server = true;
+                held.keep_every_head();
                 while inlet.take_waiting(epoll, &mut held, true) {}
                 inlet.let_go_of_listeners(epoll)?;
             }

@@ -61,6 +61,28 @@ fn body_silent_mid_way_gets_408() {
     server.wait_for_line("\"POST / HTTP/1.1\" 408");
 }
 
+/// More silent clients than two workers read heads from (128 each): the ones that have waited longest are refused
+/// `408` to make room, and a normal client arriving after them all is served, long before any client timeout (it
+/// waited for one of those to end before).
+#[test]
+fn past_the_heads_a_worker_reads_the_oldest_make_room_for_a_normal_client() {
+    let server = Server::start("sample:hello", 2, &["--client-timeout", "300"]);
+    let silent: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut stream = connect(&server);
+            stream.write_all(b"G").expect("send a byte");
+            stream
+        })
+        .collect();
+    let response = server.get("/");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello, World!");
+    // All 300 were accepted before it: at most 2 x 128 are still read.
+    let displaced = server.wait_for_count("when a newer connection needed its place", 300 - 256);
+    assert!(displaced.iter().all(|line| line.contains("Invalid request from 127.0.0.1:")), "{displaced:?}");
+    drop(silent);
+}
+
 /// 50 connections that send a byte of their head now and then hold neither of the two workers: a normal client
 /// arriving after them is served at once, while without head deadlines and side-by-side reading it would wait
 /// for 25 of them per worker.

@@ -203,9 +203,10 @@ fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
     let mut args = vec!["--max-idle-connections", "2", "--guest-timeout", "30"];
     args.extend(WITH_PIDS);
     let server = Server::start(MISBEHAVE, 2, &args);
+    server.wait_for_count("Booting worker with pid", 2);
     // Two idle connections on each worker, the limit of both.
     let mut held: HashMap<Pid, Vec<Client>> = HashMap::new();
-    for attempt in 0..100 {
+    for attempt in 0..400 {
         if held.len() == 2 && held.values().all(|clients| clients.len() == 2) {
             break;
         }
@@ -216,7 +217,8 @@ fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
             held.entry(worker).or_default().push(client);
         }
     }
-    assert!(held.len() == 2 && held.values().all(|clients| clients.len() == 2), "each worker holds two");
+    let counts: Vec<usize> = held.values().map(Vec::len).collect();
+    assert!(counts == [2, 2], "each worker holds two: {counts:?}\n{}", server.log_text());
     let holder = *held.keys().next().expect("a worker");
     let mut at_holder = held.remove(&holder).expect("its connections");
     let (mut long, mut idle) = (at_holder.pop().expect("one"), at_holder.pop().expect("another"));

@@ -23,6 +23,9 @@ pub enum HttpError {
     ExpectationFailed,
     /// The client was silent for longer than the client timeout.
     Timeout,
+    /// A head still arriving refused to make room for newer connections: it had waited longest of the most a
+    /// worker reads at once.
+    Displaced,
     /// The connection failed.
     Io(io::Error),
 }
@@ -33,7 +36,7 @@ impl HttpError {
         match self {
             HttpError::Closed | HttpError::Io(_) => None,
             HttpError::BadRequest(_) => Some(400),
-            HttpError::Timeout => Some(408),
+            HttpError::Timeout | HttpError::Displaced => Some(408),
             HttpError::BodyTooLarge => Some(413),
             HttpError::RequestLineTooLong => Some(414),
             HttpError::ExpectationFailed => Some(417),
@@ -67,6 +70,12 @@ impl fmt::Display for HttpError {
             HttpError::VersionNotSupported => write!(f, "HTTP version not supported"),
             HttpError::ExpectationFailed => write!(f, "unsupported expectation"),
             HttpError::Timeout => write!(f, "the client sent too little within the client timeout"),
+            HttpError::Displaced => {
+                write!(
+                    f,
+                    "the head was still arriving, the oldest a worker read, when a newer connection needed its place"
+                )
+            }
             HttpError::Io(err) => write!(f, "connection error: {err}"),
         }
     }

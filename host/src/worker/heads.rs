@@ -1,5 +1,6 @@
-//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once (on a
-//! server stop, of every connection the kernel had queued), without blocking, so that a client that trickles its
+//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once (one more
+//! refuses the one that has waited longest; on a server stop, of every connection the kernel had queued), without
+//! blocking, so that a client that trickles its
 //! head, or sends nothing, costs the worker a buffer and not its time. A head must arrive whole within the client
 //! timeout of its connection's accept (a deadline for the whole head, not for each read); a complete head makes
 //! its request ready to serve, in arrival order. The buffers of the connections held here, heads still arriving
@@ -26,13 +27,16 @@ use crate::http::{self, Connection, HeadLimits, HttpError, Request};
 use crate::listener::{Local, Peer, Stream};
 use crate::settings::HttpSettings;
 
-/// The most connections one worker reads heads from at once; more wait in the listen queue, for this worker or
-/// another.
+/// The most connections one worker reads heads from at once: one more refuses the one that has waited longest
+/// (`408`), so that clients that trickle, or send nothing, cannot keep new clients in the listen queue.
 pub(super) const MAX_PENDING: usize = 128;
-/// How long a worker waits for a new connection's head before it takes another connection. A fast client sends
-/// its head at once, and a worker that took many connections at once would keep them from idle workers; a
-/// client still silent after this is slow, and the worker goes on accepting beside it.
+/// How long a new connection's head is given before the worker stops counting it as a fast client's. A fast client
+/// sends its head at once, and a worker that took many connections at once would keep them from idle workers.
 const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
+/// How many heads within their grace a worker holds before it waits for one to complete (or its grace to end)
+/// to take another connection: a few, so that a burst spreads over the idle workers, and not all, so that slow
+/// clients arriving one after another do not slow the accepting of everyone behind them.
+const YOUNG_HEADS: usize = 8;
 
 /// A connection whose request head has arrived whole.
 pub(super) struct Arrived {
@@ -88,6 +92,9 @@ pub(super) struct Heads {
     timeout: Duration,
     /// The most bytes the pending connections' buffers may hold together (`--limit-pending-heads`).
     held_limit: usize,
+    /// The most heads still arriving: `MAX_PENDING`, or none once the server stops and the worker takes every
+    /// connection the kernel queued, to serve them before it leaves.
+    pending_limit: usize,
 }
 
 impl Heads {
@@ -102,6 +109,7 @@ impl Heads {
             limits: settings.head_limits,
             timeout: settings.client_timeout,
             held_limit: settings.pending_heads_limit,
+            pending_limit: MAX_PENDING,
         }
     }
 
@@ -111,12 +119,17 @@ impl Heads {
         !self.keep_alive.is_zero() && self.idle.len() < self.max_idle
     }
 
-    /// Whether the worker may take another connection: nothing is waiting to be served, there is room, and every
-    /// head still arriving has had its grace (see `FAST_CLIENT_GRACE`).
+    /// From now on no head still arriving is refused for their number: the server stops, and this worker takes
+    /// every connection already queued for it, to serve them all.
+    pub(super) fn keep_every_head(&mut self) {
+        self.pending_limit = usize::MAX;
+    }
+
+    /// Whether the worker may take another connection: nothing is waiting to be served, and fewer than
+    /// `YOUNG_HEADS` heads still arriving are within their grace (see `FAST_CLIENT_GRACE`).
     pub(super) fn wants_more(&self, now: Instant) -> bool {
         self.ready.is_empty()
-            && self.pending.len() < MAX_PENDING
-            && self.pending.values().all(|pending| now >= pending.accepted + FAST_CLIENT_GRACE)
+            && self.pending.values().filter(|pending| now < pending.accepted + FAST_CLIENT_GRACE).count() < YOUNG_HEADS
     }
 
     /// Whether no request is under way here: idle connections do not count (a stopping worker closes them).
@@ -167,7 +180,7 @@ impl Heads {
                     return;
                 }
                 self.pending.insert(key, pending);
-                self.refuse_largest_over_limit(epoll);
+                self.refuse_over_limits(epoll);
             }
             progress => self.settle(pending, progress),
         }
@@ -180,7 +193,7 @@ impl Heads {
             return;
         }
         self.pending.insert(key, pending);
-        self.refuse_largest_over_limit(epoll);
+        self.refuse_over_limits(epoll);
     }
 
     fn take_key(&mut self) -> u64 {
@@ -237,6 +250,18 @@ impl Heads {
     /// Answers `431` to the largest pending heads until the buffers of every connection held here (heads still
     /// arriving, and complete ones waiting to be served) hold no more than `--limit-pending-heads` together: the
     /// clients sending the most unfinished bytes go, the others keep their place.
+    /// Refuses heads still arriving past the limits: past `pending_limit` of them, the one that has waited longest;
+    /// past `--limit-pending-heads` bytes held, the largest.
+    fn refuse_over_limits(&mut self, epoll: &Epoll) {
+        while self.pending.len() > self.pending_limit {
+            let oldest = self.pending.iter().min_by_key(|(_, pending)| pending.accepted).map(|(key, _)| *key);
+            let Some(mut pending) = oldest.and_then(|key| self.pending.remove(&key)) else { break };
+            let _ = epoll.delete(pending.conn.stream());
+            answers::reject(pending.conn.take(), &HttpError::Displaced, pending.peer);
+        }
+        self.refuse_largest_over_limit(epoll);
+    }
+
     fn refuse_largest_over_limit(&mut self, epoll: &Epoll) {
         let waiting: usize = self.ready.iter().map(|arrived| arrived.conn.held()).sum();
         let mut held: usize = waiting + self.pending.values().map(|pending| pending.conn.held()).sum::<usize>();

@@ -124,7 +124,7 @@ impl Heads {
                     return;
                 }
                 self.pending.insert(key, pending);
-                self.refuse_largest_over_limit(epoll);
+                self.refuse_over_limits(epoll);
             }
             // A client that closed between requests is no error: there is nobody to answer.
             progress => {
