@@ -233,6 +233,21 @@ fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
     Listener::from_fd(fd, true)
 }
 
+/// Checks that `spec` is an address `Listener::bind` can take (`fd://NUMBER`, `unix:PATH`, `HOST[:PORT]`), without
+/// binding it: what `--check-config` says of `--bind` and `--metrics-bind`.
+pub(crate) fn check_spec(spec: &str) -> anyhow::Result<()> {
+    if let Some(number) = spec.strip_prefix("fd://") {
+        number.parse::<RawFd>().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
+    } else if let Some(path) = spec.strip_prefix("unix:") {
+        if path.is_empty() {
+            bail!("cannot bind {spec:?}: expected unix:PATH");
+        }
+    } else {
+        resolve(spec)?;
+    }
+    Ok(())
+}
+
 fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
     let with_port = if spec.starts_with('[') && spec.ends_with(']') || !spec.contains(':') {
         format!("{spec}:8000")

@@ -121,6 +121,13 @@ fn check_config_validates_the_app_and_exits() {
     let ok = run(&["serve", "--config", &file, "--check-config"], &[]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(!String::from_utf8_lossy(&ok.stderr).contains("Listening"), "nothing is served");
+    // Addresses `serve` could not bind fail the check, not only the start.
+    assert_one_line_error(&run(&["serve", "--check-config", "-b", "bogus:::"], &[]), &["bogus:::", "HOST:PORT"]);
+    assert_one_line_error(
+        &run(&["serve", "--check-config", "--metrics-bind", "127.0.0.1:port"], &[]),
+        &["--metrics-bind 127.0.0.1:port", "HOST:PORT"],
+    );
+    assert_one_line_error(&run(&["serve", "--check-config", "-b", "fd://x"], &[]), &["fd://NUMBER"]);
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.wasm");
     std::fs::write(&bad, b"junk").unwrap();
