@@ -7,9 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tempfile::TempDir;
-
 use anyhow::{Context, bail};
+use tempfile::TempDir;
 
 use super::glue::{GLUE_MODULE, Glue};
 use super::tool::{command, last_error_line};

@@ -96,8 +96,8 @@ fn close_discarding(stream: &mut Stream) {
 }
 
 /// Closes a connection after an app's response that closes it. What the client sent behind the request
-/// (pipelined requests this connection will not answer) is discarded first, up to `budget` bytes and without
-/// waiting, after a FIN: closed with unread bytes, the connection would be reset, and the kernel would throw
+/// (pipelined requests this connection will not answer) is discarded first, up to 1 MiB and without waiting,
+/// after a FIN: closed with unread bytes, the connection would be reset, and the kernel would throw
 /// away the part of the response the client had not read yet. When nothing is there (the usual case), it is
 /// closed as it is, one read later.
 pub(super) fn close_after_response(stream: &mut Stream) {

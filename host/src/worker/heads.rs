@@ -1,17 +1,15 @@
-//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once (one more
-//! refuses the one that has waited longest; on a server stop, of every connection the kernel had queued), without
-//! blocking, so that a client that trickles its
-//! head, or sends nothing, costs the worker a buffer and not its time. A head must arrive whole within the client
-//! timeout of its connection's accept (a deadline for the whole head, not for each read); a complete head makes
-//! its request ready to serve, in arrival order. The buffers of the connections held here, heads still arriving
-//! and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past it, the
-//! largest head still arriving is refused.
-//! Every connection held here (but the idle ones, below) is `Queued`, so that a worker killed meanwhile answers it
-//! 503 (see `farewell`). Idle keep-alive connections wait here too (`idle`), up to `--max-idle-connections`, each for at most `--keep-alive`:
-//! the first byte of a next request makes one a head still arriving (its client timeout starts then); one still
-//! silent at its deadline, or when the worker stops, is closed, cleanly, since no request is under way on it.
-//! A busy worker's relay takes every connection out (`take_one`) to pass it to the pool's idle workers, which
-//! `admit_handed` it at the same stage (`crossing`).
+//! Request heads still arriving. A worker reads the heads of up to `MAX_PENDING` connections at once (one more refuses
+//! the one that has waited longest; on a server stop, of every connection the kernel had queued), without blocking, so
+//! that a client that trickles its head, or sends nothing, costs the worker a buffer and not its time. A head must
+//! arrive whole within the client timeout of its connection's accept (a deadline for the whole head, not for each
+//! read); a complete head makes its request ready to serve, in arrival order. The buffers of the connections held here,
+//! heads still arriving and complete ones waiting their turn, hold at most `--limit-pending-heads` bytes together: past
+//! it, the largest head still arriving is refused. Every connection held here (but the idle ones, below) is `Queued`,
+//! so that a worker killed meanwhile answers it 503 (see `farewell`). Idle keep-alive connections wait here too
+//! (`idle`), up to `--max-idle-connections`, each for at most `--keep-alive`: the first byte of a next request makes
+//! one a head still arriving (its client timeout starts then); one still silent at its deadline, or when the worker
+//! stops, is closed, cleanly, since no request is under way on it. A busy worker's relay takes every connection out
+//! (`take_one`) to pass it to the pool's idle workers, which `admit_handed` it at the same stage (`crossing`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -92,7 +90,7 @@ pub(super) struct Heads {
     timeout: Duration,
     /// The most bytes the pending connections' buffers may hold together (`--limit-pending-heads`).
     held_limit: usize,
-    /// The most heads still arriving: `MAX_PENDING`, or none once the server stops and the worker takes every
+    /// The most heads still arriving: `MAX_PENDING`, and no limit once the server stops and the worker takes every
     /// connection the kernel queued, to serve them before it leaves.
     pending_limit: usize,
 }
