@@ -31,9 +31,10 @@ pub(super) const MAX_PENDING: usize = 128;
 /// How long a new connection's head is given before the worker stops counting it as a fast client's. A fast client
 /// sends its head at once, and a worker that took many connections at once would keep them from idle workers.
 const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
-/// How many heads within their grace a worker holds before it waits for one to complete (or its grace to end)
-/// to take another connection: a few, so that a burst spreads over the idle workers, and not all, so that slow
-/// clients arriving one after another do not slow the accepting of everyone behind them.
+/// How many heads within their grace a worker holds, once it reads a slow client's (one past its grace), before
+/// it waits for one to complete (or its grace to end) to take another connection. Without slow clients it holds
+/// one, so that a burst spreads over the idle workers; with them, a few, so that slow clients arriving one after
+/// another do not slow the accepting of everyone behind them.
 const YOUNG_HEADS: usize = 8;
 
 /// A connection whose request head has arrived whole.
@@ -123,11 +124,15 @@ impl Heads {
         self.pending_limit = usize::MAX;
     }
 
-    /// Whether the worker may take another connection: nothing is waiting to be served, and fewer than
-    /// `YOUNG_HEADS` heads still arriving are within their grace (see `FAST_CLIENT_GRACE`).
+    /// Whether the worker may take another connection: nothing is waiting to be served, and no head still
+    /// arriving is within its grace (see `FAST_CLIENT_GRACE`), or fewer than `YOUNG_HEADS` are while a slow
+    /// client's is read too.
     pub(super) fn wants_more(&self, now: Instant) -> bool {
-        self.ready.is_empty()
-            && self.pending.values().filter(|pending| now < pending.accepted + FAST_CLIENT_GRACE).count() < YOUNG_HEADS
+        if !self.ready.is_empty() {
+            return false;
+        }
+        let young = self.pending.values().filter(|pending| now < pending.accepted + FAST_CLIENT_GRACE).count();
+        young == 0 || (young < self.pending.len() && young < YOUNG_HEADS)
     }
 
     /// Whether no request is under way here: idle connections do not count (a stopping worker closes them).
