@@ -250,9 +250,6 @@ impl Heads {
         }
     }
 
-    /// Answers `431` to the largest pending heads until the buffers of every connection held here (heads still
-    /// arriving, and complete ones waiting to be served) hold no more than `--limit-pending-heads` together: the
-    /// clients sending the most unfinished bytes go, the others keep their place.
     /// Refuses heads still arriving past the limits: past `pending_limit` of them, the one that has waited longest;
     /// past `--limit-pending-heads` bytes held, the largest.
     fn refuse_over_limits(&mut self, epoll: &Epoll) {
@@ -265,6 +262,9 @@ impl Heads {
         self.refuse_largest_over_limit(epoll);
     }
 
+    /// Answers `431` to the largest pending heads until the buffers of every connection held here (heads still
+    /// arriving, and complete ones waiting to be served) hold no more than `--limit-pending-heads` together: the
+    /// clients sending the most unfinished bytes go, the others keep their place.
     fn refuse_largest_over_limit(&mut self, epoll: &Epoll) {
         let waiting: usize = self.ready.iter().map(|arrived| arrived.conn.held()).sum();
         let mut held: usize = waiting + self.pending.values().map(|pending| pending.conn.held()).sum::<usize>();
