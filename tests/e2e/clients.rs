@@ -62,8 +62,8 @@ fn body_silent_mid_way_gets_408() {
 }
 
 /// More silent clients than two workers read heads from (128 each): the ones that have waited longest are refused
-/// `408` to make room, and a normal client arriving after them all is served, long before any client timeout (it
-/// waited for one of those to end before).
+/// `408` to make room, and a normal client arriving after them all is served, long before any client timeout
+/// (before, it waited in the listen queue until the first of them timed out).
 #[test]
 fn past_the_heads_a_worker_reads_the_oldest_make_room_for_a_normal_client() {
     let server = Server::start("sample:hello", 2, &["--client-timeout", "300"]);

@@ -203,6 +203,33 @@ fn proxy_outgoing_requests_reach_granted_authorities_only() {
     assert_eq!(refused_hits.load(Ordering::SeqCst), 0, "the refused authority never saw a connection");
 }
 
+/// An outgoing connection ends with the request that made it: an upstream that sends an endless body sees its
+/// connection closed once the guest has answered (its read ran out of memory), not at the worker's next
+/// `wasi:http` request, which here never comes.
+#[test]
+fn an_outgoing_connection_is_closed_when_its_request_ends() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_at = upstream.local_addr().unwrap().to_string();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = upstream.accept() else { return };
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        // An endless body: writing fails once the worker closes its end.
+        let chunk = vec![b'y'; 64 * 1024];
+        while stream.write_all(&chunk).is_ok() {}
+        let _ = closed_tx.send(());
+    });
+    let server = Server::start(FETCH, 1, &["--allow-http", &upstream_at, "--max-memory", "64"]);
+    let answer = server.get(&format!("/?to={upstream_at}/huge")).text();
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(
+        closed_rx.recv_timeout(PATIENCE).is_ok(),
+        "the worker still holds the outgoing connection after its request ended"
+    );
+}
+
 #[test]
 fn manifest_mixes_both_kinds_and_the_proxy_guest_sees_the_full_path() {
     let dir = tempfile::tempdir().unwrap();

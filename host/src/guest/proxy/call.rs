@@ -70,7 +70,14 @@ pub(in crate::guest) fn handle<E: Exchange>(
     let shared: SharedExchange<E> = Arc::new(Mutex::new(Some(exchange)));
     let mut report = InstanceReport::default();
     let (outcome, kept) = match incoming::request(&head, Arc::clone(&shared)) {
-        Ok((scheme, request)) => call.tokio.block_on(serve(instance, &call, scheme, request, &shared, &mut report)),
+        Ok((scheme, request)) => call.tokio.block_on(async {
+            let served = serve(instance, &call, scheme, request, &shared, &mut report).await;
+            // The instance dropped with the call aborted the tasks of its outgoing requests; the runtime runs only
+            // inside `block_on`, so they are let run once here to end, and close their connections now rather
+            // than at the worker's next wasi:http request.
+            tokio::task::yield_now().await;
+            served
+        }),
         Err(err) => (Outcome::Failed(format!("{err:#}")), None),
     };
     output.finish();
