@@ -69,13 +69,17 @@ pub(in crate::guest) fn handle<E: Exchange>(
     let output = instance.output();
     let shared: SharedExchange<E> = Arc::new(Mutex::new(Some(exchange)));
     let mut report = InstanceReport::default();
+    // Until the call says the guest sent no request (a call cut at its deadline never says).
+    let mut sent_requests = true;
     let (outcome, kept) = match incoming::request(&head, Arc::clone(&shared)) {
         Ok((scheme, request)) => call.tokio.block_on(async {
-            let served = serve(instance, &call, scheme, request, &shared, &mut report).await;
-            // The instance dropped with the call aborted the tasks of its outgoing requests; the runtime runs only
-            // inside `block_on`, so they are let run once here to end, and close their connections now rather
-            // than at the worker's next wasi:http request.
-            tokio::task::yield_now().await;
+            let served = serve(instance, &call, scheme, request, &shared, &mut report, &mut sent_requests).await;
+            if sent_requests {
+                // An instance dropped with the call aborted the tasks of its outgoing requests; the runtime runs
+                // only inside `block_on`, so they are let run once here to end, and close their connections now
+                // rather than at the worker's next wasi:http request.
+                tokio::task::yield_now().await;
+            }
             served
         }),
         Err(err) => (Outcome::Failed(format!("{err:#}")), None),
@@ -93,7 +97,8 @@ pub(in crate::guest) fn handle<E: Exchange>(
 
 /// Calls the guest's handler and drains its response side by side. The instance ends with the call unless
 /// `keep`; kept, it is given back once the call returned (whatever the outcome: the caller drops it unless the
-/// request completed). What the instance cost goes to `report`.
+/// request completed). What the instance cost goes to `report`, and whether it ever sent a request to
+/// `sent_requests`.
 async fn serve<E: Exchange>(
     mut instance: ProxyInstance,
     call: &ProxyCall<'_>,
@@ -101,6 +106,7 @@ async fn serve<E: Exchange>(
     request: http::Request<ExchangeBody<E>>,
     shared: &SharedExchange<E>,
     report: &mut InstanceReport,
+    sent_requests: &mut bool,
 ) -> (Outcome, Option<ProxyInstance>) {
     let (pre, keep, deadline) = (call.pre, call.keep, &call.deadline);
     let (sender, receiver) = oneshot::channel::<ResponseResult>();
@@ -129,6 +135,7 @@ async fn serve<E: Exchange>(
         .await;
         instance.served = instance.served.saturating_add(1);
         report.memory_refused = instance.store.data().limits.memory_refused;
+        *sent_requests = instance.store.data().hooks.has_sent();
         // Dropping the store ends the response body the guest left open, so the drain ends too. A kept instance
         // that left it open is dropped at the deadline, when the drain gives up.
         // An instance whose outgoing requests outlive its call is not kept: they would run on, unbounded by any

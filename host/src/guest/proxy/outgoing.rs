@@ -35,11 +35,18 @@ pub(in crate::guest) struct GrantedHttp {
     grant: Arc<HttpGrant>,
     /// One clone per request out, held by its send and then by the future that drives its connection.
     out: Arc<()>,
+    /// Whether the store ever sent a request.
+    sent: bool,
 }
 
 impl GrantedHttp {
     pub(in crate::guest) fn new(grant: Arc<HttpGrant>) -> Self {
-        GrantedHttp { grant, out: Arc::new(()) }
+        GrantedHttp { grant, out: Arc::new(()), sent: false }
+    }
+
+    /// Whether the store ever sent a request (the tasks of its connections may then still be on the runtime).
+    pub(in crate::guest) fn has_sent(&self) -> bool {
+        self.sent
     }
 
     /// How many of the store's outgoing requests are still out (sending, or their connection still open).
@@ -55,6 +62,7 @@ impl WasiHttpHooks for GrantedHttp {
         options: Option<RequestOptions>,
         _body_sent: IoFuture,
     ) -> Box<dyn Future<Output = Sent> + Send> {
+        self.sent = true;
         let destination = destination(&self.grant, request.uri());
         let out = Arc::clone(&self.out);
         let busy = Arc::strong_count(&out) - 1 > MAX_IN_FLIGHT;
