@@ -73,14 +73,11 @@ impl Listener {
     /// Binds `HOST:PORT` (`HOST` alone means port 8000, as in Gunicorn) or `unix:PATH`; `fd://N` adopts an
     /// inherited socket.
     pub(crate) fn bind(spec: &str, options: BindOptions) -> anyhow::Result<Listener> {
-        if let Some(number) = spec.strip_prefix("fd://") {
-            let fd: RawFd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
-            return adopt(fd, false).with_context(|| format!("cannot use {spec}"));
-        }
-        if let Some(path) = spec.strip_prefix("unix:") {
-            return bind_unix(Path::new(path), options).with_context(|| format!("cannot bind {spec}"));
-        }
-        let address = resolve(spec)?;
+        let address = match Address::parse(spec)? {
+            Address::Inherited(fd) => return adopt(fd, false).with_context(|| format!("cannot use {spec}")),
+            Address::Unix(path) => return bind_unix(path, options).with_context(|| format!("cannot bind {spec}")),
+            Address::Inet(address) => address,
+        };
         let family = if address.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
         let fd = new_socket(family).with_context(|| format!("cannot create a socket for {spec}"))?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
@@ -236,16 +233,33 @@ fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
 /// Checks that `spec` is an address `Listener::bind` can take (`fd://NUMBER`, `unix:PATH`, `HOST[:PORT]`), without
 /// binding it: what `--check-config` says of `--bind` and `--metrics-bind`.
 pub(crate) fn check_spec(spec: &str) -> anyhow::Result<()> {
-    if let Some(number) = spec.strip_prefix("fd://") {
-        number.parse::<RawFd>().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
-    } else if let Some(path) = spec.strip_prefix("unix:") {
-        if path.is_empty() {
-            bail!("cannot bind {spec:?}: expected unix:PATH");
+    Address::parse(spec).map(drop)
+}
+
+/// What a bind spec names.
+enum Address<'a> {
+    /// `fd://NUMBER`: a socket inherited from the process that started this one.
+    Inherited(RawFd),
+    /// `unix:PATH`.
+    Unix(&'a Path),
+    /// `HOST[:PORT]`, resolved.
+    Inet(SocketAddr),
+}
+
+impl<'a> Address<'a> {
+    fn parse(spec: &'a str) -> anyhow::Result<Address<'a>> {
+        if let Some(number) = spec.strip_prefix("fd://") {
+            let fd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
+            return Ok(Address::Inherited(fd));
         }
-    } else {
-        resolve(spec)?;
+        if let Some(path) = spec.strip_prefix("unix:") {
+            if path.is_empty() {
+                bail!("cannot bind {spec:?}: expected unix:PATH");
+            }
+            return Ok(Address::Unix(Path::new(path)));
+        }
+        resolve(spec).map(Address::Inet)
     }
-    Ok(())
 }
 
 fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {

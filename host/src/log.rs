@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 pub(crate) use access::AccessRecord;
 pub(crate) use settings::{Level, Settings};
+pub(crate) use sink::RECORD_MAX;
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 

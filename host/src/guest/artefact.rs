@@ -68,7 +68,7 @@ pub fn prepare(
         Kind::Proxy => proxy::instance_pre(&engine, &component).map(drop),
     }
     .with_context(|| app.source.describe())?;
-    Ok(Artefact { path, digest, owner: trust::own_uid(), kind, initial_memory: initial_memory(&component) })
+    Ok(Artefact { path, digest, owner: crate::planted::own_uid(), kind, initial_memory: initial_memory(&component) })
 }
 
 /// The largest initial linear memory of the component's modules, in bytes.

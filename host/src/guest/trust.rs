@@ -13,8 +13,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use crate::planted::in_folder_others_control;
-pub(super) use crate::planted::own_uid;
+use crate::planted::{in_folder_others_control, own_uid};
 
 /// The cache folder's mode: other users' pools (a dedicated pool's own `user`) may read, only its owner writes.
 const FOLDER_MODE: u32 = 0o755;

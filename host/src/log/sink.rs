@@ -51,7 +51,7 @@ impl Sink {
 
 /// The longest record written: what one `write` to a pipe delivers in one piece (`PIPE_BUF`), so that no other
 /// process's record lands inside it when every worker writes to the same pipe (stderr under systemd or docker).
-const RECORD_MAX: usize = 4096;
+pub(crate) const RECORD_MAX: usize = 4096;
 
 /// `record` (a line, or a block of lines, ending with a newline) cut to `RECORD_MAX` bytes at a character boundary
 /// when longer, with how many bytes were cut at its end.

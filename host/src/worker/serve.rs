@@ -24,9 +24,6 @@ use super::watched::WatchedStream;
 /// response rather than a reset (waiting at most `DRAIN_TIMEOUT`).
 const DRAIN_BUDGET: u64 = 1 << 20;
 
-/// The most of a guest's error message that is logged (a log line is cut at 4096 bytes anyway).
-const LOGGED_MESSAGE_MAX: usize = 4096;
-
 /// The app a request goes to, in this worker, and the request's decoded path.
 pub(super) struct Target<'a> {
     /// The app's position in the worker's runtime.
@@ -131,7 +128,7 @@ fn describe_failure(request: &Request, app: &str, exchange: &HttpExchange, outco
         Outcome::Refused(message) => {
             // The guest's message is logged on its line, its control characters escaped; no more of it than a log
             // line holds is escaped.
-            let shown = log::escape(log::prefix(&message, LOGGED_MESSAGE_MAX));
+            let shown = log::escape(log::prefix(&message, log::RECORD_MAX));
             log::error(format_args!("Error handling request {}: {shown}", what()));
             Some((500, message))
         }
