@@ -172,4 +172,19 @@ fn limits_of_zero_mean_no_limit() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["environ"]["PATH_INFO"], path);
     assert_eq!(response.json()["environ"]["HTTP_X_BIG"], value);
+
+    // A line of 1 MiB trickling in, 1 KiB a write: each read's bytes are checked once (a long line was looked
+    // through again at each read), and the head is still the same request.
+    let value = "t".repeat(1 << 20);
+    let head = format!("GET /trickle HTTP/1.1\r\nHost: h\r\nX-Big: {value}\r\nX-After: 1\r\n\r\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    for piece in head.as_bytes().chunks(1024) {
+        stream.write_all(piece).expect("send a piece of the head");
+    }
+    let response = read_response(stream);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["environ"]["HTTP_X_BIG"], value);
+    assert_eq!(response.json()["environ"]["HTTP_X_AFTER"], "1");
 }

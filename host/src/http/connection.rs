@@ -1,6 +1,7 @@
 //! A client connection with a read buffer: the request head is parsed from the buffer, and the body reader takes
 //! what the head left over before it reads more from the stream. Each read first moves the unconsumed bytes to
 //! the front, so the buffer holds at most what is unconsumed plus one read, however long the connection lasts.
+//! It also keeps how far the checks of a head still arriving have come (see `lines::LineScan`).
 //! A read lands in a per-thread scratch area first, zeroed once, and only the bytes that came are appended: room
 //! for a read is not zeroed again in every connection's buffer for every request.
 
@@ -8,6 +9,8 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use super::error::HttpError;
+use super::lines::LineScan;
+use crate::settings::HeadLimits;
 
 const READ_SIZE: usize = 16 * 1024;
 
@@ -21,23 +24,25 @@ pub(crate) struct Connection<S> {
     buffer: Vec<u8>,
     /// Where unconsumed bytes start in `buffer`.
     start: usize,
+    /// How far the checks of the head at the start of the unconsumed bytes have come.
+    head_scan: LineScan,
 }
 
 impl<S> Connection<S> {
     /// The same connection, with what it has buffered, over the stream `wrap` makes of its stream.
     pub(crate) fn map_stream<T>(self, wrap: impl FnOnce(S) -> T) -> Connection<T> {
-        Connection { stream: wrap(self.stream), buffer: self.buffer, start: self.start }
+        Connection { stream: wrap(self.stream), buffer: self.buffer, start: self.start, head_scan: self.head_scan }
     }
 }
 
 impl<S: Read + Write> Connection<S> {
     pub(crate) fn new(stream: S) -> Self {
-        Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0 }
+        Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0, head_scan: LineScan::default() }
     }
 
     /// A connection whose first bytes were already read (by another process, which handed it over).
     pub(crate) fn with_bytes(stream: S, bytes: Vec<u8>) -> Self {
-        Connection { stream, buffer: bytes, start: 0 }
+        Connection { stream, buffer: bytes, start: 0, head_scan: LineScan::default() }
     }
 
     /// The stream and every byte read from it so far, consumed or not: a request head just parsed is still at
@@ -63,6 +68,13 @@ impl<S: Read + Write> Connection<S> {
     /// Marks `count` buffered bytes as consumed. They stay in the buffer until the next read (see `into_parts`).
     pub(crate) fn consume(&mut self, count: usize) {
         self.start = (self.start + count).min(self.buffer.len());
+        self.head_scan = LineScan::default();
+    }
+
+    /// Checks the unconsumed bytes as a request head's, past those checked by the calls before (see `LineScan`);
+    /// returns whether the empty line that ends the head has come.
+    pub(super) fn scan_head(&mut self, limits: &HeadLimits) -> Result<bool, HttpError> {
+        self.head_scan.advance(&self.buffer[self.start..], limits)
     }
 
     /// Drops the consumed bytes, so that the buffer starts with the next request (what `into_parts` hands over);

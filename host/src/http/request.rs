@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use super::connection::Connection;
 use super::error::HttpError;
 use super::head::{Framing, Version};
-use super::lines::{check_last_line_length, check_line_endings, check_line_lengths, check_new_lines};
+use super::lines::LineScan;
 use super::{framing, target};
 use crate::settings::HeadLimits;
 
@@ -88,22 +88,12 @@ pub(crate) fn read_request_part<S: Read + Write>(
             HttpError::BadRequest("the connection closed in the middle of the request head".into())
         });
     }
-    let buffered = conn.buffered();
-    let from = buffered.len() - fresh;
-    // A head ends with a LF: until one arrives, only the line still arriving needs checking, which keeps a
-    // head that trickles in from costing a parse of everything buffered at each read.
-    if !buffered[from..].contains(&b'\n') {
-        check_last_line_length(buffered, limits)?;
+    // Until the empty line that ends the head has come, only the bytes this read brought are checked: a head that
+    // trickles in costs a scan of its length once, not a parse of everything buffered at each read.
+    if !conn.scan_head(limits)? {
         return Ok(None);
     }
-    // Likewise, the whole head is parsed only once an empty line (its end) may have arrived; until then, only the
-    // lines the fresh bytes touch are checked.
-    let touched = buffered[..from].iter().rposition(|&byte| byte == b'\n').unwrap_or(0);
-    if !buffered[touched..].windows(3).any(|window| window == b"\n\r\n") {
-        check_new_lines(buffered, from, limits)?;
-        return Ok(None);
-    }
-    match parse_head(buffered, limits)? {
+    match parse_head(conn.buffered(), limits)? {
         Some((request, length)) => {
             conn.consume(length);
             Ok(Some(request))
@@ -118,7 +108,8 @@ const FIELDS_ON_STACK: usize = 128;
 /// Parses a request head from the start of `bytes`: `Ok(None)` while it is incomplete, otherwise the request
 /// and the length of its head.
 pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, usize)>, HttpError> {
-    check_line_lengths(bytes, limits)?;
+    // Line endings and lengths, up to the head's end: httparse would take a bare LF for a line end.
+    LineScan::default().advance(bytes, limits)?;
     // The fields' array is left uninitialised, and it lives on the stack under the default limit (100): as a
     // vector of 100 it cost every request an allocation too large for the allocator's per-thread cache.
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS_ON_STACK];
@@ -132,12 +123,6 @@ pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, 
     };
     let mut parsed = httparse::Request::new(&mut []);
     let status = parsed.parse_with_uninit_headers(bytes, fields);
-    // httparse takes a bare LF for a line end: check the bytes it looked at before trusting its verdict.
-    let looked_at = match status {
-        Ok(httparse::Status::Complete(length)) => &bytes[..length],
-        _ => bytes,
-    };
-    check_line_endings(looked_at)?;
     let length = match status {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
