@@ -47,30 +47,29 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 /// else. A missing folder is created `0755`; a folder of ours that group or others may write is repaired
 /// (their write bits taken away) and the mode it had is returned; a folder of another user, or a shared one
 /// (sticky, like /tmp), is an error, and so is a symlink in a folder others may change (it is not followed).
+/// The folder is checked and repaired through one descriptor, opened without following a symlink there: a
+/// symlink planted meanwhile is refused, not followed.
 pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
-    if in_folder_others_control(dir) && fs::symlink_metadata(dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
-        bail!("the cache folder {} is a symlink in a folder others may change: give the folder itself", dir.display());
-    }
-    let meta =
-        match fs::metadata(dir) {
-            Ok(meta) => meta,
+    let follow = !in_folder_others_control(dir);
+    let (folder, created) =
+        match open_folder(dir, follow) {
+            Ok(folder) => (folder, false),
             Err(err) if err.kind() == ErrorKind::NotFound => {
                 fs::DirBuilder::new().recursive(true).mode(FOLDER_MODE).create(dir).with_context(|| {
                     format!("cannot create the cache folder {} as uid {}", dir.display(), own_uid())
                 })?;
-                // The umask may have taken bits away that other users' pools need.
-                fs::set_permissions(dir, fs::Permissions::from_mode(FOLDER_MODE))
-                    .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
-                return Ok(None);
+                (open_folder(dir, follow).map_err(|err| folder_error(dir, follow, err))?, true)
             }
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("cannot use the cache folder {} as uid {}", dir.display(), own_uid()));
-            }
+            Err(err) => return Err(folder_error(dir, follow, err)),
         };
-    if !meta.is_dir() {
-        bail!("the cache folder {} is not a folder", dir.display());
+    if created {
+        // The umask may have taken bits away that other users' pools need.
+        folder
+            .set_permissions(fs::Permissions::from_mode(FOLDER_MODE))
+            .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
+        return Ok(None);
     }
+    let meta = folder.metadata().with_context(|| format!("cannot check the cache folder {}", dir.display()))?;
     if meta.uid() != own_uid() {
         bail!(
             "the cache folder {} belongs to uid {}, not to uid {} that compiles the apps (the workers' user): remove it \
@@ -88,9 +87,34 @@ pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
         // A shared folder such as /tmp: its mode is not ours to change.
         bail!("the cache folder {} is a shared folder (mode {mode:04o}): choose a folder of its own", dir.display());
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode & !WRITABLE_BY_OTHERS))
+    folder
+        .set_permissions(fs::Permissions::from_mode(mode & !WRITABLE_BY_OTHERS))
         .with_context(|| format!("cannot repair the mode of the cache folder {}", dir.display()))?;
     Ok(Some(mode))
+}
+
+/// Opens the folder `dir` itself, following a symlink there only if `follow`.
+fn open_folder(dir: &Path, follow: bool) -> io::Result<File> {
+    let mut flags = nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= nix::fcntl::OFlag::O_NOFOLLOW;
+    }
+    OpenOptions::new().read(true).custom_flags(flags.bits()).open(dir)
+}
+
+/// What `open_folder`'s failure means for the cache folder `dir`.
+fn folder_error(dir: &Path, followed: bool, err: io::Error) -> anyhow::Error {
+    // Not followed, a symlink fails with ENOTDIR (or ELOOP); the name is looked at again only to say so.
+    if !followed && fs::symlink_metadata(dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return anyhow::anyhow!(
+            "the cache folder {} is a symlink in a folder others may change: give the folder itself",
+            dir.display()
+        );
+    }
+    if err.raw_os_error() == Some(nix::errno::Errno::ENOTDIR as i32) {
+        return anyhow::anyhow!("the cache folder {} is not a folder", dir.display());
+    }
+    anyhow::Error::new(err).context(format!("cannot use the cache folder {} as uid {}", dir.display(), own_uid()))
 }
 
 /// In the compile step: the bytes of the cached artefact at `path` if it passes the owner and mode checks, or
