@@ -83,9 +83,11 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
     if config.daemon {
         process::daemonize()?;
     }
+    let errors_to_file = config.logging.errors_to_file();
     let result = Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners)
         .and_then(|mut arbiter| arbiter.run());
-    if let Err(err) = &result {
+    // `main` prints the failure on stderr as one line: the error log has it too only when it is a file.
+    if let (Err(err), true) = (&result, errors_to_file) {
         log::critical(format_args!("{err:#}"));
     }
     result

@@ -63,6 +63,11 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The error log is a file (not stderr, where `main` prints a failure anyway).
+    pub(crate) fn errors_to_file(&self) -> bool {
+        matches!(self.error, Target::File(_))
+    }
+
     pub(crate) fn parse(
         access: Option<&str>,
         access_format: Option<&str>,
