@@ -1,6 +1,7 @@
 //! What a client can make a worker hold, and the answers at the edges of a response: a chunked body trickled in
 //! pieces that end inside its size lines costs no more memory than the same body with a Content-Length; heads
-//! that never end cannot take more than `--limit-pending-heads` of a worker, nor its time from other clients;
+//! that never end, however fast they come, cannot take more than `--limit-pending-heads` of a worker, nor its time
+//! from other clients;
 //! `100 Continue` never follows a final response; a HEAD answer may declare a length and send no body.
 
 use std::io::{Read, Write};
@@ -162,6 +163,56 @@ fn pending_heads_past_their_limit_are_refused_and_a_normal_client_is_served() {
     let refused = server.log_lines().iter().filter(|line| line.contains("(--limit-pending-heads)")).count();
     assert!(refused >= 100, "only {refused} heads were refused for the limit:\n{}", server.log_text());
     assert_eq!(only_worker(&server), worker, "no worker was replaced");
+}
+
+/// With the line limits off, one client sends a 64 MiB header field while the worker runs a guest, so that its
+/// socket holds megabytes when the worker takes it: the worker stops reading once the head passes
+/// `--limit-pending-heads`, and answers `431`. Before, it read on for as long as the socket had bytes, and looked
+/// at the limit only then.
+#[test]
+fn a_fast_endless_line_is_refused_at_the_pending_heads_limit() {
+    let limit: u64 = 64 << 10;
+    let limit_text = limit.to_string();
+    let server = Server::start(
+        MISBEHAVE,
+        1,
+        &["--limit-pending-heads", &limit_text, "--limit-request-line", "0", "--limit-request-field_size", "0"],
+    );
+    let worker = only_worker(&server);
+    assert_eq!(server.get("/sleep?seconds=0").status, 200);
+    let before = peak_memory(worker);
+    let (status, sleeper) = std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get("/sleep?seconds=1").status);
+        std::thread::sleep(Duration::from_millis(200));
+        let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        scope.spawn(move || {
+            let _ = writer.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: ");
+            let piece = vec![b'v'; 64 << 10];
+            for _ in 0..1024 {
+                if writer.write_all(&piece).is_err() {
+                    return;
+                }
+            }
+            let _ = writer.write_all(b"\r\n\r\n");
+        });
+        let mut raw = Vec::new();
+        let _ = (&stream).read_to_end(&mut raw);
+        let _ = stream.shutdown(Shutdown::Both);
+        ((!raw.is_empty()).then(|| parse_response(&raw).status), sleeper.join().expect("sleeper thread"))
+    });
+    assert_eq!(sleeper, 200);
+    assert_eq!(status, Some(431), "the endless line is refused");
+    let after = peak_memory(worker);
+    let margin = 2 << 20;
+    assert!(
+        after <= before + 2 * limit + margin,
+        "the worker's peak went from {} KiB to {} KiB with --limit-pending-heads {} KiB",
+        before >> 10,
+        after >> 10,
+        limit >> 10
+    );
 }
 
 #[test]

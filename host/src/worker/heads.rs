@@ -175,7 +175,7 @@ impl Heads {
         let accepted = Instant::now();
         let conn = Queued::connection(Connection::new(stream));
         let mut pending = Pending { conn, peer, local, accepted, deadline: accepted + self.timeout };
-        match read_available(&mut pending.conn, &self.limits) {
+        match read_available(&mut pending.conn, &self.limits, self.held_limit) {
             Progress::Waiting => {
                 let key = self.next_key;
                 self.next_key += 1;
@@ -216,7 +216,7 @@ impl Heads {
             return self.wake_idle(epoll, key, true);
         }
         let Some(pending) = self.pending.get_mut(&key) else { return };
-        let progress = read_available(&mut pending.conn, &self.limits);
+        let progress = read_available(&mut pending.conn, &self.limits, self.held_limit);
         if matches!(progress, Progress::Waiting) {
             self.refuse_largest_over_limit(epoll);
             return;
@@ -242,7 +242,7 @@ impl Heads {
         for key in late {
             if let Some(mut pending) = self.pending.remove(&key) {
                 let _ = epoll.delete(pending.conn.stream());
-                match read_available(&mut pending.conn, &self.limits) {
+                match read_available(&mut pending.conn, &self.limits, self.held_limit) {
                     Progress::Waiting => answers::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
                     progress => self.settle(pending, progress),
                 }
@@ -316,11 +316,15 @@ pub(super) fn leave(epoll: &Epoll, conn: Connection<Stream>) -> (Stream, Vec<u8>
     (stream, bytes)
 }
 
-/// Reads everything the non-blocking socket has, until the head is complete or fails.
-fn read_available(conn: &mut Connection<Stream>, limits: &HeadLimits) -> Progress {
+/// Reads everything the non-blocking socket has, until the head is complete or fails, or until the connection's
+/// buffer holds more than `most` bytes (`--limit-pending-heads`): then it stops reading and the head is left to
+/// `refuse_largest_over_limit`, so that a client sending as fast as the worker reads cannot grow the buffer past
+/// the limit before it is looked at.
+fn read_available(conn: &mut Connection<Stream>, limits: &HeadLimits, most: usize) -> Progress {
     loop {
         match http::read_request_part(conn, limits) {
             Ok(Some(request)) => return Progress::Complete(request),
+            Ok(None) if conn.held() > most => return Progress::Waiting,
             Ok(None) => continue,
             // The socket is non-blocking: "would block" means nothing more has arrived yet, not a timeout.
             Err(HttpError::Timeout) => return Progress::Waiting,

@@ -104,7 +104,7 @@ impl Heads {
     /// makes it a head still arriving, under the same key; nothing (or an end of stream) closes it.
     pub(super) fn wake_idle(&mut self, epoll: &Epoll, key: u64, readable: bool) {
         let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
-        let progress = read_available(&mut conn, &self.limits);
+        let progress = read_available(&mut conn, &self.limits, self.held_limit);
         if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
             if !readable {
                 let _ = epoll.delete(conn.stream());
