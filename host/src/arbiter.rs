@@ -324,7 +324,8 @@ impl Arbiter {
             arbiter: Pid::this(),
             slot: self.heartbeats.slot(slot),
             heartbeat_interval: self.config.timeout.map_or(IDLE_WAIT, |timeout| (timeout / 2).min(IDLE_WAIT)),
-            max_requests: if max_requests > 0 { max_requests + jitter } else { 0 },
+            // Saturating: a count past u64::MAX is as good as none.
+            max_requests: if max_requests > 0 { max_requests.saturating_add(jitter) } else { 0 },
             max_memory: self.config.max_worker_memory,
             user,
             group,

@@ -232,6 +232,22 @@ fn max_requests_jitter_keeps_each_worker_within_its_range() {
     assert!(finished.iter().all(|count| (4..=7).contains(count)), "{counts:?}");
 }
 
+/// The largest counts are accepted and mean "never": their sum overflowed, and the arbiter panicked after it had
+/// said it was listening.
+#[test]
+fn max_requests_and_jitter_at_their_largest_never_recycle_and_never_panic() {
+    let most = u64::MAX.to_string();
+    let mut server = Server::start("sample:hello", 1, &["--max-requests", &most, "--max-requests-jitter", &most]);
+    let worker = server.booted_worker_pids()[0];
+    for _ in 0..3 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    assert_eq!(server.live_workers(), vec![worker]);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    assert!(!server.log_text().contains("panicked"), "{}", server.log_text());
+}
+
 #[test]
 fn max_worker_memory_recycles_a_worker_after_its_request() {
     let server = Server::start("sample:hello", 1, &["--max-worker-memory", "1"]);
