@@ -23,6 +23,38 @@ fn assert_one_line_error(output: &Output, needles: &[&str]) {
     assert!(!lines[0].contains("Listening at"));
 }
 
+/// A component path that is not a regular file is refused before it is read: /dev/zero was read until the
+/// kernel killed the compile step for the memory it took, and a FIFO was waited on for ever.
+#[test]
+fn component_path_that_is_not_a_regular_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("app.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for path in [fifo.as_path(), std::path::Path::new("/dev/null"), dir.path()] {
+        let path = path.to_str().unwrap();
+        let mut child = command(&["serve", path, "--check-config"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run wasmcorn");
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+        while child.try_wait().expect("wait for wasmcorn").is_none() {
+            if std::time::Instant::now() > deadline {
+                // The compile step (a child of its own) would wait on; it goes first.
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                for compile_step in crate::support::children_of(pid) {
+                    let _ = nix::sys::signal::kill(compile_step, nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve {path} --check-config did not end");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("wasmcorn's output");
+        assert_one_line_error(&output, &[path, "not a regular file"]);
+    }
+}
+
 #[test]
 fn file_that_is_not_a_component_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();

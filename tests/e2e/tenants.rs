@@ -263,6 +263,10 @@ fn check_config_reports_manifest_mistakes_in_one_line_naming_the_app_and_the_key
             r#"app "two": keys "hosts"/"prefix": the route x.test/ is already app "one"'s"#,
         ),
         ("[[app]]\nname = \"gone\"\ncomponent = \"nowhere.wasm\"\n".to_string(), r#"app "gone": key "component": "#),
+        (
+            "[[app]]\nname = \"dev\"\ncomponent = \"/dev/null\"\n".to_string(),
+            r#"app "dev": key "component": /dev/null is not a regular file"#,
+        ),
         (app("shop", "workers = 0"), r#"app "shop": key "workers" must be at least 1"#),
         ("[[app]]\nname = \"bad\"\ncomponent = \"check.toml\"\n".to_string(), r#"app "bad": "#),
     ];

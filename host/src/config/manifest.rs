@@ -187,8 +187,10 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
     let source = match AppSource::parse(&table.component).context("key \"component\"")? {
         AppSource::File(path) => {
             let path = base.join(path);
-            if !path.is_file() {
-                bail!("key \"component\": {} does not exist", path.display());
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => bail!("key \"component\": {} is not a regular file", path.display()),
+                Err(_) => bail!("key \"component\": {} does not exist", path.display()),
             }
             AppSource::File(path)
         }
