@@ -236,6 +236,7 @@ impl Arbiter {
         self.listeners.clear();
         self.metrics.set_stopping();
         self.stop = Some(Stop { graceful, deadline: Instant::now() + self.config.graceful_timeout, exit_code });
+        self.workers.mark_server_stopping(&self.heartbeats);
         if graceful {
             self.workers.stop_all(self.config.graceful_timeout);
         } else {

@@ -2,8 +2,8 @@
 //! backlog; a worker that must die (WORKER TIMEOUT, past the graceful timeout of a stop or a reload) loses none of
 //! the connections it had queued but never started: its relay passed them to its pool's channel once its guest
 //! run lasted, so the next worker of the pool serves them, and at the end of a stop the arbiter answers those no
-//! worker took `503` (a connection still held by a dying worker is answered `503` by the worker: `farewell`),
-//! instead of resetting them.
+//! worker took `503` (a connection still held by a dying worker is answered `503` by the worker: `farewell`, and
+//! so is one still in the kernel's listen queue when the server stops), instead of resetting them.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -78,6 +78,22 @@ fn queue_behind_a_stuck_request(port: u16, clients: usize, stuck: &str) -> (Vec<
         client.write_all(b"\r\n").unwrap();
     }
     (queued, busy)
+}
+
+/// Clients that connect and send a whole request while the only worker is stuck: they wait in the kernel's listen
+/// queue, never accepted. Returns once the kernel has them all.
+fn queue_in_the_kernel(port: u16, clients: usize) -> Vec<TcpStream> {
+    let before = established_to(port);
+    let queued: Vec<TcpStream> = (0..clients)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            stream.write_all(b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+            stream
+        })
+        .collect();
+    eventually("the kernel holds the new connections", || established_to(port) >= before + clients);
+    queued
 }
 
 /// How many connections the log says were answered 503 by dying workers and by the arbiter at the end.
@@ -164,19 +180,24 @@ fn worker_timeout_loses_none_of_the_connections_it_queued() {
     assert!(later.text().starts_with("slept"), "{}", later.text());
 }
 
-/// A worker stuck past `--graceful-timeout` after `signal` loses none of its queued connections: after a stop
-/// the arbiter answers them 503, after a reload the new worker serves them.
+/// A worker stuck past `--graceful-timeout` after `signal` loses none of its queued connections, nor those the
+/// kernel queued for it meanwhile: after a stop, the arbiter answers the first 503 and the dying worker the
+/// others (they were reset when its listeners closed); after a reload, the new worker serves them all.
 fn graceful_timeout_loses_no_queued_connection(signal: Signal) {
     let mut server = Server::start(MISBEHAVE, 1, &["--graceful-timeout", "2", "--guest-timeout", "60"]);
     let stuck = server.booted_worker_pids()[0];
     let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/sleep?seconds=60");
+    let in_the_kernel = queue_in_the_kernel(server.port, 2);
     server.signal(signal);
     server.wait_for_line(&format!("Worker (pid:{stuck}) did not finish within the graceful timeout"));
     if signal == Signal::SIGTERM {
         assert_answered_503(queued);
+        assert_answered_503(in_the_kernel);
         server.wait_for_line("Answered the 3 connections left in the pools' channels 503");
+        server.wait_for_line(&format!("Worker (pid:{stuck}) was killed with SIGABRT after the graceful timeout; it answered its 2 queued connections 503"));
     } else {
         assert_served(queued);
+        assert_served(in_the_kernel);
     }
     server.wait_for_line(&format!("Worker (pid:{stuck}) was killed with SIGABRT after the graceful timeout"));
     assert!(whole_response(read_all(busy)).is_none());
@@ -203,13 +224,15 @@ fn quick_stop_answers_the_connections_a_worker_queued_503() {
     let mut server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "60"]);
     let stuck = server.booted_worker_pids()[0];
     let (queued, busy) = queue_behind_a_stuck_request(server.port, 3, "/sleep?seconds=60");
+    let in_the_kernel = queue_in_the_kernel(server.port, 2);
     server.signal(Signal::SIGINT);
     assert_answered_503(queued);
+    assert_answered_503(in_the_kernel);
     server.wait_for_line(&format!("Worker (pid:{stuck}) stopped by SIGINT"));
     server.wait_for_line("Shutting down");
-    // The worker answers what it still held; what its relay had passed to the pool's channel (once the guest ran
-    // for a few milliseconds), the arbiter answers at the end.
-    assert_eq!(answered_in_log(&server), 3, "{}", server.log_text());
+    // The worker answers what it still held and what the kernel queued on its listeners; what its relay had
+    // passed to the pool's channel (once the guest ran for a few milliseconds), the arbiter answers at the end.
+    assert_eq!(answered_in_log(&server), 5, "{}", server.log_text());
     assert!(whole_response(read_all(busy)).is_none());
     assert_eq!(server.wait_exit().code(), Some(0));
 }

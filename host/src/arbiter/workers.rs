@@ -120,6 +120,14 @@ impl Workers {
         (0..CAPACITY).find(|slot| !used.contains(slot))
     }
 
+    /// Marks every worker's slot before the server stops them: a worker that dies then answers what its listeners
+    /// queued (see `worker::farewell`), since no worker will accept it any more.
+    pub(super) fn mark_server_stopping(&self, heartbeats: &Heartbeats) {
+        for record in self.records.values() {
+            heartbeats.slot(record.slot).mark_server_stopping();
+        }
+    }
+
     pub(super) fn kill_all(&mut self, signal: Signal) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {

@@ -6,8 +6,11 @@
 //! out before it starts serving or answering it; the handler answers every descriptor still registered,
 //! records how many in the worker's heartbeat slot for the arbiter's log, then lets the signal's default action
 //! end the process. The request in flight is cut.
-//! The handler makes only async-signal-safe calls (send, recv, shutdown, sigaction, pthread_self,
-//! pthread_kill, raise) and touches nothing but atomics.
+//! When the server stops (the arbiter marks the worker's slot first), the handler also accepts what the kernel
+//! queued on the listeners the worker still holds and answers it the same way: a worker busy in a guest never
+//! took those, and once the last copy of a listener closes, the kernel would reset them.
+//! The handler makes only async-signal-safe calls (accept4, send, recv, shutdown, close, sigaction,
+//! pthread_self, pthread_kill, raise) and touches nothing but atomics.
 
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -16,7 +19,8 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::sys::pthread::{Pthread, pthread_kill, pthread_self};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, raise, sigaction};
-use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use nix::sys::socket::{MsgFlags, Shutdown, SockFlag, accept4, recv, send, shutdown};
+use nix::unistd::close;
 
 use super::heartbeat::Slot;
 use crate::http::Connection;
@@ -35,6 +39,11 @@ Content-Type: text/plain\r\nContent-Length: 20\r\n\r\nService Unavailable\n";
 const DISCARD_BUDGET: usize = 64 * 1024;
 
 static REGISTRY: [AtomicI32; CAPACITY] = [const { AtomicI32::new(FREE) }; CAPACITY];
+/// The listeners the worker holds (non-blocking sockets), while it holds them.
+static LISTENERS: [AtomicI32; MAX_LISTENERS] = [const { AtomicI32::new(FREE) }; MAX_LISTENERS];
+const MAX_LISTENERS: usize = 64;
+/// The most connections the handler accepts from one listener: clients may keep arriving while it answers.
+const LISTEN_QUEUE_BUDGET: usize = 4096;
 /// The worker's heartbeat slot, where the handler records how many connections it answered.
 static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 /// The thread that runs the worker's loop: the handler answers from it alone, so that no connection is
@@ -59,6 +68,21 @@ pub(super) fn install(slot: &Slot) -> nix::Result<()> {
         unsafe { sigaction(signal, &action) }?;
     }
     Ok(())
+}
+
+/// The worker holds these listeners (the shared pool's): a worker dying as the server stops answers what they
+/// queued. Listeners past `MAX_LISTENERS` are not answered.
+pub(super) fn hold_listeners(fds: impl IntoIterator<Item = RawFd>) {
+    for (cell, fd) in LISTENERS.iter().zip(fds) {
+        cell.store(fd, Ordering::Release);
+    }
+}
+
+/// The worker closes its listeners: the handler must not touch those descriptors any more.
+pub(super) fn let_go_of_listeners() {
+    for cell in &LISTENERS {
+        cell.store(FREE, Ordering::Release);
+    }
 }
 
 /// A connection (or what holds it) that the worker has taken in but not started: while it is held here, a dying
@@ -160,9 +184,12 @@ extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
         Errno::set_raw(errno);
         return;
     }
-    let answered = answer_all();
+    let mut answered = answer_all();
     // SAFETY: the pointer is null or the worker's slot in the heartbeat table, a mapping never unmapped.
     if let Some(slot) = unsafe { SLOT.load(Ordering::Acquire).as_ref() } {
+        if slot.is_server_stopping() {
+            answered += answer_listen_queues();
+        }
         slot.record_answered_at_death(answered);
     }
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
@@ -186,6 +213,34 @@ fn answer_all() -> u32 {
         }
         let _ = shutdown(fd, Shutdown::Write);
         discard_unread(fd);
+    }
+    answered
+}
+
+/// Accepts what the held listeners queued and answers each connection as `answer_all` does; returns how many got
+/// the whole answer.
+fn answer_listen_queues() -> u32 {
+    let mut answered = 0;
+    for cell in &LISTENERS {
+        let listener = cell.swap(FREE, Ordering::AcqRel);
+        if listener == FREE {
+            continue;
+        }
+        let mut accepted = 0;
+        while accepted < LISTEN_QUEUE_BUDGET {
+            match accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => {
+                    accepted += 1;
+                    if answer_one(fd) {
+                        answered += 1;
+                    }
+                    let _ = close(fd);
+                }
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                // EAGAIN: nothing more is queued.
+                Err(_) => break,
+            }
+        }
     }
     answered
 }

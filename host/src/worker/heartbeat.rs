@@ -31,6 +31,9 @@ pub(crate) struct Slot {
     retiring: AtomicU32,
     /// How many queued connections the worker answered 503 when it was killed.
     answered_at_death: AtomicU32,
+    /// Set by the arbiter before it stops the worker with the server: no other worker will take what the
+    /// listeners queued.
+    server_stopping: AtomicU32,
 }
 
 /// The shared table. It lives as long as the process and is inherited by every fork.
@@ -80,6 +83,7 @@ impl Slot {
         self.text_len.store(0, Ordering::Relaxed);
         self.retiring.store(0, Ordering::Relaxed);
         self.answered_at_death.store(0, Ordering::Relaxed);
+        self.server_stopping.store(0, Ordering::Relaxed);
         self.ready.store(0, Ordering::Release);
     }
 
@@ -126,6 +130,16 @@ impl Slot {
 
     pub(crate) fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Acquire) == 1
+    }
+
+    /// The arbiter stops the worker with the server (set before its signal).
+    pub(crate) fn mark_server_stopping(&self) {
+        self.server_stopping.store(1, Ordering::Release);
+    }
+
+    /// Read by the worker's SIGABRT handler: a plain atomic load.
+    pub(crate) fn is_server_stopping(&self) -> bool {
+        self.server_stopping.load(Ordering::Acquire) == 1
     }
 
     /// Called from the worker's SIGABRT handler: a plain atomic store.

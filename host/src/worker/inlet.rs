@@ -56,6 +56,7 @@ impl<'a> Inlet<'a> {
     /// of waiting in a queue that no one accepts from any more and being reset when the worker exits.
     pub(super) fn let_go_of_listeners(&mut self, epoll: &Epoll) -> anyhow::Result<()> {
         self.watch(epoll, false)?;
+        super::farewell::let_go_of_listeners();
         for listener in self.listeners {
             // The worker never drops the arbiter's `Listener` objects (it leaves with `process::exit`, see
             // `arbiter::spawn`), and with the slice emptied below nothing here uses the descriptor again.
