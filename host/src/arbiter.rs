@@ -157,6 +157,7 @@ impl Arbiter {
             channels,
             next_generation,
             previous: None,
+            reload_again: false,
             recompiles: Recompiles::default(),
             stop: None,
             pidfile,

@@ -126,6 +126,40 @@ fn sighup_rereads_the_config_file_and_the_app() {
     assert_eq!(server.get("/after").json()["environ"]["PATH_INFO"], "/after");
 }
 
+/// A SIGHUP that comes while a reload is under way is not lost: the files may have changed since that reload
+/// read them, so they are read again once it ends. It was ignored, and the last edit never applied. The first
+/// reload compiles a new app into an empty cache, so the second SIGHUP, sent as soon as the first is handled,
+/// comes while it is under way.
+#[test]
+fn sighup_during_a_reload_reloads_again_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmcorn.toml");
+    let write = |app: &str, value: &str| {
+        std::fs::write(&config, format!("app = \"{app}\"\nworkers = 2\nenv = [\"V={value}\"]\n")).unwrap();
+    };
+    write("sample:echo", "one");
+    let config_arg = config.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let mut command =
+        crate::support::command(&["serve", "--bind", "127.0.0.1:0", "--config", config_arg, "--cache-dir", cache_arg]);
+    command.env_remove("WASMCORN_CMD_ARGS");
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 2);
+    assert_eq!(server.get("/").json()["env"]["V"], "one");
+    write("sample:workload", "two");
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Handling signal: hup");
+    write("sample:echo", "three");
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("this SIGHUP reloads again once it ends");
+    server.wait_for_count("Reload complete", 2);
+    eventually("only the last configuration's workers serve", || server.live_workers().len() == 2);
+    for _ in 0..4 {
+        assert_eq!(server.get("/").json()["env"]["V"], "three");
+    }
+}
+
 #[test]
 fn sighup_with_a_broken_new_app_keeps_the_old_workers_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,6 +26,7 @@ impl Arbiter {
                 self.artefacts = previous.artefacts;
                 self.pools = previous.pools;
                 pools::close_unused_channels(&self.config.site, &mut self.channels);
+                self.reload_if_asked_again();
             }
             previous => {
                 self.previous = previous;
@@ -64,8 +65,16 @@ impl Arbiter {
     /// workers would be started differently, and retire the old ones once the new ones are ready. Pools that did
     /// not change keep their workers. If anything fails, the current workers keep serving.
     pub(super) fn reload(&mut self) {
-        if self.stop.is_some() || self.previous.is_some() {
-            log::warning("A reload or a stop is already in progress: this SIGHUP is ignored");
+        if self.stop.is_some() {
+            log::warning("The server is stopping: this SIGHUP is ignored");
+            return;
+        }
+        if self.previous.is_some() {
+            // The files may have changed again since this reload read them: read them once more when it ends.
+            if !self.reload_again {
+                log::info("A reload is in progress: this SIGHUP reloads again once it ends");
+            }
+            self.reload_again = true;
             return;
         }
         let config = match config::load(&self.serve_args) {
@@ -148,6 +157,14 @@ impl Arbiter {
         self.previous = None;
         pools::close_unused_channels(&self.config.site, &mut self.channels);
         log::info("Reload complete: the new workers serve");
+        self.reload_if_asked_again();
+    }
+
+    /// Runs the reload a SIGHUP asked for while the last one was under way.
+    fn reload_if_asked_again(&mut self) {
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub(super) struct Arbiter {
     pub(super) channels: BTreeMap<PoolKey, Channel>,
     pub(super) next_generation: u64,
     pub(super) previous: Option<Previous>,
+    /// A SIGHUP came while a reload was under way: reload again once it ends.
+    pub(super) reload_again: bool,
     /// The compiles done because workers refused an artefact.
     pub(super) recompiles: Recompiles,
     pub(super) stop: Option<Stop>,
