@@ -125,6 +125,8 @@ impl Arbiter {
             config.name.as_ref().map_or("wasmcorn: arbiter".to_string(), |name| format!("wasmcorn: arbiter [{name}]"));
         process::set_title(&title);
         let predecessor = upgrade::predecessor();
+        // Bound first: an address in use is an error before the server says it listens.
+        let metrics = metrics::Metrics::new(&config, &listeners, predecessor.is_some())?;
         let pidfile = match &config.pidfile {
             Some(path) if predecessor.is_some() => Some(Pidfile::create(&Pidfile::upgrade_path(path))?),
             Some(path) => Some(Pidfile::create(path)?),
@@ -135,11 +137,11 @@ impl Arbiter {
         for listener in &listeners {
             log::info(format_args!("Listening at: {} ({pid})", listener.url()));
         }
+        metrics.log_address();
         log::info("Using worker: sync");
         log_apps(&config);
         let signals = Signals::install()?;
         let heartbeats = Heartbeats::new()?;
-        let metrics = metrics::Metrics::new(&config, &listeners, predecessor.is_some())?;
         let mut channels = BTreeMap::new();
         pools::open_channels(&config.site, &mut channels)?;
         let mut next_generation = 0;

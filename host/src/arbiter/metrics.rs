@@ -82,9 +82,6 @@ impl Metrics {
                     }
                     Err(err) => return Err(err),
                 };
-                if let Some(listener) = &listener {
-                    log::info(format_args!("Serving metrics at: {}", listener.url()));
-                }
                 let binds = listeners.iter().map(Bind::of).collect();
                 Some(MetricsServer { spec: spec.clone(), listener, pid: None, retry: Retry::default(), binds })
             }
@@ -92,6 +89,13 @@ impl Metrics {
         };
         let statsd = config.statsd.as_ref().and_then(Statsd::connect);
         Ok(Metrics { counters, config_statsd: config.statsd.clone(), statsd, last_workers_gauge: None, server })
+    }
+
+    /// Logs where the metrics are served, once bound.
+    pub(super) fn log_address(&self) {
+        if let Some(listener) = self.server.as_ref().and_then(|server| server.listener.as_ref()) {
+            log::info(format_args!("Serving metrics at: {}", listener.url()));
+        }
     }
 
     /// What a worker of `pool` in slot `slot` counts with; names `site`'s apps first.
