@@ -350,7 +350,8 @@ impl Arbiter {
     fn reap(&mut self) {
         for (pid, status) in workers::reap_children() {
             if Some(pid) == self.successor {
-                log::error(format_args!("The new arbiter (pid:{pid}) of the upgrade exited: {status:?}"));
+                let how = spawn::describe_status(Ok(status));
+                log::error(format_args!("The new arbiter (pid:{pid}) of the upgrade exited: {how}"));
                 self.successor = None;
                 continue;
             }

@@ -231,6 +231,21 @@ fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
     eventually("the new arbiter stops", || !is_alive(new_pid));
 }
 
+/// A new arbiter of an upgrade that dies is said in words, and the old one goes on serving. The log line held
+/// Rust's debug text of the wait status (`Signaled(Pid(N), SIGKILL, false)`).
+#[test]
+fn an_upgrade_whose_new_arbiter_dies_is_said_in_words_and_the_old_one_serves() {
+    let mut server = Server::start("sample:hello", 1, &[]);
+    server.signal(Signal::SIGUSR2);
+    let new_pid = successor_pid(&server);
+    server.also_stop(new_pid);
+    kill(new_pid, Signal::SIGKILL).unwrap();
+    server.wait_for_line(&format!("The new arbiter (pid:{new_pid}) of the upgrade exited: killed by SIGKILL"));
+    assert_eq!(server.get("/").status, 200);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
 #[test]
 fn the_pid_file_is_owner_only_and_its_temporary_file_never_follows_a_symlink() {
     let dir = tempfile::tempdir().unwrap();

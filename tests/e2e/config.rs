@@ -82,6 +82,9 @@ fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["wasmcorn.toml", "many", "--workers"]);
     let (_dir, file) = config_file("workers = [\n");
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["wasmcorn.toml", "invalid TOML"]);
+    // Where, and what: the cause used to be cut off with the lines after the first.
+    let (_dir, file) = config_file("workers = 2\nworkers = 3\n");
+    assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["line 2, column 1: duplicate key"]);
     let (_dir, file) = config_file("daemon = \"yes\"\n");
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["\"daemon\"", "true or false"]);
     let (_dir, file) = config_file("config = \"other.toml\"\n");

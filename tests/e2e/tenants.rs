@@ -268,6 +268,8 @@ fn check_config_reports_manifest_mistakes_in_one_line_naming_the_app_and_the_key
             r#"app "dev": key "component": /dev/null is not a regular file"#,
         ),
         (app("shop", "workers = 0"), r#"app "shop": key "workers" must be at least 1"#),
+        (app("shop", "env = { A = \"a\\u0000b\" }"), r#"app "shop": key "env": the value of "A" holds a NUL"#),
+        (app("shop", "name = \"again\""), "line 4, column 1: duplicate key"),
         ("[[app]]\nname = \"bad\"\ncomponent = \"check.toml\"\n".to_string(), r#"app "bad": "#),
     ];
     for (text, expected) in cases {

@@ -176,7 +176,8 @@ pub(super) fn worker(setup: worker::Setup<'_>, close_in_child: &[RawFd]) -> anyh
     }
 }
 
-fn describe_status(status: nix::Result<WaitStatus>) -> String {
+/// How a child process ended, in words: `exit code 7`, `killed by SIGKILL`.
+pub(super) fn describe_status(status: nix::Result<WaitStatus>) -> String {
     match status {
         Ok(WaitStatus::Exited(_, code)) => format!("exit code {code}"),
         Ok(WaitStatus::Signaled(_, signal, _)) => format!("killed by {signal}"),

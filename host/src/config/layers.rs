@@ -101,7 +101,7 @@ fn file_args(command: &Command, path: &Path) -> anyhow::Result<Vec<OsString>> {
     let where_ = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {where_}"))?;
     let table: toml::Table =
-        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", one_line(&err)))?;
+        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let mut options = Vec::new();
     let mut positionals = Vec::new();
     for (key, value) in &table {
@@ -179,6 +179,12 @@ fn flag_name(command: &Command, id: &str) -> String {
 }
 
 /// The first line of an error, without clap's `error: ` prefix.
+/// A TOML parse error in one line: where (its first line) and what (toml's message), which its display puts on
+/// separate lines around a picture of the line.
+pub(crate) fn toml_error(err: &toml::de::Error) -> String {
+    format!("{}: {}", one_line(err), err.message().trim())
+}
+
 pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
     let text = err.to_string();
     let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("invalid configuration");

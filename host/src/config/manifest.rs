@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::accounts::{parse_group, parse_user};
 use super::grants;
-use super::layers::one_line;
+use super::layers::toml_error;
 use super::seconds::{self, Zero};
 use crate::guest::{AppSource, Capabilities, Guest, Limits};
 use crate::routing::{AppId, HostPattern, Route, Router, normalise_prefix};
@@ -116,7 +116,7 @@ pub(super) fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow:
     let where_ = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
     let table: toml::Table =
-        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", one_line(&err)))?;
+        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     parse(&table, &base, in_config, defaults).map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))
 }
@@ -213,10 +213,13 @@ fn hosted_app(table: AppTable, base: &Path, defaults: &Defaults, id: AppId) -> a
         .unwrap_or_default()
         .into_iter()
         .map(|(key, value)| match value {
-            toml::Value::String(text) if !key.is_empty() && !key.contains(['=', '\0']) && !text.contains('\0') => {
-                Ok((key, text))
+            toml::Value::String(_) if key.is_empty() || key.contains(['=', '\0']) => {
+                bail!("key \"env\": {key:?} is not a valid variable name")
             }
-            toml::Value::String(_) => bail!("key \"env\": {key:?} is not a valid variable name"),
+            toml::Value::String(text) if text.contains('\0') => {
+                bail!("key \"env\": the value of {key:?} holds a NUL character")
+            }
+            toml::Value::String(text) => Ok((key, text)),
             _ => bail!("key \"env\": the value of {key:?} must be a string"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
