@@ -218,6 +218,7 @@ impl Arbiter {
             Signal::SIGTTIN => self.resize_shared_pool(1),
             Signal::SIGTTOU => self.resize_shared_pool(-1),
             Signal::SIGUSR1 => {
+                // Before the workers: one that cannot reopen them leaves, and its replacement inherits these.
                 log::reopen();
                 self.workers.kill_all(Signal::SIGUSR1);
             }

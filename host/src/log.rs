@@ -24,10 +24,14 @@ pub(crate) fn init(settings: &Settings) -> anyhow::Result<()> {
     sink::init(settings)
 }
 
-/// Reopens the log files (after a rotation moved them away).
-pub(crate) fn reopen() {
-    if let Err(err) = sink::reopen() {
-        error(format_args!("cannot reopen the log files: {err:#}"));
+/// Reopens the log files (after a rotation moved them away); false, and said in the log, if that failed.
+pub(crate) fn reopen() -> bool {
+    match sink::reopen() {
+        Ok(()) => true,
+        Err(err) => {
+            error(format_args!("cannot reopen the log files: {err:#}"));
+            false
+        }
     }
 }
 

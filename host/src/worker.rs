@@ -245,8 +245,15 @@ fn serve_loop(
         // Signals are read whenever the wait reported them, stopping or not: the descriptor is level-triggered,
         // so one left unread would end every later wait at once (a busy loop until the worker leaves), and a
         // SIGUSR1 during a graceful stop still reopens the logs.
-        let stop_signal = woken.signals && stop_requested(signals);
-        if !stopping && stop_signal {
+        let asked = if woken.signals { read_signals(signals) } else { Asked::default() };
+        if !stopping && !asked.stop && asked.leave {
+            // Like --max-requests: what was accepted is served, idle connections close, and the replacement is
+            // forked from the arbiter with the log files it reopened.
+            log::info("Worker leaving: its replacement writes to the log files the arbiter reopened");
+            stopping = true;
+            held.close_idle(epoll);
+        }
+        if !stopping && asked.stop {
             stopping = true;
             if setup.slot.is_retiring() {
                 // The listeners stay open: what the kernel queued is for the workers that replace this one.
@@ -324,17 +331,27 @@ fn serve_loop(
     }
 }
 
+/// What the pending signals ask of the worker.
+#[derive(Default)]
+struct Asked {
+    /// SIGTERM: stop.
+    stop: bool,
+    /// SIGUSR1, and the log files could not be reopened here (a worker running as `--user` may not open the
+    /// arbiter's owner-only files): leave, so that a new worker inherits the files the arbiter reopened.
+    leave: bool,
+}
+
 /// Reads pending signals: SIGUSR1 reopens the log files; SIGTERM asks the worker to stop.
-fn stop_requested(signals: &SignalFd) -> bool {
-    let mut stop = false;
+fn read_signals(signals: &SignalFd) -> Asked {
+    let mut asked = Asked::default();
     while let Ok(Some(info)) = signals.read_signal() {
         match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGTERM) => stop = true,
-            Ok(Signal::SIGUSR1) => log::reopen(),
+            Ok(Signal::SIGTERM) => asked.stop = true,
+            Ok(Signal::SIGUSR1) => asked.leave |= !log::reopen(),
             _ => {}
         }
     }
-    stop
+    asked
 }
 
 /// Whether the worker has served its `--max-requests` or outgrown `--max-worker-memory`, and should be replaced.

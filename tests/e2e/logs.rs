@@ -117,6 +117,34 @@ fn sigusr1_reopens_the_log_files() {
     assert!(old.contains("GET /before"));
 }
 
+/// With `--user`, a worker cannot reopen the arbiter's owner-only files: it leaves, like at `--max-requests`, and
+/// its replacement inherits the files the arbiter reopened. It went on writing to the rotated file.
+#[test]
+fn sigusr1_with_a_worker_user_moves_every_line_to_the_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let access = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let args =
+        ["--user", "nobody", "--cache-dir", cache.to_str().unwrap(), "--access-logfile", access.to_str().unwrap()];
+    let server = Server::start("sample:hello", 1, &args);
+    let first = server.booted_worker_pids()[0];
+    server.request(b"GET /before HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_for_file_line(&access, "GET /before");
+    std::fs::rename(&access, &rotated).unwrap();
+    server.signal(Signal::SIGUSR1);
+    server.wait_for_line("Worker leaving: its replacement writes to the log files the arbiter reopened");
+    server.wait_for_count("Booting worker with pid", 2);
+    crate::support::eventually("the first worker gone", || !crate::support::is_alive(first));
+    server.request(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_for_file_line(&access, "GET /after");
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("GET /after"));
+    assert_eq!(std::fs::metadata(&access).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
 /// A worker finishing its requests in a graceful stop still reads its signals: a SIGUSR1 that reaches it after
 /// it began stopping reopens its logs before its next request. (It used to stop reading signals once stopping:
 /// the logs stayed on the renamed file, and the signal left unread ended each later wait at once.)

@@ -171,12 +171,17 @@ impl Server {
         kill(self.pid, signal).expect("signal the arbiter");
     }
 
-    /// Waits for the arbiter to exit and returns its status.
+    /// Waits for the arbiter to exit and returns its status, once its log has been read to the end (or, when
+    /// another process still holds its stderr, a successor arbiter say, for at most a few seconds more): the last
+    /// lines may still be in the pipe when it has exited.
     pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("the server is running");
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().expect("wait for wasmcorn") {
+                let (lines, changed) = &*self.log;
+                let log = lines.lock().unwrap();
+                let _ = changed.wait_timeout_while(log, Duration::from_secs(5), |log| !log.closed).unwrap();
                 return status;
             }
             assert!(Instant::now() < deadline, "wasmcorn did not exit; log:\n{}", self.log_text());
