@@ -82,6 +82,9 @@ pub(crate) fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
     Ok(if check { Invocation::CheckConfig(config) } else { Invocation::Serve(config) })
 }
 
+/// The most workers of all pools together: half the arbiter's table, which a reload fills with two generations.
+const MAX_WORKERS: u64 = crate::worker::heartbeat::CAPACITY as u64 / 2;
+
 impl Config {
     pub(crate) fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
         if args.workers == 0 {
@@ -124,6 +127,16 @@ impl Config {
             Some(path) => hosted_site(&args, path, limits, body_limit)?,
             None => single_site(&args, env, limits, body_limit, &script_name)?,
         };
+        let dedicated: u64 = site.apps.iter().filter_map(|app| app.pool).map(|pool| u64::from(pool.workers)).sum();
+        if u64::from(args.workers) + dedicated > MAX_WORKERS {
+            let manifest = args.apps.as_ref().map_or(String::new(), |path| format!("{}: ", path.display()));
+            bail!(
+                "{manifest}--workers and the apps' own \"workers\" come to {} workers: at most {MAX_WORKERS} (the \
+                 arbiter follows {} workers, and a reload runs two generations of a pool at once)",
+                u64::from(args.workers) + dedicated,
+                crate::worker::heartbeat::CAPACITY
+            );
+        }
         let user = args.user.as_deref().map(parse_user).transpose()?;
         let group = args.group.as_deref().map(parse_group).transpose()?;
         if let (Some(user), None) = (user, group) {

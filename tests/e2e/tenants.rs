@@ -268,6 +268,7 @@ fn check_config_reports_manifest_mistakes_in_one_line_naming_the_app_and_the_key
             r#"app "dev": key "component": /dev/null is not a regular file"#,
         ),
         (app("shop", "workers = 0"), r#"app "shop": key "workers" must be at least 1"#),
+        (app("shop", "workers = 100000000"), "come to 100000001 workers: at most 512"),
         (app("shop", "env = { A = \"a\\u0000b\" }"), r#"app "shop": key "env": the value of "A" holds a NUL"#),
         (app("shop", "name = \"again\""), "line 4, column 1: duplicate key"),
         ("[[app]]\nname = \"bad\"\ncomponent = \"check.toml\"\n".to_string(), r#"app "bad": "#),
