@@ -62,13 +62,6 @@ pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
             }
             Err(err) => return Err(folder_error(dir, follow, err)),
         };
-    if created {
-        // The umask may have taken bits away that other users' pools need.
-        folder
-            .set_permissions(fs::Permissions::from_mode(FOLDER_MODE))
-            .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
-        return Ok(None);
-    }
     let meta = folder.metadata().with_context(|| format!("cannot check the cache folder {}", dir.display()))?;
     if meta.uid() != own_uid() {
         bail!(
@@ -78,6 +71,14 @@ pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
             meta.uid(),
             own_uid()
         );
+    }
+    if created {
+        // The umask may have taken bits away that other users' pools need. (Checked first: another user may have
+        // made the folder between the open that found none and the creation, which then found it there.)
+        folder
+            .set_permissions(fs::Permissions::from_mode(FOLDER_MODE))
+            .with_context(|| format!("cannot set the mode of the cache folder {}", dir.display()))?;
+        return Ok(None);
     }
     let mode = meta.mode() & 0o7777;
     if mode & WRITABLE_BY_OTHERS == 0 {

@@ -25,8 +25,8 @@ pub(crate) struct LineScan {
 
 impl LineScan {
     /// Checks the bytes of `head` past those checked before: every line ends in CRLF, and the lines they complete
-    /// or extend keep to the limits. Returns whether an empty line after the request line has
-    /// come: the head may then be parsed whole. `head` must start with the bytes the earlier calls were given.
+    /// or extend keep to the limits. Returns whether an empty line after the request line has come: the head may
+    /// then be parsed whole. `head` must start with the bytes the earlier calls were given.
     pub(super) fn advance(&mut self, head: &[u8], limits: &HeadLimits) -> Result<bool, HttpError> {
         if self.ended {
             return Ok(true);

@@ -205,14 +205,9 @@ fn answer_all() -> u32 {
     let mut answered = 0;
     for cell in &REGISTRY {
         let fd = cell.swap(FREE, Ordering::AcqRel);
-        if fd == FREE {
-            continue;
-        }
-        if send_all(fd, ANSWER) {
+        if fd != FREE && answer_one(fd) {
             answered += 1;
         }
-        let _ = shutdown(fd, Shutdown::Write);
-        discard_unread(fd);
     }
     answered
 }
