@@ -91,7 +91,9 @@ fn bad_flag_values_are_one_line_errors_naming_the_flag() {
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--env", "NOEQUALS"]), &["--env"]);
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "0"]), &["--workers"]);
     // The arbiter follows 1024 workers, and a reload runs two generations of a pool at once.
-    assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "513"]), &["--workers", "at most 512"]);
+    // With --check-config: without the bound, it would start a server that never exits.
+    let too_many = ["serve", "--bind", "127.0.0.1:0", "--workers", "513", "--check-config"];
+    assert_one_line_error(&run(&too_many), &["--workers", "at most 512"]);
     assert_one_line_error(&run(&["serve", "--bind", "not an address"]), &["not an address"]);
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--guest-timeout", "-1"]), &["--guest-timeout"]);
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "many"]), &["--workers", "many"]);
