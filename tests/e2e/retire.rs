@@ -57,19 +57,21 @@ fn unread_by_server(port: u16, client: &TcpStream) -> Option<usize> {
     })
 }
 
+/// A new connection to `port` that has sent `bytes`.
+fn connect_sending(port: u16, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
 /// Clients whose connections the worker (`-w 1`) accepted, and then a request that holds it: each client sends
 /// the start of its head, then `stuck` sends a whole request, which the worker accepts after them (the listen
 /// queue is first in, first out) and starts serving. Once the worker has read `stuck`'s request, the clients
 /// complete their heads: they are queued in that worker, not started. Returns the clients and `stuck`.
 fn queue_behind_a_stuck_request(port: u16, clients: usize, stuck: &str) -> (Vec<TcpStream>, TcpStream) {
-    let queued: Vec<TcpStream> = (0..clients)
-        .map(|_| {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream.set_read_timeout(Some(PATIENCE)).unwrap();
-            stream.write_all(b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n").unwrap();
-            stream
-        })
-        .collect();
+    let queued: Vec<TcpStream> =
+        (0..clients).map(|_| connect_sending(port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n")).collect();
     let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
     busy.set_read_timeout(Some(PATIENCE)).unwrap();
     busy.write_all(format!("GET {stuck} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
@@ -84,14 +86,8 @@ fn queue_behind_a_stuck_request(port: u16, clients: usize, stuck: &str) -> (Vec<
 /// queue, never accepted. Returns once the kernel has them all.
 fn queue_in_the_kernel(port: u16, clients: usize) -> Vec<TcpStream> {
     let before = established_to(port);
-    let queued: Vec<TcpStream> = (0..clients)
-        .map(|_| {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream.set_read_timeout(Some(PATIENCE)).unwrap();
-            stream.write_all(b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-            stream
-        })
-        .collect();
+    let queued: Vec<TcpStream> =
+        (0..clients).map(|_| connect_sending(port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n")).collect();
     eventually("the kernel holds the new connections", || established_to(port) >= before + clients);
     queued
 }
