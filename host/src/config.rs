@@ -128,12 +128,12 @@ impl Config {
             None => single_site(&args, env, limits, body_limit, &script_name)?,
         };
         let dedicated: u64 = site.apps.iter().filter_map(|app| app.pool).map(|pool| u64::from(pool.workers)).sum();
-        if u64::from(args.workers) + dedicated > MAX_WORKERS {
+        let total = u64::from(args.workers) + dedicated;
+        if total > MAX_WORKERS {
             let manifest = args.apps.as_ref().map_or(String::new(), |path| format!("{}: ", path.display()));
             bail!(
-                "{manifest}--workers and the apps' own \"workers\" come to {} workers: at most {MAX_WORKERS} (the \
-                 arbiter follows {} workers, and a reload runs two generations of a pool at once)",
-                u64::from(args.workers) + dedicated,
+                "{manifest}--workers and the apps' own \"workers\" come to {total} workers: at most {MAX_WORKERS} \
+                 (the arbiter follows {} workers, and a reload runs two generations of a pool at once)",
                 crate::worker::heartbeat::CAPACITY
             );
         }

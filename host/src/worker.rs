@@ -29,7 +29,6 @@ pub(crate) mod statsd;
 mod watched;
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -139,7 +138,6 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
     };
     // A dedicated pool's workers were given no listeners.
     let inlet = Inlet::new(setup.listeners, Inbox::new(channel.receiver()));
-    farewell::hold_listeners(setup.listeners.iter().map(|listener| listener.fd().as_raw_fd()));
     let mut dispatch = Dispatch::new(setup.site, &runs, setup.channels, setup.pool);
     meter::install(&setup.meter);
     setup.slot.mark_ready();

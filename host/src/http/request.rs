@@ -93,7 +93,8 @@ pub(crate) fn read_request_part<S: Read + Write>(
     if !conn.scan_head(limits)? {
         return Ok(None);
     }
-    match parse_head(conn.buffered(), limits)? {
+    // The scan has checked every line up to the head's end: not again.
+    match parse_checked_head(conn.buffered(), limits)? {
         Some((request, length)) => {
             conn.consume(length);
             Ok(Some(request))
@@ -110,6 +111,11 @@ const FIELDS_ON_STACK: usize = 128;
 pub fn parse_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, usize)>, HttpError> {
     // Line endings and lengths, up to the head's end: httparse would take a bare LF for a line end.
     LineScan::default().advance(bytes, limits)?;
+    parse_checked_head(bytes, limits)
+}
+
+/// `parse_head` for bytes whose lines a `LineScan` has already checked up to the head's end.
+fn parse_checked_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Request, usize)>, HttpError> {
     // The fields' array is left uninitialised, and it lives on the stack under the default limit (100): as a
     // vector of 100 it cost every request an allocation too large for the allocator's per-thread cache.
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS_ON_STACK];

@@ -26,7 +26,10 @@ pub(super) struct Inlet<'a> {
 }
 
 impl<'a> Inlet<'a> {
+    /// The inlet of a worker holding `listeners` (none in a dedicated pool), which a dying worker answers as the
+    /// server stops until `let_go_of_listeners` (see `farewell`).
     pub(super) fn new(listeners: &'a [Listener], inbox: Inbox<'a>) -> Self {
+        super::farewell::hold_listeners(listeners.iter().map(|listener| listener.fd().as_raw_fd()));
         Inlet { listeners, inbox, watched: false }
     }
 
