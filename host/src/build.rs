@@ -25,14 +25,22 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
             bail!("--warmup takes a path starting with `/`, not {path:?}");
         }
     }
+    // Said before the build rather than after it.
+    crate::planted::refuse_planted_links(&args.output, "the output")?;
+    if args.output.is_dir() {
+        bail!("-o {} is a folder: name the component file to write", args.output.display());
+    }
+    let requirements = match &args.requirements {
+        Some(path) => Some(
+            crate::regular_file::read(path)
+                .with_context(|| format!("cannot read --requirements {}", path.display()))?,
+        ),
+        None => None,
+    };
     let src = fs::canonicalize(&args.src).with_context(|| format!("--src {}", args.src.display()))?;
     if !src.is_dir() {
         bail!("--src {} is not a folder", args.src.display());
     }
-    let requirements = match &args.requirements {
-        Some(path) => Some(fs::read(path).with_context(|| format!("cannot read --requirements {}", path.display()))?),
-        None => None,
-    };
     let cache_root = match &args.cache_dir {
         Some(dir) => dir.clone(),
         None => crate::config::default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,

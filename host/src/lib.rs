@@ -21,6 +21,7 @@ mod listener;
 mod log;
 mod planted;
 mod process;
+mod regular_file;
 mod routing;
 mod settings;
 mod site;

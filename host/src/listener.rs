@@ -213,6 +213,7 @@ fn listen(fd: &OwnedFd, backlog: i32) -> nix::Result<()> {
 
 /// Binds a unix socket, replacing a stale socket file that nothing listens on any more.
 fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
+    crate::planted::refuse_planted_links(path, "the socket")?;
     if let Ok(metadata) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !metadata.file_type().is_socket() {

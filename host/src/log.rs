@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 pub(crate) use access::AccessRecord;
 pub(crate) use settings::{Level, Settings};
 pub(crate) use sink::RECORD_MAX;
@@ -66,11 +68,17 @@ pub(crate) fn guest_line(stream: &str, line: &str) {
     write(Level::Info, format_args!("[guest {stream}] {}", escape(line)));
 }
 
-/// `text` with every control character (CR, LF, tab and the rest of C0, DEL, C1) and the Unicode line and
-/// paragraph separators written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that text from a guest stays on
-/// the line it is logged on and cannot forge one.
+/// `text` with every control character (CR, LF, tab and the rest of C0, DEL, C1), the Unicode line and
+/// paragraph separators and every invisible format character (bidi controls such as U+202E, zero-width marks,
+/// U+FEFF: general category Cf) written as an escape (`\n`, `\r`, `\t`, `\u{1b}`, `\u{202e}`), so that text
+/// from a guest stays on the line it is logged on, cannot forge one, and cannot reorder or hide what a terminal
+/// shows of it.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    let breaks_out = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    let breaks_out = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}')
+            || (!c.is_ascii() && c.general_category() == GeneralCategory::Format)
+    };
     if !text.contains(breaks_out) {
         return Cow::Borrowed(text);
     }
@@ -115,5 +123,16 @@ mod tests {
             "oops\\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged\\r\\t\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}"
         );
         assert!(matches!(escape("nothing to do"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn guest_text_cannot_reorder_or_hide_what_a_terminal_shows() {
+        // Bidi overrides and isolates, a byte-order mark, zero-width marks, a tag character: escaped; printable
+        // text in any script, combining accents and a no-break space: kept.
+        assert_eq!(
+            escape("bidi\u{202e}DESREVER\u{202c}end\u{feff}bom\u{2066}iso\u{2069}\u{200b}\u{200f}\u{e0041}"),
+            "bidi\\u{202e}DESREVER\\u{202c}end\\u{feff}bom\\u{2066}iso\\u{2069}\\u{200b}\\u{200f}\\u{e0041}"
+        );
+        assert!(matches!(escape("d\u{e9}j\u{e0} vu, \u{65e5}\u{672c}, e\u{301}\u{a0}\u{5d0}"), Cow::Borrowed(_)));
     }
 }

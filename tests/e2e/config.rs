@@ -139,3 +139,28 @@ fn check_config_validates_the_app_and_exits() {
         &["bad.wasm", "not a WebAssembly component"],
     );
 }
+
+/// A config file or app manifest that is a FIFO, a folder or a device is refused before it is read: a FIFO was
+/// waited on for ever (at a start, or in the arbiter at a reload), /dev/zero read until memory ran out.
+#[test]
+fn a_config_file_or_manifest_that_is_not_a_regular_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    for (flag, path, what) in [
+        ("--config", fifo, "cannot read the config file"),
+        ("--config", "/dev/zero", "cannot read the config file"),
+        ("--apps", fifo, "cannot read the app manifest"),
+        ("--apps", folder, "cannot read the app manifest"),
+    ] {
+        // Run as a server so that a hang is stopped when the test gives up.
+        let mut server = Server::launch(command(&["serve", "--check-config", flag, path]), std::process::Stdio::null());
+        assert!(!server.wait_exit().success(), "{flag} {path}");
+        let stderr = server.log_text();
+        assert_eq!(stderr.trim().lines().count(), 1, "{flag} {path}: {stderr}");
+        assert!(stderr.contains(what), "{flag} {path}: {stderr}");
+        assert!(stderr.contains("not a regular file") || stderr.contains("directory"), "{flag} {path}: {stderr}");
+    }
+}

@@ -235,6 +235,46 @@ fn log_files_are_owner_only_and_never_opened_through_a_symlink_in_a_shared_folde
     assert_eq!(std::fs::read_to_string(&planted).unwrap(), "", "nothing is logged into it");
 }
 
+/// Names a local user could aim elsewhere from a folder everyone may write: a link to a folder on the way to a
+/// log or pid file (it made the server create and write its files in the folder it points to, /etc say), and a
+/// FIFO at the name (opening it waited for a reader: the start hung without a word).
+#[test]
+fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.path().join("dirlink");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = shared.path().join("fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let through_link = |name: &str| link.join(name).to_str().unwrap().to_string();
+    let cases = [
+        (["--error-logfile", &through_link("error.log")], "passes through the symlink"),
+        (["--access-logfile", &through_link("access.log")], "passes through the symlink"),
+        (["--pid", &through_link("server.pid")], "passes through the symlink"),
+        (["--error-logfile", fifo.to_str().unwrap()], "cannot open the log file"),
+    ];
+    for (flags, reason) in cases {
+        let mut args = vec!["serve", "sample:hello", "--bind", "127.0.0.1:0"];
+        args.extend(flags);
+        // A server that starts anyway, or hangs, is stopped when the test gives up.
+        let mut server = Server::launch(command(&args), std::process::Stdio::null());
+        assert!(!server.wait_exit().success(), "{flags:?}: the start fails");
+        let stderr = server.log_text();
+        assert_eq!(stderr.trim().lines().count(), 1, "{flags:?}: one line: {stderr}");
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing was made in the folder the link names");
+    // A FIFO at the pid file's name is neither read nor waited on: the pid file takes its place.
+    let fifo_pid = shared.path().join("fifo.pid");
+    nix::unistd::mkfifo(&fifo_pid, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let server = Server::start("sample:hello", 1, &["--pid", fifo_pid.to_str().unwrap()]);
+    let written = std::fs::read_to_string(&fifo_pid).unwrap();
+    assert_eq!(written.trim(), server.pid.to_string(), "the pid file names the arbiter");
+}
+
 /// A log record is one `write` of at most 4096 bytes (a pipe's `PIPE_BUF`): a guest's long error message or output
 /// line is cut, and says so, so that two workers writing to one pipe (the test's here, systemd's or docker's in
 /// production) never mix their records.

@@ -50,13 +50,15 @@ impl Pidfile {
     }
 }
 
+/// The pid a pid file holds; none when it is not a regular file (a FIFO planted there is never waited on).
 fn read(path: &Path) -> Option<Pid> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok().map(Pid::from_raw)
+    crate::regular_file::read_text(path).ok()?.trim().parse().ok().map(Pid::from_raw)
 }
 
 /// Writes the pid to a temporary file beside `path`, created new and owner-only (never through a symlink or
 /// over an existing file, whatever the umask), then renames it over `path`.
 fn write(path: &Path) -> anyhow::Result<()> {
+    crate::planted::refuse_planted_links(path, "the pid file")?;
     let mut temporary = path.as_os_str().to_os_string();
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
@@ -76,5 +78,8 @@ fn write(path: &Path) -> anyhow::Result<()> {
         }
         return Err(err).with_context(|| format!("cannot write the pid file {}", temporary.display()));
     }
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot write the pid file {}", path.display()))
+    std::fs::rename(&temporary, path).map_err(|err| {
+        let _ = std::fs::remove_file(&temporary);
+        anyhow::Error::from(err).context(format!("cannot write the pid file {}", path.display()))
+    })
 }

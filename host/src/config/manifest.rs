@@ -3,6 +3,8 @@
 //! folder. Every mistake is one line naming the file, the app and the key: unknown keys, wrong types, duplicate
 //! names, two apps with the same route, a component that is not there.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,7 +116,8 @@ pub(super) struct Defaults {
 /// the server's flags and are left to the config layer.
 pub(super) fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
     let where_ = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
+    let text =
+        crate::regular_file::read_text(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
     let table: toml::Table =
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -132,6 +135,8 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
     };
     let mut apps = Vec::new();
     let mut routes = Vec::new();
+    // Each route taken so far, and the app that has it.
+    let mut taken: BTreeMap<(HostPattern, String), AppId> = BTreeMap::new();
     for (position, entry) in entries.iter().enumerate() {
         let Some(entry) = entry.as_table() else { bail!("app #{}: must be a table", position + 1) };
         let label = match entry.get("name") {
@@ -148,13 +153,18 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
         let id = AppId(apps.len());
         let (app, app_routes) = hosted_app(table, base, defaults, id).with_context(context)?;
         for route in app_routes {
-            if let Some(existing) =
-                routes.iter().find(|existing: &&Route| existing.host == route.host && existing.prefix == route.prefix)
-            {
-                bail!(
+            match taken.entry((route.host.clone(), route.prefix.clone())) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(id);
+                }
+                // Hosts are compared as routed: `X.test` and `x.test.` are `x.test`.
+                Entry::Occupied(existing) if *existing.get() == id => {
+                    bail!("app {name:?}: key \"hosts\": the route {route} is listed twice");
+                }
+                Entry::Occupied(existing) => bail!(
                     "app {name:?}: keys \"hosts\"/\"prefix\": the route {route} is already app {:?}'s",
-                    apps[existing.app.index()].guest.name
-                );
+                    apps.get(existing.get().index()).map_or("?", |app: &App| app.guest.name.as_str())
+                ),
             }
             routes.push(route);
         }
@@ -349,6 +359,21 @@ mod tests {
             error(&format!("{app}[[app]]\nname = \"b\"\ncomponent = \"sample:echo\""))
                 .contains("app \"b\": keys \"hosts\"/\"prefix\": the route */ is already app \"a\"'s")
         );
+        // The same host twice in one app, however it is spelled: one line (it was an index out of bounds).
+        for hosts in [
+            "\"x.test\", \"x.test\"",
+            "\"x.test\", \"X.TEST\"",
+            "\"x.test\", \"x.test.\"",
+            "\"*.a.test\", \"*.A.test\"",
+        ] {
+            let listed = error(&format!("{app}hosts = [{hosts}]"));
+            assert!(
+                listed.contains("app \"a\": key \"hosts\": the route ") && listed.contains(" is listed twice"),
+                "{listed}"
+            );
+        }
+        let second = error(&format!("{app}[[app]]\nname = \"b\"\ncomponent = \"sample:echo\"\nhosts = [\"b\", \"B\"]"));
+        assert!(second.contains("app \"b\": key \"hosts\": the route b/ is listed twice"), "{second}");
         assert!(
             error("[[app]]\nname = \"c\"\ncomponent = \"missing.wasm\"")
                 .contains("app \"c\": key \"component\": ./missing.wasm does not exist")

@@ -6,8 +6,7 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -87,25 +86,10 @@ pub fn read_source(source: &AppSource) -> anyhow::Result<Vec<u8>> {
             Some(sample) => Ok(sample.wasm.to_vec()),
             None => bail!("unknown sample:{name}"),
         },
-        AppSource::File(path) => read_regular_file(path).with_context(|| format!("cannot read {}", path.display())),
+        AppSource::File(path) => {
+            crate::regular_file::read(path).with_context(|| format!("cannot read {}", path.display()))
+        }
     }
-}
-
-/// The bytes of the regular file at `path`. Anything else is refused before it is read: a device such as
-/// /dev/zero would be read until memory runs out, and opening a FIFO would wait for a writer (it is opened
-/// non-blocking, which changes nothing for a regular file).
-fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits())
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        bail!("it is not a regular file");
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 fn compile_and_store(

@@ -12,6 +12,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// Where complete lines of guest output go: (stream name, line).
 pub type GuestLine = fn(&str, &str);
 
+/// What a line break costs of the budget: about what the log line around a guest's line takes (time, pid, level,
+/// stream name), so that a guest writing empty lines cannot make the log many times its budget.
+const LINE_COST: usize = 64;
+
 /// One of a request's output streams. Clones share the same buffer.
 #[derive(Clone)]
 pub(super) struct GuestOutput {
@@ -51,17 +55,27 @@ impl GuestOutput {
 }
 
 impl LineBuffer {
+    /// Takes `bytes` into the current line, logging each line they complete, while the budget lasts: each byte
+    /// costs one, and each line break `LINE_COST` (the log line it starts costs that much more than its text).
+    /// What the budget cannot pay for is counted as dropped.
     fn push(&mut self, bytes: &[u8]) {
-        let kept = bytes.len().min(self.budget);
-        self.budget -= kept;
-        self.dropped += bytes.len() - kept;
-        let mut rest = &bytes[..kept];
-        while let Some(end) = rest.iter().position(|&byte| byte == b'\n') {
-            self.partial.extend_from_slice(&rest[..end]);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let line_end = rest.iter().position(|&byte| byte == b'\n');
+            let text = &rest[..line_end.unwrap_or(rest.len())];
+            let kept = text.len().min(self.budget);
+            self.budget -= kept;
+            self.partial.extend_from_slice(&text[..kept]);
+            if kept < text.len() || (line_end.is_some() && self.budget < LINE_COST) {
+                self.budget = 0;
+                self.dropped += rest.len() - kept;
+                return;
+            }
+            let Some(end) = line_end else { return };
+            self.budget -= LINE_COST;
             self.emit();
             rest = &rest[end + 1..];
         }
-        self.partial.extend_from_slice(rest);
     }
 
     fn emit(&mut self) {
@@ -145,24 +159,41 @@ mod tests {
         LINES.lock().unwrap().push(format!("{stream}: {line}"));
     }
 
+    fn recorded(stream: &str) -> Vec<String> {
+        let prefix = format!("{stream}: ");
+        LINES.lock().unwrap().iter().filter_map(|line| line.strip_prefix(&prefix).map(str::to_string)).collect()
+    }
+
     #[test]
     fn output_is_split_into_lines_within_the_budget() {
-        let output = GuestOutput::new("stdout".into(), 16, record);
+        // Room for "one" and "two\r" (each with its line break), and 7 bytes more.
+        let output = GuestOutput::new("stdout".into(), 3 + 4 + 2 * LINE_COST + 7, record);
         output.push(b"one\ntw");
         output.push(b"o\r\nthree and more than the budget\n");
         output.finish();
         output.push(b"next request\n");
         output.finish();
-        let lines = LINES.lock().unwrap().clone();
         assert_eq!(
-            lines,
+            recorded("stdout"),
             vec![
-                "stdout: one".to_string(),
-                "stdout: two".to_string(),
-                "stdout: three a".to_string(),
-                "stdout: [24 more bytes dropped: the request's output budget is spent]".to_string(),
-                "stdout: next request".to_string(),
+                "one".to_string(),
+                "two".to_string(),
+                "three a".to_string(),
+                "[24 more bytes dropped: the request's output budget is spent]".to_string(),
+                "next request".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn empty_lines_cost_what_their_log_lines_cost() {
+        let budget = 10 * LINE_COST;
+        let output = GuestOutput::new("stderr".into(), budget, record);
+        output.push(&vec![b'\n'; budget]);
+        output.finish();
+        let lines = recorded("stderr");
+        assert_eq!(lines.len(), 11, "10 empty lines and the note: {lines:?}");
+        assert!(lines[..10].iter().all(String::is_empty));
+        assert_eq!(lines[10], format!("[{} more bytes dropped: the request's output budget is spent]", budget - 10));
     }
 }

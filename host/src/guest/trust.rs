@@ -50,6 +50,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 /// The folder is checked and repaired through one descriptor, opened without following a symlink there: a
 /// symlink planted meanwhile is refused, not followed.
 pub fn prepare_folder(dir: &Path) -> anyhow::Result<Option<u32>> {
+    crate::planted::refuse_planted_links(dir, "the cache folder")?;
     let follow = !in_folder_others_control(dir);
     let (folder, created) =
         match open_folder(dir, follow) {

@@ -68,18 +68,28 @@ fn fit(record: &str) -> Cow<'_, str> {
 static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
+    planted::refuse_planted_links(path, "the log file")?;
     let others_control_folder = planted::in_folder_others_control(path);
     let mut options = OpenOptions::new();
     options.create(true).append(true).mode(0o600);
+    // Non-blocking while it opens: a FIFO at the name (one without a reader: a planted one) is then an error
+    // instead of a wait that would hang the start or the arbiter's USR1; a pipe with a reader (`/dev/stdout`
+    // under a supervisor) opens, and is made blocking again below.
+    let mut flags = nix::libc::O_NONBLOCK;
     if others_control_folder {
-        options.custom_flags(nix::libc::O_NOFOLLOW);
+        flags |= nix::libc::O_NOFOLLOW;
     }
+    options.custom_flags(flags);
     let file = options.open(path).with_context(|| match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
             format!("cannot open the log file {}: a symlink in a folder others may change", path.display())
         }
         _ => format!("cannot open the log file {}", path.display()),
     })?;
+    let blocking = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+        .map(|flags| nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK)
+        .and_then(|flags| nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)));
+    blocking.with_context(|| format!("cannot set up the log file {}", path.display()))?;
     let owner = file.metadata().with_context(|| format!("cannot check the log file {}", path.display()))?.uid();
     if others_control_folder && owner != planted::own_uid() {
         bail!(
