@@ -108,22 +108,35 @@ pub(super) enum Stage {
     Idle { left: Duration },
 }
 
-/// The fixed part of a message: the stage's kind, its time left in milliseconds, the script name's length.
-const PREAMBLE: usize = 1 + 4 + 2;
+/// The fixed part of a message: the stage's kind, its deadline in milliseconds of the system's monotonic clock,
+/// the script name's length.
+const PREAMBLE: usize = 1 + 8 + 2;
+
+/// Now, in milliseconds of the monotonic clock, which every process of the machine shares.
+fn monotonic_millis() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        let millis = i128::from(now.tv_sec()) * 1000 + i128::from(now.tv_nsec()) / 1_000_000;
+        u64::try_from(millis).unwrap_or(0)
+    })
+}
 
 impl Stage {
-    fn encode(&self) -> (u8, u32, &str) {
-        let millis = |left: &Duration| u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
+    /// The time left crosses as a deadline, so that the time a connection waits in the channel (while every worker
+    /// of the pool is busy) counts: with the time left itself, a connection relayed again and again under load
+    /// kept its time for as long as the load lasted.
+    fn encode(&self) -> (u8, u64, &str) {
+        let deadline =
+            |left: &Duration| monotonic_millis().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         match self {
             Stage::Routed { script_name } => (0, 0, script_name),
             Stage::Unrouted => (1, 0, ""),
-            Stage::Arriving { left } => (2, millis(left), ""),
-            Stage::Idle { left } => (3, millis(left), ""),
+            Stage::Arriving { left } => (2, deadline(left), ""),
+            Stage::Idle { left } => (3, deadline(left), ""),
         }
     }
 
-    fn decode(kind: u8, millis: u32, script_name: String) -> Option<Stage> {
-        let left = Duration::from_millis(u64::from(millis));
+    fn decode(kind: u8, deadline: u64, script_name: String) -> Option<Stage> {
+        let left = Duration::from_millis(deadline.saturating_sub(monotonic_millis()));
         Some(match kind {
             0 => Stage::Routed { script_name },
             1 => Stage::Unrouted,
@@ -137,15 +150,15 @@ impl Stage {
 /// Sends the connection `stream`, with the bytes read from it so far (from the start of its next request) and
 /// its stage, to the pool. On success the caller closes its copy of the socket; the pool's worker has its own.
 pub(super) fn send(channel: BorrowedFd<'_>, stream: &Stream, stage: &Stage, bytes: &[u8]) -> Result<(), SendError> {
-    let (kind, millis, script_name) = stage.encode();
+    let (kind, deadline, script_name) = stage.encode();
     let name_length = u16::try_from(script_name.len()).map_err(|_| SendError::TooLarge)?;
     if PREAMBLE + script_name.len() + bytes.len() > MAX_MESSAGE {
         return Err(SendError::TooLarge);
     }
     let mut preamble = [0u8; PREAMBLE];
     preamble[0] = kind;
-    preamble[1..5].copy_from_slice(&millis.to_le_bytes());
-    preamble[5..].copy_from_slice(&name_length.to_le_bytes());
+    preamble[1..9].copy_from_slice(&deadline.to_le_bytes());
+    preamble[9..].copy_from_slice(&name_length.to_le_bytes());
     let parts = [IoSlice::new(&preamble), IoSlice::new(script_name.as_bytes()), IoSlice::new(bytes)];
     let fds = [stream.as_fd().as_raw_fd()];
     let rights = [ControlMessage::ScmRights(&fds)];
@@ -236,10 +249,10 @@ impl<'a> Inbox<'a> {
 /// The message's parts and the socket as a stream, with its addresses.
 fn decode(message: &[u8], fd: OwnedFd) -> Option<Handed> {
     let preamble = message.get(..PREAMBLE)?;
-    let millis = u32::from_le_bytes([preamble[1], preamble[2], preamble[3], preamble[4]]);
-    let name_length = usize::from(u16::from_le_bytes([preamble[5], preamble[6]]));
+    let deadline = u64::from_le_bytes(preamble[1..9].try_into().ok()?);
+    let name_length = usize::from(u16::from_le_bytes([preamble[9], preamble[10]]));
     let script_name = std::str::from_utf8(message.get(PREAMBLE..PREAMBLE + name_length)?).ok()?.to_string();
-    let stage = Stage::decode(preamble[0], millis, script_name)?;
+    let stage = Stage::decode(preamble[0], deadline, script_name)?;
     let bytes = message.get(PREAMBLE + name_length..)?.to_vec();
     let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).ok()?;
     let (stream, peer, local) = match local.family()? {
@@ -305,8 +318,26 @@ mod tests {
             let (ours, _theirs) = UnixStream::pair().unwrap();
             send(channel.sender(), &Stream::Unix(ours), stage, b"GET / HT").unwrap();
             let handed = inbox.receive().unwrap().unwrap();
-            assert_eq!((&handed.stage, handed.bytes.as_slice()), (stage, b"GET / HT".as_slice()));
+            assert_eq!(handed.bytes.as_slice(), b"GET / HT".as_slice());
+            match (&handed.stage, stage) {
+                (Stage::Arriving { left }, Stage::Arriving { left: sent })
+                | (Stage::Idle { left }, Stage::Idle { left: sent }) => {
+                    assert!(*left <= *sent && *sent - *left < Duration::from_millis(500), "{left:?} of {sent:?}");
+                }
+                (crossed, sent) => assert_eq!(crossed, sent),
+            }
         }
+    }
+
+    #[test]
+    fn the_time_spent_in_the_channel_counts() {
+        let channel = Channel::new().unwrap();
+        let mut inbox = Inbox::new(channel.receiver());
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        send(channel.sender(), &Stream::Unix(ours), &Stage::Idle { left: Duration::from_millis(300) }, b"").unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let handed = inbox.receive().unwrap().unwrap();
+        assert_eq!(handed.stage, Stage::Idle { left: Duration::ZERO }, "its time ran out while it waited");
     }
 
     #[test]

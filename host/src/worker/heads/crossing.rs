@@ -26,13 +26,15 @@ impl Heads {
             Stage::Routed { script_name } => Origin::HandedOver { script_name },
             Stage::Unrouted => Origin::Accepted,
             Stage::Idle { left } => {
-                return self.admit_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
+                self.admit_idle(epoll, Connection::with_bytes(stream, bytes), peer, local, now + left);
+                return self.expire_if_late(epoll, left, now);
             }
             Stage::Arriving { left } => {
                 // Its grace is over: it was accepted elsewhere, a while ago.
                 let accepted = now.checked_sub(FAST_CLIENT_GRACE).unwrap_or(now);
                 let conn = Queued::connection(Connection::with_bytes(stream, bytes));
-                return self.watch_pending(epoll, Pending { conn, peer, local, accepted, deadline: now + left });
+                self.watch_pending(epoll, Pending { conn, peer, local, accepted, deadline: now + left });
+                return self.expire_if_late(epoll, left, now);
             }
         };
         let mut conn = Queued::connection(Connection::with_bytes(stream, bytes));
@@ -46,6 +48,15 @@ impl Heads {
                 answers::reject(conn.take(), &err, peer);
             }
             Err(err) => answers::reject(conn.take(), &err, peer),
+        }
+    }
+
+    /// A connection that crossed with no time left is dealt with at once (`408` for a head still late after one
+    /// more read, a clean close for an idle one), not at the worker's next wait: a worker about to run a guest
+    /// would otherwise relay it on again, and under steady load it never met its deadline.
+    fn expire_if_late(&mut self, epoll: &Epoll, left: std::time::Duration, now: Instant) {
+        if left.is_zero() {
+            self.expire(epoll, now);
         }
     }
 
