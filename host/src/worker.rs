@@ -60,9 +60,10 @@ pub(crate) const REFUSED_ARTEFACT: i32 = 5;
 /// The memory a stopped app's stand-in worker sizes its (empty) engine for: one wasm page.
 const STOPPED_MEMORY: usize = 64 * 1024;
 
-/// The epoll key of the signal descriptor; listeners use their index, and connections whose head is still
-/// arriving use keys from `FIRST_CONNECTION_KEY` up.
+/// The epoll keys of the signal descriptor and of the pool's channel; listeners use their index, and connections
+/// whose head is still arriving use keys from `FIRST_CONNECTION_KEY` up.
 const SIGNAL_KEY: u64 = u64::MAX;
+const CHANNEL_KEY: u64 = u64::MAX - 1;
 const FIRST_CONNECTION_KEY: u64 = 1 << 32;
 
 /// The relay thread's stack: it only moves descriptors and writes a log line.

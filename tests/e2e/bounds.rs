@@ -273,3 +273,38 @@ fn head_answer_may_declare_a_length_and_send_no_body() {
     }
     assert!(!server.log_text().contains("Invalid response from the guest"), "{}", server.log_text());
 }
+
+/// A silent connection is closed at its client timeout even while every worker keeps running guests longer than
+/// the relay's 5 ms. It then crosses the pool's channel, and a worker took from the listeners before the channel:
+/// under steady load it always found a new connection there, so what waited in the channel (this connection,
+/// and any request a busy worker relayed) waited as long as the load lasted.
+#[test]
+fn a_silent_connection_times_out_while_the_pool_stays_busy() {
+    let server = Server::start(MISBEHAVE, 2, &["--client-timeout", "2", "--keep-alive", "2"]);
+    let port = server.port;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let waited = std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let request = b"GET /sleep?seconds=0.3 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+                    assert_eq!(send(port, request).status, 200);
+                }
+            });
+        }
+        // Let the load begin, then connect and say nothing.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        silent.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let read = silent.read_to_end(&mut answer);
+        let waited = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(read.is_ok(), "no answer within 12 s under load: {read:?}");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408 "), "{answer:?}");
+        waited
+    });
+    // Its timeout is 2 s; the loose bound only keeps a busy machine from failing the test.
+    assert!(waited < Duration::from_secs(8), "closed after {waited:?}, past its 2 s client timeout");
+}

@@ -33,18 +33,19 @@ impl<'a> Inlet<'a> {
         Inlet { listeners, inbox, watched: false }
     }
 
-    /// Adds the listeners and the channel to the worker's epoll (under the keys 0 to the number of listeners),
-    /// or removes them.
+    /// Adds the listeners and the channel to the worker's epoll (the listeners under the keys 0 up, the channel
+    /// under `CHANNEL_KEY`), or removes them.
     pub(super) fn watch(&mut self, epoll: &Epoll, watch: bool) -> anyhow::Result<()> {
         if watch == self.watched {
             return Ok(());
         }
-        let fds = self.listeners.iter().map(Listener::fd).chain(std::iter::once(self.inbox.fd()));
-        for (index, fd) in fds.enumerate() {
+        let listeners = self.listeners.iter().map(Listener::fd).zip(0u64..);
+        let fds = listeners.chain(std::iter::once((self.inbox.fd(), super::CHANNEL_KEY)));
+        for (fd, key) in fds {
             if watch {
                 // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
                 let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-                epoll.add(fd, EpollEvent::new(flags, index as u64))?;
+                epoll.add(fd, EpollEvent::new(flags, key))?;
             } else {
                 epoll.delete(fd)?;
             }
@@ -69,22 +70,29 @@ impl<'a> Inlet<'a> {
         Ok(())
     }
 
-    /// Takes the new connections the last wait saw arrive, while the worker wants more. The listeners and the
-    /// channel are in the worker's epoll (level-triggered) whenever it would take more, so a wait that did not
-    /// report them (`woken.inlet` false) says that nothing arrived for this worker: a new connection wakes one
-    /// watching worker, and is that one's to take (`continue_reading` says when the others look anyway). They are
-    /// tried regardless when they were not watched.
+    /// Takes the new connections the last wait saw arrive, while the worker wants more: from the channel first,
+    /// then the listeners (see `take_waiting`). The listeners and the channel are in the worker's epoll
+    /// (level-triggered) whenever it would take more, so a wait that did not report one of them says that nothing
+    /// arrived there for this worker: a new connection wakes one watching worker, and is that one's to take
+    /// (`continue_reading` says when the others look anyway). Both are tried regardless when they were not
+    /// watched.
     pub(super) fn take_new(&mut self, epoll: &Epoll, heads: &mut Heads, woken: Woken) {
-        if woken.inlet || !self.watched {
-            self.take_waiting(epoll, heads, false);
+        if woken.channel || !self.watched {
+            receive_waiting(epoll, &mut self.inbox, heads, false);
+        }
+        if woken.listeners || !self.watched {
+            accept_waiting(epoll, self.listeners, heads, false);
         }
     }
 
-    /// Takes new connections while the worker wants more (or, when `all`, every one queued, from the
-    /// listeners and the channel); returns whether any came.
+    /// Takes new connections while the worker wants more (or, when `all`, every one queued), from the channel
+    /// first: what waits there was accepted earlier (relayed by a busy worker, handed over), and a worker that
+    /// took from the listeners first would, under steady load, always find a new connection there and never
+    /// reach the channel, whose connections then waited (and outlived their deadlines) as long as the load
+    /// lasted. Returns whether any came.
     pub(super) fn take_waiting(&mut self, epoll: &Epoll, heads: &mut Heads, all: bool) -> bool {
-        let accepted = accept_waiting(epoll, self.listeners, heads, all);
         let received = receive_waiting(epoll, &mut self.inbox, heads, all);
+        let accepted = accept_waiting(epoll, self.listeners, heads, all);
         accepted || received
     }
 }
@@ -138,18 +146,19 @@ fn receive_waiting(epoll: &Epoll, inbox: &mut Inbox<'_>, heads: &mut Heads, all:
     received
 }
 
-/// What a wait saw besides the heads' sockets: a signal to read, a connection to take from a listener or the
-/// channel. A wait that returned all it had (fewer events than room) and did not report one of them says it has
-/// nothing; otherwise (and after a wait that timed out) both are looked at.
+/// What a wait saw besides the heads' sockets: a signal to read, a connection to take from a listener, one in
+/// the channel. A wait that returned all it had (fewer events than room) and did not report one of them says it
+/// has nothing; otherwise (and after a wait that timed out) all are looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Woken {
     pub signals: bool,
-    pub inlet: bool,
+    pub listeners: bool,
+    pub channel: bool,
 }
 
 impl Woken {
     /// Nothing is known yet (before the first wait, or after one cut short): look at everything.
-    pub(super) const UNKNOWN: Woken = Woken { signals: true, inlet: true };
+    pub(super) const UNKNOWN: Woken = Woken { signals: true, listeners: true, channel: true };
 }
 
 /// Waits up to `wait` for sockets to become readable, reads the heads that progressed (and the idle connections
@@ -179,7 +188,7 @@ pub(super) fn continue_reading(
     let mut woken = if count == events.len() || (count == 0 && !wait.is_zero()) {
         Woken::UNKNOWN
     } else {
-        Woken { signals: false, inlet: false }
+        Woken { signals: false, listeners: false, channel: false }
     };
     for event in &events[..count] {
         let key = event.data();
@@ -187,8 +196,10 @@ pub(super) fn continue_reading(
             heads.on_readable(epoll, key);
         } else if key == super::SIGNAL_KEY {
             woken.signals = true;
+        } else if key == super::CHANNEL_KEY {
+            woken.channel = true;
         } else if key < super::FIRST_CONNECTION_KEY {
-            woken.inlet = true;
+            woken.listeners = true;
         }
     }
     heads.expire(epoll, Instant::now());
