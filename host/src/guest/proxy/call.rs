@@ -51,6 +51,9 @@ enum Delivery {
     ErrorCode(ErrorCode),
     /// The guest's body stream failed (it dropped the body without finishing it).
     BodyFailed(String),
+    /// The handler returned with its response (or the response's body) neither finished nor dropped: kept in the
+    /// instance, it can never end. wasi:http counts a body not finished as corrupt.
+    Unfinished,
 }
 
 /// Runs one request in `instance` and gives the exchange back with what became of it, and the instance when
@@ -136,20 +139,29 @@ async fn serve<E: Exchange>(
         instance.served = instance.served.saturating_add(1);
         report.memory_refused = instance.store.data().limits.memory_refused;
         *sent_requests = instance.store.data().hooks.has_sent();
-        // Dropping the store ends the response body the guest left open, so the drain ends too. A kept instance
-        // that left it open is dropped at the deadline, when the drain gives up.
-        // An instance whose outgoing requests outlive its call is not kept: they would run on, unbounded by any
-        // request's deadline.
-        let idle = instance.store.data().hooks.in_flight() == 0;
-        let kept = if keep && idle && result.is_ok() { Some(instance) } else { None };
-        (result, kept)
+        // The instance outlives the call until the drain is done, kept or not: dropping its store would end a
+        // response body the guest left open as if it were complete (see `Delivery::Unfinished`).
+        (result, instance)
     };
-    let (called, delivered) = match both(within(deadline, guest), within(deadline, drain(receiver, shared))).await {
+    let called_back = std::cell::Cell::new(false);
+    let guest = async {
+        let called = guest.await;
+        called_back.set(true);
+        called
+    };
+    let drain = until_abandoned(drain(receiver, shared), &called_back);
+    let (called, delivered) = match both(within(deadline, guest), within(deadline, drain)).await {
         (Some(called), Some(delivered)) => (called, delivered),
         _ => return (Outcome::Failed("the call ended without its outcome".into()), None),
     };
     let (called, kept) = match called {
-        Some((result, kept)) => (Some(result), kept),
+        Some((result, instance)) => {
+            // An instance whose outgoing requests outlive its call is not kept: they would run on, unbounded by
+            // any request's deadline.
+            let idle = instance.store.data().hooks.in_flight() == 0;
+            let kept = if keep && idle && result.is_ok() { Some(instance) } else { None };
+            (Some(result), kept)
+        }
         None => (None, None),
     };
     let outcome = match (called, delivered) {
@@ -164,9 +176,25 @@ async fn serve<E: Exchange>(
             Delivery::NoResponse => Outcome::Failed("the handler returned without setting its response".into()),
             Delivery::ErrorCode(code) => Outcome::Refused(format!("the guest answered with an error: {code:?}")),
             Delivery::BodyFailed(reason) => Outcome::Failed(format!("the guest's response body failed: {reason}")),
+            Delivery::Unfinished => Outcome::Failed(
+                "the handler returned with its response unfinished (its body neither finished nor dropped)".into(),
+            ),
         },
     };
     (outcome, kept)
+}
+
+/// Runs the drain until it is done, or until it waits with the guest's call over (`called_back`): no guest code
+/// runs any more then, and what the guest wrote before it returned is already in the body's channel, so a drain
+/// still waiting waits for a response or a body end that will never come.
+async fn until_abandoned(drain: impl Future<Output = Delivery>, called_back: &std::cell::Cell<bool>) -> Delivery {
+    let mut drain = pin!(drain);
+    poll_fn(|context| match drain.as_mut().poll(context) {
+        Poll::Ready(delivery) => Poll::Ready(delivery),
+        Poll::Pending if called_back.get() => Poll::Ready(Delivery::Unfinished),
+        Poll::Pending => Poll::Pending,
+    })
+    .await
 }
 
 /// Runs `future` until the guest's deadline (which the exchange may move later while it serves the client);
