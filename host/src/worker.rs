@@ -49,7 +49,7 @@ use handoff::Inbox;
 use heads::Heads;
 use heartbeat::Slot;
 use inlet::{Inlet, Woken, continue_reading};
-use relay::{Relay, lock};
+use relay::{FrontDoor, Relay, lock};
 
 /// The exit code of a worker that could not load its app (Gunicorn's WORKER_BOOT_ERROR).
 pub(crate) const BOOT_ERROR: i32 = 3;
@@ -205,11 +205,16 @@ fn accept_loop(
     epoll.add(signals, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_KEY))?;
     let heads = Mutex::new(Heads::new(FIRST_CONNECTION_KEY, setup.http));
     let relay = Relay::new();
+    let door = keeps_a_front_door(setup).then_some(FrontDoor {
+        listeners: setup.listeners,
+        site: setup.site,
+        channels: setup.channels,
+    });
     std::thread::scope(|scope| {
         let relay_thread = std::thread::Builder::new()
             .name("relay".into())
             .stack_size(RELAY_STACK)
-            .spawn_scoped(scope, || relay.run(&heads, &epoll, channel.sender()));
+            .spawn_scoped(scope, || relay.run(&heads, &epoll, channel.sender(), door.as_ref()));
         if let Err(err) = &relay_thread {
             log::warning(format_args!("no relay thread ({err}): a long guest run holds this worker's connections"));
         }
@@ -217,6 +222,14 @@ fn accept_loop(
         let _quit = relay.quit_on_drop();
         serve_loop(runtime, dispatch, inlet, setup, signals, &epoll, &heads, &relay)
     })
+}
+
+/// Whether this worker's relay keeps the front door open while its guest runs: a shared worker, holding the
+/// listeners, of a site with dedicated pools (see `relay`).
+fn keeps_a_front_door(setup: &Setup<'_>) -> bool {
+    *setup.pool == PoolKey::Shared
+        && !setup.listeners.is_empty()
+        && setup.site.apps.iter().any(|app| app.pool.is_some())
 }
 
 /// The worker's loop (see `accept_loop`).
@@ -238,6 +251,7 @@ fn serve_loop(
     let mut with_server = false;
     let mut served = 0u64;
     let mut woken = Woken::UNKNOWN;
+    let front_door = keeps_a_front_door(setup);
     loop {
         setup.slot.beat();
         let mut held = lock(heads);
@@ -284,7 +298,7 @@ fn serve_loop(
             // on and is not woken.
             let relayable = held.held() + held.idle_count() > 0;
             drop(held);
-            relay.begin(!with_server && relayable);
+            relay.begin(!with_server && relayable, !stopping && front_door);
             let handled = dispatch.handle(runtime, settings, epoll, arrived, setup.slot, keep_alive);
             relay.end();
             setup.slot.end_request();

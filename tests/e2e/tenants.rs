@@ -443,3 +443,39 @@ fn reload_that_only_resizes_a_pool_keeps_every_worker() {
     assert_eq!(pool_pids(&server, "evil").1, shared, "no shared worker was booted");
     assert!(shared.iter().all(|pid| is_alive(*pid)));
 }
+
+/// The shared pool is the front door: its workers accept every connection and route it. A tenant of the shared
+/// pool whose requests hold every shared worker (here one guest that sleeps) kept every other app's requests, those
+/// of apps with pools of their own included, in the listen queue until a shared worker was free. The busy worker's
+/// relay now keeps the door open while its guest runs: it accepts, reads the head and hands a request for a
+/// dedicated pool over, and answers a request no app takes.
+#[test]
+fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
+    let site = Site::new(
+        r#"
+[[app]]
+name = "slow"
+component = "misbehave.wasm"
+hosts = ["slow.test"]
+
+[[app]]
+name = "own"
+component = "sample:hello"
+hosts = ["own.test"]
+workers = 1
+"#,
+    );
+    let server = site.serve(1, 2, &[]);
+    std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=10"));
+        // Time for the sleep to begin on the one shared worker.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let own = server.get_from("own.test", "/");
+        assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
+        let nobody = server.get_from("nobody.test", "/");
+        assert_eq!(nobody.status, 404);
+        // Both were answered while the sleep (10 s) still ran.
+        assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    });
+}

@@ -82,16 +82,13 @@ impl<'a> Dispatch<'a> {
                     return Handled::Answered;
                 }
             },
-            Origin::Accepted => {
-                let host = arrived.request.authority.as_deref().or_else(|| arrived.request.header("host"));
-                match self.site.router.route(host, &path) {
-                    Some(routed) => (routed.app, routed.script_name),
-                    None => {
-                        arrived.answer(404, "-");
-                        return Handled::Answered;
-                    }
+            Origin::Accepted => match route(self.site, &arrived, &path) {
+                Some(routed) => routed,
+                None => {
+                    arrived.answer(404, "-");
+                    return Handled::Answered;
                 }
-            }
+            },
         };
         let hosted = self.site.app(app);
         match self.local[app.index()] {
@@ -115,47 +112,65 @@ impl<'a> Dispatch<'a> {
         }
     }
 
-    /// Passes the connection to the pool of app `app`, or answers for it when that cannot be done. The shared
-    /// pool routes what it gets; a dedicated pool gets the request routed.
     fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
-        let name = &self.site.app(app).guest.name;
-        let pool = self.site.pool_of(app);
-        let channel = self.channels.get(&pool).filter(|_| pool != *self.own);
-        let Some(channel) = channel else {
-            // Its own pool: an app this worker does not run (it is stopped).
-            log::error(format_args!("No channel to {pool} for app {name}: 503"));
-            arrived.answer(503, name);
-            return Handled::Answered;
-        };
-        let stage = match pool {
-            PoolKey::Shared => Stage::Unrouted,
-            PoolKey::Dedicated(_) => Stage::Routed { script_name: script_name.to_string() },
-        };
-        let Arrived { conn, request, peer, .. } = arrived;
-        let (stream, bytes) = heads::leave(epoll, conn);
-        match handoff::send(channel.sender(), &stream, &stage, &bytes) {
-            // Our copy of the socket closes here; the pool's worker has its own.
-            Ok(()) => Handled::HandedOver,
-            Err(err) => {
-                let status = match &err {
-                    SendError::Busy(cause) => {
-                        log::warning(format_args!(
-                            "The pool of app {name} is full ({cause}): 503 for {}",
-                            request.request_line()
-                        ));
-                        503
-                    }
-                    SendError::TooLarge => 431,
-                };
-                answers::answer(Connection::with_bytes(stream, Vec::new()), &request, peer, status, name);
-                Handled::Answered
-            }
-        }
+        hand_over(self.site, self.channels, self.own, epoll, (app, script_name), arrived)
     }
 
     /// Whether an app this worker serves has reached its own `max_requests`.
     pub(super) fn app_limit_reached(&self, app: AppId) -> bool {
         let limit = self.site.app(app).max_requests;
         limit > 0 && self.served[app.index()] >= limit
+    }
+}
+
+/// The app a request accepted from a listener goes to, and its mount point (`path` is its decoded path).
+pub(super) fn route(site: &Site, arrived: &Arrived, path: &str) -> Option<(AppId, String)> {
+    let host = arrived.request.authority.as_deref().or_else(|| arrived.request.header("host"));
+    site.router.route(host, path).map(|routed| (routed.app, routed.script_name))
+}
+
+/// Passes the connection to the pool of app `app` (mounted at `script_name`), or answers for it when that cannot
+/// be done: a worker of pool `own` hands a request for another pool's app. The shared pool routes what it gets; a
+/// dedicated pool gets the request routed.
+pub(super) fn hand_over(
+    site: &Site,
+    channels: &BTreeMap<PoolKey, Channel>,
+    own: &PoolKey,
+    epoll: &Epoll,
+    (app, script_name): (AppId, &str),
+    arrived: Arrived,
+) -> Handled {
+    let name = &site.app(app).guest.name;
+    let pool = site.pool_of(app);
+    let channel = channels.get(&pool).filter(|_| pool != *own);
+    let Some(channel) = channel else {
+        // Its own pool: an app this worker does not run (it is stopped).
+        log::error(format_args!("No channel to {pool} for app {name}: 503"));
+        arrived.answer(503, name);
+        return Handled::Answered;
+    };
+    let stage = match pool {
+        PoolKey::Shared => Stage::Unrouted,
+        PoolKey::Dedicated(_) => Stage::Routed { script_name: script_name.to_string() },
+    };
+    let Arrived { conn, request, peer, .. } = arrived;
+    let (stream, bytes) = heads::leave(epoll, conn);
+    match handoff::send(channel.sender(), &stream, &stage, &bytes) {
+        // Our copy of the socket closes here; the pool's worker has its own.
+        Ok(()) => Handled::HandedOver,
+        Err(err) => {
+            let status = match &err {
+                SendError::Busy(cause) => {
+                    log::warning(format_args!(
+                        "The pool of app {name} is full ({cause}): 503 for {}",
+                        request.request_line()
+                    ));
+                    503
+                }
+                SendError::TooLarge => 431,
+            };
+            answers::answer(Connection::with_bytes(stream, Vec::new()), &request, peer, status, name);
+            Handled::Answered
+        }
     }
 }

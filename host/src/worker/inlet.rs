@@ -99,7 +99,7 @@ impl<'a> Inlet<'a> {
 
 /// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
 /// any was accepted.
-fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
+pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
     let mut accepted = false;
     for listener in listeners {
         while all || heads.wants_more(Instant::now()) {

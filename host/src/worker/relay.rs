@@ -8,18 +8,38 @@
 //! connection the channel cannot take (its queue is full) stays here.
 //! The relay is off while the server stops: the pool's other workers may be gone, and nothing received may be
 //! lost.
+//!
+//! In a shared worker of a site with dedicated pools, the relay also keeps the front door open while a guest runs
+//! longer than `RELAY_AFTER` (`FrontDoor`): every `RELAY_AFTER` it accepts new connections, reads the heads it
+//! holds, and passes each complete request on (a dedicated pool's to that pool, a shared app's to the shared
+//! pool's channel, a request no app takes answered `404`). Without it, a tenant of the shared pool whose requests
+//! held every shared worker (a guest that sleeps, a response read slowly) kept every other app's requests, those
+//! of the dedicated pools included, in the listen queue.
 
+use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::epoll::Epoll;
+use nix::sys::epoll::{Epoll, EpollEvent};
 
-use super::handoff::{self, SendError};
-use super::heads::Heads;
+use super::dispatch;
+use super::environ;
+use super::handoff::{self, Channel, Handed, SendError, Stage};
+use super::heads::{self, Arrived, Heads};
+use super::inlet;
+use crate::listener::Listener;
 use crate::log;
+use crate::site::{PoolKey, Site};
+
+/// What a shared worker's relay needs to keep the front door open (see the module's text).
+pub(super) struct FrontDoor<'a> {
+    pub listeners: &'a [Listener],
+    pub site: &'a Site,
+    pub channels: &'a BTreeMap<PoolKey, Channel>,
+}
 
 /// How long a guest run may hold the connections its worker holds before they are relayed: long enough that a
 /// fast request never pays for a relay, short against any delay a client would notice.
@@ -43,6 +63,8 @@ pub(super) struct Relay {
     next: AtomicU64,
     /// The relay thread is parked, waiting for a run.
     parked: AtomicBool,
+    /// The run under way may keep the front door open.
+    door_open: AtomicBool,
     quit: AtomicBool,
     thread: OnceLock<Thread>,
 }
@@ -55,15 +77,18 @@ impl Relay {
             started: AtomicU64::new(0),
             next: AtomicU64::new(1),
             parked: AtomicBool::new(false),
+            door_open: AtomicBool::new(false),
             quit: AtomicBool::new(false),
             thread: OnceLock::new(),
         }
     }
 
     /// A guest run begins; the connections held may be relayed if it lasts (`allowed`: the worker holds some,
-    /// and the pool's other workers are there to take them).
-    pub(super) fn begin(&self, allowed: bool) {
-        if !allowed {
+    /// and the pool's other workers are there to take them), and the front door kept open (`door`: the worker
+    /// has one, and takes new connections).
+    pub(super) fn begin(&self, allowed: bool, door: bool) {
+        self.door_open.store(door, Ordering::Relaxed);
+        if !allowed && !door {
             return;
         }
         let run = self.next.fetch_add(1, Ordering::Relaxed);
@@ -97,8 +122,9 @@ impl Relay {
         }
     }
 
-    /// The relay thread: waits for runs, and relays what `heads` holds into `channel` from each that lasts.
-    pub(super) fn run(&self, heads: &Mutex<Heads>, epoll: &Epoll, channel: BorrowedFd<'_>) {
+    /// The relay thread: waits for runs, and relays what `heads` holds into `channel` from each that lasts (or,
+    /// with `door` and a run that may, keeps the front door open while it lasts).
+    pub(super) fn run(&self, heads: &Mutex<Heads>, epoll: &Epoll, channel: BorrowedFd<'_>, door: Option<&FrontDoor>) {
         let _ = self.thread.set(std::thread::current());
         let mut relayed_from = 0;
         while !self.quit.load(Ordering::SeqCst) {
@@ -124,8 +150,16 @@ impl Relay {
                 continue;
             }
             if self.current.load(Ordering::SeqCst) == run {
-                relay_all(&mut lock(heads), epoll, channel);
-                relayed_from = run;
+                match door.filter(|_| self.door_open.load(Ordering::Relaxed)) {
+                    Some(door) => {
+                        keep_the_door(&mut lock(heads), epoll, channel, door);
+                        std::thread::park_timeout(RELAY_AFTER);
+                    }
+                    None => {
+                        relay_all(&mut lock(heads), epoll, channel);
+                        relayed_from = run;
+                    }
+                }
             }
         }
     }
@@ -137,6 +171,41 @@ pub(super) struct QuitOnDrop<'a>(&'a Relay);
 impl Drop for QuitOnDrop<'_> {
     fn drop(&mut self) {
         self.0.quit();
+    }
+}
+
+/// One turn of the front door while the worker's guest runs: takes new connections, reads the heads held, and
+/// passes each complete request on: to its app's dedicated pool, or into the shared pool's `channel` (one the
+/// channel refuses stays, for this worker to serve after its guest), or answers it `404`.
+fn keep_the_door(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door: &FrontDoor) {
+    inlet::accept_waiting(epoll, door.listeners, heads, false);
+    let mut events = [EpollEvent::empty(); 16];
+    // Reads what arrived on the heads' sockets, and refuses the late ones. Whatever else the wait saw (a signal,
+    // the channel) stays readable for the worker's loop.
+    if let Err(err) = inlet::continue_reading(epoll, heads, &mut events, Duration::ZERO) {
+        log::warning(format_args!("the front door cannot read the connections it holds: {err}"));
+        return;
+    }
+    let route =
+        |arrived: &Arrived| Some(dispatch::route(door.site, arrived, &environ::decode_path(&arrived.request.path)));
+    while let Some(taken) = heads.take_ready_where(route) {
+        let Some((arrived, routed)) = taken else { continue };
+        match routed {
+            None => arrived.answer(404, "-"),
+            Some((app, script_name)) if door.site.pool_of(app) != PoolKey::Shared => {
+                dispatch::hand_over(door.site, door.channels, &PoolKey::Shared, epoll, (app, &script_name), arrived);
+            }
+            Some(_) => {
+                // Routed again by the worker that takes it. One the channel refuses is taken back, parsed again,
+                // and waits for this worker.
+                let Arrived { conn, peer, local, .. } = arrived;
+                let (stream, bytes) = heads::leave(epoll, conn);
+                if handoff::send(channel, &stream, &Stage::Unrouted, &bytes).is_err() {
+                    heads.admit_handed(epoll, Handed { stream, peer, local, stage: Stage::Unrouted, bytes });
+                    break;
+                }
+            }
+        }
     }
 }
 
