@@ -137,7 +137,8 @@ impl Slot {
         self.server_stopping.store(1, Ordering::Release);
     }
 
-    /// Read by the worker's SIGABRT handler: a plain atomic load.
+    /// Read by the worker's SIGABRT handler (a plain atomic load), and by a request whose guest ran meanwhile:
+    /// its response then says `Connection: close`.
     pub(crate) fn is_server_stopping(&self) -> bool {
         self.server_stopping.load(Ordering::Acquire) == 1
     }

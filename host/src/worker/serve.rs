@@ -81,8 +81,9 @@ pub(super) fn request(
     meter::guest_done(target.name, &outcome, exchange.instance);
     let guest_error = describe_failure(&request, target.name, &exchange, outcome);
     let contract_checked = guest_error.is_none();
-    if slot.is_retiring() {
-        // Retired while the guest ran (a reload, TTOU): this worker closes its connections after this request.
+    if slot.is_retiring() || slot.is_server_stopping() {
+        // Retired while the guest ran (a reload, TTOU), or the server began to stop: this worker closes its
+        // connections after this request, and the response says so.
         exchange.forgo_keep_alive();
     }
     exchange.offer_keep_alive();
