@@ -299,3 +299,23 @@ fn long_guest_messages_are_cut_to_one_pipe_write_and_never_interleave() {
         assert!(line.starts_with('[') || line.starts_with("127.0.0.1 "), "a line that starts no record: {start}");
     }
 }
+
+/// A client that goes away in the middle of a response with a declared length: the access log counts the body
+/// bytes that reached its socket, as Gunicorn does, not the length the guest declared (it logged 50,000,000).
+#[test]
+fn the_access_log_counts_the_bytes_sent_to_a_client_that_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.json");
+    let args = ["--access-logfile", path.to_str().unwrap(), "--access-logformat", "json"];
+    let server = Server::start(MISBEHAVE, 1, &args);
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    client.write_all(b"GET /declared?length=50000000 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut taken = vec![0u8; 128 * 1024];
+    client.read_exact(&mut taken).unwrap();
+    // Closed with unread bytes: a reset, and the worker's next write fails.
+    drop(client);
+    let text = wait_for_file_line(&path, "/declared?length=50000000");
+    let value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let bytes = value["bytes"].as_u64().unwrap();
+    assert!(bytes > 0 && bytes < 50_000_000, "{value}");
+}

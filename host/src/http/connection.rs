@@ -123,6 +123,23 @@ impl<S: Read + Write> Connection<S> {
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
+
+    /// Writes all of `bytes` to the client; on failure, says how many went before it.
+    pub(crate) fn write_all_counted(&mut self, mut bytes: &[u8]) -> Result<(), (usize, io::Error)> {
+        let mut written = 0;
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err((written, io::Error::from(io::ErrorKind::WriteZero))),
+                Ok(count) => {
+                    written += count;
+                    bytes = &bytes[count.min(bytes.len())..];
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err((written, err)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One read from `stream` into `scratch`, whose bytes are appended to `buffer`; returns how many.

@@ -278,20 +278,31 @@ impl ResponseWriter {
         let State::Streaming { chunked, sent, .. } = &mut self.state else {
             return Ok(());
         };
-        *sent += chunk.len() as u64;
         if self.head_only {
+            *sent += chunk.len() as u64;
             return Ok(());
         }
-        let result = if *chunked {
+        // Only the body bytes that reached the socket count (the access log's byte count), not a chunk's framing.
+        let (result, prefix) = if *chunked {
+            let prefix = format!("{:x}\r\n", chunk.len());
             let mut framed = Vec::with_capacity(chunk.len() + 16);
-            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            framed.extend_from_slice(prefix.as_bytes());
             framed.extend_from_slice(chunk);
             framed.extend_from_slice(b"\r\n");
-            conn.write_all(&framed)
+            (conn.write_all_counted(&framed), prefix.len())
         } else {
-            conn.write_all(chunk)
+            (conn.write_all_counted(chunk), 0)
         };
-        result.map_err(|err| self.fail(format!("the client went away: {err}")))
+        match result {
+            Ok(()) => {
+                *sent += chunk.len() as u64;
+                Ok(())
+            }
+            Err((written, err)) => {
+                *sent += written.saturating_sub(prefix).min(chunk.len()) as u64;
+                Err(self.fail(format!("the client went away: {err}")))
+            }
+        }
     }
 }
 
