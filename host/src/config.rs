@@ -281,9 +281,10 @@ fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
 
 /// `0o022`, `022` or `0`: an octal umask.
 fn parse_umask(text: &str) -> anyhow::Result<u32> {
-    let digits = text.trim_start_matches("0o");
-    match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
-        Ok(mask) if mask <= 0o777 => Ok(mask),
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    // `from_str_radix` takes a sign: `+22` is not a mask.
+    match u32::from_str_radix(digits, 8).ok().filter(|_| digits.bytes().all(|byte| byte.is_ascii_digit())) {
+        Some(mask) if mask <= 0o777 => Ok(mask),
         _ => bail!("--umask takes an octal mask such as 022, not {text:?}"),
     }
 }
@@ -392,6 +393,9 @@ mod tests {
         assert_eq!(parse_umask("0o077").unwrap(), 0o77);
         assert_eq!(parse_umask("0").unwrap(), 0);
         assert!(parse_umask("9").is_err());
+        for empty in ["", "0o", "0o0o22", "+22"] {
+            assert!(parse_umask(empty).is_err(), "{empty:?}");
+        }
         assert!(parse_umask("01777").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: the TOML file, `$WASMCORN_CMD_ARGS`, their precedence, `--print-config` and
 //! `--check-config`, and one-line errors naming the key.
 
+use std::os::unix::ffi::OsStrExt;
 use std::process::Output;
 
 use crate::support::{Server, command};
@@ -37,6 +38,21 @@ fn command_line_beats_environment_beats_file_beats_defaults() {
     assert!(no_cli.contains("\nworkers = 2\n"), "{no_cli}");
     let file_only = printed(&run(&["serve", "--config", &file, "--print-config"], &[]));
     assert!(file_only.contains("\nworkers = 3\n") && file_only.contains("\ntimeout = 11\n"), "{file_only}");
+}
+
+/// TOML writes an octal umask as an integer (`umask = 0o022`): it is the mask itself, not the digits of one (it
+/// was refused as `not "18"`).
+#[test]
+fn a_toml_octal_umask_is_the_mask() {
+    let (_dir, file) = config_file("umask = 0o027\n");
+    let text = printed(&run(&["serve", "--config", &file, "--print-config"], &[]));
+    assert!(text.contains("\numask = \"0o27\"\n"), "{text}");
+    // `--umask 022` was printed as `umask = 022`, which is not TOML: the printed file could not be read back.
+    let text = printed(&run(&["serve", "--umask", "022", "--print-config"], &[]));
+    assert!(text.contains("\numask = \"022\"\n"), "{text}");
+    let (_again, printed_file) = config_file(&text);
+    let again = printed(&run(&["serve", "--config", &printed_file, "--print-config"], &[]));
+    assert_eq!(again, text);
 }
 
 #[test]
@@ -93,6 +109,18 @@ fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
     assert_one_line_error(&run(&["serve"], &[("WASMCORN_CMD_ARGS", "--workers zero")]), &["WASMCORN_CMD_ARGS", "zero"]);
     assert_one_line_error(&run(&["serve", "--log-level", "loud"], &[]), &["--log-level", "loud"]);
     assert_one_line_error(&run(&["serve", "--umask", "999"], &[]), &["--umask"]);
+    // An empty mask was taken for 0, and an empty list for the default (`bind = []` served on 127.0.0.1:8000).
+    for empty in ["", "0o"] {
+        assert_one_line_error(&run(&["serve", "--umask", empty, "--check-config"], &[]), &["--umask"]);
+    }
+    let (_dir, file) = config_file(
+        "bind = []
+",
+    );
+    assert_one_line_error(&run(&["serve", "--config", &file, "--check-config"], &[]), &["\"bind\" is an empty list"]);
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"--workers \xff");
+    let output = command(&["serve", "--check-config"]).env("WASMCORN_CMD_ARGS", not_utf8).output().unwrap();
+    assert_one_line_error(&output, &["WASMCORN_CMD_ARGS is not UTF-8"]);
     assert_one_line_error(&run(&["serve", "--user", "no-such-user-here"], &[]), &["--user", "no-such-user-here"]);
     assert_one_line_error(&run(&["serve", "--access-logformat", "%(zz)s"], &[]), &["--access-logformat", "%(zz)s"]);
 }

@@ -34,7 +34,8 @@ pub(super) fn resolve(command_line: &[OsString]) -> anyhow::Result<(ServeArgs, V
             .into_iter()
             .map(OsString::from)
             .collect(),
-        Err(_) => Vec::new(),
+        Err(std::env::VarError::NotPresent) => Vec::new(),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("${CMD_ARGS_VAR} is not UTF-8 text"),
     };
     let env = parse(&command, &env_args).map_err(|err| anyhow::anyhow!("in ${CMD_ARGS_VAR}: {}", one_line(&err)))?;
     for id in COMMAND_LINE_ONLY.iter().filter(|id| **id != "config") {
@@ -121,7 +122,16 @@ fn file_args(command: &Command, path: &Path) -> anyhow::Result<Vec<OsString>> {
         if COMMAND_LINE_ONLY.contains(&arg.get_id().as_str()) {
             bail!("{where_}: key {key:?} belongs on the command line");
         }
-        let values = scalars(value).with_context(|| format!("{where_}: key {key:?}"))?;
+        if value.as_array().is_some_and(Vec::is_empty) {
+            // Dropped silently, it left the default in force (`bind = []` served on 127.0.0.1:8000).
+            bail!("{where_}: key {key:?} is an empty list");
+        }
+        let values = match value {
+            // TOML writes octal integers (`umask = 0o022`), which are the mask itself; the flag takes octal text.
+            toml::Value::Integer(0) if arg.get_id() == "umask" => vec!["0".to_string()],
+            toml::Value::Integer(mask) if arg.get_id() == "umask" && *mask > 0 => vec![format!("0o{mask:o}")],
+            _ => scalars(value).with_context(|| format!("{where_}: key {key:?}"))?,
+        };
         match arg.get_long() {
             None => positionals.extend(values.into_iter().map(OsString::from)),
             Some(long) if arg.get_action().takes_values() => {
@@ -226,7 +236,9 @@ fn is_list(arg: &Arg) -> bool {
 fn toml_value(raw: &str) -> String {
     if raw == "true"
         || raw == "false"
-        || raw.parse::<i64>().is_ok()
+        // Only as TOML would write it: `022` (a umask) is not a TOML integer, and printed bare it made a file the
+        // config layer could not read back.
+        || raw.parse::<i64>().is_ok_and(|number| number.to_string() == raw)
         || (raw.parse::<f64>().is_ok() && raw.contains('.'))
     {
         raw.to_string()
