@@ -111,6 +111,9 @@ impl Config {
             Some(ref dir) => dir.clone(),
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
         };
+        if let Some(pid) = args.pid.as_deref().filter(|pid| pid.as_os_str().is_empty() || pid.is_dir()) {
+            bail!("--pid {:?} names a folder, or nothing: name the pid file to write", pid.display().to_string());
+        }
         let logging = log::Settings::parse(
             args.access_logfile.as_deref(),
             args.access_logformat.as_deref(),

@@ -109,6 +109,12 @@ fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
     assert_one_line_error(&run(&["serve"], &[("WASMCORN_CMD_ARGS", "--workers zero")]), &["WASMCORN_CMD_ARGS", "zero"]);
     assert_one_line_error(&run(&["serve", "--log-level", "loud"], &[]), &["--log-level", "loud"]);
     assert_one_line_error(&run(&["serve", "--umask", "999"], &[]), &["--umask"]);
+    // An empty name, or a folder, where a file is wanted: one line at --check-config, not a failure at the start.
+    assert_one_line_error(&run(&["serve", "", "--check-config"], &[]), &["the app is an empty name"]);
+    for flag in ["--error-logfile", "--access-logfile"] {
+        assert_one_line_error(&run(&["serve", flag, "", "--check-config"], &[]), &[flag, "not an empty name"]);
+    }
+    assert_one_line_error(&run(&["serve", "--pid", "/tmp", "--check-config"], &[]), &["--pid", "names a folder"]);
     // An empty mask was taken for 0, and an empty list for the default (`bind = []` served on 127.0.0.1:8000).
     for empty in ["", "0o"] {
         assert_one_line_error(&run(&["serve", "--umask", empty, "--check-config"], &[]), &["--umask"]);

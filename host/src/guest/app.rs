@@ -39,6 +39,7 @@ impl AppSource {
                 let names: Vec<String> = SAMPLES.iter().map(|sample| format!("sample:{}", sample.name)).collect();
                 anyhow::anyhow!("unknown sample {text:?}: the samples are {}", names.join(", "))
             }),
+            None if text.is_empty() => anyhow::bail!("the app is an empty name: give a component file or sample:NAME"),
             None => Ok(AppSource::File(PathBuf::from(text))),
         }
     }

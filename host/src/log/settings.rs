@@ -48,8 +48,12 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn parse(text: &str) -> Target {
-        if text == "-" { Target::Stderr } else { Target::File(PathBuf::from(text)) }
+    fn parse(flag: &str, text: &str) -> anyhow::Result<Target> {
+        match text {
+            "-" => Ok(Target::Stderr),
+            "" => bail!("{flag} takes a file, or - for stderr, not an empty name"),
+            _ => Ok(Target::File(PathBuf::from(text))),
+        }
     }
 }
 
@@ -77,8 +81,8 @@ impl Settings {
     ) -> anyhow::Result<Settings> {
         let default_format = if hosted { access::HOSTED_DEFAULT } else { access::GUNICORN_DEFAULT };
         Ok(Settings {
-            error: Target::parse(error),
-            access: access.map_or(Target::Stderr, Target::parse),
+            error: Target::parse("--error-logfile", error)?,
+            access: access.map_or(Ok(Target::Stderr), |access| Target::parse("--access-logfile", access))?,
             access_format: AccessFormat::parse(access_format.unwrap_or(default_format))?,
             level: Level::parse(level)?,
         })
