@@ -209,6 +209,7 @@ fn accept_loop(
         listeners: setup.listeners,
         site: setup.site,
         channels: setup.channels,
+        slot: setup.slot,
     });
     std::thread::scope(|scope| {
         let relay_thread = std::thread::Builder::new()

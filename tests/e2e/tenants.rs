@@ -479,3 +479,100 @@ workers = 1
         assert_eq!(sleeper.join().unwrap().status, 200);
     });
 }
+
+/// The front door of a busy shared worker, when the shared pool's queue is full: a shared app's request gets 503 at
+/// once (as for a full dedicated pool), and the door stays open for the other apps. The request the queue refused
+/// used to wait in the busy worker, which then took no more connections: the door was shut again.
+#[test]
+fn a_full_shared_queue_does_not_shut_the_front_door() {
+    let site = Site::new(
+        r#"
+[[app]]
+name = "slow"
+component = "misbehave.wasm"
+hosts = ["slow.test"]
+
+[[app]]
+name = "hello"
+component = "sample:hello"
+hosts = ["hello.test"]
+
+[[app]]
+name = "own"
+component = "sample:hello"
+hosts = ["own.test"]
+workers = 1
+"#,
+    );
+    let server = site.serve(1, 2, &[]);
+    std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=12"));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // Requests of 4 KiB: a few hundred fill the shared pool's queue (a socket buffer of messages).
+        let padding = "p".repeat(4 * 1024);
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: hello.test\r\nX-Padding: {padding}\r\nConnection: close\r\n\r\n");
+        let queued: Vec<std::net::TcpStream> = (0..300)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+                std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+                stream
+            })
+            .collect();
+        eventually("the shared pool's queue to be full", || server.log_text().contains("The shared pool is full"));
+        let own = server.get_from("own.test", "/");
+        assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
+        assert_eq!(server.get_from("nobody.test", "/").status, 404);
+        assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
+        let statuses: Vec<u16> = queued
+            .into_iter()
+            .map(|stream| {
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+                crate::support::read_response(stream).status
+            })
+            .collect();
+        assert!(statuses.iter().all(|status| matches!(status, 200 | 503)), "{statuses:?}");
+        assert!(statuses.contains(&503) && statuses.contains(&200), "{statuses:?}");
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    });
+}
+
+/// A reload that removes a dedicated app while a shared worker's guest runs: the old worker, retired, stops keeping
+/// the door (its site is the old one), so that the app's requests get the new site's 404, not a 503 from a
+/// hand-over to the pool that is gone.
+#[test]
+fn a_retired_shared_worker_stops_routing_with_the_old_site() {
+    let with_own = r#"
+[[app]]
+name = "slow"
+component = "misbehave.wasm"
+hosts = ["slow.test"]
+
+[[app]]
+name = "own"
+component = "sample:hello"
+hosts = ["own.test"]
+workers = 1
+"#;
+    let site = Site::new(with_own);
+    let server = site.serve(1, 2, &["--graceful-timeout", "30"]);
+    std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=6"));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        site.write(
+            &with_own.replace("workers = 1\n", "").replace("name = \"own\"", "name = \"own\"\nprefix = \"/gone\""),
+        );
+        server.signal(Signal::SIGHUP);
+        // The old generation is retired once the new one is ready: until then it routes by the old site.
+        server.wait_for_line("Worker retiring");
+        let statuses: Vec<u16> = (0..60)
+            .map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                server.get_from("own.test", "/").status
+            })
+            .collect();
+        assert!(!sleeper.is_finished(), "the old worker's guest still ran");
+        assert!(statuses.iter().all(|status| *status == 404), "{statuses:?}\n{}", server.log_text());
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    });
+}

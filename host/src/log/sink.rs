@@ -80,11 +80,12 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
         flags |= nix::libc::O_NOFOLLOW;
     }
     options.custom_flags(flags);
-    let file = options.open(path).with_context(|| match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            format!("cannot open the log file {}: a symlink in a folder others may change", path.display())
-        }
-        _ => format!("cannot open the log file {}", path.display()),
+    let file = options.open(path).map_err(|err| {
+        // O_NOFOLLOW refuses a symlink with ELOOP; any other failure is said as it is (`/dev/stdout` is a symlink,
+        // in a folder of root's, and may name a socket, which cannot be opened).
+        let planted_link = others_control_folder && err.raw_os_error() == Some(nix::libc::ELOOP);
+        let what = if planted_link { ": a symlink in a folder others may change" } else { "" };
+        anyhow::Error::from(err).context(format!("cannot open the log file {}{what}", path.display()))
     })?;
     let blocking = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
         .map(|flags| nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK)

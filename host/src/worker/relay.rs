@@ -25,11 +25,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent};
 
+use super::answers;
 use super::dispatch;
 use super::environ;
 use super::handoff::{self, Channel, Handed, SendError, Stage};
 use super::heads::{self, Arrived, Heads};
+use super::heartbeat::Slot;
 use super::inlet;
+use crate::http::Connection;
 use crate::listener::Listener;
 use crate::log;
 use crate::site::{PoolKey, Site};
@@ -39,7 +42,13 @@ pub(super) struct FrontDoor<'a> {
     pub listeners: &'a [Listener],
     pub site: &'a Site,
     pub channels: &'a BTreeMap<PoolKey, Channel>,
+    /// The worker's slot: the arbiter marks it when it retires the worker or stops the server.
+    pub slot: &'static Slot,
 }
+
+/// The most rounds of accepting, reading and routing in one turn of the front door: each takes at least one new
+/// connection, so a turn every `RELAY_AFTER` routes up to about 13,000 connections a second.
+const DOOR_ROUNDS: usize = 64;
 
 /// How long a guest run may hold the connections its worker holds before they are relayed: long enough that a
 /// fast request never pays for a relay, short against any delay a client would notice.
@@ -151,11 +160,16 @@ impl Relay {
             }
             if self.current.load(Ordering::SeqCst) == run {
                 match door.filter(|_| self.door_open.load(Ordering::Relaxed)) {
-                    Some(door) => {
+                    // The server began to stop while the guest ran: the door closes, and the relay is off (what
+                    // the door took is served by this worker before it leaves).
+                    Some(door) if door.slot.is_server_stopping() => relayed_from = run,
+                    Some(door) if !door.slot.is_retiring() => {
                         keep_the_door(&mut lock(heads), epoll, channel, door);
                         std::thread::park_timeout(RELAY_AFTER);
                     }
-                    None => {
+                    // Retired while the guest ran (a reload, TTOU): this worker's site may be the old one, and it
+                    // takes no more connections; what it holds goes to the pool's other workers, the new ones.
+                    _ => {
                         relay_all(&mut lock(heads), epoll, channel);
                         relayed_from = run;
                     }
@@ -178,14 +192,25 @@ impl Drop for QuitOnDrop<'_> {
 /// passes each complete request on: to its app's dedicated pool, or into the shared pool's `channel` (one the
 /// channel refuses stays, for this worker to serve after its guest), or answers it `404`.
 fn keep_the_door(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door: &FrontDoor) {
-    inlet::accept_waiting(epoll, door.listeners, heads, false);
     let mut events = [EpollEvent::empty(); 16];
-    // Reads what arrived on the heads' sockets, and refuses the late ones. Whatever else the wait saw (a signal,
-    // the channel) stays readable for the worker's loop.
-    if let Err(err) = inlet::continue_reading(epoll, heads, &mut events, Duration::ZERO) {
-        log::warning(format_args!("the front door cannot read the connections it holds: {err}"));
-        return;
+    // The heads take one fast client's connection at a time (see `Heads::wants_more`): rounds until none is left.
+    for _ in 0..DOOR_ROUNDS {
+        let accepted = inlet::accept_waiting(epoll, door.listeners, heads, false);
+        // Reads what arrived on the heads' sockets, and refuses the late ones. Whatever else the wait saw (a
+        // signal, the channel) stays readable for the worker's loop.
+        if let Err(err) = inlet::continue_reading(epoll, heads, &mut events, Duration::ZERO) {
+            log::warning(format_args!("the front door cannot read the connections it holds: {err}"));
+            return;
+        }
+        pass_on_ready(heads, epoll, channel, door);
+        if !accepted {
+            return;
+        }
     }
+}
+
+/// Passes each complete request on, or answers it (see `keep_the_door`).
+fn pass_on_ready(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door: &FrontDoor) {
     let route =
         |arrived: &Arrived| Some(dispatch::route(door.site, arrived, &environ::decode_path(&arrived.request.path)));
     while let Some(taken) = heads.take_ready_where(route) {
@@ -195,14 +220,26 @@ fn keep_the_door(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door
             Some((app, script_name)) if door.site.pool_of(app) != PoolKey::Shared => {
                 dispatch::hand_over(door.site, door.channels, &PoolKey::Shared, epoll, (app, &script_name), arrived);
             }
-            Some(_) => {
-                // Routed again by the worker that takes it. One the channel refuses is taken back, parsed again,
-                // and waits for this worker.
-                let Arrived { conn, peer, local, .. } = arrived;
+            Some((app, _)) => {
+                // Routed again by the worker that takes it. When the shared pool's queue is full the client gets
+                // 503 at once, as for a full dedicated pool; a head too large to cross is taken back, parsed
+                // again, and waits for this worker.
+                let Arrived { conn, request, peer, local, .. } = arrived;
                 let (stream, bytes) = heads::leave(epoll, conn);
-                if handoff::send(channel, &stream, &Stage::Unrouted, &bytes).is_err() {
-                    heads.admit_handed(epoll, Handed { stream, peer, local, stage: Stage::Unrouted, bytes });
-                    break;
+                match handoff::send(channel, &stream, &Stage::Unrouted, &bytes) {
+                    Ok(()) => {}
+                    Err(SendError::Busy(cause)) => {
+                        let name = &door.site.app(app).guest.name;
+                        log::warning(format_args!(
+                            "The shared pool is full ({cause}): 503 for {} (app {name})",
+                            request.request_line()
+                        ));
+                        answers::answer(Connection::with_bytes(stream, Vec::new()), &request, peer, 503, name);
+                    }
+                    Err(SendError::TooLarge) => {
+                        heads.admit_handed(epoll, Handed { stream, peer, local, stage: Stage::Unrouted, bytes });
+                        break;
+                    }
                 }
             }
         }
