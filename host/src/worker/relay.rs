@@ -12,7 +12,7 @@
 //! In a shared worker of a site with dedicated pools, the relay also keeps the front door open while a guest runs
 //! longer than `RELAY_AFTER` (`FrontDoor`): every `RELAY_AFTER` it accepts new connections, reads the heads it
 //! holds, and passes each complete request on (a dedicated pool's to that pool, a shared app's to the shared
-//! pool's channel, a request no app takes answered `404`). Without it, a tenant of the shared pool whose requests
+//! pool's channel, a request no app takes answered `404`), until the worker is retired or the server stops. Without it, a tenant of the shared pool whose requests
 //! held every shared worker (a guest that sleeps, a response read slowly) kept every other app's requests, those
 //! of the dedicated pools included, in the listen queue.
 
@@ -189,8 +189,8 @@ impl Drop for QuitOnDrop<'_> {
 }
 
 /// One turn of the front door while the worker's guest runs: takes new connections, reads the heads held, and
-/// passes each complete request on: to its app's dedicated pool, or into the shared pool's `channel` (one the
-/// channel refuses stays, for this worker to serve after its guest), or answers it `404`.
+/// passes each complete request on: to its app's dedicated pool, or into the shared pool's `channel` (`503` when
+/// that pool's queue is full), or answers it `404`.
 fn keep_the_door(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door: &FrontDoor) {
     let mut events = [EpollEvent::empty(); 16];
     // The heads take one fast client's connection at a time (see `Heads::wants_more`): rounds until none is left.
