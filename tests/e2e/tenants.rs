@@ -444,49 +444,9 @@ fn reload_that_only_resizes_a_pool_keeps_every_worker() {
     assert!(shared.iter().all(|pid| is_alive(*pid)));
 }
 
-/// The shared pool is the front door: its workers accept every connection and route it. A tenant of the shared
-/// pool whose requests hold every shared worker (here one guest that sleeps) kept every other app's requests, those
-/// of apps with pools of their own included, in the listen queue until a shared worker was free. The busy worker's
-/// relay now keeps the door open while its guest runs: it accepts, reads the head and hands a request for a
-/// dedicated pool over, and answers a request no app takes.
-#[test]
-fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
-    let site = Site::new(
-        r#"
-[[app]]
-name = "slow"
-component = "misbehave.wasm"
-hosts = ["slow.test"]
-
-[[app]]
-name = "own"
-component = "sample:hello"
-hosts = ["own.test"]
-workers = 1
-"#,
-    );
-    let server = site.serve(1, 2, &[]);
-    std::thread::scope(|scope| {
-        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=10"));
-        // Time for the sleep to begin on the one shared worker.
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        let own = server.get_from("own.test", "/");
-        assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
-        let nobody = server.get_from("nobody.test", "/");
-        assert_eq!(nobody.status, 404);
-        // Both were answered while the sleep (10 s) still ran.
-        assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
-        assert_eq!(sleeper.join().unwrap().status, 200);
-    });
-}
-
-/// The front door of a busy shared worker, when the shared pool's queue is full: a shared app's request gets 503 at
-/// once (as for a full dedicated pool), and the door stays open for the other apps. The request the queue refused
-/// used to wait in the busy worker, which then took no more connections: the door was shut again.
-#[test]
-fn a_full_shared_queue_does_not_shut_the_front_door() {
-    let site = Site::new(
-        r#"
+/// The front door tests' site: `slow` (the misbehave guest) and `hello` on the shared pool, `own` (hello) with a
+/// pool of its own.
+const BUSY_DOOR: &str = r#"
 [[app]]
 name = "slow"
 component = "misbehave.wasm"
@@ -502,8 +462,42 @@ name = "own"
 component = "sample:hello"
 hosts = ["own.test"]
 workers = 1
-"#,
-    );
+"#;
+
+/// A request for the dedicated app and one no app takes are answered while `sleeper`'s guest still holds the one
+/// shared worker.
+fn assert_the_door_is_open(server: &Server, sleeper: &std::thread::ScopedJoinHandle<'_, crate::support::Response>) {
+    let own = server.get_from("own.test", "/");
+    assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
+    assert_eq!(server.get_from("nobody.test", "/").status, 404);
+    assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
+}
+
+/// The shared pool is the front door: its workers accept every connection and route it. A tenant of the shared
+/// pool whose requests hold every shared worker (here one guest that sleeps) kept every other app's requests, those
+/// of apps with pools of their own included, in the listen queue until a shared worker was free. The busy worker's
+/// relay now keeps the door open while its guest runs: it accepts, reads the head and hands a request for a
+/// dedicated pool over, and answers a request no app takes.
+#[test]
+fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
+    let site = Site::new(BUSY_DOOR);
+    let server = site.serve(1, 2, &[]);
+    std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=10"));
+        // Time for the sleep to begin on the one shared worker.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // Both are answered while the sleep (10 s) still runs.
+        assert_the_door_is_open(&server, &sleeper);
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    });
+}
+
+/// The front door of a busy shared worker, when the shared pool's queue is full: a shared app's request gets 503 at
+/// once (as for a full dedicated pool), and the door stays open for the other apps. The request the queue refused
+/// used to wait in the busy worker, which then took no more connections: the door was shut again.
+#[test]
+fn a_full_shared_queue_does_not_shut_the_front_door() {
+    let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &[]);
     std::thread::scope(|scope| {
         let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=12"));
@@ -520,10 +514,7 @@ workers = 1
             })
             .collect();
         eventually("the shared pool's queue to be full", || server.log_text().contains("The shared pool is full"));
-        let own = server.get_from("own.test", "/");
-        assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
-        assert_eq!(server.get_from("nobody.test", "/").status, 404);
-        assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
+        assert_the_door_is_open(&server, &sleeper);
         let statuses: Vec<u16> = queued
             .into_iter()
             .map(|stream| {
@@ -542,25 +533,13 @@ workers = 1
 /// hand-over to the pool that is gone.
 #[test]
 fn a_retired_shared_worker_stops_routing_with_the_old_site() {
-    let with_own = r#"
-[[app]]
-name = "slow"
-component = "misbehave.wasm"
-hosts = ["slow.test"]
-
-[[app]]
-name = "own"
-component = "sample:hello"
-hosts = ["own.test"]
-workers = 1
-"#;
-    let site = Site::new(with_own);
+    let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &["--graceful-timeout", "30"]);
     std::thread::scope(|scope| {
         let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=6"));
         std::thread::sleep(std::time::Duration::from_secs(1));
         site.write(
-            &with_own.replace("workers = 1\n", "").replace("name = \"own\"", "name = \"own\"\nprefix = \"/gone\""),
+            &BUSY_DOOR.replace("workers = 1\n", "").replace("name = \"own\"", "name = \"own\"\nprefix = \"/gone\""),
         );
         server.signal(Signal::SIGHUP);
         // The old generation is retired once the new one is ready: until then it routes by the old site.

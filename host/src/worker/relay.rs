@@ -10,11 +10,11 @@
 //! lost.
 //!
 //! In a shared worker of a site with dedicated pools, the relay also keeps the front door open while a guest runs
-//! longer than `RELAY_AFTER` (`FrontDoor`): every `RELAY_AFTER` it accepts new connections, reads the heads it
-//! holds, and passes each complete request on (a dedicated pool's to that pool, a shared app's to the shared
-//! pool's channel, a request no app takes answered `404`), until the worker is retired or the server stops. Without it, a tenant of the shared pool whose requests
-//! held every shared worker (a guest that sleeps, a response read slowly) kept every other app's requests, those
-//! of the dedicated pools included, in the listen queue.
+//! longer than `RELAY_AFTER` (`FrontDoor`): every `RELAY_AFTER` it accepts new connections, reads the heads it holds,
+//! and passes each complete request on (a dedicated pool's to that pool, a shared app's to the shared pool's channel, a
+//! request no app takes answered `404`), until the worker is retired or the server stops. Without it, a tenant of the
+//! shared pool whose requests held every shared worker (a guest that sleeps, a response read slowly) kept every other
+//! app's requests, those of the dedicated pools included, in the listen queue.
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
