@@ -22,6 +22,7 @@ use nix::sys::socket::{
     SockaddrStorage, sockopt,
 };
 
+use super::heartbeat::now_ms;
 use crate::listener::{Local, Peer, Stream};
 
 /// The socket buffer of a channel: it bounds both the bytes of one handed-over request (its head and what came
@@ -112,21 +113,12 @@ pub(super) enum Stage {
 /// the script name's length.
 const PREAMBLE: usize = 1 + 8 + 2;
 
-/// Now, in milliseconds of the monotonic clock, which every process of the machine shares.
-fn monotonic_millis() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
-        let millis = i128::from(now.tv_sec()) * 1000 + i128::from(now.tv_nsec()) / 1_000_000;
-        u64::try_from(millis).unwrap_or(0)
-    })
-}
-
 impl Stage {
     /// The time left crosses as a deadline, so that the time a connection waits in the channel (while every worker
     /// of the pool is busy) counts: with the time left itself, a connection relayed again and again under load
     /// kept its time for as long as the load lasted.
     fn encode(&self) -> (u8, u64, &str) {
-        let deadline =
-            |left: &Duration| monotonic_millis().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+        let deadline = |left: &Duration| now_ms().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         match self {
             Stage::Routed { script_name } => (0, 0, script_name),
             Stage::Unrouted => (1, 0, ""),
@@ -136,7 +128,7 @@ impl Stage {
     }
 
     fn decode(kind: u8, deadline: u64, script_name: String) -> Option<Stage> {
-        let left = Duration::from_millis(deadline.saturating_sub(monotonic_millis()));
+        let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
         Some(match kind {
             0 => Stage::Routed { script_name },
             1 => Stage::Unrouted,
