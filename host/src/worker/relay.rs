@@ -211,11 +211,9 @@ fn keep_the_door(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door
 
 /// Passes each complete request on, or answers it (see `keep_the_door`).
 fn pass_on_ready(heads: &mut Heads, epoll: &Epoll, channel: BorrowedFd<'_>, door: &FrontDoor) {
-    let route =
-        |arrived: &Arrived| Some(dispatch::route(door.site, arrived, &environ::decode_path(&arrived.request.path)));
-    while let Some(taken) = heads.take_ready_where(route) {
-        let Some((arrived, routed)) = taken else { continue };
-        match routed {
+    while let Some(taken) = heads.take_ready_unanswered() {
+        let Some(arrived) = taken else { continue };
+        match dispatch::route(door.site, &arrived, &environ::decode_path(&arrived.request.path)) {
             None => arrived.answer(404, "-"),
             Some((app, script_name)) if door.site.pool_of(app) != PoolKey::Shared => {
                 dispatch::hand_over(door.site, door.channels, &PoolKey::Shared, epoll, (app, &script_name), arrived);

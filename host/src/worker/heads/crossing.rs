@@ -60,17 +60,10 @@ impl Heads {
         }
     }
 
-    /// Takes out the oldest complete request for which `elsewhere` says where it goes (the requests it says
-    /// nothing of stay, in order), with that answer: the front door's relay passes a request for another pool on
-    /// while this worker's guest runs. `Some(None)` when a dying worker's signal handler took it first.
-    pub(in crate::worker) fn take_ready_where<R>(
-        &mut self,
-        mut elsewhere: impl FnMut(&Arrived) -> Option<R>,
-    ) -> Option<Option<(Arrived, R)>> {
-        let (position, answer) =
-            self.ready.iter().enumerate().find_map(|(position, queued)| Some((position, elsewhere(queued)?)))?;
-        let queued = self.ready.remove(position)?;
-        Some(queued.take_unanswered().map(|arrived| (arrived, answer)))
+    /// Takes out the oldest complete request, for the front door's relay to pass on while this worker's guest
+    /// runs. `Some(None)` when a dying worker's signal handler took it first.
+    pub(in crate::worker) fn take_ready_unanswered(&mut self) -> Option<Option<Arrived>> {
+        Some(self.ready.pop_front()?.take_unanswered())
     }
 
     /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
