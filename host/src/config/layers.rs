@@ -188,13 +188,13 @@ fn flag_name(command: &Command, id: &str) -> String {
         .map_or(id.to_string(), |long| format!("--{long}"))
 }
 
-/// The first line of an error, without clap's `error: ` prefix.
 /// A TOML parse error in one line: where (its first line) and what (toml's message), which its display puts on
 /// separate lines around a picture of the line.
 pub(crate) fn toml_error(err: &toml::de::Error) -> String {
     format!("{}: {}", one_line(err), err.message().trim())
 }
 
+/// The first line of an error, without clap's `error: ` prefix.
 pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
     let text = err.to_string();
     let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("invalid configuration");
