@@ -464,13 +464,25 @@ hosts = ["own.test"]
 workers = 1
 "#;
 
-/// A request for the dedicated app and one no app takes are answered while `sleeper`'s guest still holds the one
-/// shared worker.
-fn assert_the_door_is_open(server: &Server, sleeper: &std::thread::ScopedJoinHandle<'_, crate::support::Response>) {
+/// Runs `during` while a request to `slow` sleeps `seconds` in the one shared worker's guest (begun a second
+/// before), checks that the sleep still ran when `during` was done and that it was answered, and gives back what
+/// `during` returned.
+fn while_the_shared_worker_sleeps<T>(server: &Server, seconds: u32, during: impl FnOnce() -> T) -> T {
+    std::thread::scope(|scope| {
+        let sleeper = scope.spawn(|| server.get_from("slow.test", &format!("/sleep?seconds={seconds}")));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let done = during();
+        assert!(!sleeper.is_finished(), "done only once the shared worker was free");
+        assert_eq!(sleeper.join().unwrap().status, 200);
+        done
+    })
+}
+
+/// A request for the dedicated app and one no app takes are answered (see `while_the_shared_worker_sleeps`).
+fn assert_the_door_is_open(server: &Server) {
     let own = server.get_from("own.test", "/");
     assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
     assert_eq!(server.get_from("nobody.test", "/").status, 404);
-    assert!(!sleeper.is_finished(), "answered only once the shared worker was free");
 }
 
 /// The shared pool is the front door: its workers accept every connection and route it. A tenant of the shared
@@ -482,14 +494,7 @@ fn assert_the_door_is_open(server: &Server, sleeper: &std::thread::ScopedJoinHan
 fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &[]);
-    std::thread::scope(|scope| {
-        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=10"));
-        // Time for the sleep to begin on the one shared worker.
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        // Both are answered while the sleep (10 s) still runs.
-        assert_the_door_is_open(&server, &sleeper);
-        assert_eq!(sleeper.join().unwrap().status, 200);
-    });
+    while_the_shared_worker_sleeps(&server, 10, || assert_the_door_is_open(&server));
 }
 
 /// The front door of a busy shared worker, when the shared pool's queue is full: a shared app's request gets 503 at
@@ -499,9 +504,7 @@ fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
 fn a_full_shared_queue_does_not_shut_the_front_door() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &[]);
-    std::thread::scope(|scope| {
-        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=12"));
-        std::thread::sleep(std::time::Duration::from_secs(1));
+    let queued = while_the_shared_worker_sleeps(&server, 12, || {
         // Requests of 4 KiB: a few hundred fill the shared pool's queue (a socket buffer of messages).
         let padding = "p".repeat(4 * 1024);
         let request =
@@ -514,18 +517,19 @@ fn a_full_shared_queue_does_not_shut_the_front_door() {
             })
             .collect();
         eventually("the shared pool's queue to be full", || server.log_text().contains("The shared pool is full"));
-        assert_the_door_is_open(&server, &sleeper);
-        let statuses: Vec<u16> = queued
-            .into_iter()
-            .map(|stream| {
-                stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-                crate::support::read_response(stream).status
-            })
-            .collect();
-        assert!(statuses.iter().all(|status| matches!(status, 200 | 503)), "{statuses:?}");
-        assert!(statuses.contains(&503) && statuses.contains(&200), "{statuses:?}");
-        assert_eq!(sleeper.join().unwrap().status, 200);
+        assert_the_door_is_open(&server);
+        queued
     });
+    // Those the queue took are served once the sleep is over.
+    let statuses: Vec<u16> = queued
+        .into_iter()
+        .map(|stream| {
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+            crate::support::read_response(stream).status
+        })
+        .collect();
+    assert!(statuses.iter().all(|status| matches!(status, 200 | 503)), "{statuses:?}");
+    assert!(statuses.contains(&503) && statuses.contains(&200), "{statuses:?}");
 }
 
 /// A reload that removes a dedicated app while a shared worker's guest runs: the old worker, retired, stops keeping
@@ -535,23 +539,19 @@ fn a_full_shared_queue_does_not_shut_the_front_door() {
 fn a_retired_shared_worker_stops_routing_with_the_old_site() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &["--graceful-timeout", "30"]);
-    std::thread::scope(|scope| {
-        let sleeper = scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=6"));
-        std::thread::sleep(std::time::Duration::from_secs(1));
+    let statuses = while_the_shared_worker_sleeps(&server, 6, || {
         site.write(
             &BUSY_DOOR.replace("workers = 1\n", "").replace("name = \"own\"", "name = \"own\"\nprefix = \"/gone\""),
         );
         server.signal(Signal::SIGHUP);
         // The old generation is retired once the new one is ready: until then it routes by the old site.
         server.wait_for_line("Worker retiring");
-        let statuses: Vec<u16> = (0..60)
+        (0..60)
             .map(|_| {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 server.get_from("own.test", "/").status
             })
-            .collect();
-        assert!(!sleeper.is_finished(), "the old worker's guest still ran");
-        assert!(statuses.iter().all(|status| *status == 404), "{statuses:?}\n{}", server.log_text());
-        assert_eq!(sleeper.join().unwrap().status, 200);
+            .collect::<Vec<u16>>()
     });
+    assert!(statuses.iter().all(|status| *status == 404), "{statuses:?}\n{}", server.log_text());
 }
