@@ -13,19 +13,41 @@ use nix::fcntl::OFlag;
 
 /// The bytes of the regular file at `path`.
 pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut file =
-        OpenOptions::new().read(true).custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits()).open(path)?;
-    if !file.metadata()?.is_file() {
+    read_at_most(path, u64::MAX)
+}
+
+/// The bytes of the regular file at `path`, refused when it holds more than `most`: a file someone else may have
+/// put at the name (a pid file in /tmp) is never read whole, however large (a sparse file of terabytes).
+pub(crate) fn read_at_most(path: &Path, most: u64) -> anyhow::Result<Vec<u8>> {
+    let file = OpenOptions::new().read(true).custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits()).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         bail!("it is not a regular file");
     }
+    if meta.len() > most {
+        bail!("it holds {} bytes, more than {most}", meta.len());
+    }
+    // The file may grow meanwhile: one byte past the limit is enough to tell.
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file.take(most.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > most {
+        bail!("it holds more than {most} bytes");
+    }
     Ok(bytes)
 }
 
 /// The text of the regular file at `path`, which must be UTF-8.
 pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
-    String::from_utf8(read(path)?).map_err(|_| anyhow::anyhow!("it is not UTF-8 text"))
+    text(read(path)?)
+}
+
+/// `read_at_most`, for text.
+pub(crate) fn read_text_at_most(path: &Path, most: u64) -> anyhow::Result<String> {
+    text(read_at_most(path, most)?)
+}
+
+fn text(bytes: Vec<u8>) -> anyhow::Result<String> {
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("it is not UTF-8 text"))
 }
 
 #[cfg(test)]
@@ -46,5 +68,17 @@ mod tests {
         }
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
         assert_eq!(read_text(&file).unwrap_err().to_string(), "it is not UTF-8 text");
+    }
+
+    #[test]
+    fn a_file_past_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "12345\n").unwrap();
+        assert_eq!(read_text_at_most(&file, 6).unwrap(), "12345\n");
+        assert_eq!(read_text_at_most(&file, 5).unwrap_err().to_string(), "it holds 6 bytes, more than 5");
+        // A sparse file of a terabyte: refused without reading it.
+        std::fs::File::create(&file).unwrap().set_len(1 << 40).unwrap();
+        assert!(read_at_most(&file, 64).unwrap_err().to_string().starts_with("it holds 1099511627776 bytes"));
     }
 }

@@ -319,3 +319,16 @@ fn the_access_log_counts_the_bytes_sent_to_a_client_that_left() {
     let bytes = value["bytes"].as_u64().unwrap();
     assert!(bytes > 0 && bytes < 50_000_000, "{value}");
 }
+
+/// A huge file at the pid file's name (a sparse terabyte a local user put in a shared folder) is not read: the
+/// start read it whole before it wrote its own pid file, for as long as reading a terabyte takes.
+#[test]
+fn a_huge_file_at_the_pid_files_name_is_not_read() {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.path().join("server.pid");
+    std::fs::File::create(&planted).unwrap().set_len(1 << 40).unwrap();
+    let server = Server::start("sample:hello", 1, &["--pid", planted.to_str().unwrap()]);
+    let written = std::fs::read_to_string(&planted).unwrap();
+    assert_eq!(written.trim(), server.pid.to_string(), "the pid file names the arbiter");
+}

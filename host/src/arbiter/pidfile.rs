@@ -50,9 +50,13 @@ impl Pidfile {
     }
 }
 
-/// The pid a pid file holds; none when it is not a regular file (a FIFO planted there is never waited on).
+/// The most bytes a pid file is read for: a pid and a newline, with room to spare.
+const PID_FILE_MOST: u64 = 64;
+
+/// The pid a pid file holds; none when it is not a regular file (a FIFO planted there is never waited on) or is
+/// larger than a pid file (a huge file planted there is never read).
 fn read(path: &Path) -> Option<Pid> {
-    crate::regular_file::read_text(path).ok()?.trim().parse().ok().map(Pid::from_raw)
+    crate::regular_file::read_text_at_most(path, PID_FILE_MOST).ok()?.trim().parse().ok().map(Pid::from_raw)
 }
 
 /// Writes the pid to a temporary file beside `path`, created new and owner-only (never through a symlink or
