@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmcorn::guest::{
-    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, ProxyHead, Runtime, prepare, prepare_folder, read_source,
+    AppSource, Capabilities, Exchange, Guest, Limits, Outcome, ProxyHead, ResponseHeaders, Runtime, prepare,
+    prepare_folder, read_source,
 };
 use wasmcorn::http::{HeadLimits, parse_head};
 
@@ -54,7 +55,7 @@ impl Exchange for MemoryExchange {
         Ok(Vec::new())
     }
 
-    fn start_response(&mut self, status: &str, _headers: Vec<(String, String)>) -> Result<(), String> {
+    fn start_response(&mut self, status: &str, _headers: ResponseHeaders) -> Result<(), String> {
         self.status = Some(status.to_string());
         Ok(())
     }

@@ -27,7 +27,7 @@ pub use app::{AppSource, Guest, Limits};
 pub use artefact::{Artefact, prepare, read_source};
 pub use capabilities::{Capabilities, DirGrant, HttpAuthority, HttpGrant, NetGrant};
 pub(crate) use deadline::Deadline;
-pub use exchange::{Exchange, InstanceReport, ProxyHead};
+pub use exchange::{Exchange, InstanceReport, ProxyHead, ResponseHeaders};
 pub use kind::Kind;
 pub use output::GuestLine;
 pub use runtime::{Outcome, Runtime};

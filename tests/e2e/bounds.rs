@@ -10,18 +10,12 @@ use std::time::Duration;
 
 use nix::unistd::Pid;
 
-use crate::support::{PATIENCE, Server, parse_response, read_response, send, status_field};
+use crate::support::{PATIENCE, Server, parse_response, peak_memory, read_response, send};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
 /// The body of the uploads: 64 MiB.
 const UPLOAD: usize = 64 << 20;
-
-/// The peak resident memory of a process, in bytes (`VmHWM` of /proc/PID/status).
-fn peak_memory(pid: Pid) -> u64 {
-    let kib: u64 = status_field(pid, "VmHWM:").parse().expect("VmHWM in /proc/PID/status");
-    kib << 10
-}
 
 /// The one worker of `server`.
 fn only_worker(server: &Server) -> Pid {

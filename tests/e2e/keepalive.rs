@@ -120,6 +120,24 @@ fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
 }
 
 #[test]
+fn a_connect_request_ends_its_connection_with_the_response() {
+    let server = Server::start(MISBEHAVE, 1, &PATIENT);
+    // What a client sends after a 2xx to CONNECT is a tunnel's bytes, never a next request to serve (the guest
+    // answers 404 here: it knows no empty path).
+    let mut client = Client::connect(&server);
+    client.send(
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n\
+          GET /declared?length=9 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_closing(&client.response(), 404);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("\"CONNECT example.test:443 HTTP/1.1\" 404");
+    assert_eq!(server.get("/count").status, 200);
+    server.wait_for_line("\"GET /count HTTP/1.1\" 200");
+    assert!(!server.log_text().contains("length=9"), "a request behind a CONNECT was served:\n{}", server.log_text());
+}
+
+#[test]
 fn an_unread_body_or_an_unframed_response_closes_the_connection() {
     let server = Server::start(MISBEHAVE, 1, &PATIENT);
     // The guest answers without reading the body: what is left of it must not be read as a next request.

@@ -166,6 +166,20 @@ fn proxy_guest_sees_the_full_target_the_authority_and_the_headers() {
     assert!(odd.text().starts_with("GET http localhost /%3Ca%3E/request?q=%601%60\n"), "{}", odd.text());
 }
 
+#[test]
+fn proxy_guest_header_values_go_out_as_the_bytes_it_gave() {
+    let server = Server::start(MISBEHAVE, 1, &[]);
+    // UTF-8 `café`; an `a`, a tab and a Latin-1 `é` (a byte above 0x7F that is not UTF-8): never re-encoded.
+    let cases: [(&str, &[u8]); 2] =
+        [("636166c3a9", b"\r\nx-value: caf\xc3\xa9\r\n"), ("6109e9", b"\r\nx-value: a\t\xe9\r\n")];
+    for (hex, field) in cases {
+        let response = server.get(&format!("/header?hex={hex}"));
+        assert_eq!((response.status, response.text().as_str()), (200, "header"), "{hex}");
+        let on_the_wire = response.raw.windows(field.len()).any(|window| window == field);
+        assert!(on_the_wire, "{hex}: {:?}", String::from_utf8_lossy(&response.raw));
+    }
+}
+
 /// A local HTTP server that answers `pong` to every request and counts its connections.
 fn pong_server() -> (TcpListener, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use nix::unistd::Pid;
 
 use crate::support::postgres::Postgres;
-use crate::support::{Server, command};
+use crate::support::{Server, command, peak_memory};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 /// The same guest linked with a 64 KiB stack (its memory is rewritten in place between requests).
@@ -147,7 +147,11 @@ fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
     let server = misbehave(&[]);
     let worker = the_worker(&server);
     let cases = [
-        ("/bad-header", "the value of header \"X-Evil\" contains CR, LF or NUL"),
+        ("/bad-header", "the value of header \"X-Evil\" contains a control character"),
+        // Controls other than CR and LF: a vertical tab, an escape sequence, DEL.
+        ("/header?value=a%0Bb", "the value of header \"X-Value\" contains a control character"),
+        ("/header?value=%1B%5B2J", "the value of header \"X-Value\" contains a control character"),
+        ("/header?value=a%7F", "the value of header \"X-Value\" contains a control character"),
         ("/bad-status", "invalid status \"200 OK\\r\\nX-Injected: 1\""),
         ("/hop-by-hop", "the guest may not set the \"Connection\" header"),
         ("/no-start", "the guest returned without calling start-response"),
@@ -158,7 +162,9 @@ fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
         assert_eq!(response.status, 500, "{route}");
         let raw = String::from_utf8_lossy(&response.raw);
         assert!(raw.ends_with("\r\n\r\nInternal Server Error\n"), "{route}: {raw:?}");
-        for guest_text in ["X-Injected", "X-Evil", "keep-alive", "the host said", "a body before", "too late"] {
+        for guest_text in
+            ["X-Injected", "X-Evil", "X-Value", "keep-alive", "the host said", "a body before", "too late"]
+        {
             assert!(!raw.contains(guest_text), "{route} leaked {guest_text:?}: {raw:?}");
         }
         let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
@@ -167,6 +173,26 @@ fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
         assert!(line.contains(reason), "{route}: {line}");
         assert_worker_survived(&server, worker, route);
     }
+    // What else a field value may hold goes out as the guest gave it: UTF-8 text, a tab.
+    let response = server.get("/header?value=caf%C3%A9%09x");
+    assert_eq!(response.status, 200);
+    let raw = String::from_utf8_lossy(&response.raw);
+    assert!(raw.contains("\r\nX-Value: caf\u{e9}\tx\r\n"), "{raw:?}");
+}
+
+#[test]
+fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_memory_limit() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/count").status, 200);
+    let before = peak_memory(worker);
+    // 64 headers whose values all point at one 4 MiB string: 256 MiB to copy out of a 16 MiB memory.
+    assert_eq!(server.get("/amplify?mib=4&copies=64").status, 500);
+    server.wait_for_line("fuel allocated for hostcalls has been exhausted");
+    let grown = peak_memory(worker).saturating_sub(before);
+    // The guest's 4 MiB and at most 16 MiB copied (wasmtime's default would have let 128 MiB be copied).
+    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_worker_survived(&server, worker, "/amplify");
 }
 
 #[test]

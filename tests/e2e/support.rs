@@ -330,6 +330,12 @@ fn parent_of(pid: Pid) -> Option<Pid> {
     Some(Pid::from_raw(ppid))
 }
 
+/// The peak resident memory of a process, in bytes (`VmHWM` of /proc/PID/status).
+pub(crate) fn peak_memory(pid: Pid) -> u64 {
+    let kib: u64 = status_field(pid, "VmHWM:").parse().expect("VmHWM in /proc/PID/status");
+    kib << 10
+}
+
 /// The first word of a field of `/proc/PID/status` (`Uid:`, `PPid:`, ...), or an empty string.
 pub(crate) fn status_field(pid: Pid, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -11,7 +11,8 @@
 //! - `/env`: the guest's environment, one `KEY=VALUE` a line. `/count`: increments a global and answers it.
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
 //! - Broken responses: `/bad-header` (a value with CR LF), `/bad-status`, `/hop-by-hop`, `/no-start`,
-//!   `/body-before-start`.
+//!   `/body-before-start`. `/header?value=V`: an `X-Value: V` header, whatever V holds (a valid one is
+//!   answered `200`).
 //! - `/sleep?seconds=N`: sleeps N seconds (`std::thread::sleep`: a WASI clock and a blocking poll, a host call
 //!   that epochs do not interrupt), then answers `slept N s`.
 //! - `/refuse?message=M`: prints M and returns `err(M)`. `/trap-in-named`: traps inside a function whose name (in the name
@@ -24,6 +25,8 @@
 //! - `/reply-then-read?bytes=N`: streams an N-byte body as `/big` does, then reads the request body to its end.
 //! - `/leak?mib=N`: allocates N MiB (written, so the pages are real) and never frees them, then answers how many
 //!   MiB this instance has leaked in all: with instance reuse, the instance's memory grows from request to request.
+//! - `/amplify?mib=M&copies=N`: calls `start-response` through its raw import with N headers whose values all
+//!   point at one M MiB string in its memory: the host would copy N x M MiB out of M.
 //! - `/seed`: answers the instance's `insecure-seed` (32 hex digits): a fresh instance gets a new one.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
@@ -73,6 +76,7 @@ impl Guest for Misbehave {
             "/spew" => spew(),
             "/big" => big(&parameter(query, "bytes")),
             "/bad-header" => broken_response("200 OK", &[("X-Evil", "yes\r\nX-Injected: 1")]),
+            "/header" => broken_response("200 OK", &[("X-Value", &parameter(query, "value"))]),
             "/bad-status" => broken_response("200 OK\r\nX-Injected: 1", &[]),
             "/hop-by-hop" => broken_response("200 OK", &[("Connection", "keep-alive")]),
             "/no-start" => Ok(()),
@@ -99,6 +103,7 @@ impl Guest for Misbehave {
                 Ok(())
             }
             "/leak" => leak(&parameter(query, "mib")),
+            "/amplify" => amplify(&parameter(query, "mib"), &parameter(query, "copies")),
             "/seed" => {
                 let (high, low) = wasip2::random::insecure_seed::insecure_seed();
                 answer(&format!("{high:016x}{low:016x}"))
@@ -155,6 +160,30 @@ fn hoard_memory() -> ! {
         hoard.push(vec![1u8; 1 << 20]);
         println!("hoarded {} MiB", black_box(&hoard).len());
     }
+}
+
+// `start-response` as the canonical ABI lowers it: the status and the header list as (pointer, length) pairs,
+// and a pointer to where the `result<_, string>` goes.
+#[link(wasm_import_module = "wasmcorn:app/response@0.1.0")]
+unsafe extern "C" {
+    #[link_name = "start-response"]
+    fn raw_start_response(status: *const u8, status_len: usize, headers: *const u32, count: usize, out: *mut u32);
+}
+
+fn amplify(mib: &str, copies: &str) -> Result<(), String> {
+    let mib: usize = mib.parse().map_err(|_| format!("mib must be a whole number, not {mib:?}"))?;
+    let copies: usize = copies.parse().map_err(|_| format!("copies must be a whole number, not {copies:?}"))?;
+    let value = vec![b'a'; mib << 20];
+    let name = b"X-Big";
+    // Each header is four 32-bit words: the name's pointer and length, then the value's.
+    let headers: Vec<u32> = (0..copies)
+        .flat_map(|_| [name.as_ptr() as u32, name.len() as u32, value.as_ptr() as u32, value.len() as u32])
+        .collect();
+    let status = b"200 OK";
+    let mut result = [0u32; 3];
+    // SAFETY: every pointer names live memory of the length given, as the canonical ABI reads it.
+    unsafe { raw_start_response(status.as_ptr(), status.len(), headers.as_ptr(), copies, result.as_mut_ptr()) };
+    Err(format!("the host took {copies} headers of {mib} MiB (result discriminant {})", result[0]))
 }
 
 /// Allocates `mib` MiB, fills them and leaks them; answers the MiB leaked so far.

@@ -16,6 +16,7 @@
 //! - `/count`: how many requests this instance has served `/count` (module state: 1 in a fresh instance).
 //! - `/leave-open`: answers, writes `partial` and returns with its response body kept open in a global, never
 //!   finished.
+//! - `/header?hex=H`: answers `header` with an `x-value` header whose value is the bytes H spells in hex digits.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -40,6 +41,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let route = &path[path.rfind('/').unwrap_or(0)..];
         let body: Vec<u8> = match route {
+            "/header" => return answer_with_header(response_out, &from_hex(value(query, "hex"))),
             "/trap" => core::arch::wasm32::unreachable(),
             "/loop" => loop {
                 black_box(());
@@ -115,6 +117,28 @@ fn answer(response_out: ResponseOutparam, body: &[u8]) {
     ResponseOutparam::set(response_out, Ok(response));
     let mut stream = outgoing.write().expect("the stream is taken once");
     stream.write_all(body).expect("the host takes the body");
+    stream.flush().expect("the host takes the body");
+    drop(stream);
+    OutgoingBody::finish(outgoing, None).expect("the body is complete");
+}
+
+/// The bytes that pairs of hex digits spell; a pair that is not one is skipped.
+fn from_hex(hex: &str) -> Vec<u8> {
+    let digits = hex.as_bytes();
+    digits.chunks(2).filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
+}
+
+fn answer_with_header(response_out: ResponseOutparam, value: &[u8]) {
+    let headers = match Fields::from_list(&[("x-value".to_string(), value.to_vec())]) {
+        Ok(headers) => headers,
+        // wasi:http refuses the value itself: say so in the body.
+        Err(err) => return answer(response_out, format!("refused: {err:?}").as_bytes()),
+    };
+    let response = OutgoingResponse::new(headers);
+    let outgoing = response.body().expect("the body is taken once");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut stream = outgoing.write().expect("the stream is taken once");
+    stream.write_all(b"header").expect("the host takes the body");
     stream.flush().expect("the host takes the body");
     drop(stream);
     OutgoingBody::finish(outgoing, None).expect("the body is complete");

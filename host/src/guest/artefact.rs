@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 
 use super::app::{AppSource, Guest};
 use super::engine::{engine_config, instance_pre};
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseHeaders};
 use super::kind::Kind;
 use super::pool_fit::explain;
 use super::{proxy, samples, trust};
@@ -159,7 +159,7 @@ impl Exchange for NoExchange {
     fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {
         Ok(Vec::new())
     }
-    fn start_response(&mut self, _status: &str, _headers: Vec<(String, String)>) -> Result<(), String> {
+    fn start_response(&mut self, _status: &str, _headers: ResponseHeaders) -> Result<(), String> {
         Ok(())
     }
     fn write_body(&mut self, _chunk: &[u8]) -> Result<(), String> {

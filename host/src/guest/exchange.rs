@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use super::deadline::Deadline;
 
+/// A response's header fields as a guest sets them: each name, and its value as the bytes that go on the wire (a
+/// `wasmcorn:app` guest's string in UTF-8; a `wasi:http` guest's field value as it gave it).
+pub type ResponseHeaders = Vec<(String, Vec<u8>)>;
+
 /// What one request's instance cost, told to the exchange once the guest is done (for the metrics).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InstanceReport {
@@ -24,7 +28,7 @@ pub trait Exchange: Send + 'static {
     /// Up to `max` bytes of the request body; empty at its end.
     fn read_body(&mut self, max: usize) -> Result<Vec<u8>, String>;
     /// The guest's `start-response`.
-    fn start_response(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String>;
+    fn start_response(&mut self, status: &str, headers: ResponseHeaders) -> Result<(), String>;
     /// The guest's `write-body`.
     fn write_body(&mut self, chunk: &[u8]) -> Result<(), String>;
     /// Whether the request failed on this side even though the guest's handler returned `ok`: a malformed

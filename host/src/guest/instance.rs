@@ -35,6 +35,15 @@ pub(super) const OUTPUT_BUDGET: usize = 64 * 1024;
 /// once; past it the host call fails and the guest traps.
 pub(super) const MAX_RESOURCES: usize = 10_000;
 
+/// Bounds what a guest makes the host hold outside its store limits: its component handles, and the bytes one call
+/// into the host copies out of it (wasmtime's hostcall fuel, 128 MiB by default). A call copies at most what the
+/// guest's memory holds, unless it names the same bytes many times (a thousand headers pointing at one 8 MiB
+/// string): with the app's memory limit as the bound, such a call costs the worker at most that much again.
+pub(super) fn bound_host_side<T>(store: &mut Store<T>, max_memory_bytes: usize) {
+    store.set_max_component_handles(MAX_RESOURCES);
+    store.set_hostcall_fuel(max_memory_bytes);
+}
+
 /// What an app's instances are made from and run with.
 pub(super) struct Blueprint {
     pub env: Arc<Vec<(String, String)>>,
@@ -95,7 +104,7 @@ impl<E: Exchange> Instance<E> {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_max_component_handles(MAX_RESOURCES);
+        bound_host_side(&mut store, blueprint.max_memory_bytes);
         // The epoch advances only when a running guest's deadline has passed (see `timer`); the deadline may have
         // moved since (time given back for the client's bytes), so it is checked here.
         store.epoch_deadline_callback(|store| {

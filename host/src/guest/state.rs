@@ -74,6 +74,7 @@ impl<E: Exchange> request::Host for RequestState<E> {
 
 impl<E: Exchange> response::Host for RequestState<E> {
     fn start_response(&mut self, status: String, headers: Vec<(String, String)>) -> Result<(), String> {
+        let headers = headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
         self.exchange()?.start_response(&status, headers)
     }
 

@@ -38,8 +38,12 @@ impl Request {
 
     /// Whether the client asks to keep the connection open after the response: an HTTP/1.1 request unless its
     /// `Connection` header has the `close` option, an HTTP/1.0 one only when it has `keep-alive` (RFC 9112
-    /// section 9.3).
+    /// section 9.3). Never a CONNECT: what follows a 2xx answer to it is a tunnel's bytes (RFC 9110 section
+    /// 9.3.6), which wasmcorn does not carry, so the connection ends with the response.
     pub fn wants_keep_alive(&self) -> bool {
+        if self.method == "CONNECT" {
+            return false;
+        }
         let options = || {
             self.headers
                 .iter()
@@ -267,6 +271,7 @@ mod tests {
         assert!(!wants(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(wants(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
         assert!(!wants(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"));
+        assert!(!wants(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"));
     }
 
     #[test]

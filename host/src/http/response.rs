@@ -8,9 +8,14 @@ use std::io::{Read, Write};
 use super::connection::Connection;
 use super::head::{Version, is_token_byte};
 use super::request::Request;
+use crate::guest::ResponseHeaders;
 
 /// Bodies up to this size are buffered and sent in one write with a `Content-Length`.
 const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The most a guest's status line and headers may take on the wire (the host's own fields come on top): a client
+/// or proxy refuses heads much larger (curl past 100 KiB, nginx's default buffers past 4 or 8 KiB).
+pub(crate) const MAX_GUEST_HEAD: usize = 64 * 1024;
 
 /// Headers only the host may send: hop-by-hop ones and those it adds itself.
 const RESERVED_HEADERS: &[&str] = &[
@@ -51,7 +56,7 @@ pub(crate) struct ResponseWriter {
     version: Version,
     head_only: bool,
     /// The guest's headers, once accepted.
-    headers: Vec<(String, String)>,
+    headers: ResponseHeaders,
     /// The server may keep the connection open after this response (see `offer_keep_alive`).
     keep_alive_offered: bool,
     /// The head that went out said `Connection: keep-alive`.
@@ -91,7 +96,7 @@ impl ResponseWriter {
     }
 
     /// The headers the guest set, once `start-response` succeeded.
-    pub(crate) fn headers(&self) -> &[(String, String)] {
+    pub(crate) fn headers(&self) -> &[(String, Vec<u8>)] {
         &self.headers
     }
 
@@ -114,7 +119,7 @@ impl ResponseWriter {
     }
 
     /// The guest's `start-response`.
-    pub(crate) fn start(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
+    pub(crate) fn start(&mut self, status: &str, headers: ResponseHeaders) -> Result<(), String> {
         if let State::Failed { reason, .. } = &self.state {
             return Err(format!("the response has already failed: {reason}"));
         }
@@ -308,36 +313,52 @@ impl ResponseWriter {
 
 /// Checks the guest's status and headers and renders the head (without the blank line that ends it). Returns
 /// the status code, the head and the declared Content-Length.
-fn build_head(status: &str, headers: &[(String, String)]) -> Result<(u16, Vec<u8>, Option<u64>), String> {
+fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u8>, Option<u64>), String> {
+    let too_large = || format!("the status line and headers take more than {MAX_GUEST_HEAD} bytes");
     let (code, reason) = parse_status(status)?;
+    if reason.len() > MAX_GUEST_HEAD {
+        return Err(too_large());
+    }
     let mut head = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
     let mut declared = None;
     for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(format!("invalid header name {name:?}"));
         }
-        if value.bytes().any(|byte| byte == b'\r' || byte == b'\n' || byte == 0) {
-            return Err(format!("the value of header {name:?} contains CR, LF or NUL"));
+        // A field value (RFC 9110 section 5.5): visible characters, obs-text, spaces and tabs, no other control.
+        if http::HeaderValue::from_bytes(value).is_err() {
+            return Err(format!("the value of header {name:?} contains a control character"));
         }
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
             return Err(format!("the guest may not set the {name:?} header: the host manages it"));
         }
         if lower == "content-length" {
-            let length = value.trim().parse::<u64>().ok().filter(|_| value.trim().bytes().all(|b| b.is_ascii_digit()));
+            let digits = value.trim_ascii();
+            let length = std::str::from_utf8(digits)
+                .ok()
+                .filter(|_| digits.iter().all(u8::is_ascii_digit))
+                .and_then(|digits| digits.parse::<u64>().ok());
             match (length, declared) {
                 (Some(length), None) => declared = Some(length),
                 (Some(_), Some(_)) => return Err("more than one Content-Length header".into()),
-                (None, _) => return Err(format!("invalid Content-Length {value:?}")),
+                (None, _) => return Err(format!("invalid Content-Length {:?}", String::from_utf8_lossy(value))),
             }
             if !status_allows_body(code) && length != Some(0) {
                 return Err(format!("a {code} response cannot have a Content-Length"));
             }
+            // A 204 has no body and no Content-Length field, not even `0` (RFC 9110 section 8.6).
+            if code == 204 {
+                continue;
+            }
         }
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
+        if head.len() > MAX_GUEST_HEAD {
+            return Err(too_large());
+        }
     }
     head.extend_from_slice(host_headers().as_bytes());
     Ok((code, head, declared))
@@ -524,7 +545,7 @@ mod tests {
 
     #[test]
     fn invalid_status_or_headers_answer_500_and_nothing_of_the_guest() {
-        let cases: Vec<(&str, Vec<(String, String)>)> = vec![
+        let cases: Vec<(&str, ResponseHeaders)> = vec![
             ("99 Low", vec![]),
             ("700 High", vec![]),
             ("200 OK\r\nX: y", vec![]),
@@ -532,6 +553,12 @@ mod tests {
             ("200 OK", vec![("Bad Name".into(), "v".into())]),
             ("200 OK", vec![("Transfer-Encoding".into(), "chunked".into())]),
             ("200 OK", vec![("Connection".into(), "keep-alive".into())]),
+            ("200 OK", vec![("X-Evil".into(), "a\x0bb".into())]),
+            ("200 OK", vec![("X-Evil".into(), "a\x1b[2Jb".into())]),
+            ("200 OK", vec![("X-Evil".into(), "a\x7fb".into())]),
+            // A length padded with what is not optional whitespace (SP, HTAB) frames nothing a client can read.
+            ("200 OK", vec![("Content-Length".into(), "\u{3000}5".into())]),
+            ("200 OK", vec![("Content-Length".into(), "\x0b5".into())]),
         ];
         for (status, headers) in cases {
             let wire = respond(GET, |writer, conn| {
@@ -541,6 +568,42 @@ mod tests {
             assert!(wire.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{status:?}: {wire}");
             assert!(!wire.contains("secret") && !wire.contains("Set-Cookie") && !wire.contains("X-Evil"), "{wire}");
         }
+    }
+
+    #[test]
+    fn a_head_past_its_limit_is_refused() {
+        let field = |bytes: usize| ("X-Big".to_string(), vec![b'a'; bytes]);
+        let mut writer = ResponseWriter::new(&parse_head(GET, &HeadLimits::default()).unwrap().unwrap().0);
+        assert!(writer.start("200 OK", vec![field(MAX_GUEST_HEAD - 100)]).is_ok(), "what fits goes");
+        for (status, headers) in [
+            ("200 OK".to_string(), vec![field(MAX_GUEST_HEAD / 2), field(MAX_GUEST_HEAD / 2)]),
+            (format!("200 {}", "o".repeat(MAX_GUEST_HEAD + 1)), vec![]),
+        ] {
+            let mut writer = ResponseWriter::new(&parse_head(GET, &HeadLimits::default()).unwrap().unwrap().0);
+            let refused = writer.start(&status, headers).unwrap_err();
+            assert!(refused.contains("the status line and headers take more than 65536 bytes"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_204_goes_without_content_length() {
+        let wire = respond(GET, |writer, _| {
+            writer.start("204", vec![("Content-Length".into(), "0".into()), ("X-A".into(), "b".into())]).unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 204 No Content\r\nX-A: b\r\n"), "{wire}");
+        assert!(!wire.to_ascii_lowercase().contains("content-length"), "{wire}");
+    }
+
+    #[test]
+    fn header_values_go_out_as_the_bytes_the_guest_gave() {
+        let wire = respond(GET, |writer, _| {
+            let headers = vec![("X-Utf8".into(), "caf\u{e9}".into()), ("X-Latin1".into(), b"caf\xe9\tb".to_vec())];
+            writer.start("204", headers).unwrap();
+        });
+        assert!(
+            wire.starts_with("HTTP/1.1 204 No Content\r\nX-Utf8: caf\u{e9}\r\nX-Latin1: caf\u{fffd}\tb\r\n"),
+            "{wire}"
+        );
     }
 
     #[test]

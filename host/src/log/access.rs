@@ -27,7 +27,8 @@ pub(crate) struct AccessRecord<'a> {
     /// Body bytes sent.
     pub body_bytes: u64,
     pub request_headers: &'a [(String, String)],
-    pub response_headers: &'a [(String, String)],
+    /// As the guest set them: values are the bytes that went on the wire.
+    pub response_headers: &'a [(String, Vec<u8>)],
     /// From the end of the request head to the end of the response.
     pub duration: Duration,
 }
@@ -44,6 +45,12 @@ impl AccessRecord<'_> {
 
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+}
+
+/// A response header's value, its bytes read as UTF-8 (a byte that is not becomes U+FFFD).
+fn response_header(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    let (_, value) = headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name))?;
+    Some(String::from_utf8_lossy(value).into_owned())
 }
 
 /// A parsed access-log format.
@@ -174,7 +181,7 @@ fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
     let or_dash = |text: Option<&str>| escape(text.unwrap_or("-"));
     match atom {
         Atom::RequestHeader(name) => or_dash(record.request_header(name)),
-        Atom::ResponseHeader(name) => or_dash(find(record.response_headers, name)),
+        Atom::ResponseHeader(name) => or_dash(response_header(record.response_headers, name).as_deref()),
         Atom::Environment(name) => or_dash(std::env::var(name).ok().as_deref()),
         Atom::App => or_dash(Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {
@@ -220,7 +227,7 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn record<'a>(headers: &'a [(String, String)], response: &'a [(String, String)]) -> AccessRecord<'a> {
+    fn record<'a>(headers: &'a [(String, String)], response: &'a [(String, Vec<u8>)]) -> AccessRecord<'a> {
         AccessRecord {
             app: "shop",
             remote_addr: "10.1.2.3",
@@ -255,7 +262,7 @@ mod tests {
     #[test]
     fn every_atom_renders() {
         let headers = vec![("X-Id".to_string(), "42".to_string())];
-        let response = vec![("Content-Type".to_string(), "text/plain".to_string())];
+        let response = vec![("Content-Type".to_string(), b"text/plain".to_vec())];
         let format = AccessFormat::parse(
             "%(m)s %(U)s %(q)s %(H)s %(B)s %(D)s %(M)s %({x-id}i)s %({content-type}o)s %(app)s 100%%",
         )

@@ -32,7 +32,7 @@ pub(super) fn log_access(
     app: &str,
     remote_addr: &str,
     sent: Sent,
-    response_headers: &[(String, String)],
+    response_headers: &[(String, Vec<u8>)],
     started: Instant,
 ) {
     let duration = started.elapsed();

@@ -3,7 +3,7 @@
 //! client (see `watched`); a read or write cut short by it is the guest's timeout, not the client's fault.
 
 use super::watched::WatchedStream;
-use crate::guest::{Deadline, Exchange, InstanceReport, ProxyHead};
+use crate::guest::{Deadline, Exchange, InstanceReport, ProxyHead, ResponseHeaders};
 use crate::http::{BodyReader, Connection, HttpError, Request, ResponseWriter};
 
 pub(super) struct HttpExchange {
@@ -80,7 +80,7 @@ impl Exchange for HttpExchange {
         })
     }
 
-    fn start_response(&mut self, status: &str, headers: Vec<(String, String)>) -> Result<(), String> {
+    fn start_response(&mut self, status: &str, headers: ResponseHeaders) -> Result<(), String> {
         self.response.start(status, headers)
     }
 

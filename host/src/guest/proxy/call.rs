@@ -23,7 +23,7 @@ use super::incoming::{self, ExchangeBody, SharedExchange, with_exchange};
 use super::instance::ProxyInstance;
 use super::state::ProxyState;
 use crate::guest::deadline::Deadline;
-use crate::guest::exchange::{Exchange, InstanceReport};
+use crate::guest::exchange::{Exchange, InstanceReport, ResponseHeaders};
 use crate::guest::instance::is_timeout;
 use crate::guest::runtime::Outcome;
 use crate::guest::trace::describe;
@@ -250,14 +250,8 @@ async fn drain<E: Exchange>(receiver: oneshot::Receiver<ResponseResult>, shared:
     };
     let (parts, mut body) = response.into_parts();
     let status = parts.status.as_u16().to_string();
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        // Latin-1, one char per byte: the writer refuses CR, LF and NUL whatever their encoding.
-        .map(|(name, value)| {
-            (name.as_str().to_string(), value.as_bytes().iter().map(|&byte| char::from(byte)).collect())
-        })
-        .collect();
+    let headers: ResponseHeaders =
+        parts.headers.iter().map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec())).collect();
     match with_exchange(shared, |exchange| exchange.start_response(&status, headers)) {
         Some(Ok(())) => {}
         // The exchange refused the head and knows why.

@@ -16,7 +16,7 @@ use super::state::ProxyState;
 use crate::guest::capabilities::{HttpGrant, wasi_ctx};
 use crate::guest::deadline::Deadline;
 use crate::guest::engine::store_limits;
-use crate::guest::instance::{Blueprint, MAX_RESOURCES, OUTPUT_BUDGET};
+use crate::guest::instance::{Blueprint, MAX_RESOURCES, OUTPUT_BUDGET, bound_host_side};
 use crate::guest::limits::WatchedLimits;
 use crate::guest::output::{GuestLine, GuestOutput};
 
@@ -53,7 +53,7 @@ impl ProxyInstance {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_max_component_handles(MAX_RESOURCES);
+        bound_host_side(&mut store, blueprint.max_memory_bytes);
         Ok(ProxyInstance { store, proxy: None, stdout, stderr, served: 0 })
     }
 
