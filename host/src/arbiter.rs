@@ -8,6 +8,7 @@
 mod exposition;
 mod metrics;
 mod metrics_http;
+mod orphans;
 mod pidfile;
 mod pools;
 mod procfs;
@@ -157,6 +158,7 @@ impl Arbiter {
             workers: Workers::default(),
             pools,
             channels,
+            orphans: Vec::new(),
             next_generation,
             previous: None,
             reload_again: false,
@@ -174,6 +176,7 @@ impl Arbiter {
     fn run(&mut self) -> anyhow::Result<ExitCode> {
         loop {
             self.reap();
+            self.forward_orphaned();
             self.supervise_metrics();
             match &self.stop {
                 None => {
@@ -254,6 +257,7 @@ impl Arbiter {
             pidfile.remove();
         }
         // Connections a busy worker relayed to its pool, which no worker took before the end: answered, not lost.
+        self.forward_orphaned();
         let answered: usize = self.channels.values().map(Channel::answer_waiting).sum();
         if answered > 0 {
             log::info(format_args!("Answered the {answered} connections left in the pools' channels 503"));

@@ -555,3 +555,37 @@ fn a_retired_shared_worker_stops_routing_with_the_old_site() {
     });
     assert!(statuses.iter().all(|status| *status == 404), "{statuses:?}\n{}", server.log_text());
 }
+
+/// `slow` (the misbehave guest) on slow.test with a pool of one worker, beside hello for every other host.
+const SLOW_POOL: &str = r#"
+[[app]]
+name = "www"
+component = "sample:hello"
+
+[[app]]
+name = "slow"
+component = "misbehave.wasm"
+hosts = ["slow.test"]
+workers = 1
+"#;
+
+#[test]
+fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() {
+    let site = Site::new(SLOW_POOL);
+    let server = site.serve(2, 3, &[]);
+    let responses = std::thread::scope(|scope| {
+        // One request runs in slow's only worker; the others wait in its pool's channel.
+        let requests: Vec<_> =
+            (0..4).map(|_| scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=2"))).collect();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // slow moves to the shared pool: its own pool is removed with requests waiting for it.
+        site.write(&SLOW_POOL.replace("workers = 1\n", ""));
+        server.signal(Signal::SIGHUP);
+        requests.into_iter().map(|request| request.join().expect("request thread")).collect::<Vec<_>>()
+    });
+    server.wait_for_line("Reload complete");
+    server.wait_for_line("connections waiting for the pool of app slow to the shared pool");
+    for response in &responses {
+        assert_eq!((response.status, response.text().as_str()), (200, "slept 2 s"), "{}", server.log_text());
+    }
+}

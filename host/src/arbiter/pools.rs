@@ -162,10 +162,12 @@ pub(super) fn open_channels(site: &Site, channels: &mut BTreeMap<PoolKey, Channe
     Ok(())
 }
 
-/// Closes the arbiter's ends of the channels `site` no longer uses (workers still running keep their own).
-pub(super) fn close_unused_channels(site: &Site, channels: &mut BTreeMap<PoolKey, Channel>) {
+/// Takes out the channels `site` no longer uses (workers still running keep their own ends), and returns them:
+/// what waits in them must not be lost with them (see `Arbiter::forward_orphaned`).
+pub(super) fn take_unused_channels(site: &Site, channels: &mut BTreeMap<PoolKey, Channel>) -> Vec<(PoolKey, Channel)> {
     let keys = site.pool_keys();
-    channels.retain(|key, _| keys.contains(key));
+    let unused: Vec<PoolKey> = channels.keys().filter(|key| !keys.contains(key)).cloned().collect();
+    unused.into_iter().filter_map(|key| channels.remove_entry(&key)).collect()
 }
 
 /// The descriptors a worker of `pool` must close after the fork: the receiving ends of the other pools' channels

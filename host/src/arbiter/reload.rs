@@ -25,7 +25,7 @@ impl Arbiter {
                 self.config = previous.config;
                 self.artefacts = previous.artefacts;
                 self.pools = previous.pools;
-                pools::close_unused_channels(&self.config.site, &mut self.channels);
+                self.orphan_unused_channels();
                 self.reload_if_asked_again();
             }
             previous => {
@@ -155,7 +155,7 @@ impl Arbiter {
             self.workers.retire_generation(run.generation, self.config.graceful_timeout, &self.heartbeats);
         }
         self.previous = None;
-        pools::close_unused_channels(&self.config.site, &mut self.channels);
+        self.orphan_unused_channels();
         log::info("Reload complete: the new workers serve");
         self.reload_if_asked_again();
     }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::metrics::Metrics;
+use super::orphans::Orphan;
 use super::pidfile::Pidfile;
 use super::pools::Pools;
 use super::retry::Retry;
@@ -44,6 +45,8 @@ pub(super) struct Arbiter {
     pub(super) pools: Pools,
     /// The pools' channels.
     pub(super) channels: BTreeMap<PoolKey, Channel>,
+    /// The channels of pools gone, watched until their workers are.
+    pub(super) orphans: Vec<Orphan>,
     pub(super) next_generation: u64,
     pub(super) previous: Option<Previous>,
     /// A SIGHUP came while a reload was under way: reload again once it ends.

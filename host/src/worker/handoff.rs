@@ -81,6 +81,26 @@ impl Channel {
         answered
     }
 
+    /// Moves every connection waiting in this channel, a pool a reload removed, to the shared pool's channel `to`,
+    /// to be routed again by the new apps: a request routed to the removed pool's app crosses unrouted. One that
+    /// `to` has no room for is answered `503`. Never waits. Returns how many were moved, and how many answered.
+    pub(crate) fn forward_waiting(&self, to: &Channel) -> (usize, usize) {
+        let mut inbox = Inbox::new(self.receiver());
+        let (mut moved, mut answered) = (0, 0);
+        while let Ok(Some(handed)) = inbox.receive() {
+            let stage = match handed.stage {
+                Stage::Routed { .. } => Stage::Unrouted,
+                stage => stage,
+            };
+            if send(to.sender(), &handed.stream, &stage, &handed.bytes).is_ok() {
+                moved += 1;
+            } else if super::farewell::answer_one(handed.stream.as_fd().as_raw_fd()) {
+                answered += 1;
+            }
+        }
+        (moved, answered)
+    }
+
     /// Both descriptors' numbers, for closing them in a worker that uses neither.
     pub(crate) fn raw_fds(&self) -> [RawFd; 2] {
         [self.sender.as_raw_fd(), self.receiver.as_raw_fd()]
