@@ -355,6 +355,21 @@ fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
     assert!(server.wait_exit().success());
 }
 
+#[test]
+fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchdog_ends_it() {
+    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "1"]);
+    let worker = server.booted_worker_pids()[0];
+    let mut client = Client::connect(&server);
+    assert_kept(&client.get("h", "/count"), 200);
+    // SIGSTOP (a debugger, a job control slip): the worker is silent, and runs no signal handler until continued.
+    nix::sys::signal::kill(worker, Signal::SIGSTOP).expect("stop the worker");
+    client.send(b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n");
+    server.wait_for_line(&format!("WORKER TIMEOUT (pid:{worker})"));
+    assert_eq!(client.response().status, 503, "{}", server.log_text());
+    eventually("the stopped worker to be gone", || !crate::support::is_alive(worker));
+    assert_eq!(server.get("/count").status, 200, "its replacement serves");
+}
+
 /// The tenants' manifest: `hello` on host a.test, `echo` under /echo, and `evil` (the misbehave guest) on
 /// evil.test with a pool of its own.
 const APPS: &str = r#"

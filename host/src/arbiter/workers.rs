@@ -207,6 +207,9 @@ impl Workers {
         if let Some(record) = self.records.get_mut(&pid) {
             record.aborted = Some((Instant::now(), cause));
             let _ = kill(pid, Signal::SIGABRT);
+            // A stopped worker (SIGSTOP, a debugger) runs no handler until it is continued: its abort would stay
+            // pending until SIGKILL, and the connections it holds would be reset instead of answered.
+            let _ = kill(pid, Signal::SIGCONT);
         }
     }
 

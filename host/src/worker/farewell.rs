@@ -3,7 +3,9 @@
 //! SIGABRT, then SIGKILL a second later, and a quick stop ends every worker with SIGINT. The worker may be busy
 //! in a request, where its loop cannot act, so a signal handler does it: the worker keeps the descriptors of its
 //! queued connections in a registry, a static array of atomics, while it holds them (`Queued`), and takes each
-//! out before it starts serving or answering it; the handler answers every descriptor still registered,
+//! out before it starts serving or answering it; the handler answers every descriptor still registered (idle
+//! keep-alive connections are registered too, apart: one whose client sent its next request is answered, a silent
+//! one only gets its FIN),
 //! records how many in the worker's heartbeat slot for the arbiter's log, then lets the signal's default action
 //! end the process. The request in flight is cut.
 //! When the server stops (the arbiter marks the worker's slot first), the handler also accepts what the kernel
@@ -38,7 +40,12 @@ Content-Type: text/plain\r\nContent-Length: 20\r\n\r\nService Unavailable\n";
 /// with unread bytes would reset the connection, and the client could lose the answer).
 const DISCARD_BUDGET: usize = 64 * 1024;
 
-static REGISTRY: [AtomicI32; CAPACITY] = [const { AtomicI32::new(FREE) }; CAPACITY];
+type Registry = [AtomicI32; CAPACITY];
+/// The connections taken in and not started: each is answered 503.
+static REGISTRY: Registry = [const { AtomicI32::new(FREE) }; CAPACITY];
+/// The idle keep-alive connections: one whose client has sent its next request is answered 503, a silent one
+/// just gets its FIN.
+static IDLE_REGISTRY: Registry = [const { AtomicI32::new(FREE) }; CAPACITY];
 /// The listeners the worker holds (non-blocking sockets), while it holds them.
 static LISTENERS: [AtomicI32; MAX_LISTENERS] = [const { AtomicI32::new(FREE) }; MAX_LISTENERS];
 const MAX_LISTENERS: usize = 64;
@@ -96,7 +103,13 @@ pub(super) struct Queued<T> {
 impl Queued<Connection<Stream>> {
     pub(super) fn connection(mut conn: Connection<Stream>) -> Self {
         let fd = conn.stream().as_fd().as_raw_fd();
-        Queued { entry: Entry::register(fd), value: conn }
+        Queued { entry: Entry::register(&REGISTRY, fd), value: conn }
+    }
+
+    /// An idle keep-alive connection: a dying worker answers it only if its client has sent something.
+    pub(super) fn idle(mut conn: Connection<Stream>) -> Self {
+        let fd = conn.stream().as_fd().as_raw_fd();
+        Queued { entry: Entry::register(&IDLE_REGISTRY, fd), value: conn }
     }
 }
 
@@ -104,6 +117,16 @@ impl<T> Queued<T> {
     /// The same registration, around what `change` makes of the value (a connection whose head has arrived).
     pub(super) fn map<U>(self, change: impl FnOnce(T) -> U) -> Queued<U> {
         Queued { entry: self.entry, value: change(self.value) }
+    }
+
+    /// Moves an idle connection's registration to the connections taken in: its next request has begun. Registered
+    /// there before it leaves the idle ones, so that a handler running in between finds it.
+    pub(super) fn into_queued(self) -> Queued<T> {
+        let Queued { entry, value } = self;
+        let fd = entry.0.map_or(FREE, |(_, fd)| fd);
+        let queued = Queued { entry: Entry::register(&REGISTRY, fd), value };
+        drop(entry);
+        queued
     }
 
     /// Out of the registry: from now on the caller answers the connection.
@@ -140,26 +163,22 @@ impl<T> DerefMut for Queued<T> {
     }
 }
 
-/// A cell of the registry and the descriptor it holds, freed on drop; `None` when the registry was full.
-struct Entry(Option<(usize, RawFd)>);
+/// A cell of a registry and the descriptor it holds, freed on drop; `None` when the registry was full.
+struct Entry(Option<(&'static AtomicI32, RawFd)>);
 
 impl Entry {
-    fn register(fd: RawFd) -> Entry {
-        let free = REGISTRY.iter().position(|cell| {
+    fn register(registry: &'static Registry, fd: RawFd) -> Entry {
+        let free = registry.iter().find(|cell| {
             cell.load(Ordering::Relaxed) == FREE
                 && cell.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         });
-        Entry(free.map(|index| (index, fd)))
+        Entry(free.map(|cell| (cell, fd)))
     }
-}
 
-impl Entry {
     /// Frees the cell; whether it still held the descriptor (false: the handler took it).
     fn release(mut self) -> bool {
         match self.0.take() {
-            Some((index, fd)) => {
-                REGISTRY[index].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-            }
+            Some((cell, fd)) => cell.compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok(),
             None => true,
         }
     }
@@ -167,9 +186,9 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if let Some((index, fd)) = self.0 {
+        if let Some((cell, fd)) = self.0 {
             // Unless the handler already took it.
-            let _ = REGISTRY[index].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = cell.compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -199,14 +218,29 @@ extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
     let _ = raise(signal);
 }
 
-/// Answers every registered connection 503, ends it with a FIN, and discards what its client sent; returns how
-/// many got the whole answer.
+/// Answers every registered connection 503 (an idle one only if its client has sent something: a silent one
+/// just gets its FIN), ends it with a FIN, and discards what its client sent; returns how many got the whole
+/// answer.
 fn answer_all() -> u32 {
     let mut answered = 0;
     for cell in &REGISTRY {
         let fd = cell.swap(FREE, Ordering::AcqRel);
         if fd != FREE && answer_one(fd) {
             answered += 1;
+        }
+    }
+    for cell in &IDLE_REGISTRY {
+        let fd = cell.swap(FREE, Ordering::AcqRel);
+        let mut byte = [0u8; 1];
+        if fd == FREE {
+            continue;
+        }
+        if matches!(recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1)) {
+            if answer_one(fd) {
+                answered += 1;
+            }
+        } else {
+            let _ = shutdown(fd, Shutdown::Write);
         }
     }
     answered
@@ -310,14 +344,31 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_connection_is_answered_only_when_its_next_request_has_come() {
+        let (silent, mut silent_client) = UnixStream::pair().unwrap();
+        let (asking, mut asking_client) = UnixStream::pair().unwrap();
+        let silent = Queued::idle(Connection::new(Stream::Unix(silent)));
+        let asking = Queued::idle(Connection::new(Stream::Unix(asking)));
+        std::io::Write::write_all(&mut asking_client, b"GET / HTTP/1.1\r\n").unwrap();
+        answer_all();
+        let mut answer = Vec::new();
+        asking_client.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, ANSWER);
+        let mut nothing = Vec::new();
+        silent_client.read_to_end(&mut nothing).unwrap();
+        assert!(nothing.is_empty(), "a silent idle connection only gets its FIN");
+        drop((silent, asking));
+    }
+
+    #[test]
     fn a_connection_the_handler_took_first_is_not_taken_again() {
         // Descriptor numbers no test opens: only the registry's cells are at stake here.
-        let kept = Entry::register(1_000_001);
+        let kept = Entry::register(&REGISTRY, 1_000_001);
         assert!(kept.release(), "still registered: the relay may pass it on");
-        let claimed = Entry::register(1_000_002);
-        let (index, fd) = claimed.0.expect("a free cell");
+        let claimed = Entry::register(&REGISTRY, 1_000_002);
+        let (cell, fd) = claimed.0.expect("a free cell");
         // What the handler does with each cell before it answers.
-        assert_eq!(REGISTRY[index].swap(FREE, Ordering::AcqRel), fd);
+        assert_eq!(cell.swap(FREE, Ordering::AcqRel), fd);
         assert!(!claimed.release(), "the handler answers it: the relay must not pass it on");
     }
 }

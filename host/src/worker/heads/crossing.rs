@@ -99,6 +99,7 @@ impl Heads {
         } else {
             let (_, Idle { mut conn, peer, local, deadline }) = self.idle.pop_first()?;
             let _ = epoll.delete(conn.stream());
+            let Some(mut conn) = conn.take_unanswered() else { return Some(None) };
             conn.compact();
             (conn.into_parts(), peer, local, Stage::Idle { left: deadline.saturating_duration_since(now) })
         };

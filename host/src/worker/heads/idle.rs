@@ -21,7 +21,8 @@ const IDLE_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLONESH
 
 /// A keep-alive connection waiting for its next request.
 pub(super) struct Idle {
-    pub(super) conn: Connection<Stream>,
+    /// Registered with the farewell handler as idle: a worker that dies answers it if its next request has come.
+    pub(super) conn: Queued<Connection<Stream>>,
     pub(super) peer: Peer,
     pub(super) local: Local,
     pub(super) deadline: Instant,
@@ -65,7 +66,7 @@ impl Heads {
         }
         let key = self.take_key();
         if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_ok() {
-            self.idle.insert(key, Idle { conn, peer, local, deadline });
+            self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
         }
     }
 
@@ -82,7 +83,7 @@ impl Heads {
         deadline: Instant,
     ) {
         let key = self.take_key();
-        self.idle.insert(key, Idle { conn, peer, local, deadline });
+        self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
         self.wake_idle(epoll, key, true);
         if self.idle.len() > self.max_idle
             && let Some(&oldest) = self.idle.keys().next()
@@ -116,7 +117,7 @@ impl Heads {
         }
         let now = Instant::now();
         let mut pending =
-            Pending { conn: Queued::connection(conn), peer, local, accepted: now, deadline: now + self.timeout };
+            Pending { conn: conn.into_queued(), peer, local, accepted: now, deadline: now + self.timeout };
         match progress {
             Progress::Waiting => {
                 // A head still arriving is watched for every byte, not once.
