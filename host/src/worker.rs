@@ -340,7 +340,9 @@ fn serve_loop(
         // Before sleeping, watch the listeners and the channel only if the worker would take more.
         inlet.watch(epoll, !stopping && held.wants_more(Instant::now()))?;
         let idle = setup.heartbeat_interval;
-        let wait = held.next_deadline(Instant::now()).map_or(idle, |deadline| deadline.min(idle));
+        // A paused accept ends the wait when it ends, so that the listeners are watched again.
+        let deadlines = [held.next_deadline(Instant::now()), inlet::accept_pause_left()];
+        let wait = deadlines.into_iter().flatten().fold(idle, Duration::min);
         woken = continue_reading(epoll, &mut held, &mut events, wait)?;
     }
 }

@@ -302,3 +302,24 @@ fn a_silent_connection_times_out_while_the_pool_stays_busy() {
     // Its timeout is 2 s; the loose bound only keeps a busy machine from failing the test.
     assert!(waited < Duration::from_secs(8), "closed after {waited:?}, past its 2 s client timeout");
 }
+
+#[test]
+fn a_worker_out_of_descriptors_pauses_accepting_instead_of_spinning() {
+    // At most 40 descriptors: the worker's own and its connections take them all before its limits do.
+    let mut command = std::process::Command::new("prlimit");
+    command.args(["--nofile=40", "--", crate::support::binary(), "serve", "sample:hello", "-b", "127.0.0.1:0"]);
+    command.env("WASMCORN_CACHE_DIR", crate::support::cache_dir()).env_remove("WEB_CONCURRENCY");
+    let server = Server::spawn(command);
+    server.wait_for_line("Booting worker with pid");
+    // Silent connections, more than the worker may open: the rest wait in the listen queue.
+    let silent: Vec<TcpStream> =
+        (0..60).map(|_| TcpStream::connect(("127.0.0.1", server.port)).expect("connect")).collect();
+    server.wait_for_line("Too many open files (os error 24)");
+    std::thread::sleep(Duration::from_secs(3));
+    // One line a second at most; a worker that kept the listener watched woke for it, and logged, without end.
+    let failures = server.log_lines().iter().filter(|line| line.contains("accept failed")).count();
+    assert!(failures <= 6, "{failures} accept failures logged in about 3 s");
+    drop(silent);
+    let response = send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(response.status, 200, "served again once the silent clients left");
+}

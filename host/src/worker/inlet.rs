@@ -7,22 +7,41 @@
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::handoff::Inbox;
 use super::heads::Heads;
+use super::heartbeat::now_ms;
 use crate::listener::Listener;
 use crate::log;
+
+/// After an accept failed for want of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), how long
+/// the worker leaves its listeners alone. The connection stays queued, so a listener it kept watching (level-
+/// triggered) would wake it at once, again and again, each time for a failed accept and a log line.
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+/// Until when accepting is paused (`now_ms`), 0 when it is not: shared by the worker's loop and its relay.
+static ACCEPT_PAUSED_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// How long accepting stays paused, if it is.
+pub(super) fn accept_pause_left() -> Option<Duration> {
+    let (until, now) = (ACCEPT_PAUSED_UNTIL.load(Ordering::Relaxed), now_ms());
+    (until > now).then(|| Duration::from_millis(until - now))
+}
 
 pub(super) struct Inlet<'a> {
     /// Empty for a dedicated pool's worker.
     pub listeners: &'a [Listener],
     /// The pool's channel.
     pub inbox: Inbox<'a>,
-    /// Whether the listeners and the channel are in the worker's epoll.
-    watched: bool,
+    /// Whether the listeners are in the worker's epoll.
+    listeners_watched: bool,
+    /// Whether the channel is in the worker's epoll.
+    channel_watched: bool,
 }
 
 impl<'a> Inlet<'a> {
@@ -30,27 +49,23 @@ impl<'a> Inlet<'a> {
     /// server stops until `let_go_of_listeners` (see `farewell`).
     pub(super) fn new(listeners: &'a [Listener], inbox: Inbox<'a>) -> Self {
         super::farewell::hold_listeners(listeners.iter().map(|listener| listener.fd().as_raw_fd()));
-        Inlet { listeners, inbox, watched: false }
+        Inlet { listeners, inbox, listeners_watched: false, channel_watched: false }
     }
 
     /// Adds the listeners and the channel to the worker's epoll (the listeners under the keys 0 up, the channel
-    /// under `CHANNEL_KEY`), or removes them.
+    /// under `CHANNEL_KEY`), or removes them; the listeners stay out while accepting is paused.
     pub(super) fn watch(&mut self, epoll: &Epoll, watch: bool) -> anyhow::Result<()> {
-        if watch == self.watched {
-            return Ok(());
-        }
-        let listeners = self.listeners.iter().map(Listener::fd).zip(0u64..);
-        let fds = listeners.chain(std::iter::once((self.inbox.fd(), super::CHANNEL_KEY)));
-        for (fd, key) in fds {
-            if watch {
-                // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
-                let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-                epoll.add(fd, EpollEvent::new(flags, key))?;
-            } else {
-                epoll.delete(fd)?;
+        let listeners = watch && accept_pause_left().is_none();
+        if listeners != self.listeners_watched {
+            for (listener, key) in self.listeners.iter().zip(0u64..) {
+                watch_one(epoll, listener.fd(), key, listeners)?;
             }
+            self.listeners_watched = listeners;
         }
-        self.watched = watch;
+        if watch != self.channel_watched {
+            watch_one(epoll, self.inbox.fd(), super::CHANNEL_KEY, watch)?;
+            self.channel_watched = watch;
+        }
         Ok(())
     }
 
@@ -77,10 +92,10 @@ impl<'a> Inlet<'a> {
     /// (`continue_reading` says when the others look anyway). Both are tried regardless when they were not
     /// watched.
     pub(super) fn take_new(&mut self, epoll: &Epoll, heads: &mut Heads, woken: Woken) {
-        if woken.channel || !self.watched {
+        if woken.channel || !self.channel_watched {
             receive_waiting(epoll, &mut self.inbox, heads, false);
         }
-        if woken.listeners || !self.watched {
+        if woken.listeners || !self.listeners_watched {
             accept_waiting(epoll, self.listeners, heads, false);
         }
     }
@@ -97,10 +112,23 @@ impl<'a> Inlet<'a> {
     }
 }
 
-/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued); returns whether
-/// any was accepted.
+/// Adds `fd` to the worker's epoll under `key` (or removes it).
+fn watch_one(epoll: &Epoll, fd: std::os::fd::BorrowedFd<'_>, key: u64, watch: bool) -> nix::Result<()> {
+    if watch {
+        // EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them.
+        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, key))
+    } else {
+        epoll.delete(fd)
+    }
+}
+
+/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued), unless accepting
+/// is paused; returns whether any was accepted.
 pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
     let mut accepted = false;
+    if accept_pause_left().is_some() {
+        return false;
+    }
     for listener in listeners {
         while all || heads.wants_more(Instant::now()) {
             match listener.accept() {
@@ -116,6 +144,15 @@ pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut 
                 {
                     break;
                 }
+                Err(err) if is_exhaustion(&err) => {
+                    ACCEPT_PAUSED_UNTIL.store(now_ms() + ACCEPT_PAUSE.as_millis() as u64, Ordering::Relaxed);
+                    log::warning(format_args!(
+                        "accept failed on {}: {err}; accepting again in {} s",
+                        listener.url(),
+                        ACCEPT_PAUSE.as_secs()
+                    ));
+                    return accepted;
+                }
                 Err(err) => {
                     log::warning(format_args!("accept failed on {}: {err}", listener.url()));
                     break;
@@ -124,6 +161,12 @@ pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut 
         }
     }
     accepted
+}
+
+/// Whether an accept failed for want of a resource, which stays wanting for a while.
+fn is_exhaustion(err: &std::io::Error) -> bool {
+    let exhausted = [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM];
+    err.raw_os_error().is_some_and(|code| exhausted.contains(&Errno::from_raw(code)))
 }
 
 /// Takes the connections handed or relayed to this worker's pool while the worker wants more (or, when `all`,
