@@ -334,6 +334,8 @@ fn serve_loop(
             woken = continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
             continue;
         }
+        // A connection that has sent nothing holds no request: a stopping worker does not wait for it.
+        let silent_grace = if stopping { held.close_silent(epoll, Instant::now()) } else { None };
         if stopping && held.is_empty() {
             return Ok(());
         }
@@ -341,7 +343,7 @@ fn serve_loop(
         inlet.watch(epoll, !stopping && held.wants_more(Instant::now()))?;
         let idle = setup.heartbeat_interval;
         // A paused accept ends the wait when it ends, so that the listeners are watched again.
-        let deadlines = [held.next_deadline(Instant::now()), inlet::accept_pause_left()];
+        let deadlines = [held.next_deadline(Instant::now()), inlet::accept_pause_left(), silent_grace];
         let wait = deadlines.into_iter().flatten().fold(idle, Duration::min);
         woken = continue_reading(epoll, &mut held, &mut events, wait)?;
     }

@@ -356,6 +356,31 @@ fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
 }
 
 #[test]
+fn connections_that_sent_nothing_do_not_hold_a_stop() {
+    let mut args = vec!["--client-timeout", "300"];
+    args.extend(LINGER_UNTIL_KILLED);
+    let mut server = Server::start(MISBEHAVE, 2, &args);
+    // Connections that send nothing (a browser's preconnects): accepted, and no request under way.
+    let silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+            stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+            stream
+        })
+        .collect();
+    assert_eq!(server.get("/count").status, 200, "the silent connections were accepted before this request");
+    server.signal(Signal::SIGTERM);
+    // Before, each worker holding one waited for its first byte until the client or the graceful timeout.
+    assert!(server.wait_exit().success(), "{}", server.log_text());
+    assert!(!server.log_text().contains("SIGABRT"), "{}", server.log_text());
+    for mut stream in silent {
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut rest).expect("a clean close, not a reset");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+}
+
+#[test]
 fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchdog_ends_it() {
     let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "1"]);
     let worker = server.booted_worker_pids()[0];

@@ -36,6 +36,10 @@ const FAST_CLIENT_GRACE: Duration = Duration::from_millis(50);
 /// one, so that a burst spreads over the idle workers; with them, a few, so that slow clients arriving one after
 /// another do not slow the accepting of everyone behind them.
 const YOUNG_HEADS: usize = 8;
+/// How long a stopping worker waits for the first byte of a connection it accepted. Past it, one that has sent
+/// nothing (a browser's preconnect) is closed as an idle one is, instead of holding the worker until its client
+/// timeout, and the stop or reload until the graceful timeout.
+const SILENT_GRACE_WHEN_STOPPING: Duration = Duration::from_secs(1);
 
 /// A connection whose request head has arrived whole.
 pub(super) struct Arrived {
@@ -248,6 +252,40 @@ impl Heads {
                 }
             }
         }
+    }
+
+    /// The worker stops: closes, with a FIN, each head still arriving that has sent nothing within
+    /// `SILENT_GRACE_WHEN_STOPPING` of its accept (read once more first). Returns how long until the next silent
+    /// one's grace ends, if one is left.
+    pub(super) fn close_silent(&mut self, epoll: &Epoll, now: Instant) -> Option<Duration> {
+        let silent: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.conn.buffered().is_empty())
+            .map(|(key, _)| *key)
+            .collect();
+        let mut next: Option<Duration> = None;
+        for key in silent {
+            let Some(pending) = self.pending.get_mut(&key) else { continue };
+            let grace_end = pending.accepted + SILENT_GRACE_WHEN_STOPPING;
+            if grace_end > now {
+                next = Some(next.map_or(grace_end - now, |next| next.min(grace_end - now)));
+                continue;
+            }
+            let progress = read_available(&mut pending.conn, &self.limits, self.held_limit);
+            if matches!(progress, Progress::Waiting) && !pending.conn.buffered().is_empty() {
+                continue;
+            }
+            if let Some(mut pending) = self.pending.remove(&key) {
+                let _ = epoll.delete(pending.conn.stream());
+                match progress {
+                    // Dropped: its client sent nothing, there is nobody to answer.
+                    Progress::Waiting => {}
+                    progress => self.settle(pending, progress),
+                }
+            }
+        }
+        next
     }
 
     /// Refuses heads still arriving past the limits: past `pending_limit` of them, the one that has waited longest;
