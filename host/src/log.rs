@@ -74,11 +74,6 @@ pub(crate) fn guest_line(stream: &str, line: &str) {
 /// from a guest stays on the line it is logged on, cannot forge one, and cannot reorder or hide what a terminal
 /// shows of it.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    let breaks_out = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}')
-            || (!c.is_ascii() && c.general_category() == GeneralCategory::Format)
-    };
     if !text.contains(breaks_out) {
         return Cow::Borrowed(text);
     }
@@ -95,6 +90,14 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(escaped)
+}
+
+/// Whether `c` could break a log line out of its place or hide part of it: a control character, a line or
+/// paragraph separator, an invisible format character.
+pub(crate) fn breaks_out(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || (!c.is_ascii() && c.general_category() == GeneralCategory::Format)
 }
 
 /// The longest start of `text` of at most `bytes` bytes that ends at a character boundary.

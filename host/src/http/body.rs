@@ -115,7 +115,8 @@ impl BodyReader {
                     if line.is_empty() {
                         self.state = State::Done;
                     } else if count >= MAX_TRAILERS {
-                        return Err(HttpError::HeadersTooLarge("too many trailer fields".into()));
+                        // A body that breaks the trailer rules is 400, whichever rule (431 is for a head).
+                        return Err(HttpError::BadRequest(format!("more than {MAX_TRAILERS} trailer fields")));
                     } else if !is_field_line(&line) {
                         return Err(HttpError::BadRequest("malformed trailer field".into()));
                     } else if is_forbidden_trailer(&line) {
@@ -405,6 +406,8 @@ mod tests {
             assert_eq!(chunked_status(format!("0\r\n{name}: 1\r\n\r\n").as_bytes()), Some(400), "{name}");
         }
         assert_eq!(chunked_status(b"0\r\nVary: *\r\nContent-Type: text/plain\r\n\r\n"), None);
+        let too_many: String = (0..=MAX_TRAILERS).map(|index| format!("X-{index}: v\r\n")).collect();
+        assert_eq!(chunked_status(format!("0\r\n{too_many}\r\n").as_bytes()), Some(400), "101 trailer fields");
     }
 
     #[test]

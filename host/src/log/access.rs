@@ -141,7 +141,7 @@ impl AccessFormat {
                     "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
                     "pid": std::process::id(),
                 });
-                format!("{object}\n")
+                format!("{}\n", escape_json(&object.to_string()))
             }
             AccessFormat::Atoms(pieces) => {
                 let mut line = String::new();
@@ -209,7 +209,9 @@ fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
     }
 }
 
-/// Keeps a client's text from forging log lines: quotes, backslashes and control bytes are escaped.
+/// Keeps a client's (or a guest's) text from forging log lines: quotes and backslashes are escaped, and so is
+/// whatever `log::breaks_out` (control bytes as `\xNN`, as Gunicorn does; separators and invisible format
+/// characters such as U+202E as `\u{202e}`).
 fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
@@ -217,7 +219,24 @@ fn escape(text: &str) -> String {
             '"' => escaped.push_str("\\\""),
             '\\' => escaped.push_str("\\\\"),
             c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if super::breaks_out(c) => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// A JSON line with what `log::breaks_out` written as `\uXXXX` escapes (serde_json escapes only the C0 controls,
+/// `"` and `\`): C1 controls, separators and invisible format characters from a client's header stay visible.
+fn escape_json(json: &str) -> String {
+    let mut escaped = String::with_capacity(json.len());
+    for character in json.chars() {
+        if super::breaks_out(character) {
+            for unit in character.encode_utf16(&mut [0; 2]) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(character);
         }
     }
     escaped
@@ -257,6 +276,18 @@ mod tests {
     fn hosted_default_leads_with_the_app() {
         let line = AccessFormat::parse(HOSTED_DEFAULT).unwrap().render(&record(&[], &[]));
         assert!(line.starts_with("shop 10.1.2.3 - - ["), "{line}");
+    }
+
+    #[test]
+    fn invisible_and_line_breaking_characters_are_escaped() {
+        let response = vec![("X-A".to_string(), "a\u{202e}b\u{2028}c\u{85}d".as_bytes().to_vec())];
+        let format = AccessFormat::parse("%({x-a}o)s").unwrap();
+        assert_eq!(format.render(&record(&[], &response)), "a\\u{202e}b\\u{2028}c\\x85d\n");
+        let headers = vec![("User-Agent".to_string(), "ua\u{85}\u{9b}x".to_string())];
+        let line = AccessFormat::Json.render(&record(&headers, &[]));
+        assert!(line.contains(r#""user_agent":"ua\u0085\u009bx""#), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["user_agent"], "ua\u{85}\u{9b}x");
     }
 
     #[test]
