@@ -70,6 +70,24 @@ fn print_config_is_toml_the_file_format_accepts_back() {
 }
 
 #[test]
+fn print_config_of_a_file_with_app_tables_reads_back_with_them() {
+    let (dir, file) = config_file(
+        "workers = 1\ndefault_app = \"www\"\n[[app]]\nname = \"www\"\ncomponent = \"sample:hello\"\n\
+         [[app]]\nname = \"echo\"\ncomponent = \"sample:echo\"\nhosts = [\"echo.test\"]\n",
+    );
+    let text = printed(&run(&["serve", "--config", &file, "--print-config"], &[]));
+    assert!(!text.contains("apps = "), "the apps are the file's own tables, not a manifest it names: {text}");
+    assert!(text.contains("\ndefault_app = \"www\"\n") && text.matches("\n[[app]]\n").count() == 2, "{text}");
+    let printed_file = dir.path().join("printed.toml");
+    std::fs::write(&printed_file, &text).unwrap();
+    let printed_file = printed_file.to_str().unwrap();
+    let check = run(&["serve", "--config", printed_file, "--check-config"], &[]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let again = printed(&run(&["serve", "--config", printed_file, "--print-config"], &[]));
+    assert_eq!(again, text);
+}
+
+#[test]
 fn config_file_settings_are_served() {
     let (_dir, file) =
         config_file("app = \"sample:echo\"\nbind = \"127.0.0.1:0\"\nworkers = 2\nenv = [\"COLOR=blue\"]\n");

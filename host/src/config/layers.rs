@@ -201,14 +201,21 @@ pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
     first.trim_start_matches("error: ").trim().to_string()
 }
 
-/// The resolved settings as TOML, one `key = value` line per flag, for `--print-config`.
+/// The resolved settings as TOML, one `key = value` line per flag, for `--print-config`. Apps listed in the
+/// config file itself (`[[app]]` tables) follow as those tables: a line `apps = "FILE"` would name a file that is a
+/// config file, not a manifest, to whoever reads the output back.
 pub(super) fn render(args: &[OsString]) -> anyhow::Result<String> {
     let command = serve_command();
     let matches = parse(&command, args).map_err(|err| anyhow::anyhow!("{}", one_line(&err)))?;
+    let first = |id: &str| matches.get_raw(id).and_then(|mut values| values.next()).map(PathBuf::from);
+    let apps_in_config = first("config").filter(|config| first("apps").as_ref() == Some(config));
     let mut lines = Vec::new();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
         if COMMAND_LINE_ONLY.contains(&id) || arg.is_hide_set() || id == "help" {
+            continue;
+        }
+        if id == "apps" && apps_in_config.is_some() {
             continue;
         }
         let key = arg.get_long().unwrap_or(id);
@@ -226,7 +233,22 @@ pub(super) fn render(args: &[OsString]) -> anyhow::Result<String> {
             };
         lines.push(line);
     }
+    if let Some(config) = apps_in_config {
+        lines.push(String::new());
+        lines.push(app_tables(&config)?);
+    }
     Ok(lines.join("\n") + "\n")
+}
+
+/// The `default_app` key and the `[[app]]` tables of the config file at `path`, as TOML.
+fn app_tables(path: &Path) -> anyhow::Result<String> {
+    let where_ = path.display();
+    let text = crate::regular_file::read_text(path).with_context(|| format!("cannot read the config file {where_}"))?;
+    let table: toml::Table =
+        text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
+    let apps: toml::Table =
+        table.into_iter().filter(|(key, _)| matches!(key.as_str(), "app" | "default_app")).collect();
+    Ok(toml::to_string(&apps)?.trim_end().to_string())
 }
 
 fn is_list(arg: &Arg) -> bool {
