@@ -90,8 +90,9 @@ pub(crate) struct ServeArgs {
     #[arg(long = "apps", value_name = "FILE")]
     pub apps: Option<PathBuf>,
 
-    /// The socket to bind, as HOST:PORT (`[::1]:8000` for IPv6). Repeat the flag to listen on several
-    /// addresses. Port 0 picks a free port; the startup line `Listening at: http://HOST:PORT` names it.
+    /// The socket to bind, as HOST:PORT (`[::1]:8000` for IPv6), `unix:PATH` or `fd://N` (a socket inherited
+    /// as descriptor N). Repeat the flag to listen on several addresses. Port 0 picks a free port; the startup
+    /// line `Listening at: http://HOST:PORT` names it.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
     pub bind: Vec<String>,
 

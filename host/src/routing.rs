@@ -69,7 +69,13 @@ pub(crate) fn normalise_prefix(text: &str) -> Result<String, String> {
     if !text.starts_with('/') || text.bytes().any(|byte| byte.is_ascii_control() || byte == b'?' || byte == b'#') {
         return Err(format!("{text:?} is not a path starting with '/'"));
     }
-    Ok(text.trim_end_matches('/').to_string())
+    let prefix = text.trim_end_matches('/');
+    // Clients resolve dot segments before they send a path (RFC 3986 section 5.2.4), and an empty one is rare:
+    // a prefix holding one would route only the odd client's requests.
+    if prefix.split('/').skip(1).any(|segment| matches!(segment, "" | "." | "..")) {
+        return Err(format!("{text:?} holds an empty, '.' or '..' segment"));
+    }
+    Ok(prefix.to_string())
 }
 
 /// What follows `prefix` (see `normalise_prefix`) in `path`, if `path` lies under it: `/echo` holds `/echo`
@@ -245,6 +251,9 @@ mod tests {
         assert!(normalise_prefix("echo").is_err());
         assert_eq!(normalise_prefix("/").unwrap(), "");
         assert_eq!(normalise_prefix("/a/b/").unwrap(), "/a/b");
+        for odd in ["/a/../b", "/a/./b", "//a", "/a//b", "/.."] {
+            assert!(normalise_prefix(odd).is_err(), "{odd}");
+        }
     }
 
     #[test]
