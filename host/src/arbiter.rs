@@ -25,7 +25,7 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,16 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
         process::daemonize()?;
     }
     let errors_to_file = config.logging.errors_to_file();
-    let result = Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners)
-        .and_then(|mut arbiter| arbiter.run());
+    let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::own_file).map(Path::to_path_buf).collect();
+    let result = match Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners) {
+        Ok(mut arbiter) => arbiter.run(),
+        Err(err) => {
+            // A start that failed (a pid file naming a live server, an address in use for the metrics) leaves
+            // no socket file of its own behind.
+            socket_files.iter().for_each(|path| drop(std::fs::remove_file(path)));
+            Err(err)
+        }
+    };
     // `main` prints the failure on stderr as one line: the error log has it too only when it is a file.
     if let (Err(err), true) = (&result, errors_to_file) {
         log::critical(format_args!("{err:#}"));

@@ -150,8 +150,16 @@ impl Listener {
     /// Removes a unix socket's file (at the end of the server's life), if it is this server's (see
     /// `Listener::Unix`).
     pub(crate) fn remove_file(&self) {
-        if let Listener::Unix { path, owns_file: true, .. } = self {
+        if let Some(path) = self.own_file() {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The file of a unix socket this server made (see `Listener::Unix`).
+    pub(crate) fn own_file(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix { path, owns_file: true, .. } => Some(path),
+            _ => None,
         }
     }
 }

@@ -59,6 +59,20 @@ fn unix_socket_in_use_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another server"));
 }
 
+#[test]
+fn a_start_that_fails_after_binding_leaves_no_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("app.sock");
+    // A pid file naming a live process (this test's): the start fails once the sockets are bound.
+    let pidfile = dir.path().join("live.pid");
+    std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+    let bind = format!("unix:{}", socket.display());
+    let output = command(&["serve", "--bind", &bind, "--pid", pidfile.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(!socket.exists(), "the socket file stayed: {stderr}");
+}
+
 /// Starts `wasmcorn serve --bind BIND` with a fresh listening socket as its descriptor 3: handed over as stdin
 /// and moved by the shell, which runs `setup` first, as a supervisor would. Returns the server and the port of
 /// the handed-over socket.
