@@ -30,6 +30,10 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
     if args.output.is_dir() {
         bail!("-o {} is a folder: name the component file to write", args.output.display());
     }
+    // Before anything is installed: a build that could not write its component would be minutes lost.
+    if let Some(folder) = args.output.parent().filter(|folder| !folder.as_os_str().is_empty() && !folder.is_dir()) {
+        bail!("-o {}: the folder {} does not exist", args.output.display(), folder.display());
+    }
     let requirements = match &args.requirements {
         Some(path) => Some(
             crate::regular_file::read(path)
@@ -61,6 +65,14 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
     })();
     drop(work);
     result?;
+    let native = site.as_ref().map(|site| site.native_extensions.as_slice()).unwrap_or_default();
+    if !native.is_empty() {
+        let list: Vec<String> = native.iter().map(|(module, dist)| format!("{module} (from {dist})")).collect();
+        eprintln!(
+            "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): {}",
+            list.join(", ")
+        );
+    }
     eprintln!("Built {} from {}", display(&args.output), args.target);
     Ok(())
 }

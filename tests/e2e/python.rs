@@ -272,6 +272,40 @@ fn build_refuses_a_requirement_with_a_c_extension() {
 }
 
 #[test]
+fn build_names_the_native_extensions_it_leaves_out_of_an_app_that_does_not_import_them() {
+    let requirements = crate::support::python::app_dir("native").join("requirements.txt");
+    let src = crate::support::python::app_dir("plain");
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let output = out.path().join("app.wasm");
+    let result = build(&[
+        "plain_app:application",
+        "--src",
+        src.to_str().expect("a UTF-8 path"),
+        "--requirements",
+        requirements.to_str().expect("a UTF-8 path"),
+        "-o",
+        output.to_str().expect("a UTF-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let line = "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): ujson";
+    assert!(stderr.contains(line), "{stderr}");
+}
+
+#[test]
+fn build_to_a_missing_folder_is_one_line_before_anything_is_installed() {
+    let src = crate::support::python::app_dir("plain");
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let missing = out.path().join("gone/app.wasm");
+    let args = ["plain_app:application", "--src", src.to_str().expect("a UTF-8 path"), "-o", missing.to_str().unwrap()];
+    let output = build(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line, and no install: {stderr}");
+    assert!(stderr.contains("/gone/app.wasm: the folder ") && stderr.contains("/gone does not exist"), "{stderr}");
+}
+
+#[test]
 fn a_component_larger_than_max_memory_is_refused_naming_the_limit() {
     let app = plain_app();
     let output = crate::support::command(&["serve", &app, "--max-memory", "8", "--check-config"])
@@ -281,6 +315,7 @@ fn a_component_larger_than_max_memory_is_refused_naming_the_limit() {
     assert!(!output.status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("exceeds the limit of 0x800000 bytes") && stderr.contains("--max-memory"), "{stderr}");
+    assert!(stderr.contains("needs more memory than it may have") && !stderr.contains("not a valid"), "{stderr}");
 }
 
 #[test]

@@ -101,9 +101,8 @@ fn compile_and_store(
     if !wasm.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly component (it does not start with the wasm magic bytes)", source.describe());
     }
-    let component = Component::new(engine, wasm).map_err(|err| {
-        anyhow::anyhow!("{} is not a valid WebAssembly component: {}", source.describe(), explain(&err))
-    })?;
+    let component =
+        Component::new(engine, wasm).map_err(|err| anyhow::anyhow!("{}", explain(&source.describe(), &err)))?;
     let bytes = component.serialize().map_err(anyhow::Error::from).context("cannot serialize the compiled guest")?;
     let name = path.file_name().map_or_else(Default::default, |name| name.to_string_lossy());
     let temporary = path.with_file_name(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));

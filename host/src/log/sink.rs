@@ -84,7 +84,12 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
         // O_NOFOLLOW refuses a symlink with ELOOP; any other failure is said as it is (`/dev/stdout` is a symlink,
         // in a folder of root's, and may name a socket, which cannot be opened).
         let planted_link = others_control_folder && err.raw_os_error() == Some(nix::libc::ELOOP);
-        let what = if planted_link { ": a symlink in a folder others may change" } else { "" };
+        let what = match err.raw_os_error() {
+            _ if planted_link => ": a symlink in a folder others may change",
+            // What a non-blocking open for writing says of a FIFO that no process reads.
+            Some(nix::libc::ENXIO) => ": a FIFO with no reader",
+            _ => "",
+        };
         anyhow::Error::from(err).context(format!("cannot open the log file {}{what}", path.display()))
     })?;
     let blocking = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
