@@ -382,10 +382,18 @@ fn connections_that_sent_nothing_do_not_hold_a_stop() {
 
 #[test]
 fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchdog_ends_it() {
-    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "1"]);
+    // A watchdog patient enough that the idle worker, beating every second, is never taken for a stuck one on
+    // a busy machine before the test stops it (it failed once so under a full CI run with --timeout 1).
+    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "4"]);
     let worker = server.booted_worker_pids()[0];
     let mut client = Client::connect(&server);
     assert_kept(&client.get("h", "/count"), 200);
+    // Stopped only once it waits for work: stopped between the response and its loop's wait, it would still count
+    // as serving that request, which the watchdog gives the guest's timeout, and the request is in flight.
+    let waiting =
+        || std::fs::read_to_string(format!("/proc/{worker}/wchan")).is_ok_and(|wchan| wchan == "do_epoll_wait");
+    eventually("the worker to wait for work", waiting);
+    assert!(!server.log_text().contains("WORKER TIMEOUT"), "{}", server.log_text());
     // SIGSTOP (a debugger, a job control slip): the worker is silent, and runs no signal handler until continued.
     nix::sys::signal::kill(worker, Signal::SIGSTOP).expect("stop the worker");
     client.send(b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n");
