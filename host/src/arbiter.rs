@@ -77,15 +77,20 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
     apply_process_settings(&config)?;
     log::init(&config.logging)?;
     let artefacts = spawn::compile_apps(&config, false)?;
-    let listeners = match listener::inherited()? {
-        Some(inherited) => inherited,
-        None => bind_all(&config)?,
+    // Sockets handed over (by an old arbiter, by systemd) and their files are another process's too.
+    let (listeners, bound_here) = match listener::inherited()? {
+        Some(inherited) => (inherited, false),
+        None => (bind_all(&config)?, true),
     };
     if config.daemon {
         process::daemonize()?;
     }
     let errors_to_file = config.logging.errors_to_file();
-    let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::own_file).map(Path::to_path_buf).collect();
+    let socket_files: Vec<PathBuf> = if bound_here {
+        listeners.iter().filter_map(Listener::own_file).map(Path::to_path_buf).collect()
+    } else {
+        Vec::new()
+    };
     let result = match Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners) {
         Ok(mut arbiter) => arbiter.run(),
         Err(err) => {
@@ -110,9 +115,20 @@ fn apply_process_settings(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds every address; when one cannot be bound, the unix socket files of those bound before are removed.
 fn bind_all(config: &Config) -> anyhow::Result<Vec<Listener>> {
     let options = BindOptions { backlog: config.backlog, reuse_port: config.reuse_port };
-    config.binds.iter().map(|spec| Listener::bind(spec, options)).collect()
+    let mut bound = Vec::new();
+    for spec in &config.binds {
+        match Listener::bind(spec, options) {
+            Ok(listener) => bound.push(listener),
+            Err(err) => {
+                bound.iter().for_each(Listener::remove_file);
+                return Err(err);
+            }
+        }
+    }
+    Ok(bound)
 }
 
 /// How this server was started, which an upgrade repeats and a reload re-reads.

@@ -12,6 +12,7 @@
 
 mod answers;
 pub(crate) mod counters;
+mod descriptors;
 mod dispatch;
 mod environ;
 mod exchange;
@@ -342,8 +343,8 @@ fn serve_loop(
         // Before sleeping, watch the listeners and the channel only if the worker would take more.
         inlet.watch(epoll, !stopping && held.wants_more(Instant::now()))?;
         let idle = setup.heartbeat_interval;
-        // A paused accept ends the wait when it ends, so that the listeners are watched again.
-        let deadlines = [held.next_deadline(Instant::now()), inlet::accept_pause_left(), silent_grace];
+        // A pause for want of descriptors ends the wait when it ends, so that the inlet is watched again.
+        let deadlines = [held.next_deadline(Instant::now()), descriptors::pause_left(), silent_grace];
         let wait = deadlines.into_iter().flatten().fold(idle, Duration::min);
         woken = continue_reading(epoll, &mut held, &mut events, wait)?;
     }

@@ -85,6 +85,9 @@ fn print_config_of_a_file_with_app_tables_reads_back_with_them() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let again = printed(&run(&["serve", "--config", printed_file, "--print-config"], &[]));
     assert_eq!(again, text);
+    // An APP beside the tables is refused, as serving refuses it (printed, `app = ...` clashed with them).
+    let output = run(&["serve", "--config", &file, "sample:echo", "--print-config"], &[]);
+    assert_one_line_error(&output, &["APP cannot be used with --apps"]);
 }
 
 #[test]

@@ -360,11 +360,15 @@ fn connections_that_sent_nothing_do_not_hold_a_stop() {
     let mut args = vec!["--client-timeout", "300"];
     args.extend(LINGER_UNTIL_KILLED);
     let mut server = Server::start(MISBEHAVE, 2, &args);
-    // Connections that send nothing (a browser's preconnects): accepted, and no request under way.
+    // Connections that send nothing (a browser's preconnects), or only the empty lines a server ignores before a
+    // request: accepted, and no request under way.
     let silent: Vec<std::net::TcpStream> = (0..4)
-        .map(|_| {
-            let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        .map(|index| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
             stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+            if index % 2 == 1 {
+                std::io::Write::write_all(&mut stream, b"\r\n").unwrap();
+            }
             stream
         })
         .collect();
@@ -385,8 +389,30 @@ fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchd
     // A watchdog patient enough that the idle worker, beating every second, is never taken for a stuck one on
     // a busy machine before the test stops it (it failed once so under a full CI run with --timeout 1).
     let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "4"]);
+    let (worker, mut client) = stopped_with_a_request_waiting(&server);
+    server.wait_for_line(&format!("WORKER TIMEOUT (pid:{worker})"));
+    assert_eq!(client.response().status, 503, "{}", server.log_text());
+    eventually("the stopped worker to be gone", || !crate::support::is_alive(worker));
+    assert_eq!(server.get("/count").status, 200, "its replacement serves");
+}
+
+#[test]
+fn a_quick_stop_ends_a_stopped_worker_at_once_and_answers_what_it_held() {
+    // No watchdog: only the stop may end the worker.
+    let mut args = vec!["--timeout", "0"];
+    args.extend(LINGER_UNTIL_KILLED);
+    let mut server = Server::start(MISBEHAVE, 1, &args);
+    let (_, mut client) = stopped_with_a_request_waiting(&server);
+    server.signal(Signal::SIGINT);
+    assert_eq!(client.response().status, 503, "{}", server.log_text());
+    assert!(server.wait_exit().success(), "{}", server.log_text());
+}
+
+/// The only worker of `server`, stopped (SIGSTOP: a debugger, a job control slip) with a request sent on its kept
+/// connection, which it cannot read; and that connection's client.
+fn stopped_with_a_request_waiting(server: &Server) -> (Pid, Client) {
     let worker = server.booted_worker_pids()[0];
-    let mut client = Client::connect(&server);
+    let mut client = Client::connect(server);
     assert_kept(&client.get("h", "/count"), 200);
     // Stopped only once it waits for work: stopped between the response and its loop's wait, it would still count
     // as serving that request, which the watchdog gives the guest's timeout, and the request is in flight.
@@ -394,13 +420,10 @@ fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchd
         || std::fs::read_to_string(format!("/proc/{worker}/wchan")).is_ok_and(|wchan| wchan == "do_epoll_wait");
     eventually("the worker to wait for work", waiting);
     assert!(!server.log_text().contains("WORKER TIMEOUT"), "{}", server.log_text());
-    // SIGSTOP (a debugger, a job control slip): the worker is silent, and runs no signal handler until continued.
+    // A stopped worker runs no signal handler until it is continued.
     nix::sys::signal::kill(worker, Signal::SIGSTOP).expect("stop the worker");
     client.send(b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n");
-    server.wait_for_line(&format!("WORKER TIMEOUT (pid:{worker})"));
-    assert_eq!(client.response().status, 503, "{}", server.log_text());
-    eventually("the stopped worker to be gone", || !crate::support::is_alive(worker));
-    assert_eq!(server.get("/count").status, 200, "its replacement serves");
+    (worker, client)
 }
 
 /// The tenants' manifest: `hello` on host a.test, `echo` under /echo, and `evil` (the misbehave guest) on

@@ -73,6 +73,34 @@ fn a_start_that_fails_after_binding_leaves_no_socket_file() {
     assert!(!socket.exists(), "the socket file stayed: {stderr}");
 }
 
+#[test]
+fn a_start_that_fails_to_bind_leaves_no_socket_file_of_the_binds_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("first.sock");
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = format!("127.0.0.1:{}", busy.local_addr().unwrap().port());
+    let first = format!("unix:{}", socket.display());
+    let output = command(&["serve", "--bind", &first, "--bind", &busy]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(!socket.exists(), "the first bind's socket file stayed: {stderr}");
+}
+
+#[test]
+fn an_upgrade_that_fails_leaves_the_running_servers_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("app.sock");
+    let pidfile = dir.path().join("wasmcorn.pid");
+    // The new arbiter's pid file names a live process (this test's): its start fails.
+    std::fs::write(dir.path().join("wasmcorn.pid.2"), std::process::id().to_string()).unwrap();
+    let bind = format!("unix:{}", socket.display());
+    let server = Server::start("sample:hello", 1, &["--bind", &bind, "--pid", pidfile.to_str().unwrap()]);
+    server.signal(nix::sys::signal::Signal::SIGUSR2);
+    server.wait_for_line("already running on pid");
+    assert!(socket.exists(), "the running server's socket file is gone:\n{}", server.log_text());
+    assert_eq!(get_over_unix(&socket).status, 200);
+}
+
 /// Starts `wasmcorn serve --bind BIND` with a fresh listening socket as its descriptor 3: handed over as stdin
 /// and moved by the shell, which runs `setup` first, as a supervisor would. Returns the server and the port of
 /// the handed-over socket.

@@ -589,3 +589,41 @@ fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() 
         assert_eq!((response.status, response.text().as_str()), (200, "slept 2 s"), "{}", server.log_text());
     }
 }
+
+/// The descriptor limit that leaves a process room for `room` more descriptors: new ones take the lowest numbers
+/// free, and must be below the limit (those open above it stay usable).
+fn limit_with_room(pid: Pid, room: usize) -> usize {
+    let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the process's descriptors")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).filter(|number| !open.contains(number)).nth(room).expect("a free number")
+}
+
+#[test]
+fn a_dedicated_worker_out_of_descriptors_loses_no_request_handed_to_it() {
+    let site = Site::new(SLOW_POOL);
+    let server = site.serve(1, 2, &["--keep-alive", "3"]);
+    let (slow, _) = pool_pids(&server, "slow");
+    // Room for a few more descriptors in slow's worker: each kept connection takes one, until there is none.
+    let limit = limit_with_room(slow[0], 4);
+    let status = std::process::Command::new("prlimit")
+        .args([format!("--pid={}", slow[0]), format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success());
+    let mut kept = Vec::new();
+    for index in 0..12 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+        let request = format!("GET /count?n={index} HTTP/1.1\r\nHost: slow.test\r\n\r\n");
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        // A request that waits for room is served once kept connections time out (--keep-alive 3).
+        std::io::Read::read_exact(&mut stream, &mut head).expect("a response, not a lost connection");
+        assert_eq!(&head, b"HTTP/1.1 200", "request {index}");
+        kept.push(stream);
+    }
+    server.wait_for_line("no descriptor left for");
+    assert!(!server.log_text().contains("was lost"), "{}", server.log_text());
+}

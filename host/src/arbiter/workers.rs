@@ -138,7 +138,7 @@ impl Workers {
     fn signal(&mut self, pid: Pid, signal: Signal) {
         if let Some(record) = self.records.get_mut(&pid) {
             record.killed_by_arbiter |= signal == Signal::SIGKILL;
-            let _ = kill(pid, signal);
+            deliver(pid, signal);
         }
     }
 
@@ -168,7 +168,7 @@ impl Workers {
             record.retired = true;
             record.graceful_deadline = Some(earliest(record.graceful_deadline, Instant::now() + graceful));
             heartbeats.slot(record.slot).mark_retiring();
-            let _ = kill(pid, Signal::SIGTERM);
+            deliver(pid, Signal::SIGTERM);
         }
     }
 
@@ -178,7 +178,7 @@ impl Workers {
         let deadline = Instant::now() + graceful;
         for (pid, record) in &mut self.records {
             record.graceful_deadline = Some(earliest(record.graceful_deadline, deadline));
-            let _ = kill(*pid, Signal::SIGTERM);
+            deliver(*pid, Signal::SIGTERM);
         }
     }
 
@@ -206,10 +206,7 @@ impl Workers {
     fn abort(&mut self, pid: Pid, cause: AbortCause) {
         if let Some(record) = self.records.get_mut(&pid) {
             record.aborted = Some((Instant::now(), cause));
-            let _ = kill(pid, Signal::SIGABRT);
-            // A stopped worker (SIGSTOP, a debugger) runs no handler until it is continued: its abort would stay
-            // pending until SIGKILL, and the connections it holds would be reset instead of answered.
-            let _ = kill(pid, Signal::SIGCONT);
+            deliver(pid, Signal::SIGABRT);
         }
     }
 
@@ -252,6 +249,16 @@ impl Workers {
             log::critical(format_args!("WORKER TIMEOUT (pid:{pid}) {doing}"));
             self.abort(pid, AbortCause::Timeout);
         }
+    }
+}
+
+/// Sends `signal` to the worker `pid`, and SIGCONT after it: a stopped worker (SIGSTOP, a debugger) runs no
+/// handler until it is continued, so a stop, a retirement or an abort would stay pending until SIGKILL, and the
+/// connections it holds would be reset instead of answered.
+fn deliver(pid: Pid, signal: Signal) {
+    let _ = kill(pid, signal);
+    if signal != Signal::SIGKILL {
+        let _ = kill(pid, Signal::SIGCONT);
     }
 }
 

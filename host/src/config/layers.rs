@@ -209,6 +209,10 @@ pub(super) fn render(args: &[OsString]) -> anyhow::Result<String> {
     let matches = parse(&command, args).map_err(|err| anyhow::anyhow!("{}", one_line(&err)))?;
     let first = |id: &str| matches.get_raw(id).and_then(|mut values| values.next()).map(PathBuf::from);
     let apps_in_config = first("config").filter(|config| first("apps").as_ref() == Some(config));
+    // As serving says: and the printed `app = ...` would clash with the `[[app]]` tables in TOML.
+    if apps_in_config.is_some() && first("app").is_some() {
+        bail!("APP cannot be used with --apps: each app in the manifest has its own");
+    }
     let mut lines = Vec::new();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();

@@ -245,6 +245,11 @@ impl<'a> Inbox<'a> {
                         }
                     }
                 }
+                // The descriptor had no room in this process's table: the kernel closed it, and the connection is
+                // lost. Said, so that the worker stops taking more until there is room (see `descriptors`).
+                if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(io::Error::from(Errno::EMFILE));
+                }
                 (message.bytes, fd)
             };
             if length == 0 && fd.is_none() {

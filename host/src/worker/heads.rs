@@ -258,12 +258,8 @@ impl Heads {
     /// `SILENT_GRACE_WHEN_STOPPING` of its accept (read once more first). Returns how long until the next silent
     /// one's grace ends, if one is left.
     pub(super) fn close_silent(&mut self, epoll: &Epoll, now: Instant) -> Option<Duration> {
-        let silent: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, pending)| pending.conn.buffered().is_empty())
-            .map(|(key, _)| *key)
-            .collect();
+        let silent: Vec<u64> =
+            self.pending.iter().filter(|(_, pending)| sent_nothing(&pending.conn)).map(|(key, _)| *key).collect();
         let mut next: Option<Duration> = None;
         for key in silent {
             let Some(pending) = self.pending.get_mut(&key) else { continue };
@@ -273,7 +269,7 @@ impl Heads {
                 continue;
             }
             let progress = read_available(&mut pending.conn, &self.limits, self.held_limit);
-            if matches!(progress, Progress::Waiting) && !pending.conn.buffered().is_empty() {
+            if matches!(progress, Progress::Waiting) && !sent_nothing(&pending.conn) {
                 continue;
             }
             if let Some(mut pending) = self.pending.remove(&key) {
@@ -331,6 +327,12 @@ impl Heads {
             Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }
     }
+}
+
+/// Whether a head still arriving holds nothing but the empty lines a server ignores before a request line
+/// (RFC 9112 section 2.2): no request has begun.
+fn sent_nothing(conn: &Connection<Stream>) -> bool {
+    conn.buffered().iter().all(|byte| matches!(byte, b'\r' | b'\n'))
 }
 
 /// Watches `stream` under `key` for `flags`. A connection that was idle here may still have its registration, spent

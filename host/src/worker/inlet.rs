@@ -7,31 +7,15 @@
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use nix::errno::Errno;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 
+use super::descriptors;
 use super::handoff::Inbox;
 use super::heads::Heads;
-use super::heartbeat::now_ms;
 use crate::listener::Listener;
 use crate::log;
-
-/// After an accept failed for want of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), how long
-/// the worker leaves its listeners alone. The connection stays queued, so a listener it kept watching (level-
-/// triggered) would wake it at once, again and again, each time for a failed accept and a log line.
-const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
-/// Until when accepting is paused (`now_ms`), 0 when it is not: shared by the worker's loop and its relay.
-static ACCEPT_PAUSED_UNTIL: AtomicU64 = AtomicU64::new(0);
-
-/// How long accepting stays paused, if it is.
-pub(super) fn accept_pause_left() -> Option<Duration> {
-    let (until, now) = (ACCEPT_PAUSED_UNTIL.load(Ordering::Relaxed), now_ms());
-    (until > now).then(|| Duration::from_millis(until - now))
-}
 
 pub(super) struct Inlet<'a> {
     /// Empty for a dedicated pool's worker.
@@ -53,14 +37,14 @@ impl<'a> Inlet<'a> {
     }
 
     /// Adds the listeners and the channel to the worker's epoll (the listeners under the keys 0 up, the channel
-    /// under `CHANNEL_KEY`), or removes them; the listeners stay out while accepting is paused.
+    /// under `CHANNEL_KEY`), or removes them; both stay out while the worker is short of descriptors.
     pub(super) fn watch(&mut self, epoll: &Epoll, watch: bool) -> anyhow::Result<()> {
-        let listeners = watch && accept_pause_left().is_none();
-        if listeners != self.listeners_watched {
+        let watch = watch && descriptors::pause_left().is_none();
+        if watch != self.listeners_watched {
             for (listener, key) in self.listeners.iter().zip(0u64..) {
-                watch_one(epoll, listener.fd(), key, listeners)?;
+                watch_one(epoll, listener.fd(), key, watch)?;
             }
-            self.listeners_watched = listeners;
+            self.listeners_watched = watch;
         }
         if watch != self.channel_watched {
             watch_one(epoll, self.inbox.fd(), super::CHANNEL_KEY, watch)?;
@@ -122,11 +106,11 @@ fn watch_one(epoll: &Epoll, fd: std::os::fd::BorrowedFd<'_>, key: u64, watch: bo
     }
 }
 
-/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued), unless accepting
-/// is paused; returns whether any was accepted.
+/// Accepts waiting connections while the worker wants more (or, when `all`, every one queued), unless it is short
+/// of descriptors; returns whether any was accepted.
 pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut Heads, all: bool) -> bool {
     let mut accepted = false;
-    if accept_pause_left().is_some() {
+    if descriptors::pause_left().is_some() {
         return false;
     }
     for listener in listeners {
@@ -144,13 +128,8 @@ pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut 
                 {
                     break;
                 }
-                Err(err) if is_exhaustion(&err) => {
-                    ACCEPT_PAUSED_UNTIL.store(now_ms() + ACCEPT_PAUSE.as_millis() as u64, Ordering::Relaxed);
-                    log::warning(format_args!(
-                        "accept failed on {}: {err}; accepting again in {} s",
-                        listener.url(),
-                        ACCEPT_PAUSE.as_secs()
-                    ));
+                Err(err) if descriptors::is_shortage(&err) => {
+                    descriptors::pause(format_args!("accept failed on {}", listener.url()), err);
                     return accepted;
                 }
                 Err(err) => {
@@ -163,23 +142,23 @@ pub(super) fn accept_waiting(epoll: &Epoll, listeners: &[Listener], heads: &mut 
     accepted
 }
 
-/// Whether an accept failed for want of a resource, which stays wanting for a while.
-fn is_exhaustion(err: &std::io::Error) -> bool {
-    let exhausted = [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM];
-    err.raw_os_error().is_some_and(|code| exhausted.contains(&Errno::from_raw(code)))
-}
-
 /// Takes the connections handed or relayed to this worker's pool while the worker wants more (or, when `all`,
 /// every one waiting); returns whether any came.
 fn receive_waiting(epoll: &Epoll, inbox: &mut Inbox<'_>, heads: &mut Heads, all: bool) -> bool {
     let mut received = false;
-    while all || heads.wants_more(Instant::now()) {
-        match inbox.receive() {
+    let channel = inbox.fd();
+    while (all || heads.wants_more(Instant::now())) && descriptors::pause_left().is_none() {
+        let Some(taken) = descriptors::with_room(channel, || inbox.receive()) else { break };
+        match taken {
             Ok(Some(handed)) => {
                 received = true;
                 heads.admit_handed(epoll, handed);
             }
             Ok(None) => break,
+            Err(err) if descriptors::is_shortage(&err) => {
+                descriptors::pause("a connection handed to this pool was lost, with no room for it", err);
+                break;
+            }
             Err(err) => {
                 log::warning(format_args!("cannot receive from the pool's channel: {err}"));
                 break;
