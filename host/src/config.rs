@@ -239,6 +239,14 @@ fn http_settings(args: &ServeArgs) -> anyhow::Result<HttpSettings> {
     if args.limit_pending_heads < MIN_PENDING_HEADS {
         bail!("--limit-pending-heads must be at least {MIN_PENDING_HEADS} bytes, not {}", args.limit_pending_heads);
     }
+    // A dying worker answers (or closes cleanly) the idle connections its registry holds, and no more.
+    if args.max_idle_connections > crate::worker::FAREWELL_CAPACITY {
+        bail!(
+            "--max-idle-connections must be at most {}, not {}",
+            crate::worker::FAREWELL_CAPACITY,
+            args.max_idle_connections
+        );
+    }
     let client_timeout = seconds::fractional("--client-timeout", args.client_timeout, Zero::Refused)?;
     let keep_alive = seconds::fractional("--keep-alive", args.keep_alive, Zero::Allowed)?;
     let trusted_proxies: TrustedProxies =

@@ -25,6 +25,7 @@ mod trust;
 
 pub use app::{AppSource, Guest, Limits};
 pub use artefact::{Artefact, prepare, read_source};
+pub(crate) use bounded_io::start_ambient_runtime;
 pub use capabilities::{Capabilities, DirGrant, HttpAuthority, HttpGrant, NetGrant};
 pub(crate) use deadline::Deadline;
 pub use exchange::{Exchange, InstanceReport, ProxyHead, ResponseHeaders};

@@ -45,6 +45,7 @@ use crate::site::{PoolKey, Site};
 use crate::{log, process};
 use dispatch::{Dispatch, Handled};
 use exchange::HttpExchange;
+pub(crate) use farewell::CAPACITY as FAREWELL_CAPACITY;
 pub(crate) use handoff::Channel;
 use handoff::Inbox;
 use heads::Heads;
@@ -134,6 +135,7 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
             return BOOT_ERROR;
         }
     };
+    crate::guest::start_ambient_runtime();
     let Some(channel) = setup.channels.get(setup.pool) else {
         log::error(format_args!("Worker failed to boot: {} has no channel", setup.pool));
         return BOOT_ERROR;

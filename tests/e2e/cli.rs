@@ -94,6 +94,8 @@ fn bad_flag_values_are_one_line_errors_naming_the_flag() {
     // With --check-config: without the bound, it would start a server that never exits.
     let too_many = ["serve", "--bind", "127.0.0.1:0", "--workers", "513", "--check-config"];
     assert_one_line_error(&run(&too_many), &["--workers", "at most 512"]);
+    let idle = ["serve", "--max-idle-connections", "4097", "--check-config"];
+    assert_one_line_error(&run(&idle), &["--max-idle-connections must be at most 4096, not 4097"]);
     assert_one_line_error(&run(&["serve", "--bind", "not an address"]), &["not an address"]);
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--guest-timeout", "-1"]), &["--guest-timeout"]);
     assert_one_line_error(&run(&["serve", "--bind", "127.0.0.1:0", "--workers", "many"]), &["--workers", "many"]);

@@ -387,8 +387,10 @@ fn connections_that_sent_nothing_do_not_hold_a_stop() {
 #[test]
 fn a_request_on_a_connection_of_a_stopped_worker_is_answered_503_when_the_watchdog_ends_it() {
     // A watchdog patient enough that the idle worker, beating every second, is never taken for a stuck one on
-    // a busy machine before the test stops it (it failed once so under a full CI run with --timeout 1).
-    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "4"]);
+    // a busy machine before the test stops it (it failed so under a full CI run with --timeout 1), and that the
+    // test's request, sent after the SIGSTOP, is there before it (with --timeout 4 a full CI run once saw the
+    // worker ended with nothing to answer).
+    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--timeout", "10"]);
     let (worker, mut client) = stopped_with_a_request_waiting(&server);
     server.wait_for_line(&format!("WORKER TIMEOUT (pid:{worker})"));
     assert_eq!(client.response().status, 503, "{}", server.log_text());

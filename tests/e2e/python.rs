@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -253,39 +254,31 @@ fn build_writes_through_no_name_planted_beside_its_output() {
     assert_eq!(left.len(), 2, "the component and the planted partial, nothing of the build's: {left:?}");
 }
 
+/// The arguments that build `target` from tests/python/`app` with the requirements of tests/python/native (ujson,
+/// a C extension) into `output`.
+fn with_native_requirements(target: &str, app: &str, output: &Path) -> Vec<String> {
+    let requirements = crate::support::python::app_dir("native").join("requirements.txt");
+    let src = crate::support::python::app_dir(app);
+    [target, "--src", &src.to_string_lossy(), "--requirements", &requirements.to_string_lossy()]
+        .into_iter()
+        .map(str::to_string)
+        .chain(["-o".to_string(), output.to_string_lossy().into_owned()])
+        .collect()
+}
+
 #[test]
 fn build_refuses_a_requirement_with_a_c_extension() {
-    let src = crate::support::python::app_dir("native");
-    let requirements = src.join("requirements.txt");
     let out = tempfile::tempdir().expect("a temporary folder");
-    let output = out.path().join("app.wasm");
-    let args = [
-        "native_app:application",
-        "--src",
-        src.to_str().expect("a UTF-8 path"),
-        "--requirements",
-        requirements.to_str().expect("a UTF-8 path"),
-        "-o",
-        output.to_str().expect("a UTF-8 path"),
-    ];
+    let args = with_native_requirements("native_app:application", "native", &out.path().join("app.wasm"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_build_fails(&args, "requirement 'ujson' needs the C extension 'ujson'");
 }
 
 #[test]
 fn build_names_the_native_extensions_it_leaves_out_of_an_app_that_does_not_import_them() {
-    let requirements = crate::support::python::app_dir("native").join("requirements.txt");
-    let src = crate::support::python::app_dir("plain");
     let out = tempfile::tempdir().expect("a temporary folder");
-    let output = out.path().join("app.wasm");
-    let result = build(&[
-        "plain_app:application",
-        "--src",
-        src.to_str().expect("a UTF-8 path"),
-        "--requirements",
-        requirements.to_str().expect("a UTF-8 path"),
-        "-o",
-        output.to_str().expect("a UTF-8 path"),
-    ]);
+    let args = with_native_requirements("plain_app:application", "plain", &out.path().join("app.wasm"));
+    let result = build(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "{stderr}");
     let line = "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): ujson";

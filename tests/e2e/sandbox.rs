@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use nix::unistd::Pid;
 
 use crate::support::postgres::Postgres;
-use crate::support::{Server, command, peak_memory};
+use crate::support::{Server, command, leave_room_for, peak_memory};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 /// The same guest linked with a 64 KiB stack (its memory is rewritten in place between requests).
@@ -193,6 +193,38 @@ fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_mem
     // The guest's 4 MiB and at most 16 MiB copied (wasmtime's default would have let 128 MiB be copied).
     assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
     assert_worker_survived(&server, worker, "/amplify");
+}
+
+#[test]
+fn a_guest_wait_in_a_worker_out_of_descriptors_costs_the_worker_nothing() {
+    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60"]);
+    let worker = the_worker(&server);
+    leave_room_for(worker, 3);
+    // Kept connections take the room that is left.
+    let mut kept: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+        stream.write_all(b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        // The whole response: its head, and the count of a fresh instance.
+        let mut response = Vec::new();
+        while !response.ends_with(b"\r\n\r\n1") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).expect("a response");
+            response.push(byte[0]);
+        }
+        assert!(response.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&response));
+        kept.push(stream);
+    }
+    // A sleep waits in wasi:io/poll, in wasmtime-wasi's tokio runtime: built at that first wait, it found no
+    // descriptor, panicked, and the worker aborted with every connection it held.
+    let last = kept.last_mut().expect("a kept connection");
+    let mut raw = Vec::new();
+    last.write_all(b"GET /sleep?seconds=0.1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    last.read_to_end(&mut raw).expect("a response");
+    let response = crate::support::parse_response(&raw);
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 0.1 s"), "{}", server.log_text());
+    assert_eq!(server.live_workers(), vec![worker], "the worker lives:\n{}", server.log_text());
 }
 
 #[test]

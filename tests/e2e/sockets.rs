@@ -59,6 +59,16 @@ fn unix_socket_in_use_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another server"));
 }
 
+/// Runs `wasmcorn serve ARGS`, which must fail in one line and leave no file at `socket`.
+fn assert_start_fails_leaving_no_socket_file(args: &[&str], socket: &std::path::Path) {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let output = command(&all).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(!socket.exists(), "the socket file stayed: {stderr}");
+}
+
 #[test]
 fn a_start_that_fails_after_binding_leaves_no_socket_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,10 +77,7 @@ fn a_start_that_fails_after_binding_leaves_no_socket_file() {
     let pidfile = dir.path().join("live.pid");
     std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
     let bind = format!("unix:{}", socket.display());
-    let output = command(&["serve", "--bind", &bind, "--pid", pidfile.to_str().unwrap()]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.lines().count() == 1, "{stderr}");
-    assert!(!socket.exists(), "the socket file stayed: {stderr}");
+    assert_start_fails_leaving_no_socket_file(&["--bind", &bind, "--pid", pidfile.to_str().unwrap()], &socket);
 }
 
 #[test]
@@ -78,12 +85,9 @@ fn a_start_that_fails_to_bind_leaves_no_socket_file_of_the_binds_before() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("first.sock");
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy = format!("127.0.0.1:{}", busy.local_addr().unwrap().port());
+    let busy_address = format!("127.0.0.1:{}", busy.local_addr().unwrap().port());
     let first = format!("unix:{}", socket.display());
-    let output = command(&["serve", "--bind", &first, "--bind", &busy]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.lines().count() == 1, "{stderr}");
-    assert!(!socket.exists(), "the first bind's socket file stayed: {stderr}");
+    assert_start_fails_leaving_no_socket_file(&["--bind", &first, "--bind", &busy_address], &socket);
 }
 
 #[test]

@@ -330,6 +330,21 @@ fn parent_of(pid: Pid) -> Option<Pid> {
     Some(Pid::from_raw(ppid))
 }
 
+/// Lowers the descriptor limit of the running process `pid` (with `prlimit`) so that it has room for `room` more
+/// descriptors: new ones take the lowest numbers free, and must be below the limit (those open above it stay).
+pub(crate) fn leave_room_for(pid: Pid, room: usize) {
+    let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the process's descriptors")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let limit = (0..).filter(|number| !open.contains(number)).nth(room).expect("a free number");
+    let status = Command::new("prlimit")
+        .args([format!("--pid={pid}"), format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid={pid} --nofile={limit}");
+}
+
 /// The peak resident memory of a process, in bytes (`VmHWM` of /proc/PID/status).
 pub(crate) fn peak_memory(pid: Pid) -> u64 {
     let kib: u64 = status_field(pid, "VmHWM:").parse().expect("VmHWM in /proc/PID/status");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, Site, command, concurrently, eventually, is_alive, status_field};
+use crate::support::{Server, Site, command, concurrently, eventually, is_alive, leave_room_for, status_field};
 
 /// The three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
 /// on evil.test with a pool of its own (one worker, one-second guest timeout).
@@ -590,28 +590,13 @@ fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() 
     }
 }
 
-/// The descriptor limit that leaves a process room for `room` more descriptors: new ones take the lowest numbers
-/// free, and must be below the limit (those open above it stay usable).
-fn limit_with_room(pid: Pid, room: usize) -> usize {
-    let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("list the process's descriptors")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).filter(|number| !open.contains(number)).nth(room).expect("a free number")
-}
-
 #[test]
 fn a_dedicated_worker_out_of_descriptors_loses_no_request_handed_to_it() {
     let site = Site::new(SLOW_POOL);
     let server = site.serve(1, 2, &["--keep-alive", "3"]);
     let (slow, _) = pool_pids(&server, "slow");
     // Room for a few more descriptors in slow's worker: each kept connection takes one, until there is none.
-    let limit = limit_with_room(slow[0], 4);
-    let status = std::process::Command::new("prlimit")
-        .args([format!("--pid={}", slow[0]), format!("--nofile={limit}:{limit}")])
-        .status()
-        .expect("run prlimit");
-    assert!(status.success());
+    leave_room_for(slow[0], 4);
     let mut kept = Vec::new();
     for index in 0..12 {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");

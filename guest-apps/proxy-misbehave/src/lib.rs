@@ -112,7 +112,11 @@ fn describe(request: &IncomingRequest) -> String {
 }
 
 fn answer(response_out: ResponseOutparam, body: &[u8]) {
-    let response = OutgoingResponse::new(Fields::new());
+    respond(response_out, Fields::new(), body);
+}
+
+fn respond(response_out: ResponseOutparam, headers: Fields, body: &[u8]) {
+    let response = OutgoingResponse::new(headers);
     let outgoing = response.body().expect("the body is taken once");
     ResponseOutparam::set(response_out, Ok(response));
     let mut stream = outgoing.write().expect("the stream is taken once");
@@ -129,19 +133,11 @@ fn from_hex(hex: &str) -> Vec<u8> {
 }
 
 fn answer_with_header(response_out: ResponseOutparam, value: &[u8]) {
-    let headers = match Fields::from_list(&[("x-value".to_string(), value.to_vec())]) {
-        Ok(headers) => headers,
+    match Fields::from_list(&[("x-value".to_string(), value.to_vec())]) {
+        Ok(headers) => respond(response_out, headers, b"header"),
         // wasi:http refuses the value itself: say so in the body.
-        Err(err) => return answer(response_out, format!("refused: {err:?}").as_bytes()),
-    };
-    let response = OutgoingResponse::new(headers);
-    let outgoing = response.body().expect("the body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-    let mut stream = outgoing.write().expect("the stream is taken once");
-    stream.write_all(b"header").expect("the host takes the body");
-    stream.flush().expect("the host takes the body");
-    drop(stream);
-    OutgoingBody::finish(outgoing, None).expect("the body is complete");
+        Err(err) => answer(response_out, format!("refused: {err:?}").as_bytes()),
+    }
 }
 
 fn leave_open(response_out: ResponseOutparam) {

@@ -47,6 +47,14 @@ pub(crate) fn add_to_linker<T: DeadlineView>(linker: &mut Linker<T>) -> wasmtime
     result
 }
 
+/// Builds the tokio runtime `in_tokio` uses (wasmtime-wasi's ambient one) now: call it in a worker, after the fork
+/// and once its signals are blocked (the runtime's threads inherit the mask). Built at a guest's first wait, as it
+/// otherwise is, it panicked when the worker had no descriptor left, and the worker aborted with every connection
+/// it held.
+pub(crate) fn start_ambient_runtime() {
+    in_tokio(async {});
+}
+
 /// Runs `future` (one of wasmtime-wasi's waits) for at most `remaining`.
 fn within<R>(remaining: Duration, call: &'static str, future: impl Future<Output = R>) -> Result<R, GuestTimeout> {
     // The timer is made inside the runtime that `in_tokio` enters: tokio's timers need one.

@@ -31,7 +31,7 @@ use crate::listener::Stream;
 /// How many connections the registry follows at once: a worker holds at most `heads::MAX_PENDING` in normal
 /// service, but a graceful stop takes everything the kernel queued (up to `--backlog`). Connections past this
 /// are not answered when the worker dies.
-const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 const FREE: RawFd = -1;
 /// The answer, fixed in advance: the handler cannot format or allocate. No `Date` (optional for 5xx).
 pub(super) const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: wasmcorn\r\nConnection: close\r\n\
