@@ -94,7 +94,7 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
 
 /// Whether `c` could break a log line out of its place or hide part of it: a control character, a line or
 /// paragraph separator, an invisible format character.
-pub(crate) fn breaks_out(c: char) -> bool {
+fn breaks_out(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}')
         || (!c.is_ascii() && c.general_category() == GeneralCategory::Format)

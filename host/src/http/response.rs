@@ -15,7 +15,7 @@ const BUFFER_LIMIT: usize = 64 * 1024;
 
 /// The most a guest's status line and headers may take on the wire (the host's own fields come on top): a client
 /// or proxy refuses heads much larger (curl past 100 KiB, nginx's default buffers past 4 or 8 KiB).
-pub(crate) const MAX_GUEST_HEAD: usize = 64 * 1024;
+const MAX_GUEST_HEAD: usize = 64 * 1024;
 
 /// Headers only the host may send: hop-by-hop ones and those it adds itself.
 const RESERVED_HEADERS: &[&str] = &[
