@@ -283,6 +283,9 @@ fn build_names_the_native_extensions_it_leaves_out_of_an_app_that_does_not_impor
     assert!(result.status.success(), "{stderr}");
     let line = "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): ujson";
     assert!(stderr.contains(line), "{stderr}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(out.path().join("app.wasm")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the component is owner-only");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! shared folder (a symlink at `OUTPUT.partial`) is ever written through; the finished file is renamed into place.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -42,6 +43,9 @@ pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], o
         }
         bail!("componentize-py failed: {}", last_error_line(&result));
     }
+    // Owner-only, as every file wasmcorn makes: the operator widens it if others must read it.
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot write {}", output.display()))?;
     fs::rename(&partial, output).with_context(|| format!("cannot write {}", output.display()))?;
     Ok(())
 }
