@@ -39,18 +39,13 @@ impl AccessRecord<'_> {
     }
 
     fn request_header(&self, name: &str) -> Option<&str> {
-        find(self.request_headers, name)
+        find(self.request_headers, name).map(String::as_str)
     }
 }
 
-fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
-}
-
-/// A response header's value, its bytes read as UTF-8 (a byte that is not becomes U+FFFD).
-fn response_header(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
-    let (_, value) = headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name))?;
-    Some(String::from_utf8_lossy(value).into_owned())
+/// The value of the first header named `name` (in any case).
+fn find<'a, V>(headers: &'a [(String, V)], name: &str) -> Option<&'a V> {
+    headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
 }
 
 /// A parsed access-log format.
@@ -181,7 +176,10 @@ fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
     let or_dash = |text: Option<&str>| escape(text.unwrap_or("-"));
     match atom {
         Atom::RequestHeader(name) => or_dash(record.request_header(name)),
-        Atom::ResponseHeader(name) => or_dash(response_header(record.response_headers, name).as_deref()),
+        // Its bytes read as UTF-8: a byte that is not becomes U+FFFD.
+        Atom::ResponseHeader(name) => {
+            or_dash(find(record.response_headers, name).map(|value| String::from_utf8_lossy(value)).as_deref())
+        }
         Atom::Environment(name) => or_dash(std::env::var(name).ok().as_deref()),
         Atom::App => or_dash(Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {

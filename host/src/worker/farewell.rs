@@ -231,11 +231,10 @@ fn answer_all() -> u32 {
     }
     for cell in &IDLE_REGISTRY {
         let fd = cell.swap(FREE, Ordering::AcqRel);
-        let mut byte = [0u8; 1];
         if fd == FREE {
             continue;
         }
-        if matches!(recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1)) {
+        if has_unread(fd) {
             if answer_one(fd) {
                 answered += 1;
             }
@@ -281,6 +280,13 @@ pub(super) fn answer_one(fd: RawFd) -> bool {
     let _ = shutdown(fd, Shutdown::Write);
     discard_unread(fd);
     answered
+}
+
+/// Whether the client of the connection `fd` has sent bytes not read yet: an idle connection's next request has
+/// begun. Never waits.
+pub(super) fn has_unread(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1))
 }
 
 fn send_all(fd: RawFd, mut bytes: &[u8]) -> bool {

@@ -69,9 +69,7 @@ impl Channel {
         let mut answered = 0;
         while let Ok(Some(handed)) = inbox.receive() {
             let fd = handed.stream.as_fd().as_raw_fd();
-            let mut byte = [0u8; 1];
-            let silent = !matches!(socket::recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(1));
-            if matches!(handed.stage, Stage::Idle { .. }) && silent {
+            if matches!(handed.stage, Stage::Idle { .. }) && !super::farewell::has_unread(fd) {
                 continue;
             }
             if super::farewell::answer_one(fd) {
