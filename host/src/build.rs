@@ -70,7 +70,8 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
         let list: Vec<String> = native.iter().map(|(module, dist)| format!("{module} (from {dist})")).collect();
         eprintln!(
             "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): {}",
-            list.join(", ")
+            // File and distribution names are a package author's text: they stay on this line.
+            crate::log::escape(&list.join(", "))
         );
     }
     eprintln!("Built {} from {}", display(&args.output), args.target);
