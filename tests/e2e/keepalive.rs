@@ -424,7 +424,13 @@ fn stopped_with_a_request_waiting(server: &Server) -> (Pid, Client) {
     assert!(!server.log_text().contains("WORKER TIMEOUT"), "{}", server.log_text());
     // A stopped worker runs no signal handler until it is continued.
     nix::sys::signal::kill(worker, Signal::SIGSTOP).expect("stop the worker");
-    client.send(b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n");
+    let request = b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n";
+    client.send(request);
+    // Arrived, not only sent: on a busy machine loopback delivery can lag the send, and a request that reached the
+    // socket after the worker's handler looked at it is, rightly, not answered (a FIN, then a reset).
+    eventually("the request to wait in the worker's socket", || {
+        unread_by_server(server, &client) == Some(request.len())
+    });
     (worker, client)
 }
 
