@@ -10,10 +10,8 @@ use std::collections::HashMap;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, command, eventually};
-use client::{
-    Client, End, assert_closing, assert_kept, connection_on, served_by, start_long_request, unread_by_server,
-};
+use crate::support::{Server, command, eventually, read_by_server, signal_pending, unread_by_server};
+use client::{Client, End, assert_closing, assert_kept, connection_on, served_by, start_long_request};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -192,7 +190,7 @@ fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_fre
     let mut long = connection_on(&server, holder);
     // The next head begins to arrive, and its worker reads that much before it starts the long request.
     pending.send(b"GET /count?pending=2 HTTP/1.1\r\n");
-    eventually("the worker reads the start of the head", || unread_by_server(&server, &pending) == Some(0));
+    eventually("the worker reads the start of the head", || read_by_server(server.port, &pending.stream));
     start_long_request(&server, &mut long);
     pending.send(b"Host: h\r\n\r\n");
     assert_kept(&pending.response(), 200);
@@ -343,8 +341,11 @@ fn term_closes_idle_connections_and_finishes_the_request_in_flight() {
     let mut busy = Client::connect(&server);
     busy.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
     server.wait_for_line("[guest stdout] stashed");
+    let worker = server.booted_worker_pids()[0];
     server.signal(Signal::SIGTERM);
-    server.wait_for_line("Handling signal: term");
+    // The worker knows once the SIGTERM reaches it: the arbiter logs `Handling signal: term` before it marks the
+    // workers stopping and signals them, and a request finished in between would keep its connection.
+    eventually("the worker to hold the SIGTERM", || signal_pending(worker, Signal::SIGTERM));
     busy.send(b"x");
     let response = busy.response();
     assert_eq!(response.text(), "stashed");
@@ -429,7 +430,7 @@ fn stopped_with_a_request_waiting(server: &Server) -> (Pid, Client) {
     // Arrived, not only sent: on a busy machine loopback delivery can lag the send, and a request that reached the
     // socket after the worker's handler looked at it is, rightly, not answered (a FIN, then a reset).
     eventually("the request to wait in the worker's socket", || {
-        unread_by_server(server, &client) == Some(request.len())
+        unread_by_server(server.port, &client.stream) == Some(request.len())
     });
     (worker, client)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::support::{PATIENCE, Response, Server, command, eventually, is_alive, parse_response, send};
+use crate::support::{PATIENCE, Response, Server, command, established_to, eventually, is_alive, parse_response, send};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -280,6 +280,8 @@ fn listen_queues_show_the_connections_waiting_for_a_busy_worker() {
     // The one worker is inside the guest: new connections wait in the kernel's queues.
     let _tcp: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap()).collect();
     let _unix: Vec<UnixStream> = (0..2).map(|_| UnixStream::connect(&socket).unwrap()).collect();
+    // A TCP connect returns before the server's side joins the queue (the last ACK may still be on its way).
+    eventually("the held and 3 queued connections", || established_to(server.port) >= 4);
     let exposition = scrape(metrics);
     let tcp = format!("wasmcorn_listen_queue_length{{bind=\"http://127.0.0.1:{}\"}}", server.port);
     assert_eq!(sample(&exposition, &tcp), Some(3.0), "{exposition}");

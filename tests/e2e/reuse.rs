@@ -123,11 +123,12 @@ fn a_trap_a_timeout_a_refusal_or_a_failed_response_drops_the_instance() {
 
 #[test]
 fn a_reused_instance_gets_a_fresh_deadline_and_output_budget_for_each_request() {
-    let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "100", "--guest-timeout", "2"]);
+    let server = Server::start(MISBEHAVE, 1, &["--instance-reuse", "100", "--guest-timeout", "4"]);
     assert_eq!(counts(&server, "localhost", 1), texts(&["1"]));
-    // Each sleep takes most of the guest's two seconds: the second would time out on the first's deadline.
+    // Each sleep takes most of the guest's four seconds (1.5 s left for a busy machine): the second would time out
+    // on the first's deadline.
     for round in 0..2 {
-        assert_eq!(body(&server, "localhost", "/sleep?seconds=1.2", 200), "slept 1.2 s", "sleep {round}");
+        assert_eq!(body(&server, "localhost", "/sleep?seconds=2.5", 200), "slept 2.5 s", "sleep {round}");
     }
     // Each request may log 64 KiB: the second spew is logged within its own budget, not the first's leftovers.
     body(&server, "localhost", "/spew", 200);

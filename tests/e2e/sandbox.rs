@@ -229,7 +229,8 @@ fn a_guest_wait_in_a_worker_out_of_descriptors_costs_the_worker_nothing() {
 
 #[test]
 fn guest_output_is_logged_within_its_budget() {
-    let server = misbehave(&[]);
+    // No guest timeout of half a second: 100 MiB of output takes a busy machine longer.
+    let server = Server::start(MISBEHAVE, 1, &["--max-memory", "16"]);
     let worker = the_worker(&server);
     let response = server.get("/spew");
     assert_eq!((response.status, response.text().as_str()), (200, "wrote 104857600 bytes to stdout"));

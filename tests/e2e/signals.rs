@@ -2,11 +2,10 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{PATIENCE, Server, is_alive, read_response};
+use crate::support::{PATIENCE, Server, eventually, is_alive, read_by_server, read_response, signal_pending};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -41,12 +40,13 @@ fn sigquit_stops_with_exit_zero_and_no_worker_left() {
 #[test]
 fn sigterm_finishes_the_inflight_request() {
     let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=1"]);
-    let port = server.port;
-    let inflight = std::thread::spawn(move || crate::support::send(port, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"));
-    // The request is in the guest once the worker has accepted it; the access log line comes after.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut inflight = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    inflight.set_read_timeout(Some(PATIENCE)).unwrap();
+    inflight.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    // The request is in the guest, for a second, once the worker has read it.
+    eventually("the worker to read the request", || read_by_server(server.port, &inflight));
     server.signal(Signal::SIGTERM);
-    let response = inflight.join().unwrap();
+    let response = read_response(inflight);
     assert_eq!(response.status, 204);
     assert_eq!(server.wait_exit().code(), Some(0));
 }
@@ -62,8 +62,15 @@ fn ttin_and_ttou_add_and_remove_a_worker() {
     crate::support::eventually("one worker", || server.live_workers().len() == 1);
     assert_eq!(server.get("/").status, 200);
     server.signal(Signal::SIGTTOU);
-    std::thread::sleep(Duration::from_millis(100));
+    server.wait_for_count("Handling signal: ttou", 2);
+    // The arbiter handles one signal after the other: once it handled a later one, the second TTOU is done with.
+    server.signal(Signal::SIGUSR1);
+    server.wait_for_line("Handling signal: usr1");
+    // TTIN's "2" and the first TTOU's "1" only.
+    let sizes = server.wait_for_count("Number of workers:", 2);
+    assert_eq!(sizes.len(), 2, "never below one worker: {sizes:#?}");
     assert_eq!(server.live_workers().len(), 1, "never below one worker");
+    assert_eq!(server.get("/").status, 200);
 }
 
 #[test]
@@ -102,8 +109,11 @@ fn a_stopping_server_refuses_new_connections_once_it_took_its_queue_instead_of_r
     let mut first = held_request(server.port);
     server.wait_for_count("[guest stdout] stashed", 1);
     let mut second = held_request(server.port);
+    let worker = server.booted_worker_pids()[0];
     server.signal(Signal::SIGTERM);
-    server.wait_for_line("Handling signal: term");
+    // Not the arbiter's `Handling signal: term` line, which comes before it signals the workers: a request finished
+    // in between would be followed by `second` as in normal service, the listener still open.
+    eventually("the worker to hold the SIGTERM", || signal_pending(worker, Signal::SIGTERM));
     first.write_all(b"x").unwrap();
     assert_eq!(read_response(first).status, 200);
     // The worker took the queued connection as it began to stop, and serves it.

@@ -286,22 +286,65 @@ pub(crate) fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> Strin
     text
 }
 
-/// How many established TCP connections have `port` as their local port (the server's side of each, accepted
-/// or still queued), from /proc/net/tcp.
-pub(crate) fn established_to(port: u16) -> usize {
+/// One line of /proc/net/tcp: a TCP socket of this machine's IPv4 loopback tests.
+pub(crate) struct TcpSocket {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// `01` is ESTABLISHED (accepted or still in a listen queue); a half-open one shows its queues as 0.
+    pub state: String,
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub unacknowledged: usize,
+    /// Bytes received and not yet read by the socket's owner.
+    pub unread: usize,
+}
+
+/// Every IPv4 TCP socket, from /proc/net/tcp.
+pub(crate) fn tcp_sockets() -> Vec<TcpSocket> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |address: &str| address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+    let hex = |text: &str| usize::from_str_radix(text, 16).ok();
     table
         .lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields
-                .get(1)
-                .and_then(|local| local.rsplit(':').next())
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            local_port == Some(port) && fields.get(3) == Some(&"01")
+            let (tx, rx) = fields.get(4)?.split_once(':')?;
+            Some(TcpSocket {
+                local_port: port_of(fields.get(1)?)?,
+                remote_port: port_of(fields.get(2)?)?,
+                state: fields.get(3)?.to_string(),
+                unacknowledged: hex(tx)?,
+                unread: hex(rx)?,
+            })
         })
-        .count()
+        .collect()
+}
+
+/// The socket from local port `local` to remote port `remote`.
+fn tcp_socket(local: u16, remote: u16) -> Option<TcpSocket> {
+    tcp_sockets().into_iter().find(|socket| socket.local_port == local && socket.remote_port == remote)
+}
+
+/// How many established TCP connections have `port` as their local port (the server's side of each, accepted
+/// or still queued), from /proc/net/tcp.
+pub(crate) fn established_to(port: u16) -> usize {
+    tcp_sockets().iter().filter(|socket| socket.local_port == port && socket.state == "01").count()
+}
+
+/// How many bytes the server on `port` has not read yet on its side of `client`'s connection: `Some(0)` is
+/// ambiguous (see `read_by_server`), `Some(n)` with n > 0 is not.
+pub(crate) fn unread_by_server(port: u16, client: &TcpStream) -> Option<usize> {
+    let client_port = client.local_addr().ok()?.port();
+    tcp_socket(port, client_port).map(|socket| socket.unread)
+}
+
+/// Whether the server on `port` has received and read all that `client` sent: the server acknowledged every
+/// byte (the client's send queue is empty), then its side, established, holds nothing unread. An unread count of
+/// 0 alone is also what a socket shows while the bytes are still on the loopback path, or while it is half open.
+pub(crate) fn read_by_server(port: u16, client: &TcpStream) -> bool {
+    let Ok(client_port) = client.local_addr().map(|address| address.port()) else { return false };
+    tcp_socket(client_port, port).is_some_and(|mine| mine.unacknowledged == 0)
+        && tcp_socket(port, client_port).is_some_and(|theirs| theirs.state == "01" && theirs.unread == 0)
 }
 
 /// Whether a process exists and is not a zombie.
@@ -362,6 +405,12 @@ pub(crate) fn status_field(pid: Pid, field: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Whether `signal` waits, sent and not yet taken, for the process `pid` (`ShdPnd` of `/proc/PID/status`): a
+/// worker blocks SIGTERM and reads it in its loop, so it stays there while the worker runs a guest.
+pub(crate) fn signal_pending(pid: Pid, signal: Signal) -> bool {
+    u64::from_str_radix(&status_field(pid, "ShdPnd:"), 16).is_ok_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
 }
 
 /// Waits until `condition` holds, up to `PATIENCE`.

@@ -2,13 +2,16 @@
 //! a dedicated pool that a tenant can saturate without slowing the others, per-app log lines, reloads that
 //! replace only the pool that changed, and one-line errors for bad manifests.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::support::{Server, Site, command, concurrently, eventually, is_alive, leave_room_for, status_field};
+use crate::support::{
+    Server, Site, command, concurrently, eventually, is_alive, leave_room_for, read_by_server, status_field,
+};
 
 /// The issue's three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
 /// on evil.test with a pool of its own (one worker, one-second guest timeout).
@@ -394,8 +397,7 @@ fn a_connection_on_a_unix_socket_reaches_a_dedicated_pool() {
     let bind = format!("unix:{}", socket.display());
     let server = site.serve(2, 3, &["--bind", &bind]);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-    std::io::Write::write_all(&mut stream, b"POST /unix HTTP/1.1\r\nHost: local\r\nContent-Length: 4\r\n\r\nbody")
-        .unwrap();
+    stream.write_all(b"POST /unix HTTP/1.1\r\nHost: local\r\nContent-Length: 4\r\n\r\nbody").unwrap();
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut stream, &mut raw).unwrap();
     let response = crate::support::parse_response(&raw);
@@ -464,21 +466,26 @@ hosts = ["own.test"]
 workers = 1
 "#;
 
-/// Runs `during` while a request to `slow` sleeps `seconds` in the one shared worker's guest (begun a second
-/// before), checks that the sleep still ran when `during` was done and that it was answered, and gives back what
-/// `during` returned.
-fn while_the_shared_worker_sleeps<T>(server: &Server, seconds: u32, during: impl FnOnce() -> T) -> T {
-    std::thread::scope(|scope| {
-        let sleeper = scope.spawn(|| server.get_from("slow.test", &format!("/sleep?seconds={seconds}")));
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        let done = during();
-        assert!(!sleeper.is_finished(), "done only once the shared worker was free");
-        assert_eq!(sleeper.join().unwrap().status, 200);
-        done
-    })
+/// Runs `during` while a request to `slow` holds the one shared worker's guest (`/stash`, which waits for the
+/// body the test sends when `during` is done), checks that it was still unanswered then and that it is answered
+/// after, and gives back what `during` returned.
+fn while_the_shared_worker_is_held<T>(server: &Server, during: impl FnOnce() -> T) -> T {
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    held.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+    let head = "POST /stash?secret=s HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\nContent-Length: 1\r\n\r\n";
+    held.write_all(head.as_bytes()).unwrap();
+    server.wait_for_line("app=slow] stashed");
+    let done = during();
+    held.set_nonblocking(true).unwrap();
+    let answered = !matches!(held.peek(&mut [0u8; 1]), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock);
+    held.set_nonblocking(false).unwrap();
+    assert!(!answered, "done only once the shared worker was free");
+    held.write_all(b"x").unwrap();
+    assert_eq!(crate::support::read_response(held).status, 200);
+    done
 }
 
-/// A request for the dedicated app and one no app takes are answered (see `while_the_shared_worker_sleeps`).
+/// A request for the dedicated app and one no app takes are answered (see `while_the_shared_worker_is_held`).
 fn assert_the_door_is_open(server: &Server) {
     let own = server.get_from("own.test", "/");
     assert_eq!((own.status, own.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
@@ -486,7 +493,7 @@ fn assert_the_door_is_open(server: &Server) {
 }
 
 /// The shared pool is the front door: its workers accept every connection and route it. A tenant of the shared
-/// pool whose requests hold every shared worker (here one guest that sleeps) kept every other app's requests, those
+/// pool whose requests hold every shared worker (here one guest that waits) kept every other app's requests, those
 /// of apps with pools of their own included, in the listen queue until a shared worker was free. The busy worker's
 /// relay now keeps the door open while its guest runs: it accepts, reads the head and hands a request for a
 /// dedicated pool over, and answers a request no app takes.
@@ -494,7 +501,7 @@ fn assert_the_door_is_open(server: &Server) {
 fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &[]);
-    while_the_shared_worker_sleeps(&server, 10, || assert_the_door_is_open(&server));
+    while_the_shared_worker_is_held(&server, || assert_the_door_is_open(&server));
 }
 
 /// The front door of a busy shared worker, when the shared pool's queue is full: a shared app's request gets 503 at
@@ -504,7 +511,7 @@ fn a_tenant_holding_every_shared_worker_does_not_hold_the_front_door() {
 fn a_full_shared_queue_does_not_shut_the_front_door() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &[]);
-    let queued = while_the_shared_worker_sleeps(&server, 12, || {
+    let queued = while_the_shared_worker_is_held(&server, || {
         // Requests of 4 KiB: a few hundred fill the shared pool's queue (a socket buffer of messages).
         let padding = "p".repeat(4 * 1024);
         let request =
@@ -512,7 +519,7 @@ fn a_full_shared_queue_does_not_shut_the_front_door() {
         let queued: Vec<std::net::TcpStream> = (0..300)
             .map(|_| {
                 let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-                std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+                stream.write_all(request.as_bytes()).unwrap();
                 stream
             })
             .collect();
@@ -520,7 +527,7 @@ fn a_full_shared_queue_does_not_shut_the_front_door() {
         assert_the_door_is_open(&server);
         queued
     });
-    // Those the queue took are served once the sleep is over.
+    // Those the queue took are served once the held request is over.
     let statuses: Vec<u16> = queued
         .into_iter()
         .map(|stream| {
@@ -539,7 +546,7 @@ fn a_full_shared_queue_does_not_shut_the_front_door() {
 fn a_retired_shared_worker_stops_routing_with_the_old_site() {
     let site = Site::new(BUSY_DOOR);
     let server = site.serve(1, 2, &["--graceful-timeout", "30"]);
-    let statuses = while_the_shared_worker_sleeps(&server, 6, || {
+    let statuses = while_the_shared_worker_is_held(&server, || {
         site.write(
             &BUSY_DOOR.replace("workers = 1\n", "").replace("name = \"own\"", "name = \"own\"\nprefix = \"/gone\""),
         );
@@ -573,21 +580,37 @@ workers = 1
 fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() {
     let site = Site::new(SLOW_POOL);
     let server = site.serve(2, 3, &[]);
-    let responses = std::thread::scope(|scope| {
-        // One request runs in slow's only worker; the others wait in its pool's channel.
-        let requests: Vec<_> =
-            (0..4).map(|_| scope.spawn(|| server.get_from("slow.test", "/sleep?seconds=2"))).collect();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        // slow moves to the shared pool: its own pool is removed with requests waiting for it.
-        site.write(&SLOW_POOL.replace("workers = 1\n", ""));
-        server.signal(Signal::SIGHUP);
-        requests.into_iter().map(|request| request.join().expect("request thread")).collect::<Vec<_>>()
-    });
+    let connect_sending = |request: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+    };
+    // One request holds slow's only worker (it waits for its body); the others wait in its pool's channel, where
+    // a shared worker put them once it had read them.
+    let mut held = connect_sending(
+        "POST /stash?secret=s HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+    );
+    server.wait_for_line("app=slow] stashed");
+    let waiting: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| connect_sending("GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\n\r\n"))
+        .collect();
+    for stream in &waiting {
+        eventually("a shared worker to read the request", || read_by_server(server.port, stream));
+    }
+    // slow moves to the shared pool: its own pool is removed with requests waiting for it.
+    site.write(&SLOW_POOL.replace("workers = 1\n", ""));
+    server.signal(Signal::SIGHUP);
     server.wait_for_line("Reload complete");
     server.wait_for_line("connections waiting for the pool of app slow to the shared pool");
-    for response in &responses {
-        assert_eq!((response.status, response.text().as_str()), (200, "slept 2 s"), "{}", server.log_text());
+    for stream in waiting {
+        let response = crate::support::read_response(stream);
+        assert_eq!((response.status, response.text().as_str()), (200, "slept 0 s"), "{}", server.log_text());
     }
+    // The retired worker finishes the request it held.
+    held.write_all(b"x").unwrap();
+    let response = crate::support::read_response(held);
+    assert_eq!((response.status, response.text().as_str()), (200, "stashed"), "{}", server.log_text());
 }
 
 #[test]
@@ -602,7 +625,7 @@ fn a_dedicated_worker_out_of_descriptors_loses_no_request_handed_to_it() {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
         stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
         let request = format!("GET /count?n={index} HTTP/1.1\r\nHost: slow.test\r\n\r\n");
-        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
         let mut head = [0u8; 12];
         // A request that waits for room is served once kept connections time out (--keep-alive 3).
         std::io::Read::read_exact(&mut stream, &mut head).expect("a response, not a lost connection");

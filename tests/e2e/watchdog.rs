@@ -1,7 +1,9 @@
 //! The watchdog takes stuck workers, never busy ones: a worker moving a slow client's bytes is alive, and a guest
 //! waiting in a host call (a sleep, a socket, the request body) is cut at its own deadline, which answers 503
-//! and keeps the worker. Each test runs with `--timeout 1`, under which a worker silent for a few seconds
-//! while serving would be killed (`WORKER TIMEOUT`), and lasts longer than that.
+//! and keeps the worker. Each test runs with `--timeout 3`, under which a worker silent for a few seconds
+//! while serving would be killed (`WORKER TIMEOUT`: after 3 s with a guest timeout of 1 s, 4 s with 2 s), and lasts
+//! longer than that. (`--timeout 1` gives the same limits to a busy worker, but an idle one only 0.5 s of slack
+//! between its heartbeats, which a stalled CI machine can exceed.)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,9 +17,9 @@ use crate::support::{PATIENCE, Server, parse_response, read_response, send};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
-/// Serves `app` on one worker with `--timeout 1` and the given guest timeout; returns it and its worker's pid.
+/// Serves `app` on one worker with `--timeout 3` and the given guest timeout; returns it and its worker's pid.
 fn one_worker(app: &str, guest_timeout: &str, args: &[&str]) -> (Server, Pid) {
-    let mut all = vec!["--timeout", "1", "--guest-timeout", guest_timeout];
+    let mut all = vec!["--timeout", "3", "--guest-timeout", guest_timeout];
     all.extend_from_slice(args);
     let server = Server::start(app, 1, &all);
     let booted = server.booted_worker_pids();

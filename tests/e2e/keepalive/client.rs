@@ -155,17 +155,3 @@ pub(super) fn start_long_request(server: &Server, client: &mut Client) {
     client.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
     server.wait_for_line("[guest stdout] stashed");
 }
-
-/// How many bytes the server has not read yet of what `client` sent, from /proc/net/tcp's `rx_queue`.
-pub(super) fn unread_by_server(server: &Server, client: &Client) -> Option<usize> {
-    let client_port = client.stream.local_addr().ok()?.port();
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let port_of = |address: &str| address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
-        if port_of(fields.get(1)?)? != server.port || port_of(fields.get(2)?)? != client_port {
-            return None;
-        }
-        usize::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
-    })
-}
