@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::log;
 use crate::worker::heartbeat::{CAPACITY, Heartbeats};
-use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT};
+use crate::worker::{BOOT_ERROR, REFUSED_ARTEFACT, SIGNALS_THAT_END_A_WORKER};
 
 /// After SIGABRT, how long a worker has before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -256,10 +256,25 @@ impl Workers {
 /// handler until it is continued, so a stop, a retirement or an abort would stay pending until SIGKILL, and the
 /// connections it holds would be reset instead of answered.
 fn deliver(pid: Pid, signal: Signal) {
-    let _ = kill(pid, signal);
+    if SIGNALS_THAT_END_A_WORKER.contains(&signal) {
+        to_main_thread(pid, signal);
+    } else {
+        let _ = kill(pid, signal);
+    }
     if signal != Signal::SIGKILL {
         let _ = kill(pid, Signal::SIGCONT);
     }
+}
+
+/// Sends `signal` to the main thread of the worker `pid` (the thread that was forked: its id is the pid). The
+/// worker's handler answers what it holds from that thread alone; a process-wide signal taken by another of its
+/// threads is passed on to it, and in that moment the main thread, continued or running, could start serving a
+/// held request, which the handler then cuts instead of answering (seen under load: a kept connection's request
+/// got a FIN instead of a 503).
+fn to_main_thread(pid: Pid, signal: Signal) {
+    // SAFETY: tgkill takes three integers and touches no memory; a thread that is gone is ESRCH, ignored as for
+    // kill.
+    let _ = unsafe { nix::libc::tgkill(pid.as_raw(), pid.as_raw(), signal as nix::libc::c_int) };
 }
 
 /// `deadline`, or the one already set if it comes sooner.

@@ -57,8 +57,8 @@ static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 /// answered by the handler while the loop writes to it.
 static MAIN_THREAD: AtomicU64 = AtomicU64::new(0);
 
-/// The signals that end a worker at once, and are handled here.
-const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
+/// The signals that end a worker at once, and are handled here. The arbiter sends them to the worker's main thread.
+pub(crate) const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
 
 /// Installs the handler of the `DEADLY` signals (replacing their disposition, even an inherited "ignore"). Call
 /// it in the worker, after the fork, from the thread that serves.
