@@ -204,7 +204,9 @@ impl ResponseWriter {
                 }
                 let mut bytes = head;
                 self.add_connection(&mut bytes, true);
-                if declared.is_none() && status_allows_body(status) {
+                // A HEAD answer with no body and no length says none: a length of 0 would state what a GET gets,
+                // which the host does not know (RFC 9110, 8.6).
+                if declared.is_none() && status_allows_body(status) && !head_without_body {
                     bytes.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
                 }
                 bytes.extend_from_slice(b"\r\n");
@@ -619,6 +621,16 @@ mod tests {
             writer.write(conn, b"hello").unwrap();
         });
         assert!(wire.ends_with("Content-Length: 5\r\n\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn head_response_with_no_body_and_no_length_states_no_length() {
+        let wire = respond(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", |writer, _| {
+            writer.start("200 OK", vec![("Content-Type".into(), "text/plain".into())]).unwrap();
+        });
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"), "{wire}");
+        assert!(!wire.to_ascii_lowercase().contains("content-length"), "{wire}");
+        assert!(wire.ends_with("Connection: close\r\n\r\n"), "{wire}");
     }
 
     #[test]
