@@ -56,10 +56,10 @@ fn ttin_and_ttou_add_and_remove_a_worker() {
     let server = Server::start("sample:hello", 1, &[]);
     server.signal(Signal::SIGTTIN);
     server.wait_for_count("Booting worker with pid", 2);
-    crate::support::eventually("two workers", || server.live_workers().len() == 2);
+    eventually("two workers", || server.live_workers().len() == 2);
     server.signal(Signal::SIGTTOU);
     server.wait_for_line("Number of workers: 1");
-    crate::support::eventually("one worker", || server.live_workers().len() == 1);
+    eventually("one worker", || server.live_workers().len() == 1);
     assert_eq!(server.get("/").status, 200);
     server.signal(Signal::SIGTTOU);
     server.wait_for_count("Handling signal: ttou", 2);

@@ -287,19 +287,19 @@ pub(crate) fn wait_for_file_line(path: &std::path::Path, pattern: &str) -> Strin
 }
 
 /// One line of /proc/net/tcp: a TCP socket of this machine's IPv4 loopback tests.
-pub(crate) struct TcpSocket {
-    pub local_port: u16,
-    pub remote_port: u16,
+struct TcpSocket {
+    local_port: u16,
+    remote_port: u16,
     /// `01` is ESTABLISHED (accepted or still in a listen queue); a half-open one shows its queues as 0.
-    pub state: String,
+    state: String,
     /// Bytes sent and not yet acknowledged by the peer.
-    pub unacknowledged: usize,
+    unacknowledged: usize,
     /// Bytes received and not yet read by the socket's owner.
-    pub unread: usize,
+    unread: usize,
 }
 
 /// Every IPv4 TCP socket, from /proc/net/tcp.
-pub(crate) fn tcp_sockets() -> Vec<TcpSocket> {
+fn tcp_sockets() -> Vec<TcpSocket> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let port_of = |address: &str| address.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
     let hex = |text: &str| usize::from_str_radix(text, 16).ok();
