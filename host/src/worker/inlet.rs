@@ -22,10 +22,8 @@ pub(super) struct Inlet<'a> {
     pub listeners: &'a [Listener],
     /// The pool's channel.
     pub inbox: Inbox<'a>,
-    /// Whether the listeners are in the worker's epoll.
-    listeners_watched: bool,
-    /// Whether the channel is in the worker's epoll.
-    channel_watched: bool,
+    /// Whether the listeners and the channel are in the worker's epoll (they go in and out together).
+    watched: bool,
 }
 
 impl<'a> Inlet<'a> {
@@ -33,22 +31,19 @@ impl<'a> Inlet<'a> {
     /// server stops until `let_go_of_listeners` (see `farewell`).
     pub(super) fn new(listeners: &'a [Listener], inbox: Inbox<'a>) -> Self {
         super::farewell::hold_listeners(listeners.iter().map(|listener| listener.fd().as_raw_fd()));
-        Inlet { listeners, inbox, listeners_watched: false, channel_watched: false }
+        Inlet { listeners, inbox, watched: false }
     }
 
     /// Adds the listeners and the channel to the worker's epoll (the listeners under the keys 0 up, the channel
     /// under `CHANNEL_KEY`), or removes them; both stay out while the worker is short of descriptors.
     pub(super) fn watch(&mut self, epoll: &Epoll, watch: bool) -> anyhow::Result<()> {
         let watch = watch && descriptors::pause_left().is_none();
-        if watch != self.listeners_watched {
+        if watch != self.watched {
             for (listener, key) in self.listeners.iter().zip(0u64..) {
                 watch_one(epoll, listener.fd(), key, watch)?;
             }
-            self.listeners_watched = watch;
-        }
-        if watch != self.channel_watched {
             watch_one(epoll, self.inbox.fd(), super::CHANNEL_KEY, watch)?;
-            self.channel_watched = watch;
+            self.watched = watch;
         }
         Ok(())
     }
@@ -76,10 +71,10 @@ impl<'a> Inlet<'a> {
     /// (`continue_reading` says when the others look anyway). Both are tried regardless when they were not
     /// watched.
     pub(super) fn take_new(&mut self, epoll: &Epoll, heads: &mut Heads, woken: Woken) {
-        if woken.channel || !self.channel_watched {
+        if woken.channel || !self.watched {
             receive_waiting(epoll, &mut self.inbox, heads, false);
         }
-        if woken.listeners || !self.listeners_watched {
+        if woken.listeners || !self.watched {
             accept_waiting(epoll, self.listeners, heads, false);
         }
     }
