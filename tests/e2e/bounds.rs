@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::unistd::Pid;
 
 use crate::support::{
-    PATIENCE, Server, eventually, parse_response, peak_memory, read_response, send, unread_by_server,
+    PATIENCE, Server, eventually, held_request, parse_response, peak_memory, read_response, send, unread_by_server,
 };
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
@@ -178,10 +178,7 @@ fn a_fast_endless_line_is_refused_at_the_pending_heads_limit() {
     assert_eq!(server.get("/sleep?seconds=0").status, 200);
     let before = peak_memory(worker);
     // The only worker is held in a guest, which waits for the body the test sends once the line has piled up.
-    let mut held = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");
-    held.set_read_timeout(Some(PATIENCE)).unwrap();
-    held.write_all(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
-        .unwrap();
+    let mut held = held_request(server.port, "h");
     server.wait_for_line("[guest stdout] stashed");
     let (status, held) = std::thread::scope(|scope| {
         let stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to wasmcorn");

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    PATIENCE, Response, Server, concurrently, established_to, eventually, is_alive, parse_response, read_by_server,
+    PATIENCE, Response, Server, concurrently, connect_sending, established_to, eventually, is_alive, parse_response,
+    read_by_server,
 };
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
@@ -43,14 +44,6 @@ fn whole_response(raw: Vec<u8>) -> Option<Response> {
     let response = parse_response(&raw);
     let length: usize = response.header("content-length")?.parse().ok()?;
     (response.body.len() == length).then_some(response)
-}
-
-/// A new connection to `port` that has sent `bytes`.
-fn connect_sending(port: u16, bytes: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.write_all(bytes).unwrap();
-    stream
 }
 
 /// Clients whose connections the worker (`-w 1`) accepted, and then a request that holds it: each client sends

@@ -5,7 +5,9 @@ use std::net::TcpStream;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{PATIENCE, Server, eventually, is_alive, read_by_server, read_response, signal_pending};
+use crate::support::{
+    PATIENCE, Server, eventually, held_request, is_alive, read_by_server, read_response, signal_pending,
+};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -92,23 +94,13 @@ fn sigint_stops_the_workers_even_when_the_server_was_started_with_it_ignored() {
     }
 }
 
-/// Sends the head of a `/stash` request whose one-byte body the test sends later: the guest prints `stashed`
-/// and then waits for that byte, so the test decides when the request ends.
-fn held_request(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let head = "POST /stash?secret=s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 1\r\n\r\n";
-    stream.write_all(head.as_bytes()).unwrap();
-    stream
-}
-
 #[test]
 fn a_stopping_server_refuses_new_connections_once_it_took_its_queue_instead_of_resetting_them_later() {
     let mut server = Server::start(MISBEHAVE, 1, &[]);
     // The only worker is busy with the first request; the second waits in the kernel's queue.
-    let mut first = held_request(server.port);
+    let mut first = held_request(server.port, "localhost");
     server.wait_for_count("[guest stdout] stashed", 1);
-    let mut second = held_request(server.port);
+    let mut second = held_request(server.port, "localhost");
     let worker = server.booted_worker_pids()[0];
     server.signal(Signal::SIGTERM);
     // Not the arbiter's `Handling signal: term` line, which comes before it signals the workers: a request finished

@@ -468,6 +468,23 @@ pub(crate) fn send(port: u16, bytes: &[u8]) -> Response {
 
 /// Reads a whole response: until the server closes the connection, or, when the response keeps it alive
 /// (`Connection: keep-alive`), until its body is whole by its framing; then closes the connection.
+/// A new connection to `port` that has sent `bytes`.
+pub(crate) fn connect_sending(port: u16, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+/// Sends the head of a misbehave guest's `/stash` request for `host`, whose one-byte body the test sends later: the
+/// guest prints `stashed` and then waits for that byte, so the test decides when the request (and its connection:
+/// `Connection: close`) ends.
+pub(crate) fn held_request(port: u16, host: &str) -> TcpStream {
+    let head =
+        format!("POST /stash?secret=s HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 1\r\n\r\n");
+    connect_sending(port, head.as_bytes())
+}
+
 pub(crate) fn read_response(mut stream: TcpStream) -> Response {
     let mut raw = Vec::new();
     let mut buffer = [0u8; 64 * 1024];

@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::support::{
-    Server, Site, command, concurrently, eventually, is_alive, leave_room_for, read_by_server, status_field,
+    Server, Site, command, concurrently, connect_sending, eventually, held_request, is_alive, leave_room_for,
+    read_by_server, status_field,
 };
 
 /// The three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
@@ -470,10 +471,7 @@ workers = 1
 /// body the test sends when `during` is done), checks that it was still unanswered then and that it is answered
 /// after, and gives back what `during` returned.
 fn while_the_shared_worker_is_held<T>(server: &Server, during: impl FnOnce() -> T) -> T {
-    let mut held = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    held.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
-    let head = "POST /stash?secret=s HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\nContent-Length: 1\r\n\r\n";
-    held.write_all(head.as_bytes()).unwrap();
+    let mut held = held_request(server.port, "slow.test");
     server.wait_for_line("app=slow] stashed");
     let done = during();
     held.set_nonblocking(true).unwrap();
@@ -580,20 +578,17 @@ workers = 1
 fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() {
     let site = Site::new(SLOW_POOL);
     let server = site.serve(2, 3, &[]);
-    let connect_sending = |request: &str| {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        stream
-    };
     // One request holds slow's only worker (it waits for its body); the others wait in its pool's channel, where
     // a shared worker put them once it had read them.
-    let mut held = connect_sending(
-        "POST /stash?secret=s HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
-    );
+    let mut held = held_request(server.port, "slow.test");
     server.wait_for_line("app=slow] stashed");
     let waiting: Vec<std::net::TcpStream> = (0..3)
-        .map(|_| connect_sending("GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\n\r\n"))
+        .map(|_| {
+            connect_sending(
+                server.port,
+                b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\nConnection: close\r\n\r\n",
+            )
+        })
         .collect();
     for stream in &waiting {
         eventually("a shared worker to read the request", || read_by_server(server.port, stream));
