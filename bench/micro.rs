@@ -81,7 +81,7 @@ impl Exchange for MemoryExchange {
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
 /// Compiles `sample:NAME` into a temporary cache (fine here: this process never forks) and loads it, with
-/// instances that serve `instance_reuse` requests each.
+/// instances that serve `instance_reuse` requests each, and its deadline timer running.
 fn hello_runtime(
     cache: &std::path::Path,
     sample: &'static str,
@@ -97,7 +97,11 @@ fn hello_runtime(
     };
     prepare_folder(cache)?;
     let artefact = prepare(&app, &read_source(&app.source)?, app.limits.max_memory_bytes, cache, false)?;
-    Runtime::load(&[(&app, &artefact)], app.limits.max_memory_bytes, discard_guest_line)
+    let runtime = Runtime::load(&[(&app, &artefact)], app.limits.max_memory_bytes, discard_guest_line)?;
+    // As a worker does once it has forked: with no timer thread waiting, arming it for each call would wake one
+    // (a `futex` system call per call) that a worker never pays.
+    runtime.start_epoch_ticker()?;
+    Ok(runtime)
 }
 
 /// The environ a worker builds for hey's request.
