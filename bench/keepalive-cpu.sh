@@ -8,20 +8,21 @@
 # the server share the cores, so a server's req/s is bounded by its own CPU per request plus what it makes wrk spend.
 #
 # Usage: bench/keepalive-cpu.sh [--wasmcorn PATH] [--rounds N] [--duration S] [--reuse N]
-#   --wasmcorn PATH  the binary (default target/release/wasmcorn)
+#   --wasmcorn PATH  the binary (default the repository's target/release/wasmcorn)
 #   --rounds N       rounds (default 2)
 #   --duration S     seconds of load per server and round (default 6)
 #   --reuse N        the reuse server's --instance-reuse (default 1000; 0 leaves that server out)
 # Needs wrk, time and nginx (Debian packages; nginx is left out with a message when missing). Servers bind
 # 127.0.0.1 and are stopped by pid; their logs go to a private temporary folder, removed at the end.
 set -u
-WASMCORN=target/release/wasmcorn ROUNDS=2 DURATION=6 REUSE=1000
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WASMCORN=$ROOT/target/release/wasmcorn ROUNDS=2 DURATION=6 REUSE=1000
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --wasmcorn) WASMCORN=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --reuse) REUSE=$2; shift 2 ;;
+    --wasmcorn) WASMCORN=${2:?--wasmcorn needs a path}; shift 2 ;;
+    --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
+    --duration) DURATION=${2:?--duration needs a number}; shift 2 ;;
+    --reuse) REUSE=${2:?--reuse needs a number}; shift 2 ;;
     -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "keepalive-cpu: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
