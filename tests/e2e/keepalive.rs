@@ -11,7 +11,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::support::{Server, command, eventually, read_by_server, signal_pending, unread_by_server};
-use client::{Client, End, assert_closing, assert_kept, connection_on, served_by, start_long_request};
+use client::{
+    Client, End, assert_closing, assert_kept, connection_on, idle_connection_on_each, served_by, start_long_request,
+};
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
 
@@ -321,8 +323,7 @@ fn ttou_closes_the_idle_connections_of_the_worker_it_retires() {
     args.extend(LINGER_UNTIL_KILLED);
     let server = Server::start(MISBEHAVE, 2, &args);
     // An idle connection on each worker: TTOU retires the oldest, whichever booted first.
-    let mut idle: Vec<(Pid, Client)> =
-        server.booted_worker_pids().into_iter().map(|pid| (pid, connection_on(&server, pid))).collect();
+    let mut idle = idle_connection_on_each(&server, &server.booted_worker_pids());
     server.signal(Signal::SIGTTOU);
     let line = server.wait_for_line("Worker retiring (pid: ");
     let retired = idle.iter().position(|(pid, _)| line.contains(&format!("(pid: {pid})"))).expect("a worker of ours");

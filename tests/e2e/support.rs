@@ -296,6 +296,8 @@ struct TcpSocket {
     unacknowledged: usize,
     /// Bytes received and not yet read by the socket's owner.
     unread: usize,
+    /// The socket's inode: a process that holds it has a descriptor linked to `socket:[inode]`.
+    inode: u64,
 }
 
 /// Every IPv4 TCP socket, from /proc/net/tcp.
@@ -315,6 +317,7 @@ fn tcp_sockets() -> Vec<TcpSocket> {
                 state: fields.get(3)?.to_string(),
                 unacknowledged: hex(tx)?,
                 unread: hex(rx)?,
+                inode: fields.get(9)?.parse().ok()?,
             })
         })
         .collect()
@@ -345,6 +348,23 @@ pub(crate) fn read_by_server(port: u16, client: &TcpStream) -> bool {
     let Ok(client_port) = client.local_addr().map(|address| address.port()) else { return false };
     tcp_socket(client_port, port).is_some_and(|mine| mine.unacknowledged == 0)
         && tcp_socket(port, client_port).is_some_and(|theirs| theirs.state == "01" && theirs.unread == 0)
+}
+
+/// Which of `candidates` holds the server's side of `client`'s connection to `port` (a descriptor of it), if one
+/// does: none while the socket is in flight between processes (a worker passing it to another).
+pub(crate) fn holder_of(port: u16, client: &TcpStream, candidates: &[Pid]) -> Option<Pid> {
+    let client_port = client.local_addr().ok()?.port();
+    let link = format!("socket:[{}]", tcp_socket(port, client_port)?.inode);
+    let holds = |pid: &Pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|entry| std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == link.as_str()))
+        })
+    };
+    let mut holders = candidates.iter().copied().filter(holds);
+    let holder = holders.next();
+    if holders.next().is_some() { None } else { holder }
 }
 
 /// Whether a process exists and is not a zombie.

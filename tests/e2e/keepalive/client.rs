@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::unistd::Pid;
 
-use crate::support::{PATIENCE, Response, Server, parse_response};
+use crate::support::{PATIENCE, Response, Server, holder_of, parse_response};
 
 /// A client that keeps its connection: it reads one response at a time, by its framing.
 pub(super) struct Client {
@@ -154,4 +154,22 @@ pub(super) fn connection_on(server: &Server, holder: Pid) -> Client {
 pub(super) fn start_long_request(server: &Server, client: &mut Client) {
     client.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
     server.wait_for_line("[guest stdout] stashed");
+}
+
+/// An idle kept-alive connection held by each of `workers`, as the kernel shows it once no request is under way.
+/// The worker that served a connection need not hold it later: one whose guest run lasts past 5 ms (a loaded
+/// machine) passes the connections it holds to an idle worker of its pool (the relay). Connects again until each
+/// worker holds one of them.
+pub(super) fn idle_connection_on_each(server: &Server, workers: &[Pid]) -> Vec<(Pid, Client)> {
+    for _ in 0..20 {
+        let clients: Vec<Client> = workers.iter().map(|worker| connection_on(server, *worker)).collect();
+        let held: Vec<(Pid, Client)> = clients
+            .into_iter()
+            .filter_map(|client| Some((holder_of(server.port, &client.stream, workers)?, client)))
+            .collect();
+        if workers.iter().all(|worker| held.iter().filter(|(holder, _)| holder == worker).count() == 1) {
+            return held;
+        }
+    }
+    panic!("the workers {workers:?} never held one idle connection each");
 }
