@@ -486,8 +486,6 @@ pub(crate) fn send(port: u16, bytes: &[u8]) -> Response {
     response
 }
 
-/// Reads a whole response: until the server closes the connection, or, when the response keeps it alive
-/// (`Connection: keep-alive`), until its body is whole by its framing; then closes the connection.
 /// A new connection to `port` that has sent `bytes`.
 pub(crate) fn connect_sending(port: u16, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -505,6 +503,8 @@ pub(crate) fn held_request(port: u16, host: &str) -> TcpStream {
     connect_sending(port, head.as_bytes())
 }
 
+/// Reads a whole response: until the server closes the connection, or, when the response keeps it alive
+/// (`Connection: keep-alive`), until its body is whole by its framing; then closes the connection.
 pub(crate) fn read_response(mut stream: TcpStream) -> Response {
     let mut raw = Vec::new();
     let mut buffer = [0u8; 64 * 1024];
