@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 
 use crate::support::{Server, command, eventually, read_by_server, signal_pending, unread_by_server};
 use client::{
-    Client, End, assert_closing, assert_kept, connection_on, idle_connection_on_each, served_by, start_long_request,
+    Client, End, assert_closing, assert_kept, group_by_holder, idle_connection_on_each, served_by, start_long_request,
+    two_idle_connections_on_one_worker,
 };
 
 const MISBEHAVE: &str = env!("WASMCORN_GUEST_MISBEHAVE");
@@ -167,10 +168,9 @@ fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs
     let mut args = vec!["--guest-timeout", "30"];
     args.extend(WITH_PIDS);
     let server = Server::start(MISBEHAVE, 2, &args);
-    let mut idle = Client::connect(&server);
-    assert_kept(&idle.get("h", "/count?idle=1"), 200);
-    let holder = served_by(&server, "GET /count?idle=1 HTTP/1.1");
-    let mut long = connection_on(&server, holder);
+    let workers = server.booted_worker_pids();
+    // The idle connection and the one that runs the long request, both held by one worker.
+    let (holder, mut idle, mut long) = two_idle_connections_on_one_worker(&server, &workers);
     start_long_request(&server, &mut long);
     // The idle connection's next request, while its worker runs the long one.
     let response = idle.get("h", "/count?idle=2");
@@ -186,10 +186,9 @@ fn a_request_on_an_idle_connection_is_served_by_a_free_worker_while_its_own_runs
 #[test]
 fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_free_worker() {
     let server = Server::start(MISBEHAVE, 2, &WITH_PIDS);
-    let mut pending = Client::connect(&server);
-    assert_kept(&pending.get("h", "/count?pending=1"), 200);
-    let holder = served_by(&server, "GET /count?pending=1 HTTP/1.1");
-    let mut long = connection_on(&server, holder);
+    let workers = server.booted_worker_pids();
+    // The connection whose head comes next and the one that runs the long request, both held by one worker.
+    let (holder, mut pending, mut long) = two_idle_connections_on_one_worker(&server, &workers);
     // The next head begins to arrive, and its worker reads that much before it starts the long request.
     pending.send(b"GET /count?pending=2 HTTP/1.1\r\n");
     eventually("the worker reads the start of the head", || read_by_server(server.port, &pending.stream));
@@ -201,6 +200,7 @@ fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_fre
     assert!(!long.has_news(), "the long request is still running");
     long.send(b"x");
     assert_kept(&long.response(), 200);
+    assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
     let mut args = vec!["--max-idle-connections", "2", "--guest-timeout", "30"];
     args.extend(WITH_PIDS);
     let server = Server::start(MISBEHAVE, 2, &args);
-    server.wait_for_count("Booting worker with pid", 2);
+    let workers = server.booted_worker_pids();
     // Two idle connections on each worker, the limit of both. Clients come two at a time, both requests sent before
     // either is read: a worker reading one young head takes no other connection, so the other worker takes the
     // second. One at a time, a busy machine could let the same worker take all of them.
@@ -234,13 +234,13 @@ fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
         for (index, client) in pair.iter_mut().enumerate() {
             client.send(format!("GET /count?fill={attempt}.{index} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
         }
-        for (index, mut client) in pair.into_iter().enumerate() {
-            let response = client.response();
-            let worker = served_by(&server, &format!("GET /count?fill={attempt}.{index} HTTP/1.1"));
-            if response.header("connection") == Some("keep-alive") {
-                held.entry(worker).or_default().push(client);
+        let mut clients: Vec<Client> = held.into_values().flatten().collect();
+        for mut client in pair {
+            if client.response().header("connection") == Some("keep-alive") {
+                clients.push(client);
             }
         }
+        held = group_by_holder(&server, &workers, clients);
     }
     let counts: Vec<usize> = held.values().map(Vec::len).collect();
     assert!(counts == [2, 2], "each worker holds two: {counts:?}\n{}", server.log_text());
@@ -255,6 +255,7 @@ fn an_idle_connection_handed_to_a_worker_at_its_idle_limit_is_served() {
     assert_ne!(other, holder, "the request waited for its busy worker:\n{}", server.log_text());
     long.send(b"x");
     assert_kept(&long.response(), 200);
+    assert_eq!(served_by(&server, "POST /stash?secret=s HTTP/1.1"), holder);
 }
 
 /// A response that closes its connection reaches the client whole, even when the client pipelined more behind the

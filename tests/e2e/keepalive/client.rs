@@ -1,6 +1,7 @@
 //! The keep-alive tests' client: a connection read one response at a time by its framing, and what tells which
 //! worker served a request.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,6 +155,37 @@ pub(super) fn connection_on(server: &Server, holder: Pid) -> Client {
 pub(super) fn start_long_request(server: &Server, client: &mut Client) {
     client.send(b"POST /stash?secret=s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
     server.wait_for_line("[guest stdout] stashed");
+}
+
+/// `clients` by the worker of `workers` that holds each one's connection, as the kernel shows it. A worker whose
+/// guest run lasts past 5 ms passes the connections it holds to an idle worker (the relay), so the one that served
+/// a request need not hold its connection. A client that no worker holds (its connection closed, or in flight
+/// between workers) is dropped.
+pub(super) fn group_by_holder(server: &Server, workers: &[Pid], clients: Vec<Client>) -> HashMap<Pid, Vec<Client>> {
+    let mut held: HashMap<Pid, Vec<Client>> = HashMap::new();
+    for client in clients {
+        if let Some(holder) = holder_of(server.port, &client.stream, workers) {
+            held.entry(holder).or_default().push(client);
+        }
+    }
+    held
+}
+
+/// Two idle kept-alive connections that one of `workers` holds, as the kernel shows it once no request is under
+/// way, and that worker. Which worker served a connection does not settle which holds it: a worker whose guest run
+/// lasts past 5 ms (a loaded machine) passes the connections it holds to an idle worker of its pool (the relay).
+/// Connects again until one worker holds both.
+pub(super) fn two_idle_connections_on_one_worker(server: &Server, workers: &[Pid]) -> (Pid, Client, Client) {
+    let worker = *workers.first().expect("a worker");
+    for _ in 0..20 {
+        let first = connection_on(server, worker);
+        let second = connection_on(server, worker);
+        let holders = [holder_of(server.port, &first.stream, workers), holder_of(server.port, &second.stream, workers)];
+        if holders == [Some(worker); 2] {
+            return (worker, first, second);
+        }
+    }
+    panic!("worker {worker} never held two idle connections");
 }
 
 /// An idle kept-alive connection held by each of `workers`, as the kernel shows it once no request is under way.
