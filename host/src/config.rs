@@ -82,6 +82,15 @@ pub(crate) fn load(serve_args: &[OsString]) -> anyhow::Result<Invocation> {
     Ok(if check { Invocation::CheckConfig(config) } else { Invocation::Serve(config) })
 }
 
+/// The most bytes a config file or an app manifest may hold (thousands of apps fit): a larger file is refused
+/// before it is read, at start and in a reload, rather than read whole into the arbiter's memory.
+const SETTINGS_FILE_MOST: u64 = 4 << 20;
+
+/// The text of the config file or app manifest at `path`, at most `SETTINGS_FILE_MOST` bytes.
+fn read_settings_file(path: &std::path::Path) -> anyhow::Result<String> {
+    crate::regular_file::read_text_at_most(path, SETTINGS_FILE_MOST)
+}
+
 /// The most workers of all pools together: half the arbiter's table, which a reload fills with two generations.
 const MAX_WORKERS: u64 = crate::worker::heartbeat::CAPACITY as u64 / 2;
 

@@ -36,12 +36,7 @@ pub(crate) fn read_at_most(path: &Path, most: u64) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The text of the regular file at `path`, which must be UTF-8.
-pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
-    text(read(path)?)
-}
-
-/// `read_at_most`, for text.
+/// `read_at_most`, for UTF-8 text.
 pub(crate) fn read_text_at_most(path: &Path, most: u64) -> anyhow::Result<String> {
     text(read_at_most(path, most)?)
 }
@@ -59,7 +54,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "text").unwrap();
-        assert_eq!(read_text(&file).unwrap(), "text");
+        assert_eq!(read_text_at_most(&file, 4).unwrap(), "text");
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         for path in [fifo.as_path(), dir.path(), Path::new("/dev/zero")] {
@@ -67,7 +62,7 @@ mod tests {
             assert!(refused == "it is not a regular file" || refused.contains("directory"), "{path:?}: {refused}");
         }
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
-        assert_eq!(read_text(&file).unwrap_err().to_string(), "it is not UTF-8 text");
+        assert_eq!(read_text_at_most(&file, 4).unwrap_err().to_string(), "it is not UTF-8 text");
     }
 
     #[test]

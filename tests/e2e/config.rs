@@ -219,3 +219,19 @@ fn a_config_file_or_manifest_that_is_not_a_regular_file_is_one_line() {
         assert!(stderr.contains("not a regular file") || stderr.contains("directory"), "{flag} {path}: {stderr}");
     }
 }
+
+/// A config file or app manifest past 4 MiB is refused before it is read, at a start or a reload (see tenants.rs):
+/// the arbiter read any regular file whole. This one is valid TOML, a comment after its settings.
+#[test]
+fn a_config_file_or_manifest_past_4_mib_is_one_line() {
+    let (_dir, file) = config_file(&format!("workers = 2\n#{}\n", "x".repeat(4 << 20)));
+    let size = std::fs::metadata(&file).unwrap().len().to_string();
+    let output = run(&["serve", "--check-config", "--config", &file, "sample:hello"], &[]);
+    assert_one_line_error(&output, &["cannot read the config file", &size, "more than 4194304"]);
+    let output = run(&["serve", "--check-config", "--apps", &file], &[]);
+    assert_one_line_error(&output, &["cannot read the app manifest", &size, "more than 4194304"]);
+    // At the limit, it is read (and the manifest then refused for what it holds, not for its size).
+    let (_dir, file) = config_file(&format!("workers = 2\n#{}\n", "x".repeat((4 << 20) - 14)));
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 4 << 20);
+    printed(&run(&["serve", "--check-config", "--config", &file, "sample:hello"], &[]));
+}

@@ -370,6 +370,12 @@ fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     assert!(failed.contains(r#"app "slow": key "guest_timeout" must be a positive number"#), "{failed}");
     assert!(failed.contains("at most 31536000 (a year), not 1e300"), "{failed}");
     assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+    // A manifest past 4 MiB: refused before it is read (the arbiter read any file whole).
+    site.write(&format!("{}\n#{}\n", manifest("e", "v"), "x".repeat(4 << 20)));
+    server.signal(Signal::SIGHUP);
+    let failed = server.wait_for_count("Reload failed, the current workers keep serving", 3).remove(2);
+    assert!(failed.contains("cannot read the app manifest") && failed.contains("more than 4194304"), "{failed}");
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
 
     // Remove evil, add a pool for a new app on its host.
     let (evil, _) = pool_pids(&server, "evil");

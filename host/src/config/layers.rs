@@ -100,7 +100,7 @@ fn merge(command: &Command, layers: &[&ArgMatches]) -> Vec<OsString> {
 /// Turns a TOML config file into `serve` arguments. Unknown keys are errors naming the key.
 fn file_args(command: &Command, path: &Path) -> anyhow::Result<Vec<OsString>> {
     let where_ = path.display();
-    let text = crate::regular_file::read_text(path).with_context(|| format!("cannot read the config file {where_}"))?;
+    let text = super::read_settings_file(path).with_context(|| format!("cannot read the config file {where_}"))?;
     let table: toml::Table =
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let mut options = Vec::new();
@@ -247,7 +247,7 @@ pub(super) fn render(args: &[OsString]) -> anyhow::Result<String> {
 /// The `default_app` key and the `[[app]]` tables of the config file at `path`, as TOML.
 fn app_tables(path: &Path) -> anyhow::Result<String> {
     let where_ = path.display();
-    let text = crate::regular_file::read_text(path).with_context(|| format!("cannot read the config file {where_}"))?;
+    let text = super::read_settings_file(path).with_context(|| format!("cannot read the config file {where_}"))?;
     let table: toml::Table =
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let apps: toml::Table =

@@ -116,8 +116,7 @@ pub(super) struct Defaults {
 /// the server's flags and are left to the config layer.
 pub(super) fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow::Result<Site> {
     let where_ = path.display();
-    let text =
-        crate::regular_file::read_text(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
+    let text = super::read_settings_file(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
     let table: toml::Table =
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
