@@ -134,6 +134,24 @@ fn proxy_trap_and_missing_response_are_500_with_the_cause_in_the_log() {
     assert_eq!(server.booted_worker_pids().len(), 1, "no worker was replaced");
 }
 
+/// The header maps a `wasi:http` guest creates and keeps live in the worker's heap, outside its linear memory: 256
+/// of them at most under `--max-memory 32` (wasmtime's defaults let it keep 10,000 of 128 KiB each, about 1.2 GiB,
+/// whatever the limit). Here each holds a header of 100 KiB.
+#[test]
+fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
+    let server = Server::start(MISBEHAVE, 1, &["--max-memory", "32"]);
+    let worker = server.booted_worker_pids()[0];
+    assert_eq!(server.get("/count").status, 200);
+    let before = support::peak_memory(worker);
+    assert_eq!(server.get("/fields?kib=100").status, 500);
+    server
+        .wait_for_line("Guest failure handling request GET /fields?kib=100 HTTP/1.1: resource table has no free keys");
+    let grown = support::peak_memory(worker).saturating_sub(before);
+    assert!(grown < 64 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_eq!(server.get("/count").status, 200);
+    assert_eq!(server.live_workers(), vec![worker], "the worker lives");
+}
+
 #[test]
 fn proxy_guest_output_goes_to_the_log_one_line_each_and_env_is_its_own() {
     let server = Server::start(MISBEHAVE, 1, &["--env", "GREETING=hi"]);

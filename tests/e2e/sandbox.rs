@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::mpsc;
 
 use nix::unistd::Pid;
@@ -195,6 +196,24 @@ fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_mem
     assert_worker_survived(&server, worker, "/amplify");
 }
 
+/// One `write-body` call of 40 MiB, streamed chunked: the worker holds the chunk it took out of the guest and no
+/// other copy of it (it held three: the chunk, the response buffer it was appended to, and the chunk framed).
+#[test]
+fn one_large_write_costs_the_worker_one_copy_of_it() {
+    let server = Server::start(MISBEHAVE, 1, &["--max-memory", "64"]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/count").status, 200);
+    let before = peak_memory(worker);
+    let response = server.get("/one-chunk?mib=40");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert!(response.body.len() == 40 << 20 && response.body.iter().all(|byte| *byte == b'a'), "40 MiB of a");
+    let grown = peak_memory(worker).saturating_sub(before);
+    // The guest's 40 MiB in its memory and the 40 MiB copied out: 80 MiB, and some room.
+    assert!(grown < 100 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_worker_survived(&server, worker, "/one-chunk");
+}
+
 #[test]
 fn a_guest_wait_in_a_worker_out_of_descriptors_costs_the_worker_nothing() {
     let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60"]);
@@ -225,6 +244,35 @@ fn a_guest_wait_in_a_worker_out_of_descriptors_costs_the_worker_nothing() {
     let response = crate::support::parse_response(&raw);
     assert_eq!((response.status, response.text().as_str()), (200, "slept 0.1 s"), "{}", server.log_text());
     assert_eq!(server.live_workers(), vec![worker], "the worker lives:\n{}", server.log_text());
+}
+
+/// The two-memories guest (guest-apps/two-memories: text, no compiler of ours makes a component with two
+/// memories), compiled into a component in `dir`.
+fn two_memories_component(dir: &Path) -> String {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-apps/two-memories/two-memories.wat");
+    let component = wat::parse_file(&source).expect("compile the two-memories guest");
+    let path = dir.join("two-memories.wasm");
+    std::fs::write(&path, component).expect("write the two-memories component");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// `--max-memory` bounds an instance's linear memories together: wasmtime's limit applies to each memory alone, and
+/// a component may define two, which then held twice the limit. The guest grows each of its two memories to 41 MiB.
+#[test]
+fn the_memory_limit_bounds_all_the_memories_of_an_instance_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = two_memories_component(dir.path());
+    let server = Server::start(&app, 1, &["--max-memory", "64"]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/").status, 500);
+    server.wait_for_line("the second memory was refused");
+    assert!(!server.log_text().contains("both memories grew"), "{}", server.log_text());
+    assert_eq!(server.live_workers(), vec![worker], "the worker lives");
+    assert_eq!(server.booted_worker_pids(), vec![worker], "no worker was booted");
+    // With room for both, both grow: the limit refused the second memory, not the guest.
+    let server = Server::start(&app, 1, &["--max-memory", "128"]);
+    assert_eq!(server.get("/").status, 500);
+    server.wait_for_line("both memories grew by 40 MiB");
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl Guest for Misbehave {
             "/count" => answer(&(COUNT.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "/spew" => spew(),
             "/big" => big(&parameter(query, "bytes")),
+            "/one-chunk" => one_chunk(&parameter(query, "mib")),
             "/bad-header" => broken_response("200 OK", &[("X-Evil", "yes\r\nX-Injected: 1")]),
             "/header" => broken_response("200 OK", &[("X-Value", &parameter(query, "value"))]),
             "/bad-status" => broken_response("200 OK\r\nX-Injected: 1", &[]),
@@ -272,6 +273,13 @@ fn big(bytes: &str) -> Result<(), String> {
         sent += length;
     }
     Ok(())
+}
+
+/// A body of `mib` MiB of `a`, in one `write-body` call.
+fn one_chunk(mib: &str) -> Result<(), String> {
+    let mib: usize = mib.parse().map_err(|_| format!("mib must be a whole number, not {mib:?}"))?;
+    start_response("200 OK", &[("Content-Type".into(), "application/octet-stream".into())])?;
+    write_body(&vec![b'a'; mib << 20])
 }
 
 fn sleep(seconds: &str) -> Result<(), String> {

@@ -73,6 +73,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                 let bytes: usize = value(query, "bytes").parse().unwrap_or(0);
                 return stream_big(bytes, response_out);
             }
+            "/fields" => {
+                // Header maps of one `kib` KiB header each, kept, until the host refuses one.
+                let header = ("x-big".to_string(), vec![b'v'; value(query, "kib").parse::<usize>().unwrap_or(1) << 10]);
+                let mut held = Vec::new();
+                while let Ok(fields) = Fields::from_list(std::slice::from_ref(&header)) {
+                    held.push(fields);
+                }
+                format!("held {} header maps", held.len()).into_bytes()
+            }
             _ => b"proxy-misbehave: unknown route".to_vec(),
         };
         answer(response_out, &body);

@@ -97,7 +97,7 @@ impl<E: Exchange> Instance<E> {
         let state = RequestState {
             wasi,
             table,
-            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes)),
+            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes), blueprint.max_memory_bytes),
             net: Arc::clone(&blueprint.net),
             deadline: Deadline::after(blueprint.guest_timeout),
             exchange: None,

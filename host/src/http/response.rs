@@ -3,7 +3,7 @@
 //! HTTP/1.1 clients, delimited by the close for HTTP/1.0 ones). `Connection: keep-alive` goes out only when the
 //! server offered it when the head left and the body's end is known from its framing; otherwise `close`.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 
 use super::connection::Connection;
 use super::head::{Version, is_token_byte};
@@ -152,8 +152,13 @@ impl ResponseWriter {
                 if declared.is_some_and(|declared| total > declared) {
                     return Err(self.fail("the body is longer than its Content-Length".into()));
                 }
-                body.extend_from_slice(chunk);
-                if body.len() > BUFFER_LIMIT { self.begin_streaming(conn) } else { Ok(()) }
+                if total <= BUFFER_LIMIT as u64 {
+                    body.extend_from_slice(chunk);
+                    return Ok(());
+                }
+                // Past the buffer, the chunk is sent from where it is, after what was buffered: never copied.
+                self.begin_streaming(conn)?;
+                self.send_body(conn, chunk)
             }
             State::Streaming { declared, sent, .. } => {
                 if chunk.is_empty() {
@@ -278,7 +283,8 @@ impl ResponseWriter {
         if let Err(err) = conn.write_all(&bytes) {
             return Err(self.fail(format!("the client went away: {err}")));
         }
-        self.send_body(conn, &body)
+        // An empty chunk would end a chunked body.
+        if body.is_empty() { Ok(()) } else { self.send_body(conn, &body) }
     }
 
     fn send_body<S: Read + Write>(&mut self, conn: &mut Connection<S>, chunk: &[u8]) -> Result<(), String> {
@@ -292,11 +298,19 @@ impl ResponseWriter {
         // Only the body bytes that reached the socket count (the access log's byte count), not a chunk's framing.
         let (result, prefix) = if *chunked {
             let prefix = format!("{:x}\r\n", chunk.len());
-            let mut framed = Vec::with_capacity(chunk.len() + 16);
-            framed.extend_from_slice(prefix.as_bytes());
-            framed.extend_from_slice(chunk);
-            framed.extend_from_slice(b"\r\n");
-            (conn.write_all_counted(&framed), prefix.len())
+            let result = if chunk.len() <= BUFFER_LIMIT {
+                // A small chunk goes out in one write with its framing.
+                let mut framed = Vec::with_capacity(chunk.len() + 16);
+                framed.extend_from_slice(prefix.as_bytes());
+                framed.extend_from_slice(chunk);
+                framed.extend_from_slice(b"\r\n");
+                conn.write_all_counted(&framed)
+            } else {
+                // A large one is written from where it is, between its framing: a copy would double what a guest's
+                // one call makes the worker hold.
+                write_all_in_turn(conn, &[prefix.as_bytes(), chunk, b"\r\n"])
+            };
+            (result, prefix.len())
         } else {
             (conn.write_all_counted(chunk), 0)
         };
@@ -311,6 +325,16 @@ impl ResponseWriter {
             }
         }
     }
+}
+
+/// Writes `parts` one after the other; on failure, says how many of their bytes went before it.
+fn write_all_in_turn<S: Read + Write>(conn: &mut Connection<S>, parts: &[&[u8]]) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    for part in parts {
+        conn.write_all_counted(part).map_err(|(count, err)| (written + count, err))?;
+        written += part.len();
+    }
+    Ok(())
 }
 
 /// Checks the guest's status and headers and renders the head (without the blank line that ends it). Returns
@@ -543,6 +567,14 @@ mod tests {
         assert!(wire.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(wire.contains("Transfer-Encoding: chunked\r\n\r\n10001\r\naaa"));
         assert!(wire.ends_with("\r\n4\r\ntail\r\n0\r\n\r\n"));
+        // What was buffered goes first, then the chunk that would have overfilled the buffer, each framed.
+        let wire = respond(GET, |writer, conn| {
+            writer.start("200", vec![]).unwrap();
+            writer.write(conn, b"head").unwrap();
+            writer.write(conn, &vec![b'b'; BUFFER_LIMIT]).unwrap();
+        });
+        let body = format!("4\r\nhead\r\n10000\r\n{}\r\n0\r\n\r\n", "b".repeat(BUFFER_LIMIT));
+        assert!(wire.contains("Transfer-Encoding: chunked\r\n\r\n") && wire.ends_with(&body), "{wire:.300}");
     }
 
     #[test]

@@ -20,6 +20,21 @@ use crate::guest::instance::{Blueprint, MAX_RESOURCES, OUTPUT_BUDGET, bound_host
 use crate::guest::limits::WatchedLimits;
 use crate::guest::output::{GuestLine, GuestOutput};
 
+/// The most bytes one `fields` resource a `wasi:http` guest creates may hold (wasmtime's default).
+const FIELD_SIZE_LIMIT: usize = 128 * 1024;
+/// The fewest resources a `wasi:http` guest may hold at once, whatever its memory limit: a request's own
+/// (request, headers, bodies, streams, pollables, response) and many more.
+const MIN_RESOURCES: usize = 256;
+
+/// How many resources a `wasi:http` app's instance may hold at once, and how large each `fields` it creates may
+/// be: the header maps it may create then hold at most its memory limit together, outside its linear memory
+/// (with wasmtime's defaults, 10,000 of 128 KiB: about 1.2 GiB of the worker's heap, whatever `--max-memory` said).
+fn resource_bounds(max_memory_bytes: usize) -> (usize, usize) {
+    let field_size_limit = FIELD_SIZE_LIMIT.min(max_memory_bytes / MIN_RESOURCES).max(1);
+    let resources = (max_memory_bytes / field_size_limit).clamp(MIN_RESOURCES, MAX_RESOURCES);
+    (resources, field_size_limit)
+}
+
 /// A store for a `wasi:http` app, with its instance once instantiated, and how many requests it has served.
 pub(in crate::guest) struct ProxyInstance {
     pub store: Store<ProxyState>,
@@ -41,13 +56,16 @@ impl ProxyInstance {
         let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
         let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
         let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
+        let (resources, field_size_limit) = resource_bounds(blueprint.max_memory_bytes);
         let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        table.set_max_capacity(resources);
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(field_size_limit);
         let state = ProxyState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http: http_ctx,
             table,
-            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes)),
+            limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes), blueprint.max_memory_bytes),
             net: Arc::clone(&blueprint.net),
             hooks: GrantedHttp::new(Arc::clone(http)),
         };
@@ -86,5 +104,25 @@ impl Output {
     pub(in crate::guest) fn finish(&self) {
         self.stdout.finish();
         self.stderr.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_header_maps_a_guest_may_create_hold_at_most_its_memory_limit() {
+        assert_eq!(resource_bounds(128 * MIB), (1024, 128 * 1024));
+        assert_eq!(resource_bounds(16 * MIB), (256, 64 * 1024));
+        assert_eq!(resource_bounds(4 * MIB), (256, 16 * 1024));
+        // From about 1.2 GiB on, wasmtime's default count and size.
+        assert_eq!(resource_bounds(4096 * MIB), (MAX_RESOURCES, 128 * 1024));
+        for max_memory in [MIB, 16 * MIB, 100 * MIB, 128 * MIB, 1000 * MIB] {
+            let (resources, field_size_limit) = resource_bounds(max_memory);
+            assert!(resources * field_size_limit <= max_memory, "{max_memory}");
+        }
     }
 }
