@@ -158,21 +158,30 @@ impl Relay {
                 std::thread::park_timeout(due - now);
                 continue;
             }
-            if self.current.load(Ordering::SeqCst) == run {
-                match door.filter(|_| self.door_open.load(Ordering::Relaxed)) {
-                    // The server began to stop while the guest ran: the door closes, and the relay is off (what
-                    // the door took is served by this worker before it leaves).
-                    Some(door) if door.slot.is_server_stopping() => relayed_from = run,
-                    Some(door) if !door.slot.is_retiring() => {
-                        keep_the_door(&mut lock(heads), epoll, channel, door);
-                        std::thread::park_timeout(RELAY_AFTER);
-                    }
-                    // Retired while the guest ran (a reload, TTOU): this worker's site may be the old one, and it
-                    // takes no more connections; what it holds goes to the pool's other workers, the new ones.
-                    _ => {
-                        relay_all(&mut lock(heads), epoll, channel);
-                        relayed_from = run;
-                    }
+            if self.current.load(Ordering::SeqCst) != run {
+                continue;
+            }
+            let mut held = lock(heads);
+            // The run may have ended while the lock was awaited: the loop takes the lock back when a run ends, and
+            // gives it up again only in its next run, which may not relay at all (a stopping server's), and after
+            // it may have closed its listeners. While the relay holds the lock, the loop cannot go on past the run.
+            if self.current.load(Ordering::SeqCst) != run {
+                continue;
+            }
+            match door.filter(|_| self.door_open.load(Ordering::Relaxed)) {
+                // The server began to stop while the guest ran: the door closes, and the relay is off (what the
+                // door took is served by this worker before it leaves).
+                Some(door) if door.slot.is_server_stopping() => relayed_from = run,
+                Some(door) if !door.slot.is_retiring() => {
+                    keep_the_door(&mut held, epoll, channel, door);
+                    drop(held);
+                    std::thread::park_timeout(RELAY_AFTER);
+                }
+                // Retired while the guest ran (a reload, TTOU): this worker's site may be the old one, and it takes
+                // no more connections; what it holds goes to the pool's other workers, the new ones.
+                _ => {
+                    relay_all(&mut held, epoll, channel);
+                    relayed_from = run;
                 }
             }
         }
