@@ -5,6 +5,7 @@ mod app;
 mod artefact;
 mod bindings;
 mod bounded_io;
+mod bounded_random;
 mod capabilities;
 mod deadline;
 mod engine;

@@ -214,6 +214,24 @@ fn one_large_write_costs_the_worker_one_copy_of_it() {
     assert_worker_survived(&server, worker, "/one-chunk");
 }
 
+/// `wasi:random` returns at most what the guest's memory may hold in one call: wasmtime-wasi's own bound, 64 MiB,
+/// made the worker allocate and fill 48 MiB for a guest limited to 16 MiB.
+#[test]
+fn random_bytes_past_the_memory_limit_trap_before_the_worker_makes_them() {
+    let server = misbehave(&[]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/random?mib=1").text(), "got 1048576 random bytes");
+    let before = peak_memory(worker);
+    assert_eq!(server.get("/random?mib=48").status, 500);
+    server.wait_for_line(
+        "wasi:random/random.get-random-bytes: 50331648 bytes asked for, more than the app's memory limit (16777216 \
+         bytes)",
+    );
+    let grown = peak_memory(worker).saturating_sub(before);
+    assert!(grown < 24 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_worker_survived(&server, worker, "/random");
+}
+
 #[test]
 fn a_guest_wait_in_a_worker_out_of_descriptors_costs_the_worker_nothing() {
     let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60"]);

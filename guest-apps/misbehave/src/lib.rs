@@ -76,6 +76,7 @@ impl Guest for Misbehave {
             "/spew" => spew(),
             "/big" => big(&parameter(query, "bytes")),
             "/one-chunk" => one_chunk(&parameter(query, "mib")),
+            "/random" => random_bytes(&parameter(query, "mib")),
             "/bad-header" => broken_response("200 OK", &[("X-Evil", "yes\r\nX-Injected: 1")]),
             "/header" => broken_response("200 OK", &[("X-Value", &parameter(query, "value"))]),
             "/bad-status" => broken_response("200 OK\r\nX-Injected: 1", &[]),
@@ -280,6 +281,13 @@ fn one_chunk(mib: &str) -> Result<(), String> {
     let mib: usize = mib.parse().map_err(|_| format!("mib must be a whole number, not {mib:?}"))?;
     start_response("200 OK", &[("Content-Type".into(), "application/octet-stream".into())])?;
     write_body(&vec![b'a'; mib << 20])
+}
+
+/// `mib` MiB from `wasi:random/random.get-random-bytes`, in one call.
+fn random_bytes(mib: &str) -> Result<(), String> {
+    let mib: u64 = mib.parse().map_err(|_| format!("mib must be a whole number, not {mib:?}"))?;
+    let bytes = wasip2::random::random::get_random_bytes(mib << 20);
+    answer(&format!("got {} random bytes", bytes.len()))
 }
 
 fn sleep(seconds: &str) -> Result<(), String> {

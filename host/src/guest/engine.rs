@@ -13,7 +13,7 @@ use wasmtime::{
 use super::bindings::{App as AppWorld, AppPre};
 use super::exchange::Exchange;
 use super::state::RequestState;
-use super::{bounded_io, name_lookup};
+use super::{bounded_io, bounded_random, name_lookup};
 
 /// The most native stack the guest's wasm code may use; deeper recursion traps.
 const MAX_WASM_STACK: usize = 512 * 1024;
@@ -107,6 +107,7 @@ pub(super) fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<Requ
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .and_then(|()| name_lookup::add_to_linker(&mut linker))
         .and_then(|()| bounded_io::add_to_linker(&mut linker))
+        .and_then(|()| bounded_random::add_to_linker(&mut linker))
         .map_err(anyhow::Error::from)
         .context("cannot link WASI")?;
     AppWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)

@@ -21,6 +21,11 @@ impl WatchedLimits {
     pub(super) fn new(limits: StoreLimits, memory_total_max: usize) -> Self {
         WatchedLimits { limits, memory_total_max, memory_total: 0, memory_refused: false }
     }
+
+    /// The most bytes the store's linear memories may hold together.
+    pub(super) fn memory_limit(&self) -> u64 {
+        self.memory_total_max as u64
+    }
 }
 
 impl ResourceLimiter for WatchedLimits {

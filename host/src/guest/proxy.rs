@@ -20,7 +20,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::name_lookup;
+use super::{bounded_random, name_lookup};
 pub(super) use call::{ProxyCall, handle};
 pub(super) use instance::ProxyInstance;
 pub(super) use state::ProxyState;
@@ -31,6 +31,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<ProxyState>> {
     let mut linker = Linker::<ProxyState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .and_then(|()| name_lookup::add_to_linker(&mut linker))
+        .and_then(|()| bounded_random::add_to_linker(&mut linker))
         .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
         .map_err(anyhow::Error::from)
         .context("cannot link WASI and wasi:http")?;

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wasmcorn::app::{request, response};
 use super::bounded_io::{BoundedIo, DeadlineView};
+use super::bounded_random::RandomView;
 use super::capabilities::NetGrant;
 use super::deadline::{Deadline, GuestTimeout};
 use super::exchange::Exchange;
@@ -49,6 +50,12 @@ impl<E> RequestState<E> {
 impl<E: Exchange> WasiView for RequestState<E> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl<E: Exchange> RandomView for RequestState<E> {
+    fn memory_limit(&self) -> u64 {
+        self.limits.memory_limit()
     }
 }
 

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outgoing::GrantedHttp;
+use crate::guest::bounded_random::RandomView;
 use crate::guest::capabilities::NetGrant;
 use crate::guest::limits::WatchedLimits;
 use crate::guest::name_lookup::LookupView;
@@ -33,6 +34,12 @@ impl WasiView for ProxyState {
 impl WasiHttpView for ProxyState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+impl RandomView for ProxyState {
+    fn memory_limit(&self) -> u64 {
+        self.limits.memory_limit()
     }
 }
 
