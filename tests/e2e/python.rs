@@ -254,6 +254,31 @@ fn build_writes_through_no_name_planted_beside_its_output() {
     assert_eq!(left.len(), 2, "the component and the planted partial, nothing of the build's: {left:?}");
 }
 
+/// Modules planted in the folder the build runs from are never imported by the build's Python tools: with `-m` or
+/// `-c`, Python puts the current folder first on its module path, so a planted `componentize_py.py` ran as the
+/// builder (and the build failed). The plain app, built from such a folder.
+#[test]
+fn build_imports_nothing_from_the_folder_it_runs_from() {
+    let planted = tempfile::tempdir().expect("a temporary folder");
+    for module in ["componentize_py", "venv", "pip", "sitecustomize", "wasmcorn_wsgi"] {
+        let marker = planted.path().join(format!("imported-{module}"));
+        let code = format!("open({:?}, 'w').write('planted')\n", marker.to_str().expect("a UTF-8 path"));
+        std::fs::write(planted.path().join(format!("{module}.py")), code).expect("plant a module");
+    }
+    let src = crate::support::python::app_dir("plain");
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let output = out.path().join("app.wasm");
+    let args = ["plain_app:application", "--src", src.to_str().unwrap(), "-o", output.to_str().unwrap()];
+    let result = crate::support::python::build_from(planted.path(), &args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let imported: Vec<String> = std::fs::read_dir(planted.path())
+        .expect("list the folder")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("imported-"))
+        .collect();
+    assert!(imported.is_empty(), "planted modules ran: {imported:?}");
+}
+
 /// The arguments that build `target` from tests/python/`app` with the requirements of tests/python/native (ujson,
 /// a C extension) into `output`.
 fn with_native_requirements(target: &str, app: &str, output: &Path) -> Vec<String> {

@@ -27,7 +27,7 @@ pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], o
     let partial = beside.path().join("component.wasm");
     let mut componentize = command(&toolchain.python());
     componentize
-        .args(["-c", RUN_COMPONENTIZE_PY, "--quiet", "-d"])
+        .args(["-I", "-c", RUN_COMPONENTIZE_PY, "--quiet", "-d"])
         .arg(&glue.wit)
         .args(["-w", "app", "componentize", GLUE_MODULE, "-p"])
         .arg(&glue.folder);

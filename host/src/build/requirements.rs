@@ -33,7 +33,7 @@ impl Site {
                 let file = scratch.path().join(".requirements.txt");
                 fs::write(&file, requirements).context("cannot copy the requirements into the build folder")?;
                 let mut pip = command(&toolchain.python());
-                pip.args(["-m", "pip", "install", "--quiet", "--no-compile", "--target"])
+                pip.args(["-I", "-m", "pip", "install", "--quiet", "--no-compile", "--target"])
                     .arg(scratch.path())
                     .arg("-r")
                     .arg(&file);

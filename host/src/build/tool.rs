@@ -1,5 +1,7 @@
 //! Runs the build's tools (python, pip, componentize-py) with a clean Python environment, and turns a failure
-//! into one line: the tool's own last `ERROR:` line when it has one.
+//! into one line: the tool's own last `ERROR:` line when it has one. The interpreter always runs isolated (`-I`):
+//! with `-m` or `-c` Python otherwise puts the current folder first on its module path, and a `venv.py`,
+//! `pip.py` or `componentize_py.py` planted in the folder the build runs from would run as the builder.
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -23,7 +23,7 @@ impl Toolchain {
     /// The cached toolchain for `python`, created when missing.
     pub(super) fn ensure(cache: &Cache, python: &Path) -> anyhow::Result<Toolchain> {
         let mut probe = command(python);
-        probe.args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3]); print(sys.executable)"]);
+        probe.args(["-I", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3]); print(sys.executable)"]);
         let output = run(probe, &format!("cannot run the Python interpreter {}", python.display()))?;
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let mut lines = text.lines();
@@ -41,7 +41,7 @@ impl Toolchain {
         eprintln!("Installing {COMPONENTIZE_PY} into the build cache (once)");
         let scratch = cache.scratch("toolchain")?;
         let mut venv = command(python);
-        venv.args(["-m", "venv"]).arg(scratch.path());
+        venv.args(["-I", "-m", "venv"]).arg(scratch.path());
         run(
             venv,
             &format!(

@@ -54,6 +54,15 @@ pub(crate) fn build(args: &[&str]) -> Output {
     build_now(args)
 }
 
+/// `wasmcorn build python ARGS`, run from the folder `from`.
+pub(crate) fn build_from(from: &Path, args: &[&str]) -> Output {
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    ensure_python();
+    let mut all = vec!["build", "python"];
+    all.extend_from_slice(args);
+    super::command(&all).current_dir(from).output().expect("run wasmcorn build python")
+}
+
 fn build_now(args: &[&str]) -> Output {
     ensure_python();
     let mut all = vec!["build", "python"];
