@@ -20,17 +20,20 @@ use crate::guest::instance::{Blueprint, MAX_RESOURCES, OUTPUT_BUDGET, bound_host
 use crate::guest::limits::WatchedLimits;
 use crate::guest::output::{GuestLine, GuestOutput};
 
-/// The most bytes one `fields` resource a `wasi:http` guest creates may hold (wasmtime's default).
+/// The most bytes one `fields` resource a `wasi:http` guest builds may hold (wasmtime's default), and the least
+/// (what a header map that copies an ordinary request head and adds to it needs).
 const FIELD_SIZE_LIMIT: usize = 128 * 1024;
+const MIN_FIELD_SIZE_LIMIT: usize = 64 * 1024;
 /// The fewest resources a `wasi:http` guest may hold at once, whatever its memory limit: a request's own
 /// (request, headers, bodies, streams, pollables, response) and many more.
 const MIN_RESOURCES: usize = 256;
 
-/// How many resources a `wasi:http` app's instance may hold at once, and how large each `fields` it creates may
-/// be: the header maps it may create then hold at most its memory limit together, outside its linear memory
-/// (with wasmtime's defaults, 10,000 of 128 KiB: about 1.2 GiB of the worker's heap, whatever `--max-memory` said).
+/// How many resources a `wasi:http` app's instance may hold at once, and how large each `fields` it builds may be:
+/// the header maps it builds then hold at most its memory limit together (16 MiB under a smaller limit), outside
+/// its linear memory. With wasmtime's defaults, 10,000 of 128 KiB: about 1.2 GiB of the worker's heap, whatever
+/// `--max-memory` said. A copy of a received head (`fields.clone`) is not held to the size, only counted.
 fn resource_bounds(max_memory_bytes: usize) -> (usize, usize) {
-    let field_size_limit = FIELD_SIZE_LIMIT.min(max_memory_bytes / MIN_RESOURCES).max(1);
+    let field_size_limit = (max_memory_bytes / MIN_RESOURCES).clamp(MIN_FIELD_SIZE_LIMIT, FIELD_SIZE_LIMIT);
     let resources = (max_memory_bytes / field_size_limit).clamp(MIN_RESOURCES, MAX_RESOURCES);
     (resources, field_size_limit)
 }
@@ -117,12 +120,13 @@ mod tests {
     fn the_header_maps_a_guest_may_create_hold_at_most_its_memory_limit() {
         assert_eq!(resource_bounds(128 * MIB), (1024, 128 * 1024));
         assert_eq!(resource_bounds(16 * MIB), (256, 64 * 1024));
-        assert_eq!(resource_bounds(4 * MIB), (256, 16 * 1024));
+        // Below 16 MiB, the least count and size: 16 MiB in all.
+        assert_eq!(resource_bounds(4 * MIB), (256, 64 * 1024));
         // From about 1.2 GiB on, wasmtime's default count and size.
         assert_eq!(resource_bounds(4096 * MIB), (MAX_RESOURCES, 128 * 1024));
         for max_memory in [MIB, 16 * MIB, 100 * MIB, 128 * MIB, 1000 * MIB] {
             let (resources, field_size_limit) = resource_bounds(max_memory);
-            assert!(resources * field_size_limit <= max_memory, "{max_memory}");
+            assert!(resources * field_size_limit <= max_memory.max(16 * MIB), "{max_memory}");
         }
     }
 }
