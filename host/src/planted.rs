@@ -35,6 +35,19 @@ pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// Refuses the folder `folder` (`what` names it: "the granted folder") when the way to it, the folder itself
+/// included, passes through a symlink that sits in a folder others control: they could point it elsewhere.
+pub(crate) fn refuse_planted_links_to_folder(folder: &Path, what: &str) -> anyhow::Result<()> {
+    if let Some(link) = planted_link_on_the_way(folder) {
+        bail!(
+            "cannot use {what} {}: the way to it passes through the symlink {}, in a folder others may change",
+            folder.display(),
+            link.display()
+        );
+    }
+    Ok(())
+}
+
 /// The folder holding `path`.
 fn folder_of(path: &Path) -> &Path {
     match path.parent() {

@@ -469,6 +469,55 @@ fn bad_dir_or_allow_net_is_a_one_line_error_at_start() {
     }
 }
 
+/// A granted folder reached through a symlink in a folder others may change (such as /tmp) is refused at start:
+/// whoever may change that folder could point the link anywhere, and the guest would read and write there (the
+/// folder is opened by name in each worker). The same folder named without the link is granted.
+#[test]
+fn a_dir_reached_through_a_link_in_a_shared_folder_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let shared = tempfile::tempdir().expect("a temporary folder");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let real = tempfile::tempdir().expect("a temporary folder");
+    let link = shared.path().join("data");
+    symlink(real.path(), &link).expect("a symlink");
+    let check = |host: &Path| {
+        let spec = format!("{}::/data", host.display());
+        command(&["serve", "--check-config", "sample:hello", "--dir", &spec]).output().expect("run wasmcorn")
+    };
+    let output = check(&link);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let message = format!("the way to it passes through the symlink {}, in a folder others may change", link.display());
+    assert!(stderr.contains(&message), "{stderr}");
+    let output = check(real.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A link planted at a granted folder's name after the start is refused too: each worker opens the folder by name
+/// when it first serves the app, and checks the way to it then. Here the second worker (`--max-requests 1`) finds
+/// the folder replaced by a link to another one.
+#[test]
+fn a_link_planted_at_a_granted_folder_after_the_start_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let shared = tempfile::tempdir().expect("a temporary folder");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let granted = shared.path().join("data");
+    std::fs::create_dir(&granted).expect("the granted folder");
+    std::fs::write(granted.join("note.txt"), "granted").expect("a file");
+    let elsewhere = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(elsewhere.path().join("note.txt"), "elsewhere").expect("a file");
+    let spec = format!("{}::/data", granted.display());
+    let server = Server::start(MISBEHAVE, 1, &["--dir", &spec, "--max-requests", "1"]);
+    assert_eq!(server.get("/read?path=/data/note.txt").text(), "ok: granted");
+    server.wait_for_count("Booting worker with pid", 2);
+    std::fs::rename(&granted, shared.path().join("moved")).expect("move the folder away");
+    symlink(elsewhere.path(), &granted).expect("plant a link");
+    let response = server.get("/read?path=/data/note.txt");
+    assert_eq!(response.status, 500, "{}", response.text());
+    server.wait_for_line("the way to it passes through the symlink");
+}
+
 #[test]
 fn workload_sleeps_on_a_real_postgres_through_wasi_sockets() {
     let postgres = Postgres::start();

@@ -1,6 +1,6 @@
 //! Turns `--dir`, `--allow-net` and `--allow-http` into the capabilities an app is granted. Each is checked here, before any
-//! worker is forked: a folder that is missing or unreadable, or a name that does not resolve, is a one-line
-//! error at start rather than a failure in every request.
+//! worker is forked: a folder that is missing or unreadable, or reached through a symlink in a folder others may
+//! change, or a name that does not resolve, is a one-line error at start rather than a failure in every request.
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -25,6 +25,8 @@ fn dir(spec: &str, base: Option<&Path>) -> anyhow::Result<DirGrant> {
     if let Some(base) = base {
         grant.host = base.join(&grant.host);
     }
+    crate::planted::refuse_planted_links_to_folder(&grant.host, "the granted folder")
+        .with_context(|| format!("--dir {spec}"))?;
     let entries = fs::read_dir(&grant.host).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
     drop(entries);
     Ok(grant)

@@ -96,6 +96,8 @@ pub(crate) fn wasi_ctx(
     builder.envs(env).stdout(stdout).stderr(stderr);
     for dir in dirs {
         let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        // Checked at start, and again at each open (by name): a link planted since is refused as well.
+        crate::planted::refuse_planted_links_to_folder(&dir.host, "the granted folder")?;
         builder
             .preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(anyhow::Error::from)
