@@ -152,6 +152,23 @@ fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit(
     assert_eq!(server.live_workers(), vec![worker], "the worker lives");
 }
 
+/// The bodies of outgoing requests a `wasi:http` guest writes and never sends live in the worker's heap, outside its
+/// linear memory: each takes at most two writes of 64 KiB (wasmtime's default, two of 1 MiB, let a guest keep a
+/// few hundred MiB whatever `--max-memory` said).
+#[test]
+fn the_unsent_bodies_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
+    let server = Server::start(MISBEHAVE, 1, &["--max-memory", "32"]);
+    let worker = server.booted_worker_pids()[0];
+    assert_eq!(server.get("/count").status, 200);
+    let before = support::peak_memory(worker);
+    assert_eq!(server.get("/unsent").status, 500);
+    server.wait_for_line("Guest failure handling request GET /unsent HTTP/1.1: resource table has no free keys");
+    let grown = support::peak_memory(worker).saturating_sub(before);
+    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_eq!(server.get("/count").status, 200);
+    assert_eq!(server.live_workers(), vec![worker], "the worker lives");
+}
+
 #[test]
 fn proxy_guest_output_goes_to_the_log_one_line_each_and_env_is_its_own() {
     let server = Server::start(MISBEHAVE, 1, &["--env", "GREETING=hi"]);

@@ -13,6 +13,9 @@
 //!   per header.
 //! - `/alloc`: grows its memory a MiB at a time without end.
 //! - `/big?bytes=N`: streams an N-byte body (`abc..z` repeated) with no declared length.
+//! - `/fields?kib=N`: keeps header maps of one N KiB header each until the host refuses one.
+//! - `/unsent`: keeps outgoing requests it never sends, each body written until it takes no more, until the host
+//!   refuses a resource.
 //! - `/count`: how many requests this instance has served `/count` (module state: 1 in a fresh instance).
 //! - `/leave-open`: answers, writes `partial` and returns with its response body kept open in a global, never
 //!   finished.
@@ -23,7 +26,9 @@ use std::hint::black_box;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme};
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
+};
 
 struct Misbehave;
 
@@ -72,6 +77,25 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
             "/big" => {
                 let bytes: usize = value(query, "bytes").parse().unwrap_or(0);
                 return stream_big(bytes, response_out);
+            }
+            "/unsent" => {
+                // Outgoing requests never sent, each body's stream written until it takes no more; kept until the
+                // host refuses a resource.
+                let chunk = vec![b'u'; 1 << 20];
+                let mut held = Vec::new();
+                loop {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let Ok(body) = request.body() else { break };
+                    let Ok(stream) = body.write() else { break };
+                    while let Ok(permit) = stream.check_write() {
+                        let length = usize::try_from(permit).unwrap_or(usize::MAX).min(chunk.len());
+                        if length == 0 || stream.write(&chunk[..length]).is_err() {
+                            break;
+                        }
+                    }
+                    held.push((request, body, stream));
+                }
+                format!("held {} unsent requests", held.len()).into_bytes()
             }
             "/fields" => {
                 // Header maps of one `kib` KiB header each, kept, until the host refuses one.

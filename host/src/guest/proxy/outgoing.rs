@@ -4,7 +4,8 @@
 //! name cannot be pointed elsewhere later). Any other authority fails inside the guest with `HTTP-request-denied`.
 //! TLS is not offered: a granted `https` authority fails too, with a message saying so. A store has at most
 //! `MAX_IN_FLIGHT` requests out at once, each counted until its connection ends, so that an instance kept for
-//! reuse is kept only when none of its requests outlives its call.
+//! reuse is kept only when none of its requests outlives its call. Its outgoing bodies, requests' and response's,
+//! take at most two writes of `BODY_CHUNK` bytes at a time.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ use crate::guest::capabilities::HttpGrant;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The most outgoing requests one store may have out at once (each holds a socket of the worker).
 const MAX_IN_FLIGHT: usize = 64;
+/// The most bytes one write to an outgoing body takes (see `p2_outgoing_body_chunk_size`).
+const BODY_CHUNK: usize = 64 * 1024;
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
@@ -56,6 +59,18 @@ impl GrantedHttp {
 }
 
 impl WasiHttpHooks for GrantedHttp {
+    /// One write to an outgoing body (a request's, or the guest's response) takes at most `BODY_CHUNK` bytes, and
+    /// one more write waits: a body never sent (a request the guest makes and keeps, without a grant even) then
+    /// holds at most 128 KiB of the worker's heap, not wasmtime's 2 MiB (a few hundred MiB over the resources a
+    /// guest may hold, whatever `--max-memory` said).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
