@@ -25,23 +25,21 @@ pub(crate) fn in_folder_others_control(path: &Path) -> bool {
 /// (/etc, say), and the server would create or write its file there. The checks on the name itself (a symlink or
 /// another user's file at it) are the caller's.
 pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()> {
-    if let Some(link) = planted_link_on_the_way(folder_of(path)) {
-        bail!(
-            "cannot use {what} {}: the way to it passes through the symlink {}, in a folder others may change",
-            path.display(),
-            link.display()
-        );
-    }
-    Ok(())
+    refuse_links_on_the_way(folder_of(path), path, what)
 }
 
 /// Refuses the folder `folder` (`what` names it: "the granted folder") when the way to it, the folder itself
 /// included, passes through a symlink that sits in a folder others control: they could point it elsewhere.
 pub(crate) fn refuse_planted_links_to_folder(folder: &Path, what: &str) -> anyhow::Result<()> {
+    refuse_links_on_the_way(folder, folder, what)
+}
+
+/// Refuses `named` when the way to `folder` passes through such a symlink.
+fn refuse_links_on_the_way(folder: &Path, named: &Path, what: &str) -> anyhow::Result<()> {
     if let Some(link) = planted_link_on_the_way(folder) {
         bail!(
             "cannot use {what} {}: the way to it passes through the symlink {}, in a folder others may change",
-            folder.display(),
+            named.display(),
             link.display()
         );
     }

@@ -139,17 +139,8 @@ fn proxy_trap_and_missing_response_are_500_with_the_cause_in_the_log() {
 /// whatever the limit). Here each holds a header of 100 KiB.
 #[test]
 fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
-    let server = Server::start(MISBEHAVE, 1, &["--max-memory", "32"]);
-    let worker = server.booted_worker_pids()[0];
-    assert_eq!(server.get("/count").status, 200);
-    let before = support::peak_memory(worker);
-    assert_eq!(server.get("/fields?kib=100").status, 500);
-    server
-        .wait_for_line("Guest failure handling request GET /fields?kib=100 HTTP/1.1: resource table has no free keys");
-    let grown = support::peak_memory(worker).saturating_sub(before);
+    let grown = peak_growth_until_the_resources_run_out("/fields?kib=100");
     assert!(grown < 64 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
-    assert_eq!(server.get("/count").status, 200);
-    assert_eq!(server.live_workers(), vec![worker], "the worker lives");
 }
 
 /// The bodies of outgoing requests a `wasi:http` guest writes and never sends live in the worker's heap, outside its
@@ -157,16 +148,26 @@ fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit(
 /// few hundred MiB whatever `--max-memory` said).
 #[test]
 fn the_unsent_bodies_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
+    let grown = peak_growth_until_the_resources_run_out("/unsent");
+    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+}
+
+/// How much the worker's peak memory grows while proxy-misbehave's `route` keeps resources, under `--max-memory 32`,
+/// until the host refuses one: the request is a 500 whose cause is the full resource table, and the worker serves
+/// on.
+fn peak_growth_until_the_resources_run_out(route: &str) -> u64 {
     let server = Server::start(MISBEHAVE, 1, &["--max-memory", "32"]);
     let worker = server.booted_worker_pids()[0];
     assert_eq!(server.get("/count").status, 200);
     let before = support::peak_memory(worker);
-    assert_eq!(server.get("/unsent").status, 500);
-    server.wait_for_line("Guest failure handling request GET /unsent HTTP/1.1: resource table has no free keys");
+    assert_eq!(server.get(route).status, 500);
+    server.wait_for_line(&format!(
+        "Guest failure handling request GET {route} HTTP/1.1: resource table has no free keys"
+    ));
     let grown = support::peak_memory(worker).saturating_sub(before);
-    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
     assert_eq!(server.get("/count").status, 200);
     assert_eq!(server.live_workers(), vec![worker], "the worker lives");
+    grown
 }
 
 #[test]

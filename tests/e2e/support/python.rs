@@ -54,20 +54,22 @@ pub(crate) fn build(args: &[&str]) -> Output {
     build_now(args)
 }
 
-/// `wasmcorn build python ARGS`, run from the folder `from`.
+/// `build`, run from the folder `from`.
 pub(crate) fn build_from(from: &Path, args: &[&str]) -> Output {
     let _one_at_a_time = BUILDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    ensure_python();
-    let mut all = vec!["build", "python"];
-    all.extend_from_slice(args);
-    super::command(&all).current_dir(from).output().expect("run wasmcorn build python")
+    build_command(args).current_dir(from).output().expect("run wasmcorn build python")
 }
 
 fn build_now(args: &[&str]) -> Output {
+    build_command(args).output().expect("run wasmcorn build python")
+}
+
+/// `wasmcorn build python ARGS...`, once Python can make the build's virtual environment.
+fn build_command(args: &[&str]) -> Command {
     ensure_python();
     let mut all = vec!["build", "python"];
     all.extend_from_slice(args);
-    super::command(&all).output().expect("run wasmcorn build python")
+    super::command(&all)
 }
 
 /// The component built from tests/python/APP with `args` (after `--src DIR`), built once for these inputs and
