@@ -176,8 +176,7 @@ fn a_cache_folder_that_is_a_symlink_in_a_shared_folder_stops_the_start_with_one_
     let (_dir, target) = fresh_cache();
     std::fs::create_dir(&target).unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o775)).unwrap();
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = crate::support::shared_folder();
     let planted = shared.path().join("cache");
     std::os::unix::fs::symlink(&target, &planted).unwrap();
     let output = command(&["serve", "sample:hello", "--check-config", "--cache-dir", planted.to_str().unwrap()])

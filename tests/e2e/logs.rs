@@ -206,8 +206,7 @@ fn log_files_are_owner_only_and_never_opened_through_a_symlink_in_a_shared_folde
     drop(server);
 
     // A folder everyone may write, like /tmp, where another user planted a link at the log's name.
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = crate::support::shared_folder();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
     let planted = shared.path().join("error.log");
@@ -243,8 +242,7 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = crate::support::shared_folder();
     let link = shared.path().join("dirlink");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let fifo = shared.path().join("fifo.log");
@@ -324,8 +322,7 @@ fn the_access_log_counts_the_bytes_sent_to_a_client_that_left() {
 /// start read it whole before it wrote its own pid file, for as long as reading a terabyte takes.
 #[test]
 fn a_huge_file_at_the_pid_files_name_is_not_read() {
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let shared = crate::support::shared_folder();
     let planted = shared.path().join("server.pid");
     std::fs::File::create(&planted).unwrap().set_len(1 << 40).unwrap();
     let server = Server::start("sample:hello", 1, &["--pid", planted.to_str().unwrap()]);

@@ -229,10 +229,9 @@ fn build_names_a_missing_module_or_callable() {
 /// a new file of ours and the linked file is untouched.
 #[test]
 fn build_writes_through_no_name_planted_beside_its_output() {
-    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::os::unix::fs::symlink;
     let src = crate::support::python::app_dir("plain");
-    let shared = tempfile::tempdir().expect("a temporary folder");
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let shared = crate::support::shared_folder();
     let victim = tempfile::NamedTempFile::new().expect("a file of the builder's");
     std::fs::write(victim.path(), b"untouched").expect("write the file");
     let output = shared.path().join("app.wasm");

@@ -474,9 +474,8 @@ fn bad_dir_or_allow_net_is_a_one_line_error_at_start() {
 /// folder is opened by name in each worker). The same folder named without the link is granted.
 #[test]
 fn a_dir_reached_through_a_link_in_a_shared_folder_is_refused() {
-    use std::os::unix::fs::{PermissionsExt, symlink};
-    let shared = tempfile::tempdir().expect("a temporary folder");
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    use std::os::unix::fs::symlink;
+    let shared = crate::support::shared_folder();
     let real = tempfile::tempdir().expect("a temporary folder");
     let link = shared.path().join("data");
     symlink(real.path(), &link).expect("a symlink");
@@ -499,9 +498,8 @@ fn a_dir_reached_through_a_link_in_a_shared_folder_is_refused() {
 /// the folder replaced by a link to another one.
 #[test]
 fn a_link_planted_at_a_granted_folder_after_the_start_is_refused() {
-    use std::os::unix::fs::{PermissionsExt, symlink};
-    let shared = tempfile::tempdir().expect("a temporary folder");
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    use std::os::unix::fs::symlink;
+    let shared = crate::support::shared_folder();
     let granted = shared.path().join("data");
     std::fs::create_dir(&granted).expect("the granted folder");
     std::fs::write(granted.join("note.txt"), "granted").expect("a file");

@@ -367,6 +367,14 @@ pub(crate) fn holder_of(port: u16, client: &TcpStream, candidates: &[Pid]) -> Op
     if holders.next().is_some() { None } else { holder }
 }
 
+/// A temporary folder anyone may write, with the sticky bit (mode 1777, as /tmp): a folder others control.
+pub(crate) fn shared_folder() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().expect("a temporary folder");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    shared
+}
+
 /// Whether a process exists and is not a zombie.
 pub(crate) fn is_alive(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
