@@ -11,11 +11,13 @@ mod tool;
 mod toolchain;
 
 use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 
 use crate::cli::PythonBuildArgs;
+use crate::planted::{Folder, Unreachable};
 
 /// Builds the component `args.output` from the WSGI app `args.target`.
 pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
@@ -25,14 +27,19 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
             bail!("--warmup takes a path starting with `/`, not {path:?}");
         }
     }
-    // Said before the build rather than after it.
-    crate::planted::refuse_planted_links(&args.output, "the output")?;
-    if args.output.is_dir() {
+    // Said before the build rather than after it, before anything is installed: a build that could not write its
+    // component would be minutes lost. The output's folder is held from here on and the component written through
+    // it: a link swapped in on the way during the build is never followed.
+    let (folder, name) = match Folder::holding(&args.output, "the output") {
+        Ok(held) => held,
+        Err(Unreachable::Io(err)) if err.kind() == ErrorKind::NotFound => {
+            let folder = args.output.parent().unwrap_or(Path::new("."));
+            bail!("-o {}: the folder {} does not exist", args.output.display(), folder.display());
+        }
+        Err(unreachable) => return Err(unreachable.context(format!("-o {}", args.output.display()))),
+    };
+    if folder.entry(name).is_dir() {
         bail!("-o {} is a folder: name the component file to write", args.output.display());
-    }
-    // Before anything is installed: a build that could not write its component would be minutes lost.
-    if let Some(folder) = args.output.parent().filter(|folder| !folder.as_os_str().is_empty() && !folder.is_dir()) {
-        bail!("-o {}: the folder {} does not exist", args.output.display(), folder.display());
     }
     let requirements = match &args.requirements {
         Some(path) => Some(
@@ -61,7 +68,7 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
         let glue = glue::write(work.path(), &target, &args.warmup, native, args.defer_import)?;
         let mut paths = vec![work.path().to_path_buf(), src.clone()];
         paths.extend(site.as_ref().map(|site| site.path.clone()));
-        componentize::run(&toolchain, &glue, &paths, &args.output)
+        componentize::run(&toolchain, &glue, &paths, componentize::Output { folder: &folder, name, path: &args.output })
     })();
     drop(work);
     result?;

@@ -1,13 +1,21 @@
 //! Names in folders that others control. A path the operator gives (a log file, the cache folder) may sit in a
 //! folder that users other than the server's can change: one others may write (such as /tmp), or one that
 //! belongs to another user. There a symlink, or a file of theirs, may have been planted at that name to make the
-//! server write where they choose, or into a file they can read; the callers refuse both.
+//! server write where they choose, or into a file they can read; the callers refuse both. A folder is reached by
+//! a walk of descriptors (`Folder`), one name at a time from the root, and what is made in it is made through
+//! the descriptor the walk ended on: a link swapped in on the way once the walk has passed is never followed.
 
-use std::io::ErrorKind;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Display;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::anyhow;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
 /// The effective user id of this process: the owner of what it creates.
 pub(crate) fn own_uid() -> u32 {
@@ -17,33 +25,176 @@ pub(crate) fn own_uid() -> u32 {
 /// Whether the folder holding `path` may be changed by users other than this process's: group or others may
 /// write it, or it belongs to another user than this one and root. A folder that cannot be read counts as theirs.
 pub(crate) fn in_folder_others_control(path: &Path) -> bool {
-    others_control(folder_of(path))
+    match std::fs::metadata(folder_of(path)) {
+        Ok(meta) => others_may_change(meta.mode(), meta.uid()),
+        Err(_) => true,
+    }
 }
 
 /// Refuses `path` (`what` names it: "the log file") when the way to its folder passes through a symlink that sits
 /// in a folder others control: whoever may change that folder may point the link at a folder of their choosing
-/// (/etc, say), and the server would create or write its file there. The checks on the name itself (a symlink or
-/// another user's file at it) are the caller's.
+/// (/etc, say), and the server would create or write its file there. A folder that cannot be reached is left to
+/// the caller's own open to report. The checks on the name itself (a symlink or another user's file at it) are
+/// the caller's. For a check made now and a file opened later by name: `Folder::holding` leaves no moment between.
 pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()> {
-    refuse_links_on_the_way(folder_of(path), path, what)
-}
-
-/// Refuses the folder `folder` (`what` names it: "the granted folder") when the way to it, the folder itself
-/// included, passes through a symlink that sits in a folder others control: they could point it elsewhere.
-pub(crate) fn refuse_planted_links_to_folder(folder: &Path, what: &str) -> anyhow::Result<()> {
-    refuse_links_on_the_way(folder, folder, what)
-}
-
-/// Refuses `named` when the way to `folder` passes through such a symlink.
-fn refuse_links_on_the_way(folder: &Path, named: &Path, what: &str) -> anyhow::Result<()> {
-    if let Some(link) = planted_link_on_the_way(folder) {
-        bail!(
-            "cannot use {what} {}: the way to it passes through the symlink {}, in a folder others may change",
-            named.display(),
-            link.display()
-        );
+    match Folder::holding(path, what) {
+        Err(Unreachable::Planted(refusal)) => Err(refusal),
+        Ok(_) | Err(Unreachable::Io(_)) => Ok(()),
     }
-    Ok(())
+}
+
+/// Why a folder could not be reached.
+#[derive(Debug)]
+pub(crate) enum Unreachable {
+    /// The way to it passes through a symlink in a folder others control: the whole message, naming the link.
+    Planted(anyhow::Error),
+    /// What the system said (no such folder, not a folder, no permission, too many links).
+    Io(io::Error),
+}
+
+impl Unreachable {
+    /// The error to report: a planted link's message as it is, the system's answer after `context`.
+    pub(crate) fn context(self, context: impl Display + Send + Sync + 'static) -> anyhow::Error {
+        match self {
+            Unreachable::Planted(refusal) => refusal,
+            Unreachable::Io(err) => anyhow::Error::from(err).context(context),
+        }
+    }
+}
+
+/// A folder reached by a walk that refused symlinks planted on the way, held open: a file created or opened in
+/// it (through `fd` or `path`) is in that folder, whatever has been renamed on the way to it since.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    fd: OwnedFd,
+    others_control: bool,
+}
+
+impl Folder {
+    /// The folder holding `path` (`what` names it: "the log file"), and the name in it.
+    pub(crate) fn holding<'a>(path: &'a Path, what: &str) -> Result<(Folder, &'a OsStr), Unreachable> {
+        let name = path.file_name().ok_or_else(|| Unreachable::Io(Errno::EISDIR.into()))?;
+        Ok((walk(folder_of(path), path, what)?, name))
+    }
+
+    /// The folder `folder` itself (`what` names it: "the granted folder"); a symlink at its own name is followed
+    /// on the same terms as those on the way.
+    pub(crate) fn open(folder: &Path, what: &str) -> Result<Folder, Unreachable> {
+        walk(folder, folder, what)
+    }
+
+    /// Whether users other than this process's may change this folder's entries.
+    pub(crate) fn others_control(&self) -> bool {
+        self.others_control
+    }
+
+    /// A path that names this very folder while it is held, in this process and in its children: its descriptor
+    /// under /proc.
+    pub(crate) fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+    }
+
+    /// A path that names `name` in this very folder while it is held.
+    pub(crate) fn entry(&self, name: &OsStr) -> PathBuf {
+        self.path().join(name)
+    }
+}
+
+/// The most symlinks a walk follows, as the kernel (`MAXSYMLINKS`).
+const MOST_LINKS: usize = 40;
+
+/// Walks to `folder` one name at a time through descriptors, from the root (or the current folder for a relative
+/// path), following each symlink as the kernel would unless it sits in a folder others control: that one is
+/// refused (`named` and `what` say what for). Each name is opened relative to the descriptor of the folder that
+/// holds it, so the folder reached is the one whose way was checked.
+fn walk(folder: &Path, named: &Path, what: &str) -> Result<Folder, Unreachable> {
+    let (mut fd, mut reached) = if folder.is_absolute() {
+        (open_folder("/")?, PathBuf::from("/"))
+    } else {
+        (open_folder(".")?, std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))
+    };
+    // The names still to walk, the next one last.
+    let mut pending = steps(folder);
+    let mut links = 0;
+    while let Some(step) = pending.pop() {
+        let Some(name) = step else {
+            fd = openat(&fd, "..", folder_flags(), Mode::empty()).map_err(io_error)?;
+            reached.pop();
+            continue;
+        };
+        let next = openat(&fd, name.as_os_str(), OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io_error)?;
+        if !is(&stat(&next)?, SFlag::S_IFLNK) {
+            fd = next;
+            reached.push(&name);
+            continue;
+        }
+        if others_control(&fd)? {
+            return Err(Unreachable::Planted(anyhow!(
+                "cannot use {what} {}: the way to it passes through the symlink {}, in a folder others may change",
+                named.display(),
+                reached.join(&name).display()
+            )));
+        }
+        links += 1;
+        if links > MOST_LINKS {
+            return Err(io_error(Errno::ELOOP));
+        }
+        // In a folder no one else may change: the link read is the link opened.
+        let target = PathBuf::from(readlinkat(&fd, name.as_os_str()).map_err(io_error)?);
+        if target.is_absolute() {
+            (fd, reached) = (open_folder("/")?, PathBuf::from("/"));
+        }
+        pending.extend(steps(&target));
+    }
+    if !is(&stat(&fd)?, SFlag::S_IFDIR) {
+        return Err(io_error(Errno::ENOTDIR));
+    }
+    Ok(Folder { others_control: others_control(&fd)?, fd })
+}
+
+/// The names of `path` to walk, the first one last: `None` for `..`.
+fn steps(path: &Path) -> Vec<Option<OsString>> {
+    let steps = path.components().filter_map(|component| match component {
+        Component::Normal(name) => Some(Some(name.to_os_string())),
+        Component::ParentDir => Some(None),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    });
+    let mut steps: Vec<_> = steps.collect();
+    steps.reverse();
+    steps
+}
+
+fn folder_flags() -> OFlag {
+    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+}
+
+fn open_folder(path: &str) -> Result<OwnedFd, Unreachable> {
+    open(path, folder_flags(), Mode::empty()).map_err(io_error)
+}
+
+fn stat(fd: impl AsFd) -> Result<FileStat, Unreachable> {
+    fstat(fd).map_err(io_error)
+}
+
+fn is(stat: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == kind
+}
+
+fn io_error(errno: Errno) -> Unreachable {
+    Unreachable::Io(errno.into())
+}
+
+/// Whether users other than this process's may change the entries of the folder `fd` holds.
+fn others_control(fd: impl AsFd) -> Result<bool, Unreachable> {
+    let stat = stat(fd)?;
+    Ok(others_may_change(stat.st_mode, stat.st_uid))
+}
+
+/// Whether a folder of mode `mode` that belongs to uid `owner` may be changed by users other than this process's:
+/// group or others may write it, or it belongs to another user than this one and root.
+fn others_may_change(mode: u32, owner: u32) -> bool {
+    mode & 0o022 != 0 || (owner != own_uid() && owner != 0)
 }
 
 /// The folder holding `path`.
@@ -52,58 +203,6 @@ fn folder_of(path: &Path) -> &Path {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
-}
-
-/// Whether users other than this process's may change `folder`: group or others may write it, or it belongs to
-/// another user than this one and root. A folder that cannot be read counts as theirs.
-fn others_control(folder: &Path) -> bool {
-    match std::fs::metadata(folder) {
-        Ok(meta) => meta.mode() & 0o022 != 0 || (meta.uid() != own_uid() && meta.uid() != 0),
-        Err(_) => true,
-    }
-}
-
-/// The first symlink on the way to `folder` that sits in a folder others control, walking it one name at a time
-/// from the root and following each link as the kernel would. The walk ends where a name does not exist (nothing
-/// below it does either); a name that cannot be looked at is such a symlink, since nothing can be said of it.
-fn planted_link_on_the_way(folder: &Path) -> Option<PathBuf> {
-    let absolute = if folder.is_absolute() {
-        folder.to_path_buf()
-    } else {
-        match std::env::current_dir() {
-            Ok(current) => current.join(folder),
-            Err(_) => return Some(folder.to_path_buf()),
-        }
-    };
-    // Always a path without symlinks, `..` or `.`: a parent of it is its real parent.
-    let mut reached = PathBuf::from("/");
-    for component in absolute.components() {
-        let name = match component {
-            Component::Normal(name) => name,
-            Component::ParentDir => {
-                reached.pop();
-                continue;
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
-        };
-        let next = reached.join(name);
-        match std::fs::symlink_metadata(&next) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                if others_control(&reached) {
-                    return Some(next);
-                }
-                match std::fs::canonicalize(&next) {
-                    Ok(target) => reached = target,
-                    Err(err) if err.kind() == ErrorKind::NotFound => return None,
-                    Err(_) => return Some(next),
-                }
-            }
-            Ok(_) => reached = next,
-            Err(err) if err.kind() == ErrorKind::NotFound => return None,
-            Err(_) => return Some(next),
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -127,6 +226,101 @@ mod tests {
             assert!(in_folder_others_control(&name), "a folder of another user");
         }
         assert!(in_folder_others_control(Path::new("/nonexistent-folder/name")), "a folder that cannot be read");
+    }
+
+    /// The inode of the folder `folder` holds.
+    fn inode(folder: &Folder) -> u64 {
+        fstat(&folder.fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn the_folder_reached_is_the_one_the_path_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("deeper")).unwrap();
+        std::os::unix::fs::symlink("real/deeper", dir.path().join("relative")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("relative"), dir.path().join("absolute")).unwrap();
+        let expected = std::fs::metadata(real.join("deeper")).unwrap().ino();
+        for path in ["real/deeper", "relative", "absolute", "absolute/../deeper", "real/./deeper/../deeper"] {
+            let folder = Folder::open(&dir.path().join(path), "the folder").unwrap();
+            assert_eq!(inode(&folder), expected, "{path}");
+            assert!(!folder.others_control(), "{path}: a folder of ours");
+            assert_eq!(std::fs::metadata(folder.path()).unwrap().ino(), expected, "{path}: its path names it");
+        }
+        let log = dir.path().join("absolute/x.log");
+        let (folder, name) = Folder::holding(&log, "the log file").unwrap();
+        assert_eq!((inode(&folder), name), (expected, OsStr::new("x.log")));
+        std::fs::write(folder.entry(name), "written\n").unwrap();
+        assert_eq!(std::fs::read_to_string(real.join("deeper/x.log")).unwrap(), "written\n");
+        // A file, a missing name and a loop of links are the system's answers.
+        for (path, errno) in [("real/deeper/x.log", Errno::ENOTDIR), ("missing", Errno::ENOENT)] {
+            match Folder::open(&dir.path().join(path), "the folder") {
+                Err(Unreachable::Io(err)) => assert_eq!(err.raw_os_error(), Some(errno as i32), "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
+        match Folder::open(&dir.path().join("loop"), "the folder") {
+            Err(Unreachable::Io(err)) => assert_eq!(err.raw_os_error(), Some(Errno::ELOOP as i32)),
+            other => panic!("{other:?}"),
+        }
+        // A relative path starts from the current folder.
+        let folder = Folder::open(Path::new("."), "the folder").unwrap();
+        assert_eq!(inode(&folder), std::fs::metadata(".").unwrap().ino());
+    }
+
+    /// A local user swaps, as fast as they can, a folder in a folder others may write (like /tmp) with a symlink to
+    /// a folder of their choosing. Checking the way by name and then opening by name would sometimes check the
+    /// folder and open through the link; the walk either refuses the link or reaches the folder itself.
+    #[test]
+    fn a_link_swapped_in_on_the_way_is_never_followed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(shared.join("logs")).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, shared.join("swapped")).unwrap();
+        let logs = std::fs::metadata(shared.join("logs")).unwrap().ino();
+        /// Stops the swapping when dropped, a failed assertion's unwinding included (the scope waits for it).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopped = AtomicBool::new(false);
+        let (reached, refused) = std::thread::scope(|scope| {
+            let _stop = Stop(&stopped);
+            scope.spawn(|| {
+                while !stopped.load(Ordering::Relaxed) {
+                    let (logs, swapped) = (shared.join("logs"), shared.join("swapped"));
+                    renameat2(AT_FDCWD, &logs, AT_FDCWD, &swapped, RenameFlags::RENAME_EXCHANGE).unwrap();
+                }
+            });
+            let (mut reached, mut refused) = (0, 0);
+            for _ in 0..20_000 {
+                match Folder::holding(&shared.join("logs/x.log"), "the log file") {
+                    Ok((folder, _)) => {
+                        assert_eq!(inode(&folder), logs, "the folder reached is the folder checked");
+                        reached += 1;
+                    }
+                    Err(Unreachable::Planted(refusal)) => {
+                        assert!(refusal.to_string().contains("passes through the symlink"), "{refusal}");
+                        refused += 1;
+                    }
+                    // Between the two names of an exchange, none is missing: any other answer is a failure.
+                    Err(Unreachable::Io(err)) => panic!("{err}"),
+                }
+            }
+            (reached, refused)
+        });
+        assert!(reached > 0 && refused > 0, "both names were met: {reached} reached, {refused} refused");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

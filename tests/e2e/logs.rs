@@ -276,6 +276,47 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
 /// A log record is one `write` of at most 4096 bytes (a pipe's `PIPE_BUF`): a guest's long error message or output
 /// line is cut, and says so, so that two workers writing to one pipe (the test's here, systemd's or docker's in
 /// production) never mix their records.
+/// A local user swaps, as fast as they can, a folder on the way to the log file (in a folder everyone may write)
+/// with a symlink to a folder of their choosing, while the server starts. Checked by name and then opened by
+/// name, a start now and then saw the folder and opened through the link; each start now either refuses the link
+/// in one line or writes in the folder itself.
+#[test]
+fn a_link_swapped_in_on_the_way_while_the_server_starts_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let shared = crate::support::shared_folder();
+    let (logs, swapped) = (shared.path().join("logs"), shared.path().join("swapped"));
+    std::fs::create_dir(&logs).unwrap();
+    std::os::unix::fs::symlink(&victim, &swapped).unwrap();
+    let log = logs.join("error.log");
+    // A pid file in a folder that does not exist: each start stops right after it has opened its log file.
+    let missing = dir.path().join("missing/server.pid");
+    let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--error-logfile", log.to_str().unwrap()];
+    let args = [&args[..], &["--pid", missing.to_str().unwrap()]].concat();
+    let (refused, opened) = crate::support::while_swapping(&logs, &swapped, || {
+        let (mut refused, mut opened) = (0, 0);
+        for _ in 0..100 {
+            let mut server = Server::launch(command(&args), std::process::Stdio::null());
+            assert!(!server.wait_exit().success(), "the start fails at its pid file");
+            let stderr = server.log_text();
+            if stderr.contains("passes through the symlink") {
+                refused += 1;
+            } else {
+                assert!(stderr.contains("cannot write the pid file"), "{stderr}");
+                opened += 1;
+            }
+            assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing was made where the link points");
+        }
+        (refused, opened)
+    });
+    assert!(refused > 0 && opened > 0, "both names were met: {refused} refused, {opened} opened");
+    // The swapping may have stopped with the folder at the other name.
+    let folder = if logs.is_symlink() { swapped } else { logs };
+    let logged = std::fs::read_to_string(folder.join("error.log")).unwrap();
+    assert_eq!(logged.lines().filter(|line| line.contains("cannot write the pid file")).count(), opened, "{logged}");
+}
+
 #[test]
 fn long_guest_messages_are_cut_to_one_pipe_write_and_never_interleave() {
     let server = Server::start(MISBEHAVE, 2, &["--limit-request-line", "0"]);

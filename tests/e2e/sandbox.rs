@@ -516,6 +516,37 @@ fn a_link_planted_at_a_granted_folder_after_the_start_is_refused() {
     server.wait_for_line("the way to it passes through the symlink");
 }
 
+/// A local user swaps, as fast as they can, a granted folder in a folder everyone may write with a symlink to a
+/// folder of their choosing while workers open it (`--max-requests 1`: a new worker for each request). Checked by
+/// name and then opened by name, a worker now and then saw the folder and opened the link: the guest read the
+/// other folder. Each request now reads the granted folder, or is refused.
+#[test]
+fn a_link_swapped_in_at_a_granted_folder_while_workers_open_it_is_never_followed() {
+    let shared = crate::support::shared_folder();
+    let (granted, swapped) = (shared.path().join("data"), shared.path().join("swapped"));
+    std::fs::create_dir(&granted).expect("the granted folder");
+    std::fs::write(granted.join("note.txt"), "granted").expect("a file");
+    let elsewhere = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(elsewhere.path().join("note.txt"), "elsewhere").expect("a file");
+    std::os::unix::fs::symlink(elsewhere.path(), &swapped).expect("a link to swap in");
+    let spec = format!("{}::/data", granted.display());
+    let server = Server::start(MISBEHAVE, 1, &["--dir", &spec, "--max-requests", "1"]);
+    let (read, refused) = crate::support::while_swapping(&granted, &swapped, || {
+        let (mut read, mut refused) = (0, 0);
+        for _ in 0..60 {
+            let response = server.get("/read?path=/data/note.txt");
+            match (response.status, response.text()) {
+                (200, text) if text == "ok: granted" => read += 1,
+                (500, text) if text.is_empty() || !text.contains("elsewhere") => refused += 1,
+                (status, text) => panic!("{status}: {text}"),
+            }
+        }
+        (read, refused)
+    });
+    assert!(read > 0 && refused > 0, "both names were met: {read} read, {refused} refused");
+    server.wait_for_line("the way to it passes through the symlink");
+}
+
 #[test]
 fn workload_sleeps_on_a_real_postgres_through_wasi_sockets() {
     let postgres = Postgres::start();

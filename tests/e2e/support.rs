@@ -375,6 +375,33 @@ pub(crate) fn shared_folder() -> tempfile::TempDir {
     shared
 }
 
+/// Runs `during` while another thread exchanges the names `one` and `other` (`renameat2`, `RENAME_EXCHANGE`) as
+/// fast as it can, as a local user racing the server would: at any moment each name is there, one of the two
+/// things. The swapping stops when `during` returns or panics.
+pub(crate) fn while_swapping<T>(one: &std::path::Path, other: &std::path::Path, during: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+    /// Stops the swapping when dropped, a panic's unwinding included (the scope waits for the thread).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stopped = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let _stop = Stop(&stopped);
+        scope.spawn(|| {
+            while !stopped.load(Ordering::Relaxed) {
+                renameat2(AT_FDCWD, one, AT_FDCWD, other, RenameFlags::RENAME_EXCHANGE).expect("swap the two names");
+            }
+        });
+        during()
+    })
+}
+
 /// Whether a process exists and is not a zombie.
 pub(crate) fn is_alive(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -2,6 +2,7 @@
 //! exit if it still names this process. A pid file naming a live process stops the start, as in Gunicorn.
 //! During a SIGUSR2 upgrade the new arbiter writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -12,19 +13,26 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
+use crate::planted::Folder;
+
+/// A pid file: its path as given, and its name in the folder it is written in, held open since it was checked
+/// (renaming a folder on the way to it afterwards moves nothing the server writes or removes).
 #[derive(Debug)]
 pub(super) struct Pidfile {
     path: PathBuf,
+    folder: Folder,
+    name: OsString,
 }
 
 impl Pidfile {
     /// Writes this process's pid to `path`, refusing a pid file that names another live process.
     pub(super) fn create(path: &Path) -> anyhow::Result<Pidfile> {
-        if let Some(pid) = read(path).filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok()) {
+        let pidfile = Pidfile::at(path)?;
+        if let Some(pid) = read(&pidfile.entry()).filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok()) {
             bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
         }
-        write(path)?;
-        Ok(Pidfile { path: path.to_path_buf() })
+        pidfile.write()?;
+        Ok(pidfile)
     }
 
     /// The upgrade's pid file: `FILE.2`.
@@ -36,18 +44,66 @@ impl Pidfile {
 
     /// Moves the pid file to `path` (the new arbiter of an upgrade taking the main name over).
     pub(super) fn move_to(&mut self, path: &Path) -> anyhow::Result<()> {
-        write(path)?;
-        let _ = std::fs::remove_file(&self.path);
-        self.path = path.to_path_buf();
+        let moved = Pidfile::at(path)?;
+        moved.write()?;
+        let _ = std::fs::remove_file(std::mem::replace(self, moved).entry());
         Ok(())
     }
 
     /// Removes the file if it still names this process.
     pub(super) fn remove(&self) {
-        if read(&self.path) == Some(Pid::this()) {
-            let _ = std::fs::remove_file(&self.path);
+        if read(&self.entry()) == Some(Pid::this()) {
+            let _ = std::fs::remove_file(self.entry());
         }
     }
+
+    /// The pid file `path`, its folder reached and held.
+    fn at(path: &Path) -> anyhow::Result<Pidfile> {
+        let (folder, name) = Folder::holding(path, "the pid file")
+            .map_err(|unreachable| unreachable.context(format!("cannot write the pid file {}", path.display())))?;
+        Ok(Pidfile { path: path.to_path_buf(), folder, name: name.to_os_string() })
+    }
+
+    /// The pid file, named through its held folder.
+    fn entry(&self) -> PathBuf {
+        self.folder.entry(&self.name)
+    }
+
+    /// Writes the pid to a temporary file beside the pid file, created new and owner-only (never through a
+    /// symlink or over an existing file, whatever the umask), then renames it over the pid file.
+    fn write(&self) -> anyhow::Result<()> {
+        let suffix = format!(".{}.tmp", std::process::id());
+        let temporary = self.folder.entry(&with_suffix(&self.name, &suffix));
+        let shown = with_suffix(self.path.as_os_str(), &suffix);
+        let shown = Path::new(&shown).display();
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            });
+        if let Err(err) = written {
+            if err.kind() != ErrorKind::AlreadyExists {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            return Err(err).with_context(|| format!("cannot write the pid file {shown}"));
+        }
+        std::fs::rename(&temporary, self.entry()).map_err(|err| {
+            let _ = std::fs::remove_file(&temporary);
+            anyhow::Error::from(err).context(format!("cannot write the pid file {}", self.path.display()))
+        })
+    }
+}
+
+/// `name` with `suffix` appended.
+fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
+    let mut name = name.to_os_string();
+    name.push(suffix);
+    name
 }
 
 /// The most bytes a pid file is read for: a pid and a newline, with room to spare.
@@ -57,33 +113,4 @@ const PID_FILE_MOST: u64 = 64;
 /// larger than a pid file (a huge file planted there is never read).
 fn read(path: &Path) -> Option<Pid> {
     crate::regular_file::read_text_at_most(path, PID_FILE_MOST).ok()?.trim().parse().ok().map(Pid::from_raw)
-}
-
-/// Writes the pid to a temporary file beside `path`, created new and owner-only (never through a symlink or
-/// over an existing file, whatever the umask), then renames it over `path`.
-fn write(path: &Path) -> anyhow::Result<()> {
-    crate::planted::refuse_planted_links(path, "the pid file")?;
-    let mut temporary = path.as_os_str().to_os_string();
-    temporary.push(format!(".{}.tmp", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .mode(0o600)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        });
-    if let Err(err) = written {
-        if err.kind() != ErrorKind::AlreadyExists {
-            let _ = std::fs::remove_file(&temporary);
-        }
-        return Err(err).with_context(|| format!("cannot write the pid file {}", temporary.display()));
-    }
-    std::fs::rename(&temporary, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temporary);
-        anyhow::Error::from(err).context(format!("cannot write the pid file {}", path.display()))
-    })
 }

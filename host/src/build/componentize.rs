@@ -4,6 +4,7 @@
 //! a new owner-only folder beside the output, named at random, so that no name someone else could plant in a
 //! shared folder (a symlink at `OUTPUT.partial`) is ever written through; the finished file is renamed into place.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tempfile::TempDir;
 use super::glue::{GLUE_MODULE, Glue};
 use super::tool::{command, last_error_line};
 use super::toolchain::Toolchain;
+use crate::planted::Folder;
 
 /// What the SDK's loader prints before a build error (see sdk/python/wasmcorn_wsgi/loader.py).
 const MARKER: &str = "wasmcorn-build-error:";
@@ -21,9 +23,21 @@ const MARKER: &str = "wasmcorn-build-error:";
 const RUN_COMPONENTIZE_PY: &str =
     "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())";
 
+/// Where the component goes: `name` in `folder`, held since it was checked; `path` as the operator gave it.
+pub(super) struct Output<'a> {
+    pub(super) folder: &'a Folder,
+    pub(super) name: &'a OsStr,
+    pub(super) path: &'a Path,
+}
+
 /// Packages the app into `output` (written whole or not at all).
-pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], output: &Path) -> anyhow::Result<()> {
-    let beside = private_folder_beside(output)?;
+pub(super) fn run(
+    toolchain: &Toolchain,
+    glue: &Glue,
+    python_path: &[PathBuf],
+    output: Output<'_>,
+) -> anyhow::Result<()> {
+    let beside = private_folder_beside(&output)?;
     let partial = beside.path().join("component.wasm");
     let mut componentize = command(&toolchain.python());
     componentize
@@ -45,20 +59,18 @@ pub(super) fn run(toolchain: &Toolchain, glue: &Glue, python_path: &[PathBuf], o
     }
     // Owner-only, as every file wasmcorn makes: the operator widens it if others must read it.
     fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    fs::rename(&partial, output).with_context(|| format!("cannot write {}", output.display()))?;
+        .with_context(|| format!("cannot write {}", output.path.display()))?;
+    fs::rename(&partial, output.folder.entry(output.name))
+        .with_context(|| format!("cannot write {}", output.path.display()))?;
     Ok(())
 }
 
-/// A new folder in the folder of `output` (so that the rename stays on one file system), only ours (0700), removed
-/// when dropped with whatever is left in it.
-fn private_folder_beside(output: &Path) -> anyhow::Result<TempDir> {
-    let folder = match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".wasmcorn-build-")
-        .tempdir_in(folder)
-        .with_context(|| format!("cannot write in {}", folder.display()))
+/// A new folder in the output's folder (so that the rename stays on one file system), only ours (0700), removed
+/// when dropped with whatever is left in it. componentize-py, a child process, reaches it through the held
+/// folder's descriptor too.
+fn private_folder_beside(output: &Output<'_>) -> anyhow::Result<TempDir> {
+    tempfile::Builder::new().prefix(".wasmcorn-build-").tempdir_in(output.folder.path()).with_context(|| {
+        let folder = output.path.parent().filter(|parent| !parent.as_os_str().is_empty());
+        format!("cannot write in {}", folder.unwrap_or(Path::new(".")).display())
+    })
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::guest::{DirGrant, HttpAuthority, HttpGrant, NetGrant};
+use crate::planted::{Folder, Unreachable};
 
 /// Reads every `--dir HOST[::GUEST][:ro]` and checks that each HOST is a folder the server can open.
 pub(super) fn dirs(specs: &[String]) -> anyhow::Result<Vec<DirGrant>> {
@@ -25,9 +26,11 @@ fn dir(spec: &str, base: Option<&Path>) -> anyhow::Result<DirGrant> {
     if let Some(base) = base {
         grant.host = base.join(&grant.host);
     }
-    crate::planted::refuse_planted_links_to_folder(&grant.host, "the granted folder")
-        .with_context(|| format!("--dir {spec}"))?;
-    let entries = fs::read_dir(&grant.host).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
+    let folder = Folder::open(&grant.host, "the granted folder").map_err(|unreachable| match unreachable {
+        Unreachable::Planted(refusal) => refusal.context(format!("--dir {spec}")),
+        Unreachable::Io(err) => anyhow::Error::from(err).context(format!("--dir {spec}: cannot open the folder")),
+    })?;
+    let entries = fs::read_dir(folder.path()).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
     drop(entries);
     Ok(grant)
 }

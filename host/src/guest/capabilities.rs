@@ -96,10 +96,13 @@ pub(crate) fn wasi_ctx(
     builder.envs(env).stdout(stdout).stderr(stderr);
     for dir in dirs {
         let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        // Checked at start, and again at each open (by name): a link planted since is refused as well.
-        crate::planted::refuse_planted_links_to_folder(&dir.host, "the granted folder")?;
+        // Checked at start, and again at each open (by name): a link planted since is refused as well. The
+        // folder is opened through the descriptor the check ended on, never by its name again.
+        let folder = crate::planted::Folder::open(&dir.host, "the granted folder").map_err(|unreachable| {
+            unreachable.context(format!("cannot open the granted folder {}", dir.host.display()))
+        })?;
         builder
-            .preopened_dir(&dir.host, &dir.guest, perms)
+            .preopened_dir(folder.path(), &dir.guest, perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot open the granted folder {}", dir.host.display()))?;
     }

@@ -68,8 +68,10 @@ fn fit(record: &str) -> Cow<'_, str> {
 static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
-    planted::refuse_planted_links(path, "the log file")?;
-    let others_control_folder = planted::in_folder_others_control(path);
+    // The file is opened in the folder the check reached, through its descriptor.
+    let (folder, name) = planted::Folder::holding(path, "the log file")
+        .map_err(|unreachable| unreachable.context(format!("cannot open the log file {}", path.display())))?;
+    let others_control_folder = folder.others_control();
     let mut options = OpenOptions::new();
     options.create(true).append(true).mode(0o600);
     // Non-blocking while it opens: a FIFO at the name (one without a reader: a planted one) is then an error
@@ -80,7 +82,7 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
         flags |= nix::libc::O_NOFOLLOW;
     }
     options.custom_flags(flags);
-    let file = options.open(path).map_err(|err| {
+    let file = options.open(folder.entry(name)).map_err(|err| {
         // O_NOFOLLOW refuses a symlink with ELOOP; any other failure is said as it is (`/dev/stdout` is a symlink,
         // in a folder of root's, and may name a socket, which cannot be opened).
         let planted_link = others_control_folder && err.raw_os_error() == Some(nix::libc::ELOOP);
