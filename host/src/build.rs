@@ -15,6 +15,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 
 use crate::cli::PythonBuildArgs;
 use crate::planted::{Folder, Unreachable};
@@ -38,7 +39,7 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
         }
         Err(unreachable) => return Err(unreachable.context(format!("-o {}", args.output.display()))),
     };
-    if folder.entry(name).is_dir() {
+    if folder.open_file(name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK, 0).is_ok() {
         bail!("-o {} is a folder: name the component file to write", args.output.display());
     }
     let requirements = match &args.requirements {

@@ -7,15 +7,18 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::anyhow;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat, readlinkat};
+use nix::fcntl::{OFlag, open, openat, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// The effective user id of this process: the owner of what it creates.
 pub(crate) fn own_uid() -> u32 {
@@ -33,13 +36,15 @@ pub(crate) fn in_folder_others_control(path: &Path) -> bool {
 
 /// Refuses `path` (`what` names it: "the log file") when the way to its folder passes through a symlink that sits
 /// in a folder others control: whoever may change that folder may point the link at a folder of their choosing
-/// (/etc, say), and the server would create or write its file there. A folder that cannot be reached is left to
-/// the caller's own open to report. The checks on the name itself (a symlink or another user's file at it) are
-/// the caller's. For a check made now and a file opened later by name: `Folder::holding` leaves no moment between.
+/// (/etc, say), and the server would create or write its file there; or when a name on the way cannot be looked
+/// at. A folder that is not there yet is left to the caller. The checks on the name itself (a symlink or another
+/// user's file at it) are the caller's. For a check made now and a file opened later by name: `Folder::holding`
+/// leaves no moment between.
 pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()> {
     match Folder::holding(path, what) {
-        Err(Unreachable::Planted(refusal)) => Err(refusal),
-        Ok(_) | Err(Unreachable::Io(_)) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(Unreachable::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(unreachable) => Err(unreachable.context(format!("cannot use {what} {}", path.display()))),
     }
 }
 
@@ -62,8 +67,8 @@ impl Unreachable {
     }
 }
 
-/// A folder reached by a walk that refused symlinks planted on the way, held open: a file created or opened in
-/// it (through `fd` or `path`) is in that folder, whatever has been renamed on the way to it since.
+/// A folder reached by a walk that refused symlinks planted on the way, held open: a file created, opened or
+/// renamed through it is in that folder, whatever has been renamed on the way to it since.
 #[derive(Debug)]
 pub(crate) struct Folder {
     fd: OwnedFd,
@@ -71,9 +76,17 @@ pub(crate) struct Folder {
 }
 
 impl Folder {
-    /// The folder holding `path` (`what` names it: "the log file"), and the name in it.
+    /// The folder holding `path` (`what` names it: "the log file"), and the name in it. A path that ends with a
+    /// slash names a folder, as for the kernel.
     pub(crate) fn holding<'a>(path: &'a Path, what: &str) -> Result<(Folder, &'a OsStr), Unreachable> {
-        let name = path.file_name().ok_or_else(|| Unreachable::Io(Errno::EISDIR.into()))?;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() {
+            return Err(io_error(Errno::ENOENT));
+        }
+        let name = match path.file_name() {
+            Some(name) if !bytes.ends_with(b"/") && !bytes.ends_with(b"/.") => name,
+            _ => return Err(io_error(Errno::EISDIR)),
+        };
         Ok((walk(folder_of(path), path, what)?, name))
     }
 
@@ -88,15 +101,27 @@ impl Folder {
         self.others_control
     }
 
-    /// A path that names this very folder while it is held, in this process and in its children: its descriptor
-    /// under /proc.
-    pub(crate) fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+    /// Opens `name` in this folder (`.` for the folder itself) with `flags` (close-on-exec added), creating it
+    /// with `mode` if `flags` say so.
+    pub(crate) fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<File> {
+        let fd = openat(&self.fd, name, flags | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode))?;
+        Ok(File::from(fd))
     }
 
-    /// A path that names `name` in this very folder while it is held.
-    pub(crate) fn entry(&self, name: &OsStr) -> PathBuf {
-        self.path().join(name)
+    /// Renames `from` to `to`, both in this folder (`from` may name a file in a folder below).
+    pub(crate) fn rename(&self, from: &Path, to: &OsStr) -> io::Result<()> {
+        Ok(renameat(&self.fd, from, &self.fd, to)?)
+    }
+
+    /// Removes the file `name` from this folder.
+    pub(crate) fn remove(&self, name: &OsStr) -> io::Result<()> {
+        Ok(unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir)?)
+    }
+
+    /// A path that names this very folder while it is held, for an API that takes only a path (wasmtime-wasi's
+    /// preopens; a child's current folder, set before it runs): its descriptor under /proc/self.
+    pub(crate) fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 }
 
@@ -140,8 +165,8 @@ fn walk(folder: &Path, named: &Path, what: &str) -> Result<Folder, Unreachable> 
         if links > MOST_LINKS {
             return Err(io_error(Errno::ELOOP));
         }
-        // In a folder no one else may change: the link read is the link opened.
-        let target = PathBuf::from(readlinkat(&fd, name.as_os_str()).map_err(io_error)?);
+        // The link opened, read through its own descriptor.
+        let target = PathBuf::from(readlinkat(&next, "").map_err(io_error)?);
         if target.is_absolute() {
             (fd, reached) = (open_folder("/")?, PathBuf::from("/"));
         }
@@ -250,7 +275,8 @@ mod tests {
         let log = dir.path().join("absolute/x.log");
         let (folder, name) = Folder::holding(&log, "the log file").unwrap();
         assert_eq!((inode(&folder), name), (expected, OsStr::new("x.log")));
-        std::fs::write(folder.entry(name), "written\n").unwrap();
+        let mut file = folder.open_file(name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, 0o600).unwrap();
+        std::io::Write::write_all(&mut file, b"written\n").unwrap();
         assert_eq!(std::fs::read_to_string(real.join("deeper/x.log")).unwrap(), "written\n");
         // A file, a missing name and a loop of links are the system's answers.
         for (path, errno) in [("real/deeper/x.log", Errno::ENOTDIR), ("missing", Errno::ENOENT)] {
@@ -263,6 +289,13 @@ mod tests {
         match Folder::open(&dir.path().join("loop"), "the folder") {
             Err(Unreachable::Io(err)) => assert_eq!(err.raw_os_error(), Some(Errno::ELOOP as i32)),
             other => panic!("{other:?}"),
+        }
+        // A path that ends with a slash names a folder; an empty one names nothing.
+        for path in ["absolute/x.log/", "absolute/x.log/.", ""] {
+            match Folder::holding(Path::new(path), "the log file") {
+                Err(Unreachable::Io(err)) => assert!(matches!(err.raw_os_error(), Some(21 | 2)), "{path}: {err}"),
+                other => panic!("{path}: {other:?}"),
+            }
         }
         // A relative path starts from the current folder.
         let folder = Folder::open(Path::new("."), "the folder").unwrap();
@@ -293,13 +326,17 @@ mod tests {
                 self.0.store(true, Ordering::Relaxed);
             }
         }
+        let (names, swapped) = (shared.join("logs"), shared.join("swapped"));
+        let swap = || renameat2(AT_FDCWD, &names, AT_FDCWD, &swapped, RenameFlags::RENAME_EXCHANGE).unwrap();
+        // Once each way first: a file system that cannot exchange fails here.
+        swap();
+        swap();
         let stopped = AtomicBool::new(false);
         let (reached, refused) = std::thread::scope(|scope| {
             let _stop = Stop(&stopped);
             scope.spawn(|| {
                 while !stopped.load(Ordering::Relaxed) {
-                    let (logs, swapped) = (shared.join("logs"), shared.join("swapped"));
-                    renameat2(AT_FDCWD, &logs, AT_FDCWD, &swapped, RenameFlags::RENAME_EXCHANGE).unwrap();
+                    swap();
                 }
             });
             let (mut reached, mut refused) = (0, 0);

@@ -3,7 +3,7 @@
 //! runs out, and opening a FIFO would wait for a writer, which would hang a start or wedge the arbiter in a reload.
 //! The file is opened non-blocking, which changes nothing for a regular file.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -20,6 +20,11 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// put at the name (a pid file in /tmp) is never read whole, however large (a sparse file of terabytes).
 pub(crate) fn read_at_most(path: &Path, most: u64) -> anyhow::Result<Vec<u8>> {
     let file = OpenOptions::new().read(true).custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits()).open(path)?;
+    read_file_at_most(file, most)
+}
+
+/// `read_at_most` of a file already opened (non-blocking, for the reasons above).
+fn read_file_at_most(file: File, most: u64) -> anyhow::Result<Vec<u8>> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         bail!("it is not a regular file");
@@ -39,6 +44,11 @@ pub(crate) fn read_at_most(path: &Path, most: u64) -> anyhow::Result<Vec<u8>> {
 /// `read_at_most`, for UTF-8 text.
 pub(crate) fn read_text_at_most(path: &Path, most: u64) -> anyhow::Result<String> {
     text(read_at_most(path, most)?)
+}
+
+/// `read_text_at_most` of a file already opened non-blocking.
+pub(crate) fn read_text_of(file: File, most: u64) -> anyhow::Result<String> {
+    text(read_file_at_most(file, most)?)
 }
 
 fn text(bytes: Vec<u8>) -> anyhow::Result<String> {

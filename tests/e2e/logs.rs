@@ -273,9 +273,6 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
     assert_eq!(written.trim(), server.pid.to_string(), "the pid file names the arbiter");
 }
 
-/// A log record is one `write` of at most 4096 bytes (a pipe's `PIPE_BUF`): a guest's long error message or output
-/// line is cut, and says so, so that two workers writing to one pipe (the test's here, systemd's or docker's in
-/// production) never mix their records.
 /// A local user swaps, as fast as they can, a folder on the way to the log file (in a folder everyone may write)
 /// with a symlink to a folder of their choosing, while the server starts. Checked by name and then opened by
 /// name, a start now and then saw the folder and opened through the link; each start now either refuses the link
@@ -290,7 +287,8 @@ fn a_link_swapped_in_on_the_way_while_the_server_starts_is_never_followed() {
     std::fs::create_dir(&logs).unwrap();
     std::os::unix::fs::symlink(&victim, &swapped).unwrap();
     let log = logs.join("error.log");
-    // A pid file in a folder that does not exist: each start stops right after it has opened its log file.
+    // A pid file in a folder that does not exist: each start opens its log file, loads the app, binds, and stops
+    // at the pid file.
     let missing = dir.path().join("missing/server.pid");
     let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--error-logfile", log.to_str().unwrap()];
     let args = [&args[..], &["--pid", missing.to_str().unwrap()]].concat();
@@ -317,6 +315,9 @@ fn a_link_swapped_in_on_the_way_while_the_server_starts_is_never_followed() {
     assert_eq!(logged.lines().filter(|line| line.contains("cannot write the pid file")).count(), opened, "{logged}");
 }
 
+/// A log record is one `write` of at most 4096 bytes (a pipe's `PIPE_BUF`): a guest's long error message or output
+/// line is cut, and says so, so that two workers writing to one pipe (the test's here, systemd's or docker's in
+/// production) never mix their records.
 #[test]
 fn long_guest_messages_are_cut_to_one_pipe_write_and_never_interleave() {
     let server = Server::start(MISBEHAVE, 2, &["--limit-request-line", "0"]);

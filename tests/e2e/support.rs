@@ -390,12 +390,16 @@ pub(crate) fn while_swapping<T>(one: &std::path::Path, other: &std::path::Path, 
             self.0.store(true, Ordering::Relaxed);
         }
     }
+    let swap = || renameat2(AT_FDCWD, one, AT_FDCWD, other, RenameFlags::RENAME_EXCHANGE).expect("swap the two names");
+    // Once each way first, so that a file system that cannot exchange fails here, before `during` runs.
+    swap();
+    swap();
     let stopped = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let _stop = Stop(&stopped);
         scope.spawn(|| {
             while !stopped.load(Ordering::Relaxed) {
-                renameat2(AT_FDCWD, one, AT_FDCWD, other, RenameFlags::RENAME_EXCHANGE).expect("swap the two names");
+                swap();
             }
         });
         during()

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 use tempfile::TempDir;
 
 use super::glue::{GLUE_MODULE, Glue};
@@ -38,17 +39,23 @@ pub(super) fn run(
     output: Output<'_>,
 ) -> anyhow::Result<()> {
     let beside = private_folder_beside(&output)?;
-    let partial = beside.path().join("component.wasm");
-    let mut componentize = command(&toolchain.python());
+    // The partial component, named from the output's folder: componentize-py runs there (its current folder is
+    // set through the held descriptor), so that it writes where the checks were made, whatever is renamed on the
+    // way meanwhile. Every other path it is given is absolute.
+    let partial =
+        PathBuf::from(beside.path().file_name().context("a temporary folder has a name")?).join("component.wasm");
+    let absolute = |path: &Path| std::path::absolute(path).context("cannot find the current folder");
+    let mut componentize = command(&absolute(&toolchain.python())?);
     componentize
+        .current_dir(output.folder.path())
         .args(["-I", "-c", RUN_COMPONENTIZE_PY, "--quiet", "-d"])
-        .arg(&glue.wit)
+        .arg(absolute(&glue.wit)?)
         .args(["-w", "app", "componentize", GLUE_MODULE, "-p"])
-        .arg(&glue.folder);
+        .arg(absolute(&glue.folder)?);
     for path in python_path {
-        componentize.arg("-p").arg(path);
+        componentize.arg("-p").arg(absolute(path)?);
     }
-    componentize.arg("-o").arg(&partial).env("VIRTUAL_ENV", &glue.no_venv);
+    componentize.arg("-o").arg(&partial).env("VIRTUAL_ENV", absolute(&glue.no_venv)?);
     let result = componentize.output().context("cannot run componentize-py")?;
     if !result.status.success() {
         let text = String::from_utf8_lossy(&result.stderr);
@@ -58,16 +65,15 @@ pub(super) fn run(
         bail!("componentize-py failed: {}", last_error_line(&result));
     }
     // Owner-only, as every file wasmcorn makes: the operator widens it if others must read it.
-    fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot write {}", output.path.display()))?;
-    fs::rename(&partial, output.folder.entry(output.name))
-        .with_context(|| format!("cannot write {}", output.path.display()))?;
+    let cannot_write = || format!("cannot write {}", output.path.display());
+    let written = output.folder.open_file(partial.as_os_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW, 0);
+    written.and_then(|file| file.set_permissions(fs::Permissions::from_mode(0o600))).with_context(cannot_write)?;
+    output.folder.rename(&partial, output.name).with_context(cannot_write)?;
     Ok(())
 }
 
 /// A new folder in the output's folder (so that the rename stays on one file system), only ours (0700), removed
-/// when dropped with whatever is left in it. componentize-py, a child process, reaches it through the held
-/// folder's descriptor too.
+/// when dropped with whatever is left in it; made and removed through the held folder's descriptor.
 fn private_folder_beside(output: &Output<'_>) -> anyhow::Result<TempDir> {
     tempfile::Builder::new().prefix(".wasmcorn-build-").tempdir_in(output.folder.path()).with_context(|| {
         let folder = output.path.parent().filter(|parent| !parent.as_os_str().is_empty());

@@ -2,11 +2,12 @@
 //! worker is forked: a folder that is missing or unreadable, or reached through a symlink in a folder others may
 //! change, or a name that does not resolve, is a one-line error at start rather than a failure in every request.
 
-use std::fs;
+use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 
 use crate::guest::{DirGrant, HttpAuthority, HttpGrant, NetGrant};
 use crate::planted::{Folder, Unreachable};
@@ -30,8 +31,8 @@ fn dir(spec: &str, base: Option<&Path>) -> anyhow::Result<DirGrant> {
         Unreachable::Planted(refusal) => refusal.context(format!("--dir {spec}")),
         Unreachable::Io(err) => anyhow::Error::from(err).context(format!("--dir {spec}: cannot open the folder")),
     })?;
-    let entries = fs::read_dir(folder.path()).with_context(|| format!("--dir {spec}: cannot open the folder"))?;
-    drop(entries);
+    let readable = folder.open_file(OsStr::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0);
+    drop(readable.with_context(|| format!("--dir {spec}: cannot open the folder"))?);
     Ok(grant)
 }
 

@@ -6,13 +6,14 @@
 //! the server write into another file or into one they can read.
 
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 
 use super::access::AccessFormat;
 use super::settings::{Settings, Target};
@@ -72,17 +73,14 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
     let (folder, name) = planted::Folder::holding(path, "the log file")
         .map_err(|unreachable| unreachable.context(format!("cannot open the log file {}", path.display())))?;
     let others_control_folder = folder.others_control();
-    let mut options = OpenOptions::new();
-    options.create(true).append(true).mode(0o600);
     // Non-blocking while it opens: a FIFO at the name (one without a reader: a planted one) is then an error
     // instead of a wait that would hang the start or the arbiter's USR1; a pipe with a reader (`/dev/stdout`
     // under a supervisor) opens, and is made blocking again below.
-    let mut flags = nix::libc::O_NONBLOCK;
+    let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NONBLOCK;
     if others_control_folder {
-        flags |= nix::libc::O_NOFOLLOW;
+        flags |= OFlag::O_NOFOLLOW;
     }
-    options.custom_flags(flags);
-    let file = options.open(folder.entry(name)).map_err(|err| {
+    let file = folder.open_file(name, flags, 0o600).map_err(|err| {
         // O_NOFOLLOW refuses a symlink with ELOOP; any other failure is said as it is (`/dev/stdout` is a symlink,
         // in a folder of root's, and may name a socket, which cannot be opened).
         let planted_link = others_control_folder && err.raw_os_error() == Some(nix::libc::ELOOP);
