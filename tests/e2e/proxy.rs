@@ -139,7 +139,7 @@ fn proxy_trap_and_missing_response_are_500_with_the_cause_in_the_log() {
 /// whatever the limit). Here each holds a header of 100 KiB.
 #[test]
 fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
-    let grown = peak_growth_until_the_resources_run_out("/fields?kib=100");
+    let grown = peak_growth_until_the_resources_run_out("/fields?kib=100", "");
     assert!(grown < 64 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
 }
 
@@ -148,19 +148,33 @@ fn the_header_maps_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit(
 /// few hundred MiB whatever `--max-memory` said).
 #[test]
 fn the_unsent_bodies_a_proxy_guest_keeps_cost_the_worker_at_most_its_memory_limit() {
-    let grown = peak_growth_until_the_resources_run_out("/unsent");
+    let grown = peak_growth_until_the_resources_run_out("/unsent", "");
     assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
 }
 
+/// A copy of a header map (`fields.clone`) shares it until its first change, which copies the map's entries, not
+/// its bytes (names and values are shared buffers): copies of a large received head, each changed, up to the
+/// resource count cost the worker a few MiB (a 600 KiB head, 75 fields of 8,000 bytes, within the default limits,
+/// copied until the 256 resources of `--max-memory 32` run out); deep copies would hold about 150 MiB.
+#[test]
+fn copies_of_a_large_received_head_share_its_bytes() {
+    let fields: String = (0..75).map(|field| format!("x-big-{field}: {}\r\n", "v".repeat(8000))).collect();
+    let grown = peak_growth_until_the_resources_run_out("/clones", &fields);
+    assert!(grown < 16 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+}
+
 /// How much the worker's peak memory grows while proxy-misbehave's `route` keeps resources, under `--max-memory 32`,
-/// until the host refuses one: the request is a 500 whose cause is the full resource table, and the worker serves
-/// on.
-fn peak_growth_until_the_resources_run_out(route: &str) -> u64 {
+/// until the host refuses one (`fields`: header lines the request carries, each ending with CRLF): the request is a
+/// 500 whose cause is the full resource table, and the worker serves on.
+fn peak_growth_until_the_resources_run_out(route: &str, fields: &str) -> u64 {
     let server = Server::start(MISBEHAVE, 1, &["--max-memory", "32"]);
     let worker = server.booted_worker_pids()[0];
     assert_eq!(server.get("/count").status, 200);
     let before = support::peak_memory(worker);
-    assert_eq!(server.get(route).status, 500);
+    assert_eq!(
+        server.request(format!("GET {route} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n").as_bytes()).status,
+        500
+    );
     server.wait_for_line(&format!(
         "Guest failure handling request GET {route} HTTP/1.1: resource table has no free keys"
     ));

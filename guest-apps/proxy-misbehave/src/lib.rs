@@ -14,6 +14,8 @@
 //! - `/alloc`: grows its memory a MiB at a time without end.
 //! - `/big?bytes=N`: streams an N-byte body (`abc..z` repeated) with no declared length.
 //! - `/fields?kib=N`: keeps header maps of one N KiB header each until the host refuses one.
+//! - `/clones`: keeps copies of the request's header map (`fields.clone`), each with a name deleted that is not
+//!   there (a change, which copies the map the copy shares), until the host refuses one.
 //! - `/unsent`: keeps outgoing requests it never sends, each body written until it takes no more, until the host
 //!   refuses a resource.
 //! - `/count`: how many requests this instance has served `/count` (module state: 1 in a fresh instance).
@@ -105,6 +107,16 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                     held.push(fields);
                 }
                 format!("held {} header maps", held.len()).into_bytes()
+            }
+            "/clones" => {
+                let headers = request.headers();
+                let mut held = Vec::new();
+                loop {
+                    let copy = headers.clone();
+                    // Deleting a name that is not there changes nothing, and fails nothing: the host still copies.
+                    let _ = copy.delete("x-not-there");
+                    held.push(copy);
+                }
             }
             _ => b"proxy-misbehave: unknown route".to_vec(),
         };
