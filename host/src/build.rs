@@ -15,10 +15,16 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
 use crate::cli::PythonBuildArgs;
 use crate::planted::{Folder, Unreachable};
+
+/// What `-o` naming a folder is told.
+fn is_a_folder(args: &PythonBuildArgs) -> String {
+    format!("-o {} is a folder: name the component file to write", args.output.display())
+}
 
 /// Builds the component `args.output` from the WSGI app `args.target`.
 pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
@@ -37,10 +43,11 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
             let folder = args.output.parent().unwrap_or(Path::new("."));
             bail!("-o {}: the folder {} does not exist", args.output.display(), folder.display());
         }
+        Err(Unreachable::Io(err)) if err.raw_os_error() == Some(Errno::EISDIR as i32) => bail!(is_a_folder(args)),
         Err(unreachable) => return Err(unreachable.context(format!("-o {}", args.output.display()))),
     };
-    if folder.open_file(name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK, 0).is_ok() {
-        bail!("-o {} is a folder: name the component file to write", args.output.display());
+    if folder.open_file(name, OFlag::O_PATH | OFlag::O_DIRECTORY, 0).is_ok() {
+        bail!(is_a_folder(args));
     }
     let requirements = match &args.requirements {
         Some(path) => Some(

@@ -36,15 +36,14 @@ pub(crate) fn in_folder_others_control(path: &Path) -> bool {
 
 /// Refuses `path` (`what` names it: "the log file") when the way to its folder passes through a symlink that sits
 /// in a folder others control: whoever may change that folder may point the link at a folder of their choosing
-/// (/etc, say), and the server would create or write its file there; or when a name on the way cannot be looked
-/// at. A folder that is not there yet is left to the caller. The checks on the name itself (a symlink or another
-/// user's file at it) are the caller's. For a check made now and a file opened later by name: `Folder::holding`
-/// leaves no moment between.
+/// (/etc, say), and the server would create or write its file there. A way that ends early (a folder not there
+/// yet, one that cannot be entered) is left to the caller's own open to report. The checks on the name itself (a
+/// symlink or another user's file at it) are the caller's. For a check made now and a file opened later by name:
+/// `Folder::holding` leaves no moment between.
 pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()> {
-    match Folder::holding(path, what) {
-        Ok(_) => Ok(()),
-        Err(Unreachable::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(unreachable) => Err(unreachable.context(format!("cannot use {what} {}", path.display()))),
+    match walk(folder_of(path), path, what) {
+        Err(Unreachable::Planted(refusal)) => Err(refusal),
+        Ok(_) | Err(Unreachable::Io(_)) => Ok(()),
     }
 }
 
@@ -383,6 +382,9 @@ mod tests {
         // The name itself is the caller's to check; a folder not there yet has nothing on the way to follow.
         assert!(refuse_planted_links(&shared.join("link"), "the log file").is_ok());
         assert!(refuse_planted_links(&shared.join("missing/deeper/x.log"), "the log file").is_ok());
+        // A folder named with a slash at its end (the cache folder), and the current folder.
+        assert!(refuse_planted_links(&ours.join("logs/"), "the cache folder").is_ok());
+        assert!(refuse_planted_links(Path::new("."), "the cache folder").is_ok());
         // Through a link of ours to a shared folder, then its planted link.
         std::os::unix::fs::symlink(&shared, ours.join("to-shared")).unwrap();
         assert!(refuse_planted_links(&ours.join("to-shared/link/x.log"), "the log file").is_err());

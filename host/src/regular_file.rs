@@ -1,7 +1,7 @@
 //! Reading a file the operator names (a component, the config file, the app manifest, a pid file): only a regular
 //! file is read. Anything else is refused before it is read: a device such as /dev/zero would be read until memory
 //! runs out, and opening a FIFO would wait for a writer, which would hang a start or wedge the arbiter in a reload.
-//! The file is opened non-blocking, which changes nothing for a regular file.
+//! The file is opened non-blocking, which changes nothing for a regular file, and never as a controlling terminal.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -19,7 +19,8 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// The bytes of the regular file at `path`, refused when it holds more than `most`: a file someone else may have
 /// put at the name (a pid file in /tmp) is never read whole, however large (a sparse file of terabytes).
 pub(crate) fn read_at_most(path: &Path, most: u64) -> anyhow::Result<Vec<u8>> {
-    let file = OpenOptions::new().read(true).custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits()).open(path)?;
+    let flags = OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let file = OpenOptions::new().read(true).custom_flags(flags.bits()).open(path)?;
     read_file_at_most(file, most)
 }
 

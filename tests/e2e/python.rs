@@ -323,6 +323,16 @@ fn build_to_a_missing_folder_is_one_line_before_anything_is_installed() {
     assert!(!output.status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line, and no install: {stderr}");
     assert!(stderr.contains("/gone/app.wasm: the folder ") && stderr.contains("/gone does not exist"), "{stderr}");
+    // A folder, or a name that ends with a slash, is not a component's file name.
+    let folder = out.path().to_str().unwrap().to_string();
+    for output in [folder.clone(), format!("{folder}/"), format!("{folder}/new/")] {
+        let args = ["plain_app:application", "--src", src.to_str().unwrap(), "-o", &output];
+        let output = build(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(" is a folder: name the component file to write"), "{stderr}");
+    }
 }
 
 #[test]

@@ -102,7 +102,10 @@ const PID_FILE_MOST: u64 = 64;
 /// The pid a pid file holds; none when it is not a regular file (a FIFO planted there is never waited on) or is
 /// larger than a pid file (a huge file planted there is never read).
 fn read(folder: &Folder, name: &OsStr) -> Option<Pid> {
-    let file = folder.open_file(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0).ok()?;
+    // A pid file is put at its name by a rename, never as a link; and a terminal planted there would become the
+    // arbiter's controlling terminal (when it has none), whose ^C would stop the server.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY;
+    let file = folder.open_file(name, flags, 0).ok()?;
     let text = crate::regular_file::read_text_of(file, PID_FILE_MOST).ok()?;
     text.trim().parse().ok().map(Pid::from_raw)
 }

@@ -76,7 +76,8 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
     // Non-blocking while it opens: a FIFO at the name (one without a reader: a planted one) is then an error
     // instead of a wait that would hang the start or the arbiter's USR1; a pipe with a reader (`/dev/stdout`
     // under a supervisor) opens, and is made blocking again below.
-    let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NONBLOCK;
+    // Never a controlling terminal: a terminal at the name would otherwise become the arbiter's (when it has none).
+    let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
     if others_control_folder {
         flags |= OFlag::O_NOFOLLOW;
     }
