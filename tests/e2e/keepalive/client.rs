@@ -138,15 +138,29 @@ static TRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// A kept-alive connection that the worker `holder` holds (which worker takes a connection is the kernel's
 /// choice: connect until one lands there).
+///
+/// A new connection wakes the first of the workers waiting for one (EPOLLEXCLUSIVE), in an order that does not
+/// change: with every worker idle, the same one takes nearly every connection, and another only when it happens
+/// to be busy (60 tries in a row once all landed on the other worker). So each try after a miss first sends a
+/// request on the connection that missed: the worker that took it serves it while this one connects.
 pub(super) fn connection_on(server: &Server, holder: Pid) -> Client {
+    let mut missed: Option<Client> = None;
     for _ in 0..60 {
         // Each try has a request line of its own, for `served_by`.
         let attempt = TRIES.fetch_add(1, Ordering::Relaxed);
+        let busy = missed.take().map(|mut other| {
+            other.send(format!("GET /count?keeping-busy={attempt} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            other
+        });
         let mut client = Client::connect(server);
+        if let Some(mut busy) = busy {
+            assert_kept(&busy.response(), 200);
+        }
         assert_kept(&client.get("h", &format!("/count?try={attempt}")), 200);
         if served_by(server, &format!("GET /count?try={attempt} HTTP/1.1")) == holder {
             return client;
         }
+        missed = Some(client);
     }
     panic!("no connection landed on worker {holder}");
 }
