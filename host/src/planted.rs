@@ -171,10 +171,12 @@ fn walk(folder: &Path, named: &Path, what: &str) -> Result<Folder, Unreachable> 
         }
         pending.extend(steps(&target));
     }
-    if !is(&stat(&fd)?, SFlag::S_IFDIR) {
+    // One look at the folder reached says both what it is and who may change it.
+    let end = stat(&fd)?;
+    if !is(&end, SFlag::S_IFDIR) {
         return Err(io_error(Errno::ENOTDIR));
     }
-    Ok(Folder { others_control: others_control(&fd)?, fd })
+    Ok(Folder { others_control: others_may_change(end.st_mode, end.st_uid), fd })
 }
 
 /// The names of `path` to walk, the first one last: `None` for `..`.
