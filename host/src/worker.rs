@@ -296,8 +296,10 @@ fn serve_loop(
             inlet.take_new(epoll, &mut held, woken);
         }
         if let Some(arrived) = held.pop_ready() {
-            // The response says whether the connection stays: not when this is the worker's last request.
-            let last = setup.max_requests > 0 && served + 1 >= setup.max_requests;
+            // The response says whether the connection stays: not when this is the worker's last request, which
+            // it is at its --max-requests, or when it has outgrown --max-worker-memory.
+            let mut outgrown = if stopping { None } else { outgrown_memory(setup) };
+            let last = outgrown.is_some() || (setup.max_requests > 0 && served + 1 >= setup.max_requests);
             let keep_alive = !stopping && !last && held.has_idle_room();
             // Nothing reaches the heads while the guest runs: with none held now, the relay has nothing to pass
             // on and is not woken.
@@ -314,6 +316,12 @@ fn serve_loop(
                 woken = continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
                 continue;
             };
+            // A worker that outgrew its memory during a request leaves at once when that request's connection
+            // closed. One whose response promised the client another request serves it first (the check above
+            // makes it the last): closing now would meet that request on its way.
+            if !stopping && outgrown.is_none() && kept.is_none() {
+                outgrown = outgrown_memory(setup);
+            }
             if let Some(kept) = kept {
                 held.readmit(epoll, kept.conn, kept.peer, kept.local);
             }
@@ -327,7 +335,7 @@ fn serve_loop(
                     setup.site.app(app).guest.name
                 ));
             }
-            if !stopping && (app_limit || recycle_now(setup, served)) {
+            if !stopping && (app_limit || recycle_now(setup, served, outgrown)) {
                 // Leave like a graceful stop: what was already accepted is still served; idle connections close.
                 stopping = true;
             }
@@ -376,26 +384,28 @@ fn read_signals(signals: &SignalFd) -> Asked {
     asked
 }
 
-/// Whether the worker has served its `--max-requests` or outgrown `--max-worker-memory`, and should be replaced.
-fn recycle_now(setup: &Setup<'_>, served: u64) -> bool {
+/// Whether the worker has served its `--max-requests`, or has outgrown `--max-worker-memory` (`outgrown`, its
+/// resident memory then), and should be replaced.
+fn recycle_now(setup: &Setup<'_>, served: u64, outgrown: Option<u64>) -> bool {
     if setup.max_requests > 0 && served >= setup.max_requests {
         log::info(format_args!("Autorestarting worker after {served} requests (--max-requests)"));
         meter::leaving(counters::ExitReason::MaxRequests);
         return true;
     }
-    if let Some(limit) = setup.max_memory {
-        let resident = resident_memory();
-        if resident > limit {
-            log::info(format_args!(
-                "Autorestarting worker: resident memory {} MiB exceeds --max-worker-memory {} MiB",
-                resident >> 20,
-                limit >> 20
-            ));
-            meter::leaving(counters::ExitReason::MaxMemory);
-            return true;
-        }
-    }
-    false
+    let (Some(resident), Some(limit)) = (outgrown, setup.max_memory) else { return false };
+    log::info(format_args!(
+        "Autorestarting worker: resident memory {} MiB exceeds --max-worker-memory {} MiB",
+        resident >> 20,
+        limit >> 20
+    ));
+    meter::leaving(counters::ExitReason::MaxMemory);
+    true
+}
+
+/// The worker's resident memory when it exceeds `--max-worker-memory`.
+fn outgrown_memory(setup: &Setup<'_>) -> Option<u64> {
+    let limit = setup.max_memory?;
+    Some(resident_memory()).filter(|&resident| resident > limit)
 }
 
 /// The worker's resident memory in bytes, from /proc/self/statm (0 if it cannot be read).

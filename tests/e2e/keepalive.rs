@@ -294,6 +294,18 @@ fn max_requests_closes_with_the_last_response() {
 }
 
 #[test]
+fn max_worker_memory_closes_with_the_last_response() {
+    // A worker is always past 1 MiB: the request that finds it so is its last, and its response says so, rather
+    // than promising the client another request and closing under it.
+    let server = Server::start("sample:hello", 1, &["--max-worker-memory", "1", "--keep-alive", "60"]);
+    let mut client = Client::connect(&server);
+    assert_closing(&client.get("h", "/"), 200);
+    assert_eq!(client.end(), End::Closed);
+    server.wait_for_line("exceeds --max-worker-memory 1 MiB");
+    server.wait_for_count("Booting worker with pid", 2);
+}
+
+#[test]
 fn reload_closes_idle_connections_cleanly() {
     let server = Server::start("sample:hello", 1, &LINGER_UNTIL_KILLED);
     let mut client = Client::connect(&server);
