@@ -210,6 +210,11 @@ impl Arbiter {
                     self.tell_ready();
                     self.watch_predecessor();
                 }
+                // The shared pool hands requests over to the dedicated pools until its last worker leaves.
+                Some(stop) if stop.graceful && !stop.pools_told && !self.workers.any_front_door() => {
+                    self.workers.stop_all(false, stop.deadline);
+                    self.stop = Some(Stop { pools_told: true, ..*stop });
+                }
                 Some(stop) if self.workers.is_empty() => {
                     let code = stop.exit_code;
                     self.shut_down();
@@ -266,10 +271,13 @@ impl Arbiter {
         }
         self.listeners.clear();
         self.metrics.set_stopping();
-        self.stop = Some(Stop { graceful, deadline: Instant::now() + self.config.graceful_timeout, exit_code });
+        let deadline = Instant::now() + self.config.graceful_timeout;
+        self.stop = Some(Stop { graceful, deadline, exit_code, pools_told: false });
         self.workers.mark_server_stopping(&self.heartbeats);
         if graceful {
-            self.workers.stop_all(self.config.graceful_timeout);
+            // The shared pool first: what its workers took from the listeners may be for a dedicated pool, whose
+            // workers stay to serve it (told to stop once the shared pool has left, within the same deadline).
+            self.workers.stop_all(true, deadline);
         } else {
             self.workers.kill_all(Signal::SIGINT);
         }
@@ -370,7 +378,7 @@ impl Arbiter {
         close_in_child.push(self.signals.raw_fd());
         close_in_child.extend(self.metrics.own_fds());
         let pid = spawn::worker(setup, &close_in_child)?;
-        self.workers.add(pid, slot, generation);
+        self.workers.add(pid, slot, generation, dedicated.is_none());
         self.metrics.worker_started(slot, pid, pool);
         Ok(())
     }

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -612,6 +613,31 @@ fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() 
     held.write_all(b"x").unwrap();
     let response = crate::support::read_response(held);
     assert_eq!((response.status, response.text().as_str()), (200, "stashed"), "{}", server.log_text());
+}
+
+#[test]
+fn a_request_for_a_dedicated_pool_read_before_a_graceful_stop_is_served() {
+    let site = Site::new(SLOW_POOL);
+    let mut server = site.serve(1, 2, &[]);
+    let (slow, shared) = pool_pids(&server, "slow");
+    // The shared worker holds the start of a head for slow when the server is told to stop.
+    let mut stream = connect_sending(server.port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\n");
+    eventually("the shared worker to read it", || read_by_server(server.port, &stream));
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    // slow's worker held nothing: it left at once, and the head, once whole, was handed to nobody and answered
+    // 503. It now stays until the shared pool has left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while is_alive(slow[0]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(is_alive(shared[0]), "the shared worker waits for the head it holds");
+    stream.write_all(b"\r\n").unwrap();
+    let response = crate::support::read_response(stream);
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 0 s"), "{}", server.log_text());
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    let log = server.log_text();
+    assert!(!log.contains("left in the pools' channels 503"), "{log}");
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub(super) struct Stop {
     pub(super) graceful: bool,
     pub(super) deadline: Instant,
     pub(super) exit_code: u8,
+    /// The dedicated pools' workers were told to stop: in a graceful stop, once the shared pool has left.
+    pub(super) pools_told: bool,
 }
 
 /// The arbiter's state: its configuration, sockets, workers and pools, and what it is in the middle of.

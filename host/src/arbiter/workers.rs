@@ -41,6 +41,9 @@ pub(super) struct WorkerRecord {
     graceful_deadline: Option<Instant>,
     /// It was retired: sent SIGTERM while the listeners stay open for other workers.
     retired: bool,
+    /// A worker of the shared pool: it takes the connections from the listeners and hands the requests for a
+    /// dedicated pool over to that pool's workers.
+    front_door: bool,
 }
 
 impl WorkerRecord {
@@ -70,7 +73,7 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    pub(super) fn add(&mut self, pid: Pid, slot: usize, generation: u64) {
+    pub(super) fn add(&mut self, pid: Pid, slot: usize, generation: u64, front_door: bool) {
         let record = WorkerRecord {
             slot,
             generation,
@@ -79,6 +82,7 @@ impl Workers {
             aborted: None,
             graceful_deadline: None,
             retired: false,
+            front_door,
         };
         self.records.insert(pid, record);
     }
@@ -172,14 +176,18 @@ impl Workers {
         }
     }
 
-    /// The server stops: SIGTERM to every worker, each given `graceful` (or what it has left of an earlier
-    /// retirement).
-    pub(super) fn stop_all(&mut self, graceful: Duration) {
-        let deadline = Instant::now() + graceful;
-        for (pid, record) in &mut self.records {
+    /// The server stops: SIGTERM to every worker of the shared pool (`front_door`), or to every other, each given
+    /// until `deadline` (or what it has left of an earlier retirement).
+    pub(super) fn stop_all(&mut self, front_door: bool, deadline: Instant) {
+        for (pid, record) in self.records.iter_mut().filter(|(_, record)| record.front_door == front_door) {
             record.graceful_deadline = Some(earliest(record.graceful_deadline, deadline));
             deliver(*pid, Signal::SIGTERM);
         }
+    }
+
+    /// Whether a worker of the shared pool is still running.
+    pub(super) fn any_front_door(&self) -> bool {
+        self.records.values().any(|record| record.front_door)
     }
 
     /// Sends SIGABRT to workers retired or stopped and still running past their graceful timeout.
