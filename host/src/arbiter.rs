@@ -210,15 +210,15 @@ impl Arbiter {
                     self.tell_ready();
                     self.watch_predecessor();
                 }
-                // The shared pool hands requests over to the dedicated pools until its last worker leaves.
-                Some(stop) if stop.graceful && !stop.pools_told && !self.workers.any_front_door() => {
-                    self.workers.stop_all(false, stop.deadline);
-                    self.stop = Some(Stop { pools_told: true, ..*stop });
-                }
                 Some(stop) if self.workers.is_empty() => {
                     let code = stop.exit_code;
                     self.shut_down();
                     return Ok(ExitCode::from(code));
+                }
+                // The shared pool hands requests over to the dedicated pools until its last worker leaves.
+                Some(stop) if stop.graceful && !stop.pools_told && !self.workers.any_front_door() => {
+                    self.workers.stop_all(false, stop.deadline);
+                    self.stop = Some(Stop { pools_told: true, ..*stop });
                 }
                 // A graceful stop's overdue workers get SIGABRT, then SIGKILL, from `abort_overdue`.
                 Some(stop) if !stop.graceful && Instant::now() >= stop.deadline => {

@@ -182,7 +182,8 @@ pub(crate) struct ServeArgs {
     #[arg(long = "max-requests-jitter", value_name = "INT", default_value_t = 0)]
     pub max_requests_jitter: u64,
 
-    /// A worker whose resident memory exceeds this many MiB after a request is replaced (0: never).
+    /// A worker whose resident memory exceeds this many MiB is replaced (0: never): at once after a request whose
+    /// connection closed, otherwise after its next request, whose response says Connection: close.
     #[arg(long = "max-worker-memory", value_name = "MIB", default_value_t = 0)]
     pub max_worker_memory: u64,
 

@@ -292,6 +292,13 @@ fn serve_loop(
             }
             held.close_idle(epoll);
         }
+        // The server stops, and this worker, a dedicated pool's, is told to only once the shared pool has left:
+        // meanwhile it serves what is handed to it, but keeps no connection idle (its next request could be for
+        // the shared pool, which takes no more) and is not replaced (nothing would replace it).
+        let awaiting_stop = !stopping && setup.slot.is_server_stopping();
+        if awaiting_stop {
+            held.close_idle(epoll);
+        }
         if !stopping {
             inlet.take_new(epoll, &mut held, woken);
         }
@@ -300,7 +307,7 @@ fn serve_loop(
             // it is at its --max-requests, or when it has outgrown --max-worker-memory.
             let mut outgrown = if stopping { None } else { outgrown_memory(setup) };
             let last = outgrown.is_some() || (setup.max_requests > 0 && served + 1 >= setup.max_requests);
-            let keep_alive = !stopping && !last && held.has_idle_room();
+            let keep_alive = !stopping && !awaiting_stop && !last && held.has_idle_room();
             // Nothing reaches the heads while the guest runs: with none held now, the relay has nothing to pass
             // on and is not woken.
             let relayable = held.held() + held.idle_count() > 0;
@@ -335,7 +342,7 @@ fn serve_loop(
                     setup.site.app(app).guest.name
                 ));
             }
-            if !stopping && (app_limit || recycle_now(setup, served, outgrown)) {
+            if !stopping && !awaiting_stop && (app_limit || recycle_now(setup, served, outgrown)) {
                 // Leave like a graceful stop: what was already accepted is still served; idle connections close.
                 stopping = true;
             }

@@ -631,6 +631,7 @@ fn a_request_for_a_dedicated_pool_read_before_a_graceful_stop_is_served() {
     while is_alive(slow[0]) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(is_alive(slow[0]), "slow's worker stays while the shared pool may hand it a request");
     assert!(is_alive(shared[0]), "the shared worker waits for the head it holds");
     stream.write_all(b"\r\n").unwrap();
     let response = crate::support::read_response(stream);
