@@ -333,7 +333,10 @@ fn serve_loop(
                 held.readmit(epoll, kept.conn, kept.peer, kept.local);
             }
             served += 1;
-            let app_limit = !stopping && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
+            // Read again: the server may have begun to stop while the guest ran.
+            let awaiting_stop = !stopping && setup.slot.is_server_stopping();
+            let app_limit =
+                !stopping && !awaiting_stop && matches!(setup.pool, PoolKey::Shared) && dispatch.app_limit_reached(app);
             if app_limit {
                 meter::leaving(counters::ExitReason::MaxRequests);
                 log::info(format_args!(

@@ -618,27 +618,57 @@ fn requests_waiting_for_a_pool_a_reload_removes_are_served_by_the_shared_pool() 
 #[test]
 fn a_request_for_a_dedicated_pool_read_before_a_graceful_stop_is_served() {
     let site = Site::new(SLOW_POOL);
-    let mut server = site.serve(1, 2, &[]);
+    let server = site.serve(1, 2, &[]);
     let (slow, shared) = pool_pids(&server, "slow");
-    // The shared worker holds the start of a head for slow when the server is told to stop.
-    let mut stream = connect_sending(server.port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\n");
-    eventually("the shared worker to read it", || read_by_server(server.port, &stream));
+    let half = half_a_head_for_slow(&server);
     server.signal(Signal::SIGTERM);
     server.wait_for_line("Handling signal: term");
     // slow's worker held nothing: it left at once, and the head, once whole, was handed to nobody and answered
     // 503. It now stays until the shared pool has left.
+    the_rest_of_the_head_is_served(server, slow[0], shared[0], half);
+}
+
+#[test]
+fn a_dedicated_worker_reaching_max_requests_during_a_graceful_stop_stays_for_what_is_handed_to_it() {
+    let site = Site::new(SLOW_POOL);
+    let server = site.serve(1, 2, &["--max-requests", "1"]);
+    let (slow, shared) = pool_pids(&server, "slow");
+    // slow's worker runs its one request (it waits for its body) when the stop begins.
+    let mut held = held_request(server.port, "slow.test");
+    server.wait_for_line("app=slow] stashed");
+    let half = half_a_head_for_slow(&server);
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    held.write_all(b"x").unwrap();
+    let response = crate::support::read_response(held);
+    assert_eq!((response.status, response.text().as_str()), (200, "stashed"), "{}", server.log_text());
+    // It is not recycled by --max-requests: nothing would replace it during the stop.
+    the_rest_of_the_head_is_served(server, slow[0], shared[0], half);
+}
+
+/// The start of a head for slow, which the shared worker has read.
+fn half_a_head_for_slow(server: &Server) -> std::net::TcpStream {
+    let stream = connect_sending(server.port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: slow.test\r\n");
+    eventually("the shared worker to read it", || read_by_server(server.port, &stream));
+    stream
+}
+
+/// After `TERM`, while the shared worker holds the start of a head for slow: slow's worker stays (before, it
+/// left within a second), the head once whole is served, and the server exits 0 having answered nothing 503.
+fn the_rest_of_the_head_is_served(mut server: Server, slow: Pid, shared: Pid, mut half: std::net::TcpStream) {
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    while is_alive(slow[0]) && std::time::Instant::now() < deadline {
+    while is_alive(slow) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(is_alive(slow[0]), "slow's worker stays while the shared pool may hand it a request");
-    assert!(is_alive(shared[0]), "the shared worker waits for the head it holds");
-    stream.write_all(b"\r\n").unwrap();
-    let response = crate::support::read_response(stream);
+    assert!(is_alive(slow), "slow's worker stays while the shared pool may hand it a request");
+    assert!(is_alive(shared), "the shared worker waits for the head it holds");
+    half.write_all(b"\r\n").unwrap();
+    let response = crate::support::read_response(half);
     assert_eq!((response.status, response.text().as_str()), (200, "slept 0 s"), "{}", server.log_text());
     assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
     let log = server.log_text();
     assert!(!log.contains("left in the pools' channels 503"), "{log}");
+    assert!(!log.contains("Autorestarting"), "{log}");
 }
 
 #[test]
