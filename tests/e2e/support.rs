@@ -328,6 +328,11 @@ fn tcp_socket(local: u16, remote: u16) -> Option<TcpSocket> {
     tcp_sockets().into_iter().find(|socket| socket.local_port == local && socket.remote_port == remote)
 }
 
+/// Whether a socket listens on `port`, from /proc/net/tcp.
+pub(crate) fn listening_on(port: u16) -> bool {
+    tcp_sockets().iter().any(|socket| socket.local_port == port && socket.state == "0A")
+}
+
 /// How many established TCP connections have `port` as their local port (the server's side of each, accepted
 /// or still queued), from /proc/net/tcp.
 pub(crate) fn established_to(port: u16) -> usize {

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use crate::support::{
     Server, Site, command, concurrently, connect_sending, eventually, held_request, is_alive, leave_room_for,
-    read_by_server, status_field,
+    listening_on, read_by_server, status_field,
 };
 
 /// The three apps: `hello` on host a.test, `echo` under /echo on any host, and the `misbehave` guest
@@ -621,8 +621,7 @@ fn a_request_for_a_dedicated_pool_read_before_a_graceful_stop_is_served() {
     let server = site.serve(1, 2, &[]);
     let (slow, shared) = pool_pids(&server, "slow");
     let half = half_a_head_for_slow(&server);
-    server.signal(Signal::SIGTERM);
-    server.wait_for_line("Handling signal: term");
+    stop_gracefully(&server);
     // slow's worker held nothing: it left at once, and the head, once whole, was handed to nobody and answered
     // 503. It now stays until the shared pool has left.
     the_rest_of_the_head_is_served(server, slow[0], shared[0], half);
@@ -637,13 +636,19 @@ fn a_dedicated_worker_reaching_max_requests_during_a_graceful_stop_stays_for_wha
     let mut held = held_request(server.port, "slow.test");
     server.wait_for_line("app=slow] stashed");
     let half = half_a_head_for_slow(&server);
-    server.signal(Signal::SIGTERM);
-    server.wait_for_line("Handling signal: term");
+    stop_gracefully(&server);
     held.write_all(b"x").unwrap();
     let response = crate::support::read_response(held);
     assert_eq!((response.status, response.text().as_str()), (200, "stashed"), "{}", server.log_text());
     // It is not recycled by --max-requests: nothing would replace it during the stop.
     the_rest_of_the_head_is_served(server, slow[0], shared[0], half);
+}
+
+/// Sends `TERM` and waits until the shared worker has let go of the listeners: it got its SIGTERM, which the
+/// arbiter sends after it has marked every worker's slot with the stop.
+fn stop_gracefully(server: &Server) {
+    server.signal(Signal::SIGTERM);
+    eventually("the shared worker to close the listeners", || !listening_on(server.port));
 }
 
 /// The start of a head for slow, which the shared worker has read.
