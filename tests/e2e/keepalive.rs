@@ -509,6 +509,38 @@ fn each_request_of_a_connection_is_routed_on_its_own() {
     eventually("four access-log lines", || server.log_text().matches("> GET /").count() >= 4);
 }
 
+/// Two dedicated pools, `a` and `b`, beside the shared pool's `www`.
+const TWO_POOLS: &str = "[[app]]\nname = \"www\"\ncomponent = \"sample:hello\"\n\n\
+[[app]]\nname = \"a\"\ncomponent = \"sample:echo\"\nhosts = [\"a.test\"]\nworkers = 1\n\n\
+[[app]]\nname = \"b\"\ncomponent = \"sample:hello\"\nhosts = [\"b.test\"]\nworkers = 1\n";
+
+#[test]
+fn a_request_on_a_dedicated_workers_connection_is_routed_by_the_site_a_reload_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, TWO_POOLS).unwrap();
+    let apps = manifest.to_str().unwrap();
+    let timeouts = ["--graceful-timeout", "1", "--keep-alive", "30"];
+    let server = Server::spawn(command(
+        &[&["serve", "--apps", apps, "--bind", "127.0.0.1:0", "-w", "1"], &timeouts[..]].concat(),
+    ));
+    server.wait_for_count("Booting worker with pid", 3);
+    let mut client = Client::connect(&server);
+    // Handed to a's worker, which keeps the connection.
+    assert_kept(&client.get("a.test", "/"), 200);
+    // b moves to the shared pool. a's pool is not replaced: its worker keeps the site it was started with.
+    std::fs::write(&manifest, TWO_POOLS.replace("hosts = [\"b.test\"]\nworkers = 1\n", "hosts = [\"b.test\"]\n"))
+        .unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    // b's old pool's channel is watched, and what reaches it passed to the shared pool, only until the retired
+    // workers are gone (the graceful timeout and 2 s). a's worker sent b's requests there: past that, 503.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let b = client.get("b.test", "/");
+    assert_eq!((b.status, b.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
+    assert!(!server.log_text().contains("connections waiting for"), "{}", server.log_text());
+}
+
 #[test]
 fn a_connection_handed_to_another_pool_leaves_no_watch_in_the_worker_it_left() {
     let (_dir, server) = serve_apps("1");

@@ -1,8 +1,8 @@
 //! What a worker does with a request whose head has arrived: the router picks the app; an app this worker runs
 //! serves it here, an app of another pool gets the connection handed over (503 at once when that pool's queue is
 //! full), and a request no app takes is answered 404 by the host. Every request of a kept-alive connection is
-//! routed afresh, so a dedicated pool's worker hands a request for another app back (to the shared pool, which
-//! routes it, or to that app's pool).
+//! routed afresh, so a dedicated pool's worker hands a request for another app back to the shared pool, which
+//! routes it with the current site.
 
 use std::collections::BTreeMap;
 
@@ -108,12 +108,17 @@ impl<'a> Dispatch<'a> {
                 self.served[app.index()] += 1;
                 Handled::Served { app, kept }
             }
-            None => self.hand_over(epoll, app, &script_name, arrived),
+            None => self.hand_over(epoll, app, &script_name, arrived, slot.is_server_stopping()),
         }
     }
 
-    fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived) -> Handled {
-        hand_over(self.site, self.channels, self.own, epoll, (app, script_name), arrived)
+    fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived, stopping: bool) -> Handled {
+        // A dedicated pool's worker keeps the site it was started with: a reload that changes only other apps
+        // does not replace it, and the pool it would pick may be gone (its channel then reaches nobody). What it
+        // cannot serve goes to the shared pool, which routes it with the current site. Not while the server
+        // stops: the shared pool then takes no more, and no reload comes.
+        let to = if *self.own == PoolKey::Shared || stopping { self.site.pool_of(app) } else { PoolKey::Shared };
+        hand_over_to(self.site, self.channels, self.own, epoll, (app, script_name, to), arrived)
     }
 
     /// Whether an app this worker serves has reached its own `max_requests`.
@@ -140,8 +145,19 @@ pub(super) fn hand_over(
     (app, script_name): (AppId, &str),
     arrived: Arrived,
 ) -> Handled {
+    hand_over_to(site, channels, own, epoll, (app, script_name, site.pool_of(app)), arrived)
+}
+
+/// `hand_over`, to pool `pool`: the app's own, or the shared pool, which routes what it gets.
+fn hand_over_to(
+    site: &Site,
+    channels: &BTreeMap<PoolKey, Channel>,
+    own: &PoolKey,
+    epoll: &Epoll,
+    (app, script_name, pool): (AppId, &str, PoolKey),
+    arrived: Arrived,
+) -> Handled {
     let name = &site.app(app).guest.name;
-    let pool = site.pool_of(app);
     let channel = channels.get(&pool).filter(|_| pool != *own);
     let Some(channel) = channel else {
         // Its own pool: an app this worker does not run (it is stopped).
