@@ -273,7 +273,7 @@ impl Arbiter {
         self.metrics.set_stopping();
         let deadline = Instant::now() + self.config.graceful_timeout;
         self.stop = Some(Stop { graceful, deadline, exit_code, pools_told: false });
-        self.workers.mark_server_stopping(&self.heartbeats);
+        self.workers.mark_server_stopping(&self.heartbeats, self.successor.is_some());
         if graceful {
             // The shared pool first: what its workers took from the listeners may be for a dedicated pool, whose
             // workers stay to serve it (told to stop once the shared pool has left, within the same deadline).

@@ -125,10 +125,11 @@ impl Workers {
     }
 
     /// Marks every worker's slot before the server stops them: a worker that dies then answers what its listeners
-    /// queued (see `worker::farewell`), since no worker will accept it any more.
-    pub(super) fn mark_server_stopping(&self, heartbeats: &Heartbeats) {
+    /// queued (see `worker::farewell`), since no worker will accept it any more, unless a `successor` arbiter
+    /// shares the listeners.
+    pub(super) fn mark_server_stopping(&self, heartbeats: &Heartbeats, successor: bool) {
         for record in self.records.values() {
-            heartbeats.slot(record.slot).mark_server_stopping();
+            heartbeats.slot(record.slot).mark_server_stopping(successor);
         }
     }
 

@@ -10,7 +10,8 @@
 //! end the process. The request in flight is cut.
 //! When the server stops (the arbiter marks the worker's slot first), the handler also accepts what the kernel
 //! queued on the listeners the worker still holds and answers it the same way: a worker busy in a guest never
-//! took those, and once the last copy of a listener closes, the kernel would reset them.
+//! took those, and once the last copy of a listener closes, the kernel would reset them. Not when a successor
+//! arbiter (SIGUSR2) shares the listeners: its workers serve what waits there.
 //! The handler makes only async-signal-safe calls (accept4, send, recv, shutdown, close, sigaction,
 //! pthread_self, pthread_kill, raise) and touches nothing but atomics.
 
@@ -206,7 +207,7 @@ extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
     let mut answered = answer_all();
     // SAFETY: the pointer is null or the worker's slot in the heartbeat table, a mapping never unmapped.
     if let Some(slot) = unsafe { SLOT.load(Ordering::Acquire).as_ref() } {
-        if slot.is_server_stopping() {
+        if slot.leaves_the_listen_queues_to_nobody() {
             answered += answer_listen_queues();
         }
         slot.record_answered_at_death(answered);

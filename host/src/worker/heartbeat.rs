@@ -31,8 +31,8 @@ pub(crate) struct Slot {
     retiring: AtomicU32,
     /// How many queued connections the worker answered 503 when it was killed.
     answered_at_death: AtomicU32,
-    /// Set by the arbiter before it stops the worker with the server: no other worker will take what the
-    /// listeners queued.
+    /// Set by the arbiter before it stops the worker with the server: 1 when no other worker will take what the
+    /// listeners queued, 2 when a successor arbiter (SIGUSR2) shares the listeners and its workers will.
     server_stopping: AtomicU32,
 }
 
@@ -132,14 +132,21 @@ impl Slot {
         self.retiring.load(Ordering::Acquire) == 1
     }
 
-    /// The arbiter stops the worker with the server (set before its signal).
-    pub(crate) fn mark_server_stopping(&self) {
-        self.server_stopping.store(1, Ordering::Release);
+    /// The arbiter stops the worker with the server (set before its signal); `successor`: a new arbiter shares
+    /// the listeners.
+    pub(crate) fn mark_server_stopping(&self, successor: bool) {
+        self.server_stopping.store(if successor { 2 } else { 1 }, Ordering::Release);
     }
 
-    /// Read by the worker's SIGABRT handler (a plain atomic load), and by a request whose guest ran meanwhile:
-    /// its response then says `Connection: close`.
+    /// Read by a request whose guest ran meanwhile (its response then says `Connection: close`), and by a
+    /// dedicated pool's worker waiting for the shared pool to leave.
     pub(crate) fn is_server_stopping(&self) -> bool {
+        self.server_stopping.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether what waits in the listen queues is left to nobody once this worker is gone: the server stops and no
+    /// successor shares the listeners. Read by the worker's SIGABRT handler (a plain atomic load).
+    pub(crate) fn leaves_the_listen_queues_to_nobody(&self) -> bool {
         self.server_stopping.load(Ordering::Acquire) == 1
     }
 
