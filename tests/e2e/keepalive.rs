@@ -6,6 +6,7 @@
 mod client;
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -514,17 +515,46 @@ const TWO_POOLS: &str = "[[app]]\nname = \"www\"\ncomponent = \"sample:hello\"\n
 [[app]]\nname = \"a\"\ncomponent = \"sample:echo\"\nhosts = [\"a.test\"]\nworkers = 1\n\n\
 [[app]]\nname = \"b\"\ncomponent = \"sample:hello\"\nhosts = [\"b.test\"]\nworkers = 1\n";
 
-#[test]
-fn a_request_on_a_dedicated_workers_connection_is_routed_by_the_site_a_reload_made() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("apps.toml");
-    std::fs::write(&manifest, TWO_POOLS).unwrap();
+/// `manifest` served with one shared worker, `--graceful-timeout 1` and `--keep-alive 30`, once its three workers
+/// have booted.
+fn serve_two_pools(manifest: &std::path::Path) -> Server {
     let apps = manifest.to_str().unwrap();
     let timeouts = ["--graceful-timeout", "1", "--keep-alive", "30"];
     let server = Server::spawn(command(
         &[&["serve", "--apps", apps, "--bind", "127.0.0.1:0", "-w", "1"], &timeouts[..]].concat(),
     ));
     server.wait_for_count("Booting worker with pid", 3);
+    server
+}
+
+#[test]
+fn a_request_on_a_dedicated_workers_connection_for_another_pool_waits_for_no_shared_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    // www, on the shared pool, is the misbehave guest.
+    std::fs::write(&manifest, TWO_POOLS.replacen("sample:hello", MISBEHAVE, 1)).unwrap();
+    let server = serve_two_pools(&manifest);
+    // The shared pool's one worker runs a request that waits for its body.
+    let mut busy = crate::support::held_request(server.port, "www.test");
+    server.wait_for_line("stashed");
+    let mut client = Client::connect(&server);
+    // Handed to a's worker by the busy worker's front door, then from a's worker to b's.
+    assert_kept(&client.get("a.test", "/"), 200);
+    let b = client.get("b.test", "/");
+    assert_kept(&b, 200);
+    assert_eq!(b.text(), "Hello, World!");
+    // Had b's request waited for the shared worker, it would have been served only once the held request's body
+    // timed out (--client-timeout), and that request answered 503.
+    busy.write_all(b"x").unwrap();
+    assert_eq!(crate::support::read_response(busy).status, 200);
+}
+
+#[test]
+fn a_request_on_a_dedicated_workers_connection_is_routed_by_the_site_a_reload_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("apps.toml");
+    std::fs::write(&manifest, TWO_POOLS).unwrap();
+    let server = serve_two_pools(&manifest);
     let mut client = Client::connect(&server);
     // Handed to a's worker, which keeps the connection.
     assert_kept(&client.get("a.test", "/"), 200);
@@ -535,7 +565,7 @@ fn a_request_on_a_dedicated_workers_connection_is_routed_by_the_site_a_reload_ma
     server.wait_for_line("Reload complete");
     // b's old pool's channel is watched, and what reaches it passed to the shared pool, only until the retired
     // workers are gone (the graceful timeout and 2 s). a's worker sent b's requests there: past that, 503.
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    std::thread::sleep(std::time::Duration::from_millis(4500));
     let b = client.get("b.test", "/");
     assert_eq!((b.status, b.text().as_str()), (200, "Hello, World!"), "{}", server.log_text());
     assert!(!server.log_text().contains("connections waiting for"), "{}", server.log_text());

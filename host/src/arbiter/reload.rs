@@ -154,6 +154,15 @@ impl Arbiter {
         for run in previous.pools.values().filter(|run| !current.contains(&run.generation)) {
             self.workers.retire_generation(run.generation, self.config.graceful_timeout, &self.heartbeats);
         }
+        // A dedicated pool the reload kept routes with the site its workers started with: what they cannot serve
+        // then goes to the shared pool, which routes it with this one.
+        for (_, run) in self
+            .pools
+            .iter()
+            .filter(|(key, run)| matches!(key, PoolKey::Dedicated(_)) && !previous.fresh.contains(&run.generation))
+        {
+            self.workers.mark_routes_stale(run.generation, &self.heartbeats);
+        }
         self.previous = None;
         self.orphan_unused_channels();
         log::info("Reload complete: the new workers serve");

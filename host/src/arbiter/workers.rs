@@ -133,6 +133,13 @@ impl Workers {
         }
     }
 
+    /// Marks the workers of `generation`, which a reload kept, as routing with an out-of-date site.
+    pub(super) fn mark_routes_stale(&self, generation: u64, heartbeats: &Heartbeats) {
+        for record in self.records.values().filter(|record| record.generation == generation) {
+            heartbeats.slot(record.slot).mark_routes_stale();
+        }
+    }
+
     pub(super) fn kill_all(&mut self, signal: Signal) {
         let pids: Vec<Pid> = self.records.keys().copied().collect();
         for pid in pids {

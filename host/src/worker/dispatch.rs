@@ -1,8 +1,9 @@
 //! What a worker does with a request whose head has arrived: the router picks the app; an app this worker runs
 //! serves it here, an app of another pool gets the connection handed over (503 at once when that pool's queue is
 //! full), and a request no app takes is answered 404 by the host. Every request of a kept-alive connection is
-//! routed afresh, so a dedicated pool's worker hands a request for another app back to the shared pool, which
-//! routes it with the current site.
+//! routed afresh, so a dedicated pool's worker hands a request for another app back (to the shared pool, which
+//! routes it, or to that app's pool; to the shared pool whenever a reload has changed the site since the worker
+//! started).
 
 use std::collections::BTreeMap;
 
@@ -108,16 +109,17 @@ impl<'a> Dispatch<'a> {
                 self.served[app.index()] += 1;
                 Handled::Served { app, kept }
             }
-            None => self.hand_over(epoll, app, &script_name, arrived, slot.is_server_stopping()),
+            None => self.hand_over(epoll, app, &script_name, arrived, slot),
         }
     }
 
-    fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived, stopping: bool) -> Handled {
-        // A dedicated pool's worker keeps the site it was started with: a reload that changes only other apps
-        // does not replace it, and the pool it would pick may be gone (its channel then reaches nobody). What it
-        // cannot serve goes to the shared pool, which routes it with the current site. Not while the server
-        // stops: the shared pool then takes no more, and no reload comes.
-        let to = if *self.own == PoolKey::Shared || stopping { self.site.pool_of(app) } else { PoolKey::Shared };
+    fn hand_over(&self, epoll: &Epoll, app: AppId, script_name: &str, arrived: Arrived, slot: &Slot) -> Handled {
+        // A dedicated pool's worker that a reload kept routes with the site it was started with, and the pool it
+        // would pick may be gone (its channel then reaches nobody): what it cannot serve goes to the shared pool,
+        // which routes it with the current site. Not while the server stops: the shared pool then takes no more,
+        // and no reload comes.
+        let stale = *self.own != PoolKey::Shared && slot.routes_stale() && !slot.is_server_stopping();
+        let to = if stale { PoolKey::Shared } else { self.site.pool_of(app) };
         hand_over_to(self.site, self.channels, self.own, epoll, (app, script_name, to), arrived)
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Slot {
     retiring: AtomicU32,
     /// How many queued connections the worker answered 503 when it was killed.
     answered_at_death: AtomicU32,
+    /// Set by the arbiter when a reload kept the worker but changed the site: its routes are out of date.
+    routes_stale: AtomicU32,
     /// Set by the arbiter before it stops the worker with the server: 1 when no other worker will take what the
     /// listeners queued, 2 when a successor arbiter (SIGUSR2) shares the listeners and its workers will.
     server_stopping: AtomicU32,
@@ -83,6 +85,7 @@ impl Slot {
         self.text_len.store(0, Ordering::Relaxed);
         self.retiring.store(0, Ordering::Relaxed);
         self.answered_at_death.store(0, Ordering::Relaxed);
+        self.routes_stale.store(0, Ordering::Relaxed);
         self.server_stopping.store(0, Ordering::Relaxed);
         self.ready.store(0, Ordering::Release);
     }
@@ -130,6 +133,16 @@ impl Slot {
 
     pub(crate) fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Acquire) == 1
+    }
+
+    /// A reload kept the worker (its pool did not change) but not the rest of the site it was started with.
+    pub(crate) fn mark_routes_stale(&self) {
+        self.routes_stale.store(1, Ordering::Release);
+    }
+
+    /// Whether the worker's site is older than the arbiter's: it then routes nothing itself.
+    pub(crate) fn routes_stale(&self) -> bool {
+        self.routes_stale.load(Ordering::Acquire) == 1
     }
 
     /// The arbiter stops the worker with the server (set before its signal); `successor`: a new arbiter shares
