@@ -273,7 +273,7 @@ impl Arbiter {
         self.metrics.set_stopping();
         let deadline = Instant::now() + self.config.graceful_timeout;
         self.stop = Some(Stop { graceful, deadline, exit_code, pools_told: false });
-        self.workers.mark_server_stopping(&self.heartbeats, self.successor.is_some());
+        self.mark_workers_stopping();
         if graceful {
             // The shared pool first: what its workers took from the listeners may be for a dedicated pool, whose
             // workers stay to serve it (told to stop once the shared pool has left, within the same deadline).
@@ -281,6 +281,13 @@ impl Arbiter {
         } else {
             self.workers.kill_all(Signal::SIGINT);
         }
+    }
+
+    /// Marks every worker's slot with the stop, and whether another arbiter's workers share the listeners (the
+    /// successor of a `USR2` upgrade, or the predecessor of this one): its workers then serve what waits there.
+    fn mark_workers_stopping(&self) {
+        let shared = self.successor.is_some() || self.predecessor.is_some();
+        self.workers.mark_server_stopping(&self.heartbeats, shared);
     }
 
     fn shut_down(&mut self) {
@@ -390,6 +397,10 @@ impl Arbiter {
                 let how = spawn::describe_status(Ok(status));
                 log::error(format_args!("The new arbiter (pid:{pid}) of the upgrade exited: {how}"));
                 self.successor = None;
+                if self.stop.is_some() {
+                    // What waits in the listen queues is left to nobody now.
+                    self.mark_workers_stopping();
+                }
                 continue;
             }
             if self.metrics.reaped(pid, status) {

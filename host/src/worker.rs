@@ -284,10 +284,12 @@ fn serve_loop(
                 ));
             } else {
                 // The server stops: take everything the kernel and the pool's channel already hold for us, then
-                // no more.
+                // no more. What the listeners hold is left to the workers of another arbiter that shares them
+                // (a USR2 upgrade's).
                 with_server = true;
                 held.keep_every_head();
-                while inlet.take_waiting(epoll, &mut held, true) {}
+                let listen_queues_too = setup.slot.leaves_the_listen_queues_to_nobody();
+                while inlet.take_waiting(epoll, &mut held, true, listen_queues_too) {}
                 inlet.let_go_of_listeners(epoll)?;
             }
             held.close_idle(epoll);
