@@ -283,11 +283,11 @@ impl Arbiter {
         }
     }
 
-    /// Marks every worker's slot with the stop, and whether another arbiter's workers share the listeners (the
-    /// successor of a `USR2` upgrade, or the predecessor of this one): its workers then serve what waits there.
+    /// Marks every worker's slot with the stop, and whether the successor of a `USR2` upgrade shares the
+    /// listeners: its workers then serve what waits there. Not the predecessor of this arbiter: an upgrade ends by
+    /// stopping it, and were both to stop, nobody would.
     fn mark_workers_stopping(&self) {
-        let shared = self.successor.is_some() || self.predecessor.is_some();
-        self.workers.mark_server_stopping(&self.heartbeats, shared);
+        self.workers.mark_server_stopping(&self.heartbeats, self.successor.is_some());
     }
 
     fn shut_down(&mut self) {

@@ -284,12 +284,10 @@ fn serve_loop(
                 ));
             } else {
                 // The server stops: take everything the kernel and the pool's channel already hold for us, then
-                // no more. What the listeners hold is left to the workers of another arbiter that shares them
-                // (a USR2 upgrade's).
+                // no more.
                 with_server = true;
                 held.keep_every_head();
-                let listen_queues_too = setup.slot.leaves_the_listen_queues_to_nobody();
-                while inlet.take_waiting(epoll, &mut held, true, listen_queues_too) {}
+                while inlet.take_waiting(epoll, &mut held, true) {}
                 inlet.let_go_of_listeners(epoll)?;
             }
             held.close_idle(epoll);

@@ -25,6 +25,8 @@ impl Arbiter {
                 self.config = previous.config;
                 self.artefacts = previous.artefacts;
                 self.pools = previous.pools;
+                // Workers forked for the kept pools during the reload were given its site, not this one.
+                self.mark_kept_pools_routes_stale(&previous.fresh);
                 self.orphan_unused_channels();
                 self.reload_if_asked_again();
             }
@@ -154,19 +156,25 @@ impl Arbiter {
         for run in previous.pools.values().filter(|run| !current.contains(&run.generation)) {
             self.workers.retire_generation(run.generation, self.config.graceful_timeout, &self.heartbeats);
         }
-        // A dedicated pool the reload kept routes with the site its workers started with: what they cannot serve
-        // then goes to the shared pool, which routes it with this one.
-        for (_, run) in self
-            .pools
-            .iter()
-            .filter(|(key, run)| matches!(key, PoolKey::Dedicated(_)) && !previous.fresh.contains(&run.generation))
-        {
-            self.workers.mark_routes_stale(run.generation, &self.heartbeats);
+        // The routes changed when the shared pool, which routes, was replaced.
+        if self.pools.get(&PoolKey::Shared).is_some_and(|run| previous.fresh.contains(&run.generation)) {
+            self.mark_kept_pools_routes_stale(&previous.fresh);
         }
         self.previous = None;
         self.orphan_unused_channels();
         log::info("Reload complete: the new workers serve");
         self.reload_if_asked_again();
+    }
+
+    /// Marks the workers of the dedicated pools a reload kept (their generation is not among `fresh`) as routing
+    /// with a site other than the current one: what they cannot serve then goes to the shared pool, which routes
+    /// it with the current one.
+    fn mark_kept_pools_routes_stale(&self, fresh: &[u64]) {
+        for (key, run) in &self.pools {
+            if matches!(key, PoolKey::Dedicated(_)) && !fresh.contains(&run.generation) {
+                self.workers.mark_routes_stale(run.generation, &self.heartbeats);
+            }
+        }
     }
 
     /// Runs the reload a SIGHUP asked for while the last one was under way.

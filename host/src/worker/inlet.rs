@@ -83,10 +83,10 @@ impl<'a> Inlet<'a> {
     /// first: what waits there was accepted earlier (relayed by a busy worker, handed over), and a worker that
     /// took from the listeners first would, under steady load, always find a new connection there and never
     /// reach the channel, whose connections then waited (and outlived their deadlines) as long as the load
-    /// lasted. Then, if `listeners`, from the listeners. Returns whether any came.
-    pub(super) fn take_waiting(&mut self, epoll: &Epoll, heads: &mut Heads, all: bool, listeners: bool) -> bool {
+    /// lasted. Returns whether any came.
+    pub(super) fn take_waiting(&mut self, epoll: &Epoll, heads: &mut Heads, all: bool) -> bool {
         let received = receive_waiting(epoll, &mut self.inbox, heads, all);
-        let accepted = listeners && accept_waiting(epoll, self.listeners, heads, all);
+        let accepted = accept_waiting(epoll, self.listeners, heads, all);
         accepted || received
     }
 }
