@@ -265,8 +265,10 @@ impl Arbiter {
             return;
         }
         // Close our copy of the listeners: once the workers close theirs, new connections are refused. A unix
-        // socket file stays if a successor arbiter uses it.
-        if self.successor.is_none() {
+        // socket file stays while the other arbiter of an upgrade uses it: our successor, or our predecessor when
+        // the upgrade is rolled back (this one stopped while the old one runs).
+        let predecessor_runs = self.predecessor.is_some_and(|old| nix::unistd::getppid() == old);
+        if self.successor.is_none() && !predecessor_runs {
             self.listeners.iter().for_each(Listener::remove_file);
         }
         self.listeners.clear();

@@ -105,6 +105,25 @@ fn an_upgrade_that_fails_leaves_the_running_servers_socket_file() {
     assert_eq!(get_over_unix(&socket).status, 200);
 }
 
+#[test]
+fn stopping_the_new_arbiter_of_an_upgrade_leaves_the_old_ones_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("app.sock");
+    let pidfile = dir.path().join("wasmcorn.pid");
+    let bind = format!("unix:{}", socket.display());
+    let mut server = Server::start("sample:hello", 1, &["--bind", &bind, "--pid", pidfile.to_str().unwrap()]);
+    server.signal(nix::sys::signal::Signal::SIGUSR2);
+    let text = crate::support::wait_for_file_line(&dir.path().join("wasmcorn.pid.2"), "");
+    let successor = nix::unistd::Pid::from_raw(text.trim().parse().unwrap());
+    server.also_stop(successor);
+    server.wait_for_count("Booting worker with pid", 2);
+    // The upgrade is rolled back: the new arbiter stops, and the old one serves on through the same file.
+    nix::sys::signal::kill(successor, nix::sys::signal::Signal::SIGTERM).unwrap();
+    crate::support::eventually("the new arbiter gone", || !crate::support::is_alive(successor));
+    assert!(socket.exists(), "the running server's socket file is gone:\n{}", server.log_text());
+    assert_eq!(get_over_unix(&socket).status, 200);
+}
+
 /// Starts `wasmcorn serve --bind BIND` with a fresh listening socket as its descriptor 3: handed over as stdin
 /// and moved by the shell, which runs `setup` first, as a supervisor would. Returns the server and the port of
 /// the handed-over socket.
