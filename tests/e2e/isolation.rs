@@ -295,18 +295,6 @@ fn socket_inodes(pid: Pid) -> Vec<u64> {
         .collect()
 }
 
-/// The inode of the socket listening on 127.0.0.1:`port`, from /proc/net/tcp.
-fn listening_inode(port: u16) -> u64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .find(|fields| fields.get(1) == Some(&format!("0100007F:{port:04X}").as_str()) && fields.get(3) == Some(&"0A"))
-        .and_then(|fields| fields.get(9)?.parse().ok())
-        .expect("the listening socket in /proc/net/tcp")
-}
-
 #[test]
 fn dedicated_pool_workers_hold_no_listening_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +304,7 @@ fn dedicated_pool_workers_hold_no_listening_socket() {
     let server = Server::spawn(command(&args));
     server.wait_for_count("Booting worker with pid", 2);
     assert_eq!(server.get_from("b.test", "/").status, 200);
-    let listener = listening_inode(server.port);
+    let listener = crate::support::listening_inode(server.port).expect("the listening socket in /proc/net/tcp");
     let dedicated = server.booted_worker_pids_where(|line| line.ends_with("(app echo)"));
     let shared = server.booted_worker_pids_where(|line| !line.contains("(app "));
     assert_eq!((dedicated.len(), shared.len()), (1, 1), "{}", server.log_text());

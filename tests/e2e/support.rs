@@ -328,9 +328,17 @@ fn tcp_socket(local: u16, remote: u16) -> Option<TcpSocket> {
     tcp_sockets().into_iter().find(|socket| socket.local_port == local && socket.remote_port == remote)
 }
 
+/// The inode of the socket listening on `port`, from /proc/net/tcp.
+pub(crate) fn listening_inode(port: u16) -> Option<u64> {
+    tcp_sockets()
+        .into_iter()
+        .find(|socket| socket.local_port == port && socket.state == "0A")
+        .map(|socket| socket.inode)
+}
+
 /// Whether a socket listens on `port`, from /proc/net/tcp.
 pub(crate) fn listening_on(port: u16) -> bool {
-    tcp_sockets().iter().any(|socket| socket.local_port == port && socket.state == "0A")
+    listening_inode(port).is_some()
 }
 
 /// How many established TCP connections have `port` as their local port (the server's side of each, accepted
