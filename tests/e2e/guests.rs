@@ -24,3 +24,19 @@ fn compiled_guest_is_cached_and_reused() {
     assert_eq!(second.get("/").status, 200);
     assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), modified, "the artefact was reused");
 }
+
+/// `sample:hello` brings its own allocator (it is built without Rust's `std`): an environ larger than the rest of
+/// its first memory page, where its heap starts, makes the heap grow, and the request is served like any other,
+/// on a fresh instance and on a reused one.
+#[test]
+fn the_hello_sample_serves_a_head_larger_than_its_first_page() {
+    let fields: String = (0..20).map(|field| format!("X-Big-{field}: {}\r\n", "v".repeat(4000))).collect();
+    let request = format!("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{fields}\r\n");
+    for reuse in ["1", "5"] {
+        let server = Server::start("sample:hello", 1, &["--instance-reuse", reuse]);
+        for _ in 0..6 {
+            let response = server.request(request.as_bytes());
+            assert_eq!((response.status, response.text()), (200, "Hello, World!".to_string()), "reuse {reuse}");
+        }
+    }
+}

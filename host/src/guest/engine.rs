@@ -25,7 +25,7 @@ const MAX_MEMORIES: usize = 2;
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// A linear memory that starts at most this large (two wasm pages) is a small one: a guest built with a small
-/// stack, such as `sample:hello` (64 KiB of stack, its data, and a page of heap once it runs).
+/// stack, such as `sample:proxy-hello` (64 KiB of stack and its data) or `sample:hello` (one page).
 const SMALL_INITIAL_MEMORY: u64 = 128 << 10;
 /// How much of each linear memory a pool of small-memory apps keeps resident between requests: reset by rewriting
 /// it (zeroes, and the component's initial image) rather than by unmapping it, which then costs neither the

@@ -19,3 +19,26 @@ pub(super) const SAMPLES: &[Sample] = &[
 pub(super) fn find(name: &str) -> Option<&'static Sample> {
     SAMPLES.iter().find(|sample| sample.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::Engine;
+    use wasmtime::component::Component;
+
+    use super::find;
+    use crate::guest::engine::engine_config;
+
+    /// `sample:hello` is the guest of the micro-benchmark's fresh instance: built without Rust's `std`, it links
+    /// only the interface it calls, and its memory is one wasm page (its stack, data and first heap).
+    #[test]
+    fn the_hello_sample_imports_only_the_response_interface_and_starts_with_one_page() {
+        let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
+        let hello = find("hello").unwrap();
+        let component = Component::new(&engine, hello.wasm).unwrap();
+        let imports: Vec<String> =
+            component.component_type().imports(&engine).map(|(name, _)| name.to_string()).collect();
+        assert_eq!(imports, ["wasmcorn:app/response@0.1.0"]);
+        let pages = component.resources_required().and_then(|needs| needs.max_initial_memory_size);
+        assert_eq!(pages, Some(1));
+    }
+}
