@@ -2,7 +2,7 @@
 //!
 //! Built without Rust's standard library, so that its component imports nothing but `wasmcorn:app/response`:
 //! `std` brings thirteen WASI interfaces (io, stdio, terminals, environment, exit) that every fresh instance
-//! would link again (docs/guests.md). The heap is wasi-libc's `malloc`, called as `std` itself calls it on this
+//! would link again (docs/guests.md). The heap is wasi-libc's `malloc`, the allocator `std` itself uses on this
 //! target, and `cabi_realloc` (which `std` would export) hands the host's allocations to it.
 
 #![no_std]
@@ -43,7 +43,8 @@ unsafe extern "C" {
     fn free(ptr: *mut u8);
 }
 
-/// What wasi-libc's `malloc` aligns every block to at least, as Rust's `std` counts it on wasm32.
+/// What every block of wasi-libc's `malloc` is aligned to at least (dlmalloc's least: two pointers); up to this
+/// alignment `malloc` and `realloc` are asked directly, as Rust's `std` does.
 const MALLOC_ALIGN: usize = 8;
 
 /// wasi-libc's `malloc`: it serves the rest of the first page first and grows the memory only past it.
