@@ -3,9 +3,11 @@
 //! `hello` sample, call its handler, drop the store) through `wasmcorn::guest::Runtime::handle`, with the
 //! request's bytes kept in memory instead of a socket; the same call on an instance kept across requests
 //! (`--instance-reuse`); and the same for `proxy-hello`, the same hello as a standard `wasi:http` component (its
-//! call runs on the runtime's current-thread tokio runtime).
+//! call runs on the runtime's current-thread tokio runtime). Component files named in `WASMCORN_MICRO_GUESTS`
+//! are timed the same way beside them, so that two builds of a guest compare in one run.
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -80,21 +82,19 @@ impl Exchange for MemoryExchange {
 
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
-/// Compiles `sample:NAME` into a temporary cache (fine here: this process never forks) and loads it, with
+/// Component files to time beside the samples (`:`-separated paths), each as `guest/file NAME: instantiate +
+/// call + drop` (NAME: the file's name); each must answer hey's request with `200`.
+const GUEST_FILES_VAR: &str = "WASMCORN_MICRO_GUESTS";
+
+/// Compiles the app `source` into a temporary cache (fine here: this process never forks) and loads it, with
 /// instances that serve `instance_reuse` requests each, and its deadline timer running.
-fn hello_runtime(
+fn guest_runtime(
     cache: &std::path::Path,
-    sample: &'static str,
+    source: AppSource,
     instance_reuse: u32,
 ) -> anyhow::Result<Runtime<MemoryExchange>> {
     let limits = Limits { guest_timeout: Duration::from_secs(30), max_memory_bytes: 128 << 20, instance_reuse };
-    let app = Guest {
-        name: String::new(),
-        source: AppSource::Sample(sample),
-        env: Vec::new(),
-        limits,
-        capabilities: Capabilities::default(),
-    };
+    let app = Guest { name: String::new(), source, env: Vec::new(), limits, capabilities: Capabilities::default() };
     prepare_folder(cache)?;
     let artefact = prepare(&app, &read_source(&app.source)?, app.limits.max_memory_bytes, cache, false)?;
     let runtime = Runtime::load(&[(&app, &artefact)], app.limits.max_memory_bytes, discard_guest_line)?;
@@ -124,30 +124,58 @@ fn environ() -> [(&'static str, &'static str); 14] {
     ]
 }
 
+/// One timed guest call: its name, the app, how many requests an instance serves, and the body the app must
+/// answer hey's request with (any, for a file).
+struct Case {
+    name: String,
+    source: AppSource,
+    instance_reuse: u32,
+    body: Option<&'static [u8]>,
+}
+
+fn cases() -> Vec<Case> {
+    let sample = |name: &str, sample: &'static str, instance_reuse| Case {
+        name: name.to_string(),
+        source: AppSource::Sample(sample),
+        instance_reuse,
+        body: Some(b"Hello, World!"),
+    };
+    let mut cases = vec![
+        sample("guest/hello: instantiate + call + drop", "hello", 1),
+        sample("guest/hello: call on a reused instance", "hello", u32::MAX),
+        sample("guest/proxy-hello: instantiate + call + drop", "proxy-hello", 1),
+    ];
+    let files = std::env::var_os(GUEST_FILES_VAR).unwrap_or_default();
+    for path in std::env::split_paths(&files).filter(|path| !path.as_os_str().is_empty()) {
+        let name = format!("guest/file {}: instantiate + call + drop", path.display());
+        cases.push(Case { name, source: AppSource::File(PathBuf::from(&path)), instance_reuse: 1, body: None });
+    }
+    cases
+}
+
 fn guest_call(c: &mut Criterion) {
-    for (name, sample, instance_reuse) in [
-        ("guest/hello: instantiate + call + drop", "hello", 1),
-        ("guest/hello: call on a reused instance", "hello", u32::MAX),
-        ("guest/proxy-hello: instantiate + call + drop", "proxy-hello", 1),
-    ] {
+    for Case { name, source, instance_reuse, body } in cases() {
+        let described = source.describe();
         let runtime = tempfile::tempdir().map_err(anyhow::Error::from).and_then(|cache| {
-            let runtime = hello_runtime(cache.path(), sample, instance_reuse)?;
+            let runtime = guest_runtime(cache.path(), source, instance_reuse)?;
             Ok((runtime, cache))
         });
         let (runtime, _cache) = match runtime {
             Ok(loaded) => loaded,
             Err(err) => {
-                eprintln!("micro: skipping {name}: cannot load sample:{sample}: {err:#}");
+                eprintln!("micro: skipping {name}: cannot load {described}: {err:#}");
                 continue;
             }
         };
         let environ = environ();
         let (exchange, outcome) = runtime.handle(0, &environ, MemoryExchange::default());
-        if !matches!(outcome, Outcome::Completed) || exchange.body != b"Hello, World!" {
-            eprintln!("micro: skipping {name}: sample:{sample} answered {outcome:?}, {:?}", exchange.status);
+        let answered = exchange.status.as_deref().is_some_and(|status| status.starts_with("200"))
+            && body.is_none_or(|body| exchange.body == body);
+        if !matches!(outcome, Outcome::Completed) || !answered {
+            eprintln!("micro: skipping {name}: {described} answered {outcome:?}, {:?}", exchange.status);
             continue;
         }
-        c.bench_function(name, |b| b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default())));
+        c.bench_function(&name, |b| b.iter(|| runtime.handle(0, black_box(&environ), MemoryExchange::default())));
     }
 }
 
