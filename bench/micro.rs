@@ -82,8 +82,8 @@ impl Exchange for MemoryExchange {
 
 fn discard_guest_line(_stream: &str, _line: &str) {}
 
-/// Component files to time beside the samples (`:`-separated paths), each as `guest/file NAME: instantiate +
-/// call + drop` (NAME: the file's name); each must answer hey's request with `200`.
+/// Component files to time beside the samples (`:`-separated paths), each as `guest/file PATH: instantiate +
+/// call + drop`; each must answer hey's request with `200`.
 const GUEST_FILES_VAR: &str = "WASMCORN_MICRO_GUESTS";
 
 /// Compiles the app `source` into a temporary cache (fine here: this process never forks) and loads it, with
