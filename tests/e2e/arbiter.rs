@@ -236,8 +236,7 @@ fn a_connection_queued_when_an_upgraded_arbiter_stops_is_left_to_its_successor()
     let args = ["--pid", pidfile.to_str().unwrap(), "--graceful-timeout", "1"];
     let mut server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &args);
     server.signal(Signal::SIGUSR2);
-    let text = crate::support::wait_for_file_line(&dir.path().join("wasmcorn.pid.2"), "");
-    let successor = Pid::from_raw(text.trim().parse().unwrap());
+    let successor = server.successor_pid();
     server.also_stop(successor);
     server.wait_for_count("Booting worker with pid", 2);
     let workers = server.booted_worker_pids();

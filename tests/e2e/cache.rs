@@ -190,13 +190,6 @@ fn a_cache_folder_that_is_a_symlink_in_a_shared_folder_stops_the_start_with_one_
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "nothing is written there");
 }
 
-/// The `Started a new arbiter (pid:N)` line's pid.
-fn successor_pid(server: &Server) -> Pid {
-    let line = server.wait_for_line("Started a new arbiter (pid:");
-    let pid = line.split("(pid:").nth(1).and_then(|rest| rest.split(')').next()).and_then(|pid| pid.parse().ok());
-    Pid::from_raw(pid.expect("a pid in the line"))
-}
-
 #[test]
 fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -217,7 +210,7 @@ fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
     std::fs::copy(crate::support::binary(), &upgraded).unwrap();
     std::fs::rename(&upgraded, &installed).unwrap();
     server.signal(Signal::SIGUSR2);
-    let new_pid = successor_pid(&server);
+    let new_pid = server.successor_pid();
     server.also_stop(new_pid);
     server.wait_for_count("Booting worker with pid", 2);
     let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
@@ -236,7 +229,7 @@ fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
 fn an_upgrade_whose_new_arbiter_dies_is_said_in_words_and_the_old_one_serves() {
     let mut server = Server::start("sample:hello", 1, &[]);
     server.signal(Signal::SIGUSR2);
-    let new_pid = successor_pid(&server);
+    let new_pid = server.successor_pid();
     server.also_stop(new_pid);
     kill(new_pid, Signal::SIGKILL).unwrap();
     server.wait_for_line(&format!("The new arbiter (pid:{new_pid}) of the upgrade exited: killed by SIGKILL"));
@@ -252,7 +245,7 @@ fn the_pid_file_is_owner_only_and_its_temporary_file_never_follows_a_symlink() {
     let mut server = Server::start("sample:hello", 1, &["--umask", "0", "--pid", pidfile.to_str().unwrap()]);
     assert_eq!(mode(&pidfile), 0o600);
     server.signal(Signal::SIGUSR2);
-    let new_pid = successor_pid(&server);
+    let new_pid = server.successor_pid();
     server.also_stop(new_pid);
     server.wait_for_count("Booting worker with pid", 2);
     // The new arbiter takes the main name over through `wasmcorn.pid.<its pid>.tmp` once the old one is gone:

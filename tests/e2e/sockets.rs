@@ -113,8 +113,7 @@ fn stopping_the_new_arbiter_of_an_upgrade_leaves_the_old_ones_socket_file() {
     let bind = format!("unix:{}", socket.display());
     let mut server = Server::start("sample:hello", 1, &["--bind", &bind, "--pid", pidfile.to_str().unwrap()]);
     server.signal(nix::sys::signal::Signal::SIGUSR2);
-    let text = crate::support::wait_for_file_line(&dir.path().join("wasmcorn.pid.2"), "");
-    let successor = nix::unistd::Pid::from_raw(text.trim().parse().unwrap());
+    let successor = server.successor_pid();
     server.also_stop(successor);
     server.wait_for_count("Booting worker with pid", 2);
     // The upgrade is rolled back: the new arbiter stops, and the old one serves on through the same file.

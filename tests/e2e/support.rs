@@ -146,6 +146,13 @@ impl Server {
         self.log_lines().join("\n")
     }
 
+    /// The pid of the new arbiter a `SIGUSR2` started, from its `Started a new arbiter (pid:N)` line.
+    pub(crate) fn successor_pid(&self) -> Pid {
+        let line = self.wait_for_line("Started a new arbiter (pid:");
+        let pid = line.split("(pid:").nth(1).and_then(|rest| rest.split(')').next()).and_then(|pid| pid.parse().ok());
+        Pid::from_raw(pid.expect("a pid in the line"))
+    }
+
     /// The pids from `Booting worker with pid: N` lines, in order.
     pub(crate) fn booted_worker_pids(&self) -> Vec<Pid> {
         self.booted_worker_pids_where(|_| true)
