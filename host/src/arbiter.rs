@@ -267,8 +267,7 @@ impl Arbiter {
         // Close our copy of the listeners: once the workers close theirs, new connections are refused. A unix
         // socket file stays while the other arbiter of an upgrade uses it: our successor, or our predecessor when
         // the upgrade is rolled back (this one stopped while the old one runs).
-        let predecessor_runs = self.predecessor.is_some_and(|old| nix::unistd::getppid() == old);
-        if self.successor.is_none() && !predecessor_runs {
+        if self.successor.is_none() && !self.predecessor_runs() {
             self.listeners.iter().for_each(Listener::remove_file);
         }
         self.listeners.clear();
@@ -454,10 +453,15 @@ impl Arbiter {
         }
     }
 
+    /// In a successor: whether the old arbiter, its parent, still runs (once it has gone, this one is adopted).
+    fn predecessor_runs(&self) -> bool {
+        self.predecessor.is_some_and(|old| nix::unistd::getppid() == old)
+    }
+
     /// In a successor: once the old arbiter has gone, take the pid file's main name over.
     fn watch_predecessor(&mut self) {
         let Some(old) = self.predecessor else { return };
-        if nix::unistd::getppid() == old {
+        if self.predecessor_runs() {
             return;
         }
         self.predecessor = None;
