@@ -2,8 +2,9 @@
 //!
 //! Built without Rust's standard library, so that its component imports nothing but `wasmcorn:app/response`:
 //! `std` brings thirteen WASI interfaces (io, stdio, terminals, environment, exit) that every fresh instance
-//! would link again (docs/guests.md). The heap is wasi-libc's `malloc`, the allocator `std` itself uses on this
-//! target, and `cabi_realloc` (which `std` would export) hands the host's allocations to it.
+//! would link again (docs/guests.md). Its heap is a bump allocator that starts over when every block is freed,
+//! as at the end of each request (`RequestHeap`), and `cabi_realloc` (which `std` would export) hands the host's
+//! allocations to it.
 
 #![no_std]
 
@@ -12,6 +13,7 @@ extern crate alloc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -35,60 +37,98 @@ impl Guest for Hello {
 
 export!(Hello);
 
-#[link(name = "c")]
 unsafe extern "C" {
-    fn malloc(size: usize) -> *mut u8;
-    fn aligned_alloc(align: usize, size: usize) -> *mut u8;
-    fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
-    fn free(ptr: *mut u8);
+    /// The first byte past the stack and the data, where the heap starts (set by the linker).
+    static __heap_base: u8;
 }
 
-/// What every block of wasi-libc's `malloc` is aligned to at least (dlmalloc's least: two pointers); up to this
-/// alignment `malloc` and `realloc` are asked directly, as Rust's `std` does.
-const MALLOC_ALIGN: usize = 8;
+/// The size of a wasm page, the unit in which linear memory grows.
+const PAGE: u64 = 64 << 10;
 
-/// wasi-libc's `malloc`: it serves the rest of the first page first and grows the memory only past it.
-struct LibcMalloc;
+/// A heap for one request at a time: each block is the next bytes after the last one, and when every block is
+/// freed again (as at the end of each request: the environ, the headers, an error message after the call's
+/// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in place.
+/// The memory grows, a page at a time, only when a request needs more than is left of it, and stays grown for
+/// the next request of a reused instance, as with any allocator.
+struct RequestHeap {
+    /// The first free byte; 0 before the first block, meaning the heap's base.
+    next: Cell<usize>,
+    /// The blocks handed out and not freed yet.
+    live: Cell<usize>,
+}
 
-// SAFETY: each call returns a block of `layout`'s size and alignment, or null, and `free` and `realloc` take only
-// what they returned.
-unsafe impl GlobalAlloc for LibcMalloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
-            // SAFETY: any size may be asked of `malloc`.
-            unsafe { malloc(layout.size()) }
-        } else {
-            // SAFETY: `Layout` guarantees a power-of-two alignment, which wasi-libc's `aligned_alloc` takes.
-            unsafe { aligned_alloc(layout.align(), layout.size()) }
+// SAFETY: a wasm32-wasip2 guest runs one thread: the heap is never used by two calls at once.
+unsafe impl Sync for RequestHeap {}
+
+impl RequestHeap {
+    fn base() -> usize {
+        (&raw const __heap_base).addr()
+    }
+
+    /// The first free byte.
+    fn next(&self) -> usize {
+        match self.next.get() {
+            0 => Self::base(),
+            next => next,
         }
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, as `GlobalAlloc` requires.
-        unsafe { free(ptr) }
+    /// Makes the heap end at `end`, growing the memory when it is shorter; false when it cannot grow that far.
+    fn end_at(&self, end: usize) -> bool {
+        let size = core::arch::wasm32::memory_size(0) as u64 * PAGE;
+        let short = (end as u64).saturating_sub(size);
+        if short > 0 && core::arch::wasm32::memory_grow(0, short.div_ceil(PAGE) as usize) == usize::MAX {
+            return false;
+        }
+        self.next.set(end);
+        true
+    }
+}
+
+// SAFETY: each block is `layout.size()` bytes at an address aligned to `layout.align()`, inside the memory and
+// past every block still in use (blocks are laid end to end, and the heap starts over only when none is in use).
+unsafe impl GlobalAlloc for RequestHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let block = self.next().checked_next_multiple_of(layout.align());
+        match block.and_then(|block| Some((block, block.checked_add(layout.size())?))) {
+            Some((block, end)) if self.end_at(end) => {
+                self.live.set(self.live.get() + 1);
+                core::ptr::with_exposed_provenance_mut(block)
+            }
+            _ => core::ptr::null_mut(),
+        }
     }
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
-            // SAFETY: `ptr` came from this allocator; `malloc`'s alignment suffices for the block.
-            return unsafe { realloc(ptr, new_size) };
+    unsafe fn dealloc(&self, _block: *mut u8, _layout: Layout) {
+        let live = self.live.get() - 1;
+        self.live.set(live);
+        if live == 0 {
+            self.next.set(Self::base());
+        }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let start = block.addr();
+        let ends_the_heap = start + layout.size() == self.next();
+        if ends_the_heap && start.checked_add(new_size).is_some_and(|end| self.end_at(end)) {
+            return block;
         }
         // SAFETY: `new_size` with `layout`'s alignment is a valid layout, as `GlobalAlloc::realloc` requires.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         // SAFETY: `new_layout` is not zero-sized (`GlobalAlloc::realloc` forbids a new size of 0).
-        let block = unsafe { self.alloc(new_layout) };
-        if !block.is_null() {
-            // SAFETY: both blocks hold at least the smaller size, and they are distinct.
-            unsafe { core::ptr::copy_nonoverlapping(ptr, block, layout.size().min(new_size)) };
-            // SAFETY: `ptr` came from this allocator with `layout`.
-            unsafe { self.dealloc(ptr, layout) };
+        let moved = unsafe { self.alloc(new_layout) };
+        if !moved.is_null() {
+            // SAFETY: both blocks hold at least the smaller size, and the new one lies past the old one.
+            unsafe { core::ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size)) };
+            // SAFETY: `block` came from this allocator with `layout`.
+            unsafe { self.dealloc(block, layout) };
         }
-        block
+        moved
     }
 }
 
 #[global_allocator]
-static HEAP: LibcMalloc = LibcMalloc;
+static HEAP: RequestHeap = RequestHeap { next: Cell::new(0), live: Cell::new(0) };
 
 /// The canonical ABI's allocator, through which the host lowers the environ into this instance: a new block
 /// when `old_len` is 0, else `old` resized; an empty block is the alignment itself, never allocated.
