@@ -47,9 +47,10 @@ const PAGE: u64 = 64 << 10;
 
 /// A heap for one request at a time: each block is the next bytes after the last one, and when every block is
 /// freed again (as at the end of each request: the environ, the headers, an error message after the call's
-/// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in place.
-/// The memory grows, a page at a time, only when a request needs more than is left of it, and stays grown for
-/// the next request of a reused instance, as with any allocator.
+/// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in place;
+/// another one shrinks where it is. Nothing freed is reused before that start-over, so a request uses the sum of
+/// what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does not fit
+/// past the last one, and stays grown for the next request of a reused instance.
 struct RequestHeap {
     /// The first free byte; 0 before the first block, meaning the heap's base.
     next: Cell<usize>,
@@ -100,7 +101,8 @@ unsafe impl GlobalAlloc for RequestHeap {
     }
 
     unsafe fn dealloc(&self, _block: *mut u8, _layout: Layout) {
-        let live = self.live.get() - 1;
+        // A block freed twice traps rather than leave the count wrong.
+        let Some(live) = self.live.get().checked_sub(1) else { core::arch::wasm32::unreachable() };
         self.live.set(live);
         if live == 0 {
             self.next.set(Self::base());
@@ -111,6 +113,9 @@ unsafe impl GlobalAlloc for RequestHeap {
         let start = block.addr();
         let ends_the_heap = start + layout.size() == self.next();
         if ends_the_heap && start.checked_add(new_size).is_some_and(|end| self.end_at(end)) {
+            return block;
+        }
+        if new_size <= layout.size() {
             return block;
         }
         // SAFETY: `new_size` with `layout`'s alignment is a valid layout, as `GlobalAlloc::realloc` requires.
