@@ -123,8 +123,8 @@ unsafe impl GlobalAlloc for RequestHeap {
         // SAFETY: `new_layout` is not zero-sized (`GlobalAlloc::realloc` forbids a new size of 0).
         let moved = unsafe { self.alloc(new_layout) };
         if !moved.is_null() {
-            // SAFETY: both blocks hold at least the smaller size, and the new one lies past the old one.
-            unsafe { core::ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size)) };
+            // SAFETY: the new block is the larger (a smaller size returned above), and it lies past the old one.
+            unsafe { core::ptr::copy_nonoverlapping(block, moved, layout.size()) };
             // SAFETY: `block` came from this allocator with `layout`.
             unsafe { self.dealloc(block, layout) };
         }
