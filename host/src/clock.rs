@@ -15,23 +15,38 @@ thread_local! {
 
 /// The current time as an HTTP date: `Thu, 26 Nov 2026 09:37:49 GMT`.
 pub(crate) fn http_date() -> String {
-    let now = Utc::now();
-    cached(&HTTP_DATE, now.timestamp(), || now.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+    with_http_date(str::to_string)
 }
 
-/// The current local time as Gunicorn's access log shows it: `[26/Nov/2026:09:37:49 +0000]`.
-pub(crate) fn log_time() -> String {
+/// Appends the current time as an HTTP date to `out`, without making a `String` of it.
+pub(crate) fn push_http_date(out: &mut Vec<u8>) {
+    with_http_date(|date| out.extend_from_slice(date.as_bytes()));
+}
+
+/// Appends the current local time as Gunicorn's access log shows it, `[26/Nov/2026:09:37:49 +0000]`, to `line`.
+pub(crate) fn push_log_time(line: &mut String) {
     let now: DateTime<Local> = Local::now();
-    cached(&LOG_TIME, now.timestamp(), || now.format("[%d/%b/%Y:%H:%M:%S %z]").to_string())
+    cached(&LOG_TIME, now.timestamp(), || now.format("[%d/%b/%Y:%H:%M:%S %z]").to_string(), |time| line.push_str(time));
 }
 
-fn cached(cache: &'static LocalKey<Cache>, second: i64, format: impl FnOnce() -> String) -> String {
+fn with_http_date<R>(read: impl FnOnce(&str) -> R) -> R {
+    let now = Utc::now();
+    cached(&HTTP_DATE, now.timestamp(), || now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(), read)
+}
+
+/// Hands `read` the text of `second`, formatted by `format` only when the cache holds another second's.
+fn cached<R>(
+    cache: &'static LocalKey<Cache>,
+    second: i64,
+    format: impl FnOnce() -> String,
+    read: impl FnOnce(&str) -> R,
+) -> R {
     cache.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != second {
             *cache = (second, format());
         }
-        cache.1.clone()
+        read(&cache.1)
     })
 }
 
@@ -41,7 +56,8 @@ mod tests {
     fn formats_look_like_gunicorn_and_http() {
         let date = super::http_date();
         assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
-        let time = super::log_time();
+        let mut time = String::new();
+        super::push_log_time(&mut time);
         assert!(time.starts_with('[') && time.ends_with(']') && time.len() == 28, "{time}");
     }
 }

@@ -17,6 +17,9 @@ const BUFFER_LIMIT: usize = 64 * 1024;
 /// or proxy refuses heads much larger (curl past 100 KiB, nginx's default buffers past 4 or 8 KiB).
 const MAX_GUEST_HEAD: usize = 64 * 1024;
 
+/// The room a response head is given at first: a small response goes out with its body in the same buffer.
+const HEAD_CAPACITY: usize = 512;
+
 /// Headers only the host may send: hop-by-hop ones and those it adds itself.
 const RESERVED_HEADERS: &[&str] = &[
     "connection",
@@ -217,7 +220,8 @@ impl ResponseWriter {
                 // A HEAD answer with no body and no length says none: a length of 0 would state what a GET gets,
                 // which the host does not know (RFC 9110, 8.6).
                 if declared.is_none() && status_allows_body(status) && !head_without_body {
-                    bytes.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                    // Writing to a `Vec` cannot fail.
+                    let _ = write!(bytes, "Content-Length: {}\r\n", body.len());
                 }
                 bytes.extend_from_slice(b"\r\n");
                 if !self.head_only {
@@ -350,7 +354,9 @@ fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u
     if reason.len() > MAX_GUEST_HEAD {
         return Err(too_large());
     }
-    let mut head = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
+    let mut head = Vec::with_capacity(HEAD_CAPACITY);
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(head, "HTTP/1.1 {code} {reason}\r\n");
     let mut declared = None;
     for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
@@ -360,11 +366,10 @@ fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u
         if http::HeaderValue::from_bytes(value).is_err() {
             return Err(format!("the value of header {name:?} contains a control character"));
         }
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
+        if RESERVED_HEADERS.iter().any(|reserved| name.eq_ignore_ascii_case(reserved)) {
             return Err(format!("the guest may not set the {name:?} header: the host manages it"));
         }
-        if lower == "content-length" {
+        if name.eq_ignore_ascii_case("content-length") {
             let digits = value.trim_ascii();
             let length = std::str::from_utf8(digits)
                 .ok()
@@ -391,12 +396,14 @@ fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u
             return Err(too_large());
         }
     }
-    head.extend_from_slice(host_headers().as_bytes());
+    head.extend_from_slice(b"Date: ");
+    crate::clock::push_http_date(&mut head);
+    head.extend_from_slice(b"\r\nServer: wasmcorn\r\n");
     Ok((code, head, declared))
 }
 
 /// `NNN` or `NNN reason`, with a code from 200 to 599 and a reason of visible characters and spaces.
-fn parse_status(status: &str) -> Result<(u16, String), String> {
+fn parse_status(status: &str) -> Result<(u16, &str), String> {
     let invalid = || format!("invalid status {status:?}: it must be a code from 200 to 599 and an optional reason");
     let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     if code.len() != 3 || !code.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -407,7 +414,7 @@ fn parse_status(status: &str) -> Result<(u16, String), String> {
         return Err(invalid());
     }
     let reason = if reason.is_empty() { reason_phrase(code) } else { reason };
-    Ok((code, reason.to_string()))
+    Ok((code, reason))
 }
 
 fn status_allows_body(status: u16) -> bool {

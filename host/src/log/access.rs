@@ -1,6 +1,7 @@
 //! The access-log line: Gunicorn's `%(atom)s` format language, or one JSON object per request. Client-controlled
 //! text is escaped so that nobody can forge a log line.
 
+use std::fmt::Write;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -10,6 +11,9 @@ pub(super) const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s
 /// The default when the server hosts many apps (`--apps`): Gunicorn's, led by the app's name, as Apache's
 /// `vhost_combined` leads with the virtual host.
 pub(super) const HOSTED_DEFAULT: &str = r#"%(app)s %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+/// The room a line is given at first: a default-format line with a browser's user agent fits.
+const LINE_CAPACITY: usize = 256;
 
 /// What the access log says about one request.
 pub(crate) struct AccessRecord<'a> {
@@ -139,11 +143,12 @@ impl AccessFormat {
                 format!("{}\n", escape_json(&object.to_string()))
             }
             AccessFormat::Atoms(pieces) => {
-                let mut line = String::new();
+                // One buffer for the whole line: no atom makes a `String` of its own.
+                let mut line = String::with_capacity(LINE_CAPACITY);
                 for piece in pieces {
                     match piece {
                         Piece::Text(text) => line.push_str(text),
-                        Piece::Atom(atom) => line.push_str(&value(atom, record)),
+                        Piece::Atom(atom) => push_value(&mut line, atom, record),
                     }
                 }
                 line.push('\n');
@@ -172,56 +177,69 @@ fn parse_atom(name: &str) -> anyhow::Result<Atom> {
     }
 }
 
-fn value(atom: &Atom, record: &AccessRecord<'_>) -> String {
-    let or_dash = |text: Option<&str>| escape(text.unwrap_or("-"));
+/// Appends the value of `atom` for `record` to `line`. Writing to a `String` cannot fail: `write!`'s result is
+/// ignored.
+fn push_value(line: &mut String, atom: &Atom, record: &AccessRecord<'_>) {
+    let or_dash = |line: &mut String, text: Option<&str>| escape_into(line, text.unwrap_or("-"));
     match atom {
-        Atom::RequestHeader(name) => or_dash(record.request_header(name)),
+        Atom::RequestHeader(name) => or_dash(line, record.request_header(name)),
         // Its bytes read as UTF-8: a byte that is not becomes U+FFFD.
         Atom::ResponseHeader(name) => {
-            or_dash(find(record.response_headers, name).map(|value| String::from_utf8_lossy(value)).as_deref())
+            or_dash(line, find(record.response_headers, name).map(|value| String::from_utf8_lossy(value)).as_deref())
         }
-        Atom::Environment(name) => or_dash(std::env::var(name).ok().as_deref()),
-        Atom::App => or_dash(Some(record.app).filter(|name| !name.is_empty())),
+        Atom::Environment(name) => or_dash(line, std::env::var(name).ok().as_deref()),
+        Atom::App => or_dash(line, Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {
-            'h' => record.remote_addr.to_string(),
-            'l' | 'u' => "-".to_string(),
-            't' => crate::clock::log_time(),
-            'r' => escape(&record.request_line()),
-            'm' => escape(record.method),
-            'U' => escape(record.path),
-            'q' => escape(record.query),
-            'H' => record.protocol.to_string(),
-            's' => record.status.to_string(),
-            'B' => record.body_bytes.to_string(),
-            'b' if record.body_bytes == 0 => "-".to_string(),
-            'b' => record.body_bytes.to_string(),
-            'f' => or_dash(record.request_header("referer")),
-            'a' => or_dash(record.request_header("user-agent")),
-            'T' => record.duration.as_secs().to_string(),
-            'M' => record.duration.as_millis().to_string(),
-            'D' => record.duration.as_micros().to_string(),
-            'L' => format!("{:.6}", record.duration.as_secs_f64()),
-            'p' => format!("<{}>", std::process::id()),
-            _ => "-".to_string(),
+            'h' => line.push_str(record.remote_addr),
+            't' => crate::clock::push_log_time(line),
+            'r' => {
+                // Escaped part by part: the spaces between the parts need no escape.
+                escape_into(line, record.method);
+                line.push(' ');
+                escape_into(line, record.target);
+                line.push(' ');
+                escape_into(line, record.protocol);
+            }
+            'm' => escape_into(line, record.method),
+            'U' => escape_into(line, record.path),
+            'q' => escape_into(line, record.query),
+            'H' => line.push_str(record.protocol),
+            's' => _ = write!(line, "{}", record.status),
+            'b' if record.body_bytes == 0 => line.push('-'),
+            'B' | 'b' => _ = write!(line, "{}", record.body_bytes),
+            'f' => or_dash(line, record.request_header("referer")),
+            'a' => or_dash(line, record.request_header("user-agent")),
+            'T' => _ = write!(line, "{}", record.duration.as_secs()),
+            'M' => _ = write!(line, "{}", record.duration.as_millis()),
+            'D' => _ = write!(line, "{}", record.duration.as_micros()),
+            'L' => _ = write!(line, "{:.6}", record.duration.as_secs_f64()),
+            'p' => _ = write!(line, "<{}>", std::process::id()),
+            // 'l', 'u' and any other.
+            _ => line.push('-'),
         },
     }
 }
 
-/// Keeps a client's (or a guest's) text from forging log lines: quotes and backslashes are escaped, and so is
-/// whatever `log::breaks_out` (control bytes as `\xNN`, as Gunicorn does; separators and invisible format
-/// characters such as U+202E as `\u{202e}`).
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
+/// Appends `text` to `line`, kept from forging log lines: quotes and backslashes are escaped, and so is whatever
+/// `log::breaks_out` (control bytes as `\xNN`, as Gunicorn does; separators and invisible format characters such
+/// as U+202E as `\u{202e}`). The runs of characters between those are copied whole.
+fn escape_into(line: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some((at, character)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
+        line.push_str(&rest[..at]);
         match character {
-            '"' => escaped.push_str("\\\""),
-            '\\' => escaped.push_str("\\\\"),
-            c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c if super::breaks_out(c) => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
-            c => escaped.push(c),
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            c if c.is_control() => _ = write!(line, "\\x{:02x}", u32::from(c)),
+            c => _ = write!(line, "\\u{{{:x}}}", u32::from(c)),
         }
+        rest = &rest[at + character.len_utf8()..];
     }
-    escaped
+    line.push_str(rest);
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c, '"' | '\\') || super::breaks_out(c)
 }
 
 /// A JSON line with what `log::breaks_out` written as `\uXXXX` escapes (serde_json escapes only the C0 controls,
@@ -286,6 +304,14 @@ mod tests {
         assert!(line.contains(r#""user_agent":"ua\u0085\u009bx""#), "{line}");
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["user_agent"], "ua\u{85}\u{9b}x");
+    }
+
+    #[test]
+    fn the_request_line_is_escaped_in_each_part() {
+        let mut record = record(&[], &[]);
+        record.target = "/a\"b\\c\u{1b}[2J\u{2028}d";
+        let format = AccessFormat::parse("%(r)s|%(U)s").unwrap();
+        assert_eq!(format.render(&record), "GET /a\\\"b\\\\c\\x1b[2J\\u{2028}d HTTP/1.1|/p\n");
     }
 
     #[test]
