@@ -311,6 +311,8 @@ fn serve_loop(
             // Nothing reaches the heads while the guest runs: with none held now, the relay has nothing to pass
             // on and is not woken.
             let relayable = held.held() + held.idle_count() > 0;
+            // The registration the connection keeps while it is served, if any: it comes back with it, or goes.
+            let key = arrived.key;
             drop(held);
             relay.begin(!with_server && relayable, !stopping && front_door);
             let handled = dispatch.handle(runtime, settings, epoll, arrived, setup.slot, keep_alive);
@@ -320,6 +322,7 @@ fn serve_loop(
             // Only a request an app served here counts toward the limits; one handed over or answered by the host
             // does not.
             let Handled::Served { app, kept } = handled else {
+                held.forget(key);
                 woken = continue_reading(epoll, &mut held, &mut events, Duration::ZERO)?;
                 continue;
             };
@@ -329,8 +332,9 @@ fn serve_loop(
             if !stopping && outgrown.is_none() && kept.is_none() {
                 outgrown = outgrown_memory(setup);
             }
-            if let Some(kept) = kept {
-                held.readmit(epoll, kept.conn, kept.peer, kept.local);
+            match kept {
+                Some(kept) => held.readmit(epoll, kept.conn, kept.peer, kept.local, key),
+                None => held.forget(key),
             }
             served += 1;
             // Read again: the server may have begun to stop while the guest ran.

@@ -3,7 +3,8 @@
 //! the front, so the buffer holds at most what is unconsumed plus one read, however long the connection lasts.
 //! It also keeps how far the checks of a head still arriving have come (see `lines::LineScan`).
 //! A read lands in a per-thread scratch area first, zeroed once, and only the bytes that came are appended: room
-//! for a read is not zeroed again in every connection's buffer for every request.
+//! for a read is not zeroed again in every connection's buffer for every request. It remembers whether its last
+//! read found the stream drained, which tells a worker watching the socket edge-triggered whether bytes may wait.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -26,23 +27,33 @@ pub(crate) struct Connection<S> {
     start: usize,
     /// How far the checks of the head at the start of the unconsumed bytes have come.
     head_scan: LineScan,
+    /// The last read took everything the stream had then (it came back short of the room it had, or found
+    /// nothing): no byte that arrived before it is left unread. False before the first read.
+    drained: bool,
 }
 
 impl<S> Connection<S> {
     /// The same connection, with what it has buffered, over the stream `wrap` makes of its stream.
     pub(crate) fn map_stream<T>(self, wrap: impl FnOnce(S) -> T) -> Connection<T> {
-        Connection { stream: wrap(self.stream), buffer: self.buffer, start: self.start, head_scan: self.head_scan }
+        let Connection { stream, buffer, start, head_scan, drained } = self;
+        Connection { stream: wrap(stream), buffer, start, head_scan, drained }
     }
 }
 
 impl<S: Read + Write> Connection<S> {
     pub(crate) fn new(stream: S) -> Self {
-        Connection { stream, buffer: Vec::with_capacity(READ_SIZE), start: 0, head_scan: LineScan::default() }
+        Connection {
+            stream,
+            buffer: Vec::with_capacity(READ_SIZE),
+            start: 0,
+            head_scan: LineScan::default(),
+            drained: false,
+        }
     }
 
     /// A connection whose first bytes were already read (by another process, which handed it over).
     pub(crate) fn with_bytes(stream: S, bytes: Vec<u8>) -> Self {
-        Connection { stream, buffer: bytes, start: 0, head_scan: LineScan::default() }
+        Connection { stream, buffer: bytes, start: 0, head_scan: LineScan::default(), drained: false }
     }
 
     /// The stream and every byte read from it so far, consumed or not: a request head just parsed is still at
@@ -87,6 +98,11 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
+    /// Whether the last read took everything the stream had then (see `drained`).
+    pub(crate) fn drained(&self) -> bool {
+        self.drained
+    }
+
     /// The bytes of memory the buffer holds (its capacity), consumed or not.
     pub(crate) fn held(&self) -> usize {
         self.buffer.capacity()
@@ -105,6 +121,11 @@ impl<S: Read + Write> Connection<S> {
             // but such a read gets a scratch area of its own rather than a panic.
             Err(_) => read_into(&mut self.stream, &mut vec![0; READ_SIZE], &mut self.buffer),
         });
+        // A read short of its room found the socket's queue empty; one that would block found nothing at all.
+        self.drained = match &read {
+            Ok(count) => *count < READ_SIZE,
+            Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+        };
         read.map_err(HttpError::from_io)
     }
 
@@ -185,10 +206,13 @@ mod tests {
     fn reads_append_only_what_came_one_read_at_a_time() {
         let input: Vec<u8> = (0..READ_SIZE + 100).map(|index| (index % 251) as u8).collect();
         let mut conn = Connection::new(Duplex(Cursor::new(input.clone())));
+        assert!(!conn.drained(), "nothing read yet");
         assert_eq!(conn.fill().unwrap(), READ_SIZE);
+        assert!(!conn.drained(), "a read that filled its room may have left bytes behind");
         assert_eq!(conn.buffered(), &input[..READ_SIZE]);
         conn.consume(READ_SIZE - 10);
         assert_eq!(conn.fill().unwrap(), 100);
+        assert!(conn.drained(), "a short read took all there was");
         assert_eq!(conn.buffered(), &input[READ_SIZE - 10..], "the unconsumed tail, then the new bytes");
         assert_eq!(conn.fill().unwrap(), 0, "the end of the stream");
         assert_eq!(conn.buffered().len(), 110);

@@ -48,6 +48,10 @@ pub(super) struct Arrived {
     pub peer: Peer,
     pub local: Local,
     pub origin: Origin,
+    /// The key of the socket's registration in the worker's epoll, when it keeps one while its request waits and is
+    /// served: a keep-alive connection's (see `idle`). It comes back with the connection (`readmit`), or is
+    /// forgotten (`forget`).
+    pub key: Option<u64>,
 }
 
 /// How a request reached this worker.
@@ -87,6 +91,10 @@ pub(super) struct Heads {
     pending: BTreeMap<u64, Pending>,
     ready: VecDeque<Queued<Arrived>>,
     idle: BTreeMap<u64, idle::Idle>,
+    /// The keys of the connections whose requests are ready or being served and that keep their edge-triggered
+    /// registration (`Arrived::key`): true once the epoll reported bytes on one of them meanwhile, which it does
+    /// not report again.
+    away: BTreeMap<u64, bool>,
     /// `--keep-alive` and `--max-idle-connections`.
     keep_alive: Duration,
     max_idle: usize,
@@ -106,6 +114,7 @@ impl Heads {
             pending: BTreeMap::new(),
             ready: VecDeque::new(),
             idle: BTreeMap::new(),
+            away: BTreeMap::new(),
             keep_alive: settings.keep_alive,
             max_idle: settings.max_idle_connections,
             next_key: first_key,
@@ -154,9 +163,18 @@ impl Heads {
         self.idle.len()
     }
 
-    /// The oldest request whose head is complete, taken out of the queue to be served.
+    /// The oldest request whose head is complete, taken out of the queue to be served. Its key, if it has one,
+    /// stays away until the connection comes back (`readmit`) or is forgotten (`forget`).
     pub(super) fn pop_ready(&mut self) -> Option<Arrived> {
         self.ready.pop_front().map(Queued::take)
+    }
+
+    /// Queues a complete request; one that keeps its registration is away from now on (see `away`).
+    fn push_ready(&mut self, arrived: Queued<Arrived>) {
+        if let Some(key) = arrived.key {
+            self.away.entry(key).or_insert(false);
+        }
+        self.ready.push_back(arrived);
     }
 
     /// How long until the next head deadline or end of a grace, if any head is pending.
@@ -189,7 +207,7 @@ impl Heads {
                 self.pending.insert(key, pending);
                 self.refuse_over_limits(epoll);
             }
-            progress => self.settle(pending, progress),
+            progress => self.settle(pending, progress, None),
         }
     }
 
@@ -209,13 +227,25 @@ impl Heads {
         key
     }
 
-    /// Whether `key` is one of the pending or idle connections' keys.
+    /// Whether `key` is one of the pending, idle or away connections' keys.
     pub(super) fn owns(&self, key: u64) -> bool {
-        self.pending.contains_key(&key) || self.idle.contains_key(&key)
+        self.pending.contains_key(&key) || self.idle.contains_key(&key) || self.away.contains_key(&key)
     }
 
-    /// Reads what arrived on the connection under `key`.
+    /// The request of a connection that kept its registration under `key` was served, and its connection closed or
+    /// left this worker.
+    pub(super) fn forget(&mut self, key: Option<u64>) {
+        if let Some(key) = key {
+            self.away.remove(&key);
+        }
+    }
+
+    /// Reads what arrived on the connection under `key` (or, for one away, notes that bytes came).
     pub(super) fn on_readable(&mut self, epoll: &Epoll, key: u64) {
+        if let Some(woken) = self.away.get_mut(&key) {
+            *woken = true;
+            return;
+        }
         if self.idle.contains_key(&key) {
             return self.wake_idle(epoll, key, true);
         }
@@ -227,7 +257,7 @@ impl Heads {
         }
         if let Some(mut pending) = self.pending.remove(&key) {
             let _ = epoll.delete(pending.conn.stream());
-            self.settle(pending, progress);
+            self.settle(pending, progress, None);
         }
         // A head that completed keeps its buffer until it is served: it still counts.
         self.refuse_largest_over_limit(epoll);
@@ -248,7 +278,7 @@ impl Heads {
                 let _ = epoll.delete(pending.conn.stream());
                 match read_available(&mut pending.conn, &self.limits, self.held_limit) {
                     Progress::Waiting => answers::reject(pending.conn.take(), &HttpError::Timeout, pending.peer),
-                    progress => self.settle(pending, progress),
+                    progress => self.settle(pending, progress, None),
                 }
             }
         }
@@ -277,7 +307,7 @@ impl Heads {
                 match progress {
                     // Dropped: its client sent nothing, there is nobody to answer.
                     Progress::Waiting => {}
-                    progress => self.settle(pending, progress),
+                    progress => self.settle(pending, progress, None),
                 }
             }
         }
@@ -317,12 +347,14 @@ impl Heads {
         }
     }
 
-    fn settle(&mut self, pending: Pending, progress: Progress) {
+    /// Deals with a head read to its end: a complete one is ready to serve (`key`: the registration its socket
+    /// keeps meanwhile, if any), a failed one is answered.
+    fn settle(&mut self, pending: Pending, progress: Progress, key: Option<u64>) {
         match progress {
             Progress::Waiting => {}
             Progress::Complete(request) => {
                 let Pending { conn, peer, local, .. } = pending;
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin: Origin::Accepted }));
+                self.push_ready(conn.map(|conn| Arrived { conn, request, peer, local, origin: Origin::Accepted, key }));
             }
             Progress::Failed(err) => answers::reject(pending.conn.take(), &err, pending.peer),
         }
@@ -335,9 +367,9 @@ fn sent_nothing(conn: &Connection<Stream>) -> bool {
     conn.buffered().iter().all(|byte| matches!(byte, b'\r' | b'\n'))
 }
 
-/// Watches `stream` under `key` for `flags`. A connection that was idle here may still have its registration, spent
-/// since it reported the next request (idle connections are watched `EPOLLONESHOT`): that one is armed again, one
-/// system call where removing it and adding a new one took two; a socket without one gets one.
+/// Watches `stream` under `key` for `flags`. A connection that was idle here may still have its registration (see
+/// `idle`): that one is changed, one system call where removing it and adding a new one took two; a socket without
+/// one gets one.
 fn watch(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Result<()> {
     let mut event = EpollEvent::new(flags, key);
     match epoll.modify(stream, &mut event) {
@@ -347,9 +379,9 @@ fn watch(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Re
 }
 
 /// A connection with a request that leaves this worker (handed to another pool, or relayed to an idle worker of
-/// its own): its stream and buffered bytes. The spent registration a connection that was idle here keeps while its
-/// request is served (see `idle`) is removed, or it would stay in this worker's epoll for as long as the other
-/// worker keeps the socket open.
+/// its own): its stream and buffered bytes. The registration a keep-alive connection keeps while its request is
+/// served (see `idle`) is removed, or it would stay in this worker's epoll for as long as the other worker keeps
+/// the socket open.
 pub(super) fn leave(epoll: &Epoll, conn: Connection<Stream>) -> (Stream, Vec<u8>) {
     let (stream, bytes) = conn.into_parts();
     let _ = epoll.delete(&stream);

@@ -41,7 +41,8 @@ impl Heads {
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
+                // Not registered here: `key` is none.
+                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin, key: None }));
             }
             Ok(None) => {
                 let err = HttpError::BadRequest("an incomplete head was handed over".into());
@@ -63,7 +64,9 @@ impl Heads {
     /// Takes out the oldest complete request, for the front door's relay to pass on while this worker's guest
     /// runs. `Some(None)` when a dying worker's signal handler took it first.
     pub(in crate::worker) fn take_ready_unanswered(&mut self) -> Option<Option<Arrived>> {
-        Some(self.ready.pop_front()?.take_unanswered())
+        let arrived = self.ready.pop_front()?;
+        self.forget(arrived.key);
+        Some(arrived.take_unanswered())
     }
 
     /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
@@ -82,6 +85,7 @@ impl Heads {
     fn take_one_held(&mut self, epoll: &Epoll) -> Option<Option<Handed>> {
         let now = Instant::now();
         if let Some(arrived) = self.ready.pop_front() {
+            self.forget(arrived.key);
             let Some(Arrived { conn, peer, local, origin, .. }) = arrived.take_unanswered() else { return Some(None) };
             let stage = match origin {
                 Origin::Accepted => Stage::Unrouted,

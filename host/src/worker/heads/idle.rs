@@ -3,6 +3,10 @@
 //! without a read buffer, for at most `--keep-alive`, and a worker holds at most `--max-idle-connections` of
 //! them. The first byte of a next request makes it a head still arriving (its client timeout starts then); one
 //! still silent at its deadline, or when the worker stops, is closed with a FIN, since no request is under way.
+//! A keep-alive connection is registered in the worker's epoll once, edge-triggered, and stays registered while its
+//! requests are served one after another: the epoll reports bytes that arrive after a read, so a connection whose
+//! last read drained its socket, and on which the epoll reported nothing while it was away, waits without a look
+//! at the socket and without a system call to watch it again.
 
 use std::time::Instant;
 
@@ -14,10 +18,10 @@ use crate::listener::{Local, Peer, Stream};
 use crate::worker::answers;
 use crate::worker::farewell::Queued;
 
-/// How an idle connection is watched: its next request is reported once, and the registration then stays, spent,
-/// while that request is read and served; `watch_idle` arms it again for the next one. Removing the registration
-/// for every request and adding it back cost a system call more.
-const IDLE_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLONESHOT);
+/// How an idle connection is watched: edge-triggered, so that the registration can stay while its requests are
+/// served (a level-triggered one would report a pipelined request's bytes at every wait). Arming a one-shot
+/// registration again for every request cost a system call per request; removing it and adding it back, two.
+const IDLE_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLET);
 
 /// A keep-alive connection waiting for its next request.
 pub(super) struct Idle {
@@ -29,21 +33,34 @@ pub(super) struct Idle {
 }
 
 impl Heads {
-    /// Takes back the connection of a request just served whose response kept it open. Bytes the client sent
-    /// behind that request (pipelined) make the next request, ready at once when its head is whole; otherwise the
-    /// connection waits, idle, for at most `--keep-alive`.
-    pub(in crate::worker) fn readmit(&mut self, epoll: &Epoll, mut conn: Connection<Stream>, peer: Peer, local: Local) {
+    /// Takes back the connection of a request just served whose response kept it open, with the key of the
+    /// registration it kept (`Arrived::key`). Bytes the client sent behind that request (pipelined) make the next
+    /// request, ready at once when its head is whole; otherwise the connection waits, idle, for at most
+    /// `--keep-alive`, and is read at once if bytes may have come that the epoll will not report (see `watch_idle`).
+    pub(in crate::worker) fn readmit(
+        &mut self,
+        epoll: &Epoll,
+        mut conn: Connection<Stream>,
+        peer: Peer,
+        local: Local,
+        key: Option<u64>,
+    ) {
         conn.compact();
         let now = Instant::now();
+        let woken = key.and_then(|key| self.away.remove(&key)).unwrap_or(false);
         if conn.buffered().is_empty() {
-            return self.watch_idle(epoll, conn, peer, local, now + self.keep_alive);
+            let unread = woken || !conn.drained();
+            return self.watch_idle(epoll, conn, peer, local, now + self.keep_alive, key, unread);
         }
         let mut conn = Queued::connection(conn);
         match http::parse_head(conn.buffered(), &self.limits) {
             Ok(Some((request, length))) => {
                 conn.consume(length);
                 let origin = Origin::Accepted;
-                self.ready.push_back(conn.map(|conn| Arrived { conn, request, peer, local, origin }));
+                self.push_ready(conn.map(|conn| Arrived { conn, request, peer, local, origin, key }));
+                if woken && let Some(key) = key {
+                    self.away.insert(key, true);
+                }
             }
             Ok(None) => {
                 self.watch_pending(epoll, Pending { conn, peer, local, accepted: now, deadline: now + self.timeout })
@@ -52,21 +69,37 @@ impl Heads {
         }
     }
 
-    /// Watches an idle connection until `deadline`, or closes it at once when this worker holds its fill.
-    pub(super) fn watch_idle(
+    /// Watches an idle connection until `deadline`, or closes it at once when this worker holds its fill. One that
+    /// kept its registration (`key`) stays under it, with no system call; one without is registered. With
+    /// `unread` (the epoll reported bytes while it was away, or its last read did not drain the socket), it is read
+    /// at once: the epoll reports only bytes that arrive from now on.
+    #[allow(clippy::too_many_arguments, reason = "the connection's parts, as Idle holds them, and how it comes")]
+    fn watch_idle(
         &mut self,
         epoll: &Epoll,
         mut conn: Connection<Stream>,
         peer: Peer,
         local: Local,
         deadline: Instant,
+        key: Option<u64>,
+        unread: bool,
     ) {
         if self.idle.len() >= self.max_idle {
             return;
         }
-        let key = self.take_key();
-        if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_ok() {
-            self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
+        let key = match key {
+            Some(key) => key,
+            None => {
+                let key = self.take_key();
+                if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
+                    return;
+                }
+                key
+            }
+        };
+        self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
+        if unread {
+            self.wake_idle(epoll, key, true);
         }
     }
 
@@ -77,12 +110,16 @@ impl Heads {
     pub(super) fn admit_idle(
         &mut self,
         epoll: &Epoll,
-        conn: Connection<Stream>,
+        mut conn: Connection<Stream>,
         peer: Peer,
         local: Local,
         deadline: Instant,
     ) {
         let key = self.take_key();
+        // Registered before the read: a byte that comes after it is then reported.
+        if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
+            return;
+        }
         self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
         self.wake_idle(epoll, key, true);
         if self.idle.len() > self.max_idle
@@ -102,16 +139,17 @@ impl Heads {
     }
 
     /// The idle connection under `key` became readable (or its time is up, or the worker stops): what arrived
-    /// makes it a head still arriving, under the same key; nothing (or an end of stream) closes it.
+    /// makes it a head still arriving, under the same key, or a request ready to serve, which keeps the
+    /// registration; nothing (or an end of stream) closes it.
     pub(super) fn wake_idle(&mut self, epoll: &Epoll, key: u64, readable: bool) {
         let Some(Idle { mut conn, peer, local, deadline }) = self.idle.remove(&key) else { return };
         let progress = read_available(&mut conn, &self.limits, self.held_limit);
         if matches!(progress, Progress::Waiting) && conn.buffered().is_empty() {
-            if !readable {
-                let _ = epoll.delete(conn.stream());
-            } else if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_ok() {
-                // Woken for nothing: it stays idle, its spent registration armed again.
+            if readable {
+                // Woken for nothing: it stays idle, its registration as it was (the read drained the socket).
                 self.idle.insert(key, Idle { conn, peer, local, deadline });
+            } else {
+                let _ = epoll.delete(conn.stream());
             }
             return;
         }
@@ -127,15 +165,9 @@ impl Heads {
                 self.pending.insert(key, pending);
                 self.refuse_over_limits(epoll);
             }
-            // A client that closed between requests is no error: there is nobody to answer.
-            progress => {
-                // Woken by its next request, the registration is spent and stays, reporting nothing, until the
-                // connection is idle again (`watch_idle` arms it) or closed. Otherwise it is armed: removed.
-                if !readable {
-                    let _ = epoll.delete(pending.conn.stream());
-                }
-                self.settle(pending, progress);
-            }
+            // A complete request keeps the registration while it is served (a failed one, or a client that closed
+            // between requests, which is no error, closes the connection, and its registration with it).
+            progress => self.settle(pending, progress, Some(key)),
         }
     }
 }
@@ -186,10 +218,10 @@ mod tests {
     fn a_pipelined_request_is_ready_at_once_and_an_empty_connection_waits_idle() {
         let (epoll, mut heads) = (epoll(), heads(4));
         let (pipelined, _client) = served(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
-        heads.readmit(&epoll, pipelined, Peer::Unix, local());
+        heads.readmit(&epoll, pipelined, Peer::Unix, local(), None);
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/next".into()));
         let (empty, _client) = served(b"");
-        heads.readmit(&epoll, empty, Peer::Unix, local());
+        heads.readmit(&epoll, empty, Peer::Unix, local(), None);
         assert_eq!((heads.idle_count(), heads.held()), (1, 0));
         assert!(heads.is_empty(), "an idle connection is no request under way");
         let left = heads.next_deadline(Instant::now()).unwrap();
@@ -206,7 +238,7 @@ mod tests {
     /// A served connection taken back, empty, to wait idle among `heads`; the client's end.
     fn idle_connection(epoll: &Epoll, heads: &mut Heads) -> UnixStream {
         let (conn, client) = served(b"");
-        heads.readmit(epoll, conn, Peer::Unix, local());
+        heads.readmit(epoll, conn, Peer::Unix, local(), None);
         client
     }
 
@@ -216,29 +248,76 @@ mod tests {
         heads.on_readable(epoll, reported(epoll)[0]);
     }
 
+    /// Nothing is reported at once.
+    fn quiet(epoll: &Epoll) -> bool {
+        let mut events = [EpollEvent::empty(); 4];
+        epoll.wait(&mut events, EpollTimeout::ZERO).unwrap() == 0
+    }
+
     #[test]
-    fn a_connection_idle_again_and_again_reports_each_next_request() {
+    fn a_connection_kept_alive_keeps_one_registration_that_reports_each_next_request() {
         let (epoll, mut heads) = (epoll(), heads(4));
         let mut client = idle_connection(&epoll, &mut heads);
+        let mut keys = Vec::new();
         for path in ["/first", "/second", "/third"] {
             client.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
-            let keys = reported(&epoll);
-            assert_eq!(keys.len(), 1, "{path}: {keys:?}");
-            heads.on_readable(&epoll, keys[0]);
+            let reported = reported(&epoll);
+            assert_eq!(reported.len(), 1, "{path}: {reported:?}");
+            heads.on_readable(&epoll, reported[0]);
             let arrived = heads.pop_ready().expect(path);
             assert_eq!(arrived.request.path, path);
+            assert_eq!(arrived.key, Some(reported[0]), "{path}: served under the key it was idle under");
             assert_eq!(heads.idle_count(), 0);
-            // Its registration is spent while the request is served: more bytes report nothing.
-            client.write_all(b"G").unwrap();
-            let mut events = [EpollEvent::empty(); 4];
-            assert_eq!(epoll.wait(&mut events, EpollTimeout::ZERO).unwrap(), 0, "{path}");
-            let mut conn = arrived.conn;
-            http::read_request_part(&mut conn, &HeadLimits::default()).ok();
-            assert_eq!(conn.buffered(), b"G");
-            conn.consume(1);
-            heads.readmit(&epoll, conn, arrived.peer, arrived.local);
+            keys.push(reported[0]);
+            heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local, arrived.key);
             assert_eq!(heads.idle_count(), 1, "{path}: idle again");
+            assert!(quiet(&epoll), "{path}: an idle connection that sent nothing is not reported");
         }
+        assert!(keys.iter().all(|key| *key == keys[0]), "one registration for every request: {keys:?}");
+    }
+
+    #[test]
+    fn a_request_that_arrives_while_the_last_one_is_served_is_ready_when_the_connection_comes_back() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let mut client = idle_connection(&epoll, &mut heads);
+        // The epoll reports the next request while the connection is away, and it is not reported again.
+        send(&mut client, b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n", &epoll, &mut heads);
+        let one = heads.pop_ready().unwrap();
+        client.write_all(b"GET /two HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let keys = reported(&epoll);
+        assert_eq!(keys, vec![one.key.unwrap()]);
+        assert!(heads.owns(keys[0]), "the key of a connection away is still this worker's");
+        heads.on_readable(&epoll, keys[0]);
+        assert!(quiet(&epoll), "reported once");
+        heads.readmit(&epoll, one.conn, one.peer, one.local, one.key);
+        let two = heads.pop_ready().expect("the request that came meanwhile");
+        assert_eq!(two.request.path, "/two");
+        // Not reported while away: the epoll reports it once the connection is back.
+        client.write_all(b"GET /three HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        heads.readmit(&epoll, two.conn, two.peer, two.local, two.key);
+        assert_eq!(heads.idle_count(), 1);
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/three".into()));
+    }
+
+    #[test]
+    fn a_request_left_in_the_socket_by_a_full_read_is_read_when_the_connection_comes_back() {
+        let (epoll, mut heads) = (epoll(), heads(4));
+        let mut client = idle_connection(&epoll, &mut heads);
+        // A head exactly as long as one read: the read that takes it leaves the next request in the socket.
+        let start = "GET /long HTTP/1.1\r\nHost: h\r\n";
+        let padding = 16 * 1024 - start.len() - "X-A: \r\nX-B: \r\n\r\n".len();
+        let (a, b) = ("a".repeat(padding / 2), "b".repeat(padding - padding / 2));
+        let long = format!("{start}X-A: {a}\r\nX-B: {b}\r\n\r\n");
+        assert_eq!(long.len(), 16 * 1024);
+        client.write_all(format!("{long}GET /next HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap();
+        heads.on_readable(&epoll, reported(&epoll)[0]);
+        let first = heads.pop_ready().unwrap();
+        assert_eq!(first.request.path, "/long");
+        assert!(first.conn.buffered().is_empty() && !first.conn.drained());
+        assert!(quiet(&epoll), "the epoll does not report bytes that were there before the read");
+        heads.readmit(&epoll, first.conn, first.peer, first.local, first.key);
+        assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/next".into()));
     }
 
     #[test]
@@ -248,7 +327,7 @@ mod tests {
         send(&mut client, b"GET /whole HTTP/1.1\r\nHost: h\r\n\r\nGET /part", &epoll, &mut heads);
         let arrived = heads.pop_ready().unwrap();
         assert_eq!(arrived.request.path, "/whole");
-        heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local);
+        heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local, arrived.key);
         assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
         send(&mut client, b"ed HTTP/1.1\r\n", &epoll, &mut heads);
         assert!(heads.pop_ready().is_none());
@@ -268,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_relayed_from_an_idle_connection_takes_its_spent_registration_away() {
+    fn a_request_relayed_from_an_idle_connection_takes_its_registration_away() {
         let (epoll, mut heads) = (epoll(), heads(4));
         let mut client = idle_connection(&epoll, &mut heads);
         send(&mut client, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n", &epoll, &mut heads);
@@ -283,8 +362,8 @@ mod tests {
         let (epoll, mut heads) = (epoll(), heads(4));
         let (silent, mut silent_client) = served(b"");
         let (talking, mut talking_client) = served(b"");
-        heads.readmit(&epoll, silent, Peer::Unix, local());
-        heads.readmit(&epoll, talking, Peer::Unix, local());
+        heads.readmit(&epoll, silent, Peer::Unix, local(), None);
+        heads.readmit(&epoll, talking, Peer::Unix, local(), None);
         talking_client.write_all(b"GET /late HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         heads.close_idle(&epoll);
         assert_eq!(heads.idle_count(), 0);
@@ -298,13 +377,13 @@ mod tests {
         let (epoll, mut heads) = (epoll(), heads(1));
         let (first, _first_client) = served(b"");
         let (second, mut second_client) = served(b"");
-        heads.readmit(&epoll, first, Peer::Unix, local());
+        heads.readmit(&epoll, first, Peer::Unix, local(), None);
         assert!(!heads.has_idle_room());
-        heads.readmit(&epoll, second, Peer::Unix, local());
+        heads.readmit(&epoll, second, Peer::Unix, local(), None);
         assert_eq!(heads.idle_count(), 1);
         assert_eq!(second_client.read(&mut [0u8; 8]).unwrap(), 0, "closed");
         let (arriving, _arriving_client) = served(b"GET /half HTTP/1.1\r\n");
-        heads.readmit(&epoll, arriving, Peer::Unix, local());
+        heads.readmit(&epoll, arriving, Peer::Unix, local(), None);
         let taken = heads.take_one(&epoll).unwrap();
         assert!(matches!(taken.stage, Stage::Arriving { .. }), "{:?}", taken.stage);
         assert_eq!(taken.bytes, b"GET /half HTTP/1.1\r\n");
