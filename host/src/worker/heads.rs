@@ -49,8 +49,8 @@ pub(super) struct Arrived {
     pub local: Local,
     pub origin: Origin,
     /// The key of the socket's registration in the worker's epoll, when it keeps one while its request waits and is
-    /// served: a keep-alive connection's (see `idle`). It comes back with the connection (`readmit`), or is
-    /// forgotten (`forget`).
+    /// served: a keep-alive connection's whose head came whole (see `idle`). It comes back with the connection
+    /// (`readmit`), or is forgotten (`forget`).
     pub key: Option<u64>,
 }
 
@@ -232,8 +232,8 @@ impl Heads {
         self.pending.contains_key(&key) || self.idle.contains_key(&key) || self.away.contains_key(&key)
     }
 
-    /// The request of a connection that kept its registration under `key` was served, and its connection closed or
-    /// left this worker.
+    /// The connection of a request that kept its registration under `key` will not come back: it was closed, or
+    /// it left this worker (handed over or relayed, served or not).
     pub(super) fn forget(&mut self, key: Option<u64>) {
         if let Some(key) = key {
             self.away.remove(&key);

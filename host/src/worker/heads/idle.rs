@@ -3,20 +3,34 @@
 //! without a read buffer, for at most `--keep-alive`, and a worker holds at most `--max-idle-connections` of
 //! them. The first byte of a next request makes it a head still arriving (its client timeout starts then); one
 //! still silent at its deadline, or when the worker stops, is closed with a FIN, since no request is under way.
-//! A keep-alive connection is registered in the worker's epoll once, edge-triggered, and stays registered while its
-//! requests are served one after another: the epoll reports bytes that arrive after a read, so a connection whose
-//! last read drained its socket, and on which the epoll reported nothing while it was away, waits without a look
-//! at the socket and without a system call to watch it again.
+//! A keep-alive connection is registered in the worker's epoll edge-triggered when it first goes idle, and the
+//! registration stays while its requests are served one after another, as long as each head comes whole in one
+//! read (one that comes in parts is watched level-triggered until it is whole, and registered again after).
+//! The epoll reports bytes that arrive after a read, so a connection whose last read drained its socket, and on
+//! which the epoll reported nothing while it was away, waits without a look at the socket and without a system
+//! call to watch it again. A short read is taken for a drained socket: TCP urgent data also ends a read short,
+//! so a client that sends it may wait for its next request to be read until its `--keep-alive` runs out (when
+//! the connection is read once more), a delay it causes itself.
 
 use std::time::Instant;
 
-use nix::sys::epoll::{Epoll, EpollFlags};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use super::{Arrived, Heads, Origin, Pending, Progress, read_available, watch};
 use crate::http::{self, Connection};
 use crate::listener::{Local, Peer, Stream};
 use crate::worker::answers;
 use crate::worker::farewell::Queued;
+
+/// Registers `stream` under `key` for `flags`: a connection that has no registration here (a new one whose head
+/// came whole, or one handed over) gets one with a single system call; should it have one after all, that one is
+/// changed.
+fn register(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Result<()> {
+    match epoll.add(stream, EpollEvent::new(flags, key)) {
+        Err(nix::errno::Errno::EEXIST) => epoll.modify(stream, &mut EpollEvent::new(flags, key)),
+        added => added,
+    }
+}
 
 /// How an idle connection is watched: edge-triggered, so that the registration can stay while its requests are
 /// served (a level-triggered one would report a pipelined request's bytes at every wait). Arming a one-shot
@@ -91,7 +105,7 @@ impl Heads {
             Some(key) => key,
             None => {
                 let key = self.take_key();
-                if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
+                if register(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
                     return;
                 }
                 key
@@ -105,8 +119,10 @@ impl Heads {
 
     /// Takes an idle connection another worker of the pool handed over. Its client may have sent its next request
     /// while it crossed, so it is read at once, as a woken idle connection is; one still silent waits here. When
-    /// that makes one more than this worker holds, its oldest idle connection is closed (read first: one whose next
-    /// request has begun stays, as a head) rather than the one just handed over, whose client is the more active.
+    /// that makes one more than this worker holds, the connection idle the longest (the nearest deadline: a key is
+    /// a connection's for its whole life, and says nothing of how long it has been idle) is closed (read first:
+    /// one whose next request has begun stays, as a head) rather than the one just handed over, whose client is
+    /// the more active.
     pub(super) fn admit_idle(
         &mut self,
         epoll: &Epoll,
@@ -117,15 +133,16 @@ impl Heads {
     ) {
         let key = self.take_key();
         // Registered before the read: a byte that comes after it is then reported.
-        if watch(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
+        if register(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
             return;
         }
         self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
         self.wake_idle(epoll, key, true);
-        if self.idle.len() > self.max_idle
-            && let Some(&oldest) = self.idle.keys().next()
-        {
-            self.wake_idle(epoll, oldest, false);
+        if self.idle.len() > self.max_idle {
+            let others = self.idle.iter().filter(|(other, _)| **other != key);
+            if let Some(oldest) = others.min_by_key(|(_, idle)| idle.deadline).map(|(other, _)| *other) {
+                self.wake_idle(epoll, oldest, false);
+            }
         }
     }
 
@@ -182,7 +199,7 @@ mod tests {
 
     use super::*;
     use crate::settings::{HeadLimits, HttpSettings, TrustedProxies};
-    use crate::worker::handoff::Stage;
+    use crate::worker::handoff::{Handed, Stage};
 
     fn heads(max_idle: usize) -> Heads {
         let settings = HttpSettings {
@@ -370,6 +387,32 @@ mod tests {
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/late".into()));
         let mut rest = Vec::new();
         assert_eq!(silent_client.read_to_end(&mut rest).unwrap(), 0, "a FIN and nothing else");
+    }
+
+    #[test]
+    fn an_idle_connection_handed_over_past_the_limit_closes_the_one_idle_the_longest() {
+        let (epoll, mut heads) = (epoll(), heads(2));
+        // The first to go idle keeps the smaller key for its whole life...
+        let mut busy_client = idle_connection(&epoll, &mut heads);
+        let (silent, mut silent_client) = served(b"");
+        heads.readmit(&epoll, silent, Peer::Unix, local(), None);
+        // ...and is idle again, after one more request, for less time than the other.
+        send(&mut busy_client, b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n", &epoll, &mut heads);
+        let again = heads.pop_ready().unwrap();
+        heads.readmit(&epoll, again.conn, again.peer, again.local, again.key);
+        assert_eq!(heads.idle_count(), 2);
+        let (ours, _handed_client) = UnixStream::pair().unwrap();
+        let stage = Stage::Idle { left: Duration::from_secs(2) };
+        heads.admit_handed(
+            &epoll,
+            Handed { stream: Stream::Unix(ours), peer: Peer::Unix, local: local(), stage, bytes: vec![] },
+        );
+        assert_eq!(heads.idle_count(), 2);
+        silent_client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(silent_client.read(&mut [0u8; 8]).ok(), Some(0), "the one idle the longest is closed");
+        busy_client.set_nonblocking(true).unwrap();
+        let busy = busy_client.read(&mut [0u8; 8]).map_err(|err| err.kind());
+        assert_eq!(busy, Err(std::io::ErrorKind::WouldBlock), "the busy client's connection stays open");
     }
 
     #[test]
