@@ -93,6 +93,28 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn pipelined_requests_that_fill_the_workers_reads_exactly_are_all_answered() {
+    // Each request takes exactly 128 bytes, so the worker's 16 KiB reads end between two requests: a read that
+    // took the 128th leaves the next ones in the socket and nothing in the connection's buffer, and no new bytes
+    // come to report them. A connection left to wait for them would be answered only at its --keep-alive.
+    let server = Server::start("sample:hello", 1, &["--keep-alive", "300"]);
+    let mut client = Client::connect(&server);
+    let request = |index: usize| {
+        let (start, end) = (format!("GET /?n={index} HTTP/1.1\r\nHost: h\r\nX-Pad: "), "\r\n\r\n");
+        format!("{start}{}{end}", "p".repeat(128 - start.len() - end.len()))
+    };
+    let burst: Vec<u8> = (0..300).flat_map(|index| request(index).into_bytes()).collect();
+    assert_eq!(burst.len(), 300 * 128);
+    client.send(&burst);
+    for index in 0..300 {
+        let response = client.response();
+        assert_kept(&response, 200);
+        assert_eq!(response.text(), "Hello, World!", "response {index}");
+    }
+    server.wait_for_line("\"GET /?n=299 HTTP/1.1\" 200");
+}
+
+#[test]
 fn a_request_smuggled_behind_a_malformed_one_is_never_served() {
     let server = Server::start(MISBEHAVE, 1, &PATIENT);
     // Conflicting framing: the second request's "body" holds a third request.
