@@ -22,9 +22,9 @@ use crate::listener::{Local, Peer, Stream};
 use crate::worker::answers;
 use crate::worker::farewell::Queued;
 
-/// Registers `stream` under `key` for `flags`: a connection that has no registration here (a new one whose head
-/// came whole, or one handed over) gets one with a single system call; should it have one after all, that one is
-/// changed.
+/// Registers `stream` under `key` for `flags`: a connection that has no registration here (never watched, watched
+/// until its head completed, or handed over) gets one with a single system call; should it have one after all,
+/// that one is changed.
 fn register(epoll: &Epoll, stream: &Stream, flags: EpollFlags, key: u64) -> nix::Result<()> {
     match epoll.add(stream, EpollEvent::new(flags, key)) {
         Err(nix::errno::Errno::EEXIST) => epoll.modify(stream, &mut EpollEvent::new(flags, key)),
