@@ -13,34 +13,22 @@ thread_local! {
     static LOG_TIME: Cache = const { RefCell::new((i64::MIN, String::new())) };
 }
 
-/// The current time as an HTTP date: `Thu, 26 Nov 2026 09:37:49 GMT`.
-pub(crate) fn http_date() -> String {
-    with_http_date(str::to_string)
-}
-
-/// Appends the current time as an HTTP date to `out`, without making a `String` of it.
+/// Appends the current time as an HTTP date, `Thu, 26 Nov 2026 09:37:49 GMT`, to `out`.
 pub(crate) fn push_http_date(out: &mut Vec<u8>) {
-    with_http_date(|date| out.extend_from_slice(date.as_bytes()));
+    let now = Utc::now();
+    let format = || now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    cached(&HTTP_DATE, now.timestamp(), format, |date| out.extend_from_slice(date.as_bytes()));
 }
 
 /// Appends the current local time as Gunicorn's access log shows it, `[26/Nov/2026:09:37:49 +0000]`, to `line`.
 pub(crate) fn push_log_time(line: &mut String) {
     let now: DateTime<Local> = Local::now();
-    cached(&LOG_TIME, now.timestamp(), || now.format("[%d/%b/%Y:%H:%M:%S %z]").to_string(), |time| line.push_str(time));
-}
-
-fn with_http_date<R>(read: impl FnOnce(&str) -> R) -> R {
-    let now = Utc::now();
-    cached(&HTTP_DATE, now.timestamp(), || now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(), read)
+    let format = || now.format("[%d/%b/%Y:%H:%M:%S %z]").to_string();
+    cached(&LOG_TIME, now.timestamp(), format, |time| line.push_str(time));
 }
 
 /// Hands `read` the text of `second`, formatted by `format` only when the cache holds another second's.
-fn cached<R>(
-    cache: &'static LocalKey<Cache>,
-    second: i64,
-    format: impl FnOnce() -> String,
-    read: impl FnOnce(&str) -> R,
-) -> R {
+fn cached(cache: &'static LocalKey<Cache>, second: i64, format: impl FnOnce() -> String, read: impl FnOnce(&str)) {
     cache.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != second {
@@ -54,7 +42,9 @@ fn cached<R>(
 mod tests {
     #[test]
     fn formats_look_like_gunicorn_and_http() {
-        let date = super::http_date();
+        let mut date = Vec::new();
+        super::push_http_date(&mut date);
+        let date = String::from_utf8(date).unwrap();
         assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
         let mut time = String::new();
         super::push_log_time(&mut time);

@@ -396,9 +396,7 @@ fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u
             return Err(too_large());
         }
     }
-    head.extend_from_slice(b"Date: ");
-    crate::clock::push_http_date(&mut head);
-    head.extend_from_slice(b"\r\nServer: wasmcorn\r\n");
+    push_host_headers(&mut head);
     Ok((code, head, declared))
 }
 
@@ -425,9 +423,11 @@ fn status_allows_body(status: u16) -> bool {
 const KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
 const CLOSE: &[u8] = b"Connection: close\r\n";
 
-/// The headers the host adds to every response, but `Connection`.
-fn host_headers() -> String {
-    format!("Date: {}\r\nServer: wasmcorn\r\n", crate::clock::http_date())
+/// Appends the headers the host adds to every response, but `Connection`.
+fn push_host_headers(head: &mut Vec<u8>) {
+    head.extend_from_slice(b"Date: ");
+    crate::clock::push_http_date(head);
+    head.extend_from_slice(b"\r\nServer: wasmcorn\r\n");
 }
 
 fn error_body(status: u16) -> String {
@@ -442,13 +442,16 @@ pub(crate) fn error_body_length(status: u16) -> u64 {
 /// A complete response for a status the host answers by itself (a bad request, a failed guest).
 pub(crate) fn error_response(status: u16) -> Vec<u8> {
     let body = error_body(status);
-    format!(
-        "HTTP/1.1 {status} {}\r\n{}Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        reason_phrase(status),
-        host_headers(),
+    let mut response = Vec::with_capacity(HEAD_CAPACITY);
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(response, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    push_host_headers(&mut response);
+    let _ = write!(
+        response,
+        "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .into_bytes()
+    );
+    response
 }
 
 /// The standard reason phrase of a status code (RFC 9110), or an empty one.

@@ -64,9 +64,15 @@ impl Heads {
     /// Takes out the oldest complete request, for the front door's relay to pass on while this worker's guest
     /// runs. `Some(None)` when a dying worker's signal handler took it first.
     pub(in crate::worker) fn take_ready_unanswered(&mut self) -> Option<Option<Arrived>> {
+        Some(self.take_ready_out()?.take_unanswered())
+    }
+
+    /// Takes the oldest complete request out of this worker for good (relayed, or routed by the front door): its
+    /// key, if it has one, is forgotten.
+    fn take_ready_out(&mut self) -> Option<Queued<Arrived>> {
         let arrived = self.ready.pop_front()?;
         self.forget(arrived.key);
-        Some(arrived.take_unanswered())
+        Some(arrived)
     }
 
     /// Takes one held connection out, to relay it to the pool's other workers: a request ready first, then heads
@@ -84,8 +90,7 @@ impl Heads {
     /// `take_one`'s step: `Some(None)` for a connection the handler answers.
     fn take_one_held(&mut self, epoll: &Epoll) -> Option<Option<Handed>> {
         let now = Instant::now();
-        if let Some(arrived) = self.ready.pop_front() {
-            self.forget(arrived.key);
+        if let Some(arrived) = self.take_ready_out() {
             let Some(Arrived { conn, peer, local, origin, .. }) = arrived.take_unanswered() else { return Some(None) };
             let stage = match origin {
                 Origin::Accepted => Stage::Unrouted,

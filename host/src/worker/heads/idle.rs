@@ -91,7 +91,7 @@ impl Heads {
     fn watch_idle(
         &mut self,
         epoll: &Epoll,
-        mut conn: Connection<Stream>,
+        conn: Connection<Stream>,
         peer: Peer,
         local: Local,
         deadline: Instant,
@@ -102,16 +102,15 @@ impl Heads {
             return;
         }
         let key = match key {
-            Some(key) => key,
-            None => {
-                let key = self.take_key();
-                if register(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
-                    return;
-                }
+            Some(key) => {
+                self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
                 key
             }
+            None => match self.hold_idle(epoll, conn, peer, local, deadline) {
+                Some(key) => key,
+                None => return,
+            },
         };
-        self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
         if unread {
             self.wake_idle(epoll, key, true);
         }
@@ -126,17 +125,13 @@ impl Heads {
     pub(super) fn admit_idle(
         &mut self,
         epoll: &Epoll,
-        mut conn: Connection<Stream>,
+        conn: Connection<Stream>,
         peer: Peer,
         local: Local,
         deadline: Instant,
     ) {
-        let key = self.take_key();
         // Registered before the read: a byte that comes after it is then reported.
-        if register(epoll, conn.stream(), IDLE_EVENTS, key).is_err() {
-            return;
-        }
-        self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
+        let Some(key) = self.hold_idle(epoll, conn, peer, local, deadline) else { return };
         self.wake_idle(epoll, key, true);
         if self.idle.len() > self.max_idle {
             let others = self.idle.iter().filter(|(other, _)| **other != key);
@@ -144,6 +139,22 @@ impl Heads {
                 self.wake_idle(epoll, oldest, false);
             }
         }
+    }
+
+    /// Holds an idle connection that has no registration here under a new key, registered; returns the key, or
+    /// `None` when the connection cannot be watched (it is dropped, closed).
+    fn hold_idle(
+        &mut self,
+        epoll: &Epoll,
+        mut conn: Connection<Stream>,
+        peer: Peer,
+        local: Local,
+        deadline: Instant,
+    ) -> Option<u64> {
+        let key = self.take_key();
+        register(epoll, conn.stream(), IDLE_EVENTS, key).ok()?;
+        self.idle.insert(key, Idle { conn: Queued::idle(conn), peer, local, deadline });
+        Some(key)
     }
 
     /// Closes every idle connection (the worker stops): each is read once first, and one whose next request has
@@ -259,6 +270,11 @@ mod tests {
         client
     }
 
+    /// The connection of `arrived`, its request served, taken back with the registration it kept.
+    fn served_back(epoll: &Epoll, heads: &mut Heads, arrived: Arrived) {
+        heads.readmit(epoll, arrived.conn, arrived.peer, arrived.local, arrived.key);
+    }
+
     /// The client sends `bytes`, and the heads read what the epoll reports.
     fn send(client: &mut UnixStream, bytes: &[u8], epoll: &Epoll, heads: &mut Heads) {
         client.write_all(bytes).unwrap();
@@ -286,7 +302,7 @@ mod tests {
             assert_eq!(arrived.key, Some(reported[0]), "{path}: served under the key it was idle under");
             assert_eq!(heads.idle_count(), 0);
             keys.push(reported[0]);
-            heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local, arrived.key);
+            served_back(&epoll, &mut heads, arrived);
             assert_eq!(heads.idle_count(), 1, "{path}: idle again");
             assert!(quiet(&epoll), "{path}: an idle connection that sent nothing is not reported");
         }
@@ -306,12 +322,12 @@ mod tests {
         assert!(heads.owns(keys[0]), "the key of a connection away is still this worker's");
         heads.on_readable(&epoll, keys[0]);
         assert!(quiet(&epoll), "reported once");
-        heads.readmit(&epoll, one.conn, one.peer, one.local, one.key);
+        served_back(&epoll, &mut heads, one);
         let two = heads.pop_ready().expect("the request that came meanwhile");
         assert_eq!(two.request.path, "/two");
         // Not reported while away: the epoll reports it once the connection is back.
         client.write_all(b"GET /three HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-        heads.readmit(&epoll, two.conn, two.peer, two.local, two.key);
+        served_back(&epoll, &mut heads, two);
         assert_eq!(heads.idle_count(), 1);
         heads.on_readable(&epoll, reported(&epoll)[0]);
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/three".into()));
@@ -333,7 +349,7 @@ mod tests {
         assert_eq!(first.request.path, "/long");
         assert!(first.conn.buffered().is_empty() && !first.conn.drained());
         assert!(quiet(&epoll), "the epoll does not report bytes that were there before the read");
-        heads.readmit(&epoll, first.conn, first.peer, first.local, first.key);
+        served_back(&epoll, &mut heads, first);
         assert_eq!(heads.pop_ready().map(|arrived| arrived.request.path), Some("/next".into()));
     }
 
@@ -344,7 +360,7 @@ mod tests {
         send(&mut client, b"GET /whole HTTP/1.1\r\nHost: h\r\n\r\nGET /part", &epoll, &mut heads);
         let arrived = heads.pop_ready().unwrap();
         assert_eq!(arrived.request.path, "/whole");
-        heads.readmit(&epoll, arrived.conn, arrived.peer, arrived.local, arrived.key);
+        served_back(&epoll, &mut heads, arrived);
         assert_eq!((heads.held(), heads.idle_count()), (1, 0), "a head still arriving");
         send(&mut client, b"ed HTTP/1.1\r\n", &epoll, &mut heads);
         assert!(heads.pop_ready().is_none());
@@ -399,7 +415,7 @@ mod tests {
         // ...and is idle again, after one more request, for less time than the other.
         send(&mut busy_client, b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n", &epoll, &mut heads);
         let again = heads.pop_ready().unwrap();
-        heads.readmit(&epoll, again.conn, again.peer, again.local, again.key);
+        served_back(&epoll, &mut heads, again);
         assert_eq!(heads.idle_count(), 2);
         let (ours, _handed_client) = UnixStream::pair().unwrap();
         let stage = Stage::Idle { left: Duration::from_secs(2) };
