@@ -6,7 +6,9 @@
 mod client;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -41,6 +43,32 @@ fn requests_on_one_connection_are_answered_in_turn_and_logged_once_each() {
     assert_eq!(client.end(), End::Closed);
     assert_eq!(server.wait_for_count("\"GET / HTTP/1.1\" 200 13", 3).len(), 3);
     server.wait_for_line("\"GET /last HTTP/1.1\" 200 13");
+}
+
+#[test]
+fn a_requests_instance_is_dropped_once_its_response_is_sent_though_the_connection_stays_idle() {
+    // The guest leaves a connection to this listener open, which only dropping its instance closes. The worker
+    // drops it after sending the response, not when the kept connection's next request comes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap().to_string();
+    let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--allow-net", &backend]);
+    let answering = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut ping = [0u8; 5];
+        stream.read_exact(&mut ping).unwrap();
+        stream.write_all(b"pong\n").unwrap();
+        stream
+    });
+    let mut client = Client::connect(&server);
+    let response = client.get("h", &format!("/connect-and-keep?addr={backend}"));
+    assert_kept(&response, 200);
+    assert_eq!(response.text(), format!("ok: connected to {backend}, read: pong\n"));
+    let mut backend_side = answering.join().unwrap();
+    let mut rest = [0u8; 16];
+    let read = backend_side.read(&mut rest);
+    assert!(matches!(read, Ok(0)), "the guest's connection is closed with its instance, the client idle: {read:?}");
+    assert_kept(&client.get("h", "/count"), 200);
 }
 
 #[test]

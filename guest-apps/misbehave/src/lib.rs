@@ -6,7 +6,8 @@
 //! - `/loop`: spins forever. `/alloc`: grows its memory a MiB at a time without end, printing `hoarded N MiB`.
 //!   `/trap`: executes `unreachable`. `/stack`: recurses without end. `/panic`: panics. `/exit`: calls `std::process::exit(3)`.
 //! - `/read?path=P`, `/write?path=P`: reads or writes a file; `/connect?addr=HOST:PORT`: connects over TCP, sends
-//!   `ping\n` and reads the reply. Each answers `200` with `ok: ...` or `error: ...` in the body.
+//!   `ping\n` and reads the reply (`/connect-and-keep?addr=HOST:PORT` leaves that connection open: only dropping the
+//!   instance closes it). Each answers `200` with `ok: ...` or `error: ...` in the body.
 //! - `/handles`: creates pollables without ever dropping them, printing `holding N pollables` every thousand.
 //! - `/env`: the guest's environment, one `KEY=VALUE` a line. `/count`: increments a global and answers it.
 //! - `/spew`: writes 100 MiB to stdout. `/big?bytes=N`: streams an N-byte body (`abc..z` repeated).
@@ -69,7 +70,8 @@ impl Guest for Misbehave {
             "/exit" => std::process::exit(3),
             "/read" => answer(&read(&parameter(query, "path"))),
             "/write" => answer(&write(&parameter(query, "path"))),
-            "/connect" => answer(&connect(&parameter(query, "addr"))),
+            "/connect" => answer(&connect(&parameter(query, "addr"), false)),
+            "/connect-and-keep" => answer(&connect(&parameter(query, "addr"), true)),
             "/env" => answer(&std::env::vars().map(|(key, value)| format!("{key}={value}\n")).collect::<String>()),
             "/handles" => answer(&format!("held {} pollables", hoard_handles())),
             "/count" => answer(&(COUNT.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
@@ -231,17 +233,22 @@ fn write(path: &str) -> String {
     }
 }
 
-fn connect(address: &str) -> String {
+fn connect(address: &str, keep: bool) -> String {
     let mut stream = match TcpStream::connect(address) {
         Ok(stream) => stream,
         Err(err) => return format!("error: cannot connect to {address:?}: {err}"),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reply = [0u8; 64];
-    match stream.write_all(b"ping\n").and_then(|()| stream.read(&mut reply)) {
+    let said = match stream.write_all(b"ping\n").and_then(|()| stream.read(&mut reply)) {
         Ok(length) => format!("ok: connected to {address}, read: {}", String::from_utf8_lossy(&reply[..length])),
         Err(err) => format!("error: connected to {address} but the exchange failed: {err}"),
+    };
+    if keep {
+        // Never closed by the guest: only dropping the instance closes it.
+        std::mem::forget(stream);
     }
+    said
 }
 
 /// Writes `SPEW_BYTES` to stdout in lines of 1 KiB.

@@ -57,6 +57,8 @@ pub struct Runtime<E: Exchange> {
     timer: DeadlineTimer,
     /// The runtime `wasi:http` apps are called on, when the worker hosts one.
     tokio: Option<tokio::runtime::Runtime>,
+    /// The instance the last request left to be dropped, with its app's position (see `retire_served`).
+    served: Cell<Option<(usize, Instance<E>)>>,
 }
 
 /// An app's pre-instantiated component, as its kind calls it.
@@ -161,6 +163,7 @@ impl<E: Exchange> Runtime<E> {
             log_line,
             timer: DeadlineTimer::default(),
             tokio,
+            served: Cell::new(None),
         })
     }
 
@@ -185,7 +188,13 @@ impl<E: Exchange> Runtime<E> {
     /// back with what became of it. The instance is a fresh one, or the one the app's previous request left when
     /// the app reuses instances; it is kept for the next request only if this one completed, the exchange saw
     /// nothing go wrong, and it has served fewer requests than the app's `instance_reuse`.
+    ///
+    /// An instance that is not kept is not dropped here: the caller sends the response first and then calls
+    /// `retire_served`, so that the client does not wait for the store's teardown (the reset of the instance's
+    /// memory and tables). `handle` retires it too, before anything else, so no instance outlives the request that
+    /// follows its own.
     pub fn handle(&self, index: usize, environ: &[(&str, &str)], mut exchange: E) -> (E, Outcome) {
+        self.retire_served();
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
@@ -210,9 +219,20 @@ impl<E: Exchange> Runtime<E> {
         if reusable && instance.served < app.reuse {
             app.kept.set(Some(instance));
         } else {
-            app.spare.set(Some(instance.retire()));
+            self.served.set(Some((index, instance)));
         }
         (exchange, outcome)
+    }
+
+    /// Drops the instance the last request left (its store, with the instance's memory, tables and every
+    /// resource it held) and gives its host side back to its app for the next one. Nothing when there is none.
+    pub fn retire_served(&self) {
+        if let Some((index, instance)) = self.served.take() {
+            let host = instance.retire();
+            if let Some(app) = self.apps.get(index) {
+                app.spare.set(Some(host));
+            }
+        }
     }
 
     /// Runs one request in an instance of a `wasi:http` app: a fresh one, or the one its previous request left,
