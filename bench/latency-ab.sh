@@ -17,10 +17,13 @@ set -u
 APP=${3:-sample:hello}
 command -v wrk >/dev/null || { echo "latency-ab: wrk is required (apt-get install wrk)" >&2; exit 2; }
 LOGS=$(mktemp -d)
-trap 'rm -rf "$LOGS"' EXIT
+SERVER="" # the running server's pid, stopped on any exit (an interrupt included)
+trap '[[ -z $SERVER ]] || kill -TERM "$SERVER" 2>/dev/null; rm -rf "$LOGS"' EXIT
+trap 'exit 130' INT TERM
 run() { # binary label
   local log=$LOGS/$2.log out=$LOGS/$2.wrk
   "$1" serve "$APP" -w 1 -b 127.0.0.1:0 --access-logfile /dev/null ${EXTRA:-} >"$log" 2>&1 & local m=$!
+  SERVER=$m
   local port="" i
   for i in $(seq 300); do
     port=$(sed -n 's|.*Listening at: http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$log" | head -1)
@@ -30,7 +33,7 @@ run() { # binary label
   [[ -n $port ]] || { kill -TERM $m; cat "$log" >&2; echo "latency-ab: $1 did not start" >&2; exit 1; }
   sleep 1; wrk -t1 -c1 -d1s "http://127.0.0.1:$port/" >/dev/null
   wrk -t1 -c1 -d5s --latency "http://127.0.0.1:$port/" >"$out"
-  kill -TERM $m; wait $m 2>/dev/null
+  kill -TERM $m; wait $m 2>/dev/null; SERVER=""
   awk -v label="$2" '/^Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = $2 } $1 == "90%" { p90 = $2 }
     $1 == "99%" { p99 = $2 } END { printf "%s req/s=%s p50=%s p90=%s p99=%s\n", label, rps, p50, p90, p99 }' "$out"
 }

@@ -52,8 +52,16 @@ fn a_requests_instance_is_dropped_once_its_response_is_sent_though_the_connectio
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let backend = listener.local_addr().unwrap().to_string();
     let server = Server::start(MISBEHAVE, 1, &["--keep-alive", "60", "--allow-net", &backend]);
+    // Non-blocking, so that the thread gives up (and ends) when the guest never connects.
+    listener.set_nonblocking(true).unwrap();
     let answering = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
+        let mut accepted = None;
+        eventually("the guest's connection", || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        });
+        let (mut stream, _) = accepted.unwrap();
+        stream.set_nonblocking(false).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut ping = [0u8; 5];
         stream.read_exact(&mut ping).unwrap();
@@ -64,7 +72,7 @@ fn a_requests_instance_is_dropped_once_its_response_is_sent_though_the_connectio
     let response = client.get("h", &format!("/connect-and-keep?addr={backend}"));
     assert_kept(&response, 200);
     assert_eq!(response.text(), format!("ok: connected to {backend}, read: pong\n"));
-    let mut backend_side = answering.join().unwrap();
+    let mut backend_side = answering.join().expect("the guest connected and said ping");
     let mut rest = [0u8; 16];
     let read = backend_side.read(&mut rest);
     assert!(matches!(read, Ok(0)), "the guest's connection is closed with its instance, the client idle: {read:?}");
