@@ -91,7 +91,8 @@ pub(super) fn request(
         Ok(sent) => (sent, true),
         Err(sent) => (sent, false),
     };
-    // The response is out: only now is the instance torn down, which the client no longer waits for.
+    // The response is out (or its client gone): only now is the instance torn down, which the client no longer
+    // waits for.
     runtime.retire_served();
     if contract_checked && let Some(reason) = exchange.response.failure() {
         log::error(format_args!(
