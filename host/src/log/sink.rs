@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -28,6 +28,9 @@ struct Sinks {
 struct Sink {
     target: Target,
     file: Option<File>,
+    /// The file is the null device (`--access-logfile /dev/null`, the way to turn the access log off): nothing
+    /// written there is kept, so nothing is rendered or written.
+    discards: bool,
 }
 
 impl Sink {
@@ -36,7 +39,8 @@ impl Sink {
             Target::Stderr => None,
             Target::File(path) => Some(open_append(path)?),
         };
-        Ok(Sink { target: target.clone(), file })
+        let discards = file.as_ref().is_some_and(is_null_device);
+        Ok(Sink { target: target.clone(), file, discards })
     }
 
     fn write(&mut self, record: &str) {
@@ -67,6 +71,12 @@ fn fit(record: &str) -> Cow<'_, str> {
 }
 
 static SINKS: Mutex<Option<Sinks>> = Mutex::new(None);
+
+/// Linux's null device, `/dev/null` (character device 1:3), under whatever name it was opened.
+fn is_null_device(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|metadata| metadata.file_type().is_char_device() && metadata.rdev() == nix::sys::stat::makedev(1, 3))
+}
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
     // The file is opened in the folder the check reached, through its descriptor.
@@ -140,6 +150,7 @@ pub(super) fn write_error(record: &str) {
 /// one lock.
 pub(super) fn write_access(render: impl FnOnce(&AccessFormat) -> String) {
     match SINKS.lock().as_deref_mut() {
+        Ok(Some(sinks)) if sinks.access.discards => {}
         Ok(Some(sinks)) => {
             let line = render(&sinks.access_format);
             sinks.access.write(&line);
@@ -170,5 +181,17 @@ mod tests {
         let noted: usize = cut.rsplit(" [").next().unwrap().split(' ').next().unwrap().parse().unwrap();
         assert_eq!(kept.len() + noted, 20_000, "every byte of the text is kept or counted");
         assert_eq!(cut.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn only_the_null_device_discards() {
+        let null = Sink::open(&Target::File("/dev/null".into())).expect("/dev/null opens");
+        assert!(null.discards);
+        let folder = tempfile::tempdir().unwrap();
+        let file = Sink::open(&Target::File(folder.path().join("access.log"))).expect("a file opens");
+        assert!(!file.discards);
+        assert!(!Sink::open(&Target::Stderr).expect("stderr").discards);
+        // /dev/zero is a character device too, but not the null device.
+        assert!(!Sink::open(&Target::File("/dev/zero".into())).expect("/dev/zero opens").discards);
     }
 }
