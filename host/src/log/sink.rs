@@ -1,6 +1,7 @@
 //! Where log lines are written: stderr or an append-mode file, one `write` per line of at most 4096 bytes (a
 //! longer one is cut, and says so), so that lines from the arbiter and every worker never interleave, even on a
-//! shared pipe; files are reopened on demand (SIGUSR1) so that log rotation works. A log file the server creates
+//! shared pipe; files are reopened on demand (SIGUSR1) so that log rotation works; an access log that is the null
+//! device (`--access-logfile /dev/null`) takes no line at all, not even its rendering. A log file the server creates
 //! is its user's alone, whatever the umask. In a folder others may change (such as /tmp, or another user's), a
 //! name that is a symlink or a file of another user is refused: someone else may have planted it there, to make
 //! the server write into another file or into one they can read.
