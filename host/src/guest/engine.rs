@@ -65,14 +65,15 @@ pub(super) fn engine_config(max_memory_bytes: usize, compiles: bool, kept: usize
         // Async calls (a wasi:http guest's) run on a fiber stack: one in use, one being released.
         .total_stacks(2)
         .max_memory_size(max_memory_bytes)
-        // A used memory is reset by unmapping it (`madvise(MADV_DONTNEED)`) past its first `resident_bytes`, which
-        // are rewritten in place: the kernel drops the unmapped pages, swapped out or not, and the next request
-        // faults in zeroes or the component's initial image. Never with PAGEMAP_SCAN: wasmtime 48 then rewrites
-        // only the dirty pages present in RAM, so a page swapped out during a request would keep its data for the
-        // next one (wasmtime PR 14357). Without it, the resident part is rewritten whole on each reset, dirty or
-        // not: for sample:hello built with Rust's 1 MiB stack, 16 MiB kept cost 55-58 us of worker CPU per
-        // request, none kept 33-37 us (26-28 us with PAGEMAP_SCAN); built with a 64 KiB stack, its 192 KiB kept
-        // resident cost less than unmapping them (docs/benchmarks.md). Tables are small: rewritten in place.
+        // A used memory is reset by unmapping it (`madvise(MADV_DONTNEED)`) past its first `resident_bytes`, which are
+        // rewritten in place: the kernel drops the unmapped pages, swapped out or not, and the next request faults in
+        // zeroes or the component's initial image. Never with PAGEMAP_SCAN: wasmtime 48 then rewrites only the dirty
+        // pages present in RAM, so a page swapped out during a request would keep its data for the next one (wasmtime
+        // PR 14357; fixed in 48.0.11 and 51.0.0, whose wasmtime-wasi the registry here lacks). Without it, the resident
+        // part is rewritten whole on each reset, dirty or not: for sample:hello built with Rust's 1 MiB stack, 16 MiB
+        // kept cost 55-58 us of worker CPU per request, none kept 33-37 us (26-28 us with PAGEMAP_SCAN); built with a
+        // 64 KiB stack, its 192 KiB kept resident cost less than unmapping them (docs/benchmarks.md). Tables are small:
+        // rewritten in place.
         .linear_memory_keep_resident(resident_bytes)
         .table_keep_resident(1 << 20)
         .pagemap_scan(Enabled::No);
