@@ -168,6 +168,37 @@ fn response_arrives_whole_when_the_guest_ignores_a_large_body() {
     }
 }
 
+/// The drain of a body the guest left unread ends one second after the response in all, not one second after
+/// each byte: a client that keeps trickling the rest of a large body does not hold the worker, which serves the
+/// next client long before the trickle would end.
+#[test]
+fn trickled_unread_body_holds_the_worker_no_longer_than_the_drain() {
+    let server = Server::start("sample:hello", 1, &[]);
+    let mut slow = connect(&server);
+    let started = Instant::now();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        // A byte every 200 ms for 10 s, until the worker closes the connection.
+        for _ in 0..50 {
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    // The worker closes the connection once it gives up the drain.
+    let mut raw = Vec::new();
+    let _ = slow.read_to_end(&mut raw);
+    let response = parse_response(&raw);
+    assert_eq!((response.status, response.text().as_str()), (200, "Hello, World!"));
+    assert_eq!(server.get("/").status, 200);
+    let waited = started.elapsed();
+    // Generous: the drain takes 1 s; the trickle would have held the worker for about 10 s.
+    assert!(waited < Duration::from_secs(5), "the worker was held {waited:?} by the trickle");
+    trickle.join().unwrap();
+}
+
 /// The CPU time a process has used, in clock ticks (user and system).
 fn cpu_ticks(pid: nix::unistd::Pid) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read the worker's stat");

@@ -21,7 +21,7 @@ use super::proxy_head;
 use super::watched::WatchedStream;
 
 /// How much of an unread request body is read and discarded before closing, so that the client sees the
-/// response rather than a reset (waiting at most `DRAIN_TIMEOUT`).
+/// response rather than a reset (for at most `DRAIN_TIMEOUT` in all).
 const DRAIN_BUDGET: u64 = 1 << 20;
 
 /// The app a request goes to, in this worker, and the request's decoded path.
@@ -109,8 +109,11 @@ pub(super) fn request(
     if !exchange.body.is_done() && exchange.body_error.is_none() {
         // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
         // discarded, without waiting for more.
+        // The whole drain ends by then, not each read: a client trickling a byte now and then does not hold the
+        // worker any longer.
         let patience = if exchange.body.continue_pending() { Duration::ZERO } else { DRAIN_TIMEOUT };
         exchange.conn.stream().set_patience(patience);
+        exchange.conn.stream().set_cutoff(Some(Instant::now() + patience));
         exchange.body.drain(&mut exchange.conn, DRAIN_BUDGET);
     }
     let HttpExchange { conn, .. } = exchange;

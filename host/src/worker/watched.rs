@@ -23,12 +23,14 @@ pub(super) struct WatchedStream {
     patience: Duration,
     /// The guest's deadline while the guest runs.
     deadline: Option<Deadline>,
+    /// When every wait ends, however lively the client: the end of the drain of an unread body.
+    cutoff: Option<Instant>,
 }
 
 impl WatchedStream {
     /// Watches `stream`, which must be non-blocking.
     pub(super) fn new(stream: Stream, slot: &'static Slot, patience: Duration) -> Self {
-        WatchedStream { stream, slot, patience, deadline: None }
+        WatchedStream { stream, slot, patience, deadline: None, cutoff: None }
     }
 
     /// The socket, unwatched (still non-blocking), for the next request of a kept-alive connection.
@@ -38,6 +40,12 @@ impl WatchedStream {
 
     pub(super) fn set_patience(&mut self, patience: Duration) {
         self.patience = patience;
+    }
+
+    /// Ends every wait at `cutoff`, even for a client that keeps moving a byte now and then: a drain that may
+    /// take at most so long, whatever the client does.
+    pub(super) fn set_cutoff(&mut self, cutoff: Option<Instant>) {
+        self.cutoff = cutoff;
     }
 
     /// The guest's deadline while it runs. The time the client moves bytes in is given back to the guest, up to
@@ -74,12 +82,15 @@ impl WatchedStream {
         }
     }
 
-    /// Waits until the socket is ready for `interest`, at most until the patience (counted from `started`) or the
-    /// guest's deadline runs out.
+    /// Waits until the socket is ready for `interest`, at most until the patience (counted from `started`), the
+    /// guest's deadline or the cutoff runs out.
     fn wait(&self, interest: PollFlags, started: Instant) -> io::Result<()> {
         let mut limit = self.patience.saturating_sub(started.elapsed());
         if let Some(deadline) = &self.deadline {
             limit = limit.min(deadline.remaining());
+        }
+        if let Some(cutoff) = self.cutoff {
+            limit = limit.min(cutoff.saturating_duration_since(Instant::now()));
         }
         if limit.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the client moved no byte in time"));
@@ -154,5 +165,34 @@ mod tests {
         watched.set_deadline(Some(deadline.clone()));
         assert_eq!(watched.read(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(deadline.has_passed(), "the wait ended at the guest's deadline, not the patience");
+    }
+
+    #[test]
+    fn the_cutoff_ends_the_waits_of_a_client_that_keeps_trickling() {
+        let (mut watched, mut client, _) = watched_pair(Duration::from_secs(1));
+        let started = Instant::now();
+        watched.set_cutoff(Some(started + Duration::from_millis(300)));
+        let trickle = std::thread::spawn(move || {
+            // A byte every 50 ms for 5 s, well within the patience each time.
+            for _ in 0..100 {
+                if client.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut buf = [0u8; 8];
+        let ended = loop {
+            match watched.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(err) => break Some(err.kind()),
+            }
+        };
+        assert_eq!(ended, Some(io::ErrorKind::TimedOut));
+        // Generous: the cutoff came after 300 ms; the trickle went on for 5 s.
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        drop(watched);
+        trickle.join().unwrap();
     }
 }
