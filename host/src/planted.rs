@@ -47,6 +47,26 @@ pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()
     }
 }
 
+/// The first folder on the way to the existing folder `path` in which another user may rename or replace what
+/// leads there: one that belongs to another user (than this one and root), one that group or others may write,
+/// unless it is sticky (as /tmp) and the entry on the way is ours or root's. Whoever controls such a folder may
+/// swap the whole tree below it for one of theirs between a check by name and a later use by name (a program the
+/// server runs from its cache, say); `None` when no such folder is on the way.
+pub(crate) fn folder_others_may_swap(path: &Path) -> io::Result<Option<PathBuf>> {
+    let path = std::fs::canonicalize(path)?;
+    for entry in path.ancestors() {
+        let Some(folder) = entry.parent() else { break };
+        let folder_meta = std::fs::metadata(folder)?;
+        let entry_owner = std::fs::symlink_metadata(entry)?.uid();
+        let sticky_keeps_it = folder_meta.mode() & 0o1000 != 0 && (entry_owner == own_uid() || entry_owner == 0);
+        let owner_is_other = folder_meta.uid() != own_uid() && folder_meta.uid() != 0;
+        if owner_is_other || (folder_meta.mode() & 0o022 != 0 && !sticky_keeps_it) {
+            return Ok(Some(folder.to_path_buf()));
+        }
+    }
+    Ok(None)
+}
+
 /// Why a folder could not be reached.
 #[derive(Debug)]
 pub(crate) enum Unreachable {
@@ -236,6 +256,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_way_through_a_folder_others_may_write_may_be_swapped_unless_it_is_sticky() {
+        let team = tempfile::tempdir().unwrap();
+        let cache = team.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "a folder of ours, 0700, in /tmp (sticky)");
+        std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "sticky: others may not rename our entry");
+        std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let canonical = std::fs::canonicalize(team.path()).unwrap();
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), Some(canonical), "group-writable, not sticky");
+    }
 
     #[test]
     fn a_folder_others_may_write_or_of_another_user_is_theirs() {

@@ -312,6 +312,36 @@ fn build_names_the_native_extensions_it_leaves_out_of_an_app_that_does_not_impor
     assert_eq!(mode & 0o777, 0o600, "the component is owner-only");
 }
 
+/// A cache folder whose way passes through a folder other users may change (a team's group-writable folder, not
+/// sticky) is refused before anything is installed: such a user could swap the cache for a tree of theirs after
+/// the build checked it, and have the build run their Python.
+#[test]
+fn build_refuses_a_cache_folder_in_a_folder_others_may_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = crate::support::python::app_dir("plain");
+    let team = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary folder");
+    std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).expect("chmod 2775");
+    let cache = team.path().join("cache");
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let output = out.path().join("app.wasm");
+    let args = [
+        "plain_app:application",
+        "--src",
+        src.to_str().expect("a UTF-8 path"),
+        "-o",
+        output.to_str().expect("a UTF-8 path"),
+        "--cache-dir",
+        cache.to_str().expect("a UTF-8 path"),
+    ];
+    let result = build(&args);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line, and no install: {stderr}");
+    let named = format!("lies in {}, where other users may rename or replace folders", team.path().display());
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(!output.exists(), "no component was written");
+}
+
 #[test]
 fn build_to_a_missing_folder_is_one_line_before_anything_is_installed() {
     let src = crate::support::python::app_dir("plain");

@@ -22,9 +22,21 @@ pub(super) struct Scratch {
 }
 
 impl Cache {
-    /// `dir/python`, created owner-only; `dir` itself is checked as the compile step checks its cache folder.
+    /// `dir/python`, created owner-only; `dir` itself is checked as the compile step checks its cache folder, and
+    /// refused when a folder on its way is one where another user may swap it: the build runs the programs its
+    /// cache holds (the toolchain's Python), found by name after they were checked.
     pub(super) fn open(dir: &Path) -> anyhow::Result<Cache> {
         crate::guest::prepare_folder(dir)?;
+        let swappable = crate::planted::folder_others_may_swap(dir)
+            .with_context(|| format!("cannot check the way to the cache folder {}", dir.display()))?;
+        if let Some(folder) = swappable {
+            bail!(
+                "the cache folder {} lies in {}, where other users may rename or replace folders: they could swap in \
+                 programs the build runs; choose a cache folder (--cache-dir) whose way only you and root may change",
+                dir.display(),
+                folder.display()
+            );
+        }
         let root = dir.join("python");
         owner_only_folder(&root)?;
         Ok(Cache { root })
