@@ -438,6 +438,11 @@ impl Arbiter {
 
     /// SIGUSR2: start a successor arbiter from the current binary, handing it the sockets.
     fn upgrade(&mut self) {
+        if self.stop.is_some() {
+            // The listeners are closed already: the new arbiter would listen on nothing.
+            log::warning("The server is stopping: this SIGUSR2 is ignored");
+            return;
+        }
         if self.successor.is_some() || self.predecessor.is_some() {
             log::warning("An upgrade is already in progress: this SIGUSR2 is ignored");
             return;

@@ -163,6 +163,11 @@ pub(crate) fn run(setup: Setup<'_>) -> i32 {
 /// Sets the worker's signals (SIGTERM and SIGUSR1 read from a descriptor; SIGABRT, SIGINT and SIGQUIT end it at
 /// once, after answering its queued connections), drops privileges, and ties its life to the arbiter's.
 fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
+    // SIGINT and SIGQUIT must end the worker even when the server was started with them ignored (a shell starts
+    // background jobs so), since the arbiter's quick stop sends SIGINT: `farewell` handles them, as SIGABRT.
+    // Installed before the mask below unblocks them: one sent since the fork is pending, blocked as the arbiter
+    // blocks it, and would be delivered, and thrown away, under the ignoring action the worker inherited.
+    farewell::install(setup.slot)?;
     let mut blocked = SigSet::empty();
     for signal in [
         Signal::SIGTERM,
@@ -176,9 +181,6 @@ fn prepare_process(setup: &Setup<'_>) -> anyhow::Result<SignalFd> {
         blocked.add(signal);
     }
     blocked.thread_set_mask()?;
-    // SIGINT and SIGQUIT must end the worker even when the server was started with them ignored (a shell starts
-    // background jobs so), since the arbiter's quick stop sends SIGINT: `farewell` handles them, as SIGABRT.
-    farewell::install(setup.slot)?;
     let mut handled = SigSet::empty();
     handled.add(Signal::SIGTERM);
     handled.add(Signal::SIGUSR1);
@@ -284,10 +286,16 @@ fn serve_loop(
                 ));
             } else {
                 // The server stops: take everything the kernel and the pool's channel already hold for us, then
-                // no more.
+                // no more; what the listen queues hold is left to the successor of an upgrade when one shares them
+                // (it serves it with all its workers, where this one would serve it alone, one at a time, and
+                // answer what its graceful timeout left 503).
                 with_server = true;
                 held.keep_every_head();
-                while inlet.take_waiting(epoll, &mut held, true) {}
+                if setup.slot.successor_shares_the_listeners() {
+                    while inlet.take_channel_waiting(epoll, &mut held) {}
+                } else {
+                    while inlet.take_waiting(epoll, &mut held, true) {}
+                }
                 inlet.let_go_of_listeners(epoll)?;
             }
             held.close_idle(epoll);

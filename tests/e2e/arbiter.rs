@@ -255,6 +255,59 @@ fn a_connection_queued_when_an_upgraded_arbiter_stops_is_left_to_its_successor()
     eventually("the successor stops", || !is_alive(successor));
 }
 
+#[test]
+fn a_connection_queued_when_an_upgraded_arbiter_stops_gracefully_is_served_by_its_successor() {
+    // After USR2, each arbiter's one worker runs a request that waits for its body, and the next connection waits
+    // in the listen queue the two share. The old arbiter stops gracefully; its worker, let go first, finishes its
+    // request and leaves. It took every connection the listen queue held, to serve them alone, one at a time
+    // (under load, those its graceful timeout left were answered 503); it now leaves them to the successor's
+    // workers, and the successor's worker serves this one once its own request ends.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("wasmcorn.pid");
+    let args = ["--pid", pidfile.to_str().unwrap(), "--access-logformat", "%(p)s %(r)s"];
+    let mut server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &args);
+    server.signal(Signal::SIGUSR2);
+    let successor = server.successor_pid();
+    server.also_stop(successor);
+    server.wait_for_count("Booting worker with pid", 2);
+    let workers = server.booted_worker_pids();
+    let first = crate::support::held_request(server.port, "h");
+    let stashed = server.wait_for_line("[guest stdout] stashed");
+    let second = crate::support::held_request(server.port, "h");
+    server.wait_for_count("[guest stdout] stashed", 2);
+    let first_is_old = stashed.contains(&format!("] [{}] [", workers[0]));
+    let (mut old_request, mut new_request) = if first_is_old { (first, second) } else { (second, first) };
+    let queued = crate::support::connect_sending(server.port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n");
+    server.signal(Signal::SIGTERM);
+    // The worker reads SIGTERM from a descriptor once its request ends: until then it is pending.
+    eventually("SIGTERM pending in the old arbiter's worker", || sigterm_pending(workers[0]));
+    old_request.write_all(b"x").unwrap();
+    assert_eq!(crate::support::read_response(old_request).status, 200);
+    eventually("the old arbiter's worker gone", || !is_alive(workers[0]));
+    new_request.write_all(b"x").unwrap();
+    assert_eq!(crate::support::read_response(new_request).status, 200);
+    let response = crate::support::read_response(queued);
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 0 s"), "{}", server.log_text());
+    server.wait_for_line("GET /sleep?seconds=0");
+    let served_by: Vec<String> = server
+        .log_lines()
+        .iter()
+        .filter(|line| line.contains("GET /sleep?seconds=0"))
+        .filter_map(|line| line.strip_prefix('<').and_then(|rest| rest.split_once('>')).map(|(pid, _)| pid.to_string()))
+        .collect();
+    assert_eq!(served_by, vec![workers[1].to_string()], "served by the successor's worker");
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    nix::sys::signal::kill(successor, Signal::SIGTERM).unwrap();
+    eventually("the successor stops", || !is_alive(successor));
+}
+
+/// Whether SIGTERM is pending for process `pid` (`ShdPnd` in /proc/PID/status).
+fn sigterm_pending(pid: Pid) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let pending = status.lines().find_map(|line| line.strip_prefix("ShdPnd:")).map(str::trim).unwrap_or("0");
+    u64::from_str_radix(pending, 16).is_ok_and(|mask| mask & (1 << (Signal::SIGTERM as u64 - 1)) != 0)
+}
+
 /// Worker pids from access-log lines that start with `<pid>` (format `%(p)s %(r)s`).
 fn pids_per_request(server: &Server) -> Vec<String> {
     server

@@ -53,6 +53,24 @@ fn sigterm_finishes_the_inflight_request() {
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 
+/// A `USR2` while a graceful stop waits for a request is ignored, in a line: the listeners are closed by then, and
+/// the new arbiter would have listened on nothing (and taken the pid file over).
+#[test]
+fn sigusr2_during_a_stop_is_ignored() {
+    let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=2"]);
+    let mut inflight = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    inflight.set_read_timeout(Some(PATIENCE)).unwrap();
+    inflight.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    eventually("the worker to read the request", || read_by_server(server.port, &inflight));
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Handling signal: term");
+    server.signal(Signal::SIGUSR2);
+    server.wait_for_line("The server is stopping: this SIGUSR2 is ignored");
+    assert_eq!(read_response(inflight).status, 204, "the request in flight is finished");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!server.log_text().contains("Started a new arbiter"), "{}", server.log_text());
+}
+
 #[test]
 fn ttin_and_ttou_add_and_remove_a_worker() {
     let server = Server::start("sample:hello", 1, &[]);

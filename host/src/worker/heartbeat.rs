@@ -157,6 +157,12 @@ impl Slot {
         self.server_stopping.load(Ordering::Acquire) != 0
     }
 
+    /// Whether the server stops while the successor of a `USR2` upgrade shares the listeners: its workers serve
+    /// what waits in the listen queues.
+    pub(crate) fn successor_shares_the_listeners(&self) -> bool {
+        self.server_stopping.load(Ordering::Acquire) == 2
+    }
+
     /// Whether what waits in the listen queues is left to nobody once this worker is gone: the server stops and no
     /// successor shares the listeners. Read by the worker's SIGABRT handler (a plain atomic load).
     pub(crate) fn leaves_the_listen_queues_to_nobody(&self) -> bool {

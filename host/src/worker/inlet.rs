@@ -89,6 +89,13 @@ impl<'a> Inlet<'a> {
         let accepted = accept_waiting(epoll, self.listeners, heads, all);
         accepted || received
     }
+
+    /// Takes every connection waiting in the pool's channel, and none from the listeners: as the server stops
+    /// while the successor of an upgrade shares them, its workers serve what the kernel queued there, while the
+    /// channel is this server's alone. Returns whether any came.
+    pub(super) fn take_channel_waiting(&mut self, epoll: &Epoll, heads: &mut Heads) -> bool {
+        receive_waiting(epoll, &mut self.inbox, heads, true)
+    }
 }
 
 /// Adds `fd` to the worker's epoll under `key` (or removes it).
