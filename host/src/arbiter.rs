@@ -383,6 +383,7 @@ impl Arbiter {
             meter: self.metrics.meter_setup(slot, &self.config.site),
         };
         let mut close_in_child = pools::unused_in(pool, &self.listeners, &self.channels);
+        close_in_child.extend(self.orphaned_fds());
         close_in_child.push(self.signals.raw_fd());
         close_in_child.extend(self.metrics.own_fds());
         let pid = spawn::worker(setup, &close_in_child)?;

@@ -396,6 +396,43 @@ fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     assert_eq!(pool_pids(&server, "fresh").0.len(), 1);
 }
 
+/// The channel of a pool a reload removed is kept for a while, to pass on what still waits in it; a worker forked
+/// meanwhile (the replacement of one that died), of a pool of the new site, holds none of its descriptors (its
+/// copies kept the channel open for as long as it lived).
+#[test]
+fn workers_forked_by_a_reload_hold_nothing_of_a_removed_pools_channel() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(1, 2, &[]);
+    let (evil, shared) = pool_pids(&server, "evil");
+    // The receiving end of evil's channel: the one socket evil's worker holds and the shared worker does not.
+    let evil_only: Vec<u64> =
+        sockets(evil[0]).into_iter().filter(|inode| !sockets(shared[0]).contains(inode)).collect();
+    assert_eq!(evil_only.len(), 1, "evil's worker holds one socket of its own: {evil_only:?}");
+    let without_evil = manifest("e", "v").split("[[app]]\nname = \"evil\"").next().unwrap().to_string();
+    site.write(&without_evil);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    // A worker forked while the channel is kept: the replacement of the new shared worker, killed.
+    let (_, shared_now) = pool_pids(&server, "evil");
+    let forked: Vec<Pid> = shared_now.into_iter().filter(|pid| !shared.contains(pid)).collect();
+    assert_eq!(forked.len(), 1, "the reload forked one shared worker");
+    nix::sys::signal::kill(forked[0], Signal::SIGKILL).unwrap();
+    server.wait_for_count("Booting worker with pid", 4);
+    let (_, shared_last) = pool_pids(&server, "evil");
+    let replacement = *shared_last.last().expect("the replacement");
+    let held = sockets(replacement);
+    assert!(!held.contains(&evil_only[0]), "the replacement holds evil's channel: {held:?}");
+    assert_eq!(server.get_from("a.test", "/").text(), "Hello, World!");
+}
+
+/// The inodes of the sockets process `pid` holds, each once.
+fn sockets(pid: Pid) -> std::collections::BTreeSet<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list the worker's descriptors");
+    fds.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
 #[test]
 fn a_connection_on_a_unix_socket_reaches_a_dedicated_pool() {
     let site = Site::new(

@@ -32,6 +32,12 @@ impl Arbiter {
         self.forward_orphaned();
     }
 
+    /// The descriptors of the orphaned channels, both ends: a worker forked now, of a pool of the current site,
+    /// neither sends into them nor reads them, and its copies would keep them open after the arbiter lets them go.
+    pub(super) fn orphaned_fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
+        self.orphans.iter().flat_map(|orphan| orphan.channel.raw_fds())
+    }
+
     /// Moves what waits in the orphaned channels to the shared pool (answers it `503` during a stop), and forgets
     /// the orphans whose time is up. Never waits.
     pub(super) fn forward_orphaned(&mut self) {
