@@ -17,6 +17,7 @@ mod dispatch;
 mod environ;
 mod exchange;
 mod farewell;
+mod fence;
 pub(crate) use farewell::DEADLY as SIGNALS_THAT_END_A_WORKER;
 mod forwarded;
 mod handoff;

@@ -12,8 +12,9 @@
 //! queued on the listeners the worker still holds and answers it the same way: a worker busy in a guest never
 //! took those, and once the last copy of a listener closes, the kernel would reset them. Not when a successor
 //! arbiter (SIGUSR2) shares the listeners: its workers serve what waits there.
-//! The handler makes only async-signal-safe calls (accept4, send, recv, shutdown, close, sigaction,
-//! pthread_self, pthread_kill, raise) and touches nothing but atomics.
+//! The relay thread, which may move connections in and out of the registry while a guest runs, is fenced off
+//! first (see `fence`). The handler makes only async-signal-safe calls (accept4, send, recv, shutdown, close,
+//! sigaction, pthread_self, pthread_kill, raise, poll) and touches nothing but atomics.
 
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -25,6 +26,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, raise, si
 use nix::sys::socket::{MsgFlags, Shutdown, SockFlag, accept4, recv, send, shutdown};
 use nix::unistd::close;
 
+use super::fence::Fence;
 use super::heartbeat::Slot;
 use crate::http::Connection;
 use crate::listener::Stream;
@@ -57,6 +59,9 @@ static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 /// The thread that runs the worker's loop: the handler answers from it alone, so that no connection is
 /// answered by the handler while the loop writes to it.
 static MAIN_THREAD: AtomicU64 = AtomicU64::new(0);
+
+/// What the relay thread does with the heads, fenced off once the handler runs.
+pub(super) static RELAY_FENCE: Fence = Fence::new();
 
 /// The signals that end a worker at once, and are handled here. The arbiter sends them to the worker's main thread.
 pub(crate) const DEADLY: [Signal; 3] = [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT];
@@ -204,6 +209,8 @@ extern "C" fn on_deadly_signal(number: nix::libc::c_int) {
         Errno::set_raw(errno);
         return;
     }
+    // No connection moves between the registry, the listeners and the channel behind the handler's back.
+    RELAY_FENCE.close();
     let mut answered = answer_all();
     // SAFETY: the pointer is null or the worker's slot in the heartbeat table, a mapping never unmapped.
     if let Some(slot) = unsafe { SLOT.load(Ordering::Acquire).as_ref() } {

@@ -28,6 +28,7 @@ use nix::sys::epoll::{Epoll, EpollEvent};
 use super::answers;
 use super::dispatch;
 use super::environ;
+use super::farewell;
 use super::handoff::{self, Channel, Handed, SendError, Stage};
 use super::heads::{self, Arrived, Heads};
 use super::heartbeat::Slot;
@@ -173,14 +174,14 @@ impl Relay {
                 // door took is served by this worker before it leaves).
                 Some(door) if door.slot.is_server_stopping() => relayed_from = run,
                 Some(door) if !door.slot.is_retiring() => {
-                    keep_the_door(&mut held, epoll, channel, door);
+                    farewell::RELAY_FENCE.pass(|| keep_the_door(&mut held, epoll, channel, door));
                     drop(held);
                     std::thread::park_timeout(RELAY_AFTER);
                 }
                 // Retired while the guest ran (a reload, TTOU): this worker's site may be the old one, and it takes
                 // no more connections; what it holds goes to the pool's other workers, the new ones.
                 _ => {
-                    relay_all(&mut held, epoll, channel);
+                    farewell::RELAY_FENCE.pass(|| relay_all(&mut held, epoll, channel));
                     relayed_from = run;
                 }
             }
