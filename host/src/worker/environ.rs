@@ -81,13 +81,14 @@ fn http_name(header: &str) -> String {
 /// listening address. Without a port, the scheme's default.
 fn server_address<'a>(request: &'a Request, local: &Local, scheme: &str) -> (Cow<'a, str>, Cow<'a, str>) {
     let authority = request.authority.as_deref().or(request.header("host")).filter(|host| !host.is_empty());
+    let default_port = if scheme == "https" { "443" } else { "80" };
     let Some(host) = authority else {
         return match local {
             Local::Ip(address) => (address.ip().to_string().into(), address.port().to_string().into()),
-            Local::Unix(path) => (path.display().to_string().into(), Cow::Borrowed("")),
+            // A unix socket has no port, and PEP 3333's SERVER_PORT is never empty: the scheme's, as in Gunicorn.
+            Local::Unix(path) => (path.display().to_string().into(), Cow::Borrowed(default_port)),
         };
     };
-    let default_port = if scheme == "https" { "443" } else { "80" };
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port))
             if !name.is_empty()
@@ -152,6 +153,20 @@ mod tests {
         let environ = environ("GET / HTTP/1.0\r\n\r\n");
         assert_eq!(get(&environ, "SERVER_NAME"), Some("127.0.0.1"));
         assert_eq!(get(&environ, "SERVER_PORT"), Some("8000"));
+    }
+
+    #[test]
+    fn without_host_on_a_unix_socket_the_port_is_the_schemes() {
+        let request = request_for_tests(b"GET / HTTP/1.0\r\n\r\n");
+        let local = Local::Unix("/run/app.sock".into());
+        for scheme in ["http", "https"] {
+            let client = Client { remote_addr: String::new(), remote_port: String::new(), url_scheme: scheme };
+            let environ = build(&request, &client, &local, "", "/");
+            let get = |key: &str| environ.iter().find(|(name, _)| name == key).map(|(_, value)| value.to_string());
+            assert_eq!(get("SERVER_NAME").as_deref(), Some("/run/app.sock"));
+            let port = if scheme == "https" { "443" } else { "80" };
+            assert_eq!(get("SERVER_PORT").as_deref(), Some(port), "never empty (PEP 3333)");
+        }
     }
 
     #[test]
