@@ -4,6 +4,9 @@
 //! prefix. The matched prefix becomes `SCRIPT_NAME`. Pure logic: no sockets, no wasm.
 
 use std::fmt;
+use std::net::Ipv6Addr;
+
+use percent_encoding::percent_decode_str;
 
 /// The hosts a route answers for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,7 +31,13 @@ impl HostPattern {
             && name.split('.').all(|label| {
                 !label.is_empty() && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
             });
-        let ip_literal = !wildcard && (name.parse::<std::net::IpAddr>().is_ok() || is_bracketed_ipv6(name));
+        // An IPv6 literal, bracketed or not, is kept as a Host header names it: bracketed, in its canonical form
+        // (`normalise_host` writes the request's so), or it would never match.
+        let ipv6 = name.parse::<Ipv6Addr>().ok().or_else(|| bracketed_ipv6(name));
+        if let (false, Some(address)) = (wildcard, ipv6) {
+            return Ok(HostPattern::Exact(format!("[{address}]")));
+        }
+        let ip_literal = !wildcard && name.parse::<std::net::Ipv4Addr>().is_ok();
         if !(valid_name || ip_literal) {
             return Err(format!("{text:?} is not a host name or a *.wildcard"));
         }
@@ -58,18 +67,21 @@ impl fmt::Display for HostPattern {
     }
 }
 
-fn is_bracketed_ipv6(text: &str) -> bool {
-    text.strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok())
+/// The address of `[an IPv6 literal]`.
+fn bracketed_ipv6(text: &str) -> Option<Ipv6Addr> {
+    text.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).and_then(|inner| inner.parse().ok())
 }
 
-/// A path prefix: empty (the root) or `/a/b` without a final `/`. It matches whole segments only.
+/// A path prefix: empty (the root) or `/a/b` without a final `/`. It matches whole segments only, of the request's
+/// percent-decoded path (see `worker::environ::decode_path`): a prefix written percent-encoded is decoded too.
 pub(crate) fn normalise_prefix(text: &str) -> Result<String, String> {
-    if !text.starts_with('/') || text.bytes().any(|byte| byte.is_ascii_control() || byte == b'?' || byte == b'#') {
+    let decoded = percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| format!("{text:?} holds percent-encoded bytes that are not UTF-8"))?;
+    if !decoded.starts_with('/') || decoded.chars().any(|c| c.is_control() || c == '?' || c == '#') {
         return Err(format!("{text:?} is not a path starting with '/'"));
     }
-    let prefix = text.trim_end_matches('/');
+    let prefix = decoded.trim_end_matches('/');
     // Clients resolve dot segments before they send a path (RFC 3986 section 5.2.4), and an empty one is rare:
     // a prefix holding one would route only the odd client's requests.
     if prefix.split('/').skip(1).any(|segment| matches!(segment, "" | "." | "..")) {
@@ -164,7 +176,8 @@ impl Router {
     }
 }
 
-/// A Host header as routes compare it: lower case, without the port or a final dot.
+/// A Host header as routes compare it: lower case, without the port or a final dot; an IPv6 literal in its
+/// canonical form (`[0::1]` is `[::1]`).
 pub(crate) fn normalise_host(host: &str) -> String {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
@@ -179,7 +192,10 @@ pub(crate) fn normalise_host(host: &str) -> String {
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    match bracketed_ipv6(without_port) {
+        Some(address) => format!("[{address}]"),
+        None => without_port.trim_end_matches('.').to_ascii_lowercase(),
+    }
 }
 
 #[cfg(test)]
@@ -245,15 +261,23 @@ mod tests {
         assert_eq!(HostPattern::parse("*.Example.com").unwrap(), HostPattern::Wildcard(".example.com".into()));
         assert_eq!(HostPattern::parse("127.0.0.1").unwrap(), HostPattern::Exact("127.0.0.1".into()));
         assert_eq!(HostPattern::parse("[::1]").unwrap(), HostPattern::Exact("[::1]".into()));
+        // Unbracketed or not canonical, an IPv6 literal is kept as a Host header's normalised form.
+        for ipv6 in ["::1", "[0::1]", "0:0:0:0:0:0:0:1"] {
+            assert_eq!(HostPattern::parse(ipv6).unwrap(), HostPattern::Exact("[::1]".into()), "{ipv6}");
+        }
+        assert_eq!(HostPattern::parse("2001:DB8::1").unwrap(), HostPattern::Exact("[2001:db8::1]".into()));
         for bad in ["", "a..b", "a.test:80", "*", "*.", "a_b.test", "a/b"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
         assert!(normalise_prefix("echo").is_err());
         assert_eq!(normalise_prefix("/").unwrap(), "");
         assert_eq!(normalise_prefix("/a/b/").unwrap(), "/a/b");
-        for odd in ["/a/../b", "/a/./b", "//a", "/a//b", "/.."] {
+        for odd in ["/a/../b", "/a/./b", "//a", "/a//b", "/..", "/a%2F%2Fb", "/a/%2E%2E", "/a%0Ab", "/caf%E9"] {
             assert!(normalise_prefix(odd).is_err(), "{odd}");
         }
+        // Routed against the decoded path: written percent-encoded, a prefix is decoded.
+        assert_eq!(normalise_prefix("/caf%C3%A9/").unwrap(), "/café");
+        assert_eq!(normalise_prefix("/a%20b").unwrap(), "/a b");
     }
 
     #[test]
@@ -261,5 +285,17 @@ mod tests {
         assert_eq!(normalise_host("A.test:8000"), "a.test");
         assert_eq!(normalise_host("[::1]:8000"), "[::1]");
         assert_eq!(normalise_host("a.test."), "a.test");
+        assert_eq!(normalise_host("[0:0::1]:8000"), "[::1]");
+        assert_eq!(normalise_host("[2001:DB8::1]"), "[2001:db8::1]");
+    }
+
+    #[test]
+    fn a_route_for_an_ipv6_literal_matches_however_either_side_writes_it() {
+        for written in ["::1", "[::1]", "[0::1]"] {
+            let router = Router::new(vec![route(written, "/", 1)], None);
+            for host in ["[::1]", "[::1]:8000", "[0:0::1]:80"] {
+                assert_eq!(app_of(&router, host, "/x"), Some((1, String::new())), "route {written}, Host {host}");
+            }
+        }
     }
 }
