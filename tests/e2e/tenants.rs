@@ -276,6 +276,8 @@ fn check_config_reports_manifest_mistakes_in_one_line_naming_the_app_and_the_key
         (app("shop", "workers = 100000000"), "come to 100000001 workers: at most 512"),
         (app("shop", "env = { A = \"a\\u0000b\" }"), r#"app "shop": key "env": the value of "A" holds a NUL"#),
         (app("shop", "name = \"again\""), "line 4, column 1: duplicate key"),
+        (app("shared", "workers = 1"), r#"key "name": "shared" is reserved"#),
+        (app("-", ""), r#"key "name": "-" is reserved"#),
         ("[[app]]\nname = \"bad\"\ncomponent = \"check.toml\"\n".to_string(), r#"app "bad": "#),
     ];
     for (text, expected) in cases {

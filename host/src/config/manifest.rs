@@ -181,12 +181,19 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
 }
 
 /// A name that can appear in logs and process titles as is.
+/// Names that mean something else where app names appear: the shared pool's metrics label, a request no app
+/// took (its access-log and metrics label), the metrics label of the apps past the metrics table's room.
+const RESERVED_NAMES: [&str; 3] = ["shared", "-", "_OTHER"];
+
 fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
         || name.len() > 64
         || !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
     {
         bail!("key \"name\": {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    if RESERVED_NAMES.contains(&name) {
+        bail!("key \"name\": {name:?} is reserved: the metrics or the access log use it for something else");
     }
     Ok(())
 }
