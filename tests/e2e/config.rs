@@ -124,6 +124,9 @@ fn unknown_keys_and_bad_values_are_one_line_errors_naming_the_key() {
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["line 2, column 1: duplicate key"]);
     let (_dir, file) = config_file("daemon = \"yes\"\n");
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["\"daemon\"", "true or false"]);
+    // Beside `apps` naming a manifest, it was read from nowhere, and no app was the default.
+    let (_dir, file) = config_file("apps = \"apps.toml\"\ndefault_app = \"shop\"\n");
+    assert_one_line_error(&run(&["serve", "--config", &file, "--check-config"], &[]), &["\"default_app\" goes with"]);
     let (_dir, file) = config_file("config = \"other.toml\"\n");
     assert_one_line_error(&run(&["serve", "--config", &file], &[]), &["\"config\"", "command line"]);
     assert_one_line_error(&run(&["serve", "--config", "/nonexistent.toml"], &[]), &["/nonexistent.toml"]);

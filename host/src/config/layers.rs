@@ -105,9 +105,14 @@ fn file_args(command: &Command, path: &Path) -> anyhow::Result<Vec<OsString>> {
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
     let mut options = Vec::new();
     let mut positionals = Vec::new();
+    let holds_apps = table.get("app").and_then(toml::Value::as_array).is_some_and(|items| !items.is_empty());
     for (key, value) in &table {
-        // `[[app]]` tables (and `default_app`) make the file an app manifest as well: see `manifest`.
+        // `[[app]]` tables (and `default_app`) make the file an app manifest as well: see `manifest`. Without
+        // them, `default_app` would be read from nowhere (a manifest named by `apps` has its own).
         if key == "default_app" {
+            if !holds_apps {
+                bail!("{where_}: key \"default_app\" goes with the [[app]] tables it names (here, or in the manifest)");
+            }
             continue;
         }
         if key == "app" && value.as_array().is_some_and(|items| items.iter().all(toml::Value::is_table)) {
