@@ -92,6 +92,12 @@ impl Arbiter {
                 "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
             );
         }
+        if config.metrics_bind != self.config.metrics_bind || config.statsd != self.config.statsd {
+            log::warning(
+                "The metrics settings changed (--metrics-bind, --statsd-host, --statsd-prefix, --dogstatsd-tags): that \
+                 needs a restart or a SIGUSR2 upgrade; the metrics go where they went",
+            );
+        }
         let artefacts = match compile_apps(&config, false) {
             Ok(artefacts) => artefacts,
             Err(err) => {
