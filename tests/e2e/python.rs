@@ -386,6 +386,15 @@ fn defer_import_runs_module_code_with_the_servers_environment() {
     assert_eq!(server.get("/").text(), "hello from --env", "every fresh instance runs the module code again");
 }
 
+/// A warm-up path reaches the app as a request's would: percent-decoded. `/count%65r` is `/counter`, whose count
+/// the snapshot then holds (undecoded, it was a 404 that warmed nothing, and passed).
+#[test]
+fn a_warm_up_path_is_percent_decoded_as_a_requests() {
+    let app = built("plain", &["plain_app:application", "--warmup", "/count%65r"]);
+    let server = Server::start(&app, 1, &[]);
+    assert_eq!(server.get("/counter").text(), "2", "the warm-up request counted once in the snapshot");
+}
+
 // Instance reuse (`--instance-reuse N`, manifest `instance_reuse`): module state is kept across the requests of one
 // app that one instance serves, never across apps, and never after a failed request.
 

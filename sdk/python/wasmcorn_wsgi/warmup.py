@@ -1,6 +1,8 @@
 """Warm-up requests, run at build time while componentize-py pre-initialises the interpreter: whatever the app
 imports or caches while answering them is in the snapshot every request starts from."""
 
+from urllib.parse import unquote
+
 from .bridge import serve
 
 
@@ -26,12 +28,13 @@ class RecordingHost:
 
 
 def environ_for(path):
-    """The environ of `GET path` from 127.0.0.1."""
+    """The environ of `GET path` from 127.0.0.1, as the host gives it: PATH_INFO percent-decoded (bytes that are
+    not UTF-8 replaced), the query string as written."""
     path_info, _, query = path.partition("?")
     return [
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_NAME", ""),
-        ("PATH_INFO", path_info),
+        ("PATH_INFO", unquote(path_info, errors="replace")),
         ("QUERY_STRING", query),
         ("RAW_URI", path),
         ("CONTENT_TYPE", ""),
