@@ -23,6 +23,8 @@
 //!   what that page holds (up to its first zero byte): a fresh instance must find it empty.
 //! - `/discard`: reads the request body to its end, keeping none of it, and answers its length in bytes.
 //! - `/declared?length=N`: declares `Content-Length: N` and writes N bytes (`x`), or none for a HEAD request.
+//!   `/short`: declares `Content-Length: 100`, writes 10 bytes and returns `ok`: the host finds the body short
+//!   only when it finishes the response.
 //! - `/reply-then-read?bytes=N`: streams an N-byte body as `/big` does, then reads the request body to its end.
 //! - `/leak?mib=N`: allocates N MiB (written, so the pages are real) and never frees them, then answers how many
 //!   MiB this instance has leaked in all: with instance reuse, the instance's memory grows from request to request.
@@ -101,6 +103,10 @@ impl Guest for Misbehave {
             "/peek" => answer(&peek()),
             "/discard" => discard(),
             "/declared" => declared(&parameter(query, "length"), variable(&environ, "REQUEST_METHOD") == "HEAD"),
+            "/short" => {
+                start_response("200 OK", &[("Content-Length".into(), "100".into())])?;
+                write_body(&[b'x'; 10])
+            }
             "/reply-then-read" => {
                 big(&parameter(query, "bytes"))?;
                 while !read_body(CHUNK as u32)?.is_empty() {}

@@ -224,6 +224,18 @@ impl<E: Exchange> Runtime<E> {
         (exchange, outcome)
     }
 
+    /// Lets go of the instance app `index` kept for its next request, which is then dropped as `retire_served`
+    /// drops one: its request failed as its response was finished (a body shorter than it declared, a client gone
+    /// before a buffered response reached it), which `handle` could not know yet.
+    pub fn discard_kept(&self, index: usize) {
+        let Some(app) = self.apps.get(index) else { return };
+        if let Some(instance) = app.kept.take() {
+            self.retire_served();
+            self.served.set(Some((index, instance)));
+        }
+        drop(app.kept_proxy.take());
+    }
+
     /// Drops the instance the last request left (its store, with the instance's memory, tables and every
     /// resource it held) and gives its host side back to its app for the next one. Nothing when there is none.
     pub fn retire_served(&self) {

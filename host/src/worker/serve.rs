@@ -91,6 +91,10 @@ pub(super) fn request(
         Ok(sent) => (sent, true),
         Err(sent) => (sent, false),
     };
+    if !finished || exchange.response.failure().is_some() {
+        // A request that failed only now (see `Runtime::discard_kept`) does not leave its instance for the next.
+        runtime.discard_kept(target.index);
+    }
     // The response is out (or its client gone): only now is the instance torn down, which the client no longer
     // waits for.
     runtime.retire_served();
