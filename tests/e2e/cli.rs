@@ -164,6 +164,39 @@ fn web_concurrency_sets_the_worker_count() {
 }
 
 #[test]
+fn forwarded_allow_ips_defaults_to_its_environment_variable() {
+    let mut command = command(&["serve", "sample:echo", "--bind", "127.0.0.1:0", "--workers", "1"]);
+    command.env("FORWARDED_ALLOW_IPS", "*");
+    let server = Server::spawn(command);
+    let response = crate::support::send(
+        server.port,
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(response.json()["environ"]["REMOTE_ADDR"], "10.1.2.3", "the peer is trusted through the variable");
+}
+
+/// Without `--cache-dir` and `$WASMCORN_CACHE_DIR`, the compiled apps go to `$XDG_CACHE_HOME/wasmcorn`, and without
+/// that to `~/.cache/wasmcorn`.
+#[test]
+fn the_cache_folder_defaults_to_the_xdg_cache_home_then_the_home_folder() {
+    let xdg = tempfile::tempdir().unwrap();
+    let mut command = command(&["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1"]);
+    command.env_remove("WASMCORN_CACHE_DIR").env("XDG_CACHE_HOME", xdg.path());
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 1);
+    let compiled = std::fs::read_dir(xdg.path().join("wasmcorn")).map(Iterator::count).unwrap_or(0);
+    assert!(compiled > 0, "nothing compiled into $XDG_CACHE_HOME/wasmcorn");
+    drop(server);
+    let home = tempfile::tempdir().unwrap();
+    let mut command = crate::support::command(&["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1"]);
+    command.env_remove("WASMCORN_CACHE_DIR").env_remove("XDG_CACHE_HOME").env("HOME", home.path());
+    let server = Server::spawn(command);
+    server.wait_for_count("Booting worker with pid", 1);
+    let compiled = std::fs::read_dir(home.path().join(".cache/wasmcorn")).map(Iterator::count).unwrap_or(0);
+    assert!(compiled > 0, "nothing compiled into ~/.cache/wasmcorn");
+}
+
+#[test]
 fn startup_lines_follow_gunicorn() {
     let server = Server::start("sample:hello", 1, &[]);
     let log = server.log_text();

@@ -375,23 +375,25 @@ fn statsd_lines_reach_a_udp_listener_with_gunicorns_names() {
     assert!(milliseconds.is_some_and(|ms| ms >= 0.0), "{lines:?}");
 }
 
-/// A reload that changes the statsd target says, in a line, that this takes a restart (it went unnoticed), and
-/// the lines still go where they went.
+/// A reload that changes the statsd target or the bound addresses says, in a line each, that this takes a restart
+/// (the statsd change went unnoticed), and both stay as they were: the lines go where they went, and the server
+/// answers on its first address.
 #[test]
-fn a_reload_that_changes_the_metrics_settings_says_they_stay() {
+fn a_reload_that_changes_the_metrics_settings_or_the_binds_says_they_stay() {
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
     listener.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wasmcorn.toml");
-    std::fs::write(&file, format!("statsd_host = \"{address}\"\n")).unwrap();
-    let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1", "--config", file.to_str().unwrap()];
+    std::fs::write(&file, format!("bind = [\"127.0.0.1:0\"]\nstatsd_host = \"{address}\"\n")).unwrap();
+    let args = ["serve", "sample:hello", "--workers", "1", "--config", file.to_str().unwrap()];
     let server = Server::spawn(command(&args));
     server.wait_for_count("Booting worker with pid", 1);
-    std::fs::write(&file, "statsd_host = \"127.0.0.1:9\"\n").unwrap();
+    std::fs::write(&file, "bind = [\"127.0.0.2:0\"]\nstatsd_host = \"127.0.0.1:9\"\n").unwrap();
     server.signal(Signal::SIGHUP);
     let line = server.wait_for_line("The metrics settings changed");
     assert!(line.contains("needs a restart"), "{line}");
+    server.wait_for_line("The --bind addresses changed: that needs a restart");
     server.wait_for_line("Reload complete");
     assert_eq!(server.get("/").status, 200);
     let requests = "wasmcorn.requests:1|c|@1.0".to_string();

@@ -53,10 +53,11 @@ fn sigterm_finishes_the_inflight_request() {
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 
-/// A `USR2` while a graceful stop waits for a request is ignored, in a line: the listeners are closed by then, and
-/// the new arbiter would have listened on nothing (and taken the pid file over).
+/// A `HUP` or a `USR2` while a graceful stop waits for a request is ignored, in a line each: no new workers, and
+/// no new arbiter (the listeners are closed by then: it would have listened on nothing, and taken the pid file
+/// over).
 #[test]
-fn sigusr2_during_a_stop_is_ignored() {
+fn sighup_and_sigusr2_during_a_stop_are_ignored() {
     let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=2"]);
     let mut inflight = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     inflight.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -64,10 +65,13 @@ fn sigusr2_during_a_stop_is_ignored() {
     eventually("the worker to read the request", || read_by_server(server.port, &inflight));
     server.signal(Signal::SIGTERM);
     server.wait_for_line("Handling signal: term");
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("The server is stopping: this SIGHUP is ignored");
     server.signal(Signal::SIGUSR2);
     server.wait_for_line("The server is stopping: this SIGUSR2 is ignored");
     assert_eq!(read_response(inflight).status, 204, "the request in flight is finished");
     assert_eq!(server.wait_exit().code(), Some(0));
+    assert_eq!(server.booted_worker_pids().len(), 1, "no new worker:\n{}", server.log_text());
     assert!(!server.log_text().contains("Started a new arbiter"), "{}", server.log_text());
 }
 

@@ -353,6 +353,48 @@ max_requests = 2
     assert_eq!(server.get_from("blind.test", "/count").text(), "1");
 }
 
+/// A request for a dedicated pool crosses to it with its head, at most 200 KiB: a larger one gets `431`, and the
+/// connection is closed; the same head for an app of the shared pool is served.
+#[test]
+fn a_head_too_large_to_hand_to_a_dedicated_pool_gets_431() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(1, 2, &[]);
+    let padding: String = (0..32).map(|index| format!("X-Pad-{index}: {}\r\n", "p".repeat(7900))).collect();
+    let head = |host: &str| format!("GET /count HTTP/1.1\r\nHost: {host}\r\n{padding}Connection: close\r\n\r\n");
+    assert!(head("evil.test").len() > 240 * 1024 && head("evil.test").len() < 260 * 1024);
+    let refused = crate::support::read_response(connect_sending(server.port, head("evil.test").as_bytes()));
+    assert_eq!(refused.status, 431, "{}", refused.text());
+    assert_eq!(server.get_from("evil.test", "/count").status, 200, "the pool still serves");
+    let served = crate::support::read_response(connect_sending(server.port, head("a.test").as_bytes()));
+    assert_eq!((served.status, served.text().as_str()), (200, "Hello, World!"));
+}
+
+/// At the start and after each reload, one line per app says what it runs, its routes and its pool, and one line
+/// where requests no route matches go.
+#[test]
+fn the_log_names_each_app_with_its_routes_and_pool() {
+    let site = Site::new(&manifest("e", "v"));
+    let server = site.serve(1, 2, &[]);
+    let lines = [
+        "App hello: sample:hello at a.test/ on the shared pool",
+        "App echo: sample:echo at */echo on the shared pool",
+        "App evil: ",
+        "Requests no route matches get 404",
+    ];
+    for line in lines {
+        server.wait_for_line(line);
+    }
+    let evil = server.wait_for_line("App evil: ");
+    assert!(evil.ends_with("misbehave.wasm at evil.test/ on its own pool of 1"), "{evil}");
+    site.write(&format!("default_app = \"hello\"\n{}", manifest("e", "v")));
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    for line in lines.iter().take(3) {
+        server.wait_for_count(line, 2);
+    }
+    server.wait_for_line("Requests no route matches go to app hello");
+}
+
 #[test]
 fn reload_adds_and_removes_apps_and_keeps_serving_on_a_bad_manifest() {
     let site = Site::new(&manifest("e", "v"));

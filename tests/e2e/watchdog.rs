@@ -46,6 +46,18 @@ fn guest_sleeping_past_its_timeout_gets_503_and_keeps_its_worker() {
     assert_worker_kept(&server, worker, "/count");
 }
 
+/// `--timeout` shorter than the guest's time: a worker whose guest may still run is not taken for a stuck one (it
+/// is given at least the guest timeout and 2 s), so a guest sleeping past `--timeout` but within its own time
+/// answers, on the same worker.
+#[test]
+fn a_timeout_shorter_than_the_guests_time_does_not_kill_a_worker_whose_guest_runs() {
+    let server = Server::start(MISBEHAVE, 1, &["--timeout", "1", "--guest-timeout", "4"]);
+    let worker = server.booted_worker_pids()[0];
+    let response = server.get("/sleep?seconds=2.5");
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 2.5 s"), "{}", server.log_text());
+    assert_worker_kept(&server, worker, "/count");
+}
+
 #[test]
 fn guest_waiting_on_a_silent_socket_gets_503_and_keeps_its_worker() {
     // A peer that accepts (the kernel does it for the listener) and never answers.
