@@ -1,5 +1,7 @@
 //! Process settings: pid file, daemon mode, privileges, working folder, process titles.
 
+use std::io::{Read, Write};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -102,6 +104,40 @@ fn chdir_applies_before_the_app_path_is_read() {
     std::fs::copy(env!("WASMCORN_GUEST_ECHO"), dir.path().join("app.wasm")).unwrap();
     let server = Server::start("app.wasm", 1, &["--chdir", dir.path().to_str().unwrap()]);
     assert_eq!(server.get("/here").json()["environ"]["PATH_INFO"], "/here");
+}
+
+/// Relative paths of the files the server makes are taken from `--chdir` too: the pid file, the access log and a
+/// unix socket land there, and the pid file and the socket are removed from there at the end.
+#[test]
+fn chdir_applies_to_the_pid_file_the_logs_and_unix_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--chdir",
+        dir.path().to_str().unwrap(),
+        "--pid",
+        "x.pid",
+        "--access-logfile",
+        "a.log",
+        "--bind",
+        "unix:s.sock",
+    ];
+    let mut server = Server::start("sample:hello", 1, &args);
+    let pid_text = std::fs::read_to_string(dir.path().join("x.pid")).expect("the pid file in the --chdir folder");
+    assert_eq!(pid_text.trim(), server.pid.to_string());
+    assert_eq!(server.get("/").status, 200);
+    let mut over_unix = std::os::unix::net::UnixStream::connect(dir.path().join("s.sock")).expect("the socket there");
+    over_unix.write_all(b"GET /unix HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    over_unix.read_to_end(&mut raw).unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    eventually("both requests in the access log there", || {
+        std::fs::read_to_string(dir.path().join("a.log"))
+            .is_ok_and(|log| log.contains("GET / ") && log.contains("GET /unix "))
+    });
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!dir.path().join("x.pid").exists(), "the pid file removed");
+    assert!(!dir.path().join("s.sock").exists(), "the socket file removed");
 }
 
 #[test]

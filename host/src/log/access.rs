@@ -326,6 +326,10 @@ mod tests {
             format.render(&record(&headers, &response)),
             "GET /p a=1 HTTP/1.1 0 1500 1 42 text/plain shop 100%\n"
         );
+        // The duration in whole seconds and with microseconds; the worker's environment variables.
+        let format = AccessFormat::parse("%(T)s %(L)s %({PATH}e)s %({WASMCORN_NO_SUCH_VARIABLE}e)s").unwrap();
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(format.render(&record(&headers, &response)), format!("0 0.001500 {path} -\n"));
     }
 
     #[test]
