@@ -63,6 +63,10 @@ fn daemon_mode_detaches_and_serves_until_terminated() {
         .unwrap();
     assert_eq!(crate::support::send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
     assert_ne!(status_field(pid, "PPid:"), std::process::id().to_string(), "the daemon is detached from its launcher");
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "the daemon's descriptor {fd}");
+    }
     kill(pid, Signal::SIGTERM).unwrap();
     eventually("the daemon stops", || !is_alive(pid));
     eventually("the pid file is removed", || !pidfile.exists());
