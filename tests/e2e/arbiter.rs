@@ -225,21 +225,30 @@ fn sigusr2_then_term_upgrades_under_load_without_a_failed_request() {
     eventually("its pid file removed", || !pidfile.exists());
 }
 
-#[test]
-fn a_connection_queued_when_an_upgraded_arbiter_stops_is_left_to_its_successor() {
-    // After USR2, both arbiters' workers run a request that waits for its body, and the next connection waits in
-    // the listen queue the two share. The old arbiter stops: its worker, still in its request past the graceful
-    // timeout, is aborted. It answered what waited in the listen queue 503 as it died, though the successor's
-    // worker was there to serve it; that worker now does.
+/// The misbehave guest on one worker (with `extra` flags and a pid file in the returned folder), upgraded by `USR2`:
+/// the server, the successor arbiter (stopped by the server's guard too), and the two workers' pids, the old
+/// arbiter's first.
+fn upgraded_misbehave(extra: &[&str]) -> (tempfile::TempDir, Server, Pid, Vec<Pid>) {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("wasmcorn.pid");
-    let args = ["--pid", pidfile.to_str().unwrap(), "--graceful-timeout", "1"];
+    let mut args = vec!["--pid", pidfile.to_str().unwrap()];
+    args.extend_from_slice(extra);
     let mut server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &args);
     server.signal(Signal::SIGUSR2);
     let successor = server.successor_pid();
     server.also_stop(successor);
     server.wait_for_count("Booting worker with pid", 2);
     let workers = server.booted_worker_pids();
+    (dir, server, successor, workers)
+}
+
+#[test]
+fn a_connection_queued_when_an_upgraded_arbiter_stops_is_left_to_its_successor() {
+    // After USR2, both arbiters' workers run a request that waits for its body, and the next connection waits in
+    // the listen queue the two share. The old arbiter stops: its worker, still in its request past the graceful
+    // timeout, is aborted. It answered what waited in the listen queue 503 as it died, though the successor's
+    // worker was there to serve it; that worker now does.
+    let (_dir, mut server, successor, workers) = upgraded_misbehave(&["--graceful-timeout", "1"]);
     let held: Vec<TcpStream> = (0..2).map(|_| crate::support::held_request(server.port, "h")).collect();
     server.wait_for_count("stashed", 2);
     let queued = crate::support::connect_sending(server.port, b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -262,15 +271,7 @@ fn a_connection_queued_when_an_upgraded_arbiter_stops_gracefully_is_served_by_it
     // request and leaves. It took every connection the listen queue held, to serve them alone, one at a time
     // (under load, those its graceful timeout left were answered 503); it now leaves them to the successor's
     // workers, and the successor's worker serves this one once its own request ends.
-    let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("wasmcorn.pid");
-    let args = ["--pid", pidfile.to_str().unwrap(), "--access-logformat", "%(p)s %(r)s"];
-    let mut server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &args);
-    server.signal(Signal::SIGUSR2);
-    let successor = server.successor_pid();
-    server.also_stop(successor);
-    server.wait_for_count("Booting worker with pid", 2);
-    let workers = server.booted_worker_pids();
+    let (_dir, mut server, successor, workers) = upgraded_misbehave(&["--access-logformat", "%(p)s %(r)s"]);
     let first = crate::support::held_request(server.port, "h");
     let stashed = server.wait_for_line("[guest stdout] stashed");
     let second = crate::support::held_request(server.port, "h");

@@ -190,74 +190,73 @@ fn a_cache_folder_that_is_a_symlink_in_a_shared_folder_stops_the_start_with_one_
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "nothing is written there");
 }
 
-/// The binary a `USR2` starts is the one the server was started from: a bare name is looked up in `$PATH`, and a
-/// relative path is made absolute before `--chdir` moves the server elsewhere.
-#[test]
-fn sigusr2_finds_a_binary_started_by_a_bare_name_or_a_relative_path() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let installed = dir.path().join("wasmcorn");
+/// A copy of the binary at `dir/wasmcorn` (a hard link where it can be), as a package would install it.
+fn installed_binary(dir: &Path) -> PathBuf {
+    let installed = dir.join("wasmcorn");
     if std::fs::hard_link(crate::support::binary(), &installed).is_err() {
         std::fs::copy(crate::support::binary(), &installed).unwrap();
     }
-    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
-    for (program, from) in [("wasmcorn", None), ("./wasmcorn", Some(dir.path()))] {
-        let mut started = Command::new(program);
-        started
-            .args(["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1", "--chdir", "/"])
-            .env("PATH", &path)
-            .env("WASMCORN_CACHE_DIR", cache_dir())
-            .env_remove("WEB_CONCURRENCY")
-            .env_remove("FORWARDED_ALLOW_IPS");
-        if let Some(from) = from {
-            started.current_dir(from);
-        }
-        let mut server = Server::spawn(started);
-        server.wait_for_count("Booting worker with pid", 1);
-        server.signal(Signal::SIGUSR2);
-        let new_pid = server.successor_pid();
-        server.also_stop(new_pid);
-        server.wait_for_count("Booting worker with pid", 2);
-        let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
-        assert_eq!(exe, installed, "started as {program}: the new arbiter runs the same file");
-        server.signal(Signal::SIGTERM);
-        assert_eq!(server.wait_exit().code(), Some(0));
-        assert_eq!(crate::support::send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
-        kill(new_pid, Signal::SIGTERM).unwrap();
-        eventually("the new arbiter stops", || !is_alive(new_pid));
-    }
+    installed
 }
 
-#[test]
-fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let installed = dir.path().join("wasmcorn");
-    if std::fs::hard_link(crate::support::binary(), &installed).is_err() {
-        std::fs::copy(crate::support::binary(), &installed).unwrap();
-    }
-    let mut started = Command::new(&installed);
+/// `program serve sample:hello` on one worker, with the tests' cache and `extra` flags.
+fn serve_as(program: &Path, extra: &[&str]) -> Command {
+    let mut started = Command::new(program);
     started
         .args(["serve", "sample:hello", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .args(extra)
         .env("WASMCORN_CACHE_DIR", cache_dir())
         .env_remove("WEB_CONCURRENCY")
         .env_remove("FORWARDED_ALLOW_IPS");
-    let mut server = Server::spawn(started);
+    started
+}
+
+/// Upgrades `server` with `USR2` and checks that the new arbiter runs `installed` (`how` says why it should);
+/// completes the upgrade with `TERM`, checks that the new arbiter serves, and stops it.
+fn upgrade_runs(mut server: Server, installed: &Path, how: &str) {
     server.wait_for_count("Booting worker with pid", 1);
-    // A package upgrade: the new binary is written beside the old one and renamed over it.
-    let upgraded = dir.path().join("wasmcorn.new");
-    std::fs::copy(crate::support::binary(), &upgraded).unwrap();
-    std::fs::rename(&upgraded, &installed).unwrap();
     server.signal(Signal::SIGUSR2);
     let new_pid = server.successor_pid();
     server.also_stop(new_pid);
     server.wait_for_count("Booting worker with pid", 2);
     let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
-    assert_eq!(exe, installed, "the new arbiter runs the new file");
+    assert_eq!(exe, installed, "the new arbiter runs {how}");
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));
     assert!(is_alive(new_pid));
     assert_eq!(crate::support::send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
     kill(new_pid, Signal::SIGTERM).unwrap();
     eventually("the new arbiter stops", || !is_alive(new_pid));
+}
+
+/// The binary a `USR2` starts is the one the server was started from: a bare name is looked up in `$PATH`, and a
+/// relative path is made absolute before `--chdir` moves the server elsewhere.
+#[test]
+fn sigusr2_finds_a_binary_started_by_a_bare_name_or_a_relative_path() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let installed = installed_binary(dir.path());
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    for (program, from) in [("wasmcorn", None), ("./wasmcorn", Some(dir.path()))] {
+        let mut started = serve_as(Path::new(program), &["--chdir", "/"]);
+        started.env("PATH", &path);
+        if let Some(from) = from {
+            started.current_dir(from);
+        }
+        upgrade_runs(Server::spawn(started), &installed, &format!("the file started as {program}"));
+    }
+}
+
+#[test]
+fn sigusr2_starts_the_binary_that_replaced_the_running_one_on_disk() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let installed = installed_binary(dir.path());
+    let server = Server::spawn(serve_as(&installed, &[]));
+    server.wait_for_count("Booting worker with pid", 1);
+    // A package upgrade: the new binary is written beside the old one and renamed over it.
+    let upgraded = dir.path().join("wasmcorn.new");
+    std::fs::copy(crate::support::binary(), &upgraded).unwrap();
+    std::fs::rename(&upgraded, &installed).unwrap();
+    upgrade_runs(server, &installed, "the new file");
 }
 
 /// A new arbiter of an upgrade that dies is said in words, and the old one goes on serving. The log line held

@@ -39,14 +39,22 @@ fn sigquit_stops_with_exit_zero_and_no_worker_left() {
     assert_stops_cleanly(Signal::SIGQUIT);
 }
 
-#[test]
-fn sigterm_finishes_the_inflight_request() {
-    let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=1"]);
+/// One worker of the study's app, in a request whose guest waits `seconds` (the connection is returned once the
+/// worker has read the request).
+fn in_flight(seconds: &str) -> (Server, TcpStream) {
+    let server =
+        Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", &format!("IO_SECONDS={seconds}")]);
     let mut inflight = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     inflight.set_read_timeout(Some(PATIENCE)).unwrap();
     inflight.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-    // The request is in the guest, for a second, once the worker has read it.
     eventually("the worker to read the request", || read_by_server(server.port, &inflight));
+    (server, inflight)
+}
+
+#[test]
+fn sigterm_finishes_the_inflight_request() {
+    // The request is in the guest, for a second.
+    let (mut server, inflight) = in_flight("1");
     server.signal(Signal::SIGTERM);
     let response = read_response(inflight);
     assert_eq!(response.status, 204);
@@ -58,11 +66,7 @@ fn sigterm_finishes_the_inflight_request() {
 /// over).
 #[test]
 fn sighup_and_sigusr2_during_a_stop_are_ignored() {
-    let mut server = Server::start("sample:workload", 1, &["--env", "IO_BOUND=100", "--env", "IO_SECONDS=2"]);
-    let mut inflight = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    inflight.set_read_timeout(Some(PATIENCE)).unwrap();
-    inflight.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-    eventually("the worker to read the request", || read_by_server(server.port, &inflight));
+    let (mut server, inflight) = in_flight("2");
     server.signal(Signal::SIGTERM);
     server.wait_for_line("Handling signal: term");
     server.signal(Signal::SIGHUP);
