@@ -180,11 +180,11 @@ fn parse(table: &toml::Table, base: &Path, in_config: bool, defaults: &Defaults)
     Ok(Site { apps, router: Router::new(routes, fallback), hosted: true })
 }
 
-/// A name that can appear in logs and process titles as is.
 /// Names that mean something else where app names appear: the shared pool's metrics label, a request no app
 /// took (its access-log and metrics label), the metrics label of the apps past the metrics table's room.
 const RESERVED_NAMES: [&str; 3] = ["shared", "-", "_OTHER"];
 
+/// A name that can appear in logs and process titles as is, and means nothing else there.
 fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
         || name.len() > 64

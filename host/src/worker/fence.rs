@@ -32,11 +32,12 @@ impl Fence {
     /// Runs `turn` unless the fence is closed; returns whether it ran.
     pub(super) fn pass(&self, turn: impl FnOnce()) -> bool {
         self.turns.fetch_add(1, Ordering::SeqCst);
+        // Counted out when dropped, even by a turn that panics: the handler would otherwise wait its longest.
+        let _under_way = TurnUnderWay(&self.turns);
         let open = !self.closed.load(Ordering::SeqCst);
         if open {
             turn();
         }
-        self.turns.fetch_sub(1, Ordering::SeqCst);
         open
     }
 
@@ -54,11 +55,19 @@ impl Fence {
     }
 }
 
+/// A turn counted in `Fence::turns`, counted out when dropped.
+struct TurnUnderWay<'a>(&'a AtomicU32);
+
+impl Drop for TurnUnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn closing_waits_for_the_turn_under_way_and_stops_the_next() {

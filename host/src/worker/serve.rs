@@ -112,9 +112,8 @@ pub(super) fn request(
     }
     if !exchange.body.is_done() && exchange.body_error.is_none() {
         // A client still waiting for `100 Continue` was never asked for its body: only what it sent anyway is
-        // discarded, without waiting for more.
-        // The whole drain ends by then, not each read: a client trickling a byte now and then does not hold the
-        // worker any longer.
+        // discarded, without waiting for more. The cutoff ends the whole drain, not each read: a client trickling
+        // a byte now and then does not hold the worker any longer.
         let patience = if exchange.body.continue_pending() { Duration::ZERO } else { DRAIN_TIMEOUT };
         exchange.conn.stream().set_patience(patience);
         exchange.conn.stream().set_cutoff(Some(Instant::now() + patience));
