@@ -29,6 +29,8 @@ pub(crate) struct HttpSettings {
 /// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`: where the statsd lines go and how they are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StatsdSettings {
+    /// `--statsd-host` as given (a reload compares it, not the address it resolved to then).
+    pub host: String,
     pub address: SocketAddr,
     /// Empty, or the prefix with one trailing dot.
     pub prefix: String,

@@ -92,7 +92,10 @@ impl Arbiter {
                 "The --bind addresses changed: that needs a restart or a SIGUSR2 upgrade; the sockets stay as they are",
             );
         }
-        if config.metrics_bind != self.config.metrics_bind || config.statsd != self.config.statsd {
+        // The statsd flags as given: a name may resolve to another of its addresses each time.
+        let statsd_flags =
+            |config: &Config| config.statsd.as_ref().map(|s| (s.host.clone(), s.prefix.clone(), s.tags.clone()));
+        if config.metrics_bind != self.config.metrics_bind || statsd_flags(&config) != statsd_flags(&self.config) {
             log::warning(
                 "The metrics settings changed (--metrics-bind, --statsd-host, --statsd-prefix, --dogstatsd-tags): that \
                  needs a restart or a SIGUSR2 upgrade; the metrics go where they went",

@@ -41,7 +41,7 @@ pub(super) fn statsd(host: Option<&str>, prefix: &str, tags: &str) -> anyhow::Re
     }
     let prefix = prefix.trim_end_matches('.');
     let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}.") };
-    Ok(Some(StatsdSettings { address, prefix, tags: tags.to_string() }))
+    Ok(Some(StatsdSettings { host: host.to_string(), address, prefix, tags: tags.to_string() }))
 }
 
 /// Whether `text` can sit in a statsd line without changing its meaning.

@@ -61,6 +61,7 @@ mod tests {
         let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
         listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let settings = StatsdSettings {
+            host: "test".to_string(),
             address: listener.local_addr().unwrap(),
             prefix: "svc.".to_string(),
             tags: "env:test".to_string(),
