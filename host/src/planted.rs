@@ -48,10 +48,11 @@ pub(crate) fn refuse_planted_links(path: &Path, what: &str) -> anyhow::Result<()
 }
 
 /// The first folder on the way to the existing folder `path` in which another user may rename or replace what
-/// leads there: one that belongs to another user (than this one and root), one that group or others may write,
-/// unless it is sticky (as /tmp) and the entry on the way is ours or root's. Whoever controls such a folder may
-/// swap the whole tree below it for one of theirs between a check by name and a later use by name (a program the
-/// server runs from its cache, say); `None` when no such folder is on the way.
+/// leads there: one that belongs to another user (than this one and root), one that others may write, or a group
+/// other than this user's own private group (see `own_private_group`), unless it is sticky (as /tmp) and the entry
+/// on the way is ours or root's. Whoever controls such a folder may swap the whole tree below it for one of theirs
+/// between a check by name and a later use by name (a program the server runs from its cache, say); `None` when no
+/// such folder is on the way.
 pub(crate) fn folder_others_may_swap(path: &Path) -> io::Result<Option<PathBuf>> {
     let path = std::fs::canonicalize(path)?;
     for entry in path.ancestors() {
@@ -60,11 +61,21 @@ pub(crate) fn folder_others_may_swap(path: &Path) -> io::Result<Option<PathBuf>>
         let entry_owner = std::fs::symlink_metadata(entry)?.uid();
         let sticky_keeps_it = folder_meta.mode() & 0o1000 != 0 && (entry_owner == own_uid() || entry_owner == 0);
         let owner_is_other = folder_meta.uid() != own_uid() && folder_meta.uid() != 0;
-        if owner_is_other || (folder_meta.mode() & 0o022 != 0 && !sticky_keeps_it) {
+        let group_may_write = folder_meta.mode() & 0o020 != 0 && !own_private_group(folder_meta.gid());
+        let others_may_write = folder_meta.mode() & 0o002 != 0;
+        if owner_is_other || ((group_may_write || others_may_write) && !sticky_keeps_it) {
             return Ok(Some(folder.to_path_buf()));
         }
     }
     Ok(None)
+}
+
+/// Whether group `gid` is this user's private group, which systems that give users a umask of 002 make for each
+/// (named as the user, the user's own, with no other member): its write permission lets nobody else in.
+fn own_private_group(gid: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::geteuid()) else { return false };
+    let Ok(Some(group)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) else { return false };
+    user.gid.as_raw() == gid && group.name == user.name && group.mem.iter().all(|member| *member == user.name)
 }
 
 /// Why a folder could not be reached.
@@ -265,9 +276,27 @@ mod tests {
         assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "a folder of ours, 0700, in /tmp (sticky)");
         std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "sticky: others may not rename our entry");
-        std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+        std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2777)).unwrap();
         let canonical = std::fs::canonicalize(team.path()).unwrap();
-        assert_eq!(folder_others_may_swap(&cache).unwrap(), Some(canonical), "group-writable, not sticky");
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), Some(canonical), "anyone may write, not sticky");
+    }
+
+    #[test]
+    fn a_folder_a_shared_group_may_write_may_be_swapped_and_ones_private_group_not() {
+        let team = tempfile::tempdir().unwrap();
+        let cache = team.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let own = nix::unistd::getegid().as_raw();
+        let private = own_private_group(own);
+        let expected = if private { None } else { Some(std::fs::canonicalize(team.path()).unwrap()) };
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), expected, "our own group, private: {private}");
+        // A group others are in (the tests run as root, which may give the folder to any group).
+        let shared = nix::unistd::Group::from_name("nogroup").unwrap().expect("Debian's nogroup").gid;
+        nix::unistd::chown(team.path(), None, Some(shared)).unwrap();
+        assert!(!own_private_group(shared.as_raw()));
+        let canonical = std::fs::canonicalize(team.path()).unwrap();
+        assert_eq!(folder_others_may_swap(&cache).unwrap(), Some(canonical), "a shared group may write");
     }
 
     #[test]

@@ -78,8 +78,11 @@ pub(crate) fn normalise_prefix(text: &str) -> Result<String, String> {
     let decoded = percent_decode_str(text)
         .decode_utf8()
         .map_err(|_| format!("{text:?} holds percent-encoded bytes that are not UTF-8"))?;
-    if !decoded.starts_with('/') || decoded.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+    if !decoded.starts_with('/') {
         return Err(format!("{text:?} is not a path starting with '/'"));
+    }
+    if decoded.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+        return Err(format!("{text:?} holds a control character, '?' or '#' (once percent-decoded)"));
     }
     let prefix = decoded.trim_end_matches('/');
     // Clients resolve dot segments before they send a path (RFC 3986 section 5.2.4), and an empty one is rare:

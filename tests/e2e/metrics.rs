@@ -406,6 +406,17 @@ fn a_reload_that_changes_the_metrics_settings_or_the_binds_says_they_stay() {
         }
     }
     assert!(seen, "the request after the reload was counted at the first address");
+    // Left changed, the next reload says so again; changed back, the one after says nothing.
+    server.signal(Signal::SIGHUP);
+    server.wait_for_count("Reload complete", 2);
+    assert_eq!(server.wait_for_count("The metrics settings changed", 2).len(), 2);
+    assert_eq!(server.wait_for_count("The --bind addresses changed", 2).len(), 2);
+    std::fs::write(&file, format!("bind = [\"127.0.0.1:0\"]\nstatsd_host = \"{address}\"\n")).unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_count("Reload complete", 3);
+    let log = server.log_text();
+    assert_eq!(log.matches("The metrics settings changed").count(), 2, "{log}");
+    assert_eq!(log.matches("The --bind addresses changed").count(), 2, "{log}");
 }
 
 #[test]

@@ -313,7 +313,7 @@ fn build_names_the_native_extensions_it_leaves_out_of_an_app_that_does_not_impor
 }
 
 /// A cache folder whose way passes through a folder other users may change (a team's group-writable folder, not
-/// sticky) is refused before anything is installed: such a user could swap the cache for a tree of theirs after
+/// sticky; a user's own private group would be no one else's) is refused before anything is installed: such a user could swap the cache for a tree of theirs after
 /// the build checked it, and have the build run their Python.
 #[test]
 fn build_refuses_a_cache_folder_in_a_folder_others_may_change() {
@@ -321,6 +321,9 @@ fn build_refuses_a_cache_folder_in_a_folder_others_may_change() {
     let src = crate::support::python::app_dir("plain");
     let team = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary folder");
     std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).expect("chmod 2775");
+    // A group others are in (the tests run as root, which may give the folder to any group).
+    let team_group = nix::unistd::Group::from_name("nogroup").expect("look the group up").expect("Debian's nogroup");
+    nix::unistd::chown(team.path(), None, Some(team_group.gid)).expect("give the folder to the group");
     let cache = team.path().join("cache");
     let out = tempfile::tempdir().expect("a temporary folder");
     let output = out.path().join("app.wasm");

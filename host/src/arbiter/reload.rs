@@ -79,7 +79,7 @@ impl Arbiter {
             self.reload_again = true;
             return;
         }
-        let config = match config::load(&self.serve_args) {
+        let mut config = match config::load(&self.serve_args) {
             Ok(Invocation::Serve(config)) => *config,
             Ok(_) => return,
             Err(err) => {
@@ -101,6 +101,11 @@ impl Arbiter {
                  needs a restart or a SIGUSR2 upgrade; the metrics go where they went",
             );
         }
+        // What only a restart changes stays as it is in the configuration kept, so that the next reload compares
+        // with what is in force (changed back, it says nothing; left changed, it says so again).
+        config.binds.clone_from(&self.config.binds);
+        config.metrics_bind.clone_from(&self.config.metrics_bind);
+        config.statsd.clone_from(&self.config.statsd);
         let artefacts = match compile_apps(&config, false) {
             Ok(artefacts) => artefacts,
             Err(err) => {

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollTimeout, poll};
 
-/// How long the handler waits for a turn under way: a turn takes microseconds, or, when it answers a client
-/// itself (a 404, a 503 for a full queue), at most that answer's bounded write. The arbiter's SIGKILL follows its
-/// SIGABRT a second later, and the handler still has its own answers to give.
+/// How long the handler waits for a turn under way. A turn takes microseconds, unless it answers clients itself (a
+/// 404, a 503 for a full queue), each answer's write waiting up to a second for a client that does not read: the
+/// handler then gives up on that turn after this, since the arbiter's SIGKILL follows its SIGABRT a second later
+/// and the handler still has its own answers to give.
 const LONGEST_WAIT: Duration = Duration::from_millis(300);
 /// The handler's wait, a millisecond at a time.
 const WAIT_STEP_MILLIS: u8 = 1;
