@@ -278,6 +278,13 @@ fn a_failed_fork_is_logged_and_retried() {
     assert!(failed.contains("cannot fork a worker") && failed.contains("EAGAIN"), "{failed}");
     assert!(is_alive(server.pid), "the arbiter goes on");
     assert_eq!(server.get("/").status, 200, "the first worker still serves");
+    // The wait doubles after each failure.
+    let waits: Vec<String> = server
+        .wait_for_count("Cannot start a worker for the shared pool", 3)
+        .iter()
+        .filter_map(|line| line.split("(trying again in ").nth(1)?.split(' ').next().map(str::to_string))
+        .collect();
+    assert_eq!(waits, ["0.5", "1.0", "2.0"], "the waits before each try");
     set_nproc(server.pid, &hard);
     server.wait_for_count("Booting worker with pid", 2);
     eventually("two workers", || server.live_workers().len() == 2);
