@@ -59,11 +59,16 @@ pub(crate) fn folder_others_may_swap(path: &Path) -> io::Result<Option<PathBuf>>
         let Some(folder) = entry.parent() else { break };
         let folder_meta = std::fs::metadata(folder)?;
         let entry_owner = std::fs::symlink_metadata(entry)?.uid();
-        let sticky_keeps_it = folder_meta.mode() & 0o1000 != 0 && (entry_owner == own_uid() || entry_owner == 0);
-        let owner_is_other = folder_meta.uid() != own_uid() && folder_meta.uid() != 0;
-        let group_may_write = folder_meta.mode() & 0o020 != 0 && !own_private_group(folder_meta.gid());
-        let others_may_write = folder_meta.mode() & 0o002 != 0;
-        if owner_is_other || ((group_may_write || others_may_write) && !sticky_keeps_it) {
+        // The write bits that let someone else at the entry: not the group's when it is ours alone, none when the
+        // folder is sticky and the entry ours or root's.
+        let mut writers = folder_meta.mode() & 0o022;
+        if writers & 0o020 != 0 && own_private_group(folder_meta.gid()) {
+            writers &= !0o020;
+        }
+        if folder_meta.mode() & 0o1000 != 0 && (entry_owner == own_uid() || entry_owner == 0) {
+            writers = 0;
+        }
+        if others_may_change(writers, folder_meta.uid()) {
             return Ok(Some(folder.to_path_buf()));
         }
     }
@@ -268,11 +273,17 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_way_through_a_folder_others_may_write_may_be_swapped_unless_it_is_sticky() {
+    /// A folder (ours, 0700, in /tmp) and an empty `cache` folder in it.
+    fn team_with_cache() -> (tempfile::TempDir, PathBuf) {
         let team = tempfile::tempdir().unwrap();
         let cache = team.path().join("cache");
         std::fs::create_dir(&cache).unwrap();
+        (team, cache)
+    }
+
+    #[test]
+    fn a_way_through_a_folder_others_may_write_may_be_swapped_unless_it_is_sticky() {
+        let (team, cache) = team_with_cache();
         assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "a folder of ours, 0700, in /tmp (sticky)");
         std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(folder_others_may_swap(&cache).unwrap(), None, "sticky: others may not rename our entry");
@@ -283,9 +294,7 @@ mod tests {
 
     #[test]
     fn a_folder_a_shared_group_may_write_may_be_swapped_and_ones_private_group_not() {
-        let team = tempfile::tempdir().unwrap();
-        let cache = team.path().join("cache");
-        std::fs::create_dir(&cache).unwrap();
+        let (team, cache) = team_with_cache();
         std::fs::set_permissions(team.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
         let own = nix::unistd::getegid().as_raw();
         let private = own_private_group(own);

@@ -229,8 +229,8 @@ impl<E: Exchange> Runtime<E> {
     /// before a buffered response reached it), which `handle` could not know yet.
     pub fn discard_kept(&self, index: usize) {
         let Some(app) = self.apps.get(index) else { return };
+        // `handle` left nothing in `served` when it kept this instance.
         if let Some(instance) = app.kept.take() {
-            self.retire_served();
             self.served.set(Some((index, instance)));
         }
         drop(app.kept_proxy.take());
