@@ -83,7 +83,10 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
         None => (bind_all(&config)?, true),
     };
     if config.daemon {
-        process::daemonize()?;
+        // The successor of an upgrade detaches where it is: forking again would give it a new pid and another
+        // parent, so that it would not know the arbiter it succeeds, and the old arbiter would take the child it
+        // started, exiting at once, for a failed upgrade.
+        if upgrade::predecessor().is_some() { process::detach_in_place()? } else { process::daemonize()? }
     }
     let errors_to_file = config.logging.errors_to_file();
     let socket_files: Vec<PathBuf> = if bound_here {
@@ -305,13 +308,19 @@ impl Arbiter {
         log::info("Shutting down: wasmcorn");
     }
 
-    /// TTIN and TTOU: one worker more or less in the shared pool (never fewer than one).
+    /// TTIN and TTOU: one worker more or less in the shared pool (never fewer than one, never more than all pools
+    /// may run together: past it, a reload would find no room in the table for its new generation).
     fn resize_shared_pool(&mut self, change: i32) {
-        let Some(run) = self.pools.get_mut(&PoolKey::Shared) else { return };
-        let target = run.target.saturating_add_signed(change).max(1);
-        if target == run.target {
+        let Some(target) = pools::resized_shared_target(&self.pools, change, crate::config::MAX_WORKERS) else {
+            if change > 0 && self.pools.contains_key(&PoolKey::Shared) {
+                log::warning(format_args!(
+                    "TTIN ignored: the pools run the most workers there may be ({})",
+                    crate::config::MAX_WORKERS
+                ));
+            }
             return;
-        }
+        };
+        let Some(run) = self.pools.get_mut(&PoolKey::Shared) else { return };
         run.target = target;
         log::info(format_args!("Number of workers: {target}"));
         let generation = run.generation;

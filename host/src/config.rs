@@ -92,7 +92,7 @@ fn read_settings_file(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// The most workers of all pools together: half the arbiter's table, which a reload fills with two generations.
-const MAX_WORKERS: u64 = crate::worker::heartbeat::CAPACITY as u64 / 2;
+pub(crate) const MAX_WORKERS: u64 = crate::worker::heartbeat::CAPACITY as u64 / 2;
 
 impl Config {
     pub(crate) fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
@@ -149,6 +149,7 @@ impl Config {
                 crate::worker::heartbeat::CAPACITY
             );
         }
+        crate::listener::refuse_repeated(&args.bind)?;
         let user = args.user.as_deref().map(parse_user).transpose()?;
         let group = args.group.as_deref().map(parse_group).transpose()?;
         if let (Some(user), None) = (user, group) {

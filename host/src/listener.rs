@@ -183,9 +183,17 @@ pub(crate) fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
     let listen_fds = std::env::var("LISTEN_FDS").ok();
     match (listen_pid, listen_fds) {
         (Some(pid), Some(count)) if pid.parse::<u32>().ok() == Some(std::process::id()) => {
-            let count: RawFd = count.parse().with_context(|| format!("LISTEN_FDS is not a number: {count:?}"))?;
-            // systemd passes the sockets from descriptor 3 on.
-            (3..3 + count).map(|fd| adopt(fd, false)).collect::<anyhow::Result<Vec<_>>>().map(Some)
+            // systemd passes the sockets from descriptor 3 on; none passed (0) means the addresses are bound here.
+            let last = count
+                .parse::<u32>()
+                .ok()
+                .and_then(|count| RawFd::try_from(count).ok())
+                .and_then(|count| count.checked_add(2))
+                .with_context(|| format!("LISTEN_FDS is not a number of descriptors: {count:?}"))?;
+            if last < 3 {
+                return Ok(None);
+            }
+            (3..=last).map(|fd| adopt(fd, false)).collect::<anyhow::Result<Vec<_>>>().map(Some)
         }
         _ => Ok(None),
     }
@@ -243,6 +251,22 @@ fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
 /// binding it: what `--check-config` says of `--bind` and `--metrics-bind`.
 pub(crate) fn check_spec(spec: &str) -> anyhow::Result<()> {
     Address::parse(spec).map(drop)
+}
+
+/// Refuses an address given twice to `--bind`: the same text, or the same inherited descriptor however written
+/// (`fd://3`, `fd://03`), which would be adopted, and closed at the end, twice.
+pub(crate) fn refuse_repeated(specs: &[String]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for spec in specs {
+        let key = match spec.strip_prefix("fd://").and_then(|number| number.parse::<RawFd>().ok()) {
+            Some(fd) => format!("fd://{fd}"),
+            None => spec.clone(),
+        };
+        if !seen.insert(key) {
+            bail!("--bind {spec} is given twice");
+        }
+    }
+    Ok(())
 }
 
 /// What a bind spec names.

@@ -54,6 +54,21 @@ pub(crate) fn daemonize() -> anyhow::Result<()> {
             }
         }
     }
+    stdio_to_dev_null()
+}
+
+/// Detaches from the terminal without forking, for an arbiter that must keep its pid and its parent: the successor
+/// of a `USR2` upgrade, whose parent is the old arbiter (it finds its predecessor by it, and the old arbiter waits
+/// for it as its child). Starts a new session when it can (a process group leader cannot) and points stdin,
+/// stdout and stderr at /dev/null.
+pub(crate) fn detach_in_place() -> anyhow::Result<()> {
+    // A process spawned by the old arbiter is in that arbiter's group, so not a leader: setsid succeeds. If it
+    // fails all the same, the process has no terminal of its own to leave (the old arbiter was detached).
+    let _ = setsid();
+    stdio_to_dev_null()
+}
+
+fn stdio_to_dev_null() -> anyhow::Result<()> {
     let null = OpenOptions::new().read(true).write(true).open("/dev/null").context("cannot open /dev/null")?;
     nix::unistd::dup2_stdin(&null)
         .and_then(|()| nix::unistd::dup2_stdout(&null))

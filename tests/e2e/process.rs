@@ -73,6 +73,54 @@ fn daemon_mode_detaches_and_serves_until_terminated() {
     drop(guard);
 }
 
+/// A daemon upgraded by `USR2`: the new arbiter detaches where it is, as the old one's child, writes `FILE.2`, and
+/// takes the pid file over when the old one stops. (It forked twice to daemonize again: the old arbiter took the
+/// child it had started, exiting at once, for a failed upgrade, and the new one, not knowing whom it succeeded,
+/// refused the pid file of a live server.)
+#[test]
+fn a_daemon_upgraded_by_sigusr2_hands_over_to_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("d.pid");
+    let logfile = dir.path().join("error.log");
+    let (pid_arg, log_arg) = (pidfile.to_str().unwrap(), logfile.to_str().unwrap());
+    let args = ["serve", "--daemon", "--bind", "127.0.0.1:0", "--pid", pid_arg, "--error-logfile", log_arg];
+    assert!(command(&args).status().unwrap().success(), "the launching process exits 0 at once");
+    let log = wait_for_file_line(&logfile, "Booting worker with pid");
+    let old = Pid::from_raw(wait_for_file_line(&pidfile, "").trim().parse().unwrap());
+    let _old_guard = KillOnDrop(old);
+    let port: u16 = log
+        .split("Listening at: http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill(old, Signal::SIGUSR2).unwrap();
+    let upgrade_pidfile = dir.path().join("d.pid.2");
+    let new = Pid::from_raw(wait_for_file_line(&upgrade_pidfile, "").trim().parse().unwrap());
+    let _new_guard = KillOnDrop(new);
+    assert_eq!(status_field(new, "PPid:"), old.to_string(), "the new arbiter is the old one's child");
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{new}/fd/{fd}")).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "the new daemon's descriptor {fd}");
+    }
+    eventually("both arbiters' workers booted", || {
+        std::fs::read_to_string(&logfile).is_ok_and(|log| log.matches("Booting worker with pid").count() >= 2)
+    });
+    kill(old, Signal::SIGTERM).unwrap();
+    eventually("the old arbiter gone", || !is_alive(old));
+    eventually("the new arbiter owns the pid file", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|text| text.trim() == new.to_string())
+    });
+    assert!(is_alive(new), "the new arbiter serves on");
+    assert_eq!(crate::support::send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    kill(new, Signal::SIGTERM).unwrap();
+    eventually("the new arbiter stops", || !is_alive(new));
+    eventually("its pid file removed", || !pidfile.exists());
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    assert!(!log.contains("already running") && !log.contains("of the upgrade exited"), "{log}");
+}
+
 struct KillOnDrop(Pid);
 
 impl Drop for KillOnDrop {

@@ -154,6 +154,45 @@ fn systemd_socket_activation_is_used_instead_of_bind() {
     assert_eq!(send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
 }
 
+/// `LISTEN_FDS=0` passes no socket: the server binds `--bind` as without it. A count that is not one (negative,
+/// past what a descriptor number can be) is one line and a non-zero exit, never a server that listens on nothing
+/// (or, in a build with overflow checks, a panic).
+#[test]
+fn listen_fds_of_zero_binds_as_usual_and_a_bad_count_is_refused() {
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", "export LISTEN_FDS=0 LISTEN_PID=$$; exec \"$0\" \"$@\""])
+        .args([crate::support::binary(), "serve", "--bind", "127.0.0.1:0"])
+        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
+    let server = Server::spawn(command);
+    assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    for count in ["-3", "2147483647", "many"] {
+        let setup = format!("export LISTEN_FDS={count} LISTEN_PID=$$; exec \"$0\" \"$@\"");
+        let output = Command::new("bash")
+            .args(["-c", &setup, crate::support::binary(), "serve", "--bind", "127.0.0.1:0"])
+            .env("WASMCORN_CACHE_DIR", crate::support::cache_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "LISTEN_FDS={count}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "LISTEN_FDS={count}: {stderr}");
+        assert!(stderr.contains("LISTEN_FDS is not a number of descriptors"), "LISTEN_FDS={count}: {stderr}");
+    }
+}
+
+/// One inherited socket named twice would be adopted, and closed at the end, twice.
+#[test]
+fn a_bind_given_twice_is_refused() {
+    for binds in [["fd://3", "fd://03"], ["127.0.0.1:0", "127.0.0.1:0"]] {
+        let output = command(&["serve", "--bind", binds[0], "--bind", binds[1], "--check-config"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{binds:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("--bind {} is given twice", binds[1])), "{stderr}");
+    }
+}
+
 #[test]
 fn notify_socket_gets_ready_once_the_workers_are_up() {
     let dir = tempfile::tempdir().unwrap();

@@ -191,6 +191,18 @@ pub(super) fn unused_in(
     unused
 }
 
+/// The shared pool's size after `TTIN` (`change` 1) or `TTOU` (-1): one more or one less, never below one, and never
+/// so many that all pools together (`pools`) would run more than `most` workers (the arbiter's table holds twice
+/// that, so that a reload can run a new generation beside the old one). None when it stays as it is.
+pub(super) fn resized_shared_target(pools: &Pools, change: i32, most: u64) -> Option<u32> {
+    let current = pools.get(&PoolKey::Shared)?.target;
+    let others: u64 =
+        pools.iter().filter(|(key, _)| **key != PoolKey::Shared).map(|(_, run)| u64::from(run.target)).sum();
+    let room = u32::try_from(most.saturating_sub(others)).unwrap_or(u32::MAX);
+    let target = current.saturating_add_signed(change).max(1).min(room.max(current));
+    (target != current).then_some(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +251,27 @@ env = { VALUE = "EVIL" }
         let (pools, fresh) = plan(&config, &artefacts, current, false, next);
         let fresh_keys = pools.iter().filter(|(_, run)| fresh.contains(&run.generation)).map(|(key, _)| key.clone());
         (pools.clone(), fresh_keys.collect())
+    }
+
+    #[test]
+    fn ttin_and_ttou_resize_the_shared_pool_within_the_most_workers() {
+        let (mut pools, _) = plan_for(APPS, &Pools::new(), &mut 0);
+        let set_shared = |pools: &mut Pools, target| pools.get_mut(&PoolKey::Shared).unwrap().target = target;
+        set_shared(&mut pools, 2);
+        assert_eq!(resized_shared_target(&pools, 1, 512), Some(3));
+        assert_eq!(resized_shared_target(&pools, -1, 512), Some(1));
+        set_shared(&mut pools, 1);
+        assert_eq!(resized_shared_target(&pools, -1, 512), None, "never below one");
+        // evil's own worker counts: the shared pool may grow to 511 of 512.
+        set_shared(&mut pools, 510);
+        assert_eq!(resized_shared_target(&pools, 1, 512), Some(511));
+        set_shared(&mut pools, 511);
+        assert_eq!(resized_shared_target(&pools, 1, 512), None, "no room left for one more");
+        assert_eq!(resized_shared_target(&pools, -1, 512), Some(510));
+        // A pool already past the most (a dedicated pool grew on a reload) is not shrunk by TTIN.
+        set_shared(&mut pools, 600);
+        assert_eq!(resized_shared_target(&pools, 1, 512), None);
+        assert_eq!(resized_shared_target(&pools, -1, 512), Some(599));
     }
 
     #[test]
