@@ -114,6 +114,28 @@ fn head_answer_has_headers_and_no_body() {
     assert!(response.body.is_empty());
 }
 
+/// The host's own answer to a HEAD request (here a 500 for a guest that traps) is its head alone: a client that
+/// trusts HEAD's framing would take body bytes for the start of the next response.
+#[test]
+fn the_hosts_own_answer_to_head_has_no_body() {
+    let server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &[]);
+    let raw = head_exchange(server.port, "/trap", "h");
+    assert!(raw.starts_with("HTTP/1.1 500 "), "{raw}");
+    assert!(raw.contains("Content-Length: 22\r\n") && raw.ends_with("\r\n\r\n"), "a head alone: {raw:?}");
+    let line = server.wait_for_line("\"HEAD /trap HTTP/1.1\" 500 ");
+    assert!(line.contains("\"HEAD /trap HTTP/1.1\" 500 - "), "no body bytes logged: {line}");
+}
+
+/// Sends `HEAD PATH` with `Host: HOST` and reads until the server closes; the raw bytes.
+pub(crate) fn head_exchange(port: u16, path: &str, host: &str) -> String {
+    use std::io::Read;
+    let request = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut stream = crate::support::connect_sending(port, request.as_bytes());
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
 #[test]
 fn expect_continue_gets_100_before_the_body_is_read() {
     let server = Server::start("sample:echo", 1, &[]);

@@ -79,6 +79,8 @@ fn each_request_reaches_its_app_with_its_mount_and_environment() {
 
     let nowhere = server.get_from("b.test", "/");
     assert_eq!((nowhere.status, nowhere.text().as_str()), (404, "Not Found\n"));
+    let head = crate::http::head_exchange(server.port, "/", "b.test");
+    assert!(head.starts_with("HTTP/1.1 404 ") && head.ends_with("\r\n\r\n"), "a head alone: {head:?}");
 
     // Access-log lines lead with the app's name; the 404 has none.
     server.wait_for_line("hello 127.0.0.1 - - [");

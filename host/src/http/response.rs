@@ -252,8 +252,9 @@ impl ResponseWriter {
     fn finish_failed<S: Read + Write>(&mut self, conn: &mut Connection<S>, status: u16) -> Result<Sent, Sent> {
         match self.progress() {
             (None, _) => {
-                let sent = Sent { status, body_bytes: error_body(status).len() as u64 };
-                let _ = conn.write_all(&error_response(status));
+                let body_bytes = if self.head_only { 0 } else { error_body(status).len() as u64 };
+                let sent = Sent { status, body_bytes };
+                let _ = conn.write_all(&error_response(status, self.head_only));
                 Ok(sent)
             }
             (Some(status), sent) => Err(Sent { status, body_bytes: sent }),
@@ -439,8 +440,9 @@ pub(crate) fn error_body_length(status: u16) -> u64 {
     error_body(status).len() as u64
 }
 
-/// A complete response for a status the host answers by itself (a bad request, a failed guest).
-pub(crate) fn error_response(status: u16) -> Vec<u8> {
+/// A complete response for a status the host answers by itself (a bad request, a failed guest); for a HEAD
+/// request (`head_only`), its head alone.
+pub(crate) fn error_response(status: u16, head_only: bool) -> Vec<u8> {
     let body = error_body(status);
     let mut response = Vec::with_capacity(HEAD_CAPACITY);
     // Writing to a `Vec` cannot fail.
@@ -448,9 +450,13 @@ pub(crate) fn error_response(status: u16) -> Vec<u8> {
     push_host_headers(&mut response);
     let _ = write!(
         response,
-        "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
+    // The answer to a HEAD request has the head a GET's would have, and no body (RFC 9110, 9.3.2).
+    if !head_only {
+        response.extend_from_slice(body.as_bytes());
+    }
     response
 }
 

@@ -57,8 +57,9 @@ pub(super) fn log_access(
 /// in the access log under `app` (`-` when none), and closes.
 pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer, status: u16, app: &str) {
     let started = Instant::now();
-    let written = write_host_answer(&mut conn, status);
-    let sent = Sent { status, body_bytes: if written { http::error_body_length(status) } else { 0 } };
+    let head_only = request.method == "HEAD";
+    let written = write_host_answer(&mut conn, status, head_only);
+    let sent = Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } };
     log_access(request, app, &peer.to_string(), sent, &[], started);
     if written {
         close_discarding(conn.stream());
@@ -72,7 +73,7 @@ pub(super) fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) 
     let Some(status) = err.status() else { return };
     log::info(format_args!("Invalid request from {peer}: {err}"));
     let started = Instant::now();
-    let written = write_host_answer(&mut conn, status);
+    let written = write_host_answer(&mut conn, status, false);
     // Counted without an app, its method `_OTHER`: the request was not (or not wholly) read.
     meter::request_done("-", "", status, started.elapsed());
     if written {
@@ -81,10 +82,10 @@ pub(super) fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) 
 }
 
 /// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.
-fn write_host_answer(conn: &mut Connection<Stream>, status: u16) -> bool {
+fn write_host_answer(conn: &mut Connection<Stream>, status: u16, head_only: bool) -> bool {
     let _ = conn.stream().set_nonblocking(false);
     let _ = conn.stream().set_write_timeout(Some(DRAIN_TIMEOUT));
-    conn.write_all(&http::error_response(status)).is_ok()
+    conn.write_all(&http::error_response(status, head_only)).is_ok()
 }
 
 /// Ends the response with a FIN and discards, without waiting, what the client already sent, so that closing
