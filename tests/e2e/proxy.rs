@@ -266,6 +266,10 @@ fn proxy_outgoing_requests_reach_granted_authorities_only() {
     assert_eq!(answer, "error: ErrorCode::HttpRequestDenied");
     let answer = server.get(&format!("/?to=localhost:{}/ping", granted.local_addr().unwrap().port())).text();
     assert_eq!(answer, "error: ErrorCode::HttpRequestDenied", "another name for a granted address is refused");
+    // Userinfo would go out in the Host header, which a shared ingress could route to a host never granted.
+    let answer = server.get(&format!("/?to=admin.internal@{granted_at}/ping")).text();
+    assert_eq!(answer, "error: ErrorCode::HttpRequestUriInvalid", "an authority with userinfo is refused");
+    assert_eq!(granted_hits.load(Ordering::SeqCst), 1, "the request with userinfo never went out");
     assert_eq!(refused_hits.load(Ordering::SeqCst), 0, "the refused authority never saw a connection");
 }
 

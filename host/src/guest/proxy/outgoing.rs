@@ -91,9 +91,14 @@ impl WasiHttpHooks for GrantedHttp {
 }
 
 /// Where a request to `uri` may go: the granted addresses of its authority (port 80 for `http`, 443 for
-/// `https` when none is given), or why not.
+/// `https` when none is given), or why not. An authority with userinfo (`name@host`) is refused: the grant
+/// would be checked for `host` while the whole authority goes out as the `Host` header, which a shared ingress
+/// in front of a granted address could route to a host never granted.
 fn destination(grant: &HttpGrant, uri: &http::Uri) -> Result<Vec<SocketAddr>, Error> {
     let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
+    if authority.as_str().contains('@') {
+        return Err(Error::HttpRequestUriInvalid);
+    }
     let https = uri.scheme() == Some(&Scheme::HTTPS);
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let addresses = grant.addresses_of(authority.host(), port).ok_or(Error::HttpRequestDenied)?;
