@@ -72,14 +72,16 @@ pub(crate) fn guest_line(stream: &str, line: &str) {
 /// paragraph separators and every invisible format character (bidi controls such as U+202E, zero-width marks,
 /// U+FEFF: general category Cf) written as an escape (`\n`, `\r`, `\t`, `\u{1b}`, `\u{202e}`), so that text
 /// from a guest stays on the line it is logged on, cannot forge one, and cannot reorder or hide what a terminal
-/// shows of it.
+/// shows of it. A backslash is doubled, so that an escape the guest wrote as text (`\n`) cannot pass for one of
+/// these.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    if !text.contains(breaks_out) {
+    if !text.contains(|c| c == '\\' || breaks_out(c)) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
+            '\\' => escaped.push_str("\\\\"),
             '\n' => escaped.push_str("\\n"),
             '\r' => escaped.push_str("\\r"),
             '\t' => escaped.push_str("\\t"),
@@ -126,6 +128,8 @@ mod tests {
             "oops\\n[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged\\r\\t\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}"
         );
         assert!(matches!(escape("nothing to do"), Cow::Borrowed(_)));
+        // Written as text, an escape stays text: no one reading the log can take it for a line break.
+        assert_eq!(escape("a\\nb\nc\\"), "a\\\\nb\\nc\\\\");
     }
 
     #[test]
