@@ -35,8 +35,20 @@ pub(super) fn log_access(
     response_headers: &[(String, Vec<u8>)],
     started: Instant,
 ) {
+    meter::request_done(app, &request.method, sent.status, started.elapsed());
+    write_access_line(request, app, remote_addr, sent, response_headers, started);
+}
+
+/// The access-log line of `log_access`, without counting the request.
+fn write_access_line(
+    request: &Request,
+    app: &str,
+    remote_addr: &str,
+    sent: Sent,
+    response_headers: &[(String, Vec<u8>)],
+    started: Instant,
+) {
     let duration = started.elapsed();
-    meter::request_done(app, &request.method, sent.status, duration);
     log::access(&log::AccessRecord {
         app,
         remote_addr: if remote_addr.is_empty() { "-" } else { remote_addr },
@@ -66,19 +78,37 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
     }
 }
 
+/// Answers a request whose head was read and that is refused before any app sees it (a body over the limit: 413;
+/// contradictory forwarding headers: 400) as `reject` does, and writes its access-log line (under no app).
+pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpError, peer: Peer) {
+    let Some(status) = err.status() else { return };
+    let started = Instant::now();
+    let remote_addr = peer.to_string();
+    let head_only = request.method == "HEAD";
+    let written = reject_answering(conn, err, peer, head_only);
+    let sent = Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } };
+    write_access_line(request, "-", &remote_addr, sent, &[], started);
+}
+
 /// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The
 /// answer is followed by a FIN, and what the client already sent is discarded first, so that closing with unread
 /// bytes does not reset the connection before the client reads the answer.
-pub(super) fn reject(mut conn: Connection<Stream>, err: &HttpError, peer: Peer) {
-    let Some(status) = err.status() else { return };
+pub(super) fn reject(conn: Connection<Stream>, err: &HttpError, peer: Peer) {
+    reject_answering(conn, err, peer, false);
+}
+
+/// `reject`, with the head alone for a HEAD request (`head_only`); whether the answer was sent.
+fn reject_answering(mut conn: Connection<Stream>, err: &HttpError, peer: Peer, head_only: bool) -> bool {
+    let Some(status) = err.status() else { return false };
     log::info(format_args!("Invalid request from {peer}: {err}"));
     let started = Instant::now();
-    let written = write_host_answer(&mut conn, status, false);
+    let written = write_host_answer(&mut conn, status, head_only);
     // Counted without an app, its method `_OTHER`: the request was not (or not wholly) read.
     meter::request_done("-", "", status, started.elapsed());
     if written {
         close_discarding(conn.stream());
     }
+    written
 }
 
 /// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.

@@ -60,7 +60,7 @@ pub(super) fn request(
     let (body, client) = match checked {
         Ok(checked) => checked,
         Err(err) => {
-            answers::reject(conn, &err, peer);
+            answers::refuse(conn, &request, &err, peer);
             return None;
         }
     };
