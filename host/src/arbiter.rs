@@ -74,6 +74,7 @@ pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
 /// the config file on reload. Returns the process's exit code.
 pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     let binary = upgrade::started_binary()?;
+    let start_folder = if config.chdir.is_some() { std::env::current_dir().ok() } else { None };
     apply_process_settings(&config)?;
     log::init(&config.logging)?;
     let artefacts = spawn::compile_apps(&config, false)?;
@@ -94,7 +95,7 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
     } else {
         Vec::new()
     };
-    let result = match Arbiter::start(config, StartedAs { binary, serve_args }, artefacts, listeners) {
+    let result = match Arbiter::start(config, StartedAs { binary, serve_args, start_folder }, artefacts, listeners) {
         Ok(mut arbiter) => arbiter.run(),
         Err(err) => {
             // A start that failed (a pid file naming a live server, an address in use for the metrics) leaves
@@ -140,6 +141,8 @@ struct StartedAs {
     binary: PathBuf,
     /// The command-line arguments of `serve`.
     serve_args: Vec<OsString>,
+    /// The folder it was started in, when `--chdir` left it.
+    start_folder: Option<PathBuf>,
 }
 
 impl Arbiter {
@@ -177,6 +180,7 @@ impl Arbiter {
         Ok(Arbiter {
             binary: started_as.binary,
             serve_args: started_as.serve_args,
+            start_folder: started_as.start_folder,
             config,
             artefacts,
             listeners,
@@ -457,7 +461,7 @@ impl Arbiter {
             log::warning("An upgrade is already in progress: this SIGUSR2 is ignored");
             return;
         }
-        match upgrade::start_successor(&self.binary, &self.listeners, &self.serve_args) {
+        match upgrade::start_successor(&self.binary, &self.listeners, &self.serve_args, self.start_folder.as_deref()) {
             Ok(pid) => {
                 log::info(format_args!(
                     "Started a new arbiter (pid:{pid}); send TERM to this one to complete the upgrade"

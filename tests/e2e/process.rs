@@ -158,6 +158,36 @@ fn chdir_applies_before_the_app_path_is_read() {
     assert_eq!(server.get("/here").json()["environ"]["PATH_INFO"], "/here");
 }
 
+/// With a relative `--chdir`, a manifest named relative to the folder the server was started in is read from there
+/// at start, on a reload and by an upgrade's new arbiter (started there, so that its `--chdir` means the same), and
+/// the manifest's components are taken from the manifest's folder. (Before, the start compiled `work/app.wasm`,
+/// a reload looked for `work/apps.toml`, and the new arbiter failed to change to `work/work`.)
+#[test]
+fn relative_paths_keep_their_meaning_across_a_reload_and_an_upgrade_with_chdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start");
+    std::fs::create_dir_all(start.join("work")).unwrap();
+    std::fs::copy(env!("WASMCORN_GUEST_ECHO"), start.join("app.wasm")).unwrap();
+    let manifest = |value: &str| format!("[[app]]\nname = \"echo\"\ncomponent = \"app.wasm\"\nenv = {{ V = \"{value}\" }}\n");
+    std::fs::write(start.join("apps.toml"), manifest("one")).unwrap();
+    let args = ["serve", "--bind", "127.0.0.1:0", "--apps", "apps.toml", "--chdir", "work", "--pid", "x.pid"];
+    let mut launch = command(&args);
+    launch.current_dir(&start);
+    let mut server = Server::spawn(launch);
+    assert_eq!(server.get("/").json()["env"]["V"], "one");
+    std::fs::write(start.join("apps.toml"), manifest("two")).unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("Reload complete");
+    assert_eq!(server.get("/").json()["env"]["V"], "two");
+    server.signal(Signal::SIGUSR2);
+    let successor = server.successor_pid();
+    server.also_stop(successor);
+    let text = wait_for_file_line(&start.join("work").join("x.pid.2"), "");
+    assert_eq!(text.trim(), successor.to_string(), "the new arbiter changed to work/ and wrote its pid file there");
+    server.wait_for_count("Booting worker with pid", 3);
+    assert!(!server.log_text().contains("failed"), "{}", server.log_text());
+}
+
 /// Relative paths of the files the server makes are taken from `--chdir` too: the pid file, the access log and a
 /// unix socket land there, and the pid file and the socket are removed from there at the end.
 #[test]

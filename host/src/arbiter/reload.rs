@@ -3,6 +3,11 @@
 //! one cannot boot. Outside a reload, a dedicated pool that cannot boot stops its app alone; the shared pool
 //! stops the server.
 
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::Context;
+
 use crate::config::{self, Config, Invocation};
 use crate::log;
 use crate::site::PoolKey;
@@ -79,7 +84,7 @@ impl Arbiter {
             self.reload_again = true;
             return;
         }
-        let mut config = match config::load(&self.serve_args) {
+        let mut config = match load_as_at_start(self.start_folder.as_deref(), &self.serve_args) {
             Ok(Invocation::Serve(config)) => *config,
             Ok(_) => return,
             Err(err) => {
@@ -223,4 +228,17 @@ pub(super) fn log_apps(config: &Config) {
         Some(id) => log::info(format_args!("Requests no route matches go to app {}", site.app(id).guest.name)),
         None => log::info("Requests no route matches get 404"),
     }
+}
+
+/// Reads the configuration as at start: a relative config file or manifest path names a file in the folder the
+/// server was started in (`start_folder`, when `--chdir` left it), not in `--chdir`'s. The arbiter has no other
+/// thread, so it can step back there for the read.
+fn load_as_at_start(start_folder: Option<&Path>, serve_args: &[OsString]) -> anyhow::Result<Invocation> {
+    let Some(folder) = start_folder else { return config::load(serve_args) };
+    let here = std::fs::File::open(".").context("cannot open the working folder")?;
+    std::env::set_current_dir(folder)
+        .with_context(|| format!("cannot read the configuration from {}", folder.display()))?;
+    let loaded = config::load(serve_args);
+    nix::unistd::fchdir(&here).context("cannot change back to the --chdir folder")?;
+    loaded
 }

@@ -36,6 +36,9 @@ pub(super) struct Stop {
 pub(super) struct Arbiter {
     pub(super) binary: PathBuf,
     pub(super) serve_args: Vec<OsString>,
+    /// The folder the server was started in, when `--chdir` left it: relative paths in `serve_args` (the config
+    /// file, the manifest) name files there, for a reload and for an upgrade's new arbiter as at start.
+    pub(super) start_folder: Option<PathBuf>,
     pub(super) config: Config,
     /// Each app's artefact, in the order of `config.site.apps`.
     pub(super) artefacts: Vec<Artefact>,

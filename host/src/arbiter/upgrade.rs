@@ -38,13 +38,24 @@ pub(super) fn started_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Starts the successor arbiter `BINARY serve SERVE_ARGS` (both captured at start: the process title has since
-/// overwritten the original argument area); returns its pid.
-pub(super) fn start_successor(binary: &Path, listeners: &[Listener], serve_args: &[OsString]) -> anyhow::Result<Pid> {
+/// overwritten the original argument area) in `start_folder`, the folder this server was started in when
+/// `--chdir` left it, so that the arguments mean what they meant at start (a relative `--chdir`, config file or
+/// manifest); returns its pid.
+pub(super) fn start_successor(
+    binary: &Path,
+    listeners: &[Listener],
+    serve_args: &[OsString],
+    start_folder: Option<&Path>,
+) -> anyhow::Result<Pid> {
     let fds: Vec<String> = listeners.iter().map(|listener| listener.fd().as_raw_fd().to_string()).collect();
     for listener in listeners {
         listener.set_inheritable(true)?;
     }
-    let started = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(folder) = start_folder {
+        command.current_dir(folder);
+    }
+    let started = command
         .arg("serve")
         .args(serve_args)
         .env(UPGRADE_FDS_VAR, fds.join(","))

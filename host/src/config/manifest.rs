@@ -119,7 +119,9 @@ pub(super) fn load(path: &Path, in_config: bool, defaults: &Defaults) -> anyhow:
     let text = super::read_settings_file(path).with_context(|| format!("cannot read the app manifest {where_}"))?;
     let table: toml::Table =
         text.parse().map_err(|err: toml::de::Error| anyhow::anyhow!("{where_}: invalid TOML: {}", toml_error(&err)))?;
-    let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // Absolute: the components are read after `--chdir`, from the manifest's folder all the same.
+    let absolute = std::path::absolute(path).with_context(|| format!("cannot make {where_} absolute"))?;
+    let base = absolute.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     parse(&table, &base, in_config, defaults).map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))
 }
 
