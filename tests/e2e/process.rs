@@ -168,7 +168,8 @@ fn relative_paths_keep_their_meaning_across_a_reload_and_an_upgrade_with_chdir()
     let start = dir.path().join("start");
     std::fs::create_dir_all(start.join("work")).unwrap();
     std::fs::copy(env!("WASMCORN_GUEST_ECHO"), start.join("app.wasm")).unwrap();
-    let manifest = |value: &str| format!("[[app]]\nname = \"echo\"\ncomponent = \"app.wasm\"\nenv = {{ V = \"{value}\" }}\n");
+    let manifest =
+        |value: &str| format!("[[app]]\nname = \"echo\"\ncomponent = \"app.wasm\"\nenv = {{ V = \"{value}\" }}\n");
     std::fs::write(start.join("apps.toml"), manifest("one")).unwrap();
     let args = ["serve", "--bind", "127.0.0.1:0", "--apps", "apps.toml", "--chdir", "work", "--pid", "x.pid"];
     let mut launch = command(&args);

@@ -448,11 +448,7 @@ pub(crate) fn error_response(status: u16, head_only: bool) -> Vec<u8> {
     // Writing to a `Vec` cannot fail.
     let _ = write!(response, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     push_host_headers(&mut response);
-    let _ = write!(
-        response,
-        "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let _ = write!(response, "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
     // The answer to a HEAD request has the head a GET's would have, and no body (RFC 9110, 9.3.2).
     if !head_only {
         response.extend_from_slice(body.as_bytes());
