@@ -253,17 +253,15 @@ pub(crate) fn check_spec(spec: &str) -> anyhow::Result<()> {
     Address::parse(spec).map(drop)
 }
 
-/// Refuses an address given twice to `--bind`: the same text, or the same inherited descriptor however written
-/// (`fd://3`, `fd://03`), which would be adopted, and closed at the end, twice.
+/// Refuses an inherited descriptor given twice to `--bind`, however written (`fd://3`, `fd://03`): it would be
+/// adopted, and closed at the end, twice. (Other addresses may repeat: `127.0.0.1:0` twice is two ports, and an
+/// address in use is refused when it is bound.)
 pub(crate) fn refuse_repeated(specs: &[String]) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::new();
     for spec in specs {
-        let key = match spec.strip_prefix("fd://").and_then(|number| number.parse::<RawFd>().ok()) {
-            Some(fd) => format!("fd://{fd}"),
-            None => spec.clone(),
-        };
-        if !seen.insert(key) {
-            bail!("--bind {spec} is given twice");
+        let Some(fd) = spec.strip_prefix("fd://").and_then(|number| number.parse::<RawFd>().ok()) else { continue };
+        if !seen.insert(fd) {
+            bail!("--bind {spec} is given twice: descriptor {fd} can be adopted once");
         }
     }
     Ok(())

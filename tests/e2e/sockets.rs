@@ -183,14 +183,12 @@ fn listen_fds_of_zero_binds_as_usual_and_a_bad_count_is_refused() {
 
 /// One inherited socket named twice would be adopted, and closed at the end, twice.
 #[test]
-fn a_bind_given_twice_is_refused() {
-    for binds in [["fd://3", "fd://03"], ["127.0.0.1:0", "127.0.0.1:0"]] {
-        let output = command(&["serve", "--bind", binds[0], "--bind", binds[1], "--check-config"]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{binds:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(&format!("--bind {} is given twice", binds[1])), "{stderr}");
-    }
+fn an_inherited_socket_named_twice_is_refused() {
+    let output = command(&["serve", "--bind", "fd://3", "--bind", "fd://03", "--check-config"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--bind fd://03 is given twice: descriptor 3 can be adopted once"), "{stderr}");
 }
 
 #[test]

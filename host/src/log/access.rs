@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use super::prefix;
+
 /// Gunicorn's default `access_log_format`.
 pub(super) const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 /// The default when the server hosts many apps (`--apps`): Gunicorn's, led by the app's name, as Apache's
@@ -123,25 +125,7 @@ impl AccessFormat {
     /// The line for `record`, newline included.
     pub(crate) fn render(&self, record: &AccessRecord<'_>) -> String {
         match self {
-            AccessFormat::Json => {
-                let object = serde_json::json!({
-                    "app": record.app,
-                    "remote_addr": record.remote_addr,
-                    "time": chrono::Local::now().to_rfc3339(),
-                    "request": record.request_line(),
-                    "method": record.method,
-                    "path": record.path,
-                    "query": record.query,
-                    "protocol": record.protocol,
-                    "status": record.status,
-                    "bytes": record.body_bytes,
-                    "referer": record.request_header("referer"),
-                    "user_agent": record.request_header("user-agent"),
-                    "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-                    "pid": std::process::id(),
-                });
-                format!("{}\n", escape_json(&object.to_string()))
-            }
+            AccessFormat::Json => json_line(record),
             AccessFormat::Atoms(pieces) => {
                 // One buffer for the whole line: no atom makes a `String` of its own.
                 let mut line = String::with_capacity(LINE_CAPACITY);
@@ -243,6 +227,73 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// A JSON line with what `log::breaks_out` written as `\uXXXX` escapes (serde_json escapes only the C0 controls,
+/// How short a client's value may get in a JSON line cut to fit (see `json_line`).
+const SHORTEST_CUT: usize = 32;
+
+/// `record` as one JSON object, newline included, at most `RECORD_MAX` bytes: while it would be longer, the longest
+/// of the values the client chose (the request line, path, query, referer, user agent) is cut to half of what it
+/// keeps, and says how many bytes it lost, so that the line stays one whole object with every key (the log's own
+/// cut at `RECORD_MAX` would leave neither).
+fn json_line(record: &AccessRecord<'_>) -> String {
+    let request = record.request_line();
+    let mut values = [
+        Some(Cuttable::new(&request)),
+        Some(Cuttable::new(record.path)),
+        Some(Cuttable::new(record.query)),
+        record.request_header("referer").map(Cuttable::new),
+        record.request_header("user-agent").map(Cuttable::new),
+    ];
+    let time = chrono::Local::now().to_rfc3339();
+    loop {
+        let [request, path, query, referer, user_agent] = values.map(|value| value.map(Cuttable::shown));
+        let object = serde_json::json!({
+            "app": record.app,
+            "remote_addr": record.remote_addr,
+            "time": time,
+            "request": request,
+            "method": record.method,
+            "path": path,
+            "query": query,
+            "protocol": record.protocol,
+            "status": record.status,
+            "bytes": record.body_bytes,
+            "referer": referer,
+            "user_agent": user_agent,
+            "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+            "pid": std::process::id(),
+        });
+        let line = format!("{}\n", escape_json(&object.to_string()));
+        if line.len() <= super::RECORD_MAX {
+            return line;
+        }
+        match values.iter_mut().flatten().max_by_key(|value| value.kept) {
+            Some(longest) if longest.kept > SHORTEST_CUT => longest.kept = prefix(longest.text, longest.kept / 2).len(),
+            _ => return line,
+        }
+    }
+}
+
+/// A value of a JSON access-log line that may be cut: its text and how many bytes of it are shown.
+#[derive(Clone, Copy)]
+struct Cuttable<'a> {
+    text: &'a str,
+    kept: usize,
+}
+
+impl<'a> Cuttable<'a> {
+    fn new(text: &'a str) -> Self {
+        Cuttable { text, kept: text.len() }
+    }
+
+    fn shown(self) -> std::borrow::Cow<'a, str> {
+        if self.kept >= self.text.len() {
+            return std::borrow::Cow::Borrowed(self.text);
+        }
+        let cut = self.text.len() - self.kept;
+        std::borrow::Cow::Owned(format!("{}...[{cut} bytes cut]", prefix(self.text, self.kept)))
+    }
+}
+
 /// `"` and `\`): C1 controls, separators and invisible format characters from a client's header stay visible.
 fn escape_json(json: &str) -> String {
     let mut escaped = String::with_capacity(json.len());
@@ -348,5 +399,22 @@ mod tests {
         assert_eq!(value["status"], 200);
         assert_eq!(value["duration_us"], 1500);
         assert_eq!(value["app"], "shop");
+    }
+
+    #[test]
+    fn a_json_line_with_long_values_stays_one_whole_object() {
+        let headers = vec![("Referer".to_string(), "r".repeat(5000)), ("User-Agent".to_string(), "\u{1}".repeat(2000))];
+        let long = format!("/{}", "p".repeat(2100));
+        let line = AccessFormat::Json.render(&AccessRecord { target: &long, path: &long, ..record(&headers, &[]) });
+        assert!(line.len() <= super::super::RECORD_MAX && line.ends_with("}\n"), "{} bytes", line.len());
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((value["remote_addr"].as_str(), value["status"].as_u64()), (Some("10.1.2.3"), Some(200)));
+        assert!(value["time"].is_string() && value["pid"].is_u64() && value["duration_us"] == 1500, "{value}");
+        let referer = value["referer"].as_str().unwrap();
+        assert!(referer.starts_with("rrrr") && referer.ends_with(" bytes cut]"), "{referer}");
+        assert!(value["path"].as_str().unwrap().starts_with("/ppp"));
+        // Short values are left whole.
+        assert_eq!(value["query"], "a=1");
+        assert_eq!(value["method"], "GET");
     }
 }
