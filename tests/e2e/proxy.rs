@@ -252,6 +252,36 @@ fn pong_server() -> (TcpListener, Arc<AtomicUsize>) {
     (listener, accepted)
 }
 
+/// A response head from an upstream is held to the size of a header map the guest builds (128 KiB under the default
+/// `--max-memory`), so that the heads a guest keeps cost the worker at most its memory limit together, as the maps
+/// it builds do: a larger one fails the request inside the guest (hyper took up to about 400 KiB).
+#[test]
+fn an_upstream_response_head_larger_than_a_header_map_fails_the_request() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = upstream.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in upstream.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|read| read == 1) {
+                head.push(byte[0]);
+            }
+            let size = if head.starts_with(b"GET /big ") { 200 * 1024 } else { 100 };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong",
+                "a".repeat(size)
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    let server = Server::start(FETCH, 1, &["--allow-http", &at]);
+    assert_eq!(server.get(&format!("/?to={at}/small")).text(), "status 200: pong");
+    let answer = server.get(&format!("/?to={at}/big")).text();
+    assert!(answer.starts_with("error: ErrorCode::"), "{answer}");
+    assert_eq!(server.get(&format!("/?to={at}/small")).text(), "status 200: pong", "the worker serves on");
+}
+
 #[test]
 fn proxy_outgoing_requests_reach_granted_authorities_only() {
     let (granted, granted_hits) = pong_server();

@@ -31,7 +31,8 @@ const MIN_RESOURCES: usize = 256;
 /// How many resources a `wasi:http` app's instance may hold at once, and how large each `fields` it builds may be:
 /// the header maps it builds then hold at most its memory limit together (16 MiB under a smaller limit), outside
 /// its linear memory. With wasmtime's defaults, 10,000 of 128 KiB: about 1.2 GiB of the worker's heap, whatever
-/// `--max-memory` said. A copy of a received head (`fields.clone`) is not held to the size, only counted.
+/// `--max-memory` said. A copy of a received head (`fields.clone`) is not held to the size, only counted; a response
+/// head an upstream sends is held to it (`GrantedHttp`).
 fn resource_bounds(max_memory_bytes: usize) -> (usize, usize) {
     let field_size_limit = (max_memory_bytes / MIN_RESOURCES).clamp(MIN_FIELD_SIZE_LIMIT, FIELD_SIZE_LIMIT);
     let resources = (max_memory_bytes / field_size_limit).clamp(MIN_RESOURCES, MAX_RESOURCES);
@@ -70,7 +71,7 @@ impl ProxyInstance {
             table,
             limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes), blueprint.max_memory_bytes),
             net: Arc::clone(&blueprint.net),
-            hooks: GrantedHttp::new(Arc::clone(http)),
+            hooks: GrantedHttp::new(Arc::clone(http), field_size_limit),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);

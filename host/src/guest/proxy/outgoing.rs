@@ -36,6 +36,9 @@ type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
 /// The `wasi:http` hooks of one store: where its outgoing requests may go, and how many are out.
 pub(in crate::guest) struct GrantedHttp {
     grant: Arc<HttpGrant>,
+    /// The most bytes of a response head an upstream may send (the size of a `fields` the guest builds): the heads
+    /// the guest keeps then cost at most its memory limit together, as the header maps it builds do.
+    head_most: usize,
     /// One clone per request out, held by its send and then by the future that drives its connection.
     out: Arc<()>,
     /// Whether the store ever sent a request.
@@ -43,8 +46,8 @@ pub(in crate::guest) struct GrantedHttp {
 }
 
 impl GrantedHttp {
-    pub(in crate::guest) fn new(grant: Arc<HttpGrant>) -> Self {
-        GrantedHttp { grant, out: Arc::new(()), sent: false }
+    pub(in crate::guest) fn new(grant: Arc<HttpGrant>, head_most: usize) -> Self {
+        GrantedHttp { grant, head_most, out: Arc::new(()), sent: false }
     }
 
     /// Whether the store ever sent a request (the tasks of its connections may then still be on the runtime).
@@ -80,12 +83,13 @@ impl WasiHttpHooks for GrantedHttp {
         self.sent = true;
         let destination = destination(&self.grant, request.uri());
         let out = Arc::clone(&self.out);
+        let head_most = self.head_most;
         let busy = Arc::strong_count(&out) - 1 > MAX_IN_FLIGHT;
         Box::new(async move {
             if busy {
                 return Err(Error::InternalError(Some(format!("more than {MAX_IN_FLIGHT} outgoing requests at once"))));
             }
-            send(request, destination?, options, out).await
+            send(request, destination?, options, head_most, out).await
         })
     }
 }
@@ -114,6 +118,7 @@ async fn send(
     mut request: http::Request<WasiBody>,
     addresses: Vec<SocketAddr>,
     options: Option<RequestOptions>,
+    head_most: usize,
     out: Arc<()>,
 ) -> Sent {
     let connect_timeout = options.and_then(|options| options.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
@@ -124,7 +129,8 @@ async fn send(
         .map_err(Error::Connect)?;
     let (mut sender, connection) = tokio::time::timeout(
         connect_timeout,
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+        // hyper reads a response head into at most this much (8 KiB at the least, which it requires).
+        hyper::client::conn::http1::Builder::new().max_buf_size(head_most.max(8192)).handshake(TokioIo::new(stream)),
     )
     .await
     .map_err(|_| Error::ConnectionTimeout)??;
