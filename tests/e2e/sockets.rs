@@ -19,6 +19,33 @@ fn get_over_unix(path: &std::path::Path) -> crate::support::Response {
     parse_response(&raw)
 }
 
+/// A peer on a unix socket is a local proxy (nginx in front, as in Gunicorn): its `X-Forwarded-*` headers are
+/// believed whatever `--forwarded-allow-ips` says, while the same headers over TCP from a peer not listed change
+/// nothing.
+#[test]
+fn a_unix_socket_peer_is_trusted_for_forwarded_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let bind = format!("unix:{}", path.display());
+    let server = Server::start("sample:echo", 1, &["--bind", &bind, "--forwarded-allow-ips", ""]);
+    let forwarded = "Host: h\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let mut stream = UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(format!("GET / HTTP/1.1\r\n{forwarded}").as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let environ = parse_response(&raw).json()["environ"].clone();
+    assert_eq!(
+        (environ["REMOTE_ADDR"].as_str(), environ["wsgi.url_scheme"].as_str()),
+        (Some("203.0.113.7"), Some("https"))
+    );
+    let over_tcp = send(server.port, format!("GET / HTTP/1.1\r\n{forwarded}").as_bytes()).json()["environ"].clone();
+    assert_eq!(
+        (over_tcp["REMOTE_ADDR"].as_str(), over_tcp["wsgi.url_scheme"].as_str()),
+        (Some("127.0.0.1"), Some("http"))
+    );
+}
+
 #[test]
 fn several_binds_all_answer() {
     let server = Server::start("sample:hello", 1, &["--bind", "127.0.0.1:0"]);
