@@ -419,6 +419,32 @@ fn a_reload_that_changes_the_metrics_settings_or_the_binds_says_they_stay() {
     assert_eq!(log.matches("The --bind addresses changed").count(), 2, "{log}");
 }
 
+/// The settings of the arbiter's own process (the pid file, the umask, the working folder, the name, daemon mode)
+/// are applied at start only: a reload that changes them says so, and the pid file stays the one written, which
+/// the arbiter removes when it stops. (They were kept silently, and an upgrade then moved the new name's pid file
+/// while the old one stayed.)
+#[test]
+fn a_reload_that_changes_the_process_settings_says_they_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wasmcorn.toml");
+    let (first, second) = (dir.path().join("a.pid"), dir.path().join("b.pid"));
+    std::fs::write(&file, format!("bind = [\"127.0.0.1:0\"]\npid = {:?}\n", first.to_str().unwrap())).unwrap();
+    let args = ["serve", "sample:hello", "--workers", "1", "--config", file.to_str().unwrap()];
+    let mut server = Server::spawn(command(&args));
+    server.wait_for_count("Booting worker with pid", 1);
+    let settings = format!("bind = [\"127.0.0.1:0\"]\npid = {:?}\nname = \"other\"\n", second.to_str().unwrap());
+    std::fs::write(&file, settings).unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for_line("The process settings changed");
+    assert!(line.contains("--pid") && line.contains("stay as they are"), "{line}");
+    server.wait_for_line("Reload complete");
+    assert_eq!(server.get("/").status, 200);
+    assert!(first.exists() && !second.exists());
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!first.exists(), "the pid file written at start is removed at the end");
+}
+
 #[test]
 fn a_unix_metrics_socket_is_owner_only_and_never_made_through_a_symlink() {
     let dir = tempfile::tempdir().unwrap();

@@ -106,8 +106,22 @@ impl Arbiter {
                  needs a restart or a SIGUSR2 upgrade; the metrics go where they went",
             );
         }
+        let process_settings = |config: &Config| {
+            (config.pidfile.clone(), config.umask, config.chdir.clone(), config.name.clone(), config.daemon)
+        };
+        if process_settings(&config) != process_settings(&self.config) {
+            log::warning(
+                "The process settings changed (--pid, --umask, --chdir, --name, --daemon): that needs a restart or a \
+                 SIGUSR2 upgrade; they stay as they are",
+            );
+        }
         // What only a restart changes stays as it is in the configuration kept, so that the next reload compares
-        // with what is in force (changed back, it says nothing; left changed, it says so again).
+        // with what is in force (changed back, it says nothing; left changed, it says so again), and so that an
+        // upgrade's pid file is the one this arbiter wrote.
+        config.pidfile.clone_from(&self.config.pidfile);
+        (config.umask, config.daemon) = (self.config.umask, self.config.daemon);
+        config.chdir.clone_from(&self.config.chdir);
+        config.name.clone_from(&self.config.name);
         config.binds.clone_from(&self.config.binds);
         config.metrics_bind.clone_from(&self.config.metrics_bind);
         config.statsd.clone_from(&self.config.statsd);
