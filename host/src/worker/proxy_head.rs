@@ -19,7 +19,9 @@ pub(super) fn build(request: &Request, scheme: &str, local: &Local) -> ProxyHead
         (None, Local::Unix(_)) => "localhost".to_string(),
     };
     let path_with_query = if request.target.starts_with('/') || request.target == "*" {
-        request.target.clone()
+        // Without a fragment, as the path and query a WSGI guest gets (a client should send none: RFC 9112 has no
+        // `#` in a request target).
+        request.target.split('#').next().unwrap_or_default().to_string()
     } else if request.query.is_empty() {
         request.path.clone()
     } else {
@@ -84,5 +86,12 @@ mod tests {
         assert_eq!(odd.authority, "h:1");
         let kept = head("GET /a%20b/{c}?x=y HTTP/1.1\r\nHost: h:1\r\n\r\n");
         assert!(kept.path_with_query.parse::<http::uri::PathAndQuery>().is_ok(), "{}", kept.path_with_query);
+    }
+
+    #[test]
+    fn a_fragment_is_left_out_as_for_a_wsgi_guest() {
+        assert_eq!(head("GET /admin#x HTTP/1.1\r\nHost: h\r\n\r\n").path_with_query, "/admin");
+        assert_eq!(head("GET /a?q=1#f?g HTTP/1.1\r\nHost: h\r\n\r\n").path_with_query, "/a?q=1");
+        assert_eq!(head("GET http://h/p?q#f HTTP/1.1\r\nHost: h\r\n\r\n").path_with_query, "/p?q");
     }
 }
