@@ -235,8 +235,12 @@ fn bind_unix(path: &Path, options: BindOptions) -> anyhow::Result<Listener> {
         if !metadata.file_type().is_socket() {
             bail!("{} exists and is not a socket", path.display());
         }
-        if UnixStream::connect(path).is_ok() {
-            bail!("{} is in use by another server", path.display());
+        // Only a refused connection says that nobody listens: any other failure (another user's socket this one
+        // may not connect to) leaves the file to whoever owns it.
+        match UnixStream::connect(path) {
+            Ok(_) => bail!("{} is in use by another server", path.display()),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(err) => bail!("{} may be in use: cannot connect to it to tell ({err})", path.display()),
         }
         std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }

@@ -46,6 +46,39 @@ fn a_unix_socket_peer_is_trusted_for_forwarded_headers() {
     );
 }
 
+/// A socket file the server cannot connect to for another reason than nobody listening there (another user's live
+/// socket, mode 0700) is not taken for a stale one: the server, run as nobody in a folder of nobody's, leaves it
+/// and stops in one line. (It removed the file, and the other server lost its address.)
+#[test]
+fn a_socket_it_may_not_connect_to_is_not_removed_as_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = dir.path().join("nobodys");
+    let cache = folder.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    for owned in [&folder, &cache] {
+        std::os::unix::fs::chown(owned, Some(65534), Some(65534)).unwrap();
+    }
+    let path = folder.join("s.sock");
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let output = Command::new("timeout")
+        .args(["30", "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(crate::support::binary())
+        .args(["serve", "sample:hello", "--bind", &format!("unix:{}", path.display()), "--cache-dir"])
+        .arg(&cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.trim_end().ends_with("cannot connect to it to tell (Permission denied (os error 13))"), "{stderr}");
+    assert!(stderr.contains("may be in use"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_socket(), "the socket file stays");
+    UnixStream::connect(&path).expect("the other server still listens there");
+    drop(live);
+}
+
 #[test]
 fn several_binds_all_answer() {
     let server = Server::start("sample:hello", 1, &["--bind", "127.0.0.1:0"]);
