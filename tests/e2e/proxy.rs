@@ -282,6 +282,31 @@ fn an_upstream_response_head_larger_than_a_header_map_fails_the_request() {
     assert_eq!(server.get(&format!("/?to={at}/small")).text(), "status 200: pong", "the worker serves on");
 }
 
+/// A wasi:http guest's filesystem call that blocks past its deadline (opening a FIFO no one writes) is given up, a
+/// `503`, and the worker serves on; the thread it blocks stays, but at most 16 of them: past it, the next calls wait
+/// for a free thread within their own deadlines. (Each such request left one more thread, up to tokio's 512.)
+#[test]
+fn a_wasi_http_guest_stuck_in_a_filesystem_call_leaves_a_bounded_number_of_threads() {
+    let granted = tempfile::tempdir().unwrap();
+    let fifo = granted.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::fs::write(granted.path().join("file"), "contents").unwrap();
+    let dir = format!("{}::/data", granted.path().display());
+    let server = Server::start(MISBEHAVE, 1, &["--guest-timeout", "1", "--dir", &dir]);
+    assert_eq!(server.get("/read?path=/data/file").text(), "contents");
+    let worker = server.booted_worker_pids()[0];
+    let threads = || crate::support::status_field(worker, "Threads:").parse::<usize>().unwrap();
+    let before = threads();
+    for _ in 0..20 {
+        assert_eq!(server.get("/read?path=/data/fifo").status, 503);
+    }
+    let after = threads();
+    assert!(after <= before + 16, "{before} threads before, {after} after 20 calls stuck on a FIFO");
+    assert!(crate::support::is_alive(worker), "the same worker serves on");
+    // Let the blocked opens return (a writer comes and goes), so that the worker can stop.
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+}
+
 #[test]
 fn proxy_outgoing_requests_reach_granted_authorities_only() {
     let (granted, granted_hits) = pong_server();

@@ -65,6 +65,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                 eprintln!("a line to stderr");
                 b"printed".to_vec()
             }
+            "/read" => std::fs::read(value(query, "path")).unwrap_or_else(|err| format!("error: {err}").into_bytes()),
             "/env" => std::env::vars().map(|(key, value)| format!("{key}={value}\n")).collect::<String>().into_bytes(),
             "/request" => describe(&request).into_bytes(),
             "/alloc" => {

@@ -33,6 +33,12 @@ use super::state::RequestState;
 use super::timer::DeadlineTimer;
 use super::trust;
 
+/// The most threads the worker's wasi:http runtime runs blocking calls on (a guest's filesystem calls). A call that
+/// blocks past the guest's deadline (a FIFO no one writes, a hung network file system) is given up, and its thread
+/// stays blocked; past this many, later calls wait for a free thread, within their own deadlines, instead of each
+/// leaving one more thread behind (tokio's default allows 512).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 /// What became of one request inside the guest.
 #[derive(Debug)]
 pub enum Outcome {
@@ -151,7 +157,10 @@ impl<E: Exchange> Runtime<E> {
         // One current-thread runtime for the worker's wasi:http apps: no threads of its own (a blocking pool only
         // if a guest's WASI call needs one). Built here, in the worker, after the fork.
         let tokio = if serves_proxies {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(MAX_BLOCKING_THREADS)
+                .build();
             Some(runtime.context("cannot start the worker's tokio runtime")?)
         } else {
             None
