@@ -123,13 +123,16 @@ fn fifty_trickling_clients_do_not_hold_two_workers() {
 fn content_length_over_the_body_limit_is_413_before_the_guest_runs() {
     let server = Server::start("sample:echo", 1, &["--limit-request-body", "10"]);
     let mut stream = connect(&server);
-    stream.write_all(b"POST /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n").unwrap();
+    let head = "POST /big HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9\r\nExpect: 100-continue\r\n";
+    stream.write_all(format!("{head}Content-Length: 11\r\n\r\n").as_bytes()).unwrap();
     let response = read_response(stream);
     assert_eq!(response.status, 413, "no 100 Continue first: {:?}", String::from_utf8_lossy(&response.raw));
     let fits = send(server.port, b"POST /fits HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789");
     assert_eq!(fits.json()["body"], "0123456789");
-    // Refused before the app saw it, the request still has its access-log line.
-    server.wait_for_line("\"POST /big HTTP/1.1\" 413 18 ");
+    // Refused before the app saw it, the request still has its access-log line, naming the client the (trusted,
+    // local) proxy forwarded for.
+    let line = server.wait_for_line("\"POST /big HTTP/1.1\" 413 18 ");
+    assert!(line.starts_with("203.0.113.9 - - ["), "{line}");
     assert_eq!(server.log_text().matches("\"POST /big ").count(), 1, "the guest never ran for /big");
 }
 

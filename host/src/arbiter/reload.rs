@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::Context;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::config::{self, Config, Invocation};
 use crate::log;
@@ -249,10 +251,15 @@ pub(super) fn log_apps(config: &Config) {
 /// thread, so it can step back there for the read.
 fn load_as_at_start(start_folder: Option<&Path>, serve_args: &[OsString]) -> anyhow::Result<Invocation> {
     let Some(folder) = start_folder else { return config::load(serve_args) };
-    let here = std::fs::File::open(".").context("cannot open the working folder")?;
+    // Held by a path descriptor: a folder the arbiter may enter but not list is one it can come back to.
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let here = nix::fcntl::open(".", flags, Mode::empty()).context("cannot hold the working folder")?;
     std::env::set_current_dir(folder)
         .with_context(|| format!("cannot read the configuration from {}", folder.display()))?;
     let loaded = config::load(serve_args);
-    nix::unistd::fchdir(&here).context("cannot change back to the --chdir folder")?;
+    if let Err(err) = nix::unistd::fchdir(&here) {
+        // Cannot happen to a folder held open; said all the same, since relative paths now name other files.
+        log::critical(format_args!("Cannot change back to the --chdir folder after reading the configuration: {err}"));
+    }
     loaded
 }

@@ -226,7 +226,6 @@ fn needs_escape(c: char) -> bool {
     matches!(c, '"' | '\\') || super::breaks_out(c)
 }
 
-/// A JSON line with what `log::breaks_out` written as `\uXXXX` escapes (serde_json escapes only the C0 controls,
 /// How short a client's value may get in a JSON line cut to fit (see `json_line`).
 const SHORTEST_CUT: usize = 32;
 
@@ -294,6 +293,7 @@ impl<'a> Cuttable<'a> {
     }
 }
 
+/// A JSON line with what `log::breaks_out` written as `\uXXXX` escapes (serde_json escapes only the C0 controls,
 /// `"` and `\`): C1 controls, separators and invisible format characters from a client's header stay visible.
 fn escape_json(json: &str) -> String {
     let mut escaped = String::with_capacity(json.len());

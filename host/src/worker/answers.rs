@@ -79,15 +79,15 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
 }
 
 /// Answers a request whose head was read and that is refused before any app sees it (a body over the limit: 413;
-/// contradictory forwarding headers: 400) as `reject` does, and writes its access-log line (under no app).
-pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpError, peer: Peer) {
+/// contradictory forwarding headers: 400) as `reject` does, and writes its access-log line (under no app) naming
+/// the client at `remote_addr`.
+pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpError, peer: Peer, remote_addr: &str) {
     let Some(status) = err.status() else { return };
     let started = Instant::now();
-    let remote_addr = peer.to_string();
     let head_only = request.method == "HEAD";
     let written = reject_answering(conn, err, peer, head_only);
     let sent = Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } };
-    write_access_line(request, "-", &remote_addr, sent, &[], started);
+    write_access_line(request, "-", remote_addr, sent, &[], started);
 }
 
 /// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The

@@ -60,7 +60,11 @@ pub(super) fn request(
     let (body, client) = match checked {
         Ok(checked) => checked,
         Err(err) => {
-            answers::refuse(conn, &request, &err, peer);
+            // Logged with the client a trusted proxy names, as a served request is (the proxy when its headers are
+            // what is refused).
+            let client = forwarded::client(&request, peer, &settings.trusted_proxies);
+            let remote_addr = client.map_or_else(|_| peer.to_string(), |client| client.remote_addr);
+            answers::refuse(conn, &request, &err, peer, &remote_addr);
             return None;
         }
     };

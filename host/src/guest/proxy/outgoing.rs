@@ -159,6 +159,12 @@ async fn send(
         }
     })
     .await?;
+    // hyper's buffer bounds a head read a little at a time, not one that arrived whole: the bound is checked here,
+    // and a larger head is dropped at once instead of being handed to the guest to keep.
+    let head_size: usize = response.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if head_size > head_most {
+        return Err(Error::HttpResponseHeaderSectionSize(u32::try_from(head_size).ok()));
+    }
     let io: IoFuture = Box::new(async move {
         // Counted as out until the connection ends.
         let _out = out;
