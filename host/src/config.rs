@@ -120,7 +120,10 @@ impl Config {
             Some(ref dir) => dir.clone(),
             None => default_cache_dir().context("cannot find a cache folder: set --cache-dir or $HOME")?,
         };
-        if let Some(pid) = args.pid.as_deref().filter(|pid| pid.as_os_str().is_empty() || pid.is_dir()) {
+        // A relative pid file is written in the --chdir folder: it is checked there.
+        let written_at =
+            |pid: &std::path::Path| args.chdir.as_deref().map_or_else(|| pid.to_path_buf(), |dir| dir.join(pid));
+        if let Some(pid) = args.pid.as_deref().filter(|pid| pid.as_os_str().is_empty() || written_at(pid).is_dir()) {
             bail!("--pid {:?} names a folder, or nothing: name the pid file to write", pid.display().to_string());
         }
         let logging = log::Settings::parse(
@@ -225,7 +228,11 @@ fn single_site(
         source: AppSource::parse(args.app.as_deref().unwrap_or("sample:hello"))?,
         env,
         capabilities: Capabilities {
-            dirs: grants::dirs(&args.dir)?,
+            // A relative folder is taken from --chdir, as the app's path is: the workers open it there.
+            dirs: match &args.chdir {
+                Some(chdir) => grants::dirs_under(&args.dir, &std::path::absolute(chdir)?)?,
+                None => grants::dirs(&args.dir)?,
+            },
             net: grants::net(&args.allow_net)?,
             http: grants::http(&args.allow_http)?,
         },

@@ -189,6 +189,24 @@ fn relative_paths_keep_their_meaning_across_a_reload_and_an_upgrade_with_chdir()
     assert!(!server.log_text().contains("failed"), "{}", server.log_text());
 }
 
+/// A relative `--dir` folder is the one in `--chdir`'s folder, where the workers open it, and so is a relative
+/// `--pid` checked there. (The start checked a `data` folder beside it, which the workers never opened.)
+#[test]
+fn chdir_applies_to_granted_folders_and_the_pid_file_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("work").join("data")).unwrap();
+    std::fs::write(dir.path().join("work").join("data").join("file"), "inside").unwrap();
+    let misbehave = env!("WASMCORN_GUEST_MISBEHAVE");
+    let mut check = command(&["serve", misbehave, "--chdir", "work", "--pid", "data", "--check-config"]);
+    let output = check.current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("names a folder"), "{stderr}");
+    let mut launch = command(&["serve", misbehave, "--bind", "127.0.0.1:0", "--chdir", "work", "--dir", "data::/data"]);
+    launch.current_dir(dir.path());
+    let server = Server::spawn(launch);
+    assert_eq!(server.get("/read?path=/data/file").text(), "ok: inside");
+}
+
 /// Relative paths of the files the server makes are taken from `--chdir` too: the pid file, the access log and a
 /// unix socket land there, and the pid file and the socket are removed from there at the end.
 #[test]
