@@ -4,7 +4,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::process::Output;
 
-use crate::support::{Server, command};
+use crate::support::{Server, assert_one_line_error, command};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = command(args);
@@ -99,16 +99,6 @@ fn config_file_settings_are_served() {
     let server = Server::spawn(command);
     server.wait_for_count("Booting worker with pid", 2);
     assert_eq!(server.get("/cfg").json()["environ"]["PATH_INFO"], "/cfg");
-}
-
-/// Asserts a failure with exactly one line on stderr containing all of `needles`.
-fn assert_one_line_error(output: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected a failure: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    for needle in needles {
-        assert!(stderr.contains(needle), "{stderr:?} does not mention {needle:?}");
-    }
 }
 
 #[test]

@@ -30,47 +30,42 @@ fn pid_file_of_a_live_server_refuses_a_second_start() {
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), server.pid.to_string());
 }
 
-#[test]
-fn daemon_mode_detaches_and_serves_until_terminated() {
-    let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("d.pid");
-    let logfile = dir.path().join("error.log");
-    let status = command(&[
-        "serve",
-        "--daemon",
-        "--bind",
-        "127.0.0.1:0",
-        "--pid",
-        pidfile.to_str().unwrap(),
-        "--error-logfile",
-        logfile.to_str().unwrap(),
-        "--access-logfile",
-        logfile.to_str().unwrap(),
-    ])
-    .status()
-    .unwrap();
+/// A daemon started with its pid file and its error and access logs (one file) in `dir`, once its worker has booted:
+/// its pid (stopped on drop), the port it listens on, the pid file and the log file.
+fn start_daemon(dir: &std::path::Path) -> (KillOnDrop, u16, std::path::PathBuf, std::path::PathBuf) {
+    let pidfile = dir.join("d.pid");
+    let logfile = dir.join("error.log");
+    let (pid_arg, log_arg) = (pidfile.to_str().unwrap(), logfile.to_str().unwrap());
+    let args = ["--bind", "127.0.0.1:0", "--pid", pid_arg, "--error-logfile", log_arg, "--access-logfile", log_arg];
+    let status = command(&["serve", "--daemon"]).args(args).status().unwrap();
     assert!(status.success(), "the launching process exits 0 at once");
     let log = wait_for_file_line(&logfile, "Booting worker with pid");
     let pid = Pid::from_raw(wait_for_file_line(&pidfile, "").trim().parse().unwrap());
     let guard = KillOnDrop(pid);
     assert!(log.contains(&format!("[{pid}] [INFO] Starting wasmcorn")), "{log}");
-    let port: u16 = log
-        .split("Listening at: http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(crate::support::send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
-    assert_ne!(status_field(pid, "PPid:"), std::process::id().to_string(), "the daemon is detached from its launcher");
+    let port = log.split("Listening at: http://127.0.0.1:").nth(1).and_then(|rest| rest.split(' ').next());
+    (guard, port.unwrap().parse().unwrap(), pidfile, logfile)
+}
+
+/// The descriptors 0, 1 and 2 of `pid` all point at /dev/null.
+fn assert_stdio_on_dev_null(pid: Pid) {
     for fd in 0..3 {
         let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
-        assert_eq!(target, std::path::Path::new("/dev/null"), "the daemon's descriptor {fd}");
+        assert_eq!(target, std::path::Path::new("/dev/null"), "the descriptor {fd} of {pid}");
     }
+}
+
+#[test]
+fn daemon_mode_detaches_and_serves_until_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port, pidfile, _) = start_daemon(dir.path());
+    let pid = daemon.0;
+    assert_eq!(crate::support::send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    assert_ne!(status_field(pid, "PPid:"), std::process::id().to_string(), "the daemon is detached from its launcher");
+    assert_stdio_on_dev_null(pid);
     kill(pid, Signal::SIGTERM).unwrap();
     eventually("the daemon stops", || !is_alive(pid));
     eventually("the pid file is removed", || !pidfile.exists());
-    drop(guard);
 }
 
 /// A daemon upgraded by `USR2`: the new arbiter detaches where it is, as the old one's child, writes `FILE.2`, and
@@ -80,30 +75,14 @@ fn daemon_mode_detaches_and_serves_until_terminated() {
 #[test]
 fn a_daemon_upgraded_by_sigusr2_hands_over_to_its_successor() {
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("d.pid");
-    let logfile = dir.path().join("error.log");
-    let (pid_arg, log_arg) = (pidfile.to_str().unwrap(), logfile.to_str().unwrap());
-    let args = ["serve", "--daemon", "--bind", "127.0.0.1:0", "--pid", pid_arg, "--error-logfile", log_arg];
-    assert!(command(&args).status().unwrap().success(), "the launching process exits 0 at once");
-    let log = wait_for_file_line(&logfile, "Booting worker with pid");
-    let old = Pid::from_raw(wait_for_file_line(&pidfile, "").trim().parse().unwrap());
-    let _old_guard = KillOnDrop(old);
-    let port: u16 = log
-        .split("Listening at: http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (daemon, port, pidfile, logfile) = start_daemon(dir.path());
+    let old = daemon.0;
     kill(old, Signal::SIGUSR2).unwrap();
     let upgrade_pidfile = dir.path().join("d.pid.2");
     let new = Pid::from_raw(wait_for_file_line(&upgrade_pidfile, "").trim().parse().unwrap());
     let _new_guard = KillOnDrop(new);
     assert_eq!(status_field(new, "PPid:"), old.to_string(), "the new arbiter is the old one's child");
-    for fd in 0..3 {
-        let target = std::fs::read_link(format!("/proc/{new}/fd/{fd}")).unwrap();
-        assert_eq!(target, std::path::Path::new("/dev/null"), "the new daemon's descriptor {fd}");
-    }
+    assert_stdio_on_dev_null(new);
     eventually("both arbiters' workers booted", || {
         std::fs::read_to_string(&logfile).is_ok_and(|log| log.matches("Booting worker with pid").count() >= 2)
     });

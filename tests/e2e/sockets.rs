@@ -219,36 +219,33 @@ fn systemd_socket_activation_is_used_instead_of_bind() {
 /// (or, in a build with overflow checks, a panic).
 #[test]
 fn listen_fds_of_zero_binds_as_usual_and_a_bad_count_is_refused() {
-    let mut command = Command::new("bash");
-    command
-        .args(["-c", "export LISTEN_FDS=0 LISTEN_PID=$$; exec \"$0\" \"$@\""])
-        .args([crate::support::binary(), "serve", "--bind", "127.0.0.1:0"])
-        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
-    let server = Server::spawn(command);
+    let server = Server::spawn(with_listen_fds("0"));
     assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
     for count in ["-3", "2147483647", "many"] {
-        let setup = format!("export LISTEN_FDS={count} LISTEN_PID=$$; exec \"$0\" \"$@\"");
-        let output = Command::new("bash")
-            .args(["-c", &setup, crate::support::binary(), "serve", "--bind", "127.0.0.1:0"])
-            .env("WASMCORN_CACHE_DIR", crate::support::cache_dir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "LISTEN_FDS={count}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "LISTEN_FDS={count}: {stderr}");
-        assert!(stderr.contains("LISTEN_FDS is not a number of descriptors"), "LISTEN_FDS={count}: {stderr}");
+        let output = with_listen_fds(count).stdin(Stdio::null()).output().unwrap();
+        crate::support::assert_one_line_error(&output, &["LISTEN_FDS is not a number of descriptors"]);
     }
+}
+
+/// `wasmcorn serve --bind 127.0.0.1:0` started by a shell that sets `LISTEN_FDS=COUNT` and `LISTEN_PID` to the
+/// server's pid (the shell's, which `exec` keeps), as a service manager would.
+fn with_listen_fds(count: &str) -> Command {
+    let setup = format!("export LISTEN_FDS={count} LISTEN_PID=$$; exec \"$0\" \"$@\"");
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &setup, crate::support::binary(), "serve", "--bind", "127.0.0.1:0"])
+        .env("WASMCORN_CACHE_DIR", crate::support::cache_dir());
+    command
 }
 
 /// One inherited socket named twice would be adopted, and closed at the end, twice.
 #[test]
 fn an_inherited_socket_named_twice_is_refused() {
     let output = command(&["serve", "--bind", "fd://3", "--bind", "fd://03", "--check-config"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--bind fd://03 is given twice: descriptor 3 can be adopted once"), "{stderr}");
+    crate::support::assert_one_line_error(
+        &output,
+        &["--bind fd://03 is given twice: descriptor 3 can be adopted once"],
+    );
 }
 
 #[test]

@@ -655,3 +655,13 @@ pub(crate) fn concurrently(count: usize, request: impl Fn(usize) -> Response + S
         handles.into_iter().map(|handle| handle.join().expect("request thread")).collect()
     })
 }
+
+/// A failed command's output: a non-zero exit and one line on stderr holding each of `needles`.
+pub(crate) fn assert_one_line_error(output: &std::process::Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected a failure: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{stderr:?} does not mention {needle:?}");
+    }
+}
