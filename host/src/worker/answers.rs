@@ -94,7 +94,10 @@ pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpErro
 /// answer is followed by a FIN, and what the client already sent is discarded first, so that closing with unread
 /// bytes does not reset the connection before the client reads the answer.
 pub(super) fn reject(conn: Connection<Stream>, err: &HttpError, peer: Peer) {
-    reject_answering(conn, err, peer, false);
+    // The head was not (or not wholly) parsed, but its first bytes say whether it is a HEAD request, whose answer
+    // has no body.
+    let head_only = conn.buffered().starts_with(b"HEAD ");
+    reject_answering(conn, err, peer, head_only);
 }
 
 /// `reject`, with the head alone for a HEAD request (`head_only`); whether the answer was sent.
