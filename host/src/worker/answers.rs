@@ -71,7 +71,7 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
     let started = Instant::now();
     let head_only = request.method == "HEAD";
     let written = write_host_answer(&mut conn, status, head_only);
-    let sent = Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } };
+    let sent = host_answer_sent(status, written, head_only);
     log_access(request, app, &peer.to_string(), sent, &[], started);
     if written {
         close_discarding(conn.stream());
@@ -86,7 +86,7 @@ pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpErro
     let started = Instant::now();
     let head_only = request.method == "HEAD";
     let written = reject_answering(conn, err, peer, head_only);
-    let sent = Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } };
+    let sent = host_answer_sent(status, written, head_only);
     write_access_line(request, "-", remote_addr, sent, &[], started);
 }
 
@@ -112,6 +112,12 @@ fn reject_answering(mut conn: Connection<Stream>, err: &HttpError, peer: Peer, h
         close_discarding(conn.stream());
     }
     written
+}
+
+/// What the access log counts of the host's own answer `status`: its body, unless it answered a HEAD request or did
+/// not go out.
+fn host_answer_sent(status: u16, written: bool, head_only: bool) -> Sent {
+    Sent { status, body_bytes: if written && !head_only { http::error_body_length(status) } else { 0 } }
 }
 
 /// Writes the host's own response for `status`, waiting at most `DRAIN_TIMEOUT`; returns whether it was sent.

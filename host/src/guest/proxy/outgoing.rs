@@ -129,7 +129,8 @@ async fn send(
         .map_err(Error::Connect)?;
     let (mut sender, connection) = tokio::time::timeout(
         connect_timeout,
-        // hyper reads a response head into at most this much (8 KiB at the least, which it requires).
+        // hyper's read buffer grows to about this much (8 KiB at the least, which it requires) for a head that
+        // arrives in parts; one that arrives whole may be read in one go, so the head is measured below too.
         hyper::client::conn::http1::Builder::new().max_buf_size(head_most.max(8192)).handshake(TokioIo::new(stream)),
     )
     .await
