@@ -13,36 +13,47 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Deadline {
     origin: Instant,
-    /// Nanoseconds from `origin` to the deadline.
-    nanos: Arc<AtomicU64>,
     /// Nanoseconds from `origin` to the first deadline: what lies beyond it was given back.
     limit: u64,
+    moving: Arc<Moving>,
+}
+
+/// What moves of a deadline, in the one allocation its clones share.
+#[derive(Debug)]
+struct Moving {
+    /// Nanoseconds from `origin` to the deadline.
+    nanos: AtomicU64,
     /// The most nanoseconds `extend` may give back in all (unbounded until `cap_extensions`).
-    cap: Arc<AtomicU64>,
+    cap: AtomicU64,
 }
 
 impl Deadline {
     /// A deadline `limit` from now.
     pub fn after(limit: Duration) -> Deadline {
         let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        Deadline {
-            origin: Instant::now(),
-            nanos: Arc::new(AtomicU64::new(nanos)),
-            limit: nanos,
-            cap: Arc::new(AtomicU64::new(u64::MAX)),
-        }
+        let moving = Moving { nanos: AtomicU64::new(nanos), cap: AtomicU64::new(u64::MAX) };
+        Deadline { origin: Instant::now(), limit: nanos, moving: Arc::new(moving) }
     }
 
     /// Gives back at most `most` in all: a client that keeps moving a byte now and then cannot keep the guest
     /// running without end, and the request holds its worker at most the guest's time plus `most`.
     pub fn cap_extensions(&self, most: Duration) {
-        self.cap.store(u64::try_from(most.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.moving.cap.store(u64::try_from(most.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// How much of the guest's time is left; zero once it has run out.
     pub fn remaining(&self) -> Duration {
-        let until = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
-        until.saturating_sub(self.origin.elapsed())
+        self.until().saturating_sub(self.origin.elapsed())
+    }
+
+    /// The instant it falls due as it stands (later if time is given back), read without the clock; `None`
+    /// past what `Instant` can hold.
+    pub fn due(&self) -> Option<Instant> {
+        self.origin.checked_add(self.until())
+    }
+
+    fn until(&self) -> Duration {
+        Duration::from_nanos(self.moving.nanos.load(Ordering::Relaxed))
     }
 
     pub fn has_passed(&self) -> bool {
@@ -52,8 +63,8 @@ impl Deadline {
     /// Gives the guest `time` back: time the host spent on the client's behalf.
     pub fn extend(&self, time: Duration) {
         let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
-        let cap = self.cap.load(Ordering::Relaxed);
-        let _ = self.nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| {
+        let cap = self.moving.cap.load(Ordering::Relaxed);
+        let _ = self.moving.nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| {
             let room = cap.saturating_sub(at.saturating_sub(self.limit));
             Some(at.saturating_add(nanos.min(room)))
         });
@@ -95,5 +106,15 @@ mod tests {
         assert!(remaining > Duration::from_secs(12) && remaining <= Duration::from_secs(13), "{remaining:?}");
         let gone = Deadline::after(Duration::ZERO);
         assert!(gone.has_passed() && gone.remaining().is_zero());
+    }
+
+    #[test]
+    fn the_instant_it_falls_due_moves_with_the_time_given_back() {
+        let before = Instant::now();
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let due = deadline.due().unwrap();
+        assert!(due >= before + Duration::from_secs(10) && due <= Instant::now() + Duration::from_secs(10));
+        deadline.clone().extend(Duration::from_secs(5));
+        assert_eq!(deadline.due(), Some(due + Duration::from_secs(5)));
     }
 }

@@ -8,7 +8,7 @@
 //! The host side of a store that holds nothing of a request (the WASI context: environment, granted folders,
 //! socket rules; and the output streams) is built once per app and handed from each dropped
 //! store to the next one, instead of being built again for every fresh instance. Its random generators and
-//! insecure seed are new for every instance.
+//! insecure seed are new for every instance of an app that imports `wasi:random` (no other can read them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,9 @@ pub(super) struct Blueprint {
     pub net: Arc<NetGrant>,
     pub max_memory_bytes: usize,
     pub guest_timeout: Duration,
+    /// Whether the app's component imports `wasi:random`: if not, its guests cannot read the generators, and an
+    /// instance keeps those of the one before.
+    pub reads_random: bool,
     /// How the log names the app's output streams.
     pub stdout: Arc<str>,
     pub stderr: Arc<str>,
@@ -86,12 +89,14 @@ pub(super) struct Instance<E: Exchange> {
 
 impl<E: Exchange> Instance<E> {
     /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
-    /// `serve` instantiates it inside the request's deadline.
-    pub(super) fn new(engine: &Engine, blueprint: &Blueprint, host: HostSide) -> Self {
+    /// `serve` instantiates it inside the request's deadline, `deadline` (which `serve` is given again).
+    pub(super) fn new(engine: &Engine, blueprint: &Blueprint, host: HostSide, deadline: Deadline) -> Self {
         let HostSide { mut wasi, stdout, stderr } = host;
         // New generators and a new insecure seed for every instance, as a context built afresh would have: what
         // one instance could learn of them (its hash seed) says nothing about the next.
-        *wasi.random() = WasiRandomCtx::default();
+        if blueprint.reads_random {
+            *wasi.random() = WasiRandomCtx::default();
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let state = RequestState {
@@ -99,7 +104,7 @@ impl<E: Exchange> Instance<E> {
             table,
             limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes), blueprint.max_memory_bytes),
             net: Arc::clone(&blueprint.net),
-            deadline: Deadline::after(blueprint.guest_timeout),
+            deadline,
             exchange: None,
         };
         let mut store = Store::new(engine, state);

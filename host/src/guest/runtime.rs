@@ -141,6 +141,7 @@ impl<E: Exchange> Runtime<E> {
                 net: Arc::new(app.capabilities.net.clone()),
                 max_memory_bytes: app.limits.max_memory_bytes,
                 guest_timeout: app.limits.guest_timeout,
+                reads_random: imports_random(&engine, &component),
                 stdout: labels("stdout"),
                 stderr: labels("stderr"),
             };
@@ -211,14 +212,14 @@ impl<E: Exchange> Runtime<E> {
             Pre::App(pre, handle) => (pre, handle),
             Pre::Proxy(pre) => return self.handle_proxy(app, pre, exchange),
         };
+        let deadline = Deadline::after(app.blueprint.guest_timeout);
         let mut instance = match app.kept.take() {
             Some(instance) => instance,
             None => match app.spare.take().map_or_else(|| HostSide::new(&app.blueprint, self.log_line), Ok) {
-                Ok(host) => Instance::new(&self.engine, &app.blueprint, host),
+                Ok(host) => Instance::new(&self.engine, &app.blueprint, host, deadline.clone()),
                 Err(err) => return (exchange, Outcome::Failed(format!("{err:#}"))),
             },
         };
-        let deadline = Deadline::after(app.blueprint.guest_timeout);
         exchange.guest_deadline(Some(deadline.clone()));
         self.timer.arm(&deadline);
         let (mut exchange, outcome) = instance.serve(pre, handle, environ, deadline, exchange);
@@ -278,6 +279,12 @@ impl<E: Exchange> Runtime<E> {
         app.kept_proxy.set(kept);
         (exchange, outcome)
     }
+}
+
+/// Whether `component` imports an interface of `wasi:random`: only then can its guest read the generators of its
+/// WASI context.
+pub(super) fn imports_random(engine: &Engine, component: &Component) -> bool {
+    component.component_type().imports(engine).any(|(name, _)| name.starts_with("wasi:random/"))
 }
 
 impl<E: Exchange> Drop for Runtime<E> {

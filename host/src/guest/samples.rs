@@ -27,6 +27,7 @@ mod tests {
 
     use super::find;
     use crate::guest::engine::engine_config;
+    use crate::guest::runtime::imports_random;
 
     /// `sample:hello` is the guest of the micro-benchmark's fresh instance: built without Rust's `std`, it links
     /// only the interface it calls, and its memory is one wasm page (its stack, data and first heap).
@@ -40,5 +41,15 @@ mod tests {
         assert_eq!(imports, ["wasmcorn:app/response@0.1.0"]);
         let pages = component.resources_required().and_then(|needs| needs.max_initial_memory_size);
         assert_eq!(pages, Some(1));
+    }
+
+    /// Only an app that imports `wasi:random` gets new generators for each instance (see `guest::instance`).
+    #[test]
+    fn an_app_reads_random_only_when_it_imports_wasi_random() {
+        let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
+        let component = |name: &str| Component::new(&engine, find(name).unwrap().wasm).unwrap();
+        assert!(!imports_random(&engine, &component("hello")));
+        // Rust's `std` seeds its hash maps from `wasi:random/insecure-seed`.
+        assert!(imports_random(&engine, &component("echo")));
     }
 }

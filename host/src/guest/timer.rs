@@ -58,8 +58,9 @@ impl DeadlineTimer {
     /// A guest starts running with `deadline`.
     pub(super) fn arm(&self, deadline: &Deadline) {
         let mut armed = self.shared.lock();
-        let due = Instant::now() + deadline.remaining();
-        let wake = armed.wakes_at.is_none_or(|at| at > due);
+        // Woken when parked, or when the deadline falls due before the thread's next turn.
+        let due = deadline.due();
+        let wake = armed.wakes_at.is_none_or(|at| due.is_some_and(|due| at > due));
         armed.running = Some(deadline.clone());
         drop(armed);
         if wake {
