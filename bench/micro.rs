@@ -104,23 +104,28 @@ fn guest_runtime(
     Ok(runtime)
 }
 
-/// The environ a worker builds for hey's request.
-fn environ() -> [(&'static str, &'static str); 14] {
+/// The environ a worker builds for hey's request (`HEY_HEAD`, from a client at 127.0.0.1:40000), in the order
+/// `worker/environ.rs` builds it: `sample:echo` answered `HEY_HEAD` with these 17 variables. Each string is one
+/// call into the guest's allocator when the host lowers the environ into a fresh instance.
+fn environ() -> [(&'static str, &'static str); 17] {
     [
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_NAME", ""),
         ("PATH_INFO", "/"),
         ("QUERY_STRING", ""),
         ("RAW_URI", "/"),
+        ("CONTENT_TYPE", "text/html"),
+        ("CONTENT_LENGTH", ""),
         ("SERVER_NAME", "127.0.0.1"),
         ("SERVER_PORT", "8000"),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("SERVER_SOFTWARE", "wasmcorn"),
+        ("SERVER_SOFTWARE", "wasmcorn/0.1.0"),
         ("REMOTE_ADDR", "127.0.0.1"),
         ("REMOTE_PORT", "40000"),
         ("wsgi.url_scheme", "http"),
         ("HTTP_HOST", "127.0.0.1:8000"),
         ("HTTP_USER_AGENT", "hey/0.0.1"),
+        ("HTTP_ACCEPT_ENCODING", "gzip"),
     ]
 }
 
