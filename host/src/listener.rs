@@ -263,12 +263,17 @@ pub(crate) fn check_spec(spec: &str) -> anyhow::Result<()> {
 pub(crate) fn refuse_repeated(specs: &[String]) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::new();
     for spec in specs {
-        let Some(fd) = spec.strip_prefix("fd://").and_then(|number| number.parse::<RawFd>().ok()) else { continue };
+        let Some(Ok(fd)) = inherited_fd(spec) else { continue };
         if !seen.insert(fd) {
             bail!("--bind {spec} is given twice: descriptor {fd} can be adopted once");
         }
     }
     Ok(())
+}
+
+/// The descriptor an `fd://NUMBER` spec names; None for another kind of address.
+fn inherited_fd(spec: &str) -> Option<Result<RawFd, std::num::ParseIntError>> {
+    spec.strip_prefix("fd://").map(str::parse)
 }
 
 /// What a bind spec names.
@@ -283,8 +288,8 @@ enum Address<'a> {
 
 impl<'a> Address<'a> {
     fn parse(spec: &'a str) -> anyhow::Result<Address<'a>> {
-        if let Some(number) = spec.strip_prefix("fd://") {
-            let fd = number.parse().with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
+        if let Some(fd) = inherited_fd(spec) {
+            let fd = fd.with_context(|| format!("cannot bind {spec:?}: expected fd://NUMBER"))?;
             return Ok(Address::Inherited(fd));
         }
         if let Some(path) = spec.strip_prefix("unix:") {
