@@ -35,20 +35,20 @@ pub(super) fn log_access(
     response_headers: &[(String, Vec<u8>)],
     started: Instant,
 ) {
-    meter::request_done(app, &request.method, sent.status, started.elapsed());
-    write_access_line(request, app, remote_addr, sent, response_headers, started);
+    let duration = started.elapsed();
+    meter::request_done(app, &request.method, sent.status, duration);
+    write_access_line(request, app, remote_addr, sent, response_headers, duration);
 }
 
-/// The access-log line of `log_access`, without counting the request.
+/// The access-log line of `log_access`, for a request that took `duration`, without counting the request.
 fn write_access_line(
     request: &Request,
     app: &str,
     remote_addr: &str,
     sent: Sent,
     response_headers: &[(String, Vec<u8>)],
-    started: Instant,
+    duration: Duration,
 ) {
-    let duration = started.elapsed();
     log::access(&log::AccessRecord {
         app,
         remote_addr: if remote_addr.is_empty() { "-" } else { remote_addr },
@@ -82,12 +82,10 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
 /// contradictory forwarding headers: 400) as `reject` does, and writes its access-log line (under no app) naming
 /// the client at `remote_addr`.
 pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpError, peer: Peer, remote_addr: &str) {
-    let Some(status) = err.status() else { return };
-    let started = Instant::now();
     let head_only = request.method == "HEAD";
-    let written = reject_answering(conn, err, peer, head_only);
-    let sent = host_answer_sent(status, written, head_only);
-    write_access_line(request, "-", remote_addr, sent, &[], started);
+    if let Some((sent, duration)) = reject_answering(conn, err, peer, head_only) {
+        write_access_line(request, "-", remote_addr, sent, &[], duration);
+    }
 }
 
 /// Answers a request that could not be read or is refused, when there is anyone to answer, and closes. The
@@ -100,18 +98,25 @@ pub(super) fn reject(conn: Connection<Stream>, err: &HttpError, peer: Peer) {
     reject_answering(conn, err, peer, head_only);
 }
 
-/// `reject`, with the head alone for a HEAD request (`head_only`); whether the answer was sent.
-fn reject_answering(mut conn: Connection<Stream>, err: &HttpError, peer: Peer, head_only: bool) -> bool {
-    let Some(status) = err.status() else { return false };
+/// `reject`, with the head alone for a HEAD request (`head_only`); what was sent and how long the answer took,
+/// or None when the error has no answer.
+fn reject_answering(
+    mut conn: Connection<Stream>,
+    err: &HttpError,
+    peer: Peer,
+    head_only: bool,
+) -> Option<(Sent, Duration)> {
+    let status = err.status()?;
     log::info(format_args!("Invalid request from {peer}: {err}"));
     let started = Instant::now();
     let written = write_host_answer(&mut conn, status, head_only);
+    let duration = started.elapsed();
     // Counted without an app, its method `_OTHER`: the request was not (or not wholly) read.
-    meter::request_done("-", "", status, started.elapsed());
+    meter::request_done("-", "", status, duration);
     if written {
         close_discarding(conn.stream());
     }
-    written
+    Some((host_answer_sent(status, written, head_only), duration))
 }
 
 /// What the access log counts of the host's own answer `status`: its body, unless it answered a HEAD request or did
