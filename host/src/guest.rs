@@ -3,6 +3,7 @@
 
 mod app;
 mod artefact;
+mod asked_environ;
 mod bindings;
 mod bounded_io;
 mod bounded_random;

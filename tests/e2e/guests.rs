@@ -25,10 +25,8 @@ fn compiled_guest_is_cached_and_reused() {
     assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), modified, "the artefact was reused");
 }
 
-/// `sample:hello` brings its own allocator (it is built without Rust's `std`): an environ larger than the rest of
-/// its first memory page, where its heap starts, makes the heap grow, and the request is served like any other,
-/// on a fresh instance and on a reused one. A reused instance frees each request's environ: 40 of them (3.2 MB)
-/// fit in a memory limit of 1 MiB.
+/// `sample:hello` is a guest of the `lazy-app` world: its handler is called without the environ, however large
+/// the head, on a fresh instance and on a reused one, within a memory limit of 1 MiB (40 heads of 80 KB: 3.2 MB).
 #[test]
 fn the_hello_sample_serves_a_head_larger_than_its_first_page() {
     let fields: String = (0..20).map(|field| format!("X-Big-{field}: {}\r\n", "v".repeat(4000))).collect();
@@ -40,5 +38,27 @@ fn the_hello_sample_serves_a_head_larger_than_its_first_page() {
             let answer = (response.status, response.text());
             assert_eq!(answer, (200, "Hello, World!".to_string()), "reuse {reuse}, request {request_number}");
         }
+    }
+}
+
+/// A guest asks the host for the request's environ (`request.environ-var`, `request.environ`, which `misbehave`'s
+/// `/asked` compares with the environ its `handle` was given) and gets its own request's, on a fresh instance and
+/// on a reused one: a variable the request before had is not there for the next.
+#[test]
+fn a_guest_that_asks_for_the_environ_gets_its_own_request_s() {
+    for reuse in ["1", "10"] {
+        let server = Server::start(env!("WASMCORN_GUEST_MISBEHAVE"), 1, &["--instance-reuse", reuse]);
+        let ask = |name: &str, token: Option<&str>| {
+            let header = token.map(|token| format!("X-Token: {token}\r\n")).unwrap_or_default();
+            let request =
+                format!("GET /asked?name={name} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{header}\r\n");
+            let response = server.request(request.as_bytes());
+            (response.status, response.text())
+        };
+        assert_eq!(ask("HTTP_X_TOKEN", Some("one")), (200, "some:one; same".to_string()), "reuse {reuse}");
+        assert_eq!(ask("HTTP_X_TOKEN", None), (200, "none; same".to_string()), "reuse {reuse}");
+        assert_eq!(ask("http_x_token", Some("two")), (200, "none; same".to_string()), "reuse {reuse}");
+        assert_eq!(ask("QUERY_STRING", None), (200, "some:name=QUERY_STRING; same".to_string()), "reuse {reuse}");
+        assert_eq!(ask("CONTENT_LENGTH", None), (200, "some:; same".to_string()), "reuse {reuse}");
     }
 }

@@ -1,28 +1,29 @@
 //! The `hello` sample: answers every request with `200 OK`, `text/plain` and `Hello, World!`.
 //!
+//! It is a guest of the `lazy-app` world: it exports `handle-request`, which is given no environ, and reads none
+//! (`request.environ-var` would give it a variable), so no request's environ is lowered into its instances.
 //! Built without Rust's standard library, so that its component imports nothing but `wasmcorn:app/response`:
 //! `std` brings thirteen WASI interfaces (io, stdio, terminals, environment, exit) that every fresh instance
 //! would link again (docs/guests.md). Its heap is a bump allocator that starts over when every block is freed,
-//! as at the end of each request (`RequestHeap`), and `cabi_realloc` (which `std` would export) hands the host's
-//! allocations to it.
+//! as at the end of each request (`RequestHeap`), and `cabi_realloc` (which `std` would export) hands it what the
+//! host allocates in the guest (a failed call's message).
 
 #![no_std]
 
 extern crate alloc;
 
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 
-wit_bindgen::generate!({ path: "../../wit", world: "app" });
+wit_bindgen::generate!({ path: "../../wit", world: "lazy-app" });
 
 use wasmcorn::app::response::{start_response, write_body};
 
 struct Hello;
 
 impl Guest for Hello {
-    fn handle(_environ: Vec<(String, String)>) -> Result<(), String> {
+    fn handle_request() -> Result<(), String> {
         let body = b"Hello, World!";
         start_response(
             "200 OK",
@@ -46,9 +47,9 @@ unsafe extern "C" {
 const PAGE: u64 = 64 << 10;
 
 /// A heap for one request at a time: each block is the next bytes after the last one, and when every block is
-/// freed again (as at the end of each request: the environ, the headers, an error message after the call's
-/// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in place;
-/// another one shrinks where it is. Nothing freed is reused before that start-over, so a request uses the sum of
+/// freed again (as at the end of each request: the headers, an error message after the call's post-return) the
+/// next one starts over at the heap's base. A block that ends the heap grows or shrinks in place; another one
+/// shrinks where it is. Nothing freed is reused before that start-over, so a request uses the sum of
 /// what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does not fit
 /// past the last one, and stays grown for the next request of a reused instance.
 struct RequestHeap {
@@ -135,8 +136,9 @@ unsafe impl GlobalAlloc for RequestHeap {
 #[global_allocator]
 static HEAP: RequestHeap = RequestHeap { next: Cell::new(0), live: Cell::new(0) };
 
-/// The canonical ABI's allocator, through which the host lowers the environ into this instance: a new block
-/// when `old_len` is 0, else `old` resized; an empty block is the alignment itself, never allocated.
+/// The canonical ABI's allocator, through which the host lowers what it returns into this instance (a failed
+/// call's message; an environ variable, were `hello` to ask for one): a new block when `old_len` is 0, else `old`
+/// resized; an empty block is the alignment itself, never allocated.
 ///
 /// # Safety
 /// The host calls it as the canonical ABI says: `old` is null with `old_len` 0, or a block it got from this

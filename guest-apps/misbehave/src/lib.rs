@@ -31,6 +31,8 @@
 //! - `/amplify?mib=M&copies=N`: calls `start-response` through its raw import with N headers whose values all
 //!   point at one M MiB string in its memory: the host would copy N x M MiB out of M.
 //! - `/seed`: answers the instance's `insecure-seed` (32 hex digits): a fresh instance gets a new one.
+//! - `/asked?name=N`: asks the host for the environ variable N (`request.environ-var`) and answers `some:VALUE`
+//!   or `none`, then `; same` when `request.environ` gives the very environ `handle` was given, else `; differs`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "app" });
 
@@ -41,7 +43,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
-use wasmcorn::app::request::read_body;
+use wasmcorn::app::request::{self, read_body};
 use wasmcorn::app::response::{start_response, write_body};
 
 /// The global that `/count` increments: a fresh instance per request starts it at zero again.
@@ -114,6 +116,14 @@ impl Guest for Misbehave {
             }
             "/leak" => leak(&parameter(query, "mib")),
             "/amplify" => amplify(&parameter(query, "mib"), &parameter(query, "copies")),
+            "/asked" => {
+                let asked = match request::environ_var(&parameter(query, "name")) {
+                    Some(value) => format!("some:{value}"),
+                    None => "none".to_string(),
+                };
+                let same = if request::environ() == environ { "same" } else { "differs" };
+                answer(&format!("{asked}; {same}"))
+            }
             "/seed" => {
                 let (high, low) = wasip2::random::insecure_seed::insecure_seed();
                 answer(&format!("{high:016x}{low:016x}"))

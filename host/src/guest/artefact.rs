@@ -152,7 +152,7 @@ impl Hasher for Sha256Hasher {
 }
 
 /// The exchange type used only to check a component's imports and exports.
-struct NoExchange;
+pub(super) struct NoExchange;
 
 impl Exchange for NoExchange {
     fn read_body(&mut self, _max: usize) -> Result<Vec<u8>, String> {

@@ -1,4 +1,5 @@
-//! Host bindings generated from `wit/wasmcorn.wit`.
+//! Host bindings generated from `wit/wasmcorn.wit`: the `app` world, and the `lazy-app` world (in `lazy`), which
+//! imports the same interfaces.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -9,3 +10,14 @@ wasmtime::component::bindgen!({
         "wasmcorn:app/response.write-body": trappable,
     },
 });
+
+pub(super) mod lazy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "lazy-app",
+        with: {
+            "wasmcorn:app/request": super::wasmcorn::app::request,
+            "wasmcorn:app/response": super::wasmcorn::app::response,
+        },
+    });
+}

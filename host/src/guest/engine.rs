@@ -4,14 +4,16 @@
 //! wasmcorn interfaces) that checks a component is a wasmcorn app and pre-instantiates it. The artefact a compile step
 //! writes is only valid for the same configuration.
 
-use anyhow::Context;
-use wasmtime::component::{Component, Linker};
+use anyhow::{Context, bail};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits, StoreLimitsBuilder,
 };
 
+use super::bindings::lazy::LazyAppPre;
 use super::bindings::{App as AppWorld, AppPre};
 use super::exchange::Exchange;
+use super::kind::{APP_EXPORT, LAZY_APP_EXPORT};
 use super::state::RequestState;
 use super::{bounded_io, bounded_random, name_lookup};
 
@@ -117,25 +119,52 @@ pub(super) fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<Requ
     Ok(linker)
 }
 
+/// How a `wasmcorn:app` guest's handler is called: `handle` is given the environ, `handle-request` (the
+/// `lazy-app` world) asks for what it needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HandlerForm {
+    GivenEnviron,
+    AsksForEnviron,
+}
+
+/// A `wasmcorn:app` guest, pre-instantiated: what its instances are made from, its handler export and its form.
+pub(super) struct AppEntry<E: 'static> {
+    pub pre: InstancePre<RequestState<E>>,
+    pub handler: ComponentExportIndex,
+    pub form: HandlerForm,
+}
+
 /// Checks that the component is a wasmcorn app and pre-instantiates it.
-pub(super) fn instance_pre<E: Exchange>(
-    engine: &Engine,
-    component: &Component,
-) -> anyhow::Result<AppPre<RequestState<E>>> {
+pub(super) fn instance_pre<E: Exchange>(engine: &Engine, component: &Component) -> anyhow::Result<AppEntry<E>> {
     instance_pre_with(&linker(engine)?, component)
 }
 
+/// The same with a linker made already. A component that exports both handlers is called through `handle`.
 pub(super) fn instance_pre_with<E: Exchange>(
     linker: &Linker<RequestState<E>>,
     component: &Component,
-) -> anyhow::Result<AppPre<RequestState<E>>> {
+) -> anyhow::Result<AppEntry<E>> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
         .context("the component imports something wasmcorn does not provide (wasmcorn offers WASI 0.2 and the wasmcorn:app interfaces)")?;
-    AppPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .context("the component does not export the wasmcorn:app handler (`handle`)")
+    let (pre, handler, form) = if let Some(handler) = component.get_export_index(None, APP_EXPORT) {
+        let checked = AppPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component's `handle` is not the wasmcorn:app handler")?;
+        (checked.instance_pre().clone(), handler, HandlerForm::GivenEnviron)
+    } else if let Some(handler) = component.get_export_index(None, LAZY_APP_EXPORT) {
+        let checked = LazyAppPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component's `handle-request` is not the wasmcorn:app handler of the lazy-app world")?;
+        (checked.instance_pre().clone(), handler, HandlerForm::AsksForEnviron)
+    } else {
+        bail!(
+            "the component does not export the wasmcorn:app handler (`handle`, or `handle-request` of the lazy-app \
+             world)"
+        );
+    };
+    Ok(AppEntry { pre, handler, form })
 }
 
 #[cfg(test)]

@@ -13,15 +13,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{ComponentExportIndex, Func, ResourceTable};
+use wasmtime::component::{Func, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::random::WasiRandomCtx;
 
-use super::bindings::AppPre;
+use super::asked_environ::AskedEnviron;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
-use super::engine::store_limits;
+use super::engine::{AppEntry, HandlerForm, store_limits};
 use super::exchange::{Exchange, InstanceReport};
 use super::limits::WatchedLimits;
 use super::output::{GuestLine, GuestOutput};
@@ -59,12 +59,13 @@ pub(super) struct Blueprint {
     pub stderr: Arc<str>,
 }
 
-/// The part of a store's state that holds nothing of a request or an instance: its WASI context and the output
-/// streams that context writes to.
+/// The part of a store's state that holds nothing of a request or an instance: its WASI context, the output
+/// streams that context writes to, and the (emptied) buffers of the environ a guest may ask for.
 pub(super) struct HostSide {
     wasi: WasiCtx,
     stdout: GuestOutput,
     stderr: GuestOutput,
+    environ: AskedEnviron,
 }
 
 impl HostSide {
@@ -73,7 +74,7 @@ impl HostSide {
         let stdout = GuestOutput::new(Arc::clone(&blueprint.stdout), OUTPUT_BUDGET, log_line);
         let stderr = GuestOutput::new(Arc::clone(&blueprint.stderr), OUTPUT_BUDGET, log_line);
         let wasi = wasi_ctx(&blueprint.env, &blueprint.dirs, &blueprint.net, stdout.clone(), stderr.clone())?;
-        Ok(HostSide { wasi, stdout, stderr })
+        Ok(HostSide { wasi, stdout, stderr, environ: AskedEnviron::default() })
     }
 }
 
@@ -91,7 +92,7 @@ impl<E: Exchange> Instance<E> {
     /// A new store for `blueprint`'s app, with an empty resource table and `host`, not instantiated yet:
     /// `serve` instantiates it inside the request's deadline, `deadline` (which `serve` is given again).
     pub(super) fn new(engine: &Engine, blueprint: &Blueprint, host: HostSide, deadline: Deadline) -> Self {
-        let HostSide { mut wasi, stdout, stderr } = host;
+        let HostSide { mut wasi, stdout, stderr, environ } = host;
         // New generators and a new insecure seed for every instance, as a context built afresh would have: what
         // one instance could learn of them (its hash seed) says nothing about the next.
         if blueprint.reads_random {
@@ -105,6 +106,7 @@ impl<E: Exchange> Instance<E> {
             limits: WatchedLimits::new(store_limits(blueprint.max_memory_bytes), blueprint.max_memory_bytes),
             net: Arc::clone(&blueprint.net),
             deadline,
+            environ,
             exchange: None,
         };
         let mut store = Store::new(engine, state);
@@ -122,22 +124,24 @@ impl<E: Exchange> Instance<E> {
     /// for the app's next instance.
     pub(super) fn retire(self) -> HostSide {
         let Instance { store, stdout, stderr, .. } = self;
-        HostSide { wasi: store.into_data().wasi, stdout, stderr }
+        let RequestState { wasi, environ, .. } = store.into_data();
+        HostSide { wasi, stdout, stderr, environ }
     }
 
-    /// Runs one request: puts its exchange and deadline in the store, instantiates the app if it is not yet,
-    /// calls the handler (`handle`, the export `AppPre` checked) with `environ`, and takes the exchange back.
-    /// The guest's output of this request is logged by the end and its budget refilled for the next one.
+    /// Runs one request: puts its exchange, deadline and environ in the store, instantiates the app if it is not
+    /// yet, calls its handler (the export `app` checked: `handle`, given `environ`, or `handle-request`, which asks
+    /// for it), and takes the exchange back and the environ out. The guest's output of this request is logged by
+    /// the end and its budget refilled for the next one.
     pub(super) fn serve(
         &mut self,
-        pre: &AppPre<RequestState<E>>,
-        handle: &ComponentExportIndex,
+        app: &AppEntry<E>,
         environ: &[(&str, &str)],
         deadline: Deadline,
         exchange: E,
     ) -> (E, Outcome) {
         let state = self.store.data_mut();
         state.deadline = deadline;
+        state.environ.fill(environ);
         state.exchange = Some(exchange);
         state.limits.memory_refused = false;
         self.store.set_epoch_deadline(1);
@@ -146,19 +150,27 @@ impl<E: Exchange> Instance<E> {
             Some(func) => Ok(func),
             None => {
                 let creating = Instant::now();
-                let instantiated = pre.instance_pre().instantiate(&mut self.store);
+                let instantiated = app.pre.instantiate(&mut self.store);
                 created_in = Some(creating.elapsed());
                 instantiated.and_then(|instance| {
-                    let func = instance.get_func(&mut self.store, handle);
-                    func.ok_or_else(|| wasmtime::Error::msg("the component exports no `handle`"))
+                    let func = instance.get_func(&mut self.store, app.handler);
+                    func.ok_or_else(|| wasmtime::Error::msg("the component exports no handler"))
                 })
             }
         };
-        // The environ is lowered from borrowed strings: the generated `call_handle` wants it as owned `String`s.
         let result = func.and_then(|func| {
             self.handle = Some(func);
-            let typed = func.typed::<(&[(&str, &str)],), (Result<(), String>,)>(&self.store)?;
-            typed.call(&mut self.store, (environ,)).map(|(returned,)| returned)
+            match app.form {
+                // Lowered from borrowed strings: the generated `call_handle` wants them as owned `String`s.
+                HandlerForm::GivenEnviron => {
+                    let typed = func.typed::<(&[(&str, &str)],), (Result<(), String>,)>(&self.store)?;
+                    typed.call(&mut self.store, (environ,)).map(|(returned,)| returned)
+                }
+                HandlerForm::AsksForEnviron => {
+                    let typed = func.typed::<(), (Result<(), String>,)>(&self.store)?;
+                    typed.call(&mut self.store, ()).map(|(returned,)| returned)
+                }
+            }
         });
         self.served = self.served.saturating_add(1);
         let outcome = match result {
@@ -171,6 +183,7 @@ impl<E: Exchange> Instance<E> {
         self.stderr.finish();
         // `serve` put it there and nothing else takes it out.
         let state = self.store.data_mut();
+        state.environ.clear();
         let mut exchange = state.exchange.take().expect("the exchange of the request just served");
         exchange.instance_report(InstanceReport { created_in, memory_refused: state.limits.memory_refused });
         (exchange, outcome)

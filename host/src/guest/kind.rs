@@ -1,6 +1,7 @@
 //! The kinds of guest wasmcorn serves, told apart by what a component exports: a `wasmcorn:app` guest exports
-//! `handle` (our WIT), a standard `wasi:http` proxy component exports `wasi:http/incoming-handler@0.2.x`. The
-//! compile step reads the exports once and records the kind beside the artefact; the user never names it.
+//! `handle` (our WIT; `handle-request` in its `lazy-app` world), a standard `wasi:http` proxy component exports
+//! `wasi:http/incoming-handler@0.2.x`. The compile step reads the exports once and records the kind beside the
+//! artefact; the user never names it.
 
 use anyhow::bail;
 use wasmtime::Engine;
@@ -9,14 +10,16 @@ use wasmtime::component::Component;
 /// What a component is, and so how a worker calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// Exports the `wasmcorn:app` handler.
+    /// Exports a `wasmcorn:app` handler.
     App,
     /// Exports `wasi:http/incoming-handler` (the `wasi:http/proxy` world of WASI 0.2).
     Proxy,
 }
 
-/// The export of a `wasmcorn:app` guest.
-const APP_EXPORT: &str = "handle";
+/// The export of a `wasmcorn:app` guest, which is given the environ.
+pub(super) const APP_EXPORT: &str = "handle";
+/// The export of a `wasmcorn:app` guest of the `lazy-app` world, which asks for the environ.
+pub(super) const LAZY_APP_EXPORT: &str = "handle-request";
 /// The export of a `wasi:http` proxy component, before its version.
 const PROXY_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
 
@@ -28,7 +31,7 @@ impl Kind {
     }
 
     fn from_exports(names: &[String]) -> anyhow::Result<Kind> {
-        if names.iter().any(|name| name == APP_EXPORT) {
+        if names.iter().any(|name| name == APP_EXPORT || name == LAZY_APP_EXPORT) {
             return Ok(Kind::App);
         }
         if names.iter().any(|name| name.starts_with(PROXY_EXPORT)) {
@@ -36,8 +39,8 @@ impl Kind {
         }
         let exported = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
         bail!(
-            "the component exports neither the wasmcorn:app handler (`handle`) nor wasi:http/incoming-handler@0.2.x \
-             (it exports {exported})"
+            "the component exports neither a wasmcorn:app handler (`handle`, or `handle-request` of the lazy-app \
+             world) nor wasi:http/incoming-handler@0.2.x (it exports {exported})"
         )
     }
 
@@ -66,6 +69,7 @@ mod tests {
     fn the_exports_tell_the_kind() {
         let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
         assert_eq!(Kind::from_exports(&names(&["handle"])).unwrap(), Kind::App);
+        assert_eq!(Kind::from_exports(&names(&["handle-request"])).unwrap(), Kind::App);
         assert_eq!(Kind::from_exports(&names(&["wasi:http/incoming-handler@0.2.6"])).unwrap(), Kind::Proxy);
         assert_eq!(Kind::from_exports(&names(&["wasi:http/incoming-handler@0.2.12"])).unwrap(), Kind::Proxy);
         let err = Kind::from_exports(&names(&["wasi:cli/run@0.2.0"])).unwrap_err();

@@ -15,21 +15,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use wasmtime::Engine;
-use wasmtime::component::{Component, ComponentExportIndex};
+use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::app::Guest;
 use super::artefact::Artefact;
-use super::bindings::AppPre;
 use super::capabilities::HttpGrant;
 use super::deadline::Deadline;
-use super::engine::{engine_config, instance_pre_with, linker, resident_memory_bytes};
+use super::engine::{AppEntry, engine_config, instance_pre_with, linker, resident_memory_bytes};
 use super::exchange::Exchange;
 use super::instance::{Blueprint, HostSide, Instance};
 use super::kind::Kind;
 use super::output::GuestLine;
 use super::proxy::{self, ProxyCall, ProxyInstance, ProxyState};
-use super::state::RequestState;
 use super::timer::DeadlineTimer;
 use super::trust;
 
@@ -69,8 +67,7 @@ pub struct Runtime<E: Exchange> {
 
 /// An app's pre-instantiated component, as its kind calls it.
 enum Pre<E: Exchange> {
-    /// With the index of its `handle` export.
-    App(AppPre<RequestState<E>>, ComponentExportIndex),
+    App(AppEntry<E>),
     Proxy(ProxyPre<ProxyState>),
 }
 
@@ -129,11 +126,7 @@ impl<E: Exchange> Runtime<E> {
             };
             let pre = match (artefact.kind, &proxy_linker) {
                 (Kind::Proxy, Some(proxy_linker)) => Pre::Proxy(proxy::instance_pre_with(proxy_linker, &component)?),
-                _ => {
-                    let pre = instance_pre_with(&linker, &component)?;
-                    let handle = component.get_export_index(None, "handle");
-                    Pre::App(pre, handle.context("the component exports no `handle`")?)
-                }
+                _ => Pre::App(instance_pre_with(&linker, &component)?),
             };
             let blueprint = Blueprint {
                 env: Arc::new(app.env.clone()),
@@ -208,8 +201,8 @@ impl<E: Exchange> Runtime<E> {
         let Some(app) = self.apps.get(index) else {
             return (exchange, Outcome::Failed(format!("no app #{index} is loaded in this worker")));
         };
-        let (pre, handle) = match &app.pre {
-            Pre::App(pre, handle) => (pre, handle),
+        let entry = match &app.pre {
+            Pre::App(entry) => entry,
             Pre::Proxy(pre) => return self.handle_proxy(app, pre, exchange),
         };
         let deadline = Deadline::after(app.blueprint.guest_timeout);
@@ -222,7 +215,7 @@ impl<E: Exchange> Runtime<E> {
         };
         exchange.guest_deadline(Some(deadline.clone()));
         self.timer.arm(&deadline);
-        let (mut exchange, outcome) = instance.serve(pre, handle, environ, deadline, exchange);
+        let (mut exchange, outcome) = instance.serve(entry, environ, deadline, exchange);
         self.timer.disarm();
         exchange.guest_deadline(None);
         let reusable = matches!(outcome, Outcome::Completed) && !exchange.request_failed();

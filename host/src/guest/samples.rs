@@ -26,7 +26,7 @@ mod tests {
     use wasmtime::component::Component;
 
     use super::find;
-    use crate::guest::engine::engine_config;
+    use crate::guest::engine::{HandlerForm, engine_config, instance_pre};
     use crate::guest::runtime::imports_random;
 
     /// `sample:hello` is the guest of the micro-benchmark's fresh instance: built without Rust's `std`, it links
@@ -51,5 +51,18 @@ mod tests {
         assert!(!imports_random(&engine, &component("hello")));
         // Rust's `std` seeds its hash maps from `wasi:random/insecure-seed`.
         assert!(imports_random(&engine, &component("echo")));
+    }
+
+    /// `sample:hello` exports `handle-request` (the `lazy-app` world) and is called without its environ;
+    /// `sample:echo` exports `handle` and is given it.
+    #[test]
+    fn the_hello_sample_asks_for_the_environ_and_echo_is_given_it() {
+        let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
+        let form = |name: &str| {
+            let component = Component::new(&engine, find(name).unwrap().wasm).unwrap();
+            instance_pre::<crate::guest::artefact::NoExchange>(&engine, &component).unwrap().form
+        };
+        assert_eq!(form("hello"), HandlerForm::AsksForEnviron);
+        assert_eq!(form("echo"), HandlerForm::GivenEnviron);
     }
 }

@@ -1,11 +1,12 @@
 //! The state of a guest instance's `Store`: the guest's WASI context, its limits, and, for the request it serves,
-//! its deadline and the exchange its imports read and write.
+//! its deadline, its environ (for a guest that asks for it) and the exchange its imports read and write.
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::asked_environ::AskedEnviron;
 use super::bindings::wasmcorn::app::{request, response};
 use super::bounded_io::{BoundedIo, DeadlineView};
 use super::bounded_random::RandomView;
@@ -27,6 +28,8 @@ pub(super) struct RequestState<E> {
     pub net: Arc<NetGrant>,
     /// When the guest's time runs out, in the request it serves.
     pub deadline: Deadline,
+    /// The environ of the request it serves; empty between requests.
+    pub environ: AskedEnviron,
     /// The request it serves; none between requests.
     pub exchange: Option<E>,
 }
@@ -76,6 +79,14 @@ impl<E: Exchange> request::Host for RequestState<E> {
         let max = usize::try_from(max).unwrap_or(MAX_READ).clamp(1, MAX_READ);
         let result = self.exchange().and_then(|exchange| exchange.read_body(max));
         self.unless_late(result, "wasmcorn:app/request.read-body")
+    }
+
+    fn environ_var(&mut self, name: String) -> Option<String> {
+        self.environ.value(&name).map(str::to_string)
+    }
+
+    fn environ(&mut self) -> Vec<(String, String)> {
+        self.environ.variables().map(|(name, value)| (name.to_string(), value.to_string())).collect()
     }
 }
 
