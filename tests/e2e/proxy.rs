@@ -392,6 +392,34 @@ fn component_exporting_neither_handler_is_one_line_at_start() {
     assert!(errors[0].contains("wasi:http/incoming-handler@0.2.x") && errors[0].contains("(it exports nothing)"));
 }
 
+/// A component whose `handle` or `handle-request` is not of the contract's type (here both take a `u32`) is
+/// refused at start, in one line naming the export, rather than failing each request.
+#[test]
+fn component_whose_handler_has_the_wrong_type_is_one_line_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (export, refusal) in [
+        ("handle", "the component's `handle` is not the wasmcorn:app handler"),
+        ("handle-request", "the component's `handle-request` is not the wasmcorn:app handler of the lazy-app world"),
+    ] {
+        let source = format!(
+            r#"(component
+                 (core module $m (func (export "f") (param i32)))
+                 (core instance $i (instantiate $m))
+                 (func $f (param "x" u32) (canon lift (core func $i "f")))
+                 (export "{export}" (func $f)))"#
+        );
+        let path = dir.path().join(format!("{export}.wasm"));
+        std::fs::write(&path, wat::parse_str(&source).unwrap()).unwrap();
+        let command = support::command(&["serve", path.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+        // Waited for within the tests' patience, and stopped when dropped: a server that started anyway fails here.
+        let mut server = Server::launch(command, std::process::Stdio::null());
+        assert!(!server.wait_exit().success(), "{}", server.log_text());
+        let errors: Vec<String> = server.log_lines().into_iter().filter(|line| line.contains(refusal)).collect();
+        assert_eq!(errors.len(), 1, "{}", server.log_text());
+        assert!(!server.log_text().contains("Listening at"), "{}", server.log_text());
+    }
+}
+
 #[test]
 fn component_importing_what_the_host_lacks_is_one_line_at_start_naming_it() {
     let spin_like = env!("WASMCORN_GUEST_PROXY_UNLINKABLE");
