@@ -1,7 +1,13 @@
 //! The environ of the request an instance serves, kept in its store for the guest to ask for (`request.environ-var`
 //! and `request.environ`). A `lazy-app` guest is given no environ and reads what it needs through these; an `app`
 //! guest may call them too. One copy of its text per request, into buffers that pass from store to store, so a
-//! worker allocates nothing for it once its first requests have sized them; emptied after each request.
+//! worker allocates nothing for it once its first requests have sized them; emptied after each request, and given
+//! back when a request's environ was larger than most (`KEPT_TEXT`), so that one large head does not make a worker
+//! hold that much for every app it hosts.
+
+/// The most bytes of text, and variables, whose room is kept for the next request once a request is done.
+const KEPT_TEXT: usize = 16 << 10;
+const KEPT_VARIABLES: usize = 256;
 
 /// A request's environ: the names and values end to end in one text, and where each variable lies in it.
 #[derive(Debug, Default)]
@@ -23,8 +29,12 @@ impl AskedEnviron {
         }
     }
 
-    /// Holds nothing, keeping its buffers for the next request.
+    /// Holds nothing, keeping its buffers for the next request unless they grew past `KEPT_TEXT` or
+    /// `KEPT_VARIABLES`.
     pub(super) fn clear(&mut self) {
+        if self.text.capacity() > KEPT_TEXT || self.ends.capacity() > KEPT_VARIABLES {
+            *self = AskedEnviron::default();
+        }
         self.text.clear();
         self.ends.clear();
     }
@@ -63,5 +73,20 @@ mod tests {
         environ.clear();
         assert_eq!(environ.variables().count(), 0);
         assert_eq!(environ.value("PATH_INFO"), None);
+    }
+
+    #[test]
+    fn it_keeps_the_room_of_a_usual_environ_and_gives_back_that_of_a_large_one() {
+        let mut environ = AskedEnviron::default();
+        environ.fill(&[("HTTP_X", "v"); 20]);
+        environ.clear();
+        assert!(environ.text.capacity() > 0 && environ.ends.capacity() >= 20, "kept for the next request");
+        let large = "v".repeat(KEPT_TEXT);
+        environ.fill(&[("HTTP_X", large.as_str())]);
+        environ.clear();
+        assert_eq!((environ.text.capacity(), environ.ends.capacity()), (0, 0));
+        environ.fill(&[("HTTP_X", "v"); KEPT_VARIABLES + 1]);
+        environ.clear();
+        assert_eq!((environ.text.capacity(), environ.ends.capacity()), (0, 0));
     }
 }
