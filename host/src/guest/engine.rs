@@ -26,6 +26,9 @@ const MAX_TABLES: usize = 16;
 const MAX_MEMORIES: usize = 2;
 const MAX_TABLE_ELEMENTS: usize = 20_000;
 
+/// The interface through which a guest reads the request (its body, and the environ it asks for).
+const REQUEST_INTERFACE: &str = "wasmcorn:app/request";
+
 /// A linear memory that starts at most this large (two wasm pages) is a small one: a guest built with a small
 /// stack, such as `sample:proxy-hello` (64 KiB of stack and its data) or `sample:hello` (one page).
 const SMALL_INITIAL_MEMORY: u64 = 128 << 10;
@@ -132,6 +135,9 @@ pub(super) struct AppEntry<E: 'static> {
     pub pre: InstancePre<RequestState<E>>,
     pub handler: ComponentExportIndex,
     pub form: HandlerForm,
+    /// Whether it imports `wasmcorn:app/request`: only then can it ask for the environ, which its instances are
+    /// then given a copy of for each request.
+    pub may_ask_environ: bool,
 }
 
 /// Checks that the component is a wasmcorn app and pre-instantiates it.
@@ -164,7 +170,11 @@ pub(super) fn instance_pre_with<E: Exchange>(
              world)"
         );
     };
-    Ok(AppEntry { pre, handler, form })
+    // The interface's name, with its version or without.
+    let may_ask_environ = component.component_type().imports(linker.engine()).any(|(name, _)| {
+        name.strip_prefix(REQUEST_INTERFACE).is_some_and(|version| version.is_empty() || version.starts_with('@'))
+    });
+    Ok(AppEntry { pre, handler, form, may_ask_environ })
 }
 
 #[cfg(test)]

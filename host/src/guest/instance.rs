@@ -128,7 +128,7 @@ impl<E: Exchange> Instance<E> {
         HostSide { wasi, stdout, stderr, environ }
     }
 
-    /// Runs one request: puts its exchange, deadline and environ in the store, instantiates the app if it is not
+    /// Runs one request: puts its exchange, deadline and environ (if the app can ask for it) in the store, instantiates the app if it is not
     /// yet, calls its handler (the export `app` checked: `handle`, given `environ`, or `handle-request`, which asks
     /// for it), and takes the exchange back and the environ out. The guest's output of this request is logged by
     /// the end and its budget refilled for the next one.
@@ -141,7 +141,9 @@ impl<E: Exchange> Instance<E> {
     ) -> (E, Outcome) {
         let state = self.store.data_mut();
         state.deadline = deadline;
-        state.environ.fill(environ);
+        if app.may_ask_environ {
+            state.environ.fill(environ);
+        }
         state.exchange = Some(exchange);
         state.limits.memory_refused = false;
         self.store.set_epoch_deadline(1);

@@ -54,15 +54,17 @@ mod tests {
     }
 
     /// `sample:hello` exports `handle-request` (the `lazy-app` world) and is called without its environ;
-    /// `sample:echo` exports `handle` and is given it.
+    /// `sample:echo` exports `handle` and is given it, and may ask for it (it imports `wasmcorn:app/request`).
     #[test]
     fn the_hello_sample_asks_for_the_environ_and_echo_is_given_it() {
         let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
-        let form = |name: &str| {
+        let entry = |name: &str| {
             let component = Component::new(&engine, find(name).unwrap().wasm).unwrap();
-            instance_pre::<crate::guest::artefact::NoExchange>(&engine, &component).unwrap().form
+            let entry = instance_pre::<crate::guest::artefact::NoExchange>(&engine, &component).unwrap();
+            (entry.form, entry.may_ask_environ)
         };
-        assert_eq!(form("hello"), HandlerForm::AsksForEnviron);
-        assert_eq!(form("echo"), HandlerForm::GivenEnviron);
+        // Nor does hello import `wasmcorn:app/request`: it cannot ask, and is given no copy of the environ either.
+        assert_eq!(entry("hello"), (HandlerForm::AsksForEnviron, false));
+        assert_eq!(entry("echo"), (HandlerForm::GivenEnviron, true));
     }
 }
