@@ -1,14 +1,15 @@
 //! One app's guest instance and its store, across the requests it serves: built for a request, instantiated
 //! inside that request's deadline, and then either dropped or kept for the app's next request (instance reuse).
 //! What belongs to one request is put in before each call and taken out after it: the exchange, the deadline,
-//! the output budget (see `output`). What the instance keeps between requests is the guest's own: its linear
-//! memory and globals (module state), and the host resources it holds (its stdout handle, preopened folders,
-//! an open socket), counted against the same store limits for its whole life.
+//! the environ the guest may ask for (see `asked_environ`), the output budget (see `output`). What the instance
+//! keeps between requests is the guest's own: its linear memory and globals (module state), and the host
+//! resources it holds (its stdout handle, preopened folders, an open socket), counted against the same store
+//! limits for its whole life.
 //!
 //! The host side of a store that holds nothing of a request (the WASI context: environment, granted folders,
-//! socket rules; and the output streams) is built once per app and handed from each dropped
-//! store to the next one, instead of being built again for every fresh instance. Its random generators and
-//! insecure seed are new for every instance of an app that imports `wasi:random` (no other can read them).
+//! socket rules; the output streams; the environ's emptied buffers) is built once per app and handed from each
+//! dropped store to the next one, instead of being built again for every fresh instance. Its random generators
+//! and insecure seed are new for every instance of an app that imports `wasi:random` (no other can read them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,10 +129,10 @@ impl<E: Exchange> Instance<E> {
         HostSide { wasi, stdout, stderr, environ }
     }
 
-    /// Runs one request: puts its exchange, deadline and environ (if the app can ask for it) in the store, instantiates the app if it is not
-    /// yet, calls its handler (the export `app` checked: `handle`, given `environ`, or `handle-request`, which asks
-    /// for it), and takes the exchange back and the environ out. The guest's output of this request is logged by
-    /// the end and its budget refilled for the next one.
+    /// Runs one request: puts its exchange, deadline and environ (if the app can ask for it) in the store,
+    /// instantiates the app if it is not yet, calls its handler (the export `app` checked: `handle`, given
+    /// `environ`, or `handle-request`, which asks for it), and takes the exchange back and the environ out. The
+    /// guest's output of this request is logged by the end and its budget refilled for the next one.
     pub(super) fn serve(
         &mut self,
         app: &AppEntry<E>,
