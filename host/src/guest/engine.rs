@@ -140,6 +140,13 @@ pub(super) struct AppEntry<E: 'static> {
     pub may_ask_environ: bool,
 }
 
+impl<E> AppEntry<E> {
+    /// Whether its instances read a request's environ: given it, or able to ask for it.
+    pub(super) fn reads_environ(&self) -> bool {
+        self.form == HandlerForm::GivenEnviron || self.may_ask_environ
+    }
+}
+
 /// Checks that the component is a wasmcorn app and pre-instantiates it.
 pub(super) fn instance_pre<E: Exchange>(engine: &Engine, component: &Component) -> anyhow::Result<AppEntry<E>> {
     instance_pre_with(&linker(engine)?, component)

@@ -182,6 +182,12 @@ impl<E: Exchange> Runtime<E> {
         self.timer.start(&self.engine)
     }
 
+    /// Whether app `index` reads its requests' environ: it is given it, or may ask for it (see `AppEntry`). A
+    /// `wasi:http` app does not (it reads the proxy head).
+    pub fn reads_environ(&self, index: usize) -> bool {
+        self.apps.get(index).is_some_and(|app| matches!(&app.pre, Pre::App(entry) if entry.reads_environ()))
+    }
+
     /// Whether app `index` is a standard `wasi:http` component (its requests need the exchange's proxy head).
     pub fn serves_proxy(&self, index: usize) -> bool {
         self.apps.get(index).is_some_and(|app| matches!(app.pre, Pre::Proxy(_)))

@@ -61,10 +61,10 @@ mod tests {
         let entry = |name: &str| {
             let component = Component::new(&engine, find(name).unwrap().wasm).unwrap();
             let entry = instance_pre::<crate::guest::artefact::NoExchange>(&engine, &component).unwrap();
-            (entry.form, entry.may_ask_environ)
+            (entry.form, entry.may_ask_environ, entry.reads_environ())
         };
-        // Nor does hello import `wasmcorn:app/request`: it cannot ask, and is given no copy of the environ either.
-        assert_eq!(entry("hello"), (HandlerForm::AsksForEnviron, false));
-        assert_eq!(entry("echo"), (HandlerForm::GivenEnviron, true));
+        // Nor does hello import `wasmcorn:app/request`: it cannot ask, so its worker builds no environ for it.
+        assert_eq!(entry("hello"), (HandlerForm::AsksForEnviron, false, false));
+        assert_eq!(entry("echo"), (HandlerForm::GivenEnviron, true, true));
     }
 }

@@ -75,7 +75,12 @@ pub(super) fn request(
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
     slot.begin_request(&request.request_line());
-    let environ = environ::build(&request, &client, &local, target.script_name, target.path);
+    // Only an app that is given the environ or may ask for it reads it: the others do not pay for building it.
+    let environ = if runtime.reads_environ(target.index) {
+        environ::build(&request, &client, &local, target.script_name, target.path)
+    } else {
+        Vec::new()
+    };
     let keep_alive = keep_alive && request.wants_keep_alive();
     // Only a `wasi:http` app reads it: the others do not pay for copying the headers.
     let head = runtime.serves_proxy(target.index).then(|| proxy_head::build(&request, client.url_scheme, &local));
