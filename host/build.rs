@@ -14,6 +14,7 @@ const GUESTS: &[&str] = &[
     "workload",
     "misbehave",
     "misbehave-small",
+    "returning",
     "proxy-hello",
     "proxy-echo",
     "proxy-fetch",

@@ -62,3 +62,51 @@ fn a_guest_that_asks_for_the_environ_gets_its_own_request_s() {
         assert_eq!(ask("CONTENT_LENGTH", None), (200, "some:; same".to_string()), "reuse {reuse}");
     }
 }
+
+/// A guest of the `returning-app` world returns its whole response, and the host sends it as `start-response`
+/// and `write-body` would: its status, headers and body, a body larger than the host buffers (streamed), none
+/// for a `204` or a `HEAD`; the guest asks for the environ of its own request, on a fresh instance and on a
+/// reused one.
+#[test]
+fn a_returned_response_is_sent_as_the_guest_returned_it() {
+    for reuse in ["1", "10"] {
+        let server = Server::start(env!("WASMCORN_GUEST_RETURNING"), 1, &["--instance-reuse", reuse]);
+        for path in ["/", "/first", "/second"] {
+            let response = server.get(path);
+            let answer = (response.status, response.header("content-type"), response.text());
+            assert_eq!(answer, (200, Some("text/plain"), format!("returned {path}")), "reuse {reuse}");
+        }
+        let big = server.get("/big?kib=300");
+        assert_eq!((big.status, big.body.len()), (200, 300 << 10), "reuse {reuse}");
+        assert!(big.body.iter().all(|&byte| byte == b'a'));
+        let empty = server.get("/empty-204");
+        assert_eq!((empty.status, empty.body.len()), (204, 0), "reuse {reuse}");
+        let head = server.request(b"HEAD /head HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let answer = (head.status, head.header("content-length"), head.body.len());
+        assert_eq!(answer, (200, Some("14"), 0), "reuse {reuse}");
+    }
+}
+
+/// A returned response that breaks the contract (a header name that is not a token, a body longer than its
+/// `Content-Length` or one for a `204`) is answered `500` with nothing of it sent, and the reason is logged; so is
+/// a returned `err` and a trap, as for the other handlers. The worker serves the next request.
+#[test]
+fn a_returned_response_that_breaks_the_contract_is_a_500_with_its_reason_logged() {
+    let server = Server::start(env!("WASMCORN_GUEST_RETURNING"), 1, &[]);
+    for (path, logged) in [
+        ("/bad-header", "Error handling request GET /bad-header HTTP/1.1: its response: invalid header name"),
+        (
+            "/long",
+            "Error handling request GET /long HTTP/1.1: its response: the body is longer than its Content-Length",
+        ),
+        ("/no-content", "Error handling request GET /no-content HTTP/1.1: its response: a 204 response has no body"),
+        ("/err", "Error handling request GET /err HTTP/1.1: no response for you"),
+        ("/trap", "Guest failure handling request GET /trap HTTP/1.1"),
+    ] {
+        let response = server.get(path);
+        assert_eq!(response.status, 500, "{path}");
+        assert!(!response.text().contains("never sent") && response.header("bad name").is_none(), "{path}");
+        server.wait_for_line(logged);
+    }
+    assert_eq!(server.get("/after").text(), "returned /after");
+}

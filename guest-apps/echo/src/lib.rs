@@ -1,17 +1,19 @@
 //! The `echo` sample: answers with what it received, as JSON:
 //! `{"environ": {NAME: value, ...}, "env": {NAME: value, ...}, "body": "<body, lossy UTF-8>", "body_length": N}`,
 //! where `env` is the guest's own environment (what the operator gave it with `--env` or a manifest's `env`).
-//! It is how guest authors (and the tests) see exactly what a guest is given.
+//! It is how guest authors (and the tests) see exactly what a guest is given. It is a guest of the `lazy-app`
+//! world: it asks for the whole environ (`request.environ`), which is what `app`'s `handle` would be given.
 
-wit_bindgen::generate!({ path: "../../wit", world: "app" });
+wit_bindgen::generate!({ path: "../../wit", world: "lazy-app" });
 
-use wasmcorn::app::request::read_body;
+use wasmcorn::app::request::{environ, read_body};
 use wasmcorn::app::response::{start_response, write_body};
 
 struct Echo;
 
 impl Guest for Echo {
-    fn handle(environ: Vec<(String, String)>) -> Result<(), String> {
+    fn handle_request() -> Result<(), String> {
+        let environ = environ();
         let mut body = Vec::new();
         loop {
             let chunk = read_body(64 * 1024)?;

@@ -1,38 +1,37 @@
 //! The `hello` sample: answers every request with `200 OK`, `text/plain` and `Hello, World!`.
 //!
-//! It is a guest of the `lazy-app` world: it exports `handle-request`, which is given no environ, and reads none
-//! (`request.environ-var` would give it a variable), so no request's environ is lowered into its instances.
-//! Built without Rust's standard library, so that its component imports nothing but `wasmcorn:app/response`:
-//! `std` brings thirteen WASI interfaces (io, stdio, terminals, environment, exit) that every fresh instance
-//! would link again (docs/guests.md). Its heap is a bump allocator that starts over when every block is freed,
-//! as at the end of each request (`RequestHeap`), and `cabi_realloc` (which `std` would export) hands it what the
-//! host allocates in the guest (a failed call's message).
+//! It is a guest of the `returning-app` world: it exports `respond`, which is given no environ and returns the
+//! whole response, so its component imports nothing at all and is a single core module (a guest that imports a
+//! function passing strings through its memory, as `response.start-response` does, carries two more small ones,
+//! which every fresh instance instantiates too). Built without Rust's standard library, which brings thirteen
+//! WASI interfaces (io, stdio, terminals, environment, exit) that every fresh instance would link
+//! (docs/guests.md). Its heap is a bump allocator that starts over when every block is freed, as after each
+//! request once the host has read the response (`RequestHeap`).
 
 #![no_std]
 
 extern crate alloc;
 
 use alloc::string::{String, ToString};
+use alloc::vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 
-wit_bindgen::generate!({ path: "../../wit", world: "lazy-app" });
-
-use wasmcorn::app::response::{start_response, write_body};
+wit_bindgen::generate!({ path: "../../wit", world: "returning-app" });
 
 struct Hello;
 
 impl Guest for Hello {
-    fn handle_request() -> Result<(), String> {
+    fn respond() -> Result<WholeResponse, String> {
         let body = b"Hello, World!";
-        start_response(
-            "200 OK",
-            &[
+        Ok(WholeResponse {
+            status: "200 OK".to_string(),
+            headers: vec![
                 ("Content-Type".to_string(), "text/plain".to_string()),
                 ("Content-Length".to_string(), body.len().to_string()),
             ],
-        )?;
-        write_body(body)
+            body: body.to_vec(),
+        })
     }
 }
 
@@ -47,10 +46,10 @@ unsafe extern "C" {
 const PAGE: u64 = 64 << 10;
 
 /// A heap for one request at a time: each block is the next bytes after the last one, and when every block is
-/// freed again (as at the end of each request: the headers, an error message after the call's post-return) the
-/// next one starts over at the heap's base. A block that ends the heap grows or shrinks in place; another one
-/// shrinks where it is. Nothing freed is reused before that start-over, so a request uses the sum of
-/// what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does not fit
+/// freed again (as at the end of each request: the response, once the host has read it, by the call's
+/// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in
+/// place; another one shrinks where it is. Nothing freed is reused before that start-over, so a request uses the
+/// sum of what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does not fit
 /// past the last one, and stays grown for the next request of a reused instance.
 struct RequestHeap {
     /// The first free byte; 0 before the first block, meaning the heap's base.
@@ -135,40 +134,6 @@ unsafe impl GlobalAlloc for RequestHeap {
 
 #[global_allocator]
 static HEAP: RequestHeap = RequestHeap { next: Cell::new(0), live: Cell::new(0) };
-
-/// The canonical ABI's allocator, through which the host lowers what it returns into this instance (a failed
-/// call's message; an environ variable, were `hello` to ask for one): a new block when `old_len` is 0, else `old`
-/// resized; an empty block is the alignment itself, never allocated.
-///
-/// # Safety
-/// The host calls it as the canonical ABI says: `old` is null with `old_len` 0, or a block it got from this
-/// function with that length and `align`.
-#[unsafe(no_mangle)]
-unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
-    let (Ok(old_layout), Ok(new_layout)) =
-        (Layout::from_size_align(old_len, align), Layout::from_size_align(new_len, align))
-    else {
-        core::arch::wasm32::unreachable()
-    };
-    let block = match (old_len, new_len) {
-        (_, 0) => {
-            if old_len != 0 {
-                // SAFETY: `old` is a block of `old_layout` from this allocator, as the canonical ABI promises.
-                unsafe { HEAP.dealloc(old, old_layout) };
-            }
-            return align as *mut u8;
-        }
-        // SAFETY: `new_layout` is not zero-sized.
-        (0, _) => unsafe { HEAP.alloc(new_layout) },
-        // SAFETY: `old` is a block of `old_layout` from this allocator; `new_len` is not zero and, with `align`, a
-        // valid layout.
-        _ => unsafe { HEAP.realloc(old, old_layout, new_len) },
-    };
-    if block.is_null() {
-        core::arch::wasm32::unreachable()
-    }
-    block
-}
 
 /// A panic (only an allocation that fails could cause one here) traps: the host answers the request 500.
 #[panic_handler]

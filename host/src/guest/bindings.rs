@@ -1,5 +1,5 @@
-//! Host bindings generated from `wit/wasmcorn.wit`: the `app` world, and the `lazy-app` world (in `lazy`), which
-//! imports the same interfaces.
+//! Host bindings generated from `wit/wasmcorn.wit`: the `app` world, the `lazy-app` world (in `lazy`), which
+//! imports the same interfaces, and the `returning-app` world (in `returning`), which imports `request` alone.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -18,6 +18,16 @@ pub(super) mod lazy {
         with: {
             "wasmcorn:app/request": super::wasmcorn::app::request,
             "wasmcorn:app/response": super::wasmcorn::app::response,
+        },
+    });
+}
+
+pub(super) mod returning {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "returning-app",
+        with: {
+            "wasmcorn:app/request": super::wasmcorn::app::request,
         },
     });
 }

@@ -11,9 +11,10 @@ use wasmtime::{
 };
 
 use super::bindings::lazy::LazyAppPre;
+use super::bindings::returning::ReturningAppPre;
 use super::bindings::{App as AppWorld, AppPre};
 use super::exchange::Exchange;
-use super::kind::{APP_EXPORT, LAZY_APP_EXPORT};
+use super::kind::{APP_EXPORT, LAZY_APP_EXPORT, RETURNING_APP_EXPORT};
 use super::state::RequestState;
 use super::{bounded_io, bounded_random, name_lookup};
 
@@ -123,11 +124,13 @@ pub(super) fn linker<E: Exchange>(engine: &Engine) -> anyhow::Result<Linker<Requ
 }
 
 /// How a `wasmcorn:app` guest's handler is called: `handle` is given the environ, `handle-request` (the
-/// `lazy-app` world) asks for what it needs of it.
+/// `lazy-app` world) asks for what it needs of it, and so does `respond` (the `returning-app` world), which
+/// returns its whole response instead of writing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HandlerForm {
     GivenEnviron,
     AsksForEnviron,
+    ReturnsResponse,
 }
 
 /// A `wasmcorn:app` guest, pre-instantiated: what its instances are made from, its handler export and its form.
@@ -152,7 +155,8 @@ pub(super) fn instance_pre<E: Exchange>(engine: &Engine, component: &Component) 
     instance_pre_with(&linker(engine)?, component)
 }
 
-/// The same with a linker made already. A component that exports both handlers is called through `handle`.
+/// The same with a linker made already. A component that exports more than one handler is called through the
+/// first of `handle`, `handle-request` and `respond`.
 pub(super) fn instance_pre_with<E: Exchange>(
     linker: &Linker<RequestState<E>>,
     component: &Component,
@@ -171,10 +175,15 @@ pub(super) fn instance_pre_with<E: Exchange>(
             .map_err(anyhow::Error::from)
             .context("the component's `handle-request` is not the wasmcorn:app handler of the lazy-app world")?;
         (checked.instance_pre().clone(), handler, HandlerForm::AsksForEnviron)
+    } else if let Some(handler) = component.get_export_index(None, RETURNING_APP_EXPORT) {
+        let checked = ReturningAppPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component's `respond` is not the wasmcorn:app handler of the returning-app world")?;
+        (checked.instance_pre().clone(), handler, HandlerForm::ReturnsResponse)
     } else {
         bail!(
-            "the component does not export the wasmcorn:app handler (`handle`, or `handle-request` of the lazy-app \
-             world)"
+            "the component does not export the wasmcorn:app handler (`handle`, `handle-request` of the lazy-app \
+             world or `respond` of the returning-app world)"
         );
     };
     // The interface's name, with its version or without.

@@ -20,6 +20,7 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::random::WasiRandomCtx;
 
 use super::asked_environ::AskedEnviron;
+use super::bindings::returning::WholeResponse;
 use super::capabilities::{DirGrant, NetGrant, wasi_ctx};
 use super::deadline::{Deadline, GuestTimeout};
 use super::engine::{AppEntry, HandlerForm, store_limits};
@@ -131,7 +132,8 @@ impl<E: Exchange> Instance<E> {
 
     /// Runs one request: puts its exchange, deadline and environ (if the app can ask for it) in the store,
     /// instantiates the app if it is not yet, calls its handler (the export `app` checked: `handle`, given
-    /// `environ`, or `handle-request`, which asks for it), and takes the exchange back and the environ out. The
+    /// `environ`, or `handle-request` or `respond`, which ask for it; `respond`'s returned response is then
+    /// delivered to the exchange), and takes the exchange back and the environ out. The
     /// guest's output of this request is logged by the end and its budget refilled for the next one.
     pub(super) fn serve(
         &mut self,
@@ -172,6 +174,15 @@ impl<E: Exchange> Instance<E> {
                 HandlerForm::AsksForEnviron => {
                     let typed = func.typed::<(), (Result<(), String>,)>(&self.store)?;
                     typed.call(&mut self.store, ()).map(|(returned,)| returned)
+                }
+                // The response is sent once the guest has returned it: an error in it is the guest's, as the
+                // error of a `start-response` or `write-body` it would have passed on.
+                HandlerForm::ReturnsResponse => {
+                    let typed = func.typed::<(), (Result<WholeResponse, String>,)>(&self.store)?;
+                    let (returned,) = typed.call(&mut self.store, ())?;
+                    Ok(returned.and_then(|response| {
+                        self.store.data_mut().deliver(response).map_err(|reason| format!("its response: {reason}"))
+                    }))
                 }
             }
         });

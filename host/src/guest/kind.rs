@@ -1,7 +1,7 @@
 //! The kinds of guest wasmcorn serves, told apart by what a component exports: a `wasmcorn:app` guest exports
-//! `handle` (our WIT; `handle-request` in its `lazy-app` world), a standard `wasi:http` proxy component exports
-//! `wasi:http/incoming-handler@0.2.x`. The compile step reads the exports once and records the kind beside the
-//! artefact; the user never names it.
+//! `handle` (our WIT; `handle-request` in its `lazy-app` world, `respond` in its `returning-app` world), a
+//! standard `wasi:http` proxy component exports `wasi:http/incoming-handler@0.2.x`. The compile step reads the
+//! exports once and records the kind beside the artefact; the user never names it.
 
 use anyhow::bail;
 use wasmtime::Engine;
@@ -20,6 +20,8 @@ pub enum Kind {
 pub(super) const APP_EXPORT: &str = "handle";
 /// The export of a `wasmcorn:app` guest of the `lazy-app` world, which asks for the environ.
 pub(super) const LAZY_APP_EXPORT: &str = "handle-request";
+/// The export of a `wasmcorn:app` guest of the `returning-app` world, which returns its whole response.
+pub(super) const RETURNING_APP_EXPORT: &str = "respond";
 /// The export of a `wasi:http` proxy component, before its version.
 const PROXY_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
 
@@ -31,7 +33,7 @@ impl Kind {
     }
 
     fn from_exports(names: &[String]) -> anyhow::Result<Kind> {
-        if names.iter().any(|name| name == APP_EXPORT || name == LAZY_APP_EXPORT) {
+        if names.iter().any(|name| [APP_EXPORT, LAZY_APP_EXPORT, RETURNING_APP_EXPORT].contains(&name.as_str())) {
             return Ok(Kind::App);
         }
         if names.iter().any(|name| name.starts_with(PROXY_EXPORT)) {
@@ -39,8 +41,8 @@ impl Kind {
         }
         let exported = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
         bail!(
-            "the component exports neither a wasmcorn:app handler (`handle`, or `handle-request` of the lazy-app \
-             world) nor wasi:http/incoming-handler@0.2.x (it exports {exported})"
+            "the component exports neither a wasmcorn:app handler (`handle`, `handle-request` of the lazy-app world \
+             or `respond` of the returning-app world) nor wasi:http/incoming-handler@0.2.x (it exports {exported})"
         )
     }
 
@@ -70,6 +72,7 @@ mod tests {
         let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
         assert_eq!(Kind::from_exports(&names(&["handle"])).unwrap(), Kind::App);
         assert_eq!(Kind::from_exports(&names(&["handle-request"])).unwrap(), Kind::App);
+        assert_eq!(Kind::from_exports(&names(&["whole-response", "respond"])).unwrap(), Kind::App);
         assert_eq!(Kind::from_exports(&names(&["wasi:http/incoming-handler@0.2.6"])).unwrap(), Kind::Proxy);
         assert_eq!(Kind::from_exports(&names(&["wasi:http/incoming-handler@0.2.12"])).unwrap(), Kind::Proxy);
         let err = Kind::from_exports(&names(&["wasi:cli/run@0.2.0"])).unwrap_err();

@@ -29,18 +29,19 @@ mod tests {
     use crate::guest::engine::{HandlerForm, engine_config, instance_pre};
     use crate::guest::runtime::imports_random;
 
-    /// `sample:hello` is the guest of the micro-benchmark's fresh instance: built without Rust's `std`, it links
-    /// only the interface it calls, and its memory is one wasm page (its stack, data and first heap).
+    /// `sample:hello` is the guest of the micro-benchmark's fresh instance: built without Rust's `std` and
+    /// returning its response, it imports nothing, so it is one core module with one table (its own), where a
+    /// guest that imports the response interface (`echo`) carries a second module and table to link it; its
+    /// memory is one wasm page (its stack, data and first heap).
     #[test]
-    fn the_hello_sample_imports_only_the_response_interface_and_starts_with_one_page() {
+    fn the_hello_sample_imports_nothing_and_starts_with_one_page_and_one_table() {
         let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
-        let hello = find("hello").unwrap();
-        let component = Component::new(&engine, hello.wasm).unwrap();
-        let imports: Vec<String> =
-            component.component_type().imports(&engine).map(|(name, _)| name.to_string()).collect();
-        assert_eq!(imports, ["wasmcorn:app/response@0.1.0"]);
-        let pages = component.resources_required().and_then(|needs| needs.max_initial_memory_size);
-        assert_eq!(pages, Some(1));
+        let component = |name: &str| Component::new(&engine, find(name).unwrap().wasm).unwrap();
+        let hello = component("hello");
+        assert_eq!(hello.component_type().imports(&engine).count(), 0);
+        let needs = hello.resources_required().unwrap();
+        assert_eq!((needs.max_initial_memory_size, needs.num_tables), (Some(1), 1));
+        assert_eq!(component("echo").resources_required().unwrap().num_tables, 2);
     }
 
     /// Only an app that imports `wasi:random` gets new generators for each instance (see `guest::instance`).
@@ -53,10 +54,11 @@ mod tests {
         assert!(imports_random(&engine, &component("echo")));
     }
 
-    /// `sample:hello` exports `handle-request` (the `lazy-app` world) and is called without its environ;
-    /// `sample:echo` exports `handle` and is given it, and may ask for it (it imports `wasmcorn:app/request`).
+    /// `sample:hello` exports `respond` (the `returning-app` world) and is called without its environ, as is
+    /// `sample:echo`, which exports `handle-request` (the `lazy-app` world) and asks for it (it imports
+    /// `wasmcorn:app/request`); `sample:workload` exports `handle` and is given it.
     #[test]
-    fn the_hello_sample_asks_for_the_environ_and_echo_is_given_it() {
+    fn each_sample_is_called_through_its_own_handler() {
         let engine = Engine::new(&engine_config(128 << 20, true, 0, 0)).unwrap();
         let entry = |name: &str| {
             let component = Component::new(&engine, find(name).unwrap().wasm).unwrap();
@@ -64,7 +66,8 @@ mod tests {
             (entry.form, entry.may_ask_environ, entry.reads_environ())
         };
         // Nor does hello import `wasmcorn:app/request`: it cannot ask, so its worker builds no environ for it.
-        assert_eq!(entry("hello"), (HandlerForm::AsksForEnviron, false, false));
-        assert_eq!(entry("echo"), (HandlerForm::GivenEnviron, true, true));
+        assert_eq!(entry("hello"), (HandlerForm::ReturnsResponse, false, false));
+        assert_eq!(entry("echo"), (HandlerForm::AsksForEnviron, true, true));
+        assert_eq!(entry("workload"), (HandlerForm::GivenEnviron, false, true));
     }
 }

@@ -1,5 +1,6 @@
 //! The state of a guest instance's `Store`: the guest's WASI context, its limits, and, for the request it serves,
-//! its deadline, its environ (for a guest that asks for it) and the exchange its imports read and write.
+//! its deadline, its environ (for a guest that asks for it) and the exchange its imports read and write, and to
+//! which a `returning-app` guest's returned response is delivered.
 
 use std::sync::Arc;
 
@@ -7,12 +8,13 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::asked_environ::AskedEnviron;
+use super::bindings::returning::WholeResponse;
 use super::bindings::wasmcorn::app::{request, response};
 use super::bounded_io::{BoundedIo, DeadlineView};
 use super::bounded_random::RandomView;
 use super::capabilities::NetGrant;
 use super::deadline::{Deadline, GuestTimeout};
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseHeaders};
 use super::limits::WatchedLimits;
 use super::name_lookup::LookupView;
 
@@ -90,10 +92,27 @@ impl<E: Exchange> request::Host for RequestState<E> {
     }
 }
 
+impl<E: Exchange> RequestState<E> {
+    /// Sends the whole response a `returning-app` guest's `respond` returned, as its `start-response` and one
+    /// `write-body` would, under the same rules. An error says why the response broke the contract (an invalid
+    /// status or header, a body longer than its `content-length` or one for a status that has none) or could not
+    /// be sent (the client went away).
+    pub(super) fn deliver(&mut self, response: WholeResponse) -> Result<(), String> {
+        let WholeResponse { status, headers, body } = response;
+        let exchange = self.exchange()?;
+        exchange.start_response(&status, wire_headers(headers))?;
+        exchange.write_body(&body)
+    }
+}
+
+/// A guest's header fields as the exchange takes them: each value as its UTF-8 bytes.
+fn wire_headers(headers: Vec<(String, String)>) -> ResponseHeaders {
+    headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect()
+}
+
 impl<E: Exchange> response::Host for RequestState<E> {
     fn start_response(&mut self, status: String, headers: Vec<(String, String)>) -> Result<(), String> {
-        let headers = headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
-        self.exchange()?.start_response(&status, headers)
+        self.exchange()?.start_response(&status, wire_headers(headers))
     }
 
     fn write_body(&mut self, chunk: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
