@@ -196,6 +196,23 @@ fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_mem
     assert_worker_survived(&server, worker, "/amplify");
 }
 
+/// The same for the whole response a `returning-app` guest returns: lifting it out of the guest is bounded as a host
+/// call is.
+#[test]
+fn a_returned_response_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_memory_limit() {
+    let server = Server::start(env!("WASMCORN_GUEST_RETURNING"), 1, &["--max-memory", "16"]);
+    let worker = the_worker(&server);
+    assert_eq!(server.get("/count").status, 200);
+    let before = peak_memory(worker);
+    // 64 headers whose values all point at one 4 MiB string: 256 MiB to copy out of a 16 MiB memory.
+    assert_eq!(server.get("/amplify?mib=4&copies=64").status, 500);
+    server.wait_for_line("fuel allocated for hostcalls has been exhausted");
+    let grown = peak_memory(worker).saturating_sub(before);
+    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_eq!(server.get("/after").text(), "returned /after");
+    assert_eq!(server.live_workers(), vec![worker], "the worker survives /amplify");
+}
+
 /// One `write-body` call of 40 MiB, streamed chunked: the worker holds the chunk it took out of the guest and no
 /// other copy of it (it held three: the chunk, the response buffer it was appended to, and the chunk framed).
 #[test]
