@@ -392,14 +392,15 @@ fn component_exporting_neither_handler_is_one_line_at_start() {
     assert!(errors[0].contains("wasi:http/incoming-handler@0.2.x") && errors[0].contains("(it exports nothing)"));
 }
 
-/// A component whose `handle` or `handle-request` is not of the contract's type (here both take a `u32`) is
-/// refused at start, in one line naming the export, rather than failing each request.
+/// A component whose `handle`, `handle-request` or `respond` is not of the contract's type (here each takes a `u32`)
+/// is refused at start, in one line naming the export, rather than failing each request.
 #[test]
 fn component_whose_handler_has_the_wrong_type_is_one_line_at_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     for (export, refusal) in [
         ("handle", "the component's `handle` is not the wasmcorn:app handler"),
         ("handle-request", "the component's `handle-request` is not the wasmcorn:app handler of the lazy-app world"),
+        ("respond", "the component's `respond` is not the wasmcorn:app handler of the returning-app world"),
     ] {
         let source = format!(
             r#"(component
