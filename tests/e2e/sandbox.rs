@@ -181,18 +181,24 @@ fn broken_responses_get_500_and_no_guest_byte_reaches_the_wire() {
     assert!(raw.contains("\r\nX-Value: caf\u{e9}\tx\r\n"), "{raw:?}");
 }
 
+/// Asks the guest of `server` (its only worker `worker`, a 16 MiB memory) for `/amplify`: 64 headers whose values
+/// all point at one 4 MiB string, 256 MiB to copy out of a 16 MiB memory. The copy fails on wasmtime's hostcall
+/// fuel, and the worker grows by the guest's 4 MiB and at most 16 MiB copied (wasmtime's default would have let
+/// 128 MiB be copied).
+fn assert_amplified_copy_is_bounded(server: &Server, worker: Pid) {
+    assert_eq!(server.get("/count").status, 200);
+    let before = peak_memory(worker);
+    assert_eq!(server.get("/amplify?mib=4&copies=64").status, 500);
+    server.wait_for_line("fuel allocated for hostcalls has been exhausted");
+    let grown = peak_memory(worker).saturating_sub(before);
+    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+}
+
 #[test]
 fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_memory_limit() {
     let server = misbehave(&[]);
     let worker = the_worker(&server);
-    assert_eq!(server.get("/count").status, 200);
-    let before = peak_memory(worker);
-    // 64 headers whose values all point at one 4 MiB string: 256 MiB to copy out of a 16 MiB memory.
-    assert_eq!(server.get("/amplify?mib=4&copies=64").status, 500);
-    server.wait_for_line("fuel allocated for hostcalls has been exhausted");
-    let grown = peak_memory(worker).saturating_sub(before);
-    // The guest's 4 MiB and at most 16 MiB copied (wasmtime's default would have let 128 MiB be copied).
-    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_amplified_copy_is_bounded(&server, worker);
     assert_worker_survived(&server, worker, "/amplify");
 }
 
@@ -202,13 +208,7 @@ fn a_host_call_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_mem
 fn a_returned_response_naming_the_same_bytes_many_times_costs_the_worker_at_most_the_memory_limit() {
     let server = Server::start(env!("WASMCORN_GUEST_RETURNING"), 1, &["--max-memory", "16"]);
     let worker = the_worker(&server);
-    assert_eq!(server.get("/count").status, 200);
-    let before = peak_memory(worker);
-    // 64 headers whose values all point at one 4 MiB string: 256 MiB to copy out of a 16 MiB memory.
-    assert_eq!(server.get("/amplify?mib=4&copies=64").status, 500);
-    server.wait_for_line("fuel allocated for hostcalls has been exhausted");
-    let grown = peak_memory(worker).saturating_sub(before);
-    assert!(grown < 48 << 20, "the worker's peak memory grew by {} MiB", grown >> 20);
+    assert_amplified_copy_is_bounded(&server, worker);
     assert_eq!(server.get("/after").text(), "returned /after");
     assert_eq!(server.live_workers(), vec![worker], "the worker survives /amplify");
 }

@@ -49,8 +49,8 @@ const PAGE: u64 = 64 << 10;
 /// freed again (as at the end of each request: the response, once the host has read it, by the call's
 /// post-return) the next one starts over at the heap's base. A block that ends the heap grows or shrinks in
 /// place; another one shrinks where it is. Nothing freed is reused before that start-over, so a request uses the
-/// sum of what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does not fit
-/// past the last one, and stays grown for the next request of a reused instance.
+/// sum of what it allocates, not the most it holds at once. The memory grows, by whole pages, when a block does
+/// not fit past the last one, and stays grown for the next request of a reused instance.
 struct RequestHeap {
     /// The first free byte; 0 before the first block, meaning the heap's base.
     next: Cell<usize>,
