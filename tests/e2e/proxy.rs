@@ -421,6 +421,31 @@ fn component_whose_handler_has_the_wrong_type_is_one_line_at_start_naming_it() {
     }
 }
 
+/// A component that exports more than one handler is called through the first of `handle`, `handle-request` and
+/// `respond`: here `handle-request` (which returns `ok` without a response, a 500) is called, and the `respond`
+/// beside it, of the wrong type, is never looked at.
+#[test]
+fn a_component_exporting_two_handlers_is_called_through_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = r#"(component
+         (core module $m
+           (memory (export "memory") 1)
+           (func (export "handle-request") (result i32) i32.const 0)
+           (func (export "respond") (param i32)))
+         (core instance $i (instantiate $m))
+         (alias core export $i "memory" (core memory $memory))
+         (func $handle (result (result (error string)))
+           (canon lift (core func $i "handle-request") (memory $memory)))
+         (func $respond (param "x" u32) (canon lift (core func $i "respond")))
+         (export "handle-request" (func $handle))
+         (export "respond" (func $respond)))"#;
+    let path = dir.path().join("two.wasm");
+    std::fs::write(&path, wat::parse_str(source).unwrap()).unwrap();
+    let server = Server::start(path.to_str().unwrap(), 1, &[]);
+    assert_eq!(server.get("/").status, 500);
+    server.wait_for_line("the guest returned without calling start-response");
+}
+
 #[test]
 fn component_importing_what_the_host_lacks_is_one_line_at_start_naming_it() {
     let spin_like = env!("WASMCORN_GUEST_PROXY_UNLINKABLE");
