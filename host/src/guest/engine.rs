@@ -187,10 +187,15 @@ pub(super) fn instance_pre_with<E: Exchange>(
         );
     };
     // The interface's name, with its version or without.
-    let may_ask_environ = component.component_type().imports(linker.engine()).any(|(name, _)| {
+    let may_ask_environ = imports_any(linker.engine(), component, |name| {
         name.strip_prefix(REQUEST_INTERFACE).is_some_and(|version| version.is_empty() || version.starts_with('@'))
     });
     Ok(AppEntry { pre, handler, form, may_ask_environ })
+}
+
+/// Whether `component` imports an interface whose name `matches` accepts.
+pub(super) fn imports_any(engine: &Engine, component: &Component, matches: impl Fn(&str) -> bool) -> bool {
+    component.component_type().imports(engine).any(|(name, _)| matches(name))
 }
 
 #[cfg(test)]

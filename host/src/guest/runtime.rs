@@ -22,7 +22,7 @@ use super::app::Guest;
 use super::artefact::Artefact;
 use super::capabilities::HttpGrant;
 use super::deadline::Deadline;
-use super::engine::{AppEntry, engine_config, instance_pre_with, linker, resident_memory_bytes};
+use super::engine::{AppEntry, engine_config, imports_any, instance_pre_with, linker, resident_memory_bytes};
 use super::exchange::Exchange;
 use super::instance::{Blueprint, HostSide, Instance};
 use super::kind::Kind;
@@ -283,7 +283,7 @@ impl<E: Exchange> Runtime<E> {
 /// Whether `component` imports an interface of `wasi:random`: only then can its guest read the generators of its
 /// WASI context.
 pub(super) fn imports_random(engine: &Engine, component: &Component) -> bool {
-    component.component_type().imports(engine).any(|(name, _)| name.starts_with("wasi:random/"))
+    imports_any(engine, component, |name| name.starts_with("wasi:random/"))
 }
 
 impl<E: Exchange> Drop for Runtime<E> {
