@@ -21,7 +21,8 @@
 # answers, 1 s wrk warm-up, read per-worker PSS/USS/RSS (idle) from /proc/PID/smaps_rollup,
 # run `wrk -t2 -c8 -H 'Connection: close'` and `hey -c 8 -disable-keepalive` (a connection per
 # request), then `wrk -t2 -c8` without that header (keep-alive: gunicorn's sync workers close every
-# connection anyway; nginx and wasmcorn keep it), read memory again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
+# connection anyway; nginx and wasmcorn keep it; halfway through, `ss` records how wrk's 8 connections are spread
+# over the server's processes, e.g. `5+3`), read memory again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
 # wasmcorn: `serve sample:hello`.  A missing wasmcorn binary is skipped with a message.
 #
 # Needs: python3 (venv), curl, pgrep; installs wrk/hey with apt-get if missing and a venv
@@ -96,7 +97,7 @@ else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, 
 [[ -z $WITH_NGINX ]] || SERVERS+=(nginx)
 
 # --- process bookkeeping: everything started is stopped by pid on exit ------------------
-MASTER="" WORKER_PIDS=() LOADPID="" SCRAPER=""
+MASTER="" WORKER_PIDS=() LOADPID="" SCRAPER="" SPREADER=""
 alive() { kill -0 "$1" 2>/dev/null; }
 wait_gone() { # pid tenths-of-a-second: returns 0 once pid is gone
   local i; for ((i = 0; i < $2; i++)); do alive "$1" || return 0; sleep 0.1; done; ! alive "$1"
@@ -119,7 +120,7 @@ load() { # output-file timeout-seconds command...
   wait "$LOADPID" || { LOADPID=""; die "$1 failed or timed out (output: $out)"; }
   LOADPID=""
 }
-trap '[[ -z $LOADPID ]] || kill -TERM "$LOADPID" 2>/dev/null || true; stop_scraper; stop_server' EXIT
+trap '[[ -z $LOADPID ]] || kill -TERM "$LOADPID" 2>/dev/null || true; stop_spreader; stop_scraper; stop_server' EXIT
 trap 'exit 130' INT; trap 'exit 143' TERM
 
 # current worker pids: children of the master (for wasmcorn, those announced as booted)
@@ -194,8 +195,17 @@ start_scraper() { # server log
 }
 stop_scraper() { [[ -z $SCRAPER ]] || { kill "$SCRAPER" 2>/dev/null || true; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=""; }; }
 
+# How the established connections to PORT are spread over the processes holding them, most first (`5+3`; `8`
+# when one process holds all of them), sampled DELAY seconds from now into FILE. nginx's keep-alive req/s on a
+# 2-core machine follows it: all 8 in one worker, it runs at about the speed of one (docs/benchmarks.md).
+start_spreader() { # port delay file
+  (sleep "$2"; ss -tnpH state established "( sport = :$1 )" 2>/dev/null | grep -o 'pid=[0-9]*' | sort | uniq -c \
+    | awk '{print $1}' | sort -rn | paste -sd+ >"$3") & SPREADER=$!
+}
+stop_spreader() { [[ -z $SPREADER ]] || { kill "$SPREADER" 2>/dev/null || true; wait "$SPREADER" 2>/dev/null || true; SPREADER=""; }; }
+
 run_one() { # server workers round -> appends a CSV row
-  local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps ka_rps idle loaded cur
+  local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps ka_rps idle loaded cur spread
   start_server "$server" "$n" "$log"
   url="http://127.0.0.1:$PORT/"
   say "$server workers=$n round=$round port=$PORT master=$MASTER workers=[${WORKER_PIDS[*]}]"
@@ -205,7 +215,10 @@ run_one() { # server workers round -> appends a CSV row
   idle=$(mem_of "${cur[@]}"); MIDLE=$(mem_of "$MASTER" | cut -d' ' -f1)
   load "$LOGS/$server-w$n-r$round.wrk" $((DURATION + 60)) wrk -t2 -c8 -d"${DURATION}s" -H 'Connection: close' "$url"
   load "$LOGS/$server-w$n-r$round.hey" $((HEY_REQUESTS / 20 + 60)) hey -n "$HEY_REQUESTS" -c 8 -disable-keepalive "$url"
+  start_spreader "$PORT" "$(awk -v d="$DURATION" 'BEGIN{print d / 2}')" "$LOGS/$server-w$n-r$round.spread"
   load "$LOGS/$server-w$n-r$round.wrk-ka" $((DURATION + 60)) wrk -t2 -c8 -d"${DURATION}s" "$url"
+  wait "$SPREADER" 2>/dev/null || true; SPREADER=""
+  spread=$(cat "$LOGS/$server-w$n-r$round.spread" 2>/dev/null || true)
   wrk_rps=$(awk '/^Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.wrk")
   hey_rps=$(awk '/Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.hey")
   ka_rps=$(awk '/^Requests\/sec:/{print $2}' "$LOGS/$server-w$n-r$round.wrk-ka")
@@ -215,13 +228,13 @@ run_one() { # server workers round -> appends a CSV row
   loaded=$(mem_of "${cur[@]}"); MLOADED=$(mem_of "$MASTER" | cut -d' ' -f1)
   stop_scraper
   stop_server
-  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA}" >>"$CSV"
+  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA},${spread:-NA}" >>"$CSV"
   printf '%s\t%s\t%s\t%s\n' "$server" "$n" "$MIDLE" "$MLOADED" >>"$LOGS/master-pss.tsv"
   say "  wrk ${wrk_rps:-NA} rps, hey ${hey_rps:-NA} rps, wrk keep-alive ${ka_rps:-NA} rps," \
-    "PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB"
+    "PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB, keep-alive connections ${spread:-NA}"
 }
 
-echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib,wrk_keepalive_rps" >"$CSV"
+echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib,wrk_keepalive_rps,keepalive_spread" >"$CSV"
 : >"$LOGS/master-pss.tsv"
 for n in $WORKERS; do
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -276,6 +289,12 @@ for n in $WORKERS; do
   nk=NA; [[ -z $WITH_NGINX ]] || nk=$(agg "$CSV" nginx "$n" 12 median)
   echo "| $n | $gk | $wk | $(ratio "$wk" "$ww") | $nk | $(ratio "$wk" "$nk") |"
 done
+echo
+echo "Each keep-alive round, with how wrk's 8 connections were spread over the server's processes halfway through:"
+echo
+echo "| workers | round | server | keep-alive rps | connections per process |"
+echo "|---|---|---|---|---|"
+awk -F, 'NR > 1 && $1 != "gunicorn" {print "| " $2 " | " $3 " | " $1 " | " $12 " | " $13 " |"}' "$CSV" | sort -t'|' -k2,2n -k3,3n
 if [[ -n $WITH_NGINX ]]; then
   echo
   echo "| workers | nginx return-204 wrk rps | wasmcorn wrk rps | wasmcorn/nginx | nginx hey rps | wasmcorn hey rps | wasmcorn/nginx |"
