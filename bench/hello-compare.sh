@@ -22,11 +22,12 @@
 # run `wrk -t2 -c8 -H 'Connection: close'` and `hey -c 8 -disable-keepalive` (a connection per
 # request), then `wrk -t2 -c8` without that header (keep-alive: gunicorn's sync workers close every
 # connection anyway; nginx and wasmcorn keep it; halfway through, `ss` records how wrk's 8 connections are spread
-# over the server's processes, e.g. `5+3`), read memory again (loaded), stop the server by pid.  gunicorn: bench/gunicorn/hello.py;
-# wasmcorn: `serve sample:hello`.  A missing wasmcorn binary is skipped with a message.
+# over the server's processes, e.g. `5+3`), read memory again (loaded), stop the server by pid.
+# gunicorn: bench/gunicorn/hello.py; wasmcorn: `serve sample:hello`.  A missing wasmcorn binary is skipped with a
+# message.
 #
-# Needs: python3 (venv), curl, pgrep; installs wrk/hey with apt-get if missing and a venv
-# with gunicorn + psycopg2-binary at $WASMCORN_BENCH_DIR/venv (created once, reused).
+# Needs: python3 (venv), curl, pgrep, ss (iproute2; without it the spread reads NA); installs wrk/hey with
+# apt-get if missing and a venv with gunicorn + psycopg2-binary at $WASMCORN_BENCH_DIR/venv (created once, reused).
 # Output: $WASMCORN_BENCH_DIR/hello-compare.csv (default dir target/bench, memory columns
 # are the mean per worker, KiB), server logs in $WASMCORN_BENCH_DIR/logs/, and a Markdown
 # summary on stdout (progress goes to stderr).
@@ -202,7 +203,9 @@ start_spreader() { # port delay file
   (sleep "$2"; ss -tnpH state established "( sport = :$1 )" 2>/dev/null | grep -o 'pid=[0-9]*' | sort | uniq -c \
     | awk '{print $1}' | sort -rn | paste -sd+ >"$3") & SPREADER=$!
 }
-stop_spreader() { [[ -z $SPREADER ]] || { kill "$SPREADER" 2>/dev/null || true; wait "$SPREADER" 2>/dev/null || true; SPREADER=""; }; }
+stop_spreader() {
+  [[ -z $SPREADER ]] || { kill "$SPREADER" 2>/dev/null || true; wait "$SPREADER" 2>/dev/null || true; SPREADER=""; }
+}
 
 run_one() { # server workers round -> appends a CSV row
   local server=$1 n=$2 round=$3 log="$LOGS/$1-w$2-r$3.log" url wrk_rps hey_rps ka_rps idle loaded cur spread
@@ -228,13 +231,15 @@ run_one() { # server workers round -> appends a CSV row
   loaded=$(mem_of "${cur[@]}"); MLOADED=$(mem_of "$MASTER" | cut -d' ' -f1)
   stop_scraper
   stop_server
-  echo "$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA},${spread:-NA}" >>"$CSV"
+  local row="$server,$n,$round,${wrk_rps:-NA},${hey_rps:-NA},${idle// /,},${loaded// /,},${ka_rps:-NA}"
+  echo "$row,${spread:-NA}" >>"$CSV"
   printf '%s\t%s\t%s\t%s\n' "$server" "$n" "$MIDLE" "$MLOADED" >>"$LOGS/master-pss.tsv"
   say "  wrk ${wrk_rps:-NA} rps, hey ${hey_rps:-NA} rps, wrk keep-alive ${ka_rps:-NA} rps," \
     "PSS/worker idle ${idle%% *} KiB, loaded ${loaded%% *} KiB, keep-alive connections ${spread:-NA}"
 }
 
-echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,rss_loaded_kib,wrk_keepalive_rps,keepalive_spread" >"$CSV"
+echo "server,workers,round,wrk_rps,hey_rps,pss_idle_kib,uss_idle_kib,rss_idle_kib,pss_loaded_kib,uss_loaded_kib,\
+rss_loaded_kib,wrk_keepalive_rps,keepalive_spread" >"$CSV"
 : >"$LOGS/master-pss.tsv"
 for n in $WORKERS; do
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -294,7 +299,8 @@ echo "Each keep-alive round, with how wrk's 8 connections were spread over the s
 echo
 echo "| workers | round | server | keep-alive rps | connections per process |"
 echo "|---|---|---|---|---|"
-awk -F, 'NR > 1 && $1 != "gunicorn" {print "| " $2 " | " $3 " | " $1 " | " $12 " | " $13 " |"}' "$CSV" | sort -t'|' -k2,2n -k3,3n
+awk -F, 'NR > 1 && $1 != "gunicorn" {print "| " $2 " | " $3 " | " $1 " | " $12 " | " $13 " |"}' "$CSV" \
+  | sort -t'|' -k2,2n -k3,3n
 if [[ -n $WITH_NGINX ]]; then
   echo
   echo "| workers | nginx return-204 wrk rps | wasmcorn wrk rps | wasmcorn/nginx | nginx hey rps | wasmcorn hey rps | wasmcorn/nginx |"
