@@ -446,6 +446,45 @@ fn a_component_exporting_two_handlers_is_called_through_the_first() {
     server.wait_for_line("the guest returned without calling start-response");
 }
 
+/// The same with all three: `handle` is called, given the environ (lowered into the guest's memory through its
+/// `realloc`), and returns `ok` without a response, a 500; the `handle-request` and `respond` beside it, both of
+/// the wrong type, are never looked at (either one looked at first would refuse the component at start).
+#[test]
+fn a_component_exporting_all_three_handlers_is_called_through_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = r#"(component
+         (core module $m
+           (memory (export "memory") 2)
+           (global $next (mut i32) (i32.const 1024))
+           ;; A bump allocator: (old pointer, old size, alignment, size) -> the aligned block's address.
+           (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+             (local $block i32)
+             (local.set $block
+               (i32.and
+                 (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
+                 (i32.sub (i32.const 0) (local.get 2))))
+             (global.set $next (i32.add (local.get $block) (local.get 3)))
+             (local.get $block))
+           (func (export "handle") (param i32 i32) (result i32) i32.const 0)
+           (func (export "handle-request") (param i32))
+           (func (export "respond") (param i32)))
+         (core instance $i (instantiate $m))
+         (alias core export $i "memory" (core memory $memory))
+         (alias core export $i "realloc" (core func $realloc))
+         (func $handle (param "environ" (list (tuple string string))) (result (result (error string)))
+           (canon lift (core func $i "handle") (memory $memory) (realloc $realloc)))
+         (func $handle_request (param "x" u32) (canon lift (core func $i "handle-request")))
+         (func $respond (param "x" u32) (canon lift (core func $i "respond")))
+         (export "handle" (func $handle))
+         (export "handle-request" (func $handle_request))
+         (export "respond" (func $respond)))"#;
+    let path = dir.path().join("three.wasm");
+    std::fs::write(&path, wat::parse_str(source).unwrap()).unwrap();
+    let server = Server::start(path.to_str().unwrap(), 1, &[]);
+    assert_eq!(server.get("/").status, 500);
+    server.wait_for_line("the guest returned without calling start-response");
+}
+
 #[test]
 fn component_importing_what_the_host_lacks_is_one_line_at_start_naming_it() {
     let spin_like = env!("WASMCORN_GUEST_PROXY_UNLINKABLE");
