@@ -426,7 +426,6 @@ fn component_whose_handler_has_the_wrong_type_is_one_line_at_start_naming_it() {
 /// beside it, of the wrong type, is never looked at.
 #[test]
 fn a_component_exporting_two_handlers_is_called_through_the_first() {
-    let dir = tempfile::tempdir().unwrap();
     let source = r#"(component
          (core module $m
            (memory (export "memory") 1)
@@ -439,11 +438,7 @@ fn a_component_exporting_two_handlers_is_called_through_the_first() {
          (func $respond (param "x" u32) (canon lift (core func $i "respond")))
          (export "handle-request" (func $handle))
          (export "respond" (func $respond)))"#;
-    let path = dir.path().join("two.wasm");
-    std::fs::write(&path, wat::parse_str(source).unwrap()).unwrap();
-    let server = Server::start(path.to_str().unwrap(), 1, &[]);
-    assert_eq!(server.get("/").status, 500);
-    server.wait_for_line("the guest returned without calling start-response");
+    served_without_a_response(source);
 }
 
 /// The same with all three: `handle` is called, given the environ (lowered into the guest's memory through its
@@ -451,7 +446,6 @@ fn a_component_exporting_two_handlers_is_called_through_the_first() {
 /// the wrong type, are never looked at (either one looked at first would refuse the component at start).
 #[test]
 fn a_component_exporting_all_three_handlers_is_called_through_handle() {
-    let dir = tempfile::tempdir().unwrap();
     let source = r#"(component
          (core module $m
            (memory (export "memory") 2)
@@ -478,7 +472,14 @@ fn a_component_exporting_all_three_handlers_is_called_through_handle() {
          (export "handle" (func $handle))
          (export "handle-request" (func $handle_request))
          (export "respond" (func $respond)))"#;
-    let path = dir.path().join("three.wasm");
+    served_without_a_response(source);
+}
+
+/// Serves the component written as `source` (WAT) and checks that its handler is called: it returns `ok` without
+/// a response, which the client gets as a 500 and the log says.
+fn served_without_a_response(source: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handlers.wasm");
     std::fs::write(&path, wat::parse_str(source).unwrap()).unwrap();
     let server = Server::start(path.to_str().unwrap(), 1, &[]);
     assert_eq!(server.get("/").status, 500);
