@@ -62,6 +62,7 @@ fn file_that_is_not_a_component_is_a_one_line_error() {
     std::fs::write(&path, b"this is not wasm").unwrap();
     let output = run(&["serve", path.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
     assert_one_line_error(&output, &["not-a-component.wasm", "not a WebAssembly component"]);
+    assert_names_once(&output, "not-a-component.wasm");
 }
 
 #[test]
@@ -78,6 +79,14 @@ fn core_module_is_refused_as_not_a_component() {
 fn missing_file_is_a_one_line_error() {
     let output = run(&["serve", "/nonexistent/app.wasm", "--bind", "127.0.0.1:0"]);
     assert_one_line_error(&output, &["/nonexistent/app.wasm"]);
+    assert_names_once(&output, "/nonexistent/app.wasm");
+}
+
+/// The error of a single app names its component once (the compile step named it again in front of an error
+/// that named it already).
+fn assert_names_once(output: &Output, path: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches(path).count(), 1, "{stderr:?} names {path:?} once");
 }
 
 #[test]

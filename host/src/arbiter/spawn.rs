@@ -117,7 +117,7 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
     let mut sources: HashMap<AppSource, Vec<u8>> = HashMap::new();
     for app in &site.apps {
         if !sources.contains_key(&app.guest.source) {
-            let wasm = guest::read_source(&app.guest.source).with_context(|| describe(site, app))?;
+            let wasm = in_app(site, app, guest::read_source(&app.guest.source))?;
             sources.insert(app.guest.source.clone(), wasm);
         }
     }
@@ -138,8 +138,7 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
             Some(artefact) => artefact.clone(),
             None => {
                 let wasm = sources.get(&app.guest.source).map_or(&[][..], Vec::as_slice);
-                let artefact =
-                    guest::prepare(&app.guest, wasm, memory, cache_dir, fresh).with_context(|| describe(site, app))?;
+                let artefact = in_app(site, app, guest::prepare(&app.guest, wasm, memory, cache_dir, fresh))?;
                 done.insert(key, artefact.clone());
                 artefact
             }
@@ -149,8 +148,10 @@ fn prepare_all(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -
     Ok(artefacts)
 }
 
-fn describe(site: &Site, app: &App) -> String {
-    if site.hosted { format!("app {:?}", app.guest.name) } else { app.guest.source.describe() }
+/// `result`, its error naming the app of a site of several (`--apps`); the errors of reading and preparing a
+/// component name its source (path or sample) themselves, which is all a single app has.
+fn in_app<T>(site: &Site, app: &App, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if site.hosted { result.with_context(|| format!("app {:?}", app.guest.name)) } else { result }
 }
 
 /// Compiles the apps of `config` in the compile step, as the workers' user; `fresh` distrusts the cache.

@@ -103,7 +103,10 @@ fn compile_and_store(
     }
     let component =
         Component::new(engine, wasm).map_err(|err| anyhow::anyhow!("{}", explain(&source.describe(), &err)))?;
-    let bytes = component.serialize().map_err(anyhow::Error::from).context("cannot serialize the compiled guest")?;
+    let bytes = component
+        .serialize()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot serialize the compiled {}", source.describe()))?;
     let name = path.file_name().map_or_else(Default::default, |name| name.to_string_lossy());
     let temporary = path.with_file_name(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
     store(path, &temporary, &bytes)?;
