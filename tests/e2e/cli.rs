@@ -82,8 +82,8 @@ fn missing_file_is_a_one_line_error() {
     assert_names_once(&output, "/nonexistent/app.wasm");
 }
 
-/// The error of a single app names its component once (the compile step named it again in front of an error
-/// that named it already).
+/// The error of a single app names its component once: nothing names it again in front of an error that names it
+/// already.
 fn assert_names_once(output: &Output, path: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches(path).count(), 1, "{stderr:?} names {path:?} once");
