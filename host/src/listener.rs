@@ -3,7 +3,7 @@
 //! hands to its successor on SIGUSR2). Every worker inherits them. Connections come out as a `Stream`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,16 @@ pub(crate) enum Peer {
     Ip(SocketAddr),
     /// A unix-socket client has no address.
     Unix,
+}
+
+impl Peer {
+    /// The client's IP address; none for a unix-socket client.
+    pub(crate) fn ip(self) -> Option<IpAddr> {
+        match self {
+            Peer::Ip(address) => Some(address.ip()),
+            Peer::Unix => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Peer {

@@ -2,6 +2,7 @@
 //! text is escaped so that nobody can forge a log line.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -21,7 +22,8 @@ const LINE_CAPACITY: usize = 256;
 pub(crate) struct AccessRecord<'a> {
     /// The app that answered (empty without a manifest; `-` when no app did).
     pub app: &'a str,
-    pub remote_addr: &'a str,
+    /// The client's address: `-` in the line when it has none (a unix-socket client).
+    pub remote_addr: Option<IpAddr>,
     pub method: &'a str,
     /// The request target exactly as sent.
     pub target: &'a str,
@@ -174,7 +176,10 @@ fn push_value(line: &mut String, atom: &Atom, record: &AccessRecord<'_>) {
         Atom::Environment(name) => or_dash(line, std::env::var(name).ok().as_deref()),
         Atom::App => or_dash(line, Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {
-            'h' => line.push_str(record.remote_addr),
+            'h' => match record.remote_addr {
+                Some(address) => _ = write!(line, "{address}"),
+                None => line.push('-'),
+            },
             't' => crate::clock::push_log_time(line),
             'r' => {
                 // Escaped part by part: the spaces between the parts need no escape.
@@ -247,7 +252,7 @@ fn json_line(record: &AccessRecord<'_>) -> String {
         let [request, path, query, referer, user_agent] = values.map(|value| value.map(Cuttable::shown));
         let object = serde_json::json!({
             "app": record.app,
-            "remote_addr": record.remote_addr,
+            "remote_addr": record.remote_addr.map_or_else(|| "-".to_string(), |address| address.to_string()),
             "time": time,
             "request": request,
             "method": record.method,
@@ -316,7 +321,7 @@ mod tests {
     fn record<'a>(headers: &'a [(String, String)], response: &'a [(String, Vec<u8>)]) -> AccessRecord<'a> {
         AccessRecord {
             app: "shop",
-            remote_addr: "10.1.2.3",
+            remote_addr: Some(IpAddr::from([10, 1, 2, 3])),
             method: "GET",
             target: "/p?a=1",
             path: "/p",

@@ -5,7 +5,7 @@
 //! close after an app's response that ends its connection, which discards what the client pipelined first.
 
 use std::io::Read;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -25,12 +25,12 @@ const REJECT_DRAIN_BUDGET: usize = 64 * 1024;
 const PIPELINED_DISCARD_BUDGET: usize = 1 << 20;
 
 /// Writes the access-log line of `request`, answered for `app` (empty without a manifest; `-` when no app did)
-/// to the client at `remote_addr` (`-` when unknown) with `sent` and `response_headers`, `started` at the end of
+/// to the client at `remote_addr` (None when unknown) with `sent` and `response_headers`, `started` at the end of
 /// its head.
 pub(super) fn log_access(
     request: &Request,
     app: &str,
-    remote_addr: &str,
+    remote_addr: Option<IpAddr>,
     sent: Sent,
     response_headers: &[(String, Vec<u8>)],
     started: Instant,
@@ -44,14 +44,14 @@ pub(super) fn log_access(
 fn write_access_line(
     request: &Request,
     app: &str,
-    remote_addr: &str,
+    remote_addr: Option<IpAddr>,
     sent: Sent,
     response_headers: &[(String, Vec<u8>)],
     duration: Duration,
 ) {
     log::access(&log::AccessRecord {
         app,
-        remote_addr: if remote_addr.is_empty() { "-" } else { remote_addr },
+        remote_addr,
         method: &request.method,
         target: &request.target,
         path: &request.path,
@@ -72,7 +72,7 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
     let head_only = request.method == "HEAD";
     let written = write_host_answer(&mut conn, status, head_only);
     let sent = host_answer_sent(status, written, head_only);
-    log_access(request, app, &peer.to_string(), sent, &[], started);
+    log_access(request, app, peer.ip(), sent, &[], started);
     if written {
         close_discarding(conn.stream());
     }
@@ -81,7 +81,13 @@ pub(super) fn answer(mut conn: Connection<Stream>, request: &Request, peer: Peer
 /// Answers a request whose head was read and that is refused before any app sees it (a body over the limit: 413;
 /// contradictory forwarding headers: 400) as `reject` does, and writes its access-log line (under no app) naming
 /// the client at `remote_addr`.
-pub(super) fn refuse(conn: Connection<Stream>, request: &Request, err: &HttpError, peer: Peer, remote_addr: &str) {
+pub(super) fn refuse(
+    conn: Connection<Stream>,
+    request: &Request,
+    err: &HttpError,
+    peer: Peer,
+    remote_addr: Option<IpAddr>,
+) {
     let head_only = request.method == "HEAD";
     if let Some((sent, duration)) = reject_answering(conn, err, peer, head_only) {
         write_access_line(request, "-", remote_addr, sent, &[], duration);

@@ -20,7 +20,7 @@ pub(super) type Variable<'a> = (Cow<'a, str>, Cow<'a, str>);
 /// The environ of `request` from `client`, received on `local`, for an app mounted at `script_name` (empty, or
 /// a path starting with `/` and not ending with one). `path` is the request's path, decoded by `decode_path`.
 /// Names and values are borrowed from the request wherever they appear in it as they are: only a header's
-/// `HTTP_` name, a repeated header's joined value and a listening address are made.
+/// `HTTP_` name, a repeated header's joined value, a listening address and the client's are made.
 pub(super) fn build<'a>(
     request: &'a Request,
     client: &'a Client,
@@ -44,8 +44,8 @@ pub(super) fn build<'a>(
     fixed("SERVER_PORT", server_port);
     fixed("SERVER_PROTOCOL", Cow::Borrowed(request.version.as_str()));
     fixed("SERVER_SOFTWARE", Cow::Borrowed(concat!("wasmcorn/", env!("CARGO_PKG_VERSION"))));
-    fixed("REMOTE_ADDR", Cow::Borrowed(&client.remote_addr));
-    fixed("REMOTE_PORT", Cow::Borrowed(&client.remote_port));
+    fixed("REMOTE_ADDR", Cow::Owned(client.address.map(|address| address.to_string()).unwrap_or_default()));
+    fixed("REMOTE_PORT", Cow::Owned(client.port.map(|port| port.to_string()).unwrap_or_default()));
     fixed("wsgi.url_scheme", Cow::Borrowed(client.url_scheme));
     let first_header = environ.len();
     for (name, value) in &request.headers {
@@ -106,12 +106,14 @@ fn server_address<'a>(request: &'a Request, local: &Local, scheme: &str) -> (Cow
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use crate::http::request_for_tests;
 
     fn environ_mounted(head: &str, script_name: &str) -> Vec<(String, String)> {
         let request = request_for_tests(head.as_bytes());
-        let client = Client { remote_addr: "10.0.0.9".into(), remote_port: "5555".into(), url_scheme: "http" };
+        let client = Client { address: Some(IpAddr::from([10, 0, 0, 9])), port: Some(5555), url_scheme: "http" };
         let path = decode_path(&request.path);
         let environ = build(&request, &client, &Local::Ip("127.0.0.1:8000".parse().unwrap()), script_name, &path);
         environ.into_iter().map(|(name, value)| (name.into_owned(), value.into_owned())).collect()
@@ -160,7 +162,7 @@ mod tests {
         let request = request_for_tests(b"GET / HTTP/1.0\r\n\r\n");
         let local = Local::Unix("/run/app.sock".into());
         for scheme in ["http", "https"] {
-            let client = Client { remote_addr: String::new(), remote_port: String::new(), url_scheme: scheme };
+            let client = Client { address: None, port: None, url_scheme: scheme };
             let environ = build(&request, &client, &local, "", "/");
             let get = |key: &str| environ.iter().find(|(name, _)| name == key).map(|(_, value)| value.to_string());
             assert_eq!(get("SERVER_NAME").as_deref(), Some("/run/app.sock"));

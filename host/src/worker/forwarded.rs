@@ -11,12 +11,14 @@ use crate::settings::TrustedProxies;
 const SECURE_SCHEME_HEADERS: &[(&str, &str)] =
     &[("x-forwarded-protocol", "ssl"), ("x-forwarded-proto", "https"), ("x-forwarded-ssl", "on")];
 
-/// Who the client is, as far as the guest is told.
+/// Who the client is, as far as the guest is told. The address and port stay numbers: they are written out only
+/// for an app that reads the environ (`REMOTE_ADDR`, `REMOTE_PORT`) and for an access log that is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Client {
-    pub remote_addr: String,
-    /// Empty when a proxy named the client without a port.
-    pub remote_port: String,
+    /// None for a unix-socket peer that no trusted forwarding header names.
+    pub address: Option<IpAddr>,
+    /// None for a unix-socket peer too, and when a proxy named the client without a port.
+    pub port: Option<u16>,
     /// `http` or `https`.
     pub url_scheme: &'static str,
 }
@@ -30,14 +32,10 @@ pub(super) struct Client {
 pub(super) fn client(request: &Request, peer: Peer, trusted: &TrustedProxies) -> Result<Client, HttpError> {
     let (mut client, trusted) = match peer {
         Peer::Ip(address) => (
-            Client {
-                remote_addr: address.ip().to_string(),
-                remote_port: address.port().to_string(),
-                url_scheme: "http",
-            },
+            Client { address: Some(address.ip()), port: Some(address.port()), url_scheme: "http" },
             trusted.trusts(address.ip()),
         ),
-        Peer::Unix => (Client { remote_addr: String::new(), remote_port: String::new(), url_scheme: "http" }, true),
+        Peer::Unix => (Client { address: None, port: None, url_scheme: "http" }, true),
     };
     if !trusted {
         return Ok(client);
@@ -60,8 +58,8 @@ pub(super) fn client(request: &Request, peer: Peer, trusted: &TrustedProxies) ->
     if let Some(last) = forwarded_for.flat_map(|(_, value)| value.split(',')).last()
         && let Some((addr, port)) = parse_forwarded_address(last.trim())
     {
-        client.remote_addr = addr.to_string();
-        client.remote_port = port.map(|port| port.to_string()).unwrap_or_default();
+        client.address = Some(addr);
+        client.port = port;
     }
     Ok(client)
 }
@@ -95,10 +93,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             client,
-            Client { remote_addr: "198.51.100.2".into(), remote_port: "4321".into(), url_scheme: "https" }
+            Client { address: Some("198.51.100.2".parse().unwrap()), port: Some(4321), url_scheme: "https" }
         );
         let v6 = client_of("X-Forwarded-For: [2001:db8::1]\r\n", "127.0.0.1:5000", "*").unwrap();
-        assert_eq!((v6.remote_addr.as_str(), v6.remote_port.as_str()), ("2001:db8::1", ""));
+        assert_eq!((v6.address, v6.port), (Some("2001:db8::1".parse().unwrap()), None));
     }
 
     #[test]
@@ -106,7 +104,10 @@ mod tests {
         let client =
             client_of("X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n", "192.0.2.1:5000", "127.0.0.1")
                 .unwrap();
-        assert_eq!(client, Client { remote_addr: "192.0.2.1".into(), remote_port: "5000".into(), url_scheme: "http" });
+        assert_eq!(
+            client,
+            Client { address: Some("192.0.2.1".parse().unwrap()), port: Some(5000), url_scheme: "http" }
+        );
     }
 
     #[test]
@@ -120,6 +121,6 @@ mod tests {
     #[test]
     fn garbage_forwarded_for_keeps_the_peer() {
         let client = client_of("X-Forwarded-For: unknown\r\n", "127.0.0.1:5000", "*").unwrap();
-        assert_eq!(client.remote_addr, "127.0.0.1");
+        assert_eq!(client.address, Some("127.0.0.1".parse().unwrap()));
     }
 }

@@ -105,14 +105,22 @@ impl Slot {
         self.ready.load(Ordering::Acquire) == 1
     }
 
-    /// The worker starts serving `what` (a request line); it is cut to the slot's size.
-    pub(crate) fn begin_request(&self, what: &str) {
-        let mut length = what.len().min(TEXT);
-        while !what.is_char_boundary(length) {
-            length -= 1;
-        }
-        for (cell, byte) in self.text.iter().zip(&what.as_bytes()[..length]) {
-            cell.store(*byte, Ordering::Relaxed);
+    /// The worker starts serving what `parts` spell together (a request line); it is cut to the slot's size, on a
+    /// character boundary.
+    pub(crate) fn begin_request(&self, parts: &[&str]) {
+        let mut length = 0;
+        for part in parts {
+            let mut taken = part.len().min(TEXT - length);
+            while !part.is_char_boundary(taken) {
+                taken -= 1;
+            }
+            for (cell, byte) in self.text[length..].iter().zip(&part.as_bytes()[..taken]) {
+                cell.store(*byte, Ordering::Relaxed);
+            }
+            length += taken;
+            if taken < part.len() {
+                break;
+            }
         }
         self.text_len.store(length as u32, Ordering::Relaxed);
         let now = now_ms();
@@ -208,7 +216,7 @@ mod tests {
         slot.mark_ready();
         assert!(slot.is_ready());
         assert!(slot.current_request().is_none());
-        slot.begin_request("GET /é HTTP/1.1");
+        slot.begin_request(&["GET", " ", "/é", " ", "HTTP/1.1"]);
         assert_eq!(slot.current_request().unwrap().0, "GET /é HTTP/1.1");
         slot.end_request();
         assert!(slot.current_request().is_none());
@@ -233,8 +241,14 @@ mod tests {
         let table = Heartbeats::new().unwrap();
         let slot = table.slot(0);
         let long = "é".repeat(100);
-        slot.begin_request(&long);
+        slot.begin_request(&[&long]);
         let (text, _) = slot.current_request().unwrap();
         assert!(text.len() <= TEXT && long.starts_with(&text));
+        // Cut in a later part: the parts before it are whole, and nothing after the cut is written.
+        let target = format!("/{}", "é".repeat(TEXT));
+        slot.begin_request(&["GET", " ", &target, " ", "HTTP/1.1"]);
+        let (text, _) = slot.current_request().unwrap();
+        assert_eq!(text.len(), TEXT - 1, "{text}");
+        assert!(format!("GET {target}").starts_with(&text));
     }
 }

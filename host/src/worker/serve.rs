@@ -63,8 +63,8 @@ pub(super) fn request(
             // Logged with the client a trusted proxy names, as a served request is (the proxy when its headers are
             // what is refused).
             let client = forwarded::client(&request, peer, &settings.trusted_proxies);
-            let remote_addr = client.map_or_else(|_| peer.to_string(), |client| client.remote_addr);
-            answers::refuse(conn, &request, &err, peer, &remote_addr);
+            let remote_addr = client.map_or_else(|_| peer.ip(), |client| client.address);
+            answers::refuse(conn, &request, &err, peer, remote_addr);
             return None;
         }
     };
@@ -74,7 +74,7 @@ pub(super) fn request(
     // connection comes back from here.
     let conn = conn.map_stream(|stream| WatchedStream::new(stream, slot, settings.client_timeout));
     let started = Instant::now();
-    slot.begin_request(&request.request_line());
+    slot.begin_request(&request.request_line_parts());
     // Only an app that is given the environ or may ask for it reads it: the others do not pay for building it.
     let environ = if runtime.reads_environ(target.index) {
         environ::build(&request, &client, &local, target.script_name, target.path)
@@ -114,7 +114,7 @@ pub(super) fn request(
             of_app(target.name)
         ));
     }
-    answers::log_access(&request, target.name, &client.remote_addr, sent, exchange.response.headers(), started);
+    answers::log_access(&request, target.name, client.address, sent, exchange.response.headers(), started);
     if finished && exchange.keeps_alive() {
         let HttpExchange { conn, .. } = exchange;
         return Some(KeptAlive { conn: conn.map_stream(WatchedStream::into_inner), peer, local });
