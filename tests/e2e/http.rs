@@ -254,5 +254,7 @@ fn absolute_form_target_and_header_mapping() {
     assert_eq!(environ["QUERY_STRING"], "q=1");
     assert_eq!(environ["RAW_URI"], "http://example.com:81/a%2Fb?q=1");
     assert_eq!((environ["SERVER_NAME"].as_str(), environ["SERVER_PORT"].as_str()), (Some("example.com"), Some("81")));
+    // The target's authority replaces the Host header the client sent (RFC 9112 section 3.2.2).
+    assert_eq!(environ["HTTP_HOST"], "example.com:81");
     assert_eq!(environ["HTTP_X_DUP"], "1,2", "repeated fields joined, the underscore one dropped");
 }

@@ -152,12 +152,20 @@ fn parse_checked_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reque
     };
     check_method(method)?;
     let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
-    let headers: Vec<(String, String)> =
+    let mut headers: Vec<(String, String)> =
         parsed.headers.iter().map(|field| (field.name.to_string(), latin1(field.value))).collect();
     let target_parts = target::parse(method, target)?;
     let framing = framing::decide(&headers, version)?;
     let expects_continue = expectation(&headers, version)?;
     check_singletons(&headers, version)?;
+    // The authority of an absolute-form target stands for the Host header, which the server must then ignore (RFC
+    // 9112 section 3.2.2): whatever reads the request (routing, the environ's HTTP_HOST, a `wasi:http` guest's
+    // headers) sees one host, the one the request was routed by.
+    if let Some(authority) = &target_parts.authority {
+        for (_, value) in headers.iter_mut().filter(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            value.clone_from(authority);
+        }
+    }
     let request = Request {
         method: method.to_string(),
         target: target.to_string(),
@@ -431,6 +439,16 @@ mod tests {
         let (request, _) =
             parse(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").unwrap().unwrap();
         assert_eq!(request.authority.as_deref(), Some("example.com:443"));
+    }
+
+    #[test]
+    fn an_absolute_form_targets_authority_replaces_the_host_header() {
+        let (request, _) =
+            parse(b"GET http://internal.test:81/x HTTP/1.1\r\nHost: evil.example\r\nX: y\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.header("host"), Some("internal.test:81"));
+        assert_eq!(request.header("x"), Some("y"));
+        let (request, _) = parse(b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.header("host"), Some("evil.example"));
     }
 
     #[test]
