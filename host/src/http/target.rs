@@ -1,5 +1,9 @@
 //! The request target (RFC 9112 section 3.2) in its four forms, and the Host value it may stand in for.
 
+use std::net::Ipv6Addr;
+
+use percent_encoding::percent_decode_str;
+
 use super::error::HttpError;
 
 /// A request target taken apart.
@@ -17,7 +21,8 @@ pub(super) struct TargetParts {
 /// Checks `target` against the form its method allows: origin-form (`/path?query`) and absolute-form
 /// (`http://host/path?query`, without userinfo) for any method, authority-form (`host:port`) only for
 /// CONNECT, and `*` only for OPTIONS. A fragment, which clients should not send, is ignored as Gunicorn does.
-/// Every form is visible ASCII (RFC 3986): a byte outside it, such as raw UTF-8, must be percent-encoded.
+/// Every form is visible ASCII (RFC 3986): a byte outside it, such as raw UTF-8, must be percent-encoded. A path
+/// with a dot segment is refused (see `has_dot_segment`).
 pub(super) fn parse(method: &str, target: &str) -> Result<TargetParts, HttpError> {
     let invalid = |why: &str| HttpError::BadRequest(format!("invalid request target {target:?}: {why}"));
     if !target.bytes().all(|byte| byte.is_ascii_graphic()) {
@@ -53,7 +58,22 @@ pub(super) fn parse(method: &str, target: &str) -> Result<TargetParts, HttpError
     };
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let path = if path.is_empty() { "/" } else { path };
+    if has_dot_segment(path) {
+        return Err(invalid("a `.` or `..` segment in the path"));
+    }
     Ok(TargetParts { path: path.to_string(), query: query.to_string(), authority })
+}
+
+/// Whether a segment of `path` is `.` or `..`, as sent or percent-encoded (`%2e`, and `%2f` for a slash, as
+/// routing decodes the path). Clients resolve dot segments before they send a path; a proxy in front that resolves
+/// such a path where wasmcorn routes it as sent would apply the rules of one app's path to a request that reaches
+/// another (`/admin/../index.html`).
+fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|byte| byte == b'.' || byte == b'%') {
+        return false;
+    }
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    decoded.split('/').any(|segment| segment == "." || segment == "..")
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {
@@ -64,13 +84,13 @@ fn strip_scheme(target: &str) -> Option<&str> {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2): a registered name of unreserved, sub-delims and
-/// percent-encoded characters, or an IP literal in brackets; empty is allowed (a target without authority).
+/// percent-encoded characters, or an IPv6 address in brackets; empty is allowed (a target without authority), but
+/// not a port without a host (RFC 9110 section 4.2.1: an http URI's host is never empty).
 pub(super) fn is_valid_host(host: &str) -> bool {
     let (name, port) = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((literal, after)) => {
-                if literal.is_empty() || !literal.bytes().all(|byte| byte.is_ascii_hexdigit() || b":.".contains(&byte))
-                {
+                if literal.parse::<Ipv6Addr>().is_err() {
                     return false;
                 }
                 match after {
@@ -81,6 +101,7 @@ pub(super) fn is_valid_host(host: &str) -> bool {
             None => return false,
         },
         None => match host.rsplit_once(':') {
+            Some(("", _)) => return false,
             Some((name, port)) => (name, port),
             None => (host, ""),
         },
@@ -113,6 +134,23 @@ mod tests {
         assert_eq!(parts("GET", "http://example.com/p?q"), Some(("/p".into(), "q".into(), Some("example.com".into()))));
         assert_eq!(parts("GET", "HTTPS://example.com"), Some(("/".into(), "".into(), Some("example.com".into()))));
         assert_eq!(parts("GET", "http://[::1]:8080/foo"), Some(("/foo".into(), "".into(), Some("[::1]:8080".into()))));
+        // An http URI's host is never empty (RFC 9110 section 4.2.1), with a port or without.
+        for empty in ["http:///p", "http://:80/p", "http://[:]/p"] {
+            assert_eq!(parts("GET", empty), None, "{empty}");
+        }
+        assert_eq!(parts("CONNECT", ":443"), None);
+    }
+
+    #[test]
+    fn a_path_with_a_dot_segment_is_refused_as_sent_or_encoded() {
+        for path in
+            ["/admin/../index.html", "/a/./b", "/..", "/.", "/a/%2e%2E/b", "/a%2F..%2Fb", "/x/.%2e", "http://h/a/../b"]
+        {
+            assert_eq!(parts("GET", path), None, "{path}");
+        }
+        for path in ["/a.b/c..d/...", "/.well-known/x", "/a/%2e%2e%2e", "/a/b?x=/../y", "/v1.2/"] {
+            assert!(parts("GET", path).is_some(), "{path}");
+        }
     }
 
     #[test]
@@ -156,7 +194,9 @@ mod tests {
         for host in ["", "example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[::1]:8000", "a_b.test"] {
             assert!(is_valid_host(host), "{host:?} is valid");
         }
-        for host in ["exa mple.com", "a/b", "a:b", "[::1", "[zz]", "a@b", "h:123456", "[::1]x", "ex\u{e9}"] {
+        let invalid =
+            ["exa mple.com", "a/b", "a:b", "[::1", "[zz]", "a@b", "h:123456", "[::1]x", "ex\u{e9}", ":80", "[:]"];
+        for host in invalid {
             assert!(!is_valid_host(host), "{host:?} is invalid");
         }
     }
