@@ -16,8 +16,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::anyhow;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat, readlinkat, renameat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// The effective user id of this process: the owner of what it creates.
@@ -141,6 +141,16 @@ impl Folder {
     pub(crate) fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<File> {
         let fd = openat(&self.fd, name, flags | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode))?;
         Ok(File::from(fd))
+    }
+
+    /// What kind of entry `name` is in this folder, a symlink itself rather than what it points to; none when
+    /// there is no such entry.
+    pub(crate) fn entry_kind(&self, name: &OsStr) -> io::Result<Option<SFlag>> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Renames `from` to `to`, both in this folder (`from` may name a file in a folder below).

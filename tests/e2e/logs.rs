@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use nix::sys::signal::{Signal, kill};
 
@@ -247,12 +247,16 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let fifo = shared.path().join("fifo.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let fifo_pid = shared.path().join("fifo.pid");
+    nix::unistd::mkfifo(&fifo_pid, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
     let through_link = |name: &str| link.join(name).to_str().unwrap().to_string();
     let cases = [
         (["--error-logfile", &through_link("error.log")], "passes through the symlink"),
         (["--access-logfile", &through_link("access.log")], "passes through the symlink"),
         (["--pid", &through_link("server.pid")], "passes through the symlink"),
         (["--error-logfile", fifo.to_str().unwrap()], "fifo.log: a FIFO with no reader"),
+        // Neither read nor waited on, nor replaced.
+        (["--pid", fifo_pid.to_str().unwrap()], "fifo.pid is a FIFO, not a pid file"),
     ];
     for (flags, reason) in cases {
         let mut args = vec!["serve", "sample:hello", "--bind", "127.0.0.1:0"];
@@ -265,12 +269,7 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
         assert!(stderr.contains(reason), "{flags:?}: {stderr}");
     }
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing was made in the folder the link names");
-    // A FIFO at the pid file's name is neither read nor waited on: the pid file takes its place.
-    let fifo_pid = shared.path().join("fifo.pid");
-    nix::unistd::mkfifo(&fifo_pid, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
-    let server = Server::start("sample:hello", 1, &["--pid", fifo_pid.to_str().unwrap()]);
-    let written = std::fs::read_to_string(&fifo_pid).unwrap();
-    assert_eq!(written.trim(), server.pid.to_string(), "the pid file names the arbiter");
+    assert!(std::fs::symlink_metadata(&fifo_pid).unwrap().file_type().is_fifo(), "the FIFO is still there");
 }
 
 /// A local user swaps, as fast as they can, a folder on the way to the log file (in a folder everyone may write)
@@ -360,14 +359,19 @@ fn the_access_log_counts_the_bytes_sent_to_a_client_that_left() {
     assert!(bytes > 0 && bytes < 50_000_000, "{value}");
 }
 
-/// A huge file at the pid file's name (a sparse terabyte a local user put in a shared folder) is not read: the
-/// start read it whole before it wrote its own pid file, for as long as reading a terabyte takes.
+/// A huge file at the pid file's name (a sparse terabyte a local user put in a shared folder) is not read (the
+/// start once read it whole, for as long as reading a terabyte takes), and, as it is no pid file, not replaced
+/// either: the start stops in one line.
 #[test]
-fn a_huge_file_at_the_pid_files_name_is_not_read() {
+fn a_huge_file_at_the_pid_files_name_is_neither_read_nor_replaced() {
     let shared = crate::support::shared_folder();
     let planted = shared.path().join("server.pid");
     std::fs::File::create(&planted).unwrap().set_len(1 << 40).unwrap();
-    let server = Server::start("sample:hello", 1, &["--pid", planted.to_str().unwrap()]);
-    let written = std::fs::read_to_string(&planted).unwrap();
-    assert_eq!(written.trim(), server.pid.to_string(), "the pid file names the arbiter");
+    let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", planted.to_str().unwrap()];
+    let mut server = Server::launch(command(&args), std::process::Stdio::null());
+    assert!(!server.wait_exit().success(), "the start fails");
+    let stderr = server.log_text();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("holds something other than a process id, not a pid file"), "{stderr}");
+    assert_eq!(std::fs::metadata(&planted).unwrap().len(), 1 << 40, "the file is left as it was");
 }

@@ -30,6 +30,42 @@ fn pid_file_of_a_live_server_refuses_a_second_start() {
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), server.pid.to_string());
 }
 
+/// What is at the pid file's name and is not a pid file stops the start in one line and is left as it was: a
+/// `--pid` aimed by mistake at a config file used to write the pid over it and remove it at exit (and, run by root,
+/// `--pid /dev/null` replaced the null device). An empty file, or one naming a process that is gone, is taken over.
+#[test]
+fn a_pid_file_name_that_holds_something_else_stops_the_start_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmcorn.toml");
+    std::fs::write(&config, "workers = 2\n").unwrap();
+    let folder = dir.path().join("folder.pid");
+    std::fs::create_dir(&folder).unwrap();
+    let cases = [
+        (&config, "is a file that holds something other than a process id, not a pid file"),
+        (&folder, "names a folder"),
+    ];
+    for (path, reason) in cases {
+        let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", path.to_str().unwrap()];
+        // A server that starts anyway is stopped when the test gives up.
+        let mut server = Server::launch(command(&args), std::process::Stdio::null());
+        assert!(!server.wait_exit().success(), "{path:?}: the start fails");
+        let stderr = server.log_text();
+        assert_eq!(stderr.trim().lines().count(), 1, "{path:?}: one line: {stderr}");
+        assert!(stderr.contains(reason), "{path:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "workers = 2\n", "the config file is untouched");
+    assert!(folder.is_dir());
+    for held in ["", "999999999\n"] {
+        let pidfile = dir.path().join("taken-over.pid");
+        std::fs::write(&pidfile, held).unwrap();
+        let mut server = Server::start("sample:hello", 1, &["--pid", pidfile.to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), format!("{}\n", server.pid), "{held:?} taken over");
+        server.signal(Signal::SIGTERM);
+        assert_eq!(server.wait_exit().code(), Some(0));
+        assert!(!pidfile.exists());
+    }
+}
+
 /// A daemon started with its pid file and its error and access logs (one file) in `dir`, once its worker has booted:
 /// its pid (stopped on drop), the port it listens on, the pid file and the log file.
 fn start_daemon(dir: &std::path::Path) -> (KillOnDrop, u16, std::path::PathBuf, std::path::PathBuf) {

@@ -1,6 +1,8 @@
 //! The pid file (`--pid FILE`): written at start (atomically, owner-only, never through a symlink), removed at
-//! exit if it still names this process. A pid file naming a live process stops the start, as in Gunicorn.
-//! During a SIGUSR2 upgrade the new arbiter writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
+//! exit if it still names this process. A pid file naming a live process stops the start, as in Gunicorn; so does
+//! anything at the name that is not a pid file, which is never replaced (a `--pid` aimed by mistake at a config
+//! file, or at `/dev/null` by root, would destroy it). During a SIGUSR2 upgrade the new arbiter writes `FILE.2`
+//! and takes `FILE` over once the old arbiter has gone.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{ErrorKind, Write};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::fcntl::OFlag;
 use nix::sys::signal::kill;
+use nix::sys::stat::SFlag;
 use nix::unistd::Pid;
 
 use crate::planted::Folder;
@@ -23,7 +26,9 @@ impl Pidfile {
     /// Writes this process's pid to `path`, refusing a pid file that names another live process.
     pub(super) fn create(path: &Path) -> anyhow::Result<Pidfile> {
         let (folder, name) = reach(path)?;
-        if let Some(pid) = read(&folder, name).filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok()) {
+        if let Some(pid) =
+            replaceable(path, &folder, name)?.filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok())
+        {
             bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
         }
         write(path, &folder, name)?;
@@ -40,6 +45,7 @@ impl Pidfile {
     /// Moves the pid file to `path` (the new arbiter of an upgrade taking the main name over).
     pub(super) fn move_to(&mut self, path: &Path) -> anyhow::Result<()> {
         let (folder, name) = reach(path)?;
+        replaceable(path, &folder, name)?;
         write(path, &folder, name)?;
         if let Ok((folder, name)) = reach(&self.path) {
             let _ = folder.remove(name);
@@ -51,7 +57,7 @@ impl Pidfile {
     /// Removes the file if it still names this process.
     pub(super) fn remove(&self) {
         if let Ok((folder, name)) = reach(&self.path)
-            && read(&folder, name) == Some(Pid::this())
+            && read(&folder, name) == Some(PidText::Pid(Pid::this()))
         {
             let _ = folder.remove(name);
         }
@@ -89,6 +95,33 @@ fn write(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<()> {
     })
 }
 
+/// Whether what is at the pid file's `name` in `folder` (`path` as given) may be replaced, and the pid it holds:
+/// nothing, a symlink (the link is replaced, never what it points to), or a regular file that holds a pid or
+/// nothing may. Anything else is refused, with what it is.
+fn replaceable(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<Option<Pid>> {
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "the pid file {} is {what}, not a pid file; it is left as it is (remove it or name another --pid)",
+            path.display()
+        )
+    };
+    let kind = folder.entry_kind(name).with_context(|| format!("cannot look at the pid file {}", path.display()))?;
+    match kind {
+        None => Ok(None),
+        Some(SFlag::S_IFLNK) => Ok(None),
+        Some(SFlag::S_IFREG) => match read(folder, name) {
+            Some(PidText::Empty) => Ok(None),
+            Some(PidText::Pid(pid)) => Ok(Some(pid)),
+            Some(PidText::Other) => Err(refuse("a file that holds something other than a process id")),
+            None => Err(refuse("a file that cannot be read")),
+        },
+        Some(SFlag::S_IFDIR) => Err(refuse("a folder")),
+        Some(SFlag::S_IFIFO) => Err(refuse("a FIFO")),
+        Some(SFlag::S_IFSOCK) => Err(refuse("a socket")),
+        Some(_) => Err(refuse("a device")),
+    }
+}
+
 /// `name` with `suffix` appended.
 fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
     let mut name = name.to_os_string();
@@ -99,13 +132,30 @@ fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
 /// The most bytes a pid file is read for: a pid and a newline, with room to spare.
 const PID_FILE_MOST: u64 = 64;
 
-/// The pid a pid file holds; none when it is not a regular file (a FIFO planted there is never waited on) or is
-/// larger than a pid file (a huge file planted there is never read).
-fn read(folder: &Folder, name: &OsStr) -> Option<Pid> {
+/// What a pid file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PidText {
+    Empty,
+    Pid(Pid),
+    Other,
+}
+
+/// What the pid file `name` holds; none when it cannot be opened. A file that is not a regular one (a FIFO planted
+/// there is never waited on), larger than a pid file (a huge file planted there is never read) or not text holds
+/// something else.
+fn read(folder: &Folder, name: &OsStr) -> Option<PidText> {
     // A pid file is put at its name by a rename, never as a link; and a terminal planted there would become the
     // arbiter's controlling terminal (when it has none), whose ^C would stop the server.
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY;
     let file = folder.open_file(name, flags, 0).ok()?;
-    let text = crate::regular_file::read_text_of(file, PID_FILE_MOST).ok()?;
-    text.trim().parse().ok().map(Pid::from_raw)
+    let text = crate::regular_file::read_text_of(file, PID_FILE_MOST).ok();
+    let Some(text) = text else { return Some(PidText::Other) };
+    Some(match text.trim() {
+        "" => PidText::Empty,
+        // Only a process's id: `0` and negative numbers name process groups to `kill`.
+        trimmed => match trimmed.parse::<i32>() {
+            Ok(pid) if pid > 0 => PidText::Pid(Pid::from_raw(pid)),
+            _ => PidText::Other,
+        },
+    })
 }
