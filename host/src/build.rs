@@ -11,7 +11,7 @@ mod tool;
 mod toolchain;
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -83,14 +83,20 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
     let native = site.as_ref().map(|site| site.native_extensions.as_slice()).unwrap_or_default();
     if !native.is_empty() {
         let list: Vec<String> = native.iter().map(|(module, dist)| format!("{module} (from {dist})")).collect();
-        eprintln!(
+        say(format_args!(
             "Left out native extension modules, which cannot run in WebAssembly (an import of one fails): {}",
             // File and distribution names are a package author's text: they stay on this line.
             crate::log::escape(&list.join(", "))
-        );
+        ));
     }
-    eprintln!("Built {} from {}", display(&args.output), args.target);
+    say(format_args!("Built {} from {}", display(&args.output), args.target));
     Ok(())
+}
+
+/// Writes a line of the build's progress to stderr. A stderr that cannot take it (closed, a full disk) loses it,
+/// and the build goes on.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn display(path: &Path) -> String {

@@ -28,8 +28,10 @@ mod site;
 mod worker;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use config::Invocation;
@@ -53,7 +55,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
             let serve_args = argv.get(2..).unwrap_or_default().to_vec();
             match config::load(&serve_args)? {
                 Invocation::PrintConfig(text) => {
-                    print!("{text}");
+                    // A closed pipe or a full disk is an error to report, not a panic of `print!`.
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(text.as_bytes())
+                        .and_then(|()| stdout.flush())
+                        .context("cannot write the configuration to stdout")?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Invocation::CheckConfig(config) => {

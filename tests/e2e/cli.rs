@@ -216,3 +216,15 @@ fn startup_lines_follow_gunicorn() {
     let worker = server.booted_worker_pids()[0];
     assert!(log.contains(&format!("[{worker}] [INFO] Booting worker with pid: {worker}")), "{log}");
 }
+
+/// An output that cannot be written (a full disk, here /dev/full; a closed pipe likewise) is an error with exit 1,
+/// never a panic (exit 101 and a backtrace): `--print-config` on stdout, and the error line itself on stderr.
+#[test]
+fn an_output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("open /dev/full");
+    let printed = command(&["serve", "--print-config"]).stdout(full()).output().expect("run wasmcorn");
+    assert_one_line_error(&printed, &["cannot write the configuration to stdout"]);
+    assert_eq!(printed.status.code(), Some(1));
+    let refused = command(&["serve", "--workers", "0"]).stderr(full()).output().expect("run wasmcorn");
+    assert_eq!(refused.status.code(), Some(1), "a refused flag with nowhere to say so still exits 1");
+}

@@ -38,7 +38,7 @@ impl Toolchain {
         if let Some(venv) = cache.entry(&name) {
             return Ok(toolchain(venv));
         }
-        eprintln!("Installing {COMPONENTIZE_PY} into the build cache (once)");
+        super::say(format_args!("Installing {COMPONENTIZE_PY} into the build cache (once)"));
         let scratch = cache.scratch("toolchain")?;
         let mut venv = command(python);
         venv.args(["-I", "-m", "venv"]).arg(scratch.path());
