@@ -17,9 +17,10 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::stat::SFlag;
 
 use crate::cli::PythonBuildArgs;
-use crate::planted::{Folder, Unreachable};
+use crate::planted::{Folder, Unreachable, kind_called};
 
 /// What `-o` naming a folder is told.
 fn is_a_folder(args: &PythonBuildArgs) -> String {
@@ -48,6 +49,17 @@ pub(crate) fn python(args: &PythonBuildArgs) -> anyhow::Result<()> {
     };
     if folder.open_file(name, OFlag::O_PATH | OFlag::O_DIRECTORY, 0).is_ok() {
         bail!(is_a_folder(args));
+    }
+    // A component replaces a file (or a link, never what it points to), and nothing else: `-o /dev/null` run by
+    // root would have replaced the null device.
+    if let Ok(Some(kind)) = folder.entry_kind(name)
+        && !matches!(kind, SFlag::S_IFREG | SFlag::S_IFLNK)
+    {
+        bail!(
+            "-o {} is {}: name the component file to write (it is left as it is)",
+            args.output.display(),
+            kind_called(kind)
+        );
     }
     let requirements = match &args.requirements {
         Some(path) => Some(

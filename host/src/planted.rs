@@ -170,6 +170,18 @@ impl Folder {
     }
 }
 
+/// What an entry of `kind` (from `Folder::entry_kind`) is called in a message.
+pub(crate) fn kind_called(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFLNK => "a symlink",
+        SFlag::S_IFDIR => "a folder",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "a device",
+    }
+}
+
 /// The most symlinks a walk follows, as the kernel (`MAXSYMLINKS`).
 const MOST_LINKS: usize = 40;
 

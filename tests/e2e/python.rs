@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -366,6 +367,15 @@ fn build_to_a_missing_folder_is_one_line_before_anything_is_installed() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(" is a folder: name the component file to write"), "{stderr}");
     }
+    // Nor is a FIFO (or a device: `-o /dev/null` run by root replaced the null device), which is left as it is.
+    let fifo = out.path().join("app.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let output = build(&["plain_app:application", "--src", src.to_str().unwrap(), "-o", fifo.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line, and no install: {stderr}");
+    assert!(stderr.contains("app.wasm is a FIFO: name the component file to write (it is left as it is)"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still there");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use nix::sys::signal::kill;
 use nix::sys::stat::SFlag;
 use nix::unistd::Pid;
 
-use crate::planted::Folder;
+use crate::planted::{Folder, kind_called};
 
 #[derive(Debug)]
 pub(super) struct Pidfile {
@@ -107,18 +107,14 @@ fn replaceable(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<Opt
     };
     let kind = folder.entry_kind(name).with_context(|| format!("cannot look at the pid file {}", path.display()))?;
     match kind {
-        None => Ok(None),
-        Some(SFlag::S_IFLNK) => Ok(None),
+        None | Some(SFlag::S_IFLNK) => Ok(None),
         Some(SFlag::S_IFREG) => match read(folder, name) {
             Some(PidText::Empty) => Ok(None),
             Some(PidText::Pid(pid)) => Ok(Some(pid)),
             Some(PidText::Other) => Err(refuse("a file that holds something other than a process id")),
             None => Err(refuse("a file that cannot be read")),
         },
-        Some(SFlag::S_IFDIR) => Err(refuse("a folder")),
-        Some(SFlag::S_IFIFO) => Err(refuse("a FIFO")),
-        Some(SFlag::S_IFSOCK) => Err(refuse("a socket")),
-        Some(_) => Err(refuse("a device")),
+        Some(other) => Err(refuse(kind_called(other))),
     }
 }
 
