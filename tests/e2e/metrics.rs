@@ -298,6 +298,8 @@ fn readyz_turns_503_on_term_while_healthz_stays_200() {
     eventually("/readyz says 200", || get(metrics, "/readyz").status == 200);
     assert_eq!(get(metrics, "/readyz").text(), "ready\n");
     assert_eq!(get(metrics, "/healthz").status, 200);
+    let refused = send(metrics, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")), "RFC 9110 section 15.5.6");
     let held = hold_a_request(server.port);
     server.wait_for_line("stashed");
     server.signal(Signal::SIGTERM);

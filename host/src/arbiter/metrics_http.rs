@@ -160,9 +160,11 @@ fn response(status: u16, content_type: &str, body: Vec<u8>, with_body: bool) -> 
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
+    // A 405 says which methods are allowed (RFC 9110 section 15.5.6).
+    let allow = if status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
     let mut bytes = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         Connection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: \
+         no-store\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
