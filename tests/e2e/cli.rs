@@ -24,13 +24,27 @@ fn assert_one_line_error(output: &Output, needles: &[&str]) {
 }
 
 /// A component path that is not a regular file is refused before it is read: /dev/zero was read until the
-/// kernel killed the compile step for the memory it took, and a FIFO was waited on for ever.
+/// kernel killed the compile step for the memory it took, and a FIFO was waited on for ever. So is a file that
+/// does not start as WebAssembly does, from its first bytes: a terabyte named by mistake was read whole first.
 #[test]
 fn component_path_that_is_not_a_regular_file_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("app.wasm");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    for path in [fifo.as_path(), std::path::Path::new("/dev/null"), dir.path()] {
+    let huge = dir.path().join("disk.img");
+    std::fs::File::create(&huge).unwrap().set_len(1 << 40).unwrap();
+    // Past the 1 GiB a component file may hold, the size alone refuses it.
+    let too_large = dir.path().join("too-large.wasm");
+    std::fs::write(&too_large, b"\0asm\x0d\0\x01\0").unwrap();
+    std::fs::OpenOptions::new().write(true).open(&too_large).unwrap().set_len((1 << 30) + 1).unwrap();
+    let cases = [
+        (fifo.as_path(), "not a regular file"),
+        (std::path::Path::new("/dev/null"), "not a regular file"),
+        (dir.path(), "not a regular file"),
+        (too_large.as_path(), "more than 1073741824"),
+        (huge.as_path(), "is not a WebAssembly component"),
+    ];
+    for (path, reason) in cases {
         let path = path.to_str().unwrap();
         let mut child = command(&["serve", path, "--check-config"])
             .stderr(std::process::Stdio::piped())
@@ -51,7 +65,7 @@ fn component_path_that_is_not_a_regular_file_is_a_one_line_error() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let output = child.wait_with_output().expect("wasmcorn's output");
-        assert_one_line_error(&output, &[path, "not a regular file"]);
+        assert_one_line_error(&output, &[path, reason]);
     }
 }
 

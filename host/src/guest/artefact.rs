@@ -86,10 +86,25 @@ pub fn read_source(source: &AppSource) -> anyhow::Result<Vec<u8>> {
             Some(sample) => Ok(sample.wasm.to_vec()),
             None => bail!("unknown sample:{name}"),
         },
-        AppSource::File(path) => {
-            crate::regular_file::read(path).with_context(|| format!("cannot read {}", path.display()))
-        }
+        AppSource::File(path) => crate::regular_file::read_with_magic(path, WASM_MAGIC, MOST_COMPONENT_BYTES)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .ok_or_else(|| not_wasm(source)),
     }
+}
+
+/// The first bytes of every WebAssembly binary, component or core module.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// The largest component file read: far above any app's (a Python app with its interpreter is tens of MiB), and
+/// small enough that a wrong file named by mistake, read at a start or a reload, never exhausts the arbiter.
+const MOST_COMPONENT_BYTES: u64 = 1 << 30;
+
+/// What a source that does not start with `WASM_MAGIC` is told.
+fn not_wasm(source: &AppSource) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is not a WebAssembly component (it does not start with the wasm magic bytes)",
+        source.describe()
+    )
 }
 
 fn compile_and_store(
@@ -98,8 +113,8 @@ fn compile_and_store(
     path: &Path,
     source: &AppSource,
 ) -> anyhow::Result<(Component, String)> {
-    if !wasm.starts_with(b"\0asm") {
-        bail!("{} is not a WebAssembly component (it does not start with the wasm magic bytes)", source.describe());
+    if !wasm.starts_with(WASM_MAGIC) {
+        return Err(not_wasm(source));
     }
     let component =
         Component::new(engine, wasm).map_err(|err| anyhow::anyhow!("{}", explain(&source.describe(), &err)))?;
