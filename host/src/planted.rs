@@ -147,7 +147,7 @@ impl Folder {
     /// there is no such entry.
     pub(crate) fn entry_kind(&self, name: &OsStr) -> io::Result<Option<SFlag>> {
         match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some(SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()))),
+            Ok(stat) => Ok(Some(SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)),
             Err(Errno::ENOENT) => Ok(None),
             Err(err) => Err(err.into()),
         }

@@ -1,6 +1,7 @@
 //! Process settings: pid file, daemon mode, privileges, working folder, process titles.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -38,11 +39,11 @@ fn a_pid_file_name_that_holds_something_else_stops_the_start_and_is_left_as_it_w
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wasmcorn.toml");
     std::fs::write(&config, "workers = 2\n").unwrap();
-    let folder = dir.path().join("folder.pid");
-    std::fs::create_dir(&folder).unwrap();
+    let socket = dir.path().join("socket.pid");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let cases = [
         (&config, "is a file that holds something other than a process id, not a pid file"),
-        (&folder, "names a folder"),
+        (&socket, "socket.pid is a socket, not a pid file"),
     ];
     for (path, reason) in cases {
         let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", path.to_str().unwrap()];
@@ -54,7 +55,7 @@ fn a_pid_file_name_that_holds_something_else_stops_the_start_and_is_left_as_it_w
         assert!(stderr.contains(reason), "{path:?}: {stderr}");
     }
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "workers = 2\n", "the config file is untouched");
-    assert!(folder.is_dir());
+    assert!(std::fs::symlink_metadata(&socket).unwrap().file_type().is_socket(), "the socket is still there");
     for held in ["", "999999999\n"] {
         let pidfile = dir.path().join("taken-over.pid");
         std::fs::write(&pidfile, held).unwrap();

@@ -159,8 +159,9 @@ fn parse_checked_head(bytes: &[u8], limits: &HeadLimits) -> Result<Option<(Reque
     let expects_continue = expectation(&headers, version)?;
     check_singletons(&headers, version)?;
     // The authority of an absolute-form target stands for the Host header, which the server must then ignore (RFC
-    // 9112 section 3.2.2): whatever reads the request (routing, the environ's HTTP_HOST, a `wasi:http` guest's
-    // headers) sees one host, the one the request was routed by.
+    // 9112 section 3.2.2), as a CONNECT's authority-form target does, which its Host must repeat (RFC 9110 section
+    // 7.2): whatever reads the request (routing, the environ's HTTP_HOST, a `wasi:http` guest's headers) sees one
+    // host, the one the request was routed by.
     if let Some(authority) = &target_parts.authority {
         for (_, value) in headers.iter_mut().filter(|(name, _)| name.eq_ignore_ascii_case("host")) {
             value.clone_from(authority);
@@ -449,6 +450,9 @@ mod tests {
         assert_eq!(request.header("x"), Some("y"));
         let (request, _) = parse(b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n").unwrap().unwrap();
         assert_eq!(request.header("host"), Some("evil.example"));
+        // A CONNECT's authority-form target too, which its Host must repeat anyway.
+        let (request, _) = parse(b"CONNECT b.example:443 HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.header("host"), Some("b.example:443"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The head a standard `wasi:http` guest receives, built from the parsed request: the method, the scheme the
 //! client used (the listener's, or what a trusted proxy's forwarding headers say), the authority it asked for
 //! (an absolute-form target's, else the Host header, else the listening address), the whole target (a
-//! `wasi:http` guest has no mount point: it sees the full path), and every header as received. What the
+//! `wasi:http` guest has no mount point: it sees the full path), and every header as received (but `Host`, which
+//! the parser replaces with an absolute-form target's authority). What the
 //! worker's parser accepts but a URI may not hold (`<`, `>`, a backquote in a path; a Host that is no authority) is
 //! made valid here, so that a client's odd request never reads as the guest's failure: such bytes of the target
 //! are percent-encoded, and such a Host gives way to the listening address.
