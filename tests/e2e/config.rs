@@ -203,11 +203,7 @@ fn a_config_file_or_manifest_that_is_not_a_regular_file_is_one_line() {
         ("--apps", fifo, "cannot read the app manifest"),
         ("--apps", folder, "cannot read the app manifest"),
     ] {
-        // Run as a server so that a hang is stopped when the test gives up.
-        let mut server = Server::launch(command(&["serve", "--check-config", flag, path]), std::process::Stdio::null());
-        assert!(!server.wait_exit().success(), "{flag} {path}");
-        let stderr = server.log_text();
-        assert_eq!(stderr.trim().lines().count(), 1, "{flag} {path}: {stderr}");
+        let stderr = Server::refused_start(&["serve", "--check-config", flag, path]);
         assert!(stderr.contains(what), "{flag} {path}: {stderr}");
         assert!(stderr.contains("not a regular file") || stderr.contains("directory"), "{flag} {path}: {stderr}");
     }

@@ -225,11 +225,7 @@ fn log_files_are_owner_only_and_never_opened_through_a_symlink_in_a_shared_folde
     std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).expect("chown, as root");
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
     let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--access-logfile", planted.to_str().unwrap()];
-    // Followed by nothing: a server that started anyway is stopped when the test gives up.
-    let mut server = Server::launch(command(&args), std::process::Stdio::null());
-    assert!(!server.wait_exit().success(), "the start fails");
-    let stderr = server.log_text();
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let stderr = Server::refused_start(&args);
     assert!(stderr.contains("belongs to uid 65534, in a folder others may change"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&planted).unwrap(), "", "nothing is logged into it");
 }
@@ -261,11 +257,7 @@ fn a_folder_link_or_a_fifo_planted_on_the_way_stops_the_start_with_one_line() {
     for (flags, reason) in cases {
         let mut args = vec!["serve", "sample:hello", "--bind", "127.0.0.1:0"];
         args.extend(flags);
-        // A server that starts anyway, or hangs, is stopped when the test gives up.
-        let mut server = Server::launch(command(&args), std::process::Stdio::null());
-        assert!(!server.wait_exit().success(), "{flags:?}: the start fails");
-        let stderr = server.log_text();
-        assert_eq!(stderr.trim().lines().count(), 1, "{flags:?}: one line: {stderr}");
+        let stderr = Server::refused_start(&args);
         assert!(stderr.contains(reason), "{flags:?}: {stderr}");
     }
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing was made in the folder the link names");
@@ -368,10 +360,7 @@ fn a_huge_file_at_the_pid_files_name_is_neither_read_nor_replaced() {
     let planted = shared.path().join("server.pid");
     std::fs::File::create(&planted).unwrap().set_len(1 << 40).unwrap();
     let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", planted.to_str().unwrap()];
-    let mut server = Server::launch(command(&args), std::process::Stdio::null());
-    assert!(!server.wait_exit().success(), "the start fails");
-    let stderr = server.log_text();
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let stderr = Server::refused_start(&args);
     assert!(stderr.contains("holds something other than a process id, not a pid file"), "{stderr}");
     assert_eq!(std::fs::metadata(&planted).unwrap().len(), 1 << 40, "the file is left as it was");
 }

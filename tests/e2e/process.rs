@@ -46,12 +46,8 @@ fn a_pid_file_name_that_holds_something_else_stops_the_start_and_is_left_as_it_w
         (&socket, "socket.pid is a socket, not a pid file"),
     ];
     for (path, reason) in cases {
-        let args = ["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", path.to_str().unwrap()];
-        // A server that starts anyway is stopped when the test gives up.
-        let mut server = Server::launch(command(&args), std::process::Stdio::null());
-        assert!(!server.wait_exit().success(), "{path:?}: the start fails");
-        let stderr = server.log_text();
-        assert_eq!(stderr.trim().lines().count(), 1, "{path:?}: one line: {stderr}");
+        let stderr =
+            Server::refused_start(&["serve", "sample:hello", "--bind", "127.0.0.1:0", "--pid", path.to_str().unwrap()]);
         assert!(stderr.contains(reason), "{path:?}: {stderr}");
     }
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "workers = 2\n", "the config file is untouched");

@@ -108,6 +108,17 @@ impl Server {
         Server { child: Some(child), pid, port: 0, log, also_stop: Vec::new() }
     }
 
+    /// Runs `wasmcorn ARGS` as a server (so that one that starts anyway, or hangs, is stopped when the test gives
+    /// up), asserts that it fails with exactly one line on stderr, and returns that line.
+    pub(crate) fn refused_start(args: &[&str]) -> String {
+        let mut server = Server::launch(command(args), Stdio::null());
+        assert!(!server.wait_exit().success(), "{args:?}: the start fails");
+        let stderr = server.log_text();
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {stderr}");
+        lines[0].to_string()
+    }
+
     /// Waits until a log line contains `pattern` and returns it; panics after `PATIENCE`.
     pub(crate) fn wait_for_line(&self, pattern: &str) -> String {
         self.wait_for_count(pattern, 1).pop().expect("one line")
