@@ -300,6 +300,12 @@ fn readyz_turns_503_on_term_while_healthz_stays_200() {
     assert_eq!(get(metrics, "/healthz").status, 200);
     let refused = send(metrics, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")), "RFC 9110 section 15.5.6");
+    assert!(
+        get(metrics, "/healthz").header("date").is_some_and(|date| date.ends_with(" GMT")),
+        "RFC 9110 section 6.6.1"
+    );
+    // A head whose lines end in bare LFs is answered at once, as the server's own port answers it.
+    assert_eq!(send(metrics, b"GET /healthz HTTP/1.1\n\n").status, 400);
     let held = hold_a_request(server.port);
     server.wait_for_line("stashed");
     server.signal(Signal::SIGTERM);

@@ -105,6 +105,17 @@ fn progress(client: &mut Client, scrape: &Scrape<'_>) -> bool {
             Ok(0) => return true,
             Ok(count) => {
                 client.head.extend_from_slice(&buffer[..count]);
+                // A line that ends in a bare LF is refused at once, as the server's own port refuses it (RFC 9112
+                // section 2.2), rather than waited on for a CRLF CRLF that may never come.
+                if client
+                    .head
+                    .iter()
+                    .enumerate()
+                    .any(|(at, byte)| *byte == b'\n' && (at == 0 || client.head[at - 1] != b'\r'))
+                {
+                    client.answer = Some((response(400, "text/plain", b"bad request\n".to_vec(), true), 0));
+                    return progress(client, scrape);
+                }
                 if let Some(end) = client.head.windows(4).position(|window| window == b"\r\n\r\n") {
                     client.head.truncate(end);
                     client.answer = Some((respond(&client.head, scrape), 0));
@@ -162,12 +173,16 @@ fn response(status: u16, content_type: &str, body: Vec<u8>, with_body: bool) -> 
     };
     // A 405 says which methods are allowed (RFC 9110 section 15.5.6).
     let allow = if status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
-    let mut bytes = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: \
-         no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut bytes = format!("HTTP/1.1 {status} {reason}\r\nDate: ").into_bytes();
+    crate::clock::push_http_date(&mut bytes);
+    bytes.extend_from_slice(
+        format!(
+            "\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     if with_body {
         bytes.extend_from_slice(&body);
     }
