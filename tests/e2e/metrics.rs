@@ -306,6 +306,13 @@ fn readyz_turns_503_on_term_while_healthz_stays_200() {
     );
     // A head whose lines end in bare LFs is answered at once, as the server's own port answers it.
     assert_eq!(send(metrics, b"GET /healthz HTTP/1.1\n\n").status, 400);
+    // A head that arrives in pieces, its end split between them, is read whole.
+    let mut pieces = TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    for piece in [&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r"[..], b"\n"] {
+        pieces.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(crate::support::read_response(pieces).text(), "ok\n");
     let held = hold_a_request(server.port);
     server.wait_for_line("stashed");
     server.signal(Signal::SIGTERM);

@@ -104,19 +104,21 @@ fn progress(client: &mut Client, scrape: &Scrape<'_>) -> bool {
         match client.stream.read(&mut buffer) {
             Ok(0) => return true,
             Ok(count) => {
+                // Only the bytes this read brought are looked at (with the three before, where a CRLF CRLF may
+                // have begun): a client that sends its head a byte at a time costs its length, not its square.
+                let before = client.head.len();
                 client.head.extend_from_slice(&buffer[..count]);
                 // A line that ends in a bare LF is refused at once, as the server's own port refuses it (RFC 9112
                 // section 2.2), rather than waited on for a CRLF CRLF that may never come.
-                if client
-                    .head
-                    .iter()
-                    .enumerate()
-                    .any(|(at, byte)| *byte == b'\n' && (at == 0 || client.head[at - 1] != b'\r'))
-                {
+                let bare_lf = (before..client.head.len())
+                    .any(|at| client.head[at] == b'\n' && (at == 0 || client.head[at - 1] != b'\r'));
+                if bare_lf {
                     client.answer = Some((response(400, "text/plain", b"bad request\n".to_vec(), true), 0));
                     return progress(client, scrape);
                 }
-                if let Some(end) = client.head.windows(4).position(|window| window == b"\r\n\r\n") {
+                let from = before.saturating_sub(3);
+                let ended = client.head[from..].windows(4).position(|window| window == b"\r\n\r\n");
+                if let Some(end) = ended.map(|at| from + at) {
                     client.head.truncate(end);
                     client.answer = Some((respond(&client.head, scrape), 0));
                     return progress(client, scrape);
