@@ -198,6 +198,22 @@ fn a_connect_request_ends_its_connection_with_the_response() {
 }
 
 #[test]
+fn a_2xx_answer_to_connect_carries_no_length_and_ends_with_the_connection() {
+    // RFC 9110 section 9.3.6: a server must not send Content-Length or Transfer-Encoding in a 2xx to CONNECT. The
+    // echo guest answers every request 200 with a JSON body, which then ends with the connection.
+    let server = Server::start("sample:echo", 1, &PATIENT);
+    let response = server.request(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-length"), None, "{}", String::from_utf8_lossy(&response.raw));
+    assert_eq!(response.header("transfer-encoding"), None, "{}", String::from_utf8_lossy(&response.raw));
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.json()["environ"]["REQUEST_METHOD"], "CONNECT");
+    // Any other answer to a CONNECT, and a 2xx to any other method, is framed as always.
+    let get = server.get("/");
+    assert_eq!(get.header("content-length").map(str::to_owned), Some(get.body.len().to_string()));
+}
+
+#[test]
 fn an_unread_body_or_an_unframed_response_closes_the_connection() {
     let server = Server::start(MISBEHAVE, 1, &PATIENT);
     // The guest answers without reading the body: what is left of it must not be read as a next request.

@@ -58,6 +58,9 @@ pub(crate) struct ResponseWriter {
     state: State,
     version: Version,
     head_only: bool,
+    /// The request is a CONNECT: a 2xx answer to it carries neither `Content-Length` nor `Transfer-Encoding` (RFC
+    /// 9110 section 9.3.6), so its body, if any, ends with the connection (which a CONNECT never keeps).
+    connect: bool,
     /// The guest's headers, once accepted.
     headers: ResponseHeaders,
     /// The server may keep the connection open after this response (see `offer_keep_alive`).
@@ -76,6 +79,7 @@ impl ResponseWriter {
             state: State::Unstarted,
             version: request.version,
             head_only: request.method == "HEAD",
+            connect: request.method == "CONNECT",
             headers: Vec::new(),
             keep_alive_offered: false,
             keep_alive_sent: false,
@@ -134,7 +138,7 @@ impl ResponseWriter {
         if !matches!(self.state, State::Unstarted) {
             return Err(self.fail("start-response was called more than once".into()));
         }
-        match build_head(status, &headers) {
+        match build_head(status, &headers, self.connect) {
             Ok((status, head, declared)) => {
                 self.headers = headers;
                 self.state = State::Buffering { status, head, declared, body: Vec::new() };
@@ -216,10 +220,13 @@ impl ResponseWriter {
                     return self.finish_failed(conn, 500);
                 }
                 let mut bytes = head;
-                self.add_connection(&mut bytes, true);
+                // A 2xx to a CONNECT has no framing: its body ends with the connection.
+                let framed = !self.opens_tunnel(status);
+                self.add_connection(&mut bytes, framed);
                 // A HEAD answer with no body and no length says none: a length of 0 would state what a GET gets,
                 // which the host does not know (RFC 9110, 8.6).
-                if declared.is_none() && status_allows_body(status) && !head_without_body {
+                if declared.is_none() && status_allows_body(status) && !head_without_body && !self.opens_tunnel(status)
+                {
                     // Writing to a `Vec` cannot fail.
                     let _ = write!(bytes, "Content-Length: {}\r\n", body.len());
                 }
@@ -270,6 +277,12 @@ impl ResponseWriter {
         }
     }
 
+    /// Whether a response with `status` answers a CONNECT with success: its head then says nothing of its body's
+    /// length, and the body ends with the connection.
+    fn opens_tunnel(&self, status: u16) -> bool {
+        self.connect && (200..300).contains(&status)
+    }
+
     fn fail(&mut self, reason: String) -> String {
         let (status_sent, sent) = self.progress();
         self.state = State::Failed { reason: reason.clone(), status_sent, sent };
@@ -281,10 +294,13 @@ impl ResponseWriter {
         else {
             return Ok(());
         };
-        let chunked = declared.is_none() && self.version == Version::Http11;
+        let chunked = declared.is_none() && self.version == Version::Http11 && !self.opens_tunnel(status);
         let mut bytes = head;
         // Streamed to an HTTP/1.0 client without a length, the body ends with the connection.
-        self.add_connection(&mut bytes, chunked || declared.is_some() || self.head_only);
+        self.add_connection(
+            &mut bytes,
+            (chunked || declared.is_some() || self.head_only) && !self.opens_tunnel(status),
+        );
         if chunked {
             bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
@@ -348,8 +364,13 @@ fn write_all_in_turn<S: Read + Write>(conn: &mut Connection<S>, parts: &[&[u8]])
 }
 
 /// Checks the guest's status and headers and renders the head (without the blank line that ends it). Returns
-/// the status code, the head and the declared Content-Length.
-fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u8>, Option<u64>), String> {
+/// the status code, the head and the declared Content-Length. `connect`: the request is a CONNECT, whose 2xx
+/// answer goes out without the `Content-Length` a guest declares (still held to it).
+fn build_head(
+    status: &str,
+    headers: &[(String, Vec<u8>)],
+    connect: bool,
+) -> Result<(u16, Vec<u8>, Option<u64>), String> {
     let too_large = || format!("the status line and headers take more than {MAX_GUEST_HEAD} bytes");
     let (code, reason) = parse_status(status)?;
     if reason.len() > MAX_GUEST_HEAD {
@@ -384,8 +405,9 @@ fn build_head(status: &str, headers: &[(String, Vec<u8>)]) -> Result<(u16, Vec<u
             if !status_allows_body(code) && length != Some(0) {
                 return Err(format!("a {code} response cannot have a Content-Length"));
             }
-            // A 204 has no body and no Content-Length field, not even `0` (RFC 9110 section 8.6).
-            if code == 204 {
+            // A 204 has no body and no Content-Length field, not even `0` (RFC 9110 section 8.6); a 2xx to a
+            // CONNECT has none either (section 9.3.6).
+            if code == 204 || (connect && (200..300).contains(&code)) {
                 continue;
             }
         }
@@ -572,6 +594,39 @@ mod tests {
         });
         assert!(wire.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: "), "{wire}");
         assert!(wire.contains("\r\nServer: wasmcorn\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"), "{wire}");
+    }
+
+    #[test]
+    fn a_2xx_answer_to_connect_says_nothing_of_its_length() {
+        const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n";
+        let small = |status: &'static str, length: Option<&'static str>| {
+            move |writer: &mut ResponseWriter, conn: &mut Connection<Wire>| {
+                let headers = length.map(|length| ("Content-Length".into(), length.into())).into_iter().collect();
+                writer.start(status, headers).unwrap();
+                writer.write(conn, b"hi").unwrap();
+            }
+        };
+        // RFC 9110 section 9.3.6: no Content-Length in a 2xx to CONNECT, the host's or the guest's; the body ends
+        // with the connection.
+        for length in [None, Some("2")] {
+            let (wire, kept) = respond_offering(CONNECT, true, small("200 OK", length));
+            assert!(!kept && wire.contains("\r\nConnection: close\r\n\r\nhi"), "{wire}");
+            assert!(!wire.to_ascii_lowercase().contains("content-length"), "{wire}");
+        }
+        let (wire, _) = respond_offering(CONNECT, true, |writer, conn| {
+            writer.start("200 OK", vec![]).unwrap();
+            writer.write(conn, &vec![b'a'; BUFFER_LIMIT + 1]).unwrap();
+        });
+        assert!(
+            !wire.contains("Transfer-Encoding") && wire.contains("\r\nConnection: close\r\n\r\naaa"),
+            "{wire:.300}"
+        );
+        // Any other answer to it is framed as usual.
+        let (wire, _) = respond_offering(CONNECT, true, small("404 Not Found", None));
+        assert!(wire.contains("\r\nContent-Length: 2\r\n\r\nhi"), "{wire}");
+        // The guest is still held to the length it declared.
+        let wire = respond(CONNECT, small("200 OK", Some("5")));
+        assert!(wire.starts_with("HTTP/1.1 500 "), "{wire}");
     }
 
     #[test]
