@@ -162,6 +162,10 @@ fn expect_continue_gets_100_before_the_body_is_read() {
     stream.write_all(b"hello").unwrap();
     let response = crate::support::read_response(stream);
     assert_eq!(response.json()["body"], "hello");
+    // `Expect` is a list whose empty elements count for nothing: an empty one expects nothing.
+    let response = send(server.port, b"PUT / HTTP/1.1\r\nHost: h\r\nExpect:\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!((response.status, response.json()["body"].as_str()), (200, Some("hi")));
+    assert!(!response.raw.starts_with(b"HTTP/1.1 100"), "no interim answer to an empty Expect");
 }
 
 #[test]

@@ -239,12 +239,16 @@ fn version_error(bytes: &[u8]) -> HttpError {
     }
 }
 
+/// Whether the client waits for `100 Continue` before it sends the body. `Expect` is a list (RFC 9110 section
+/// 10.1.1) whose empty elements count for nothing (section 5.6.1.2); an element other than `100-continue` is
+/// answered `417`.
 fn expectation(headers: &[(String, String)], version: Version) -> Result<bool, HttpError> {
     let mut expects_continue = false;
-    for (_, value) in headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("expect")) {
-        if value.trim_matches([' ', '\t']).eq_ignore_ascii_case("100-continue") {
+    let fields = headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("expect"));
+    for element in fields.flat_map(|(_, value)| value.split(',')).map(|element| element.trim_matches([' ', '\t'])) {
+        if element.eq_ignore_ascii_case("100-continue") {
             expects_continue = version == Version::Http11;
-        } else {
+        } else if !element.is_empty() {
             return Err(HttpError::ExpectationFailed);
         }
     }
@@ -532,7 +536,15 @@ mod tests {
     #[test]
     fn expect_other_than_continue_is_417() {
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n"), Some(417));
-        let (request, _) = parse(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").unwrap().unwrap();
-        assert!(request.expects_continue);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue, magic\r\n\r\n"), Some(417));
+        let expects = |field: &[u8]| {
+            let wire = [b"POST / HTTP/1.1\r\nHost: h\r\n".as_slice(), field, b"\r\n\r\n"].concat();
+            parse(&wire).unwrap().unwrap().0.expects_continue
+        };
+        assert!(expects(b"Expect: 100-Continue"));
+        // A list: its empty elements count for nothing, so an empty field expects nothing.
+        assert!(expects(b"Expect: , 100-continue,"));
+        assert!(!expects(b"Expect:"));
+        assert!(!expects(b"Expect: ,\t,"));
     }
 }
