@@ -279,6 +279,28 @@ fn a_head_that_completes_while_its_worker_runs_a_long_request_is_served_by_a_fre
 }
 
 #[test]
+fn a_head_whose_time_ran_out_in_the_channel_is_answered_408_before_the_next_run() {
+    // One worker. A head still arriving when the worker starts a long request is passed into the pool's channel
+    // (the relay does so once a run lasts 5 ms), and its 1 s runs out there. The worker, once free, takes it back
+    // with a second long request that came meanwhile: the late head is answered `408` at once, not relayed again to
+    // wait for the second run.
+    let server = Server::start(MISBEHAVE, 1, &["--client-timeout", "1", "--keep-alive", "60"]);
+    let mut late = Client::connect(&server);
+    late.send(b"GET /count?late=1 HTTP/1.1\r\n");
+    eventually("the worker reads the start of the head", || read_by_server(server.port, &late.stream));
+    let mut first = Client::connect(&server);
+    first.send(b"GET /sleep?seconds=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    eventually("the worker reads the first request", || read_by_server(server.port, &first.stream));
+    let mut second = Client::connect(&server);
+    second.send(b"GET /sleep?seconds=60 HTTP/1.1\r\nHost: h\r\n\r\n");
+    eventually("the relay reads the second request", || read_by_server(server.port, &second.stream));
+    assert_kept(&first.response(), 200);
+    assert_closing(&late.response(), 408);
+    assert!(!second.has_news(), "the late head waited for the second run");
+    server.wait_for_line("\"GET /sleep?seconds=2 HTTP/1.1\" 200");
+}
+
+#[test]
 fn clients_past_the_idle_limit_are_answered_then_closed() {
     let server = Server::start("sample:hello", 1, &["--max-idle-connections", "1", "--keep-alive", "60"]);
     let mut first = Client::connect(&server);
