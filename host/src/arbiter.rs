@@ -159,8 +159,8 @@ impl Arbiter {
         // Bound first: an address in use is an error before the server says it listens.
         let metrics = metrics::Metrics::new(&config, &listeners, predecessor.is_some())?;
         let pidfile = match &config.pidfile {
-            Some(path) if predecessor.is_some() => Some(Pidfile::create(&Pidfile::upgrade_path(path))?),
-            Some(path) => Some(Pidfile::create(path)?),
+            Some(path) if predecessor.is_some() => Some(Pidfile::create(&Pidfile::upgrade_path(path), predecessor)?),
+            Some(path) => Some(Pidfile::create(path, None)?),
             None => None,
         };
         let pid = std::process::id();

@@ -225,6 +225,39 @@ fn sigusr2_then_term_upgrades_under_load_without_a_failed_request() {
     eventually("its pid file removed", || !pidfile.exists());
 }
 
+#[test]
+fn a_successor_left_at_the_upgrade_pid_file_can_be_upgraded_in_turn() {
+    // The successor of a USR2 upgrade writes `FILE.2` and moves it to `FILE` once the old arbiter has gone. When
+    // `FILE` has become something else than a pid file meanwhile, the move is refused and the successor stays at
+    // `FILE.2`: its own USR2 must then start the next arbiter, which takes `FILE.2` over, rather than be refused
+    // for the pid it finds there (its own predecessor's).
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("wasmcorn.pid");
+    let upgrade_pidfile = dir.path().join("wasmcorn.pid.2");
+    let mut server = Server::start("sample:hello", 1, &["--pid", pidfile.to_str().unwrap()]);
+    server.signal(Signal::SIGUSR2);
+    let successor = server.successor_pid();
+    server.also_stop(successor);
+    server.wait_for_count("Booting worker with pid", 2);
+    std::fs::remove_file(&pidfile).unwrap();
+    std::fs::write(&pidfile, "not a pid\n").unwrap();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "the old arbiter exits 0");
+    server.wait_for_line("holds something other than a process id");
+    assert_eq!(std::fs::read_to_string(&upgrade_pidfile).unwrap().trim(), successor.to_string());
+    nix::sys::signal::kill(successor, Signal::SIGUSR2).unwrap();
+    let line = server.wait_for_count("Started a new arbiter (pid:", 2).pop().unwrap();
+    let next = line.split("(pid:").nth(1).and_then(|rest| rest.split(')').next()).and_then(|pid| pid.parse().ok());
+    let next = Pid::from_raw(next.expect("a pid in the line"));
+    server.also_stop(next);
+    server.wait_for_count("Booting worker with pid", 3);
+    eventually("the next arbiter holds the upgrade's pid file", || {
+        std::fs::read_to_string(&upgrade_pidfile).is_ok_and(|text| text.trim() == next.to_string())
+    });
+    assert!(is_alive(next), "the next arbiter runs:\n{}", server.log_text());
+    assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+}
+
 /// The misbehave guest on one worker (with `extra` flags and a pid file in the returned folder), upgraded by `USR2`:
 /// the server, the successor arbiter (stopped by the server's guard too), and the two workers' pids, the old
 /// arbiter's first.

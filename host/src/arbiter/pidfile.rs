@@ -23,12 +23,13 @@ pub(super) struct Pidfile {
 }
 
 impl Pidfile {
-    /// Writes this process's pid to `path`, refusing a pid file that names another live process.
-    pub(super) fn create(path: &Path) -> anyhow::Result<Pidfile> {
+    /// Writes this process's pid to `path`, refusing a pid file that names another live process than
+    /// `predecessor`: the arbiter whose `USR2` started this one holds the upgrade's pid file still when its own move
+    /// to the main name was refused, and its successor takes it over.
+    pub(super) fn create(path: &Path, predecessor: Option<Pid>) -> anyhow::Result<Pidfile> {
         let (folder, name) = reach(path)?;
-        if let Some(pid) =
-            replaceable(path, &folder, name)?.filter(|pid| *pid != Pid::this() && kill(*pid, None).is_ok())
-        {
+        let another = |pid: &Pid| *pid != Pid::this() && Some(*pid) != predecessor && kill(*pid, None).is_ok();
+        if let Some(pid) = replaceable(path, &folder, name)?.filter(another) {
             bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
         }
         write(path, &folder, name)?;
