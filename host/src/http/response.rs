@@ -221,12 +221,11 @@ impl ResponseWriter {
                 }
                 let mut bytes = head;
                 // A 2xx to a CONNECT has no framing: its body ends with the connection.
-                let framed = !self.opens_tunnel(status);
-                self.add_connection(&mut bytes, framed);
+                let tunnel = opens_tunnel(self.connect, status);
+                self.add_connection(&mut bytes, !tunnel);
                 // A HEAD answer with no body and no length says none: a length of 0 would state what a GET gets,
                 // which the host does not know (RFC 9110, 8.6).
-                if declared.is_none() && status_allows_body(status) && !head_without_body && !self.opens_tunnel(status)
-                {
+                if declared.is_none() && status_allows_body(status) && !head_without_body && !tunnel {
                     // Writing to a `Vec` cannot fail.
                     let _ = write!(bytes, "Content-Length: {}\r\n", body.len());
                 }
@@ -277,12 +276,6 @@ impl ResponseWriter {
         }
     }
 
-    /// Whether a response with `status` answers a CONNECT with success: its head then says nothing of its body's
-    /// length, and the body ends with the connection.
-    fn opens_tunnel(&self, status: u16) -> bool {
-        self.connect && (200..300).contains(&status)
-    }
-
     fn fail(&mut self, reason: String) -> String {
         let (status_sent, sent) = self.progress();
         self.state = State::Failed { reason: reason.clone(), status_sent, sent };
@@ -294,13 +287,12 @@ impl ResponseWriter {
         else {
             return Ok(());
         };
-        let chunked = declared.is_none() && self.version == Version::Http11 && !self.opens_tunnel(status);
+        let tunnel = opens_tunnel(self.connect, status);
+        let chunked = declared.is_none() && self.version == Version::Http11 && !tunnel;
         let mut bytes = head;
-        // Streamed to an HTTP/1.0 client without a length, the body ends with the connection.
-        self.add_connection(
-            &mut bytes,
-            (chunked || declared.is_some() || self.head_only) && !self.opens_tunnel(status),
-        );
+        // Streamed to an HTTP/1.0 client without a length, or as a 2xx to a CONNECT, the body ends with the
+        // connection.
+        self.add_connection(&mut bytes, (chunked || declared.is_some() || self.head_only) && !tunnel);
         if chunked {
             bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
@@ -407,7 +399,7 @@ fn build_head(
             }
             // A 204 has no body and no Content-Length field, not even `0` (RFC 9110 section 8.6); a 2xx to a
             // CONNECT has none either (section 9.3.6).
-            if code == 204 || (connect && (200..300).contains(&code)) {
+            if code == 204 || opens_tunnel(connect, code) {
                 continue;
             }
         }
@@ -436,6 +428,12 @@ fn parse_status(status: &str) -> Result<(u16, &str), String> {
     }
     let reason = if reason.is_empty() { reason_phrase(code) } else { reason };
     Ok((code, reason))
+}
+
+/// Whether a response with `status` answers a CONNECT (`connect`: the request is one) with success: its head then
+/// says nothing of its body's length, and the body ends with the connection (RFC 9110 section 9.3.6).
+fn opens_tunnel(connect: bool, status: u16) -> bool {
+    connect && (200..300).contains(&status)
 }
 
 fn status_allows_body(status: u16) -> bool {
