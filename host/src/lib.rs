@@ -36,6 +36,13 @@ use clap::Parser;
 
 use config::Invocation;
 
+/// The one line a failed run prints: `Error: ` and the error's chain, every line break or other control character
+/// in it (from a path or a name the operator gave, or a compiler's message) written as an escape, as guest text in
+/// the log is.
+pub fn error_line(err: &anyhow::Error) -> String {
+    format!("Error: {}", log::escape(&format!("{err:#}")))
+}
+
 /// Parses the command line and runs the chosen command. `Ok` carries the process's exit code.
 pub fn run() -> anyhow::Result<ExitCode> {
     let argv: Vec<OsString> = std::env::args_os().collect();

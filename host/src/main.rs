@@ -8,7 +8,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // A stderr that cannot take the line (closed, a full disk) loses it: the exit status still says it.
-            let _ = writeln!(std::io::stderr(), "Error: {err:#}");
+            let _ = writeln!(std::io::stderr(), "{}", wasmcorn::error_line(&err));
             ExitCode::FAILURE
         }
     }

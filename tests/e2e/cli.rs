@@ -69,6 +69,16 @@ fn component_path_that_is_not_a_regular_file_is_a_one_line_error() {
     }
 }
 
+/// A line break in a name the operator gave (here a folder on the pid file's path) is written as an escape: the
+/// error stays one line.
+#[test]
+fn a_line_break_in_a_path_stays_on_the_errors_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("no\nsuch").join("wasmcorn.pid");
+    let output = run(&["serve", "sample:hello", "-b", "127.0.0.1:0", "--pid", pidfile.to_str().unwrap()]);
+    assert_one_line_error(&output, &["cannot write the pid file", "no\\nsuch/wasmcorn.pid"]);
+}
+
 #[test]
 fn file_that_is_not_a_component_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
