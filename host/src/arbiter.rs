@@ -56,8 +56,8 @@ const GUEST_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// How long the main loop, and an idle worker, sleep when nothing happens.
 const IDLE_WAIT: Duration = Duration::from_millis(1000);
 
-/// `--check-config`: the configuration is valid (it was parsed), the addresses to bind are addresses, and the app
-/// compiles and is a wasmcorn app.
+/// `--check-config`: the configuration is valid (it was parsed), the addresses to bind are addresses, the app
+/// compiles and is a wasmcorn app, and a dedicated pool's workers can read their apps with the pool's credentials.
 pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
     apply_process_settings(config)?;
     for spec in &config.binds {
@@ -66,7 +66,8 @@ pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
     if let Some(spec) = &config.metrics_bind {
         listener::check_spec(spec).with_context(|| format!("--metrics-bind {spec}"))?;
     }
-    spawn::compile_apps(config, false)?;
+    let artefacts = spawn::compile_apps(config, false)?;
+    spawn::check_pool_credentials(&config.site, &artefacts)?;
     Ok(())
 }
 

@@ -147,6 +147,33 @@ fn a_dedicated_pool_with_a_user_alone_runs_with_that_users_groups() {
 }
 
 #[test]
+fn check_config_says_when_a_dedicated_pools_user_cannot_read_the_compiled_guest() {
+    // The cache in a folder only root may enter: the compile step (root's) writes there, and the pool's workers,
+    // as nobody, could not load the app (the app would be stopped, its requests answered 503).
+    let check = |cache: &Path, manifest: &Path| {
+        let args = ["serve", "--apps", manifest.to_str().unwrap(), "--check-config", "--cache-dir"];
+        command(&args).arg(cache).output().unwrap()
+    };
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), Permissions::from_mode(0o700)).unwrap();
+    let (dir, reachable) = fresh_cache();
+    let manifest = dir.path().join("apps.toml");
+    let text = "[[app]]\nname = \"solo\"\ncomponent = \"sample:hello\"\nhosts = [\"solo.test\"]\nworkers = 1\n\
+                user = \"nobody\"\n";
+    std::fs::write(&manifest, text).unwrap();
+    let output = check(&private.path().join("cache"), &manifest);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("app solo: its pool's workers (uid 65534) cannot read") && stderr.contains("Permission denied")
+    );
+    // A cache they can reach passes.
+    let output = check(&reachable, &manifest);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
 fn a_cache_folder_of_another_user_stops_the_start_with_one_line() {
     // The folder is root's; the compile step runs as nobody and cannot own what it writes there.
     let (_dir, cache) = fresh_cache();

@@ -160,6 +160,57 @@ pub(super) fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<A
     compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
+/// `--check-config`: whether each dedicated pool that runs under credentials of its own (`user`, `group`) can read
+/// its apps' compiled artefacts with them, as its workers must: one that cannot fails to boot, and its app is
+/// stopped (answered `503`). A child per such pool takes the pool's credentials, as a worker does, and opens
+/// them; what it could not open comes back as one line.
+pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> anyhow::Result<()> {
+    for (id, app) in site.ids() {
+        let Some(pool) = app.pool.filter(|pool| pool.user.is_some() || pool.group.is_some()) else { continue };
+        let Some(artefact) = artefacts.get(id.index()) else { continue };
+        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        // SAFETY: `--check-config` runs in a single-threaded process (the compile step was a child of its own),
+        // so the child is a consistent copy of it; it only changes its credentials, opens a file, writes one
+        // message and exits.
+        match unsafe { fork() }.context("cannot fork to check a pool's credentials")? {
+            ForkResult::Child => {
+                drop(reader);
+                let opened = process::drop_privileges(pool.user, pool.group)
+                    .and_then(|()| File::open(&artefact.path).map(drop).map_err(anyhow::Error::from));
+                let message = match opened {
+                    Ok(()) => String::new(),
+                    Err(err) => format!("{err:#}"),
+                };
+                let _ = File::from(writer).write_all(message.as_bytes());
+                std::process::exit(0);
+            }
+            ForkResult::Parent { child } => {
+                drop(writer);
+                let mut message = Vec::new();
+                let read = File::from(reader).read_to_end(&mut message);
+                let status = waitpid(child, None);
+                read.context("cannot read the credentials check's answer")?;
+                if !matches!(status, Ok(WaitStatus::Exited(_, 0))) {
+                    bail!("the check of app {}'s pool credentials died ({})", app.guest.name, describe_status(status));
+                }
+                if !message.is_empty() {
+                    let user = pool.user.map(|uid| format!("uid {uid}"));
+                    let group = pool.group.map(|gid| format!("gid {gid}"));
+                    bail!(
+                        "app {}: its pool's workers ({}) cannot read its compiled guest {}: {}; give a --cache-dir \
+                         they can reach",
+                        app.guest.name,
+                        [user, group].into_iter().flatten().collect::<Vec<_>>().join(", "),
+                        artefact.path.display(),
+                        String::from_utf8_lossy(&message)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.
 pub(super) fn worker(setup: worker::Setup<'_>, close_in_child: &[RawFd]) -> anyhow::Result<Pid> {
     // SAFETY: the arbiter is single-threaded (it never starts threads), so the child is a consistent copy of
