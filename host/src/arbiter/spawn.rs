@@ -175,8 +175,12 @@ pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> any
         match unsafe { fork() }.context("cannot fork to check a pool's credentials")? {
             ForkResult::Child => {
                 drop(reader);
-                let opened = process::drop_privileges(pool.user, pool.group)
-                    .and_then(|()| File::open(&artefact.path).map(drop).map_err(anyhow::Error::from));
+                let opened = process::drop_privileges(pool.user, pool.group).and_then(|()| {
+                    let path = artefact.path.display();
+                    File::open(&artefact.path)
+                        .map(drop)
+                        .with_context(|| format!("cannot read the compiled guest {path}"))
+                });
                 let message = match opened {
                     Ok(()) => String::new(),
                     Err(err) => format!("{err:#}"),
@@ -197,11 +201,9 @@ pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> any
                     let user = pool.user.map(|uid| format!("uid {uid}"));
                     let group = pool.group.map(|gid| format!("gid {gid}"));
                     bail!(
-                        "app {}: its pool's workers ({}) cannot read its compiled guest {}: {}; give a --cache-dir \
-                         they can reach",
+                        "app {}: its pool's workers ({}) would fail to boot: {}",
                         app.guest.name,
                         [user, group].into_iter().flatten().collect::<Vec<_>>().join(", "),
-                        artefact.path.display(),
                         String::from_utf8_lossy(&message)
                     );
                 }
