@@ -31,6 +31,21 @@ fn pid_file_of_a_live_server_refuses_a_second_start() {
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), server.pid.to_string());
 }
 
+/// A pid file that another local user planted in a shared folder (sticky and everyone's, as /tmp is), naming a live
+/// process, is not this user's server's: it no longer stops the start, and is replaced. One of this user's own
+/// still does (above).
+#[test]
+fn a_pid_file_another_user_planted_does_not_stop_the_start() {
+    use std::os::unix::fs::MetadataExt;
+    let shared = crate::support::shared_folder();
+    let pidfile = shared.path().join("wasmcorn.pid");
+    std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    std::os::unix::fs::chown(&pidfile, Some(65534), Some(65534)).unwrap();
+    let server = Server::start("sample:hello", 1, &["--pid", pidfile.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), format!("{}\n", server.pid));
+    assert_eq!(std::fs::metadata(&pidfile).unwrap().uid(), nix::unistd::geteuid().as_raw(), "the server's own now");
+}
+
 /// What is at the pid file's name and is not a pid file stops the start in one line and is left as it was: a
 /// `--pid` aimed by mistake at a config file used to write the pid over it and remove it at exit (and, run by root,
 /// `--pid /dev/null` replaced the null device). An empty file, or one naming a process that is gone, is taken over.

@@ -1,8 +1,8 @@
 //! The pid file (`--pid FILE`): written at start (atomically, owner-only, never through a symlink), removed at
-//! exit if it still names this process. A pid file naming a live process stops the start, as in Gunicorn; so does
-//! anything at the name that is not a pid file, which is never replaced (a `--pid` aimed by mistake at a config
-//! file, or at `/dev/null` by root, would destroy it). During a SIGUSR2 upgrade the new arbiter writes `FILE.2`
-//! and takes `FILE` over once the old arbiter has gone.
+//! exit if it still names this process. A pid file of this user's naming a live process stops the start, as in
+//! Gunicorn (one another user planted does not); so does anything at the name that is not a pid file, which is
+//! never replaced (a `--pid` aimed by mistake at a config file, or at `/dev/null` by root, would destroy it).
+//! During a SIGUSR2 upgrade the new arbiter writes `FILE.2` and takes `FILE` over once the old arbiter has gone.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{ErrorKind, Write};
@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use nix::fcntl::OFlag;
 use nix::sys::signal::kill;
 use nix::sys::stat::SFlag;
-use nix::unistd::Pid;
+use nix::unistd::{Pid, geteuid};
 
 use crate::planted::{Folder, kind_called};
 
@@ -98,7 +98,10 @@ fn write(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<()> {
 
 /// Whether what is at the pid file's `name` in `folder` (`path` as given) may be replaced, and the pid it holds:
 /// nothing, a symlink (the link is replaced, never what it points to), or a regular file that holds a pid or
-/// nothing may. Anything else is refused, with what it is.
+/// nothing may. Anything else is refused, with what it is. The pid of a file another user owns is not this user's
+/// server's, whatever it says: another local user who planted a pid file naming a live process in a shared folder
+/// such as /tmp does not stop the start (the file is replaced where this user may, and refused by the kernel
+/// where not).
 fn replaceable(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<Option<Pid>> {
     let refuse = |what: &str| {
         anyhow::anyhow!(
@@ -106,16 +109,17 @@ fn replaceable(path: &Path, folder: &Folder, name: &OsStr) -> anyhow::Result<Opt
             path.display()
         )
     };
-    let kind = folder.entry_kind(name).with_context(|| format!("cannot look at the pid file {}", path.display()))?;
-    match kind {
-        None | Some(SFlag::S_IFLNK) => Ok(None),
-        Some(SFlag::S_IFREG) => match read(folder, name) {
+    let entry = folder.entry(name).with_context(|| format!("cannot look at the pid file {}", path.display()))?;
+    match entry {
+        None | Some((SFlag::S_IFLNK, _)) => Ok(None),
+        Some((SFlag::S_IFREG, owner)) => match read(folder, name) {
             Some(PidText::Empty) => Ok(None),
+            Some(PidText::Pid(_)) if owner != geteuid() => Ok(None),
             Some(PidText::Pid(pid)) => Ok(Some(pid)),
             Some(PidText::Other) => Err(refuse("a file that holds something other than a process id")),
             None => Err(refuse("a file that cannot be read")),
         },
-        Some(other) => Err(refuse(kind_called(other))),
+        Some((other, _)) => Err(refuse(kind_called(other))),
     }
 }
 
