@@ -1,10 +1,11 @@
 //! Process-wide settings that Gunicorn users expect: the process title, daemonizing, dropping privileges,
 //! the umask and the working folder. Only the arbiter and the workers call these.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
 use nix::unistd::{ForkResult, Gid, Uid, User, fork, setsid};
 
 /// Sets the process title: the kernel's 15-byte name (`ps -o comm`, `top`) and, as far as the original
@@ -39,22 +40,72 @@ fn rewrite_command_line(title: &str) -> std::io::Result<()> {
     memory.write_all(&area)
 }
 
-/// Detaches from the terminal: forks twice (the first parent exits at once), starts a new session and points
-/// stdin, stdout and stderr at /dev/null. Call it while the process is single-threaded.
-pub(crate) fn daemonize() -> anyhow::Result<()> {
-    for step in 0..2 {
-        // SAFETY: the arbiter is single-threaded when it daemonizes; the parent exits at once and the child
-        // continues as the only copy.
+/// The detached server's line to the process that started it (see `daemonize`), which waits to hear whether the
+/// start succeeded: `wasmcorn serve -D` exits 0 for a server that runs, and 1 with its error line otherwise.
+pub(crate) struct StartReport(File);
+
+impl StartReport {
+    /// The server has started (its pid file written, its metrics address bound): the launcher exits 0.
+    pub(crate) fn started(self) {
+        let _ = (&self.0).write_all(STARTED);
+    }
+
+    /// The start failed: the launcher prints `line` (one line: `Error: ...`) and exits 1.
+    pub(crate) fn failed(self, line: &str) {
+        let _ = (&self.0).write_all(line.as_bytes());
+    }
+}
+
+/// What `StartReport::started` says.
+const STARTED: &[u8] = b"started";
+
+/// Detaches from the terminal: forks twice, starts a new session and points stdin, stdout and stderr at /dev/null.
+/// The first process waits for the detached one's `StartReport` and exits with it: 0 once the server has started,
+/// 1 with the error's line on its stderr if the start failed, or if the server died before it said (its error log
+/// then tells). Call it while the process is single-threaded, and report before forking again.
+pub(crate) fn daemonize() -> anyhow::Result<StartReport> {
+    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    // SAFETY: the arbiter is single-threaded when it daemonizes; the parent only waits for the report and exits,
+    // and the child continues as the only copy of the server.
+    match unsafe { fork() }.context("cannot fork to daemonize")? {
+        ForkResult::Parent { .. } => {
+            drop(writer);
+            std::process::exit(await_start(File::from(reader)));
+        }
+        ForkResult::Child => drop(reader),
+    }
+    let report = StartReport(File::from(writer));
+    let detached = setsid().context("cannot start a new session").and_then(|_| {
+        // SAFETY: as above; the intermediate parent exits at once.
         match unsafe { fork() }.context("cannot fork to daemonize")? {
             ForkResult::Parent { .. } => std::process::exit(0),
-            ForkResult::Child => {
-                if step == 0 {
-                    setsid().context("cannot start a new session")?;
-                }
-            }
+            ForkResult::Child => stdio_to_dev_null(),
+        }
+    });
+    match detached {
+        Ok(()) => Ok(report),
+        Err(err) => {
+            report.failed(&crate::error_line(&err));
+            std::process::exit(1);
         }
     }
-    stdio_to_dev_null()
+}
+
+/// The launcher's side of `daemonize`: reads the report and returns the exit code it means.
+fn await_start(mut report: File) -> i32 {
+    let mut said = Vec::new();
+    let read = report.read_to_end(&mut said);
+    if read.is_ok() && said == STARTED {
+        return 0;
+    }
+    let line = if said.is_empty() {
+        "Error: the detached server ended before it said it had started (its error log may say why)".to_string()
+    } else {
+        String::from_utf8_lossy(&said).into_owned()
+    };
+    // A stderr that cannot take the line loses it: the exit status still says it.
+    let _ = writeln!(std::io::stderr(), "{line}");
+    1
 }
 
 /// Detaches from the terminal without forking, for an arbiter that must keep its pid and its parent: the successor

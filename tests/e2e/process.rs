@@ -116,6 +116,23 @@ fn daemon_mode_detaches_and_serves_until_terminated() {
     eventually("the pid file is removed", || !pidfile.exists());
 }
 
+/// A daemon whose start fails once it has detached (here its pid file names the daemon already running) makes its
+/// launcher exit 1 with the error's one line: the launcher exited 0 at once, and the error went to the log alone.
+#[test]
+fn a_daemon_that_fails_to_start_makes_its_launcher_exit_1_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _, pidfile, logfile) = start_daemon(dir.path());
+    let (pid_arg, log_arg) = (pidfile.to_str().unwrap(), logfile.to_str().unwrap());
+    let args = ["serve", "--daemon", "--bind", "127.0.0.1:0", "--pid", pid_arg, "--error-logfile", log_arg];
+    let output = command(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("Error: already running on pid {}", daemon.0)), "{stderr}");
+    assert!(is_alive(daemon.0));
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), daemon.0.to_string());
+}
+
 /// A daemon upgraded by `USR2`: the new arbiter detaches where it is, as the old one's child, writes `FILE.2`, and
 /// takes the pid file over when the old one stops. (It forked twice to daemonize again: the old arbiter took the
 /// child it had started, exiting at once, for a failed upgrade, and the new one, not knowing whom it succeeded,
