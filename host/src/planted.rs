@@ -146,17 +146,8 @@ impl Folder {
     /// What kind of entry `name` is in this folder, a symlink itself rather than what it points to; none when
     /// there is no such entry.
     pub(crate) fn entry_kind(&self, name: &OsStr) -> io::Result<Option<SFlag>> {
-        Ok(self.entry(name)?.map(|(kind, _)| kind))
-    }
-
-    /// What kind of entry `name` is in this folder (as `entry_kind` says) and the uid that owns it; none when
-    /// there is no such entry.
-    pub(crate) fn entry(&self, name: &OsStr) -> io::Result<Option<(SFlag, nix::unistd::Uid)>> {
         match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some((
-                SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT,
-                nix::unistd::Uid::from_raw(stat.st_uid),
-            ))),
+            Ok(stat) => Ok(Some(SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)),
             Err(Errno::ENOENT) => Ok(None),
             Err(err) => Err(err.into()),
         }

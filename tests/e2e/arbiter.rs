@@ -230,7 +230,7 @@ fn a_successor_left_at_the_upgrade_pid_file_can_be_upgraded_in_turn() {
     // The successor of a USR2 upgrade writes `FILE.2` and moves it to `FILE` once the old arbiter has gone. When
     // `FILE` has become something else than a pid file meanwhile, the move is refused and the successor stays at
     // `FILE.2`: its own USR2 must then start the next arbiter, which takes `FILE.2` over, rather than be refused
-    // for the pid it finds there (its own predecessor's).
+    // for the pid it finds there (its own predecessor's), and gives it back if it stops first.
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("wasmcorn.pid");
     let upgrade_pidfile = dir.path().join("wasmcorn.pid.2");
@@ -256,6 +256,11 @@ fn a_successor_left_at_the_upgrade_pid_file_can_be_upgraded_in_turn() {
     });
     assert!(is_alive(next), "the next arbiter runs:\n{}", server.log_text());
     assert_eq!(send(server.port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    // Stopped before its predecessor (the upgrade rolled back), the next arbiter gives the file back to it.
+    nix::sys::signal::kill(next, Signal::SIGTERM).unwrap();
+    eventually("the next arbiter stops", || !is_alive(next));
+    assert_eq!(std::fs::read_to_string(&upgrade_pidfile).unwrap().trim(), successor.to_string());
+    assert!(is_alive(successor));
 }
 
 /// The misbehave guest on one worker (with `extra` flags and a pid file in the returned folder), upgraded by `USR2`:
