@@ -67,7 +67,7 @@ pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
         listener::check_spec(spec).with_context(|| format!("--metrics-bind {spec}"))?;
     }
     let artefacts = spawn::compile_apps(config, false)?;
-    spawn::check_pool_credentials(&config.site, &artefacts)?;
+    spawn::check_pool_credentials(config, &artefacts)?;
     Ok(())
 }
 
@@ -383,14 +383,10 @@ impl Arbiter {
         };
         let jitter =
             if self.config.max_requests_jitter > 0 { fastrand::u64(0..=self.config.max_requests_jitter) } else { 0 };
-        // A stopped app's stand-in worker loads nothing and runs with the server's own credentials. A dedicated
-        // pool with a user of its own runs with that user's group (or its primary group), not the server's --group.
+        // A stopped app's stand-in worker loads nothing and runs with the server's own credentials.
         let stopped = self.pools.get(pool).is_some_and(|run| run.stopped);
-        let (user, group) = match dedicated.filter(|_| !stopped).and_then(|app| app.pool) {
-            Some(pool) if pool.user.is_some() => (pool.user, pool.group),
-            Some(pool) => (self.config.user, pool.group.or(self.config.group)),
-            None => (self.config.user, self.config.group),
-        };
+        let (user, group) =
+            spawn::worker_credentials(&self.config, dedicated.filter(|_| !stopped).and_then(|app| app.pool));
         let setup = crate::worker::Setup {
             site: &self.config.site,
             pool,

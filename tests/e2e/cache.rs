@@ -165,7 +165,7 @@ fn check_config_says_when_a_dedicated_pools_user_cannot_read_the_compiled_guest(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let said = "app solo: its pool's workers (uid 65534) would fail to boot: cannot read the compiled guest";
+    let said = "app solo: its pool's workers (uid 65534) would fail to boot: the compiled guest";
     assert!(stderr.contains(said) && stderr.contains("Permission denied"), "{stderr}");
     // A cache they can reach passes.
     let output = check(&reachable, &manifest);

@@ -208,7 +208,7 @@ fn a_2xx_answer_to_connect_carries_no_length_and_ends_with_the_connection() {
     assert_eq!(response.header("transfer-encoding"), None, "{}", String::from_utf8_lossy(&response.raw));
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(response.json()["environ"]["REQUEST_METHOD"], "CONNECT");
-    // Any other answer to a CONNECT, and a 2xx to any other method, is framed as always.
+    // A 2xx to any other method is framed as always (other answers to a CONNECT: the response writer's unit test).
     let get = server.get("/");
     assert_eq!(get.header("content-length").map(str::to_owned), Some(get.body.len().to_string()));
 }
@@ -284,7 +284,7 @@ fn a_head_whose_time_ran_out_in_the_channel_is_answered_408_before_the_next_run(
     // (the relay does so once a run lasts 5 ms), and its 1 s runs out there. The worker, once free, takes it back
     // with a second long request that came meanwhile: the late head is answered `408` at once, not relayed again to
     // wait for the second run.
-    let server = Server::start(MISBEHAVE, 1, &["--client-timeout", "1", "--keep-alive", "60"]);
+    let server = Server::start(MISBEHAVE, 1, &["--client-timeout", "1", "--keep-alive", "60", "--guest-timeout", "30"]);
     let mut late = Client::connect(&server);
     late.send(b"GET /count?late=1 HTTP/1.1\r\n");
     eventually("the worker reads the start of the head", || read_by_server(server.port, &late.stream));
@@ -296,6 +296,8 @@ fn a_head_whose_time_ran_out_in_the_channel_is_answered_408_before_the_next_run(
     eventually("the relay reads the second request", || read_by_server(server.port, &second.stream));
     assert_kept(&first.response(), 200);
     assert_closing(&late.response(), 408);
+    // Had the late head been relayed again, its 408 would have come once the second run ended, at its 30 s guest
+    // timeout (well within the client's patience), and the second client would have its 503 by then.
     assert!(!second.has_news(), "the late head waited for the second run");
     server.wait_for_line("\"GET /sleep?seconds=2 HTTP/1.1\" 200");
 }

@@ -86,7 +86,7 @@ fn start_daemon(dir: &std::path::Path) -> (KillOnDrop, u16, std::path::PathBuf, 
     let (pid_arg, log_arg) = (pidfile.to_str().unwrap(), logfile.to_str().unwrap());
     let args = ["--bind", "127.0.0.1:0", "--pid", pid_arg, "--error-logfile", log_arg, "--access-logfile", log_arg];
     let status = command(&["serve", "--daemon"]).args(args).status().unwrap();
-    assert!(status.success(), "the launching process exits 0 at once");
+    assert!(status.success(), "the launching process exits 0 once the server has started");
     let log = wait_for_file_line(&logfile, "Booting worker with pid");
     let pid = Pid::from_raw(wait_for_file_line(&pidfile, "").trim().parse().unwrap());
     let guard = KillOnDrop(pid);

@@ -15,7 +15,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2};
 
 use crate::config::Config;
 use crate::guest::{self, AppSource, Artefact};
-use crate::site::{App, Site};
+use crate::site::{App, DedicatedPool, Site};
 use crate::{log, process, worker};
 
 /// Who the compile step runs as: the workers' `--user` and `--group`, so that the untrusted wasm is compiled
@@ -160,14 +160,15 @@ pub(super) fn compile_apps(config: &Config, fresh: bool) -> anyhow::Result<Vec<A
     compile(&config.site, &config.cache_dir, compiler, fresh)
 }
 
-/// `--check-config`: whether each dedicated pool that runs under credentials of its own (`user`, `group`) can read
+/// `--check-config`: whether each dedicated pool that runs under credentials of its own (`user`, `group`) can load
 /// its apps' compiled artefacts with them, as its workers must: one that cannot fails to boot, and its app is
-/// stopped (answered `503`). A child per such pool takes the pool's credentials, as a worker does, and opens
-/// them; what it could not open comes back as one line.
-pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> anyhow::Result<()> {
-    for (id, app) in site.ids() {
+/// stopped (answered `503`). A child per such app takes the credentials its workers would run with and checks the
+/// artefact as a worker does before mapping it; what failed comes back as one line.
+pub(super) fn check_pool_credentials(config: &Config, artefacts: &[Artefact]) -> anyhow::Result<()> {
+    for (id, app) in config.site.ids() {
         let Some(pool) = app.pool.filter(|pool| pool.user.is_some() || pool.group.is_some()) else { continue };
         let Some(artefact) = artefacts.get(id.index()) else { continue };
+        let (user, group) = worker_credentials(config, Some(pool));
         let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         // SAFETY: `--check-config` runs in a single-threaded process (the compile step was a child of its own),
         // so the child is a consistent copy of it; it only changes its credentials, opens a file, writes one
@@ -175,13 +176,8 @@ pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> any
         match unsafe { fork() }.context("cannot fork to check a pool's credentials")? {
             ForkResult::Child => {
                 drop(reader);
-                let opened = process::drop_privileges(pool.user, pool.group).and_then(|()| {
-                    let path = artefact.path.display();
-                    File::open(&artefact.path)
-                        .map(drop)
-                        .with_context(|| format!("cannot read the compiled guest {path}"))
-                });
-                let message = match opened {
+                let checked = process::drop_privileges(user, group).and_then(|()| artefact.check_as_a_worker_would());
+                let message = match checked {
                     Ok(()) => String::new(),
                     Err(err) => format!("{err:#}"),
                 };
@@ -198,8 +194,8 @@ pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> any
                     bail!("the check of app {}'s pool credentials died ({})", app.guest.name, describe_status(status));
                 }
                 if !message.is_empty() {
-                    let user = pool.user.map(|uid| format!("uid {uid}"));
-                    let group = pool.group.map(|gid| format!("gid {gid}"));
+                    let user = user.map(|uid| format!("uid {uid}"));
+                    let group = group.map(|gid| format!("gid {gid}"));
                     bail!(
                         "app {}: its pool's workers ({}) would fail to boot: {}",
                         app.guest.name,
@@ -211,6 +207,17 @@ pub(super) fn check_pool_credentials(site: &Site, artefacts: &[Artefact]) -> any
         }
     }
     Ok(())
+}
+
+/// The user and group a worker of a pool runs as: a dedicated pool's `pool` with a user of its own runs with that
+/// user's group (or its primary group), not the server's `--group`; one with a group alone, with the server's
+/// `--user`; the shared pool (`None`), with the server's `--user` and `--group`.
+pub(super) fn worker_credentials(config: &Config, pool: Option<DedicatedPool>) -> (Option<Uid>, Option<Gid>) {
+    match pool {
+        Some(pool) if pool.user.is_some() => (pool.user, pool.group),
+        Some(pool) => (config.user, pool.group.or(config.group)),
+        None => (config.user, config.group),
+    }
 }
 
 /// Forks a worker. `close_in_child` are the arbiter's own descriptors, which the worker must not keep.

@@ -36,6 +36,17 @@ pub struct Artefact {
     pub initial_memory: u64,
 }
 
+impl Artefact {
+    /// What a worker checks before it maps the artefact (see `trust::verify`): the file and its folder belong to
+    /// the compile step's user and no one else may write them, and the file holds the bytes that step wrote. An
+    /// error also says when this process's user cannot read it.
+    pub fn check_as_a_worker_would(&self) -> anyhow::Result<()> {
+        super::trust::verify(&self.path, self.owner, &self.digest)
+            .map(drop)
+            .with_context(|| format!("the compiled guest {}", self.path.display()))
+    }
+}
+
 /// Compiles the app's component `wasm` for a pool whose apps use at most `max_memory_bytes` (or finds it in
 /// the cache, unless `fresh`), tells its kind from its exports, checks that the host provides what it imports,
 /// and returns the artefact.
