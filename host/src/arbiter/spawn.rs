@@ -171,7 +171,7 @@ pub(super) fn check_pool_credentials(config: &Config, artefacts: &[Artefact]) ->
         let (user, group) = worker_credentials(config, Some(pool));
         let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         // SAFETY: `--check-config` runs in a single-threaded process (the compile step was a child of its own),
-        // so the child is a consistent copy of it; it only changes its credentials, opens a file, writes one
+        // so the child is a consistent copy of it; it only changes its credentials, reads a file, writes one
         // message and exits.
         match unsafe { fork() }.context("cannot fork to check a pool's credentials")? {
             ForkResult::Child => {
