@@ -42,35 +42,43 @@ const MEMORY_HEX: usize = 16;
 /// have) and returns their artefacts, in the order of `site.apps`, or the child's error as one line. With
 /// `fresh`, the cache is not trusted: every app is compiled and written again.
 pub(super) fn compile(site: &Site, cache_dir: &Path, compiler: Compiler, fresh: bool) -> anyhow::Result<Vec<Artefact>> {
+    let (message, status) =
+        answer_of_child("the compile step", || match prepare_all(site, cache_dir, compiler, fresh) {
+            Ok(artefacts) => encode(&artefacts),
+            Err(err) => format!("err {err:#}").into_bytes(),
+        })?;
+    if let Some(artefacts) = decode(&message, compiler.owner())
+        && artefacts.len() == site.apps.len()
+    {
+        return Ok(artefacts);
+    }
+    if let Some(error) = message.strip_prefix(b"err ") {
+        bail!("{}", String::from_utf8_lossy(error).replace('\n', " "));
+    }
+    bail!("the compile step died ({})", describe_status(status));
+}
+
+/// Runs `work` in a child process, `what` (as messages name it: `the compile step`), and returns the message it
+/// made and how the child ended. The child writes the message to a pipe and exits 0.
+fn answer_of_child(what: &str, work: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(Vec<u8>, nix::Result<WaitStatus>)> {
     let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    // SAFETY: the arbiter is single-threaded here (it never starts threads), so the child is a consistent copy
-    // of it; the child only compiles, writes one message and exits.
-    match unsafe { fork() }.context("cannot fork the compile step")? {
+    // SAFETY: the arbiter, and a `--check-config` run, are single-threaded (they never start threads; the compile
+    // step is a child of its own), so the child is a consistent copy; it only runs `work`, writes one message and
+    // exits.
+    match unsafe { fork() }.with_context(|| format!("cannot fork {what}"))? {
         ForkResult::Child => {
             drop(reader);
-            let message = match prepare_all(site, cache_dir, compiler, fresh) {
-                Ok(artefacts) => encode(&artefacts),
-                Err(err) => format!("err {err:#}").into_bytes(),
-            };
+            let message = work();
             let _ = File::from(writer).write_all(&message);
             std::process::exit(0);
         }
         ForkResult::Parent { child } => {
             drop(writer);
             let mut message = Vec::new();
-            let read = File::from(reader.try_clone()?).read_to_end(&mut message);
-            drop(reader);
+            let read = File::from(reader).read_to_end(&mut message);
             let status = waitpid(child, None);
-            read.context("cannot read the compile step's answer")?;
-            if let Some(artefacts) = decode(&message, compiler.owner())
-                && artefacts.len() == site.apps.len()
-            {
-                return Ok(artefacts);
-            }
-            if let Some(error) = message.strip_prefix(b"err ") {
-                bail!("{}", String::from_utf8_lossy(error).replace('\n', " "));
-            }
-            bail!("the compile step died ({})", describe_status(status));
+            read.with_context(|| format!("cannot read {what}'s answer"))?;
+            Ok((message, status))
         }
     }
 }
@@ -169,41 +177,24 @@ pub(super) fn check_pool_credentials(config: &Config, artefacts: &[Artefact]) ->
         let Some(pool) = app.pool.filter(|pool| pool.user.is_some() || pool.group.is_some()) else { continue };
         let Some(artefact) = artefacts.get(id.index()) else { continue };
         let (user, group) = worker_credentials(config, Some(pool));
-        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        // SAFETY: `--check-config` runs in a single-threaded process (the compile step was a child of its own),
-        // so the child is a consistent copy of it; it only changes its credentials, reads a file, writes one
-        // message and exits.
-        match unsafe { fork() }.context("cannot fork to check a pool's credentials")? {
-            ForkResult::Child => {
-                drop(reader);
-                let checked = process::drop_privileges(user, group).and_then(|()| artefact.check_as_a_worker_would());
-                let message = match checked {
-                    Ok(()) => String::new(),
-                    Err(err) => format!("{err:#}"),
-                };
-                let _ = File::from(writer).write_all(message.as_bytes());
-                std::process::exit(0);
+        let (message, status) = answer_of_child("the credentials check", || {
+            match process::drop_privileges(user, group).and_then(|()| artefact.check_as_a_worker_would()) {
+                Ok(()) => Vec::new(),
+                Err(err) => format!("{err:#}").into_bytes(),
             }
-            ForkResult::Parent { child } => {
-                drop(writer);
-                let mut message = Vec::new();
-                let read = File::from(reader).read_to_end(&mut message);
-                let status = waitpid(child, None);
-                read.context("cannot read the credentials check's answer")?;
-                if !matches!(status, Ok(WaitStatus::Exited(_, 0))) {
-                    bail!("the check of app {}'s pool credentials died ({})", app.guest.name, describe_status(status));
-                }
-                if !message.is_empty() {
-                    let user = user.map(|uid| format!("uid {uid}"));
-                    let group = group.map(|gid| format!("gid {gid}"));
-                    bail!(
-                        "app {}: its pool's workers ({}) would fail to boot: {}",
-                        app.guest.name,
-                        [user, group].into_iter().flatten().collect::<Vec<_>>().join(", "),
-                        String::from_utf8_lossy(&message)
-                    );
-                }
-            }
+        })?;
+        if !matches!(status, Ok(WaitStatus::Exited(_, 0))) {
+            bail!("the check of app {}'s pool credentials died ({})", app.guest.name, describe_status(status));
+        }
+        if !message.is_empty() {
+            let user = user.map(|uid| format!("uid {uid}"));
+            let group = group.map(|gid| format!("gid {gid}"));
+            bail!(
+                "app {}: its pool's workers ({}) would fail to boot: {}",
+                app.guest.name,
+                [user, group].into_iter().flatten().collect::<Vec<_>>().join(", "),
+                String::from_utf8_lossy(&message)
+            );
         }
     }
     Ok(())
