@@ -34,7 +34,7 @@ impl Pidfile {
         let (folder, name) = reach(path)?;
         let held = replaceable(path, &folder, name)?;
         let taken_from = held.filter(|pid| predecessor == Some(*pid));
-        let another = |pid: &Pid| *pid != Pid::this() && taken_from.is_none() && kill(*pid, None).is_ok();
+        let another = |pid: &Pid| *pid != Pid::this() && Some(*pid) != predecessor && kill(*pid, None).is_ok();
         if let Some(pid) = held.filter(another) {
             bail!("already running on pid {pid} (or the pid file {} is stale)", path.display());
         }

@@ -176,10 +176,7 @@ fn push_value(line: &mut String, atom: &Atom, record: &AccessRecord<'_>) {
         Atom::Environment(name) => or_dash(line, std::env::var(name).ok().as_deref()),
         Atom::App => or_dash(line, Some(record.app).filter(|name| !name.is_empty())),
         Atom::Letter(letter) => match letter {
-            'h' => match record.remote_addr {
-                Some(address) => _ = write!(line, "{address}"),
-                None => line.push('-'),
-            },
+            'h' => _ = write!(line, "{}", ShownAddress(record.remote_addr)),
             't' => crate::clock::push_log_time(line),
             'r' => {
                 // Escaped part by part: the spaces between the parts need no escape.
@@ -252,7 +249,7 @@ fn json_line(record: &AccessRecord<'_>) -> String {
         let [request, path, query, referer, user_agent] = values.map(|value| value.map(Cuttable::shown));
         let object = serde_json::json!({
             "app": record.app,
-            "remote_addr": record.remote_addr.map_or_else(|| "-".to_string(), |address| address.to_string()),
+            "remote_addr": ShownAddress(record.remote_addr).to_string(),
             "time": time,
             "request": request,
             "method": record.method,
@@ -295,6 +292,18 @@ impl<'a> Cuttable<'a> {
         }
         let cut = self.text.len() - self.kept;
         std::borrow::Cow::Owned(format!("{}...[{cut} bytes cut]", prefix(self.text, self.kept)))
+    }
+}
+
+/// The client's address as both line formats show it: `-` when it has none (a unix-socket client).
+struct ShownAddress(Option<IpAddr>);
+
+impl std::fmt::Display for ShownAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
