@@ -30,7 +30,9 @@
 # apt-get if missing and a venv with gunicorn + psycopg2-binary at $WASMCORN_BENCH_DIR/venv (created once, reused).
 # Output: $WASMCORN_BENCH_DIR/hello-compare.csv (default dir target/bench, memory columns
 # are the mean per worker, KiB), server logs in $WASMCORN_BENCH_DIR/logs/, and a Markdown
-# summary on stdout (progress goes to stderr).
+# summary on stdout (progress goes to stderr). When host/hot-symbols.txt was not written for the wasmcorn binary
+# (a debug build, or a list gone stale: checked with nm), a warning on stderr and a line in the summary say that
+# its PSS is not a laid-out release build's.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -96,6 +98,26 @@ if [[ -x $WASMCORN ]]; then
   [[ -z $WITH_REUSE ]] || SERVERS+=(wasmcorn-reuse)
 else say "SKIPPING wasmcorn: no executable at $WASMCORN (cargo build --release, or --wasmcorn PATH)"; fi
 [[ -z $WITH_NGINX ]] || SERVERS+=(nginx)
+
+# --- the binary's code layout ----------------------------------------------------------------------------------
+# A worker's PSS is what a release build's workers map only when host/hot-symbols.txt was written for this very
+# binary: when it lists this build's `wasmcorn::worker::run` (as bench/study/layout.rs checks). A stale list, or a
+# debug build, leaves the worker's hot code scattered, and its PSS higher. Said on stderr and in the summary.
+LAYOUT_NOTE=""
+if [[ -x $WASMCORN ]]; then
+  if ! command -v nm >/dev/null; then
+    LAYOUT_NOTE="code layout unknown (no nm to read $WASMCORN's symbols)"
+  else
+    entry=$(grep -m1 '^_ZN8wasmcorn6worker3run17h' host/hot-symbols.txt || true)
+    if [[ -z $entry ]] || ! nm --defined-only "$WASMCORN" | awk -v entry="$entry" '$3 == entry {found = 1}
+        END {exit !found}'; then
+      LAYOUT_NOTE="host/hot-symbols.txt was not written for $WASMCORN (a debug build, or a list gone stale): its\
+ workers map more code than a release build laid out for them, so their PSS is higher (for a release build,\
+ regenerate the list with bench/hot-symbols.sh and build again)"
+    fi
+  fi
+  [[ -z $LAYOUT_NOTE ]] || say "warning: $LAYOUT_NOTE"
+fi
 
 # --- process bookkeeping: everything started is stopped by pid on exit ------------------
 MASTER="" WORKER_PIDS=() LOADPID="" SCRAPER="" SPREADER=""
@@ -274,7 +296,9 @@ cat <<EOF
 
 Medians over rounds for rps; PSS is the mean per worker after load (idle values in the CSV).
 Ratios are wasmcorn/gunicorn.
-
+${LAYOUT_NOTE:+
+**Code layout**: $LAYOUT_NOTE.
+}
 | workers | server | PSS/worker idle KiB | PSS/worker loaded KiB | arbiter/master PSS idle KiB | arbiter/master PSS loaded KiB |
 |---|---|---|---|---|---|
 EOF
