@@ -13,9 +13,12 @@
 # Then build again (cargo build --release) to link with the new list.
 #
 # Why: the kernel maps a program's code 64 KiB around every page a process touches. After the fork a worker
-# runs about 1.1 MB of functions spread over 13 MB of text, so without this list it maps about 5 MiB of code;
-# with them side by side it maps little more than what it runs. The list is names, so it survives edits to our
-# own code; regenerate it after upgrading Rust, wasmtime or other dependencies (their symbols change).
+# runs about 1.2 MiB of functions spread over 16 MB of text, so without this list it maps about 5 MiB of code;
+# with them side by side it maps little more than what it runs. The list is names: it survives small edits, but
+# functions renamed, added or inlined differently drop out of it (by 2026-12-07 only 365 of its 1,456 names were
+# left), so regenerate it when the request path has changed and after upgrading Rust, wasmtime or other
+# dependencies (their symbols change). bench/hello-compare.sh and the study say when it was not written for the
+# binary they measure.
 #
 # How: each set-up below runs under valgrind's callgrind (Debian's package, installed when missing), with
 # 1 worker, answers a few requests of every kind, and stops. Every function of the binary that a worker ran

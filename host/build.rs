@@ -82,7 +82,7 @@ fn build_guests() -> Result<(), String> {
 
 /// In optimised builds, asks the linker to lay out side by side the functions a worker runs, listed in
 /// `hot-symbols.txt` (written by `bench/hot-symbols.sh`). The kernel maps a program's code 64 KiB around each page
-/// a process touches, so hot code scattered over the 13 MB text costs every worker several MiB; gathered, it costs
+/// a process touches, so hot code scattered over the 16 MB text costs every worker several MiB; gathered, it costs
 /// about its own size. Only with LLVM's lld. Symbols the build does not have are skipped, so a stale list
 /// degrades to the linker's own layout, never to a failed link.
 fn order_hot_functions() {
