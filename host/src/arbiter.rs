@@ -84,18 +84,18 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
         Some(inherited) => (inherited, false),
         None => (bind_all(&config)?, true),
     };
-    // A daemon's launcher waits for this, and exits with it.
-    let mut start_report = None;
-    if config.daemon {
+    // What a daemon's launcher waits for, and exits with.
+    let start_report = if !config.daemon {
+        None
+    } else if upgrade::predecessor().is_some() {
         // The successor of an upgrade detaches where it is: forking again would give it a new pid and another
         // parent, so that it would not know the arbiter it succeeds, and the old arbiter would take the child it
         // started, exiting at once, for a failed upgrade.
-        if upgrade::predecessor().is_some() {
-            process::detach_in_place()?
-        } else {
-            start_report = Some(process::daemonize()?)
-        }
-    }
+        process::detach_in_place()?;
+        None
+    } else {
+        Some(process::daemonize()?)
+    };
     let errors_to_file = config.logging.errors_to_file();
     let socket_files: Vec<PathBuf> = if bound_here {
         listeners.iter().filter_map(Listener::own_file).map(Path::to_path_buf).collect()
@@ -105,7 +105,7 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
     let result = match Arbiter::start(config, StartedAs { binary, serve_args, start_folder }, artefacts, listeners) {
         Ok(mut arbiter) => {
             // Before any fork: no worker keeps the launcher waiting.
-            if let Some(report) = start_report.take() {
+            if let Some(report) = start_report {
                 report.started();
             }
             arbiter.run()
@@ -114,7 +114,7 @@ pub(crate) fn run(config: Config, serve_args: Vec<OsString>) -> anyhow::Result<E
             // A start that failed (a pid file naming a live server, an address in use for the metrics) leaves
             // no socket file of its own behind.
             socket_files.iter().for_each(|path| drop(std::fs::remove_file(path)));
-            if let Some(report) = start_report.take() {
+            if let Some(report) = start_report {
                 report.failed(&crate::error_line(&err));
             }
             Err(err)
